@@ -1,0 +1,281 @@
+//! [`MemoryStore`]: sessions in this process's memory.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+
+use super::{DeleteScope, SaveOutcome, SessionStore, StoreError};
+use crate::clock::Timestamp;
+use crate::session::{Session, UserId};
+use crate::token::SessionId;
+
+const STORE: &str = "memory";
+
+/// Sessions in a sharded concurrent map, with a per-user index. Clones share the same data.
+///
+/// For one process: tests, development, and single-instance deployments that accept losing
+/// every session on restart. There is no background task — expired records are treated as
+/// absent by the manager and removed by [`purge_expired`](SessionStore::purge_expired).
+///
+/// Lock order, which keeps it deadlock-free: a user's index entry, then a session shard —
+/// never the other way round. Holding the index entry makes `create` and `delete_for_user`
+/// for one user mutually exclusive, which closes the create-vs-revoke-all race.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: DashMap<SessionId, Session, BuildHasherDefault<IdHasher>>,
+    by_user: DashMap<UserId, HashSet<SessionId, BuildHasherDefault<IdHasher>>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many records the store holds, expired ones included.
+    pub fn len(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// Whether the store holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.inner.sessions.is_empty()
+    }
+
+    /// How many users have an index entry (for tests of index cleanup).
+    pub fn indexed_users(&self) -> usize {
+        self.inner.by_user.len()
+    }
+
+    /// Everything the store holds, serialized as JSON (for the conformance suite's check that
+    /// no raw token is ever stored).
+    pub fn dump(&self) -> Vec<u8> {
+        let sessions: Vec<Session> = self
+            .inner
+            .sessions
+            .iter()
+            .map(|r| r.value().clone())
+            .collect();
+        let index: Vec<(UserId, Vec<SessionId>)> = self
+            .inner
+            .by_user
+            .iter()
+            .map(|r| (r.key().clone(), r.value().iter().copied().collect()))
+            .collect();
+        let mut out = serde_json::to_vec(&sessions).unwrap_or_default();
+        for (user, ids) in index {
+            out.extend_from_slice(user.as_str().as_bytes());
+            for id in ids {
+                out.extend_from_slice(id.as_bytes());
+            }
+        }
+        out
+    }
+
+    fn unindex(&self, user: &UserId, id: &SessionId) {
+        if let Some(mut ids) = self.inner.by_user.get_mut(user) {
+            ids.remove(id);
+        }
+        self.inner.by_user.remove_if(user, |_, ids| ids.is_empty());
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("sessions", &self.inner.sessions.len())
+            .field("users", &self.inner.by_user.len())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    fn name(&self) -> &'static str {
+        STORE
+    }
+
+    async fn create(&self, session: &Session) -> Result<(), StoreError> {
+        let mut ids = self
+            .inner
+            .by_user
+            .entry(session.user_id.clone())
+            .or_default();
+        match self.inner.sessions.entry(session.id) {
+            dashmap::Entry::Occupied(_) => return Err(StoreError::AlreadyExists { store: STORE }),
+            dashmap::Entry::Vacant(v) => {
+                v.insert(session.clone());
+            }
+        }
+        ids.insert(session.id);
+        Ok(())
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        Ok(self.inner.sessions.get(id).map(|r| r.value().clone()))
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionId,
+        last_seen_at: Timestamp,
+        idle_expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let Some(mut s) = self.inner.sessions.get_mut(id) else {
+            return Ok(false);
+        };
+        s.last_seen_at = s.last_seen_at.max(last_seen_at);
+        s.idle_expires_at = s
+            .idle_expires_at
+            .max(idle_expires_at.min(s.absolute_expires_at));
+        Ok(true)
+    }
+
+    async fn save(&self, session: &Session) -> Result<SaveOutcome, StoreError> {
+        let Some(mut stored) = self.inner.sessions.get_mut(&session.id) else {
+            return Ok(SaveOutcome::NotFound);
+        };
+        if stored.version != session.version {
+            return Ok(SaveOutcome::VersionConflict);
+        }
+        let (user_id, handle) = (stored.user_id.clone(), stored.handle.clone());
+        *stored = Session {
+            user_id,
+            handle,
+            version: session.version + 1,
+            ..session.clone()
+        };
+        Ok(SaveOutcome::Saved)
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let Some((_, removed)) = self.inner.sessions.remove(id) else {
+            return Ok(false);
+        };
+        self.unindex(&removed.user_id, id);
+        Ok(true)
+    }
+
+    async fn rotate(&self, old: &SessionId, new: &Session) -> Result<(), StoreError> {
+        // Under the new user's index entry, so a revoke-all for that user sees either neither
+        // or the new session.
+        let mut ids = self.inner.by_user.entry(new.user_id.clone()).or_default();
+        let removed = self.inner.sessions.remove(old);
+        if removed
+            .as_ref()
+            .is_some_and(|(_, s)| s.user_id == new.user_id)
+        {
+            ids.remove(old);
+        }
+        match self.inner.sessions.entry(new.id) {
+            dashmap::Entry::Occupied(_) => return Err(StoreError::AlreadyExists { store: STORE }),
+            dashmap::Entry::Vacant(v) => {
+                v.insert(new.clone());
+            }
+        }
+        ids.insert(new.id);
+        drop(ids);
+        if let Some((_, s)) = removed.filter(|(_, s)| s.user_id != new.user_id) {
+            self.unindex(&s.user_id, old);
+        }
+        Ok(())
+    }
+
+    async fn list_for_user(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, StoreError> {
+        let Some(ids) = self.inner.by_user.get(user) else {
+            return Ok(Vec::new());
+        };
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.inner.sessions.get(id))
+            .filter(|s| s.is_live(now))
+            .map(|s| s.value().clone())
+            .collect())
+    }
+
+    async fn delete_for_user(
+        &self,
+        user: &UserId,
+        scope: DeleteScope<'_>,
+    ) -> Result<u64, StoreError> {
+        let Some(mut ids) = self.inner.by_user.get_mut(user) else {
+            return Ok(0);
+        };
+        let keep = match scope {
+            DeleteScope::All => None,
+            DeleteScope::AllExcept(id) => Some(*id),
+        };
+        let mut removed = 0;
+        ids.retain(|id| {
+            if Some(*id) == keep {
+                return true;
+            }
+            if self.inner.sessions.remove(id).is_some() {
+                removed += 1;
+            }
+            false
+        });
+        drop(ids);
+        self.inner.by_user.remove_if(user, |_, ids| ids.is_empty());
+        Ok(removed)
+    }
+
+    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        // Collected first: deleting takes the index lock, which must never be taken while a
+        // session shard is held (see the lock order above).
+        let expired: Vec<SessionId> = self
+            .inner
+            .sessions
+            .iter()
+            .filter(|s| !s.is_live(now))
+            .map(|s| *s.key())
+            .collect();
+        let mut removed = 0;
+        for id in expired {
+            // Re-checked under the shard lock: the session may have been touched meanwhile.
+            if let Some((_, s)) = self.inner.sessions.remove_if(&id, |_, s| !s.is_live(now)) {
+                self.unindex(&s.user_id, &id);
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Session ids are SHA-256 outputs of server-generated random tokens: already uniformly
+/// distributed, and never chosen by a client (an attacker can only make lookups miss). Folding
+/// the bytes into one word is therefore as good a hash as any, and SipHash over 32 bytes would
+/// be wasted work on the hottest path in the system.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Integration tests of cloakroom-core: the store conformance suite on the memory store, and
+//! the manager's behaviour as a web layer would observe it.
+// A panic is how a test fails, with its location; helpers outside #[test] may unwrap too.
+#![allow(clippy::unwrap_used)]
+
+mod manager;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cloakroom_core::conformance::Harness;
+use cloakroom_core::{MemoryStore, SessionStore};
+
+struct Memory(MemoryStore);
+
+#[async_trait]
+impl Harness for Memory {
+    fn store(&self) -> Arc<dyn SessionStore> {
+        Arc::new(self.0.clone())
+    }
+
+    async fn dump(&self) -> Vec<u8> {
+        self.0.dump()
+    }
+}
+
+async fn memory() -> Option<Memory> {
+    Some(Memory(MemoryStore::new()))
+}
+
+cloakroom_core::conformance_suite!(conformance_memory, memory());

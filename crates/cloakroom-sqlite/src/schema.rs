@@ -1,0 +1,71 @@
+//! The schema, versioned with `PRAGMA user_version`.
+//!
+//! Migrations are append-only: entry `n` takes a database from version `n` to `n + 1`, each in
+//! its own transaction, so a crash mid-upgrade leaves the previous version intact. A database
+//! newer than this build is refused rather than guessed at.
+
+use rusqlite::Connection;
+
+use crate::db::DbError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: sessions. `id` is SHA-256 of the token — the token itself is never stored.
+    // `expires_at` is derived so purge and listing use one index whatever the expiry kind.
+    "CREATE TABLE sessions (
+        id                  BLOB PRIMARY KEY NOT NULL CHECK (length(id) = 32),
+        user_id             TEXT NOT NULL,
+        handle              TEXT NOT NULL UNIQUE,
+        created_at          INTEGER NOT NULL,
+        last_seen_at        INTEGER NOT NULL,
+        idle_expires_at     INTEGER NOT NULL,
+        absolute_expires_at INTEGER NOT NULL,
+        auth_time           INTEGER NOT NULL,
+        auth_method         TEXT NOT NULL,
+        remember            INTEGER NOT NULL,
+        user_agent          TEXT,
+        ip                  TEXT,
+        csrf_secret         BLOB NOT NULL CHECK (length(csrf_secret) = 32),
+        data                TEXT NOT NULL,
+        version             INTEGER NOT NULL,
+        expires_at          INTEGER GENERATED ALWAYS AS (min(idle_expires_at, absolute_expires_at)) VIRTUAL
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_by_user ON sessions (user_id, expires_at);
+    CREATE INDEX sessions_by_expiry ON sessions (expires_at);",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn migrate(conn: &Connection) -> Result<(), DbError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(DbError::TooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (from, sql) in (0_i64..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
+        // IMMEDIATE takes the write lock first, so two processes starting at once (server and
+        // admin CLI) cannot both apply the same step.
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let step = (|| {
+            let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if current == from {
+                conn.execute_batch(sql)?;
+                conn.pragma_update(None, "user_version", from + 1)?;
+            }
+            Ok::<_, rusqlite::Error>(())
+        })();
+        match step {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}

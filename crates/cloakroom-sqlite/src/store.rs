@@ -1,0 +1,350 @@
+//! [`SqliteStore`]: the [`SessionStore`] contract on SQLite.
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use cloakroom_core::store::BoxError;
+use cloakroom_core::{
+    AuthMethod, CsrfSecret, DeleteScope, SaveOutcome, Session, SessionData, SessionHandle,
+    SessionId, SessionStore, StoreError, Timestamp, UserId,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::db::{Database, DbError};
+
+const STORE: &str = "sqlite";
+
+const COLUMNS: &str = "id, user_id, handle, created_at, last_seen_at, idle_expires_at, \
+    absolute_expires_at, auth_time, auth_method, remember, user_agent, ip, csrf_secret, data, version";
+
+/// Sessions in a SQLite [`Database`].
+///
+/// Every guarantee of the store contract comes from one SQL statement or one transaction:
+/// `create` is `INSERT … ON CONFLICT DO NOTHING`, `save` is `UPDATE … WHERE version = ?`,
+/// `rotate` deletes and inserts in one transaction, and the per-user index is an ordinary
+/// SQL index that can never point at a deleted row.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    db: Database,
+}
+
+impl SqliteStore {
+    /// A store over an open database.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// The underlying database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+}
+
+fn store_error(e: DbError) -> StoreError {
+    if e.is_unavailable() {
+        StoreError::Unavailable {
+            store: STORE,
+            source: Box::new(e),
+        }
+    } else {
+        StoreError::Backend {
+            store: STORE,
+            source: Box::new(e),
+        }
+    }
+}
+
+/// A row that SQLite returned but that does not decode into a [`Session`].
+#[derive(Debug, thiserror::Error)]
+#[error("column {column}: {reason}")]
+struct Undecodable {
+    column: &'static str,
+    reason: BoxError,
+}
+
+fn bad(column: &'static str) -> impl FnOnce(BoxError) -> Undecodable {
+    move |reason| Undecodable { column, reason }
+}
+
+/// Reads one row into a session; SQL errors and decoding errors are kept apart so a corrupt
+/// row is reported as such.
+fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Session, Undecodable>> {
+    let id: Vec<u8> = row.get(0)?;
+    let user_id: String = row.get(1)?;
+    let handle: String = row.get(2)?;
+    let auth_method: String = row.get(8)?;
+    let ip: Option<String> = row.get(11)?;
+    let csrf: Vec<u8> = row.get(12)?;
+    let data: String = row.get(13)?;
+    let version: i64 = row.get(14)?;
+    let ts = |i: usize| row.get::<_, i64>(i).map(Timestamp::from_unix_millis);
+    let (created_at, last_seen_at, idle_expires_at, absolute_expires_at, auth_time) =
+        (ts(3)?, ts(4)?, ts(5)?, ts(6)?, ts(7)?);
+    let remember: bool = row.get(9)?;
+    let user_agent: Option<String> = row.get(10)?;
+    Ok((|| {
+        Ok(Session {
+            id: SessionId::from_bytes(
+                id.try_into()
+                    .map_err(|_| bad("id")("not 32 bytes".into()))?,
+            ),
+            user_id: UserId::new(user_id).map_err(|e| bad("user_id")(e.into()))?,
+            handle: SessionHandle::parse(&handle).map_err(|e| bad("handle")(e.into()))?,
+            created_at,
+            last_seen_at,
+            idle_expires_at,
+            absolute_expires_at,
+            auth_time,
+            auth_method: AuthMethod::new(auth_method).map_err(|e| bad("auth_method")(e.into()))?,
+            remember,
+            user_agent,
+            ip: ip
+                .map(|t| t.parse::<IpAddr>())
+                .transpose()
+                .map_err(|e| bad("ip")(e.into()))?,
+            csrf_secret: CsrfSecret::from_bytes(
+                csrf.try_into()
+                    .map_err(|_| bad("csrf_secret")("not 32 bytes".into()))?,
+            ),
+            data: SessionData::from_json(&data).map_err(|e| bad("data")(e.into()))?,
+            version: u64::try_from(version).map_err(|e| bad("version")(e.into()))?,
+        })
+    })())
+}
+
+fn decoded(r: Result<Session, Undecodable>) -> Result<Session, StoreError> {
+    r.map_err(|e| StoreError::Corrupt {
+        store: STORE,
+        source: Box::new(e),
+    })
+}
+
+fn insert(conn: &Connection, s: &Session) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT DO NOTHING"
+    ))?;
+    let n = stmt.execute(params![
+        &s.id.as_bytes()[..],
+        s.user_id.as_str(),
+        s.handle.as_str(),
+        s.created_at.as_unix_millis(),
+        s.last_seen_at.as_unix_millis(),
+        s.idle_expires_at.as_unix_millis(),
+        s.absolute_expires_at.as_unix_millis(),
+        s.auth_time.as_unix_millis(),
+        s.auth_method.as_str(),
+        s.remember,
+        s.user_agent,
+        s.ip.map(|ip| ip.to_string()),
+        &s.csrf_secret.expose_bytes()[..],
+        s.data.to_json(),
+        version_i64(s.version),
+    ])?;
+    Ok(n == 1)
+}
+
+fn version_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    fn name(&self) -> &'static str {
+        STORE
+    }
+
+    async fn create(&self, session: &Session) -> Result<(), StoreError> {
+        let s = session.clone();
+        let inserted = self
+            .db
+            .write(move |conn| insert(conn, &s))
+            .await
+            .map_err(store_error)?;
+        if inserted {
+            Ok(())
+        } else {
+            Err(StoreError::AlreadyExists { store: STORE })
+        }
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let id = *id;
+        let row = self
+            .db
+            .read(move |conn| {
+                conn.prepare_cached(&format!("SELECT {COLUMNS} FROM sessions WHERE id = ?1"))?
+                    .query_row([&id.as_bytes()[..]], read_row)
+                    .optional()
+            })
+            .await
+            .map_err(store_error)?;
+        row.map(decoded).transpose()
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionId,
+        last_seen_at: Timestamp,
+        idle_expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let id = *id;
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE sessions SET last_seen_at = max(last_seen_at, ?2),
+                         idle_expires_at = max(idle_expires_at, min(?3, absolute_expires_at))
+                     WHERE id = ?1",
+                )?
+                .execute(params![
+                    &id.as_bytes()[..],
+                    last_seen_at.as_unix_millis(),
+                    idle_expires_at.as_unix_millis()
+                ])
+                .map(|n| n == 1)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn save(&self, session: &Session) -> Result<SaveOutcome, StoreError> {
+        let s = session.clone();
+        self.db
+            .write(move |conn| {
+                let n = conn
+                    .prepare_cached(
+                        "UPDATE sessions SET last_seen_at = ?3, idle_expires_at = ?4,
+                             absolute_expires_at = ?5, auth_time = ?6, auth_method = ?7,
+                             remember = ?8, user_agent = ?9, ip = ?10, csrf_secret = ?11,
+                             data = ?12, version = version + 1
+                         WHERE id = ?1 AND version = ?2",
+                    )?
+                    .execute(params![
+                        &s.id.as_bytes()[..],
+                        version_i64(s.version),
+                        s.last_seen_at.as_unix_millis(),
+                        s.idle_expires_at.as_unix_millis(),
+                        s.absolute_expires_at.as_unix_millis(),
+                        s.auth_time.as_unix_millis(),
+                        s.auth_method.as_str(),
+                        s.remember,
+                        s.user_agent,
+                        s.ip.map(|ip| ip.to_string()),
+                        &s.csrf_secret.expose_bytes()[..],
+                        s.data.to_json(),
+                    ])?;
+                if n == 1 {
+                    return Ok(SaveOutcome::Saved);
+                }
+                let exists = conn
+                    .prepare_cached("SELECT 1 FROM sessions WHERE id = ?1")?
+                    .exists([&s.id.as_bytes()[..]])?;
+                Ok(if exists {
+                    SaveOutcome::VersionConflict
+                } else {
+                    SaveOutcome::NotFound
+                })
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let id = *id;
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+                    .execute([&id.as_bytes()[..]])
+                    .map(|n| n == 1)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn rotate(&self, old: &SessionId, new: &Session) -> Result<(), StoreError> {
+        let (old, new) = (*old, new.clone());
+        // One transaction: both happen or neither does. Inserting first means a refused insert
+        // leaves nothing to undo.
+        let inserted = self
+            .db
+            .write(move |conn| {
+                if !insert(conn, &new)? {
+                    return Ok(false);
+                }
+                conn.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+                    .execute([&old.as_bytes()[..]])?;
+                Ok(true)
+            })
+            .await
+            .map_err(store_error)?;
+        if inserted {
+            Ok(())
+        } else {
+            Err(StoreError::AlreadyExists { store: STORE })
+        }
+    }
+
+    async fn list_for_user(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, StoreError> {
+        let user = user.as_str().to_owned();
+        let rows = self
+            .db
+            .read(move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM sessions WHERE user_id = ?1 AND expires_at > ?2"
+                ))?
+                .query_map(params![user, now.as_unix_millis()], read_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .map_err(store_error)?;
+        rows.into_iter().map(decoded).collect()
+    }
+
+    async fn delete_for_user(
+        &self,
+        user: &UserId,
+        scope: DeleteScope<'_>,
+    ) -> Result<u64, StoreError> {
+        let user = user.as_str().to_owned();
+        let except = match scope {
+            DeleteScope::All => None,
+            DeleteScope::AllExcept(id) => Some(*id),
+        };
+        self.db
+            .write(move |conn| {
+                let n = match except {
+                    None => conn
+                        .prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+                        .execute([&user])?,
+                    Some(id) => conn
+                        .prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND id <> ?2")?
+                        .execute(params![user, &id.as_bytes()[..]])?,
+                };
+                Ok(n as u64)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?
+                    .execute([now.as_unix_millis()])
+                    .map(|n| n as u64)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+            .map_err(store_error)
+    }
+}

@@ -1,0 +1,87 @@
+//! Integration tests of the SQLite store: the conformance suite on a file and in memory, crash
+//! durability, and schema handling.
+// A panic is how a test fails, with its location; helpers outside #[test] may unwrap too.
+#![allow(clippy::unwrap_used)]
+
+mod crash;
+mod schema;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cloakroom_core::SessionStore;
+use cloakroom_core::conformance::Harness;
+use cloakroom_sqlite::{Database, SqliteStore};
+
+struct Sqlite {
+    store: SqliteStore,
+    // Keeps the directory alive for the test's duration.
+    dir: Option<tempfile::TempDir>,
+}
+
+#[async_trait]
+impl Harness for Sqlite {
+    fn store(&self) -> Arc<dyn SessionStore> {
+        Arc::new(self.store.clone())
+    }
+
+    async fn dump(&self) -> Vec<u8> {
+        self.store.database().read(dump_rows).await.expect("dump")
+    }
+
+    async fn dump_raw(&self) -> Vec<u8> {
+        // Every value in every table, plus every file on disk (database, WAL, shared memory).
+        let mut out = self.dump().await;
+        if let Some(dir) = &self.dir {
+            for entry in std::fs::read_dir(dir.path()).expect("read dir") {
+                out.extend(std::fs::read(entry.expect("entry").path()).expect("read file"));
+            }
+        }
+        out
+    }
+}
+
+fn dump_rows(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<u8>> {
+    use rusqlite::types::ValueRef;
+    let mut out = Vec::new();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for table in tables {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\""))?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            for i in 0..columns {
+                match row.get_ref(i)? {
+                    ValueRef::Null => {}
+                    ValueRef::Integer(n) => out.extend(n.to_le_bytes()),
+                    ValueRef::Real(f) => out.extend(f.to_le_bytes()),
+                    ValueRef::Text(b) | ValueRef::Blob(b) => out.extend(b),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn file() -> Option<Sqlite> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::open(dir.path().join("sessions.db")).expect("open");
+    Some(Sqlite {
+        store: SqliteStore::new(db),
+        dir: Some(dir),
+    })
+}
+
+async fn memory() -> Option<Sqlite> {
+    let db = Database::open_in_memory().expect("open");
+    Some(Sqlite {
+        store: SqliteStore::new(db),
+        dir: None,
+    })
+}
+
+cloakroom_core::conformance_suite!(conformance_sqlite_file, file());
+cloakroom_core::conformance_suite!(conformance_sqlite_memory, memory());
