@@ -13,16 +13,19 @@
 //! forward, so stores with their own expiry (Redis TTLs) behave realistically.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::clock::Timestamp;
 use crate::clock::{Clock, ManualClock};
 use crate::policy::{Lifetime, Policy};
-use crate::session::{AuthMethod, UserId};
-use crate::store::{SaveOutcome, SessionStore, StoreError};
+use crate::session::{AuthMethod, Session, UserId};
+use crate::store::{DeleteScope, SaveOutcome, SessionStore, StoreError};
+use crate::token::SessionId;
 use crate::{NewSession, SessionManager, UpdateError, ValidationError};
 
 /// A backend under test.
@@ -93,6 +96,113 @@ macro_rules! __conformance_tests {
             }
         )*
     };
+}
+
+/// A store wrapper for tests of what sits *on top of* a store: it counts reads and writes
+/// (to prove a code path does not write) and can be switched to fail every call as
+/// unavailable (a fault no real backend produces on cue in-process).
+#[derive(Debug)]
+pub struct ObservedStore<S = crate::MemoryStore> {
+    inner: S,
+    loads: AtomicU64,
+    writes: AtomicU64,
+    unavailable: AtomicBool,
+}
+
+impl<S: SessionStore> ObservedStore<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            loads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            unavailable: AtomicBool::new(false),
+        }
+    }
+
+    /// How many `load`s reached the store.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::SeqCst)
+    }
+
+    /// How many writes (create, touch, save, delete, rotate, delete-for-user, purge) reached
+    /// the store.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// Makes every call fail with [`StoreError::Unavailable`] (or work again).
+    pub fn set_unavailable(&self, down: bool) {
+        self.unavailable.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.unavailable.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable {
+                store: "observed",
+                source: "switched off by the test".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn write(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for ObservedStore<S> {
+    fn name(&self) -> &'static str {
+        "observed"
+    }
+    async fn create(&self, s: &Session) -> Result<(), StoreError> {
+        self.write()?;
+        self.inner.create(s).await
+    }
+    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        self.check()?;
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.inner.load(id).await
+    }
+    async fn touch(
+        &self,
+        id: &SessionId,
+        seen: Timestamp,
+        idle: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write()?;
+        self.inner.touch(id, seen, idle).await
+    }
+    async fn save(&self, s: &Session) -> Result<SaveOutcome, StoreError> {
+        self.write()?;
+        self.inner.save(s).await
+    }
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+        self.write()?;
+        self.inner.delete(id).await
+    }
+    async fn rotate(&self, old: &SessionId, new: &Session) -> Result<(), StoreError> {
+        self.write()?;
+        self.inner.rotate(old, new).await
+    }
+    async fn list_for_user(&self, u: &UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
+        self.check()?;
+        self.inner.list_for_user(u, now).await
+    }
+    async fn delete_for_user(&self, u: &UserId, scope: DeleteScope<'_>) -> Result<u64, StoreError> {
+        self.write()?;
+        self.inner.delete_for_user(u, scope).await
+    }
+    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.write()?;
+        self.inner.purge_expired(now).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()
+    }
 }
 
 fn user(name: &str) -> UserId {

@@ -1,93 +1,16 @@
 //! The manager as a web layer sees it: typed reasons, throttled writes, lifetimes, fixation.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use cloakroom_core::conformance::ObservedStore;
 use cloakroom_core::{
-    AuthMethod, Clock, DeleteScope, Lifetime, ManualClock, MemoryStore, NewSession, Policy,
-    SaveOutcome, Session, SessionId, SessionManager, SessionStore, SessionToken, StoreError,
-    Timestamp, UpdateError, UserId, ValidationError,
+    AuthMethod, Clock, Lifetime, ManualClock, MemoryStore, NewSession, Policy, SessionManager,
+    SessionToken, Timestamp, UpdateError, UserId, ValidationError,
 };
 
-/// A memory store that counts writes and can be switched off, to observe what the manager
-/// does to a store without a real backend failing on cue.
-#[derive(Debug, Default)]
-struct Observed {
-    inner: MemoryStore,
-    writes: AtomicU64,
-    loads: AtomicU64,
-    down: std::sync::atomic::AtomicBool,
-}
-
-impl Observed {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable {
-                store: "observed",
-                source: "switched off".into(),
-            });
-        }
-        Ok(())
-    }
-    fn write(&self) -> Result<(), StoreError> {
-        self.check()?;
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl SessionStore for Observed {
-    fn name(&self) -> &'static str {
-        "observed"
-    }
-    async fn create(&self, s: &Session) -> Result<(), StoreError> {
-        self.write()?;
-        self.inner.create(s).await
-    }
-    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        self.check()?;
-        self.loads.fetch_add(1, Ordering::SeqCst);
-        self.inner.load(id).await
-    }
-    async fn touch(
-        &self,
-        id: &SessionId,
-        seen: Timestamp,
-        idle: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.write()?;
-        self.inner.touch(id, seen, idle).await
-    }
-    async fn save(&self, s: &Session) -> Result<SaveOutcome, StoreError> {
-        self.write()?;
-        self.inner.save(s).await
-    }
-    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
-        self.write()?;
-        self.inner.delete(id).await
-    }
-    async fn list_for_user(&self, u: &UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
-        self.check()?;
-        self.inner.list_for_user(u, now).await
-    }
-    async fn delete_for_user(&self, u: &UserId, scope: DeleteScope<'_>) -> Result<u64, StoreError> {
-        self.write()?;
-        self.inner.delete_for_user(u, scope).await
-    }
-    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        self.write()?;
-        self.inner.purge_expired(now).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.check()
-    }
-}
-
-fn setup() -> (Arc<Observed>, SessionManager, ManualClock) {
-    let store = Arc::new(Observed::default());
+fn setup() -> (Arc<ObservedStore>, SessionManager, ManualClock) {
+    let store = Arc::new(ObservedStore::new(MemoryStore::new()));
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_700_000_000_000));
     let manager = SessionManager::from_arc(store.clone()).with_clock(clock.clone());
     (store, manager, clock)
@@ -119,7 +42,7 @@ async fn missing_and_malformed_cookies_never_reach_the_store() {
         );
         assert_eq!(err.label(), "malformed");
     }
-    assert_eq!(store.loads.load(Ordering::SeqCst), 0);
+    assert_eq!(store.loads(), 0);
 }
 
 #[tokio::test]
@@ -130,16 +53,16 @@ async fn validation_writes_at_most_once_per_touch_interval() {
         .await
         .unwrap();
     let cookie = issued.token.expose_cookie_value();
-    let after_issue = store.writes.load(Ordering::SeqCst);
+    let after_issue = store.writes();
     for _ in 0..1000 {
         clock.advance(Duration::from_millis(50));
         manager.validate(Some(&cookie)).await.unwrap();
     }
     // 1000 requests over 50 s: inside one 60 s touch interval, so no write at all.
-    assert_eq!(store.writes.load(Ordering::SeqCst), after_issue);
+    assert_eq!(store.writes(), after_issue);
     clock.advance(Duration::from_secs(11));
     let s = manager.validate(Some(&cookie)).await.unwrap();
-    assert_eq!(store.writes.load(Ordering::SeqCst), after_issue + 1);
+    assert_eq!(store.writes(), after_issue + 1);
     assert_eq!(s.last_seen_at, clock.now());
 }
 
@@ -150,7 +73,7 @@ async fn store_failure_fails_closed_with_a_typed_error() {
         .issue(NewSession::new(alice(), AuthMethod::password()), None)
         .await
         .unwrap();
-    store.down.store(true, Ordering::SeqCst);
+    store.set_unavailable(true);
     let err = manager
         .validate(Some(&issued.token.expose_cookie_value()))
         .await
@@ -163,7 +86,7 @@ async fn store_failure_fails_closed_with_a_typed_error() {
         other => panic!("expected a store error, got {other:?}"),
     }
     assert_eq!(err.label(), "store_error");
-    store.down.store(false, Ordering::SeqCst);
+    store.set_unavailable(false);
     manager
         .validate(Some(&issued.token.expose_cookie_value()))
         .await
@@ -275,13 +198,13 @@ async fn unchanged_data_is_not_written_and_gone_sessions_are_reported() {
         .issue(NewSession::new(alice(), AuthMethod::password()), None)
         .await
         .unwrap();
-    let before = store.writes.load(Ordering::SeqCst);
+    let before = store.writes();
     let n = manager
         .update_data(&issued.session.id, |d| d.as_map().len())
         .await
         .unwrap();
     assert_eq!(n, 0);
-    assert_eq!(store.writes.load(Ordering::SeqCst), before);
+    assert_eq!(store.writes(), before);
     manager.revoke(&issued.session.id).await.unwrap();
     let err = manager
         .update_data(&issued.session.id, |d| d.insert("k", &1))

@@ -1,0 +1,260 @@
+//! The session cookie: reading what the client presented, writing what it should keep.
+//!
+//! Policy (RFC 6265bis, OWASP Session Management cheat sheet): the name carries the `__Host-`
+//! prefix, which browsers only accept with `Secure`, `Path=/` and no `Domain` — so a sibling
+//! subdomain or a plain-HTTP network attacker cannot plant or overwrite it. `HttpOnly` keeps
+//! scripts away from the ticket. There is no `Max-Age` unless the user asked to be remembered:
+//! an ordinary session cookie dies with the browser session, the server-side record dies at its
+//! own expiry, whichever comes first.
+
+use std::fmt;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use cloakroom_core::SessionToken;
+
+/// The prefix browsers enforce host-only, secure, path-`/` cookies for.
+pub const HOST_PREFIX: &str = "__Host-";
+
+/// The default cookie name.
+pub const DEFAULT_COOKIE_NAME: &str = "__Host-cloakroom";
+
+/// Longest `Cookie` header considered at all; longer ones are refused without being parsed.
+const MAX_COOKIE_HEADER: usize = 8 * 1024;
+
+/// The `SameSite` attribute of the session cookie.
+///
+/// ```
+/// use cloakroom_axum::{SameSite, SessionLayer};
+/// # let manager = cloakroom_core::SessionManager::new(cloakroom_core::MemoryStore::new());
+/// # let origin = cloakroom_core::origin::Origin::parse("https://app.example.com").unwrap();
+/// let layer = SessionLayer::new(manager, origin).with_same_site(SameSite::Strict);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SameSite {
+    /// Sent on top-level navigations from other sites (following a link into the app keeps you
+    /// logged in), never on cross-site subrequests or form posts. The default.
+    #[default]
+    Lax,
+    /// Never sent on any request initiated by another site: stronger, but a link from an email
+    /// or another site lands logged out.
+    Strict,
+}
+
+/// How the session cookie is named and what attributes it carries.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct CookiePolicy {
+    pub(crate) name: String,
+    pub(crate) same_site: SameSite,
+    /// `false` only through `danger_insecure_cookie`: no `Secure`, no `__Host-` prefix.
+    pub(crate) secure: bool,
+}
+
+impl Default for CookiePolicy {
+    fn default() -> Self {
+        Self {
+            name: DEFAULT_COOKIE_NAME.to_owned(),
+            same_site: SameSite::Lax,
+            secure: true,
+        }
+    }
+}
+
+impl fmt::Debug for CookiePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CookiePolicy")
+            .field("name", &self.name)
+            .field("same_site", &self.same_site)
+            .field("secure", &self.secure)
+            .finish()
+    }
+}
+
+/// What the client presented as its session cookie.
+#[derive(Debug)]
+pub(crate) enum Presented {
+    /// No cookie with our exact name.
+    Absent,
+    /// More than one cookie with our name: we cannot know which one the browser meant, and an
+    /// attacker who could plant a second one would love us to guess.
+    Duplicate,
+    /// A cookie too long or not shaped like a token.
+    Malformed,
+    /// A well-formed token (not yet checked against the store).
+    Token(SessionToken),
+}
+
+impl CookiePolicy {
+    /// Finds our cookie among every `Cookie` header. Names match exactly: a miscapitalised
+    /// `__host-…` is another cookie, one the browser applied none of the prefix rules to.
+    pub(crate) fn presented(&self, headers: &HeaderMap) -> Presented {
+        let mut found: Option<&str> = None;
+        for value in headers.get_all(header::COOKIE) {
+            if value.len() > MAX_COOKIE_HEADER {
+                return Presented::Malformed;
+            }
+            let Ok(text) = value.to_str() else { continue };
+            for pair in text.split(';') {
+                let Some((name, val)) = pair.trim().split_once('=') else {
+                    continue;
+                };
+                if name.trim() != self.name {
+                    continue;
+                }
+                if found.is_some() {
+                    return Presented::Duplicate;
+                }
+                found = Some(val.trim());
+            }
+        }
+        match found {
+            None => Presented::Absent,
+            Some(v) => SessionToken::parse(v).map_or(Presented::Malformed, Presented::Token),
+        }
+    }
+
+    /// `Set-Cookie` for a freshly issued token. `max_age` only for "remember me".
+    pub(crate) fn set_cookie(
+        &self,
+        token: &SessionToken,
+        max_age: Option<Duration>,
+    ) -> HeaderValue {
+        let value = self.render(&token.expose_cookie_value(), max_age.map(|d| d.as_secs()));
+        // Name is checked at configuration, the token is base64url and the attributes are
+        // constants: the value is always a valid header value.
+        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// `Set-Cookie` that removes the cookie: same attributes, empty value, `Max-Age=0`.
+    pub(crate) fn removal_cookie(&self) -> HeaderValue {
+        let value = self.render("", Some(0));
+        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    fn render(&self, value: &str, max_age: Option<u64>) -> String {
+        let mut c = cookie::Cookie::new(self.name.clone(), value.to_owned());
+        c.set_path("/");
+        c.set_http_only(true);
+        c.set_secure(self.secure);
+        c.set_same_site(match self.same_site {
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::Strict => cookie::SameSite::Strict,
+        });
+        if let Some(secs) = max_age {
+            c.set_max_age(cookie::time::Duration::seconds(
+                i64::try_from(secs).unwrap_or(i64::MAX),
+            ));
+            if secs == 0 {
+                // Old clients that ignore Max-Age still honour an Expires in the past.
+                c.set_expires(cookie::time::OffsetDateTime::UNIX_EPOCH);
+            }
+        }
+        c.to_string()
+    }
+}
+
+/// Checks a cookie name: the characters RFC 6265 allows in a token.
+pub(crate) fn valid_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::COOKIE, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn finds_the_token_among_other_cookies_and_headers() {
+        let p = CookiePolicy::default();
+        let t = SessionToken::generate();
+        let v = t.expose_cookie_value();
+        let h = headers(&["a=1; b=2", &format!("theme=dark; __Host-cloakroom={v}")]);
+        match p.presented(&h) {
+            Presented::Token(found) => assert_eq!(found, t),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hostile_cookies_are_refused_deterministically() {
+        let p = CookiePolicy::default();
+        let v = SessionToken::generate().expose_cookie_value();
+        let w = SessionToken::generate().expose_cookie_value();
+        assert!(matches!(p.presented(&headers(&[])), Presented::Absent));
+        assert!(matches!(
+            p.presented(&headers(&[&format!(
+                "__Host-cloakroom={v}; __Host-cloakroom={w}"
+            )])),
+            Presented::Duplicate
+        ));
+        assert!(matches!(
+            p.presented(&headers(&[
+                &format!("__Host-cloakroom={v}"),
+                &format!("__Host-cloakroom={v}")
+            ])),
+            Presented::Duplicate
+        ));
+        assert!(matches!(
+            p.presented(&headers(&[&format!("__host-cloakroom={v}")])),
+            Presented::Absent
+        ));
+        assert!(matches!(
+            p.presented(&headers(&[&format!("__HOST-cloakroom={v}")])),
+            Presented::Absent
+        ));
+        assert!(matches!(
+            p.presented(&headers(&["__Host-cloakroom=short"])),
+            Presented::Malformed
+        ));
+        let huge = format!("__Host-cloakroom={}", "A".repeat(20_000));
+        assert!(matches!(
+            p.presented(&headers(&[&huge])),
+            Presented::Malformed
+        ));
+    }
+
+    #[test]
+    fn set_and_removal_cookies_carry_every_attribute() {
+        let p = CookiePolicy::default();
+        let t = SessionToken::generate();
+        let set = p.set_cookie(&t, None);
+        let set = set.to_str().unwrap();
+        assert!(set.starts_with(&format!("__Host-cloakroom={}", t.expose_cookie_value())));
+        for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+            assert!(set.contains(attr), "{set}");
+        }
+        assert!(!set.contains("Max-Age") && !set.contains("Domain"), "{set}");
+        let remember = p.set_cookie(&t, Some(Duration::from_secs(3600)));
+        assert!(remember.to_str().unwrap().contains("Max-Age=3600"));
+        let gone = p.removal_cookie();
+        let gone = gone.to_str().unwrap();
+        for attr in [
+            "__Host-cloakroom=;",
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+            "Path=/",
+            "Max-Age=0",
+        ] {
+            assert!(gone.contains(attr), "{gone}");
+        }
+    }
+
+    #[test]
+    fn cookie_names_are_tokens() {
+        assert!(valid_cookie_name("__Host-app"));
+        assert!(!valid_cookie_name("a b"));
+        assert!(!valid_cookie_name("a;b"));
+        assert!(!valid_cookie_name(""));
+    }
+}

@@ -1,0 +1,335 @@
+//! Extractors: [`Session`] (required), `Option<Session>`, [`CurrentUser`] and [`Auth`].
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::http::request::Parts;
+use cloakroom_core::{
+    AuthMethod, NewSession, SessionData, SessionHandle, SessionManager, UpdateError, UserId,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::layer::RequestState;
+use crate::rejection::{Rejection, Unauthenticated};
+
+fn state(parts: &Parts) -> Result<Arc<RequestState>, Rejection> {
+    parts
+        .extensions
+        .get::<Arc<RequestState>>()
+        .cloned()
+        .ok_or(Rejection::LayerMissing)
+}
+
+/// The request's session; rejects with 401 when there is none.
+///
+/// Reading is free (the record was loaded once for the request). Writes go straight to the
+/// store as optimistic, versioned updates, so two concurrent requests on one session never
+/// lose each other's changes.
+///
+/// ```
+/// use cloakroom_axum::{Rejection, Session};
+///
+/// async fn add_to_cart(mut session: Session) -> Result<String, Rejection> {
+///     let n = session
+///         .update(|data| {
+///             let n: u32 = data.get("cart").ok().flatten().unwrap_or(0) + 1;
+///             data.insert("cart", &n).map(|()| n)
+///         })
+///         .await?
+///         .map_err(|e| Rejection::InvalidData(e.into()))?;
+///     Ok(format!("{n} items"))
+/// }
+/// ```
+pub struct Session {
+    state: Arc<RequestState>,
+    record: cloakroom_core::Session,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Rejection> {
+        let state = state(parts)?;
+        let record = state.current().await?;
+        Ok(Self { state, record })
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
+    type Rejection = Rejection;
+
+    /// `None` when the request is anonymous; still an error when the store cannot say
+    /// (fail closed) or the layer is missing.
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Rejection> {
+        match <Self as FromRequestParts<S>>::from_request_parts(parts, state).await {
+            Ok(s) => Ok(Some(s)),
+            Err(Rejection::Unauthenticated(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Session {
+    /// The stored record (as loaded at the start of the request, plus this request's writes).
+    pub fn record(&self) -> &cloakroom_core::Session {
+        &self.record
+    }
+
+    /// Whose session this is.
+    pub fn user_id(&self) -> &UserId {
+        &self.record.user_id
+    }
+
+    /// This session's public handle (for "your devices").
+    pub fn handle(&self) -> &SessionHandle {
+        &self.record.handle
+    }
+
+    /// A fresh CSRF token for this session, to embed in a form (`csrf_token` field) or hand
+    /// to a script (`X-CSRF-Token` header). Every call returns a different, equally valid
+    /// string.
+    pub fn csrf_token(&self) -> String {
+        self.record.csrf_secret.masked_token()
+    }
+
+    /// Reads `key` from the session data.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Rejection> {
+        self.record
+            .data
+            .get(key)
+            .map_err(|e| Rejection::InvalidData(Arc::new(e)))
+    }
+
+    /// Sets `key` (an optimistic, versioned write: concurrent requests lose nothing).
+    pub async fn insert<T: Serialize + ?Sized>(
+        &mut self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), Rejection> {
+        let value = serde_json::to_value(value)
+            .map_err(|e| Rejection::InvalidData(Arc::new(cloakroom_core::InvalidValue::Json(e))))?;
+        self.update(|data| data.insert(key, &value))
+            .await?
+            .map_err(|e| Rejection::InvalidData(Arc::new(e)))
+    }
+
+    /// Removes `key`.
+    pub async fn remove(&mut self, key: &str) -> Result<(), Rejection> {
+        self.update(|data| {
+            data.remove(key);
+        })
+        .await
+    }
+
+    /// Applies `f` to the freshest data and saves it; `f` may run more than once (after losing
+    /// a race to another request) and should only change the data it is given.
+    pub async fn update<R: Send>(
+        &mut self,
+        mut f: impl FnMut(&mut SessionData) -> R + Send,
+    ) -> Result<R, Rejection> {
+        let manager = &self.state.config.manager;
+        let mut latest = None;
+        let out = manager
+            .update_data(&self.record.id, |data| {
+                let out = f(data);
+                latest = Some(data.clone());
+                out
+            })
+            .await
+            .map_err(|e| match e {
+                UpdateError::Gone => {
+                    self.state.clear_session();
+                    Rejection::Unauthenticated(Unauthenticated::Revoked)
+                }
+                UpdateError::Contended => Rejection::Contended,
+                UpdateError::Store(s) => Rejection::from(s),
+                _ => Rejection::Contended,
+            })?;
+        if let Some(data) = latest {
+            self.record.data = data;
+        }
+        Ok(out)
+    }
+
+    /// Gives this session a new token and CSRF secret, keeping its data and lifetime; the old
+    /// token stops working at once. Call it on every privilege change (OWASP: "renew the
+    /// session id after any privilege level change").
+    pub async fn rotate(&mut self) -> Result<(), Rejection> {
+        let issued = self.state.config.manager.rotate(&self.record).await?;
+        self.record = issued.session.clone();
+        self.state.set_session(issued.token, issued.session);
+        Ok(())
+    }
+
+    /// Ends this session on the server and removes the cookie.
+    pub async fn logout(self) -> Result<(), Rejection> {
+        self.state.config.manager.revoke(&self.record.id).await?;
+        self.state.clear_session();
+        Ok(())
+    }
+
+    /// Ends every other session of this user ("log out of all other devices"). Returns how
+    /// many ended.
+    pub async fn logout_other_devices(&self) -> Result<u64, Rejection> {
+        Ok(self
+            .state
+            .config
+            .manager
+            .revoke_all_for_user(&self.record.user_id, Some(&self.record.id))
+            .await?)
+    }
+
+    /// This user's live sessions ("your devices"), most recently used first.
+    pub async fn devices(&self) -> Result<Vec<cloakroom_core::Session>, Rejection> {
+        Ok(self
+            .state
+            .config
+            .manager
+            .list_for_user(&self.record.user_id)
+            .await?)
+    }
+
+    /// Ends one of this user's sessions by its public handle. Returns whether it existed
+    /// (another user's handle is simply not found). Ending the current session this way also
+    /// removes the cookie.
+    pub async fn revoke_device(&self, handle: &SessionHandle) -> Result<bool, Rejection> {
+        let found = self
+            .state
+            .config
+            .manager
+            .revoke_handle(&self.record.user_id, handle)
+            .await?;
+        if found && handle == &self.record.handle {
+            self.state.clear_session();
+        }
+        Ok(found)
+    }
+
+    /// The session manager, for what the extractor does not cover.
+    pub fn manager(&self) -> &SessionManager {
+        &self.state.config.manager
+    }
+}
+
+/// The signed-in user's id; rejects with 401 when there is no session.
+///
+/// ```
+/// use cloakroom_axum::CurrentUser;
+///
+/// async fn greet(CurrentUser(user): CurrentUser) -> String {
+///     format!("hello {user}")
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentUser(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Rejection> {
+        Ok(Self(state(parts)?.current().await?.user_id))
+    }
+}
+
+/// Logging in and out, available with or without a session.
+///
+/// ```
+/// use cloakroom_axum::{Auth, Rejection};
+/// use cloakroom_core::{AuthMethod, UserId};
+///
+/// async fn login(auth: Auth) -> Result<&'static str, Rejection> {
+///     // … after checking credentials:
+///     let user = UserId::new("alice").map_err(|e| Rejection::InvalidData(e.into()))?;
+///     auth.login(auth.new_session(user, AuthMethod::password()).remember(true)).await?;
+///     Ok("welcome")
+/// }
+///
+/// async fn logout(auth: Auth) -> Result<&'static str, Rejection> {
+///     auth.logout().await?; // works whether or not the request had a session
+///     Ok("bye")
+/// }
+/// ```
+pub struct Auth {
+    state: Arc<RequestState>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Rejection> {
+        Ok(Self {
+            state: state(parts)?,
+        })
+    }
+}
+
+impl Auth {
+    /// A [`NewSession`] for `user`, authenticated by `method`, with this request's user agent
+    /// and client IP filled in.
+    pub fn new_session(&self, user: UserId, method: AuthMethod) -> NewSession {
+        let mut new = NewSession::new(user, method);
+        if let Some(ua) = &self.state.user_agent {
+            new = new.user_agent(ua);
+        }
+        if let Some(ip) = self.state.ip {
+            new = new.ip(ip);
+        }
+        new
+    }
+
+    /// Logs in: issues a new session and sets its cookie. Whatever session cookie the client
+    /// presented is deleted in the same step, so a token planted before login is worthless
+    /// after it (session fixation defence).
+    pub async fn login(&self, new: NewSession) -> Result<Session, Rejection> {
+        let replacing = self.state.presented_id();
+        let issued = self
+            .state
+            .config
+            .manager
+            .issue(new, replacing.as_ref())
+            .await?;
+        let record = issued.session.clone();
+        self.state.set_session(issued.token, issued.session);
+        Ok(Session {
+            state: self.state.clone(),
+            record,
+        })
+    }
+
+    /// Logs out whatever session the request carries (a no-op without one) and removes the
+    /// cookie.
+    pub async fn logout(&self) -> Result<(), Rejection> {
+        if let Some(id) = self.state.presented_id() {
+            self.state.config.manager.revoke(&id).await?;
+        }
+        self.state.clear_session();
+        Ok(())
+    }
+
+    /// The request's session, if any (as `Option<Session>` would extract it).
+    pub async fn session(&self) -> Result<Option<Session>, Rejection> {
+        match self.state.current().await {
+            Ok(record) => Ok(Some(Session {
+                state: self.state.clone(),
+                record,
+            })),
+            Err(Rejection::Unauthenticated(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

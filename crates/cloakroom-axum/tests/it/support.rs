@@ -1,0 +1,314 @@
+//! The test app and an explicit HTTP client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::Form;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cloakroom_axum::{Auth, CurrentUser, Rejection, Session, SessionLayer};
+use cloakroom_core::conformance::ObservedStore;
+use cloakroom_core::origin::Origin;
+use cloakroom_core::{AuthMethod, ManualClock, MemoryStore, SessionHandle, SessionManager, UserId};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+
+pub const ORIGIN: &str = "https://app.example.com";
+
+#[derive(serde::Deserialize)]
+struct LoginBody {
+    user: String,
+    #[serde(default)]
+    remember: bool,
+}
+
+async fn login(auth: Auth, Json(body): Json<LoginBody>) -> Result<Json<Value>, Rejection> {
+    let user = UserId::new(body.user).map_err(|e| Rejection::InvalidData(Arc::new(e)))?;
+    let session = auth
+        .login(
+            auth.new_session(user, AuthMethod::password())
+                .remember(body.remember),
+        )
+        .await?;
+    Ok(Json(
+        json!({ "csrf_token": session.csrf_token(), "handle": session.handle() }),
+    ))
+}
+
+async fn me(session: Session) -> Json<Value> {
+    Json(json!({
+        "user": session.user_id().as_str(),
+        "handle": session.handle(),
+        "csrf_token": session.csrf_token(),
+        "ip": session.record().ip.map(|ip| ip.to_string()),
+        "user_agent": session.record().user_agent,
+        "data": session.record().data.as_map(),
+    }))
+}
+
+async fn maybe(session: Option<Session>) -> String {
+    session.map_or_else(|| "anonymous".to_owned(), |s| s.user_id().to_string())
+}
+
+async fn whoami(CurrentUser(user): CurrentUser) -> String {
+    user.to_string()
+}
+
+async fn incr(mut session: Session) -> Result<String, Rejection> {
+    let n = session
+        .update(|data| {
+            let n: u64 = data.get("counter").ok().flatten().unwrap_or(0) + 1;
+            data.insert("counter", &n).map(|()| n)
+        })
+        .await?
+        .map_err(|e| Rejection::InvalidData(Arc::new(e)))?;
+    Ok(n.to_string())
+}
+
+async fn rotate(mut session: Session) -> Result<Json<Value>, Rejection> {
+    session.rotate().await?;
+    Ok(Json(json!({ "csrf_token": session.csrf_token() })))
+}
+
+async fn logout(session: Session) -> Result<&'static str, Rejection> {
+    session.logout().await?;
+    Ok("bye")
+}
+
+async fn logout_others(session: Session) -> Result<String, Rejection> {
+    Ok(session.logout_other_devices().await?.to_string())
+}
+
+async fn devices(session: Session) -> Result<Json<Value>, Rejection> {
+    let list = session.devices().await?;
+    Ok(Json(json!(
+        list.iter().map(|s| s.handle.as_str()).collect::<Vec<_>>()
+    )))
+}
+
+async fn revoke(session: Session, Json(handle): Json<String>) -> Result<String, Rejection> {
+    let handle = SessionHandle::parse(&handle).map_err(|_| Rejection::CsrfTokenInvalid)?;
+    Ok(session.revoke_device(&handle).await?.to_string())
+}
+
+#[derive(serde::Deserialize)]
+struct Note {
+    note: String,
+}
+
+async fn note(session: Session, Form(form): Form<Note>) -> String {
+    format!("{} wrote {}", session.user_id(), form.note)
+}
+
+async fn echo_json(Json(v): Json<Value>) -> Json<Value> {
+    Json(v)
+}
+
+async fn public() -> &'static str {
+    "hello"
+}
+
+/// A running test app.
+#[derive(Clone)]
+pub struct App {
+    pub base: String,
+    pub store: Arc<ObservedStore<MemoryStore>>,
+    pub clock: ManualClock,
+    pub http: reqwest::Client,
+}
+
+pub fn router(layer: SessionLayer) -> Router {
+    Router::new()
+        .route("/login", post(login))
+        .route("/me", get(me))
+        .route("/maybe", get(maybe))
+        .route("/whoami", get(whoami))
+        .route("/incr", post(incr))
+        .route("/rotate", post(rotate))
+        .route("/logout", post(logout))
+        .route("/logout-others", post(logout_others))
+        .route("/devices", get(devices))
+        .route("/revoke", post(revoke))
+        .route("/note", post(note))
+        .route("/echo", post(echo_json))
+        .route("/public", get(public))
+        .layer(layer)
+}
+
+pub async fn start() -> App {
+    let store = Arc::new(ObservedStore::new(MemoryStore::new()));
+    let clock = ManualClock::starting_now();
+    let manager = SessionManager::from_arc(store.clone()).with_clock(clock.clone());
+    let layer = SessionLayer::new(manager, Origin::parse(ORIGIN).unwrap());
+    let app = router(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    App {
+        base: format!("http://{addr}"),
+        store,
+        clock,
+        http,
+    }
+}
+
+/// A response, reduced to what the tests look at.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The session cookie value this response sets (`Some("")` for a removal).
+    pub fn session_cookie(&self) -> Option<String> {
+        self.set_cookies().into_iter().find_map(|c| {
+            c.strip_prefix("__Host-cloakroom=")
+                .map(|v| v.split(';').next().unwrap().to_owned())
+        })
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub fn error_code(&self) -> String {
+        self.json()["error"].as_str().unwrap().to_owned()
+    }
+}
+
+/// One browser-like request builder: same-origin by default.
+pub struct Req<'a> {
+    app: &'a App,
+    method: reqwest::Method,
+    path: String,
+    headers: HeaderMap,
+    body: Option<(String, &'static str)>,
+}
+
+impl App {
+    pub fn req(&self, method: &str, path: &str) -> Req<'_> {
+        let mut headers = HeaderMap::new();
+        headers.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        headers.insert("origin", HeaderValue::from_static(ORIGIN));
+        headers.insert("user-agent", HeaderValue::from_static("it-tests/1.0"));
+        Req {
+            app: self,
+            method: method.parse().unwrap(),
+            path: path.to_owned(),
+            headers,
+            body: None,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Req<'_> {
+        self.req("GET", path)
+    }
+
+    pub fn post(&self, path: &str) -> Req<'_> {
+        self.req("POST", path)
+    }
+
+    /// Logs `user` in; returns (cookie, csrf token).
+    pub async fn login(&self, user: &str) -> (String, String) {
+        let r = self
+            .post("/login")
+            .json(&json!({ "user": user }))
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        (
+            r.session_cookie().unwrap(),
+            r.json()["csrf_token"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+impl Req<'_> {
+    pub fn cookie(mut self, value: &str) -> Self {
+        self.headers.append(
+            "cookie",
+            HeaderValue::from_str(&format!("__Host-cloakroom={value}")).unwrap(),
+        );
+        self
+    }
+
+    pub fn raw_cookie(mut self, header: &str) -> Self {
+        self.headers
+            .append("cookie", HeaderValue::from_str(header).unwrap());
+        self
+    }
+
+    pub fn csrf(self, token: &str) -> Self {
+        self.header("x-csrf-token", token)
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+        self
+    }
+
+    pub fn without(mut self, name: &str) -> Self {
+        self.headers.remove(name);
+        self
+    }
+
+    pub fn json(mut self, v: &Value) -> Self {
+        self.body = Some((v.to_string(), "application/json"));
+        self
+    }
+
+    pub fn form(mut self, body: &str) -> Self {
+        self.body = Some((body.to_owned(), "application/x-www-form-urlencoded"));
+        self
+    }
+
+    pub fn body(mut self, body: &str, content_type: &'static str) -> Self {
+        self.body = Some((body.to_owned(), content_type));
+        self
+    }
+
+    pub async fn send(self) -> Reply {
+        let mut rb = self
+            .app
+            .http
+            .request(self.method, format!("{}{}", self.app.base, self.path))
+            .headers(self.headers);
+        if let Some((body, ct)) = self.body {
+            rb = rb.header("content-type", ct).body(body);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.unwrap();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+}
