@@ -26,6 +26,9 @@
 //! * **Secrets behave like secrets.** Tokens and CSRF secrets have redacted `Debug`,
 //!   constant-time equality and no `Display`.
 //!
+//! [`accounts`] holds the account model and store trait the Cloakroom server uses; apps that
+//! bring their own users can ignore it.
+//!
 //! # What this crate does not do
 //!
 //! It speaks no HTTP (see `cloakroom-axum` for cookies, CSRF enforcement and extractors) and no
@@ -59,6 +62,7 @@
 //! # }
 //! ```
 
+pub mod accounts;
 mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -1,6 +1,6 @@
 //! Cloakroom's embedded default store: sessions on SQLite.
 //!
-//! One file, no server to run, and durable: an acknowledged session survives a crash of the
+//! Sessions and the server's accounts in one file, no server to run, and durable: an acknowledged session survives a crash of the
 //! process (and of the machine — `synchronous=FULL`). It is the right store for a single
 //! instance, which is most deployments; past one machine, use the Redis and PostgreSQL stores.
 //!
@@ -32,10 +32,12 @@
 //! # }
 //! ```
 
+mod accounts;
 mod db;
 mod schema;
 mod store;
 
+pub use accounts::SqliteAccounts;
 pub use db::{Database, DbError};
 pub use schema::SCHEMA_VERSION;
 pub use store::SqliteStore;

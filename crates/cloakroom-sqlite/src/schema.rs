@@ -31,6 +31,19 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX sessions_by_user ON sessions (user_id, expires_at);
     CREATE INDEX sessions_by_expiry ON sessions (expires_at);",
+    // 2: accounts. `username_key` is the case-folded username, unique; `username` keeps the
+    // spelling the user chose.
+    "CREATE TABLE accounts (
+        id                  TEXT PRIMARY KEY NOT NULL,
+        username            TEXT NOT NULL,
+        username_key        TEXT NOT NULL UNIQUE,
+        password_hash       TEXT NOT NULL,
+        disabled            INTEGER NOT NULL DEFAULT 0,
+        created_at          INTEGER NOT NULL,
+        password_changed_at INTEGER NOT NULL,
+        email               TEXT,
+        display_name        TEXT
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

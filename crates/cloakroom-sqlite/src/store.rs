@@ -40,7 +40,7 @@ impl SqliteStore {
     }
 }
 
-fn store_error(e: DbError) -> StoreError {
+pub(crate) fn store_error(e: DbError) -> StoreError {
     if e.is_unavailable() {
         StoreError::Unavailable {
             store: STORE,
@@ -113,10 +113,14 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Session, Undecodable>> {
 }
 
 fn decoded(r: Result<Session, Undecodable>) -> Result<Session, StoreError> {
-    r.map_err(|e| StoreError::Corrupt {
+    r.map_err(|e| corrupt(Box::new(e)))
+}
+
+pub(crate) fn corrupt(source: BoxError) -> StoreError {
+    StoreError::Corrupt {
         store: STORE,
-        source: Box::new(e),
-    })
+        source,
+    }
 }
 
 fn insert(conn: &Connection, s: &Session) -> rusqlite::Result<bool> {

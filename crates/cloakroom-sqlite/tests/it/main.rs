@@ -87,3 +87,19 @@ async fn memory() -> Option<Sqlite> {
 
 cloakroom_core::conformance_suite!(conformance_sqlite_file, file());
 cloakroom_core::conformance_suite!(conformance_sqlite_memory, memory());
+
+struct Accounts(cloakroom_sqlite::SqliteAccounts);
+
+impl cloakroom_core::conformance::AccountHarness for Accounts {
+    fn accounts(&self) -> Arc<dyn cloakroom_core::accounts::AccountStore> {
+        Arc::new(self.0.clone())
+    }
+}
+
+async fn accounts() -> Option<Accounts> {
+    Some(Accounts(cloakroom_sqlite::SqliteAccounts::new(
+        Database::open_in_memory().expect("open"),
+    )))
+}
+
+cloakroom_core::account_conformance_suite!(conformance_sqlite_accounts, accounts());

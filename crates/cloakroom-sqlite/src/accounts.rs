@@ -1,0 +1,197 @@
+//! [`SqliteAccounts`]: the [`AccountStore`] on SQLite.
+
+use async_trait::async_trait;
+use cloakroom_core::accounts::{Account, AccountError, AccountStore, PasswordHash, Username};
+use cloakroom_core::{StoreError, Timestamp, UserId};
+use rusqlite::{OptionalExtension, Row, params};
+
+use crate::db::Database;
+use crate::store::{corrupt, store_error};
+
+const COLUMNS: &str =
+    "id, username, password_hash, disabled, created_at, password_changed_at, email, display_name";
+
+/// Accounts in a SQLite [`Database`] (usually the same one that holds the sessions).
+#[derive(Debug, Clone)]
+pub struct SqliteAccounts {
+    db: Database,
+}
+
+impl SqliteAccounts {
+    /// An account store over an open database.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+}
+
+fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Account, String>> {
+    let id: String = row.get(0)?;
+    let username: String = row.get(1)?;
+    let hash: String = row.get(2)?;
+    let disabled: bool = row.get(3)?;
+    let created_at = Timestamp::from_unix_millis(row.get(4)?);
+    let password_changed_at = Timestamp::from_unix_millis(row.get(5)?);
+    let email: Option<String> = row.get(6)?;
+    let display_name: Option<String> = row.get(7)?;
+    Ok((|| {
+        Ok(Account {
+            id: UserId::new(id).map_err(|e| format!("id: {e}"))?,
+            username: Username::parse(&username).map_err(|e| format!("username: {e}"))?,
+            password_hash: PasswordHash::new(hash),
+            disabled,
+            created_at,
+            password_changed_at,
+            email,
+            display_name,
+        })
+    })())
+}
+
+fn decoded(r: Result<Account, String>) -> Result<Account, StoreError> {
+    r.map_err(|e| corrupt(e.into()))
+}
+
+#[async_trait]
+impl AccountStore for SqliteAccounts {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create(&self, a: &Account) -> Result<(), AccountError> {
+        let a = a.clone();
+        let inserted = self
+            .db
+            .write(move |conn| {
+                // The unique index on `username_key` decides races between sign-ups.
+                conn.prepare_cached(&format!(
+                    "INSERT INTO accounts ({COLUMNS}, username_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (username_key) DO NOTHING"
+                ))?
+                .execute(params![
+                    a.id.as_str(),
+                    a.username.as_str(),
+                    a.password_hash.expose(),
+                    a.disabled,
+                    a.created_at.as_unix_millis(),
+                    a.password_changed_at.as_unix_millis(),
+                    a.email,
+                    a.display_name,
+                    a.username.key(),
+                ])
+                .map(|n| n == 1)
+            })
+            .await
+            .map_err(store_error)?;
+        if inserted {
+            Ok(())
+        } else {
+            Err(AccountError::UsernameTaken)
+        }
+    }
+
+    async fn by_username(&self, username: &Username) -> Result<Option<Account>, StoreError> {
+        let key = username.key();
+        let row = self
+            .db
+            .read(move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM accounts WHERE username_key = ?1"
+                ))?
+                .query_row([key], read_row)
+                .optional()
+            })
+            .await
+            .map_err(store_error)?;
+        row.map(decoded).transpose()
+    }
+
+    async fn by_id(&self, id: &UserId) -> Result<Option<Account>, StoreError> {
+        let id = id.as_str().to_owned();
+        let row = self
+            .db
+            .read(move |conn| {
+                conn.prepare_cached(&format!("SELECT {COLUMNS} FROM accounts WHERE id = ?1"))?
+                    .query_row([id], read_row)
+                    .optional()
+            })
+            .await
+            .map_err(store_error)?;
+        row.map(decoded).transpose()
+    }
+
+    async fn set_password(
+        &self,
+        id: &UserId,
+        hash: &PasswordHash,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (id, hash) = (id.as_str().to_owned(), hash.expose().to_owned());
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE accounts SET password_hash = ?2, password_changed_at = ?3 WHERE id = ?1",
+                )?
+                .execute(params![id, hash, at.as_unix_millis()])
+                .map(|n| n == 1)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn upgrade_password(
+        &self,
+        id: &UserId,
+        expected: &PasswordHash,
+        new: &PasswordHash,
+    ) -> Result<bool, StoreError> {
+        let (id, expected, new) = (
+            id.as_str().to_owned(),
+            expected.expose().to_owned(),
+            new.expose().to_owned(),
+        );
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE accounts SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2",
+                )?
+                .execute(params![id, expected, new])
+                .map(|n| n == 1)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn set_disabled(&self, id: &UserId, disabled: bool) -> Result<bool, StoreError> {
+        let id = id.as_str().to_owned();
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached("UPDATE accounts SET disabled = ?2 WHERE id = ?1")?
+                    .execute(params![id, disabled])
+                    .map(|n| n == 1)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn list(&self) -> Result<Vec<Account>, StoreError> {
+        let rows = self
+            .db
+            .read(|conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM accounts ORDER BY username_key"
+                ))?
+                .query_map([], read_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .map_err(store_error)?;
+        rows.into_iter().map(decoded).collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+            .map_err(store_error)
+    }
+}
