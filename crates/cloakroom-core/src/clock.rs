@@ -71,6 +71,12 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn now(&self) -> Timestamp;
 }
 
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+}
+
 /// The operating system's wall clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

@@ -200,6 +200,10 @@ impl<S: SessionStore> SessionStore for ObservedStore<S> {
         self.write()?;
         self.inner.purge_expired(now).await
     }
+    async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
+        self.check()?;
+        self.inner.count_live(now).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()
     }

@@ -77,7 +77,9 @@ mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use csrf::CsrfSecret;
-pub use manager::{IssuedSession, NewSession, SessionManager, UpdateError, ValidationError};
+pub use manager::{
+    IssuedSession, NewSession, SessionManager, UpdateError, ValidationError, ValidationObserver,
+};
 pub use policy::{Lifetime, Policy};
 pub use session::{
     AuthMethod, Expiry, InvalidValue, MAX_DATA_LEN, MAX_USER_AGENT_LEN, MAX_USER_ID_LEN, Session,

@@ -143,6 +143,13 @@ pub struct IssuedSession {
     pub session: Session,
 }
 
+/// Told about every validation, for metrics. Implementations must be cheap: they run on the
+/// hottest path.
+pub trait ValidationObserver: Send + Sync + 'static {
+    /// A validation finished with `outcome` after `elapsed` (parse, load, expiry, touch).
+    fn validated(&self, outcome: Result<&Session, &ValidationError>, elapsed: std::time::Duration);
+}
+
 /// Owns the session lifecycle. Cheap to clone; clones share the store and clock.
 ///
 /// ```
@@ -169,6 +176,7 @@ pub struct SessionManager {
     pub(crate) store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
     policy: Policy,
+    observer: Option<Arc<dyn ValidationObserver>>,
 }
 
 impl fmt::Debug for SessionManager {
@@ -177,6 +185,7 @@ impl fmt::Debug for SessionManager {
             .field("store", &self.store.name())
             .field("clock", &self.clock)
             .field("policy", &self.policy)
+            .field("observed", &self.observer.is_some())
             .finish()
     }
 }
@@ -193,6 +202,7 @@ impl SessionManager {
             store,
             clock: Arc::new(SystemClock),
             policy: Policy::default(),
+            observer: None,
         }
     }
 
@@ -207,6 +217,13 @@ impl SessionManager {
     #[must_use]
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Reports every validation to `observer` (metrics).
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn ValidationObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -286,13 +303,32 @@ impl SessionManager {
     /// The token is parsed strictly before anything else, so garbage never reaches the store.
     /// At most one store write happens per [`Policy::touch_interval`] per session.
     pub async fn validate(&self, cookie_value: Option<&str>) -> Result<Session, ValidationError> {
-        let raw = cookie_value.ok_or(ValidationError::Missing)?;
-        let token = SessionToken::parse(raw).map_err(ValidationError::Malformed)?;
-        self.validate_token(&token).await
+        let parsed = cookie_value
+            .ok_or(ValidationError::Missing)
+            .and_then(|raw| SessionToken::parse(raw).map_err(ValidationError::Malformed));
+        match parsed {
+            Ok(token) => self.validate_token(&token).await,
+            Err(e) => {
+                if let Some(observer) = &self.observer {
+                    observer.validated(Err(&e), std::time::Duration::ZERO);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// [`validate`](Self::validate) for an already parsed token.
     pub async fn validate_token(&self, token: &SessionToken) -> Result<Session, ValidationError> {
+        let Some(observer) = &self.observer else {
+            return self.validate_unobserved(token).await;
+        };
+        let started = std::time::Instant::now();
+        let outcome = self.validate_unobserved(token).await;
+        observer.validated(outcome.as_ref(), started.elapsed());
+        outcome
+    }
+
+    async fn validate_unobserved(&self, token: &SessionToken) -> Result<Session, ValidationError> {
         let id = token.id();
         let mut session = self
             .store
@@ -391,6 +427,11 @@ impl SessionManager {
     /// Removes expired sessions from the store. Returns how many.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         self.store.purge_expired(self.clock.now()).await
+    }
+
+    /// How many sessions are live now, if the store can tell.
+    pub async fn count_live(&self) -> Result<Option<u64>, StoreError> {
+        self.store.count_live(self.clock.now()).await
     }
 
     /// Whether the store is reachable.

@@ -345,6 +345,17 @@ impl SessionStore for SqliteStore {
             .map_err(store_error)
     }
 
+    async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached("SELECT count(*) FROM sessions WHERE expires_at > ?1")?
+                    .query_row([now.as_unix_millis()], |r| r.get::<_, i64>(0))
+                    .map(|n| Some(n.max(0) as u64))
+            })
+            .await
+            .map_err(store_error)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.db
             .read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))

@@ -254,6 +254,16 @@ impl SessionStore for MemoryStore {
         Ok(removed)
     }
 
+    async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
+        Ok(Some(
+            self.inner
+                .sessions
+                .iter()
+                .filter(|s| s.is_live(now))
+                .count() as u64,
+        ))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -220,6 +220,13 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// may do less work here but must still uphold the index guarantee.
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
 
+    /// How many sessions are live at `now`, if the backend can tell cheaply (for an
+    /// "active sessions" gauge). The default says it cannot.
+    async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
+        let _ = now;
+        Ok(None)
+    }
+
     /// Whether the backend is reachable (for readiness probes).
     async fn ping(&self) -> Result<(), StoreError>;
 }

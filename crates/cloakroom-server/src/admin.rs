@@ -1,0 +1,178 @@
+//! The admin CLI: `cloakroom user …` and `cloakroom sessions …`.
+//!
+//! It opens the same stores as the server (same configuration, same data directory), so it
+//! works while the server runs: SQLite serialises writers across processes, and a revocation
+//! here is a delete the server sees on its very next validation.
+
+use std::fmt::Write as _;
+use std::io::BufRead;
+
+use cloakroom_core::accounts::{Account, Username};
+use cloakroom_core::{SessionManager, SystemClock};
+
+use crate::auth::new_user_id;
+use crate::device::{label, rfc3339};
+use crate::metrics;
+use crate::passwords::{Password, Passwords, check_new_password};
+use crate::state::Stores;
+
+/// An admin command failed; the message says why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AdminError(pub String);
+
+fn fail(e: impl std::fmt::Display) -> AdminError {
+    AdminError(e.to_string())
+}
+
+/// Admin operations over opened stores.
+#[derive(Debug)]
+pub struct Admin {
+    stores: Stores,
+    sessions: SessionManager,
+}
+
+impl Admin {
+    /// Admin over `stores`.
+    pub fn new(stores: Stores) -> Self {
+        let sessions = SessionManager::from_arc(stores.sessions.clone()).with_clock(SystemClock);
+        Self { stores, sessions }
+    }
+
+    async fn account(&self, name: &str) -> Result<Account, AdminError> {
+        let username = Username::parse(name).map_err(fail)?;
+        self.stores
+            .accounts
+            .by_username(&username)
+            .await
+            .map_err(fail)?
+            .ok_or_else(|| fail(format!("no user {name:?}")))
+    }
+
+    /// `user add NAME`: the password is the first line of `password_source`.
+    pub async fn user_add(
+        &self,
+        name: &str,
+        password_source: impl BufRead,
+    ) -> Result<String, AdminError> {
+        let username = Username::parse(name).map_err(fail)?;
+        let line = password_source
+            .lines()
+            .next()
+            .transpose()
+            .map_err(fail)?
+            .unwrap_or_default();
+        let password = Password::new(line.trim_end_matches(['\r', '\n']));
+        check_new_password(&password, &username).map_err(fail)?;
+        let hash = Passwords::new(1).hash(&password).await.map_err(fail)?;
+        let now = self.sessions.now();
+        let account = Account {
+            id: new_user_id(),
+            username,
+            password_hash: hash,
+            disabled: false,
+            created_at: now,
+            password_changed_at: now,
+            email: None,
+            display_name: None,
+        };
+        self.stores.accounts.create(&account).await.map_err(fail)?;
+        Ok(format!(
+            "created user {} ({})\n",
+            account.username, account.id
+        ))
+    }
+
+    /// `user list`.
+    pub async fn user_list(&self) -> Result<String, AdminError> {
+        let mut out = format!(
+            "{:<32} {:<24} {:<9} {}\n",
+            "USERNAME", "ID", "STATUS", "CREATED"
+        );
+        for a in self.stores.accounts.list().await.map_err(fail)? {
+            let status = if a.disabled { "disabled" } else { "active" };
+            let _ = writeln!(
+                out,
+                "{:<32} {:<24} {:<9} {}",
+                a.username,
+                a.id,
+                status,
+                rfc3339(a.created_at)
+            );
+        }
+        Ok(out)
+    }
+
+    /// `user disable NAME`: refuses future logins and ends every session now.
+    pub async fn user_disable(&self, name: &str) -> Result<String, AdminError> {
+        let account = self.account(name).await?;
+        self.stores
+            .accounts
+            .set_disabled(&account.id, true)
+            .await
+            .map_err(fail)?;
+        let ended = self
+            .sessions
+            .revoke_all_for_user(&account.id, None)
+            .await
+            .map_err(fail)?;
+        metrics::revoked("disabled", ended);
+        Ok(format!(
+            "disabled {}; ended {ended} session(s)\n",
+            account.username
+        ))
+    }
+
+    /// `user enable NAME`.
+    pub async fn user_enable(&self, name: &str) -> Result<String, AdminError> {
+        let account = self.account(name).await?;
+        self.stores
+            .accounts
+            .set_disabled(&account.id, false)
+            .await
+            .map_err(fail)?;
+        Ok(format!("enabled {}\n", account.username))
+    }
+
+    /// `sessions list --user NAME`.
+    pub async fn sessions_list(&self, name: &str) -> Result<String, AdminError> {
+        let account = self.account(name).await?;
+        let mut out = format!(
+            "{:<22} {:<20} {:<20} {:<39} {}\n",
+            "ID", "CREATED", "LAST SEEN", "IP", "DEVICE"
+        );
+        for s in self
+            .sessions
+            .list_for_user(&account.id)
+            .await
+            .map_err(fail)?
+        {
+            let ip = s.ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+            let _ = writeln!(
+                out,
+                "{:<22} {:<20} {:<20} {:<39} {}",
+                s.handle,
+                rfc3339(s.created_at),
+                rfc3339(s.last_seen_at),
+                ip,
+                label(s.user_agent.as_deref())
+            );
+        }
+        Ok(out)
+    }
+
+    /// `sessions revoke --user NAME`: ends every session of the user.
+    pub async fn sessions_revoke(&self, name: &str) -> Result<String, AdminError> {
+        let account = self.account(name).await?;
+        let ended = self
+            .sessions
+            .revoke_all_for_user(&account.id, None)
+            .await
+            .map_err(fail)?;
+        metrics::revoked("admin", ended);
+        Ok(format!(
+            "ended {ended} session(s) of {}\n",
+            account.username
+        ))
+    }
+}

@@ -1,0 +1,353 @@
+//! Configuration: built-in defaults, then a TOML file (`--config`), then `CLOAKROOM_*`
+//! environment variables, then command-line flags — each overriding the one before.
+//!
+//! Parsed once at start-up into a [`Settings`] whose fields are already the types the server
+//! uses (an [`Origin`], socket addresses, CIDR ranges), so a bad value is a clear start-up
+//! error naming the setting, never a panic or a surprise at the first request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cloakroom_core::origin::Origin;
+use cloakroom_core::{Lifetime, Policy};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Where sessions are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionStoreKind {
+    /// SQLite in the data directory (the default): durable, one machine.
+    Sqlite,
+    /// Process memory: fast, lost on restart, one instance only.
+    Memory,
+}
+
+/// Where accounts are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountStoreKind {
+    /// SQLite in the data directory (the default).
+    Sqlite,
+}
+
+/// The `SameSite` attribute of the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SameSiteSetting {
+    /// The default.
+    Lax,
+    /// Stricter: links from other sites land signed out.
+    Strict,
+}
+
+/// Raw configuration, as files, environment and flags spell it. Every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Directory for the SQLite database and signing keys.
+    pub data_dir: PathBuf,
+    /// The origin users reach the server at; CSRF checks compare against it.
+    pub public_url: String,
+    /// Further origins allowed to send state-changing requests.
+    pub allowed_origins: Vec<String>,
+    /// Where sessions are kept.
+    pub session_store: SessionStoreKind,
+    /// Where accounts are kept.
+    pub account_store: AccountStoreKind,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDR ranges).
+    pub trusted_proxies: Vec<String>,
+    /// Session cookie name (the `__Host-` prefix is always kept).
+    pub cookie_name: String,
+    /// Session cookie `SameSite`.
+    pub same_site: SameSiteSetting,
+    /// Idle timeout of an ordinary session, in seconds.
+    pub idle_timeout_secs: u64,
+    /// Absolute lifetime of an ordinary session, in seconds.
+    pub absolute_timeout_secs: u64,
+    /// Idle timeout of a "remember me" session, in seconds.
+    pub remember_idle_timeout_secs: u64,
+    /// Absolute lifetime of a "remember me" session, in seconds.
+    pub remember_absolute_timeout_secs: u64,
+    /// Minimum seconds between two last-seen writes of a session.
+    pub touch_interval_secs: u64,
+    /// Concurrent password hashes (default: half the CPUs, at least one).
+    pub hash_workers: Option<usize>,
+    /// Log as JSON lines.
+    pub json_logs: bool,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("cloakroom-data"),
+            public_url: "http://localhost:8080".into(),
+            allowed_origins: Vec::new(),
+            session_store: SessionStoreKind::Sqlite,
+            account_store: AccountStoreKind::Sqlite,
+            trusted_proxies: Vec::new(),
+            cookie_name: cloakroom_axum::DEFAULT_COOKIE_NAME.into(),
+            same_site: SameSiteSetting::Lax,
+            idle_timeout_secs: Lifetime::STANDARD.idle.as_secs(),
+            absolute_timeout_secs: Lifetime::STANDARD.absolute.as_secs(),
+            remember_idle_timeout_secs: Lifetime::REMEMBER_ME.idle.as_secs(),
+            remember_absolute_timeout_secs: Lifetime::REMEMBER_ME.absolute.as_secs(),
+            touch_interval_secs: 60,
+            hash_workers: None,
+            json_logs: false,
+        }
+    }
+}
+
+/// A configuration problem, naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file, environment or flags could not be read into settings.
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A setting has a value of the right type but an unusable content.
+    #[error("configuration: `{setting}` {problem}")]
+    Invalid {
+        /// The setting's name.
+        setting: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+fn invalid(setting: &'static str, problem: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        problem: problem.to_string(),
+    }
+}
+
+/// The settings `CLOAKROOM_<NAME>` environment variables may set (lists are written as
+/// `["a", "b"]`).
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "public_url",
+    "allowed_origins",
+    "session_store",
+    "account_store",
+    "trusted_proxies",
+    "cookie_name",
+    "same_site",
+    "idle_timeout_secs",
+    "absolute_timeout_secs",
+    "remember_idle_timeout_secs",
+    "remember_absolute_timeout_secs",
+    "touch_interval_secs",
+    "hash_workers",
+    "json_logs",
+];
+
+/// Checked settings, ready to use.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory for the database and keys.
+    pub data_dir: PathBuf,
+    /// The public origin.
+    pub public_origin: Origin,
+    /// Further origins for state-changing requests.
+    pub allowed_origins: Vec<Origin>,
+    /// Where sessions are kept.
+    pub session_store: SessionStoreKind,
+    /// Where accounts are kept.
+    pub account_store: AccountStoreKind,
+    /// Trusted proxy ranges.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Cookie name.
+    pub cookie_name: String,
+    /// Cookie `SameSite`.
+    pub same_site: cloakroom_axum::SameSite,
+    /// Session lifecycle policy.
+    pub policy: Policy,
+    /// Concurrent password hashes.
+    pub hash_workers: usize,
+    /// JSON logs.
+    pub json_logs: bool,
+}
+
+impl RawConfig {
+    /// Layers defaults, an optional TOML file, `CLOAKROOM_*` variables and `overrides` (the
+    /// command-line flags that were given).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: &impl Serialize,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Self::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment
+            // Only our own keys: `CLOAKROOM_TEST_*` and friends belong to other tools.
+            .merge(Env::prefixed("CLOAKROOM_").only(ENV_KEYS))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    /// Checks every value and converts it to the type the server uses.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let listen = self
+            .listen
+            .parse()
+            .map_err(|e| invalid("listen", format!("{:?}: {e}", self.listen)))?;
+        let public_origin = Origin::parse(&self.public_url)
+            .map_err(|e| invalid("public_url", format!("{:?}: {e}", self.public_url)))?;
+        let allowed_origins = self
+            .allowed_origins
+            .iter()
+            .map(|o| {
+                Origin::parse(o).map_err(|e| invalid("allowed_origins", format!("{o:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|e| invalid("trusted_proxies", format!("{p:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let name = self
+            .cookie_name
+            .strip_prefix(cloakroom_axum::HOST_PREFIX)
+            .unwrap_or(&self.cookie_name);
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(invalid(
+                "cookie_name",
+                "may only contain letters, digits, '-', '_' and '.'",
+            ));
+        }
+        let secs = |setting: &'static str, v: u64| {
+            if v == 0 {
+                Err(invalid(setting, "must be at least 1 second"))
+            } else {
+                Ok(Duration::from_secs(v))
+            }
+        };
+        let standard = Lifetime {
+            idle: secs("idle_timeout_secs", self.idle_timeout_secs)?,
+            absolute: secs("absolute_timeout_secs", self.absolute_timeout_secs)?,
+        };
+        let remember_me = Lifetime {
+            idle: secs(
+                "remember_idle_timeout_secs",
+                self.remember_idle_timeout_secs,
+            )?,
+            absolute: secs(
+                "remember_absolute_timeout_secs",
+                self.remember_absolute_timeout_secs,
+            )?,
+        };
+        let policy = Policy::default()
+            .with_standard(standard)
+            .with_remember_me(remember_me)
+            .with_touch_interval(Duration::from_secs(self.touch_interval_secs));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let hash_workers = match self.hash_workers {
+            Some(0) => return Err(invalid("hash_workers", "must be at least 1")),
+            Some(n) => n,
+            None => (cpus / 2).max(1),
+        };
+        Ok(Settings {
+            listen,
+            data_dir: self.data_dir.clone(),
+            public_origin,
+            allowed_origins,
+            session_store: self.session_store,
+            account_store: self.account_store,
+            trusted_proxies,
+            cookie_name: name.to_owned(),
+            same_site: match self.same_site {
+                SameSiteSetting::Lax => cloakroom_axum::SameSite::Lax,
+                SameSiteSetting::Strict => cloakroom_axum::SameSite::Strict,
+            },
+            policy,
+            hash_workers,
+            json_logs: self.json_logs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_embedded_setup() {
+        let s = RawConfig::default().settings().unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.public_origin.as_str(), "http://localhost:8080");
+        assert_eq!(s.data_dir, PathBuf::from("cloakroom-data"));
+        assert_eq!(s.session_store, SessionStoreKind::Sqlite);
+        assert_eq!(s.policy.standard, Lifetime::STANDARD);
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        let mut c = RawConfig {
+            public_url: "localhost:8080/app".into(),
+            ..RawConfig::default()
+        };
+        assert!(c.settings().unwrap_err().to_string().contains("public_url"));
+        c = RawConfig {
+            listen: "nowhere".into(),
+            ..RawConfig::default()
+        };
+        assert!(c.settings().unwrap_err().to_string().contains("listen"));
+        c = RawConfig {
+            trusted_proxies: vec!["10.0.0.0/33".into()],
+            ..RawConfig::default()
+        };
+        assert!(
+            c.settings()
+                .unwrap_err()
+                .to_string()
+                .contains("trusted_proxies")
+        );
+        c = RawConfig {
+            idle_timeout_secs: 0,
+            ..RawConfig::default()
+        };
+        assert!(
+            c.settings()
+                .unwrap_err()
+                .to_string()
+                .contains("idle_timeout_secs")
+        );
+        c = RawConfig {
+            cookie_name: "a;b".into(),
+            ..RawConfig::default()
+        };
+        assert!(
+            c.settings()
+                .unwrap_err()
+                .to_string()
+                .contains("cookie_name")
+        );
+    }
+}

@@ -1,0 +1,508 @@
+//! Server-rendered HTML pages: usable without JavaScript, every form carrying its CSRF token,
+//! errors shown inline next to the form that caused them.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use cloakroom_axum::{Auth, Session};
+use cloakroom_core::SessionHandle;
+use serde::Deserialize;
+
+use crate::api::ClientAddr;
+use crate::auth::{self, Credentials, keys};
+use crate::device::{label, relative, rfc3339};
+use crate::error::ApiError;
+use crate::metrics;
+use crate::passwords::Password;
+use crate::redirect::ReturnTo;
+use crate::state::AppState;
+
+/// What the page header shows for a signed-in user.
+#[derive(Debug)]
+pub struct Nav {
+    username: String,
+    csrf: String,
+}
+
+fn nav(session: &Session) -> Nav {
+    Nav {
+        username: username(session),
+        csrf: session.csrf_token(),
+    }
+}
+
+fn username(session: &Session) -> String {
+    session
+        .get::<String>(keys::USERNAME)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| session.user_id().to_string())
+}
+
+fn render(status: StatusCode, page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template rendering failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
+        }
+    }
+}
+
+/// An error page with the user's nav, for refusals outside a form.
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    nav: Option<Nav>,
+    title: String,
+    message: String,
+}
+
+/// Renders an error as a page (the HTML twin of [`ApiError`]'s JSON).
+pub fn error_page(status: StatusCode, message: String) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error").to_owned();
+    render(
+        status,
+        &ErrorPage {
+            nav: None,
+            title,
+            message,
+        },
+    )
+}
+
+fn login_redirect(next: &str) -> Response {
+    let target = format!(
+        "/login?next={}",
+        url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+    );
+    Redirect::to(&target).into_response()
+}
+
+/// `?next=` on the login and sign-up pages.
+#[derive(Debug, Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    nav: Option<Nav>,
+    error: Option<String>,
+    username: String,
+    next: String,
+    csrf: Option<String>,
+}
+
+/// `GET /login`.
+pub async fn login_page(session: Option<Session>, Query(q): Query<NextQuery>) -> Response {
+    let next = ReturnTo::parse(q.next.as_deref());
+    if session.is_some() {
+        return Redirect::to(next.as_str()).into_response();
+    }
+    render(
+        StatusCode::OK,
+        &LoginPage {
+            nav: None,
+            error: None,
+            username: String::new(),
+            next: next.as_str().to_owned(),
+            csrf: None,
+        },
+    )
+}
+
+/// The login form.
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    username: String,
+    password: Password,
+    remember: Option<String>,
+    next: Option<String>,
+}
+
+/// `POST /login`.
+pub async fn login_submit(
+    State(state): State<AppState>,
+    auth: Auth,
+    ClientAddr(ip): ClientAddr,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Form(form) = match form {
+        Ok(f) => f,
+        Err(e) => return form_error(e),
+    };
+    let next = ReturnTo::parse(form.next.as_deref());
+    let creds = Credentials {
+        username: form.username.clone(),
+        password: form.password,
+        remember: form.remember.is_some(),
+    };
+    match auth::login(&state, &auth, ip, creds).await {
+        Ok(_) => Redirect::to(next.as_str()).into_response(),
+        Err(e) => {
+            let mut response = render(
+                e.status(),
+                &LoginPage {
+                    nav: None,
+                    error: Some(e.message()),
+                    username: form.username,
+                    next: next.as_str().to_owned(),
+                    csrf: csrf_of(&auth).await,
+                },
+            );
+            add_retry_after(&mut response, &e);
+            response
+        }
+    }
+}
+
+async fn csrf_of(auth: &Auth) -> Option<String> {
+    auth.session().await.ok().flatten().map(|s| s.csrf_token())
+}
+
+fn add_retry_after(response: &mut Response, e: &ApiError) {
+    if let Some(secs) = e.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, secs.into());
+    }
+}
+
+fn form_error(e: axum::extract::rejection::FormRejection) -> Response {
+    let e = ApiError::from(e);
+    error_page(e.status(), e.message())
+}
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+struct SignupPage {
+    nav: Option<Nav>,
+    error: Option<String>,
+    username: String,
+    next: String,
+    csrf: Option<String>,
+}
+
+/// `GET /signup`.
+pub async fn signup_page(session: Option<Session>, Query(q): Query<NextQuery>) -> Response {
+    let next = ReturnTo::parse(q.next.as_deref());
+    if session.is_some() {
+        return Redirect::to(next.as_str()).into_response();
+    }
+    render(
+        StatusCode::OK,
+        &SignupPage {
+            nav: None,
+            error: None,
+            username: String::new(),
+            next: next.as_str().to_owned(),
+            csrf: None,
+        },
+    )
+}
+
+/// The sign-up form.
+#[derive(Debug, Deserialize)]
+pub struct SignupForm {
+    #[serde(default)]
+    username: String,
+    password: Password,
+    confirm: Password,
+    next: Option<String>,
+}
+
+/// `POST /signup`.
+pub async fn signup_submit(
+    State(state): State<AppState>,
+    auth: Auth,
+    form: Result<Form<SignupForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Form(form) = match form {
+        Ok(f) => f,
+        Err(e) => return form_error(e),
+    };
+    let next = ReturnTo::parse(form.next.as_deref());
+    let result = if form.password.same_as(&form.confirm) {
+        let creds = Credentials {
+            username: form.username.clone(),
+            password: form.password,
+            remember: false,
+        };
+        auth::signup(&state, &auth, creds)
+            .await
+            .map(drop)
+            .map_err(|e| (e.status(), e.message()))
+    } else {
+        Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the two passwords differ".to_owned(),
+        ))
+    };
+    match result {
+        Ok(()) => Redirect::to(next.as_str()).into_response(),
+        Err((status, message)) => render(
+            status,
+            &SignupPage {
+                nav: None,
+                error: Some(message),
+                username: form.username,
+                next: next.as_str().to_owned(),
+                csrf: csrf_of(&auth).await,
+            },
+        ),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    nav: Option<Nav>,
+    csrf: String,
+    username: String,
+    auth_time: String,
+    auth_time_relative: String,
+    device: String,
+    expires_at: String,
+    remember: bool,
+}
+
+/// `GET /`: the account home, or a redirect to log in.
+pub async fn home(State(state): State<AppState>, session: Option<Session>) -> Response {
+    let Some(session) = session else {
+        return login_redirect("/");
+    };
+    let r = session.record();
+    let page = HomePage {
+        csrf: session.csrf_token(),
+        username: username(&session),
+        auth_time: rfc3339(r.auth_time),
+        auth_time_relative: relative(r.auth_time, state.clock.now()),
+        device: label(r.user_agent.as_deref()),
+        expires_at: rfc3339(r.absolute_expires_at),
+        remember: r.remember,
+        nav: Some(nav(&session)),
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// `POST /logout`: ends this session, back to the login page.
+pub async fn logout(auth: Auth) -> Response {
+    let had = matches!(auth.session().await, Ok(Some(_)));
+    match auth.logout().await {
+        Ok(()) => {
+            if had {
+                metrics::revoked("logout", 1);
+            }
+            Redirect::to("/login").into_response()
+        }
+        Err(e) => error_page(e.status(), e.message()),
+    }
+}
+
+struct DeviceRow {
+    id: String,
+    current: bool,
+    label: String,
+    ip: String,
+    created_at: String,
+    created_relative: String,
+    last_seen_at: String,
+    last_seen_relative: String,
+}
+
+#[derive(Template)]
+#[template(path = "sessions.html")]
+struct SessionsPage {
+    nav: Option<Nav>,
+    csrf: String,
+    notice: Option<String>,
+    devices: Vec<DeviceRow>,
+}
+
+/// `?revoked=` after a revocation, for the confirmation line.
+#[derive(Debug, Deserialize)]
+pub struct RevokedQuery {
+    revoked: Option<u64>,
+}
+
+/// `GET /account/sessions`: "Your devices".
+pub async fn sessions_page(
+    State(state): State<AppState>,
+    session: Option<Session>,
+    Query(q): Query<RevokedQuery>,
+) -> Response {
+    let Some(session) = session else {
+        return login_redirect("/account/sessions");
+    };
+    let list = match session.devices().await {
+        Ok(list) => list,
+        Err(e) => return error_page(e.status(), e.message()),
+    };
+    let now = state.clock.now();
+    let devices = list
+        .iter()
+        .map(|s| DeviceRow {
+            id: s.handle.to_string(),
+            current: s.id == session.record().id,
+            label: label(s.user_agent.as_deref()),
+            ip: s
+                .ip
+                .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+            created_at: rfc3339(s.created_at),
+            created_relative: relative(s.created_at, now),
+            last_seen_at: rfc3339(s.last_seen_at),
+            last_seen_relative: relative(s.last_seen_at, now),
+        })
+        .collect();
+    let notice = q.revoked.map(|n| match n {
+        0 => "No other device was signed in.".to_owned(),
+        1 => "Signed out 1 device.".to_owned(),
+        n => format!("Signed out {n} devices."),
+    });
+    render(
+        StatusCode::OK,
+        &SessionsPage {
+            csrf: session.csrf_token(),
+            notice,
+            devices,
+            nav: Some(nav(&session)),
+        },
+    )
+}
+
+/// `POST /account/sessions/{id}/revoke`.
+pub async fn revoke_device(session: Option<Session>, Path(id): Path<String>) -> Response {
+    let Some(session) = session else {
+        return login_redirect("/account/sessions");
+    };
+    let current = session.handle().as_str() == id;
+    let Ok(handle) = SessionHandle::parse(&id) else {
+        return error_page(StatusCode::NOT_FOUND, "No such session.".to_owned());
+    };
+    match session.revoke_device(&handle).await {
+        Ok(true) => {
+            metrics::revoked("revoke_one", 1);
+            if current {
+                Redirect::to("/login").into_response()
+            } else {
+                Redirect::to("/account/sessions?revoked=1").into_response()
+            }
+        }
+        Ok(false) => error_page(
+            StatusCode::NOT_FOUND,
+            "No such session (it may have ended already).".to_owned(),
+        ),
+        Err(e) => error_page(e.status(), e.message()),
+    }
+}
+
+/// `POST /account/sessions/revoke-others`.
+pub async fn revoke_others(session: Option<Session>) -> Response {
+    let Some(session) = session else {
+        return login_redirect("/account/sessions");
+    };
+    match session.logout_other_devices().await {
+        Ok(n) => {
+            metrics::revoked("revoke_others", n);
+            Redirect::to(&format!("/account/sessions?revoked={n}")).into_response()
+        }
+        Err(e) => error_page(e.status(), e.message()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "password.html")]
+struct PasswordPage {
+    nav: Option<Nav>,
+    csrf: String,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+/// `?changed=1` after a password change.
+#[derive(Debug, Deserialize)]
+pub struct ChangedQuery {
+    changed: Option<u64>,
+}
+
+/// `GET /account/password`.
+pub async fn password_page(session: Option<Session>, Query(q): Query<ChangedQuery>) -> Response {
+    let Some(session) = session else {
+        return login_redirect("/account/password");
+    };
+    let notice = q.changed.map(|n| match n {
+        0 => "Password changed.".to_owned(),
+        1 => "Password changed. 1 other device was signed out.".to_owned(),
+        n => format!("Password changed. {n} other devices were signed out."),
+    });
+    render(
+        StatusCode::OK,
+        &PasswordPage {
+            csrf: session.csrf_token(),
+            notice,
+            error: None,
+            nav: Some(nav(&session)),
+        },
+    )
+}
+
+/// The password form.
+#[derive(Debug, Deserialize)]
+pub struct PasswordForm {
+    current_password: Password,
+    new_password: Password,
+    confirm: Password,
+}
+
+/// `POST /account/password`.
+pub async fn password_submit(
+    State(state): State<AppState>,
+    session: Option<Session>,
+    ClientAddr(ip): ClientAddr,
+    form: Result<Form<PasswordForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Some(mut session) = session else {
+        return login_redirect("/account/password");
+    };
+    let Form(form) = match form {
+        Ok(f) => f,
+        Err(e) => return form_error(e),
+    };
+    let result = if form.new_password.same_as(&form.confirm) {
+        auth::change_password(
+            &state,
+            &mut session,
+            ip,
+            &form.current_password,
+            &form.new_password,
+        )
+        .await
+    } else {
+        Err(ApiError::Body(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "mismatch",
+            "the two new passwords differ".to_owned(),
+        ))
+    };
+    match result {
+        Ok(n) => Redirect::to(&format!("/account/password?changed={n}")).into_response(),
+        Err(e) => {
+            let mut response = render(
+                e.status(),
+                &PasswordPage {
+                    csrf: session.csrf_token(),
+                    notice: None,
+                    error: Some(e.message()),
+                    nav: Some(nav(&session)),
+                },
+            );
+            add_retry_after(&mut response, &e);
+            response
+        }
+    }
+}

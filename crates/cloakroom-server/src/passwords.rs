@@ -1,0 +1,337 @@
+//! Passwords: the rules a new one must meet, and Argon2id hashing on a bounded pool.
+//!
+//! Rules follow NIST SP 800-63B §5.1.1.2: at least 12 characters, any characters at all, no
+//! composition rules, a generous maximum (1,024 bytes — checked before hashing, so a
+//! megabyte "password" costs nothing), and a refusal of known-common passwords and of the
+//! username itself.
+//!
+//! Hashing is Argon2id with at least the OWASP minimum (m = 19 MiB, t = 2, p = 1). It is
+//! deliberately expensive, so it never runs on the async workers that validate sessions: it
+//! runs on blocking threads, at most `workers` at a time, with a bounded queue. A flood of
+//! logins therefore waits for (or is refused by) the pool, while session validation keeps its
+//! CPU.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+
+use argon2::password_hash::phc::PasswordHash as Phc;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use cloakroom_core::accounts::{PasswordHash, Username};
+use tokio::sync::Semaphore;
+
+/// Fewest characters a password may have.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+/// Most bytes a password may have.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Argon2id memory cost in KiB (OWASP minimum: 19 MiB).
+pub const ARGON2_M_KIB: u32 = 19 * 1024;
+/// Argon2id iterations.
+pub const ARGON2_T: u32 = 2;
+/// Argon2id parallelism.
+pub const ARGON2_P: u32 = 1;
+
+static COMMON: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../data/common-passwords.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect()
+});
+
+/// A password as received. `Debug` is redacted so it cannot reach a log by accident.
+#[derive(Clone, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a password.
+    pub fn new(p: impl Into<String>) -> Self {
+        Self(p.into())
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether two submitted passwords are the same (a "repeat the password" field).
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+
+    /// Whether it is short enough to be worth hashing at all.
+    pub fn within_length_limit(&self) -> bool {
+        self.0.len() <= MAX_PASSWORD_BYTES
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+/// Why a new password was refused; the message is shown to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WeakPassword {
+    /// Fewer than [`MIN_PASSWORD_CHARS`] characters.
+    #[error("the password must be at least {MIN_PASSWORD_CHARS} characters long")]
+    TooShort,
+    /// More than [`MAX_PASSWORD_BYTES`] bytes.
+    #[error("the password must be at most {MAX_PASSWORD_BYTES} bytes long")]
+    TooLong,
+    /// On the list of commonly used passwords.
+    #[error("this password is too common: it appears in lists attackers try first")]
+    Common,
+    /// The same as the username.
+    #[error("the password must not be the username")]
+    SameAsUsername,
+    /// One character repeated.
+    #[error("the password must not be a single repeated character")]
+    Repetitive,
+}
+
+/// Checks a new password against the rules (never called for a login attempt: an existing
+/// password is whatever it is).
+pub fn check_new_password(password: &Password, username: &Username) -> Result<(), WeakPassword> {
+    let p = password.expose();
+    if p.len() > MAX_PASSWORD_BYTES {
+        return Err(WeakPassword::TooLong);
+    }
+    if p.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(WeakPassword::TooShort);
+    }
+    let folded = p.to_lowercase();
+    if folded == username.key() {
+        return Err(WeakPassword::SameAsUsername);
+    }
+    let mut chars = p.chars();
+    if let Some(first) = chars.next()
+        && chars.all(|c| c == first)
+    {
+        return Err(WeakPassword::Repetitive);
+    }
+    if COMMON.contains(folded.as_str()) {
+        return Err(WeakPassword::Common);
+    }
+    Ok(())
+}
+
+/// The hashing pool is saturated; the caller should answer 503 with `Retry-After`.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("too many password checks in progress; try again shortly")]
+pub struct Busy;
+
+/// Result of checking a password against a stored hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Whether the password matches.
+    pub matches: bool,
+    /// A fresh hash with the current parameters, when the stored one is weaker (set only if
+    /// the password matched).
+    pub upgraded: Option<PasswordHash>,
+}
+
+/// Argon2id hashing and verification on a bounded pool of blocking threads.
+#[derive(Clone)]
+pub struct Passwords {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    permits: Semaphore,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    dummy: PasswordHash,
+}
+
+impl fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Passwords")
+            .field("available", &self.inner.permits.available_permits())
+            .field("waiting", &self.inner.waiting.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn argon2() -> Argon2<'static> {
+    // The parameters are constants known to be valid.
+    #[allow(clippy::expect_used)]
+    let params =
+        Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, None).expect("valid Argon2 parameters");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+fn hash_blocking(password: &str) -> PasswordHash {
+    // Hashing with valid parameters and a generated salt cannot fail; an empty hash would
+    // then simply never verify.
+    let phc = argon2()
+        .hash_password(password.as_bytes())
+        .map(|h: Phc| h.to_string())
+        .unwrap_or_default();
+    PasswordHash::new(phc)
+}
+
+fn verify_blocking(password: &str, stored: &PasswordHash) -> Verified {
+    let Ok(parsed) = Phc::new(stored.expose()) else {
+        tracing::error!("a stored password hash is not a PHC string; the login is refused");
+        return Verified {
+            matches: false,
+            upgraded: None,
+        };
+    };
+    let matches = argon2()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
+    let current = Params::try_from(&parsed).ok();
+    let outdated = parsed.algorithm.as_str() != "argon2id"
+        || current.is_none_or(|p| {
+            p.m_cost() < ARGON2_M_KIB || p.t_cost() < ARGON2_T || p.p_cost() < ARGON2_P
+        });
+    let upgraded = (matches && outdated).then(|| hash_blocking(password));
+    Verified { matches, upgraded }
+}
+
+impl Passwords {
+    /// A pool running at most `workers` hashes at once, with up to 64 per worker waiting.
+    pub fn new(workers: usize) -> Self {
+        let workers = workers.max(1);
+        Self {
+            inner: Arc::new(Inner {
+                permits: Semaphore::new(workers),
+                waiting: AtomicUsize::new(0),
+                max_waiting: workers * 64,
+                dummy: hash_blocking("cloakroom dummy password for unknown users"),
+            }),
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        if self.inner.waiting.fetch_add(1, Ordering::SeqCst) >= self.inner.max_waiting {
+            self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Busy);
+        }
+        let permit = self.inner.permits.acquire().await;
+        self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
+        let _permit = permit.map_err(|_| Busy)?;
+        tokio::task::spawn_blocking(f).await.map_err(|_| Busy)
+    }
+
+    /// Hashes a new password.
+    pub async fn hash(&self, password: &Password) -> Result<PasswordHash, Busy> {
+        let p = password.clone();
+        self.run(move || hash_blocking(p.expose())).await
+    }
+
+    /// Checks `password` against `stored`.
+    pub async fn verify(
+        &self,
+        password: &Password,
+        stored: &PasswordHash,
+    ) -> Result<Verified, Busy> {
+        let (p, stored) = (password.clone(), stored.clone());
+        self.run(move || verify_blocking(p.expose(), &stored)).await
+    }
+
+    /// Spends the same effort as [`verify`](Self::verify) and fails: for unknown usernames,
+    /// so that "no such user" and "wrong password" cannot be told apart by timing.
+    pub async fn verify_dummy(&self, password: &Password) -> Result<(), Busy> {
+        let (p, dummy) = (password.clone(), self.inner.dummy.clone());
+        self.run(move || verify_blocking(p.expose(), &dummy))
+            .await
+            .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> Username {
+        Username::parse("alice").unwrap()
+    }
+
+    #[test]
+    fn rules() {
+        let ok = |p: &str| check_new_password(&Password::new(p), &user());
+        assert_eq!(ok("short"), Err(WeakPassword::TooShort));
+        assert_eq!(
+            ok("ééééééééééé"),
+            Err(WeakPassword::TooShort),
+            "11 characters, 22 bytes"
+        );
+        assert_eq!(ok(&"x".repeat(1025)), Err(WeakPassword::TooLong));
+        assert_eq!(ok("aaaaaaaaaaaaaa"), Err(WeakPassword::Repetitive));
+        assert_eq!(ok("QWERTY123456"), Err(WeakPassword::Common));
+        assert_eq!(ok("1qaz2wsx3edc"), Err(WeakPassword::Common));
+        assert_eq!(
+            check_new_password(
+                &Password::new("AliceAliceAl"),
+                &Username::parse("aliceALICEal").unwrap()
+            ),
+            Err(WeakPassword::SameAsUsername)
+        );
+        assert_eq!(ok("correct horse battery staple"), Ok(()));
+        assert_eq!(ok("🔑🔑🔑🔑🔑🔑 spaces ok"), Ok(()));
+        assert!(COMMON.len() > 300);
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        assert_eq!(
+            format!("{:?}", Password::new("hunter2hunter2")),
+            "Password([redacted])"
+        );
+    }
+
+    #[tokio::test]
+    async fn hash_verify_and_upgrade() {
+        let pw = Passwords::new(1);
+        let p = Password::new("correct horse battery staple");
+        let h = pw.hash(&p).await.unwrap();
+        assert!(
+            h.expose().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{}",
+            h.expose()
+        );
+        let v = pw.verify(&p, &h).await.unwrap();
+        assert_eq!(
+            v,
+            Verified {
+                matches: true,
+                upgraded: None
+            }
+        );
+        assert!(
+            !pw.verify(&Password::new("wrong password!!"), &h)
+                .await
+                .unwrap()
+                .matches
+        );
+        // A hash with weaker parameters is upgraded on a successful login.
+        let weak: Phc = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"correct horse battery staple")
+        .unwrap();
+        let weak = weak.to_string();
+        let v = pw.verify(&p, &PasswordHash::new(weak)).await.unwrap();
+        assert!(v.matches);
+        assert!(v.upgraded.unwrap().expose().contains("m=19456,t=2,p=1"));
+        assert!(pw.verify_dummy(&p).await.is_ok());
+        assert!(
+            !pw.verify(&p, &PasswordHash::new("not a phc".into()))
+                .await
+                .unwrap()
+                .matches
+        );
+    }
+}

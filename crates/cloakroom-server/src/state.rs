@@ -1,0 +1,169 @@
+//! What every handler shares: settings, the session manager, accounts, password hashing,
+//! throttling — opened once at start-up from the [`Settings`].
+
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+
+use cloakroom_core::accounts::AccountStore;
+use cloakroom_core::{Clock, MemoryStore, SessionManager, SessionStore, StoreError, SystemClock};
+use cloakroom_sqlite::{Database, DbError, SqliteAccounts, SqliteStore};
+
+use crate::client_ip::ClientIp;
+use crate::config::{AccountStoreKind, SessionStoreKind, Settings};
+use crate::metrics;
+use crate::passwords::Passwords;
+use crate::throttle::Throttle;
+
+/// Why the server could not start. Each variant says what to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartupError {
+    /// The data directory cannot be created or written.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SQLite database cannot be opened.
+    #[error("database {path}: {source}")]
+    Database {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: DbError,
+    },
+    /// A store does not answer.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shared server state. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+/// The contents of [`AppState`].
+#[derive(Debug)]
+pub struct Inner {
+    /// Checked settings.
+    pub settings: Settings,
+    /// The session lifecycle.
+    pub sessions: SessionManager,
+    /// Accounts.
+    pub accounts: Arc<dyn AccountStore>,
+    /// Password hashing pool.
+    pub passwords: Passwords,
+    /// Login throttling.
+    pub throttle: Throttle,
+    /// Client address resolution.
+    pub client_ip: ClientIp,
+    /// The clock everything reads.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+/// The database file inside the data directory.
+pub fn database_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("cloakroom.db")
+}
+
+/// Creates the data directory (mode 0700: it will hold signing keys) if needed.
+pub fn ensure_data_dir(dir: &Path) -> Result<(), StartupError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let err = |source| StartupError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    // Fail now, not at the first sign-up, if the directory is not writable.
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"").map_err(err)?;
+    std::fs::remove_file(&probe).map_err(err)
+}
+
+/// The stores a configuration names, opened and checked.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    /// Sessions.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Accounts.
+    pub accounts: Arc<dyn AccountStore>,
+}
+
+impl Stores {
+    /// Opens the configured stores (shared by the server and the admin CLI) and checks they
+    /// answer.
+    pub async fn open(settings: &Settings) -> Result<Self, StartupError> {
+        ensure_data_dir(&settings.data_dir)?;
+        let path = database_path(&settings.data_dir);
+        let db = Database::open(&path).map_err(|source| StartupError::Database {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let sessions: Arc<dyn SessionStore> = match settings.session_store {
+            SessionStoreKind::Sqlite => Arc::new(SqliteStore::new(db.clone())),
+            SessionStoreKind::Memory => Arc::new(MemoryStore::new()),
+        };
+        let accounts: Arc<dyn AccountStore> = match settings.account_store {
+            AccountStoreKind::Sqlite => Arc::new(SqliteAccounts::new(db)),
+        };
+        sessions.ping().await?;
+        accounts.ping().await?;
+        Ok(Self { sessions, accounts })
+    }
+}
+
+impl AppState {
+    /// Opens everything the settings name, on the system clock.
+    pub async fn open(settings: Settings) -> Result<Self, StartupError> {
+        let stores = Stores::open(&settings).await?;
+        Ok(Self::new(settings, stores, Arc::new(SystemClock)))
+    }
+
+    /// State over already opened stores and a given clock (tests use a manual one).
+    pub fn new(settings: Settings, stores: Stores, clock: Arc<dyn Clock>) -> Self {
+        // Install the recorder before the first metric is recorded, or those would be lost.
+        let _ = metrics::handle();
+        let sessions = SessionManager::from_arc(stores.sessions)
+            .with_clock(clock.clone())
+            .with_policy(settings.policy)
+            .with_observer(metrics::Observer::shared());
+        Self {
+            inner: Arc::new(Inner {
+                passwords: Passwords::new(settings.hash_workers),
+                throttle: Throttle::new(clock.clone()),
+                client_ip: ClientIp::new(settings.trusted_proxies.clone()),
+                accounts: stores.accounts,
+                sessions,
+                clock,
+                settings,
+            }),
+        }
+    }
+}

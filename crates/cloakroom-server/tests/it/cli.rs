@@ -1,0 +1,236 @@
+//! The `cloakroom` binary: admin commands against a running server's data, start-up errors,
+//! graceful shutdown.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{PASSWORD, start};
+
+fn cloakroom(data_dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("CLOAKROOM_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_work_against_a_running_server() {
+    let s = start().await;
+    let dir = s.dir.path().to_owned();
+    let run = move |args: &'static [&'static str], stdin: &'static str| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || cloakroom(&dir, args, stdin))
+    };
+
+    let (ok, out, err) = run(&["user", "add", "tess"], "correct horse battery staple\n")
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains("created user tess"), "{out}");
+    let (ok, _, err) = run(&["user", "add", "tess2"], "short\n").await.unwrap();
+    assert!(!ok && err.contains("at least 12 characters"), "{err}");
+
+    // The server sees the CLI's account at once.
+    let mut laptop = s
+        .logged_in(
+            "tess",
+            "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0",
+        )
+        .await;
+    let mut phone = s
+        .logged_in(
+            "tess",
+            "Mozilla/5.0 (Android 14; Mobile; rv:128.0) Gecko/128.0 Firefox/128.0",
+        )
+        .await;
+
+    let (ok, out, _) = run(&["user", "list"], "").await.unwrap();
+    assert!(
+        ok && out.contains("tess") && out.contains("active"),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["sessions", "list", "--user", "TESS"], "")
+        .await
+        .unwrap();
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Firefox on Android") && out.contains("Firefox on Linux"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 3, "header + 2 sessions: {out}");
+
+    let (ok, out, _) = run(&["sessions", "revoke", "--user", "tess"], "")
+        .await
+        .unwrap();
+    assert!(ok && out.contains("ended 2 session(s)"), "{out}");
+    laptop.get("/api/session").await.assert(401);
+    phone.get("/api/session").await.assert(401);
+
+    let mut again = s.logged_in("tess", "curl/8").await;
+    let (ok, out, _) = run(&["user", "disable", "tess"], "").await.unwrap();
+    assert!(ok && out.contains("ended 1 session(s)"), "{out}");
+    again.get("/api/session").await.assert(401);
+    let mut b = s.browser();
+    b.post_json(
+        "/api/login",
+        &json!({ "username": "tess", "password": PASSWORD }),
+    )
+    .await
+    .assert(403);
+    let (ok, out, _) = run(&["user", "list"], "").await.unwrap();
+    assert!(ok && out.contains("disabled"), "{out}");
+    let (ok, _, _) = run(&["user", "enable", "tess"], "").await.unwrap();
+    assert!(ok);
+    b.post_json(
+        "/api/login",
+        &json!({ "username": "tess", "password": PASSWORD }),
+    )
+    .await
+    .assert(200);
+
+    let (ok, _, err) = run(&["sessions", "list", "--user", "nobody"], "")
+        .await
+        .unwrap();
+    assert!(!ok && err.contains("no user"), "{err}");
+}
+
+#[test]
+fn startup_errors_are_clear_and_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["serve", "--public-url", "not a url"], "public_url"),
+        (&["serve", "--listen", "nowhere"], "listen"),
+        (
+            &["serve", "--config", "/nonexistent/cloakroom.toml"],
+            "--config",
+        ),
+        (
+            &["serve", "--data-dir", file.to_str().unwrap()],
+            "data directory",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn a_config_file_and_environment_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cloakroom.toml");
+    std::fs::write(
+        &config,
+        "public_url = \"https://from-file.example\"\nunknown_key = 1\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args(["user", "list", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        !out.status.success() && err.contains("unknown_key"),
+        "unknown keys are refused: {err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args(["user", "list"])
+        .env("CLOAKROOM_DATA_DIR", dir.path().join("from-env"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("from-env/cloakroom.db").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--public-url",
+            "http://localhost:8080",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "server did not start");
+    // A sign-up hashes a password (tens of milliseconds): long enough to be in flight.
+    let request = http
+        .post(format!("{base}/api/signup"))
+        .header("origin", "http://localhost:8080")
+        .json(&json!({ "username": "uma", "password": PASSWORD }))
+        .send();
+    let pid = child.id().to_string();
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    });
+    let response = request.await.expect("the in-flight request was answered");
+    assert_eq!(response.status(), 201);
+    killer.await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(status.status.success(), "exit: {:?}", status.status);
+    let log = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        log.contains("cloakroom is serving on http://localhost:8080"),
+        "{log}"
+    );
+    assert!(log.contains("shut down cleanly"), "{log}");
+}

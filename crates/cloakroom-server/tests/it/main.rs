@@ -1,0 +1,14 @@
+//! The Cloakroom server end to end: a real server on port 0 over a temporary SQLite data
+//! directory, driven over HTTP; the admin CLI and start-up as real processes.
+
+// A panic is how a test fails, with its location; helpers outside #[test] may unwrap too.
+#![allow(clippy::unwrap_used)]
+// Test modules share helpers with `pub`; there is no API to keep tidy here.
+#![allow(unreachable_pub)]
+
+mod api;
+mod cli;
+mod input;
+mod ops;
+mod pages;
+mod support;
