@@ -6,7 +6,11 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use cloakroom_core::{Session, ValidationError, ValidationObserver};
+use async_trait::async_trait;
+use cloakroom_core::{
+    DeleteScope, SaveOutcome, Session, SessionId, SessionStore, StoreError, Timestamp, UserId,
+    ValidationError, ValidationObserver,
+};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -26,6 +30,8 @@ pub const REVOCATIONS: &str = "cloakroom_session_revocations_total";
 pub const ACTIVE_SESSIONS: &str = "cloakroom_active_sessions";
 /// Store failures, by store.
 pub const STORE_ERRORS: &str = "cloakroom_store_errors_total";
+/// Session store writes, by operation (`touch`, `create`, …).
+pub const STORE_WRITES: &str = "cloakroom_session_store_writes_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -104,4 +110,74 @@ pub fn store_error(store: &'static str) {
 pub fn active_sessions(n: u64) {
     #[allow(clippy::cast_precision_loss)] // A gauge; 2^53 sessions is not a concern.
     gauge!(ACTIVE_SESSIONS).set(n as f64);
+}
+
+/// A session store that counts its writes (`cloakroom_session_store_writes_total{op}`), so the
+/// effect of the touch throttle is visible in production, not only in a benchmark.
+#[derive(Debug)]
+pub struct CountingStore {
+    inner: Arc<dyn SessionStore>,
+}
+
+impl CountingStore {
+    /// Counts the writes of `inner`.
+    pub fn wrap(inner: Arc<dyn SessionStore>) -> Arc<dyn SessionStore> {
+        Arc::new(Self { inner })
+    }
+}
+
+fn wrote(op: &'static str) {
+    counter!(STORE_WRITES, "op" => op).increment(1);
+}
+
+#[async_trait]
+impl SessionStore for CountingStore {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    async fn create(&self, s: &Session) -> Result<(), StoreError> {
+        wrote("create");
+        self.inner.create(s).await
+    }
+    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        self.inner.load(id).await
+    }
+    async fn touch(
+        &self,
+        id: &SessionId,
+        seen: Timestamp,
+        idle: Timestamp,
+    ) -> Result<bool, StoreError> {
+        wrote("touch");
+        self.inner.touch(id, seen, idle).await
+    }
+    async fn save(&self, s: &Session) -> Result<SaveOutcome, StoreError> {
+        wrote("save");
+        self.inner.save(s).await
+    }
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+        wrote("delete");
+        self.inner.delete(id).await
+    }
+    async fn rotate(&self, old: &SessionId, new: &Session) -> Result<(), StoreError> {
+        wrote("rotate");
+        self.inner.rotate(old, new).await
+    }
+    async fn list_for_user(&self, u: &UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
+        self.inner.list_for_user(u, now).await
+    }
+    async fn delete_for_user(&self, u: &UserId, scope: DeleteScope<'_>) -> Result<u64, StoreError> {
+        wrote("delete_for_user");
+        self.inner.delete_for_user(u, scope).await
+    }
+    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        wrote("purge");
+        self.inner.purge_expired(now).await
+    }
+    async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
+        self.inner.count_live(now).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
 }

@@ -150,7 +150,7 @@ impl AppState {
     pub fn new(settings: Settings, stores: Stores, clock: Arc<dyn Clock>) -> Self {
         // Install the recorder before the first metric is recorded, or those would be lost.
         let _ = metrics::handle();
-        let sessions = SessionManager::from_arc(stores.sessions)
+        let sessions = SessionManager::from_arc(metrics::CountingStore::wrap(stores.sessions))
             .with_clock(clock.clone())
             .with_policy(settings.policy)
             .with_observer(metrics::Observer::shared());
