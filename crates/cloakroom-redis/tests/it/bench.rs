@@ -45,7 +45,9 @@ async fn measure(label: &str, store: RedisStore) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a test; run with --release"]
 async fn validate_latency_standalone() {
-    let Some(store) = support::standalone_store(&support::unique_prefix()).await else {
+    let prefix = support::unique_prefix();
+    let _cleanup = support::PrefixGuard(prefix.clone());
+    let Some(store) = support::standalone_store(&prefix).await else {
         return;
     };
     measure("redis standalone", store).await;

@@ -49,6 +49,7 @@ async fn two_instances_share_revocation(a: RedisStore, b: RedisStore) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_revocation_standalone() {
     let prefix = support::unique_prefix();
+    let _cleanup = support::PrefixGuard(prefix.clone());
     let Some(a) = support::standalone_store(&prefix).await else {
         return;
     };

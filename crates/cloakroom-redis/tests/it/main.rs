@@ -28,6 +28,8 @@ pub(crate) struct RedisHarness {
     pub(crate) prefix: String,
     /// Every server of the deployment; the dump reads the masters among them.
     pub(crate) urls: Vec<String>,
+    /// Cleans the shared standalone Redis up after the test (the Cluster dies with the tests).
+    _cleanup: Option<support::PrefixGuard>,
 }
 
 #[async_trait]
@@ -46,8 +48,9 @@ async fn standalone() -> Option<RedisHarness> {
     let store = support::standalone_store(&prefix).await?;
     Some(RedisHarness {
         store,
-        prefix,
+        prefix: prefix.clone(),
         urls: vec![support::redis_url()],
+        _cleanup: Some(support::PrefixGuard(prefix)),
     })
 }
 
@@ -67,6 +70,7 @@ async fn cluster() -> Option<RedisHarness> {
         store,
         prefix,
         urls: cluster.seeds(),
+        _cleanup: None,
     })
 }
 

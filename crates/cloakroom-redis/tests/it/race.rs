@@ -158,6 +158,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_racing_revoke_all_standalone() {
     let prefix = support::unique_prefix();
+    let _cleanup = support::PrefixGuard(prefix.clone());
     let Some(a) = support::standalone_store(&prefix).await else {
         return;
     };

@@ -46,6 +46,39 @@ pub(crate) fn unique_prefix() -> String {
     format!("cloakroom-test:{hex}:")
 }
 
+/// Deletes every key under a prefix on the shared standalone Redis when dropped, so test runs
+/// leave nothing behind (remember-me records would otherwise linger for weeks). Runs on a
+/// thread of its own with its own runtime: the test's runtime may be shutting down.
+pub(crate) struct PrefixGuard(pub(crate) String);
+
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        let pattern = format!("{}*", self.0);
+        let _ = std::thread::spawn(move || {
+            let Ok(client) = redis::Client::open(redis_url()) else {
+                return;
+            };
+            let Ok(mut conn) = client.get_connection() else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("SCAN")
+                .cursor_arg(0)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .clone()
+                .iter(&mut conn)
+                .map(|it| it.filter_map(Result::ok).collect())
+                .unwrap_or_default();
+            for chunk in keys.chunks(1000) {
+                let _: redis::RedisResult<i64> = redis::cmd("UNLINK").arg(chunk).query(&mut conn);
+            }
+        })
+        .join();
+    }
+}
+
 /// A store on the shared standalone Redis under a fresh prefix, or a skip.
 pub(crate) async fn standalone_store(prefix: &str) -> Option<RedisStore> {
     let url = redis_url();
