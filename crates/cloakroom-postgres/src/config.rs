@@ -1,0 +1,180 @@
+//! [`PostgresConfig`]: which database and schema, and how patient to be with it.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use cloakroom_core::store::BoxError;
+
+/// Why a [`PostgresConfig`] was refused, before any connection is attempted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The connection string did not parse. It is not repeated: it may carry a password.
+    #[error("the PostgreSQL connection string is invalid")]
+    InvalidUrl(#[source] BoxError),
+    /// The schema name is not a plain lowercase SQL identifier.
+    #[error("schema name {0:?} must match [a-z_][a-z0-9_]* and be at most 63 bytes")]
+    InvalidSchema(String),
+    /// The pool size is zero.
+    #[error("the pool needs at least one connection")]
+    ZeroPoolSize,
+    /// A duration that must be positive is zero.
+    #[error("{0} must be greater than zero")]
+    ZeroDuration(&'static str),
+}
+
+/// The default schema.
+pub const DEFAULT_SCHEMA: &str = "cloakroom";
+
+/// Where the sessions live and how long to wait for the database.
+///
+/// Defaults, and why:
+///
+/// | setting | default | reason |
+/// | --- | --- | --- |
+/// | schema | `cloakroom` | keeps the tables apart from the application's own |
+/// | pool size | 16 | sessions are short primary-key queries; 16 connections serve thousands of requests a second without crowding `max_connections` when many instances run |
+/// | connect timeout | 2 s | a dead database must fail requests fast (fail closed) |
+/// | pool wait timeout | 2 s | when every connection is busy for that long, the database is in trouble; say so instead of queueing |
+/// | command timeout | 5 s | hard upper bound on one store call (purge and migrations excepted) |
+///
+/// ```
+/// use cloakroom_postgres::PostgresConfig;
+///
+/// let config = PostgresConfig::from_url("postgres://app@db.internal/app")?
+///     .with_schema("sessions")?
+///     .with_pool_size(32)?;
+/// # Ok::<(), cloakroom_postgres::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct PostgresConfig {
+    pub(crate) pg: tokio_postgres::Config,
+    pub(crate) schema: String,
+    pub(crate) pool_size: usize,
+    pub(crate) wait_timeout: Duration,
+    pub(crate) command_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // tokio_postgres::Config's Debug redacts the password.
+        f.debug_struct("PostgresConfig")
+            .field("pg", &self.pg)
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
+}
+
+impl PostgresConfig {
+    /// A configuration from a URL (`postgres://user:password@host:5432/db?…`) or a key/value
+    /// connection string (`host=… user=…`), as libpq accepts them.
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let mut pg =
+            tokio_postgres::Config::from_str(url).map_err(|e| ConfigError::InvalidUrl(e.into()))?;
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(Duration::from_secs(2));
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("cloakroom");
+        }
+        Ok(Self::from_pg_config(pg))
+    }
+
+    /// A configuration from an already built `tokio_postgres::Config` (its connect timeout and
+    /// application name are used as they are).
+    pub fn from_pg_config(pg: tokio_postgres::Config) -> Self {
+        Self {
+            pg,
+            schema: DEFAULT_SCHEMA.to_owned(),
+            pool_size: 16,
+            wait_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Keeps the tables in `schema` (default [`DEFAULT_SCHEMA`]), created if missing.
+    pub fn with_schema(mut self, schema: &str) -> Result<Self, ConfigError> {
+        let mut bytes = schema.bytes();
+        let ok = schema.len() <= 63
+            && bytes
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err(ConfigError::InvalidSchema(schema.to_owned()));
+        }
+        self.schema = schema.to_owned();
+        Ok(self)
+    }
+
+    /// At most this many connections (default 16).
+    pub fn with_pool_size(mut self, size: usize) -> Result<Self, ConfigError> {
+        if size == 0 {
+            return Err(ConfigError::ZeroPoolSize);
+        }
+        self.pool_size = size;
+        Ok(self)
+    }
+
+    /// How long to wait for a new TCP connection (default 2 s).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
+        self.pg
+            .connect_timeout(positive("connect timeout", timeout)?);
+        Ok(self)
+    }
+
+    /// How long to wait for a free pooled connection (default 2 s).
+    pub fn with_wait_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
+        self.wait_timeout = positive("wait timeout", timeout)?;
+        Ok(self)
+    }
+
+    /// The most one store call may take before it reports
+    /// [`StoreError::Unavailable`](cloakroom_core::StoreError::Unavailable) (default 5 s).
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
+        self.command_timeout = positive("command timeout", timeout)?;
+        Ok(self)
+    }
+
+    /// The `application_name` the connections report (default `cloakroom`), which is what
+    /// `pg_stat_activity` shows.
+    #[must_use]
+    pub fn with_application_name(mut self, name: &str) -> Self {
+        self.pg.application_name(name);
+        self
+    }
+
+    /// The schema in force.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+}
+
+fn positive(what: &'static str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        Err(ConfigError::ZeroDuration(what))
+    } else {
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_schemas_are_checked() {
+        let c = PostgresConfig::from_url("postgres://u:hunter2@localhost/db").unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(PostgresConfig::from_url("postgres://[bad").is_err());
+        assert!(c.clone().with_schema("cloakroom_test_1").is_ok());
+        for bad in ["", "1abc", "Upper", "a-b", "a\"b", &"a".repeat(64)] {
+            assert!(c.clone().with_schema(bad).is_err(), "{bad}");
+        }
+        assert!(c.clone().with_pool_size(0).is_err());
+        assert!(c.with_command_timeout(Duration::ZERO).is_err());
+    }
+}

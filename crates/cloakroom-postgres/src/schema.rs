@@ -1,0 +1,114 @@
+//! The schema and its migrations.
+//!
+//! Migrations are append-only: entry `n` takes the schema from version `n` to `n + 1`. Each
+//! step runs in its own transaction that first takes a transaction-scoped advisory lock
+//! derived from the schema name, so two instances starting at once apply each step exactly
+//! once (the second waits, then finds it recorded in `schema_migrations`). A schema newer than
+//! this build is refused rather than guessed at.
+
+use sha2::{Digest, Sha256};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// `{s}` stands for the quoted schema name.
+const MIGRATIONS: &[&str] = &[
+    // 1: sessions. `id` is SHA-256 of the token — the token itself is never stored.
+    // `expires_at` is derived so that listing and purging use one index whatever the expiry.
+    "CREATE TABLE {s}.sessions (
+        id                  bytea PRIMARY KEY CHECK (length(id) = 32),
+        user_id             text NOT NULL,
+        handle              text NOT NULL UNIQUE,
+        created_at          bigint NOT NULL,
+        last_seen_at        bigint NOT NULL,
+        idle_expires_at     bigint NOT NULL,
+        absolute_expires_at bigint NOT NULL,
+        auth_time           bigint NOT NULL,
+        auth_method         text NOT NULL,
+        remember            boolean NOT NULL,
+        user_agent          text,
+        ip                  inet,
+        csrf_secret         bytea NOT NULL CHECK (length(csrf_secret) = 32),
+        data                text NOT NULL,
+        version             bigint NOT NULL,
+        expires_at          bigint GENERATED ALWAYS AS (LEAST(idle_expires_at, absolute_expires_at)) STORED
+    );
+    CREATE INDEX sessions_by_user ON {s}.sessions (user_id, expires_at);
+    CREATE INDEX sessions_by_expiry ON {s}.sessions (expires_at);",
+];
+
+/// A schema that a newer build migrated.
+#[derive(Debug, thiserror::Error)]
+#[error("schema {schema:?} is at version {found}; this build supports up to {supported}")]
+pub(crate) struct TooNew {
+    pub(crate) schema: String,
+    pub(crate) found: i32,
+    pub(crate) supported: i32,
+}
+
+pub(crate) fn quoted(schema: &str) -> String {
+    // The configuration allows only [a-z0-9_], so quoting cannot be escaped from.
+    format!("\"{schema}\"")
+}
+
+/// The advisory lock key for migrating `schema`: stable across processes and builds.
+fn lock_key(schema: &str) -> i64 {
+    let digest = Sha256::digest(format!("cloakroom-postgres migrate {schema}"));
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(key)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MigrateError {
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    TooNew(#[from] TooNew),
+}
+
+pub(crate) async fn migrate(
+    client: &mut tokio_postgres::Client,
+    schema: &str,
+) -> Result<(), MigrateError> {
+    let s = quoted(schema);
+    let bootstrap = format!(
+        "CREATE SCHEMA IF NOT EXISTS {s};
+         CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
+             version    integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );"
+    );
+    for (from, sql) in (0_i32..).zip(MIGRATIONS) {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(schema)])
+            .await?;
+        tx.batch_execute(&bootstrap).await?;
+        let found: Option<i32> = tx
+            .query_one(
+                &format!("SELECT max(version) FROM {s}.schema_migrations"),
+                &[],
+            )
+            .await?
+            .get(0);
+        let found = found.unwrap_or(0);
+        if found > SCHEMA_VERSION {
+            return Err(TooNew {
+                schema: schema.to_owned(),
+                found,
+                supported: SCHEMA_VERSION,
+            }
+            .into());
+        }
+        if found == from {
+            tx.batch_execute(&sql.replace("{s}", &s)).await?;
+            tx.execute(
+                &format!("INSERT INTO {s}.schema_migrations (version) VALUES ($1)"),
+                &[&(from + 1)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}

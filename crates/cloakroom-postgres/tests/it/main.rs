@@ -1,0 +1,96 @@
+//! Integration tests of the PostgreSQL store against a real server
+//! (`CLOAKROOM_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`): the
+//! conformance suite, concurrent migrations, two instances, dropped connections and an
+//! unreachable server, and a latency probe. Every test uses a schema of its own, dropped at
+//! the end. An unreachable server skips the tests unless `CLOAKROOM_REQUIRE_SERVICES=1`.
+// A panic is how a test fails, with its location; helpers outside #[test] may unwrap too.
+#![allow(clippy::unwrap_used)]
+
+mod bench;
+mod fault;
+mod migrate;
+mod support;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cloakroom_core::conformance::Harness;
+use cloakroom_core::{
+    AuthMethod, NewSession, SessionManager, SessionStore, UserId, ValidationError,
+};
+use cloakroom_postgres::PostgresStore;
+
+struct Postgres {
+    store: PostgresStore,
+    _schema: support::SchemaGuard,
+}
+
+#[async_trait]
+impl Harness for Postgres {
+    fn store(&self) -> Arc<dyn SessionStore> {
+        Arc::new(self.store.clone())
+    }
+
+    /// Every row of every table in the test's schema, as PostgreSQL renders it (`bytea` as
+    /// hex), with the table names.
+    async fn dump(&self) -> Vec<u8> {
+        let client = support::admin().await;
+        let schema = self.store.schema();
+        let tables = client
+            .query(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+                &[&schema],
+            )
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for t in tables {
+            let table: String = t.get(0);
+            out.extend(table.as_bytes());
+            let rows = client
+                .query(
+                    &format!("SELECT t::text FROM \"{schema}\".\"{table}\" t"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            for r in rows {
+                out.extend(r.get::<_, String>(0).as_bytes());
+            }
+        }
+        out
+    }
+}
+
+async fn postgres() -> Option<Postgres> {
+    let (store, guard) = support::store().await?;
+    Some(Postgres {
+        store,
+        _schema: guard,
+    })
+}
+
+cloakroom_core::conformance_suite!(conformance_postgres, postgres());
+
+/// Two instances, each with its own pool, over one schema: a revocation on one is refused by
+/// the other on its next validate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_revocation() {
+    let Some((a, guard)) = support::store().await else {
+        return;
+    };
+    let b = PostgresStore::connect(support::config(&guard.0))
+        .await
+        .unwrap();
+    let (first, second) = (SessionManager::new(a), SessionManager::new(b));
+    let alice = UserId::new("alice").unwrap();
+    let issued = first
+        .issue(NewSession::new(alice.clone(), AuthMethod::password()), None)
+        .await
+        .unwrap();
+    let cookie = issued.token.expose_cookie_value();
+    second.validate(Some(&cookie)).await.unwrap();
+    assert_eq!(first.revoke_all_for_user(&alice, None).await.unwrap(), 1);
+    let err = second.validate(Some(&cookie)).await.unwrap_err();
+    assert!(matches!(err, ValidationError::Unknown), "{err:?}");
+}
