@@ -35,6 +35,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX sessions_by_user ON {s}.sessions (user_id, expires_at);
     CREATE INDEX sessions_by_expiry ON {s}.sessions (expires_at);",
+    // 2: accounts (for the Cloakroom server). `username_key` is the case-folded username and
+    // decides uniqueness; `username` keeps the spelling the user chose.
+    "CREATE TABLE {s}.accounts (
+        id                  text PRIMARY KEY,
+        username            text NOT NULL,
+        username_key        text NOT NULL UNIQUE,
+        password_hash       text NOT NULL,
+        disabled            boolean NOT NULL DEFAULT false,
+        created_at          bigint NOT NULL,
+        password_changed_at bigint NOT NULL,
+        email               text,
+        display_name        text
+    );",
 ];
 
 /// A schema that a newer build migrated.

@@ -104,7 +104,7 @@ impl Sql {
 #[error("no answer from PostgreSQL within {0:?}")]
 struct TimedOut(Duration);
 
-fn unavailable(source: BoxError) -> StoreError {
+pub(crate) fn unavailable(source: BoxError) -> StoreError {
     StoreError::Unavailable {
         store: STORE,
         source,
@@ -287,7 +287,11 @@ impl PostgresStore {
         }
     }
 
-    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+    pub(crate) async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
         self.with_client(|client| async move {
             let stmt = client.prepare_cached(sql).await.map_err(db_error)?;
             client.execute(&stmt, params).await.map_err(db_error)
@@ -295,7 +299,7 @@ impl PostgresStore {
         .await
     }
 
-    async fn query(
+    pub(crate) async fn query(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],

@@ -24,6 +24,12 @@ pub enum SessionStoreKind {
     Sqlite,
     /// Process memory: fast, lost on restart, one instance only.
     Memory,
+    /// A standalone Redis (`redis_url`), shared by every instance.
+    Redis,
+    /// A Redis Cluster (`redis_cluster_nodes`), shared by every instance.
+    RedisCluster,
+    /// PostgreSQL (`postgres_url`), shared by every instance.
+    Postgres,
 }
 
 /// Where accounts are kept.
@@ -32,6 +38,8 @@ pub enum SessionStoreKind {
 pub enum AccountStoreKind {
     /// SQLite in the data directory (the default).
     Sqlite,
+    /// PostgreSQL (`postgres_url`), shared by every instance.
+    Postgres,
 }
 
 /// The `SameSite` attribute of the session cookie.
@@ -60,6 +68,16 @@ pub struct RawConfig {
     pub session_store: SessionStoreKind,
     /// Where accounts are kept.
     pub account_store: AccountStoreKind,
+    /// Redis URL (`redis://…`) for `session_store = "redis"`.
+    pub redis_url: Option<String>,
+    /// Redis Cluster seed URLs for `session_store = "redis-cluster"`.
+    pub redis_cluster_nodes: Vec<String>,
+    /// Prefix of every Redis key Cloakroom writes.
+    pub redis_key_prefix: String,
+    /// PostgreSQL URL for the `postgres` stores.
+    pub postgres_url: Option<String>,
+    /// PostgreSQL schema for Cloakroom's tables.
+    pub postgres_schema: String,
     /// Proxies whose `X-Forwarded-For` is believed (CIDR ranges).
     pub trusted_proxies: Vec<String>,
     /// Session cookie name (the `__Host-` prefix is always kept).
@@ -91,6 +109,11 @@ impl Default for RawConfig {
             allowed_origins: Vec::new(),
             session_store: SessionStoreKind::Sqlite,
             account_store: AccountStoreKind::Sqlite,
+            redis_url: None,
+            redis_cluster_nodes: Vec::new(),
+            redis_key_prefix: cloakroom_redis::DEFAULT_KEY_PREFIX.into(),
+            postgres_url: None,
+            postgres_schema: cloakroom_postgres::DEFAULT_SCHEMA.into(),
             trusted_proxies: Vec::new(),
             cookie_name: cloakroom_axum::DEFAULT_COOKIE_NAME.into(),
             same_site: SameSiteSetting::Lax,
@@ -138,6 +161,11 @@ const ENV_KEYS: &[&str] = &[
     "allowed_origins",
     "session_store",
     "account_store",
+    "redis_url",
+    "redis_cluster_nodes",
+    "redis_key_prefix",
+    "postgres_url",
+    "postgres_schema",
     "trusted_proxies",
     "cookie_name",
     "same_site",
@@ -165,6 +193,10 @@ pub struct Settings {
     pub session_store: SessionStoreKind,
     /// Where accounts are kept.
     pub account_store: AccountStoreKind,
+    /// Redis connection, when sessions are in Redis.
+    pub redis: Option<cloakroom_redis::RedisConfig>,
+    /// PostgreSQL connection, when a store is in PostgreSQL.
+    pub postgres: Option<cloakroom_postgres::PostgresConfig>,
     /// Trusted proxy ranges.
     pub trusted_proxies: Vec<IpNet>,
     /// Cookie name.
@@ -267,6 +299,52 @@ impl RawConfig {
             .with_standard(standard)
             .with_remember_me(remember_me)
             .with_touch_interval(Duration::from_secs(self.touch_interval_secs));
+        let redis = match self.session_store {
+            SessionStoreKind::Redis => {
+                let url = self.redis_url.as_deref().ok_or_else(|| {
+                    invalid("redis_url", "is required when session_store is redis")
+                })?;
+                Some(
+                    cloakroom_redis::RedisConfig::standalone(url)
+                        .map_err(|e| invalid("redis_url", e))?,
+                )
+            }
+            SessionStoreKind::RedisCluster => {
+                if self.redis_cluster_nodes.is_empty() {
+                    return Err(invalid(
+                        "redis_cluster_nodes",
+                        "is required when session_store is redis-cluster",
+                    ));
+                }
+                Some(
+                    cloakroom_redis::RedisConfig::cluster(&self.redis_cluster_nodes)
+                        .map_err(|e| invalid("redis_cluster_nodes", e))?,
+                )
+            }
+            _ => None,
+        }
+        .map(|c| {
+            c.with_key_prefix(&self.redis_key_prefix)
+                .map_err(|e| invalid("redis_key_prefix", e))
+        })
+        .transpose()?;
+        let needs_postgres = self.session_store == SessionStoreKind::Postgres
+            || self.account_store == AccountStoreKind::Postgres;
+        let postgres = if needs_postgres {
+            let url = self
+                .postgres_url
+                .as_deref()
+                .ok_or_else(|| invalid("postgres_url", "is required for the postgres stores"))?;
+            Some(
+                cloakroom_postgres::PostgresConfig::from_url(url)
+                    .map_err(|e| invalid("postgres_url", e))?
+                    .with_schema(&self.postgres_schema)
+                    .map_err(|e| invalid("postgres_schema", e))?
+                    .with_application_name("cloakroom"),
+            )
+        } else {
+            None
+        };
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let hash_workers = match self.hash_workers {
             Some(0) => return Err(invalid("hash_workers", "must be at least 1")),
@@ -280,6 +358,8 @@ impl RawConfig {
             allowed_origins,
             session_store: self.session_store,
             account_store: self.account_store,
+            redis,
+            postgres,
             trusted_proxies,
             cookie_name: name.to_owned(),
             same_site: match self.same_site {

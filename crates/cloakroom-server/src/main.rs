@@ -201,8 +201,8 @@ async fn shutdown_signal() {
 }
 
 fn init_logging(json: bool) {
-    let filter =
-        EnvFilter::try_from_env("CLOAKROOM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("CLOAKROOM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

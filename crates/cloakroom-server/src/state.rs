@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use cloakroom_core::accounts::AccountStore;
 use cloakroom_core::{Clock, MemoryStore, SessionManager, SessionStore, StoreError, SystemClock};
+use cloakroom_postgres::{PostgresAccounts, PostgresStore};
+use cloakroom_redis::RedisStore;
 use cloakroom_sqlite::{Database, DbError, SqliteAccounts, SqliteStore};
 
 use crate::client_ip::ClientIp;
@@ -38,8 +40,11 @@ pub enum StartupError {
         source: DbError,
     },
     /// A store does not answer.
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
+    /// Settings that cannot work together.
+    #[error("configuration: {0}")]
+    Misconfigured(String),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -126,12 +131,34 @@ impl Stores {
             path: path.display().to_string(),
             source,
         })?;
-        let sessions: Arc<dyn SessionStore> = match settings.session_store {
-            SessionStoreKind::Sqlite => Arc::new(SqliteStore::new(db.clone())),
-            SessionStoreKind::Memory => Arc::new(MemoryStore::new()),
+        // One pool for both PostgreSQL stores.
+        let postgres = match &settings.postgres {
+            Some(config) => Some(PostgresStore::connect(config.clone()).await?),
+            None => None,
         };
-        let accounts: Arc<dyn AccountStore> = match settings.account_store {
-            AccountStoreKind::Sqlite => Arc::new(SqliteAccounts::new(db)),
+        let sessions: Arc<dyn SessionStore> =
+            match (settings.session_store, &settings.redis, &postgres) {
+                (SessionStoreKind::Sqlite, ..) => Arc::new(SqliteStore::new(db.clone())),
+                (SessionStoreKind::Memory, ..) => Arc::new(MemoryStore::new()),
+                (SessionStoreKind::Redis | SessionStoreKind::RedisCluster, Some(config), _) => {
+                    Arc::new(RedisStore::connect(config.clone()).await?)
+                }
+                (SessionStoreKind::Postgres, _, Some(pg)) => Arc::new(pg.clone()),
+                // `Settings` always carries the connection a store kind needs.
+                (kind, ..) => {
+                    return Err(StartupError::Misconfigured(format!(
+                        "no connection settings for {kind:?} sessions"
+                    )));
+                }
+            };
+        let accounts: Arc<dyn AccountStore> = match (settings.account_store, postgres) {
+            (AccountStoreKind::Sqlite, _) => Arc::new(SqliteAccounts::new(db)),
+            (AccountStoreKind::Postgres, Some(pg)) => Arc::new(PostgresAccounts::new(pg)),
+            (kind, None) => {
+                return Err(StartupError::Misconfigured(format!(
+                    "no connection settings for {kind:?} accounts"
+                )));
+            }
         };
         sessions.ping().await?;
         accounts.ping().await?;

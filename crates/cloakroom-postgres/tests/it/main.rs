@@ -94,3 +94,24 @@ async fn two_instances_share_revocation() {
     let err = second.validate(Some(&cookie)).await.unwrap_err();
     assert!(matches!(err, ValidationError::Unknown), "{err:?}");
 }
+
+struct Accounts {
+    accounts: cloakroom_postgres::PostgresAccounts,
+    _schema: support::SchemaGuard,
+}
+
+impl cloakroom_core::conformance::AccountHarness for Accounts {
+    fn accounts(&self) -> Arc<dyn cloakroom_core::accounts::AccountStore> {
+        Arc::new(self.accounts.clone())
+    }
+}
+
+async fn accounts() -> Option<Accounts> {
+    let (store, guard) = support::store().await?;
+    Some(Accounts {
+        accounts: cloakroom_postgres::PostgresAccounts::new(store),
+        _schema: guard,
+    })
+}
+
+cloakroom_core::account_conformance_suite!(conformance_postgres_accounts, accounts());

@@ -9,12 +9,18 @@ use serde_json::json;
 
 use crate::support::{PASSWORD, start};
 
-fn cloakroom(data_dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+fn cloakroom(
+    data_dir: &std::path::Path,
+    env: &[(String, String)],
+    args: &[&str],
+    stdin: &str,
+) -> (bool, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("CLOAKROOM_LOG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -38,9 +44,10 @@ fn cloakroom(data_dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, S
 async fn admin_commands_work_against_a_running_server() {
     let s = start().await;
     let dir = s.dir.path().to_owned();
+    let env = s.env.clone();
     let run = move |args: &'static [&'static str], stdin: &'static str| {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || cloakroom(&dir, args, stdin))
+        let (dir, env) = (dir.clone(), env.clone());
+        tokio::task::spawn_blocking(move || cloakroom(&dir, &env, args, stdin))
     };
 
     let (ok, out, err) = run(&["user", "add", "tess"], "correct horse battery staple\n")

@@ -16,6 +16,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestServer {
     pub base: String,
+    /// `CLOAKROOM_*` variables that point a `cloakroom` process at the same stores.
+    pub env: Vec<(String, String)>,
     pub state: AppState,
     pub clock: ManualClock,
     pub dir: tempfile::TempDir,
@@ -29,6 +31,90 @@ pub fn raw_config(dir: &std::path::Path) -> RawConfig {
         public_url: ORIGIN.into(),
         hash_workers: Some(2),
         ..RawConfig::default()
+    }
+}
+
+/// Which stores the suite runs on: SQLite by default; with
+/// `CLOAKROOM_TEST_SERVER_STORES=redis-postgres`, sessions in Redis and accounts in PostgreSQL
+/// (each test under its own key prefix and schema, removed afterwards).
+fn shared_stores(raw: &mut RawConfig) -> Vec<(String, String)> {
+    let Ok(mode) = std::env::var("CLOAKROOM_TEST_SERVER_STORES") else {
+        return Vec::new();
+    };
+    assert_eq!(
+        mode, "redis-postgres",
+        "unknown CLOAKROOM_TEST_SERVER_STORES={mode}"
+    );
+    let suffix = cloakroom_core::SessionHandle::generate()
+        .as_str()
+        .to_ascii_lowercase()
+        .replace(['-', '_'], "x");
+    let redis = std::env::var("CLOAKROOM_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let postgres = std::env::var("CLOAKROOM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let env = vec![
+        ("CLOAKROOM_SESSION_STORE".to_owned(), "redis".to_owned()),
+        ("CLOAKROOM_REDIS_URL".to_owned(), redis),
+        (
+            "CLOAKROOM_REDIS_KEY_PREFIX".to_owned(),
+            format!("cloakroom-srvtest-{suffix}:"),
+        ),
+        ("CLOAKROOM_ACCOUNT_STORE".to_owned(), "postgres".to_owned()),
+        ("CLOAKROOM_POSTGRES_URL".to_owned(), postgres),
+        (
+            "CLOAKROOM_POSTGRES_SCHEMA".to_owned(),
+            format!("cloakroom_srvtest_{suffix}"),
+        ),
+    ];
+    let value = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    raw.session_store = cloakroom_server::config::SessionStoreKind::Redis;
+    raw.redis_url = Some(value("CLOAKROOM_REDIS_URL"));
+    raw.redis_key_prefix = value("CLOAKROOM_REDIS_KEY_PREFIX");
+    raw.account_store = cloakroom_server::config::AccountStoreKind::Postgres;
+    raw.postgres_url = Some(value("CLOAKROOM_POSTGRES_URL"));
+    raw.postgres_schema = value("CLOAKROOM_POSTGRES_SCHEMA");
+    env
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // Leave nothing behind in the shared Redis and PostgreSQL (best effort: the tools may
+        // be missing on a developer machine, and the keys expire anyway).
+        let get = |k: &str| {
+            self.env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        if let (Some(url), Some(prefix)) = (
+            get("CLOAKROOM_REDIS_URL"),
+            get("CLOAKROOM_REDIS_KEY_PREFIX"),
+        ) {
+            let script = format!(
+                "redis-cli -u '{url}' --scan --pattern '{prefix}*' | xargs -r redis-cli -u '{url}' del"
+            );
+            let _ = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .output();
+        }
+        if let (Some(url), Some(schema)) = (
+            get("CLOAKROOM_POSTGRES_URL"),
+            get("CLOAKROOM_POSTGRES_SCHEMA"),
+        ) {
+            let _ = std::process::Command::new("psql")
+                .args([
+                    url.as_str(),
+                    "-qc",
+                    &format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"),
+                ])
+                .output();
+        }
     }
 }
 
@@ -50,6 +136,7 @@ async fn start_full(
 ) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let mut raw = raw_config(dir.path());
+    let env = shared_stores(&mut raw);
     edit(&mut raw);
     let settings = raw.settings().unwrap();
     let clock = ManualClock::starting_now();
@@ -63,6 +150,7 @@ async fn start_full(
     }));
     TestServer {
         base: format!("http://{addr}"),
+        env,
         state,
         clock,
         dir,
