@@ -176,3 +176,70 @@ impl Admin {
         ))
     }
 }
+
+/// `keys list`: every service-JWT key and where it is in its life.
+pub fn keys_list(
+    data_dir: &std::path::Path,
+    now: cloakroom_core::Timestamp,
+) -> Result<String, AdminError> {
+    let ring = crate::keys::KeyRing::load(data_dir).map_err(fail)?;
+    let signer = ring.signer(now).map(|k| k.kid().to_owned());
+    let mut out = format!(
+        "{:<18} {:<6} {:<10} {:<20} {:<20} {}\n",
+        "KID", "ALG", "STATUS", "PUBLISHED", "SIGNS FROM", "RETIRES"
+    );
+    for k in ring.keys() {
+        let status = if signer.as_deref() == Some(k.kid()) {
+            "signing"
+        } else if k.retire_at().is_some_and(|r| r <= now) {
+            "retired"
+        } else if k.signs_from() > now {
+            "next"
+        } else {
+            "verifying"
+        };
+        let retires = k.retire_at().map_or_else(|| "-".to_owned(), rfc3339);
+        let _ = writeln!(
+            out,
+            "{:<18} {:<6} {:<10} {:<20} {:<20} {}",
+            k.kid(),
+            k.alg().as_str(),
+            status,
+            rfc3339(k.created_at()),
+            rfc3339(k.signs_from()),
+            retires
+        );
+    }
+    Ok(out)
+}
+
+/// `keys rotate`: publishes a new key now, which signs after one JWKS cache lifetime; the
+/// current key retires once its last token has expired. A running server picks the change up
+/// within seconds.
+pub fn keys_rotate(
+    data_dir: &std::path::Path,
+    alg: crate::keys::KeyAlgorithm,
+    now: cloakroom_core::Timestamp,
+) -> Result<String, AdminError> {
+    let mut ring = crate::keys::KeyRing::open(data_dir, alg, now).map_err(fail)?;
+    let removed = ring.remove_retired(now).map_err(fail)?;
+    let key = ring.rotate(alg, now).map_err(fail)?;
+    let retire = ring
+        .keys()
+        .iter()
+        .filter_map(crate::keys::SigningKey::retire_at)
+        .max();
+    let mut out = format!(
+        "new key {} ({}) is published now and signs from {}\n",
+        key.kid(),
+        alg.as_str(),
+        rfc3339(key.signs_from())
+    );
+    if let Some(r) = retire {
+        let _ = writeln!(out, "the previous key stays published until {}", rfc3339(r));
+    }
+    if removed > 0 {
+        let _ = writeln!(out, "removed {removed} retired key(s)");
+    }
+    Ok(out)
+}

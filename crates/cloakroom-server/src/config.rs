@@ -96,6 +96,16 @@ pub struct RawConfig {
     pub touch_interval_secs: u64,
     /// Concurrent password hashes (default: half the CPUs, at least one).
     pub hash_workers: Option<usize>,
+    /// Signature algorithm for new service-JWT keys.
+    pub jwt_algorithm: crate::keys::KeyAlgorithm,
+    /// Lifetime of service JWTs, in seconds (at most 300).
+    pub jwt_ttl_secs: u64,
+    /// A fixed `aud` for service JWTs instead of the forwarded app's origin.
+    pub jwt_audience: Option<String>,
+    /// Hosts the login page may send users back to (`rd`); default: the public URL's host.
+    pub redirect_hosts: Vec<String>,
+    /// Refuse unsafe forwarded requests that a browser marked cross-site.
+    pub forward_auth_csrf: bool,
     /// Log as JSON lines.
     pub json_logs: bool,
 }
@@ -123,6 +133,11 @@ impl Default for RawConfig {
             remember_absolute_timeout_secs: Lifetime::REMEMBER_ME.absolute.as_secs(),
             touch_interval_secs: 60,
             hash_workers: None,
+            jwt_algorithm: crate::keys::KeyAlgorithm::EdDsa,
+            jwt_ttl_secs: 60,
+            jwt_audience: None,
+            redirect_hosts: Vec::new(),
+            forward_auth_csrf: true,
             json_logs: false,
         }
     }
@@ -175,6 +190,11 @@ const ENV_KEYS: &[&str] = &[
     "remember_absolute_timeout_secs",
     "touch_interval_secs",
     "hash_workers",
+    "jwt_algorithm",
+    "jwt_ttl_secs",
+    "jwt_audience",
+    "redirect_hosts",
+    "forward_auth_csrf",
     "json_logs",
 ];
 
@@ -207,6 +227,16 @@ pub struct Settings {
     pub policy: Policy,
     /// Concurrent password hashes.
     pub hash_workers: usize,
+    /// Algorithm of new service-JWT keys.
+    pub jwt_algorithm: crate::keys::KeyAlgorithm,
+    /// Service-JWT lifetime.
+    pub jwt_ttl: Duration,
+    /// Fixed service-JWT audience, if configured.
+    pub jwt_audience: Option<String>,
+    /// Hosts `rd` may point at.
+    pub redirect_hosts: Vec<String>,
+    /// Forward-auth CSRF check.
+    pub forward_auth_csrf: bool,
     /// JSON logs.
     pub json_logs: bool,
 }
@@ -345,6 +375,16 @@ impl RawConfig {
         } else {
             None
         };
+        if !(1..=crate::keys::MAX_TOKEN_TTL.as_secs()).contains(&self.jwt_ttl_secs) {
+            return Err(invalid("jwt_ttl_secs", "must be between 1 and 300"));
+        }
+        let mut redirect_hosts = self.redirect_hosts.clone();
+        if redirect_hosts.is_empty()
+            && let Ok(url) = url::Url::parse(public_origin.as_str())
+            && let Some(host) = url.host_str()
+        {
+            redirect_hosts.push(host.to_owned());
+        }
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let hash_workers = match self.hash_workers {
             Some(0) => return Err(invalid("hash_workers", "must be at least 1")),
@@ -368,6 +408,11 @@ impl RawConfig {
             },
             policy,
             hash_workers,
+            jwt_algorithm: self.jwt_algorithm,
+            jwt_ttl: Duration::from_secs(self.jwt_ttl_secs),
+            jwt_audience: self.jwt_audience.clone(),
+            redirect_hosts,
+            forward_auth_csrf: self.forward_auth_csrf,
             json_logs: self.json_logs,
         })
     }

@@ -19,11 +19,14 @@ pub mod client_ip;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod forward;
+pub mod keys;
 pub mod metrics;
 pub mod ops;
 pub mod pages;
 pub mod passwords;
 pub mod redirect;
+pub mod service_jwt;
 pub mod state;
 pub mod throttle;
 
@@ -36,7 +39,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use cloakroom_axum::SessionLayer;
 use utoipa::OpenApi;
 
@@ -93,16 +96,32 @@ pub fn app(state: AppState) -> Router {
         // form should see a page. Outside the session layer, so it sees those refusals too.
         .layer(middleware::from_fn(html_errors));
 
+    // Forward auth answers a proxy about *another* request: its own method says nothing, and
+    // its CSRF rules apply to the forwarded request (see `forward`), so the session layer's
+    // CSRF checks are off here — and only here.
+    let forward = Router::new()
+        .route("/auth/verify", any(forward::verify))
+        .route("/api/authz/auth-request", any(forward::verify))
+        .route("/api/authz/forward-auth", any(forward::verify))
+        .route("/api/verify", any(forward::verify))
+        .route("/oauth2/auth", any(forward::oauth2_auth))
+        .route("/oauth2/sign_in", get(forward::oauth2_sign_in))
+        .route("/oauth2/sign_out", get(forward::oauth2_sign_out))
+        .route("/oauth2/userinfo", get(forward::oauth2_userinfo))
+        .layer(layer.clone().danger_disable_csrf());
+
     let ops = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi))
+        .route("/.well-known/jwks.json", get(forward::jwks))
         .route("/static/style.css", get(style));
 
     Router::new()
         .merge(api.layer(layer))
         .merge(pages)
+        .merge(forward)
         .merge(ops)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -218,11 +237,23 @@ impl Server {
     }
 }
 
-/// Periodic housekeeping: purge expired sessions, forget stale throttling counters.
+/// Periodic housekeeping: pick up key rotations made by the CLI, drop stale cached tokens,
+/// purge expired sessions, forget stale throttling counters.
 async fn upkeep(state: AppState) {
+    let mut keys = tokio::time::interval(Duration::from_secs(10));
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = keys.tick() => {
+                let now = state.clock.now();
+                if let Err(e) = state.minter.reload(&state.settings.data_dir, state.settings.jwt_algorithm, now) {
+                    tracing::error!(error = %e, "reloading service-JWT keys failed; keeping the previous ones");
+                }
+                state.minter.prune(now);
+                continue;
+            }
+            _ = tick.tick() => {}
+        }
         match state.sessions.purge_expired().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "expired sessions purged"),

@@ -79,6 +79,22 @@ enum Command {
     /// Inspect and end sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Manage the keys that sign service JWTs.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// List the keys and where each is in its life.
+    List,
+    /// Publish a new key (it signs after one JWKS cache lifetime; the current one retires
+    /// once its tokens have expired).
+    Rotate {
+        /// Algorithm of the new key [default: the `jwt_algorithm` setting].
+        #[arg(long, value_enum)]
+        algorithm: Option<cloakroom_server::keys::KeyAlgorithm>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +165,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     UserCommand::List => admin.user_list().await?,
                     UserCommand::Disable { username } => admin.user_disable(&username).await?,
                     UserCommand::Enable { username } => admin.user_enable(&username).await?,
+                };
+                print(&out);
+                Ok(())
+            }
+            Command::Keys(cmd) => {
+                use cloakroom_core::Clock as _;
+                cloakroom_server::state::ensure_data_dir(&settings.data_dir)?;
+                let now = cloakroom_core::SystemClock.now();
+                let out = match cmd {
+                    KeysCommand::List => {
+                        cloakroom_server::admin::keys_list(&settings.data_dir, now)?
+                    }
+                    KeysCommand::Rotate { algorithm } => cloakroom_server::admin::keys_rotate(
+                        &settings.data_dir,
+                        algorithm.unwrap_or(settings.jwt_algorithm),
+                        now,
+                    )?,
                 };
                 print(&out);
                 Ok(())

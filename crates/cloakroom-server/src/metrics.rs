@@ -30,6 +30,8 @@ pub const REVOCATIONS: &str = "cloakroom_session_revocations_total";
 pub const ACTIVE_SESSIONS: &str = "cloakroom_active_sessions";
 /// Store failures, by store.
 pub const STORE_ERRORS: &str = "cloakroom_store_errors_total";
+/// Forward-auth decisions, by outcome (`allowed`, `unauthenticated`, `csrf`).
+pub const FORWARD_AUTH: &str = "cloakroom_forward_auth_total";
 /// Session store writes, by operation (`touch`, `create`, …).
 pub const STORE_WRITES: &str = "cloakroom_session_store_writes_total";
 
@@ -99,6 +101,11 @@ pub fn signup(outcome: &'static str) {
 /// Counts `n` ended sessions.
 pub fn revoked(reason: &'static str, n: u64) {
     counter!(REVOCATIONS, "reason" => reason).increment(n);
+}
+
+/// Counts a forward-auth decision.
+pub fn forward_auth(outcome: &'static str) {
+    counter!(FORWARD_AUTH, "outcome" => outcome).increment(1);
 }
 
 /// Counts a store failure.

@@ -81,10 +81,21 @@ fn login_redirect(next: &str) -> Response {
     Redirect::to(&target).into_response()
 }
 
-/// `?next=` on the login and sign-up pages.
+/// `?next=` (a local path) or `?rd=` (an absolute URL on an allowed host, from forward auth)
+/// on the login and sign-up pages.
 #[derive(Debug, Deserialize)]
 pub struct NextQuery {
     next: Option<String>,
+    rd: Option<String>,
+}
+
+impl NextQuery {
+    fn target(&self, state: &AppState) -> ReturnTo {
+        ReturnTo::parse(
+            self.rd.as_deref().or(self.next.as_deref()),
+            &state.settings.redirect_hosts,
+        )
+    }
 }
 
 #[derive(Template)]
@@ -98,8 +109,12 @@ struct LoginPage {
 }
 
 /// `GET /login`.
-pub async fn login_page(session: Option<Session>, Query(q): Query<NextQuery>) -> Response {
-    let next = ReturnTo::parse(q.next.as_deref());
+pub async fn login_page(
+    State(state): State<AppState>,
+    session: Option<Session>,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    let next = q.target(&state);
     if session.is_some() {
         return Redirect::to(next.as_str()).into_response();
     }
@@ -136,7 +151,7 @@ pub async fn login_submit(
         Ok(f) => f,
         Err(e) => return form_error(e),
     };
-    let next = ReturnTo::parse(form.next.as_deref());
+    let next = ReturnTo::parse(form.next.as_deref(), &state.settings.redirect_hosts);
     let creds = Credentials {
         username: form.username.clone(),
         password: form.password,
@@ -189,8 +204,12 @@ struct SignupPage {
 }
 
 /// `GET /signup`.
-pub async fn signup_page(session: Option<Session>, Query(q): Query<NextQuery>) -> Response {
-    let next = ReturnTo::parse(q.next.as_deref());
+pub async fn signup_page(
+    State(state): State<AppState>,
+    session: Option<Session>,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    let next = q.target(&state);
     if session.is_some() {
         return Redirect::to(next.as_str()).into_response();
     }
@@ -226,7 +245,7 @@ pub async fn signup_submit(
         Ok(f) => f,
         Err(e) => return form_error(e),
     };
-    let next = ReturnTo::parse(form.next.as_deref());
+    let next = ReturnTo::parse(form.next.as_deref(), &state.settings.redirect_hosts);
     let result = if form.password.same_as(&form.confirm) {
         let creds = Credentials {
             username: form.username.clone(),

@@ -1,9 +1,11 @@
-//! Where to send a user after login: only back into this site.
+//! Where to send a user after login: only back into this site, or to an allowed host.
 //!
 //! An open redirect turns a trusted login page into a phishing tool (`/login?next=https://evil`),
-//! so a return path is honoured only if it is a plain absolute path on this origin. Anything
-//! that a browser could read as another host — `//evil.net`, `/\evil.net`, `https://…`,
-//! control characters — falls back to `/`.
+//! so a target is honoured only if it is a plain absolute path on this origin, or an absolute
+//! `http(s)` URL whose host is on the allow-list (forward auth sends users back to the app
+//! they came from, `?rd=https://app.example.com/…`). Anything a browser could read as another
+//! host — `//evil.net`, `/\evil.net`, `https://evil.net`, control characters — falls back to
+//! `/`.
 
 /// A checked local return path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,12 +17,34 @@ impl ReturnTo {
         Self("/".to_owned())
     }
 
-    /// `candidate` if it is a safe local path, else `/`.
-    pub fn parse(candidate: Option<&str>) -> Self {
-        candidate.and_then(Self::checked).unwrap_or_else(Self::home)
+    /// The login page.
+    pub fn login() -> Self {
+        Self("/login".to_owned())
     }
 
-    fn checked(p: &str) -> Option<Self> {
+    /// `candidate` if it is a safe local path or an http(s) URL on one of `allowed_hosts`
+    /// (host names, compared without case; any port), else `/`.
+    pub fn parse(candidate: Option<&str>, allowed_hosts: &[String]) -> Self {
+        candidate
+            .and_then(|c| Self::local(c).or_else(|| Self::allowed(c, allowed_hosts)))
+            .unwrap_or_else(Self::home)
+    }
+
+    fn allowed(candidate: &str, allowed_hosts: &[String]) -> Option<Self> {
+        if candidate.chars().any(char::is_control) {
+            return None;
+        }
+        let url = url::Url::parse(candidate).ok()?;
+        let ok = matches!(url.scheme(), "http" | "https")
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url
+                .host_str()
+                .is_some_and(|h| allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(h)));
+        ok.then(|| Self(url.to_string()))
+    }
+
+    fn local(p: &str) -> Option<Self> {
         let b = p.as_bytes();
         let local = b.first() == Some(&b'/')
             && !matches!(b.get(1), Some(b'/' | b'\\'))
@@ -43,10 +67,36 @@ impl ReturnTo {
 mod tests {
     use super::*;
 
+    fn parse(c: Option<&str>) -> ReturnTo {
+        ReturnTo::parse(c, &["app.example.com".to_owned()])
+    }
+
+    #[test]
+    fn allowed_hosts_only() {
+        assert_eq!(
+            parse(Some("https://app.example.com/x?y=1")).as_str(),
+            "https://app.example.com/x?y=1"
+        );
+        assert_eq!(
+            parse(Some("http://APP.example.com:8080/")).as_str(),
+            "http://app.example.com:8080/"
+        );
+        for bad in [
+            "https://app.example.com.evil.net/",
+            "https://evil.net/?https://app.example.com",
+            "https://user@evil.net",
+            "https://app.example.com@evil.net/",
+            "ftp://app.example.com/",
+            "https://evil.app.example.com/",
+        ] {
+            assert_eq!(parse(Some(bad)).as_str(), "/", "{bad}");
+        }
+    }
+
     #[test]
     fn only_local_paths_survive() {
         for ok in ["/", "/account/sessions", "/a?b=c#d", "/%2F%2Fevil.net"] {
-            assert_eq!(ReturnTo::parse(Some(ok)).as_str(), ok);
+            assert_eq!(parse(Some(ok)).as_str(), ok);
         }
         for bad in [
             "//evil.net",
@@ -59,8 +109,8 @@ mod tests {
             "",
             "/\n/evil.net",
         ] {
-            assert_eq!(ReturnTo::parse(Some(bad)).as_str(), "/", "{bad:?}");
+            assert_eq!(parse(Some(bad)).as_str(), "/", "{bad:?}");
         }
-        assert_eq!(ReturnTo::parse(None).as_str(), "/");
+        assert_eq!(parse(None).as_str(), "/");
     }
 }

@@ -13,8 +13,10 @@ use cloakroom_sqlite::{Database, DbError, SqliteAccounts, SqliteStore};
 
 use crate::client_ip::ClientIp;
 use crate::config::{AccountStoreKind, SessionStoreKind, Settings};
+use crate::keys::KeyRing;
 use crate::metrics;
 use crate::passwords::Passwords;
+use crate::service_jwt::Minter;
 use crate::throttle::Throttle;
 
 /// Why the server could not start. Each variant says what to fix.
@@ -42,6 +44,9 @@ pub enum StartupError {
     /// A store does not answer.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The service-JWT keys cannot be read or created.
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
     /// Settings that cannot work together.
     #[error("configuration: {0}")]
     Misconfigured(String),
@@ -79,6 +84,8 @@ pub struct Inner {
     pub client_ip: ClientIp,
     /// The clock everything reads.
     pub clock: Arc<dyn Clock>,
+    /// Service-JWT minting and keys.
+    pub minter: Minter,
 }
 
 impl Deref for AppState {
@@ -170,19 +177,26 @@ impl AppState {
     /// Opens everything the settings name, on the system clock.
     pub async fn open(settings: Settings) -> Result<Self, StartupError> {
         let stores = Stores::open(&settings).await?;
-        Ok(Self::new(settings, stores, Arc::new(SystemClock)))
+        Self::new(settings, stores, Arc::new(SystemClock))
     }
 
     /// State over already opened stores and a given clock (tests use a manual one).
-    pub fn new(settings: Settings, stores: Stores, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        settings: Settings,
+        stores: Stores,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
         // Install the recorder before the first metric is recorded, or those would be lost.
         let _ = metrics::handle();
+        let keys = KeyRing::open(&settings.data_dir, settings.jwt_algorithm, clock.now())?;
+        let minter = Minter::new(settings.public_origin.to_string(), settings.jwt_ttl, keys);
         let sessions = SessionManager::from_arc(metrics::CountingStore::wrap(stores.sessions))
             .with_clock(clock.clone())
             .with_policy(settings.policy)
             .with_observer(metrics::Observer::shared());
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
+                minter,
                 passwords: Passwords::new(settings.hash_workers),
                 throttle: Throttle::new(clock.clone()),
                 client_ip: ClientIp::new(settings.trusted_proxies.clone()),
@@ -191,6 +205,6 @@ impl AppState {
                 clock,
                 settings,
             }),
-        }
+        })
     }
 }

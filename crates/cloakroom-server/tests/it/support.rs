@@ -141,7 +141,7 @@ async fn start_full(
     let settings = raw.settings().unwrap();
     let clock = ManualClock::starting_now();
     let stores = wrap(Stores::open(&settings).await.unwrap());
-    let state = AppState::new(settings, stores, Arc::new(clock.clone()));
+    let state = AppState::new(settings, stores, Arc::new(clock.clone())).unwrap();
     let server = Server::bind(state.clone()).await.unwrap();
     let addr = server.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

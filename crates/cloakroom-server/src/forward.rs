@@ -1,0 +1,468 @@
+//! Forward auth: the decision a reverse proxy asks for before letting a request through to an
+//! app, in the dialects proxies already speak.
+//!
+//! * `GET /auth/verify` — Cloakroom's own endpoint; any method is accepted.
+//! * Authelia's `/api/authz/auth-request`, `/api/authz/forward-auth` and legacy `/api/verify`.
+//! * oauth2-proxy's `/oauth2/auth`, `/oauth2/sign_in`, `/oauth2/sign_out`, `/oauth2/userinfo`.
+//!
+//! The forwarded request is parsed at the edge into a [`ForwardedRequest`]: nginx
+//! (`auth_request`) describes it with `X-Original-URL`/`X-Original-Method`; Traefik and Caddy
+//! with `X-Forwarded-Method/Proto/Host/Uri`. Which one it is decides the shape of a refusal:
+//! nginx wants `401` plus a `Location` to send the browser to; Traefik and Caddy pass the
+//! answer through, so a browser gets a redirect (`302` for safe methods, `303` otherwise)
+//! and an API client a plain `401`.
+//!
+//! Success answers with the identity headers (`Remote-User`, `Remote-Email`, `Remote-Name`,
+//! `X-Auth-Request-User`, `X-Auth-Request-Email`) and `X-Cloakroom-Jwt`, a short-lived service
+//! JWT for the app (see [`crate::service_jwt`]). The hot path does no store write except the
+//! throttled last-seen update, and no signature except once per half token lifetime; a
+//! revoked session is refused on the very next check.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use cloakroom_axum::{Auth, Session};
+use cloakroom_core::origin::{Origin, is_safe_method};
+use serde::Deserialize;
+
+use crate::auth::keys;
+use crate::metrics;
+use crate::redirect::ReturnTo;
+use crate::state::AppState;
+
+/// The header carrying the service JWT to the app.
+pub const JWT_HEADER: &str = "x-cloakroom-jwt";
+
+/// Which proxy dialect described the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// nginx `auth_request`: `X-Original-URL`.
+    Nginx,
+    /// Traefik / Caddy: `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri`.
+    Forwarded,
+    /// No forwarding headers: a direct call.
+    Direct,
+}
+
+/// The request a proxy asks about, parsed once at the edge.
+#[derive(Debug, Clone)]
+pub struct ForwardedRequest {
+    /// Which dialect described it.
+    pub flavor: Flavor,
+    /// The original method, upper case.
+    pub method: String,
+    /// The original URL, when the proxy said.
+    pub url: Option<url::Url>,
+    /// Whether the client takes HTML (a browser, to be redirected to the login page).
+    pub accepts_html: bool,
+}
+
+/// The forwarding headers do not describe a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed forwarding headers: {0}")]
+pub struct MalformedForward(&'static str);
+
+fn text<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, MalformedForward> {
+    h.get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| MalformedForward("a header is not visible ASCII"))
+        })
+        .transpose()
+}
+
+fn http_url(s: &str) -> Result<url::Url, MalformedForward> {
+    let url =
+        url::Url::parse(s).map_err(|_| MalformedForward("the original URL does not parse"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(MalformedForward("the original URL is not an http(s) URL"));
+    }
+    Ok(url)
+}
+
+fn method(m: Option<&str>) -> Result<String, MalformedForward> {
+    match m {
+        None => Ok("GET".to_owned()),
+        Some(m) if !m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            Ok(m.to_ascii_uppercase())
+        }
+        Some(_) => Err(MalformedForward("the original method is not a method")),
+    }
+}
+
+impl ForwardedRequest {
+    /// Reads the forwarding headers.
+    pub fn parse(h: &HeaderMap) -> Result<Self, MalformedForward> {
+        let accepts_html = text(h, "accept")?.is_some_and(|a| a.contains("text/html"));
+        if let Some(original) = text(h, "x-original-url")? {
+            return Ok(Self {
+                flavor: Flavor::Nginx,
+                method: method(text(h, "x-original-method")?)?,
+                url: Some(http_url(original)?),
+                accepts_html,
+            });
+        }
+        let (m, proto, host, uri) = (
+            text(h, "x-forwarded-method")?,
+            text(h, "x-forwarded-proto")?,
+            text(h, "x-forwarded-host")?,
+            text(h, "x-forwarded-uri")?,
+        );
+        if m.is_none() && proto.is_none() && host.is_none() && uri.is_none() {
+            return Ok(Self {
+                flavor: Flavor::Direct,
+                method: "GET".to_owned(),
+                url: None,
+                accepts_html,
+            });
+        }
+        let url = match host {
+            Some(host) => {
+                let proto = proto.unwrap_or("http");
+                if proto != "http" && proto != "https" {
+                    return Err(MalformedForward("X-Forwarded-Proto is not http or https"));
+                }
+                let uri = uri.unwrap_or("/");
+                if !uri.starts_with('/') {
+                    return Err(MalformedForward("X-Forwarded-Uri is not a path"));
+                }
+                // A host with a path or credentials in it would change what the URL means.
+                if host.contains(['/', '@', '\\', ' ', '?', '#']) {
+                    return Err(MalformedForward("X-Forwarded-Host is not a host"));
+                }
+                Some(http_url(&format!("{proto}://{host}{uri}"))?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            flavor: Flavor::Forwarded,
+            method: method(m)?,
+            url,
+            accepts_html,
+        })
+    }
+
+    /// The origin of the app the request is for.
+    pub fn app_origin(&self) -> Option<Origin> {
+        self.url.as_ref().and_then(|u| Origin::of_url(u.as_str()))
+    }
+}
+
+/// Refuses an unsafe forwarded request that a browser marked as coming from another site, or
+/// whose `Origin` is not the app's own. Requests without those headers (non-browser clients)
+/// pass: the app behind the proxy still gets the user's identity only with a valid session.
+fn forwarded_csrf(h: &HeaderMap, fwd: &ForwardedRequest) -> Result<(), &'static str> {
+    if is_safe_method(&fwd.method) {
+        return Ok(());
+    }
+    match h.get("sec-fetch-site").map(HeaderValue::as_bytes) {
+        Some(b"cross-site") => return Err("cross-site request refused"),
+        Some(b"same-site") => return Err("request from another site origin refused"),
+        _ => {}
+    }
+    if let Some(origin) = h.get(header::ORIGIN) {
+        let ours = fwd.app_origin();
+        if ours.is_none_or(|o| o.as_str().as_bytes() != origin.as_bytes()) {
+            return Err("request from a foreign origin refused");
+        }
+    }
+    Ok(())
+}
+
+fn login_url(state: &AppState, fwd: &ForwardedRequest) -> String {
+    let public = state.settings.public_origin.as_str();
+    match &fwd.url {
+        Some(url) => {
+            let rd: String =
+                url::form_urlencoded::byte_serialize(url.as_str().as_bytes()).collect();
+            format!("{public}/login?rd={rd}")
+        }
+        None => format!("{public}/login"),
+    }
+}
+
+fn refusal(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": "forward_auth", "message": message })),
+    )
+        .into_response()
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    // Values come from validated usernames or stored account fields; one that is not a valid
+    // header value is left out rather than mangled.
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// The shared decision: `success` is the status to answer a valid session with (200, or 202
+/// for oauth2-proxy).
+async fn decide(
+    state: &AppState,
+    session: Option<Session>,
+    headers: &HeaderMap,
+    success: StatusCode,
+) -> Response {
+    let fwd = match ForwardedRequest::parse(headers) {
+        Ok(f) => f,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    if state.settings.forward_auth_csrf
+        && let Err(why) = forwarded_csrf(headers, &fwd)
+    {
+        metrics::forward_auth("csrf");
+        return refusal(StatusCode::FORBIDDEN, why);
+    }
+    let Some(session) = session else {
+        metrics::forward_auth("unauthenticated");
+        return match fwd.flavor {
+            Flavor::Nginx => {
+                let mut r = refusal(StatusCode::UNAUTHORIZED, "sign in first");
+                if let Ok(v) = HeaderValue::from_str(&login_url(state, &fwd)) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                r
+            }
+            Flavor::Forwarded if fwd.accepts_html => {
+                // 302 keeps a GET a GET; 303 turns a POST into a GET of the login page.
+                let status = if is_safe_method(&fwd.method) {
+                    StatusCode::FOUND
+                } else {
+                    StatusCode::SEE_OTHER
+                };
+                (status, [(header::LOCATION, login_url(state, &fwd))]).into_response()
+            }
+            _ => refusal(StatusCode::UNAUTHORIZED, "sign in first"),
+        };
+    };
+    let record = session.record();
+    let username = session
+        .get::<String>(keys::USERNAME)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| record.user_id.to_string());
+    let email = session.get::<String>(keys::EMAIL).ok().flatten();
+    let name = session.get::<String>(keys::NAME).ok().flatten();
+    let audience = match &state.settings.jwt_audience {
+        Some(aud) => aud.clone(),
+        None => fwd
+            .app_origin()
+            .unwrap_or_else(|| state.settings.public_origin.clone())
+            .to_string(),
+    };
+    let token = match state
+        .minter
+        .token(record, &username, &audience, state.clock.now())
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "minting a service JWT failed");
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the service token could not be issued",
+            );
+        }
+    };
+    metrics::forward_auth("allowed");
+    let mut response = success.into_response();
+    let h = response.headers_mut();
+    insert(h, "remote-user", &username);
+    insert(h, "x-auth-request-user", &username);
+    insert(h, "x-auth-request-preferred-username", &username);
+    insert(h, "remote-name", name.as_deref().unwrap_or(&username));
+    if let Some(email) = &email {
+        insert(h, "remote-email", email);
+        insert(h, "x-auth-request-email", email);
+    }
+    insert(h, JWT_HEADER, &token);
+    response
+}
+
+/// `/auth/verify` and Authelia's endpoints (any method).
+pub async fn verify(
+    State(state): State<AppState>,
+    session: Option<Session>,
+    headers: HeaderMap,
+) -> Response {
+    decide(&state, session, &headers, StatusCode::OK).await
+}
+
+/// oauth2-proxy's `/oauth2/auth`: 202 on success.
+pub async fn oauth2_auth(
+    State(state): State<AppState>,
+    session: Option<Session>,
+    headers: HeaderMap,
+) -> Response {
+    decide(&state, session, &headers, StatusCode::ACCEPTED).await
+}
+
+/// `?rd=` on oauth2-proxy's sign-in and sign-out.
+#[derive(Debug, Deserialize)]
+pub struct Rd {
+    rd: Option<String>,
+}
+
+/// oauth2-proxy's `/oauth2/sign_in`: to the login page, keeping `rd` (if allowed).
+pub async fn oauth2_sign_in(State(state): State<AppState>, Query(q): Query<Rd>) -> Response {
+    let target = ReturnTo::parse(q.rd.as_deref(), &state.settings.redirect_hosts);
+    let rd: String = url::form_urlencoded::byte_serialize(target.as_str().as_bytes()).collect();
+    Redirect::to(&format!("/login?rd={rd}")).into_response()
+}
+
+/// oauth2-proxy's `/oauth2/sign_out`: ends the session, then to `rd` (if allowed) or the login
+/// page. A GET that changes state, as oauth2-proxy defines it; cross-site ones are refused so a
+/// foreign page cannot log users out.
+pub async fn oauth2_sign_out(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    Query(q): Query<Rd>,
+) -> Response {
+    if matches!(
+        headers.get("sec-fetch-site").map(HeaderValue::as_bytes),
+        Some(b"cross-site" | b"same-site")
+    ) {
+        return refusal(StatusCode::FORBIDDEN, "cross-site sign-out refused");
+    }
+    let had = matches!(auth.session().await, Ok(Some(_)));
+    if let Err(e) = auth.logout().await {
+        return e.into_response();
+    }
+    if had {
+        metrics::revoked("logout", 1);
+    }
+    let target = match q.rd.as_deref() {
+        Some(rd) => ReturnTo::parse(Some(rd), &state.settings.redirect_hosts),
+        None => ReturnTo::login(),
+    };
+    Redirect::to(target.as_str()).into_response()
+}
+
+/// oauth2-proxy's `/oauth2/userinfo`.
+pub async fn oauth2_userinfo(session: Option<Session>) -> Response {
+    let Some(session) = session else {
+        return refusal(StatusCode::UNAUTHORIZED, "sign in first");
+    };
+    let username = session
+        .get::<String>(keys::USERNAME)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| session.user_id().to_string());
+    let email = session.get::<String>(keys::EMAIL).ok().flatten();
+    axum::Json(serde_json::json!({
+        "user": session.user_id().as_str(),
+        "email": email,
+        "preferredUsername": username,
+    }))
+    .into_response()
+}
+
+/// `GET /.well-known/jwks.json`: the public keys, cacheable for one JWKS lifetime.
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let body = state.minter.keys().jwks(state.clock.now());
+    let max_age = format!("public, max-age={}", crate::keys::JWKS_MAX_AGE.as_secs());
+    let mut r = axum::Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&max_age) {
+        r.headers_mut().insert(header::CACHE_CONTROL, v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn nginx_dialect() {
+        let f = ForwardedRequest::parse(&headers(&[
+            ("x-original-url", "https://app.example.com/a?b=1"),
+            ("x-original-method", "post"),
+        ]))
+        .unwrap();
+        assert_eq!(f.flavor, Flavor::Nginx);
+        assert_eq!(f.method, "POST");
+        assert_eq!(f.app_origin().unwrap().as_str(), "https://app.example.com");
+    }
+
+    #[test]
+    fn traefik_and_caddy_dialect() {
+        let f = ForwardedRequest::parse(&headers(&[
+            ("x-forwarded-method", "DELETE"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "app.example.com:8443"),
+            ("x-forwarded-uri", "/items/1"),
+            ("accept", "text/html,application/xhtml+xml"),
+        ]))
+        .unwrap();
+        assert_eq!(f.flavor, Flavor::Forwarded);
+        assert_eq!(
+            f.url.unwrap().as_str(),
+            "https://app.example.com:8443/items/1"
+        );
+        assert!(f.accepts_html);
+    }
+
+    #[test]
+    fn malformed_forwarding_headers_are_refused() {
+        for bad in [
+            vec![("x-original-url", "not a url")],
+            vec![("x-original-url", "javascript:alert(1)")],
+            vec![
+                ("x-forwarded-host", "evil.net/@app.example.com"),
+                ("x-forwarded-uri", "/"),
+            ],
+            vec![
+                ("x-forwarded-host", "app.example.com"),
+                ("x-forwarded-uri", "no-slash"),
+            ],
+            vec![("x-forwarded-proto", "ftp"), ("x-forwarded-host", "a.com")],
+            vec![
+                ("x-forwarded-method", "GET /x"),
+                ("x-forwarded-host", "a.com"),
+            ],
+        ] {
+            assert!(ForwardedRequest::parse(&headers(&bad)).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            ForwardedRequest::parse(&HeaderMap::new()).unwrap().flavor,
+            Flavor::Direct
+        );
+    }
+
+    #[test]
+    fn forwarded_csrf_refuses_marked_cross_site_requests_only() {
+        let fwd = |m: &str| ForwardedRequest {
+            flavor: Flavor::Nginx,
+            method: m.to_owned(),
+            url: Some(url::Url::parse("https://app.example.com/x").unwrap()),
+            accepts_html: false,
+        };
+        assert!(
+            forwarded_csrf(&headers(&[("sec-fetch-site", "cross-site")]), &fwd("POST")).is_err()
+        );
+        assert!(forwarded_csrf(&headers(&[("sec-fetch-site", "cross-site")]), &fwd("GET")).is_ok());
+        assert!(forwarded_csrf(&headers(&[("origin", "https://evil.net")]), &fwd("POST")).is_err());
+        assert!(forwarded_csrf(&headers(&[("origin", "null")]), &fwd("PUT")).is_err());
+        assert!(
+            forwarded_csrf(
+                &headers(&[("origin", "https://app.example.com")]),
+                &fwd("POST")
+            )
+            .is_ok()
+        );
+        assert!(forwarded_csrf(&HeaderMap::new(), &fwd("POST")).is_ok());
+    }
+}

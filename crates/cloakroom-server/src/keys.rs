@@ -1,0 +1,528 @@
+//! Service-JWT signing keys: generation, storage, rotation with overlap, and the JWKS.
+//!
+//! Keys live as one JSON file each in `<data_dir>/keys/` (mode 0600, in a 0700 directory),
+//! written atomically. A key's life has three dates:
+//!
+//! * `created_at` — it appears in the JWKS from now on;
+//! * `signs_from` — it signs new tokens from then on. On rotation this is at least one JWKS
+//!   cache lifetime later, so every verifier has had the chance to fetch the new public key
+//!   before the first token signed by it arrives;
+//! * `retire_at` — set on the *previous* key when a new one takes over: every token it signed
+//!   has expired by then (maximum token lifetime plus a margin), and it leaves the JWKS.
+//!
+//! The very first key signs at once: nobody can have cached a JWKS that did not exist.
+//! Private keys are never served or logged (`Debug` is redacted).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use cloakroom_core::Timestamp;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde::{Deserialize, Serialize};
+
+/// How long verifiers may cache the JWKS (`Cache-Control: max-age`).
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+/// The longest a service JWT may live.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(300);
+/// Extra time around rotations for clock skew and slow caches.
+pub const ROTATION_MARGIN: Duration = Duration::from_secs(60);
+
+/// The signature algorithm of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum KeyAlgorithm {
+    /// Ed25519 (`EdDSA`), the default: small, fast, no nonce pitfalls.
+    #[serde(rename = "EdDSA")]
+    #[value(name = "eddsa")]
+    EdDsa,
+    /// ECDSA on P-256 (`ES256`), for verifiers without Ed25519 support.
+    #[serde(rename = "ES256")]
+    #[value(name = "es256")]
+    Es256,
+}
+
+impl KeyAlgorithm {
+    fn jwt(self) -> Algorithm {
+        match self {
+            Self::EdDsa => Algorithm::EdDSA,
+            Self::Es256 => Algorithm::ES256,
+        }
+    }
+
+    /// The JOSE name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDsa => "EdDSA",
+            Self::Es256 => "ES256",
+        }
+    }
+}
+
+/// Why keys could not be read, written or made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Reading or writing the key directory failed.
+    #[error("key directory {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key file does not parse.
+    #[error("key file {path} is not a valid key: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One key as stored on disk.
+#[derive(Clone, Serialize, Deserialize)]
+struct KeyFile {
+    kid: String,
+    alg: KeyAlgorithm,
+    created_at: Timestamp,
+    signs_from: Timestamp,
+    retire_at: Option<Timestamp>,
+    /// PKCS#8 DER of the private key, base64.
+    private_pkcs8: String,
+}
+
+/// A loaded key pair.
+#[derive(Clone)]
+pub struct SigningKey {
+    file: KeyFile,
+    encoding: EncodingKey,
+    /// The public JWK (without private parts).
+    jwk: serde_json::Value,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.file.kid)
+            .field("alg", &self.file.alg)
+            .field("signs_from", &self.file.signs_from)
+            .field("retire_at", &self.file.retire_at)
+            .field("private", &"[redacted]")
+            .finish()
+    }
+}
+
+impl SigningKey {
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.file.kid
+    }
+
+    /// The algorithm.
+    pub fn alg(&self) -> KeyAlgorithm {
+        self.file.alg
+    }
+
+    /// The jsonwebtoken algorithm.
+    pub fn jwt_algorithm(&self) -> Algorithm {
+        self.file.alg.jwt()
+    }
+
+    /// The private key, for signing.
+    pub fn encoding_key(&self) -> &EncodingKey {
+        &self.encoding
+    }
+
+    /// When it starts signing.
+    pub fn signs_from(&self) -> Timestamp {
+        self.file.signs_from
+    }
+
+    /// When it leaves the JWKS, if scheduled.
+    pub fn retire_at(&self) -> Option<Timestamp> {
+        self.file.retire_at
+    }
+
+    /// When it was made (and published).
+    pub fn created_at(&self) -> Timestamp {
+        self.file.created_at
+    }
+
+    fn from_file(file: KeyFile, path: &str) -> Result<Self, KeyError> {
+        let invalid = |reason: String| KeyError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
+        let der = STANDARD
+            .decode(&file.private_pkcs8)
+            .map_err(|e| invalid(e.to_string()))?;
+        let (encoding, jwk) = match file.alg {
+            KeyAlgorithm::EdDsa => {
+                use ed25519_dalek::pkcs8::DecodePrivateKey;
+                let key = ed25519_dalek::SigningKey::from_pkcs8_der(&der)
+                    .map_err(|e| invalid(e.to_string()))?;
+                let x = URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes());
+                let jwk = serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": x });
+                (EncodingKey::from_ed_der(&der), jwk)
+            }
+            KeyAlgorithm::Es256 => {
+                use p256::pkcs8::DecodePrivateKey;
+                let key =
+                    p256::SecretKey::from_pkcs8_der(&der).map_err(|e| invalid(e.to_string()))?;
+                let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
+                    &key.public_key(),
+                    false,
+                );
+                let (Some(x), Some(y)) = (point.x(), point.y()) else {
+                    return Err(invalid("P-256 public key has no affine coordinates".into()));
+                };
+                let jwk = serde_json::json!({
+                    "kty": "EC", "crv": "P-256",
+                    "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+                });
+                (EncodingKey::from_ec_der(&der), jwk)
+            }
+        };
+        let mut jwk = jwk;
+        jwk["kid"] = file.kid.clone().into();
+        jwk["alg"] = file.alg.as_str().into();
+        jwk["use"] = "sig".into();
+        Ok(Self {
+            file,
+            encoding,
+            jwk,
+        })
+    }
+
+    fn generate(
+        alg: KeyAlgorithm,
+        created_at: Timestamp,
+        signs_from: Timestamp,
+    ) -> Result<Self, KeyError> {
+        let der = match alg {
+            KeyAlgorithm::EdDsa => {
+                use ed25519_dalek::pkcs8::EncodePrivateKey;
+                let key = ed25519_dalek::SigningKey::from_bytes(&random::<32>());
+                key.to_pkcs8_der().map(|d| d.as_bytes().to_vec())
+            }
+            KeyAlgorithm::Es256 => {
+                use p256::pkcs8::EncodePrivateKey;
+                // A random 32-byte string is a valid scalar except with probability ~2^-128.
+                let key = loop {
+                    if let Ok(k) = p256::SecretKey::from_slice(&random::<32>()) {
+                        break k;
+                    }
+                };
+                key.to_pkcs8_der().map(|d| d.as_bytes().to_vec())
+            }
+        }
+        .map_err(|e| KeyError::Invalid {
+            path: "(new key)".into(),
+            reason: e.to_string(),
+        })?;
+        let file = KeyFile {
+            kid: URL_SAFE_NO_PAD.encode(random::<12>()),
+            alg,
+            created_at,
+            signs_from,
+            retire_at: None,
+            private_pkcs8: STANDARD.encode(der),
+        };
+        Self::from_file(file, "(new key)")
+    }
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    // Same policy as session tokens: no randomness, no keys.
+    #[allow(clippy::expect_used)]
+    getrandom::fill(&mut out).expect("the OS CSPRNG is unavailable");
+    out
+}
+
+/// The keys in a directory.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    dir: PathBuf,
+    keys: Vec<SigningKey>,
+}
+
+impl KeyRing {
+    /// Loads `<data_dir>/keys`, creating the directory and a first key (signing at once) if
+    /// there is none.
+    pub fn open(data_dir: &Path, alg: KeyAlgorithm, now: Timestamp) -> Result<Self, KeyError> {
+        let mut ring = Self::load(data_dir)?;
+        if ring.keys.is_empty() {
+            let key = SigningKey::generate(alg, now, now)?;
+            ring.write(&key)?;
+            tracing::info!(
+                kid = key.kid(),
+                alg = alg.as_str(),
+                "generated the first service-JWT signing key"
+            );
+            ring.keys.push(key);
+        }
+        Ok(ring)
+    }
+
+    /// Loads the keys without creating any.
+    pub fn load(data_dir: &Path) -> Result<Self, KeyError> {
+        let dir = data_dir.join("keys");
+        let io = |source| KeyError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io)?;
+        }
+        let mut keys = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(&path).map_err(|source| KeyError::Io {
+                path: shown.clone(),
+                source,
+            })?;
+            let file: KeyFile = serde_json::from_str(&text).map_err(|e| KeyError::Invalid {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
+            keys.push(SigningKey::from_file(file, &shown)?);
+        }
+        keys.sort_by_key(|k| (k.file.signs_from, k.file.created_at));
+        Ok(Self { dir, keys })
+    }
+
+    fn write(&self, key: &SigningKey) -> Result<(), KeyError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.join(format!("{}.json", key.kid()));
+        let tmp = self.dir.join(format!(".{}.tmp", key.kid()));
+        let io = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let text =
+            serde_json::to_vec_pretty(&key.file).map_err(|e| io(std::io::Error::other(e)))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(&text).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    /// Every key, oldest signer first.
+    pub fn keys(&self) -> &[SigningKey] {
+        &self.keys
+    }
+
+    /// The key that signs at `now`: the latest whose `signs_from` has come and that is not
+    /// retired.
+    pub fn signer(&self, now: Timestamp) -> Option<&SigningKey> {
+        self.keys
+            .iter()
+            .filter(|k| k.file.signs_from <= now && k.file.retire_at.is_none_or(|r| r > now))
+            .max_by_key(|k| (k.file.signs_from, k.file.created_at))
+    }
+
+    /// The public JWKS at `now`: every key not yet retired (including keys that do not sign
+    /// yet).
+    pub fn jwks(&self, now: Timestamp) -> serde_json::Value {
+        let keys: Vec<_> = self
+            .keys
+            .iter()
+            .filter(|k| k.file.retire_at.is_none_or(|r| r > now))
+            .map(|k| k.jwk.clone())
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// Adds a key that is published now and signs after one JWKS cache lifetime (plus a
+    /// margin); schedules the current signer's retirement for when every token it can still
+    /// sign has expired. Returns the new key.
+    pub fn rotate(&mut self, alg: KeyAlgorithm, now: Timestamp) -> Result<SigningKey, KeyError> {
+        let signs_from = now.saturating_add(JWKS_MAX_AGE + ROTATION_MARGIN);
+        let key = SigningKey::generate(alg, now, signs_from)?;
+        let retire = signs_from.saturating_add(MAX_TOKEN_TTL + ROTATION_MARGIN);
+        let mut updated = Vec::new();
+        for k in &self.keys {
+            if k.file.retire_at.is_none() {
+                let mut k = k.clone();
+                k.file.retire_at = Some(retire);
+                updated.push(k);
+            }
+        }
+        self.write(&key)?;
+        for k in &updated {
+            self.write(k)?;
+        }
+        self.keys.retain(|k| k.file.retire_at.is_some());
+        self.keys.extend(updated);
+        self.keys.push(key.clone());
+        self.keys
+            .sort_by_key(|k| (k.file.signs_from, k.file.created_at));
+        Ok(key)
+    }
+
+    /// Deletes key files retired before `now` (they are no longer published or used).
+    pub fn remove_retired(&mut self, now: Timestamp) -> Result<usize, KeyError> {
+        let (gone, kept): (Vec<_>, Vec<_>) = self
+            .keys
+            .drain(..)
+            .partition(|k| k.file.retire_at.is_some_and(|r| r <= now));
+        self.keys = kept;
+        for k in &gone {
+            let path = self.dir.join(format!("{}.json", k.kid()));
+            std::fs::remove_file(&path).map_err(|source| KeyError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(gone.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_unix_millis(1_700_000_000_000 + secs * 1000)
+    }
+
+    #[test]
+    fn first_key_signs_at_once_and_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::open(dir.path(), KeyAlgorithm::EdDsa, t(0)).unwrap();
+        let signer = ring.signer(t(0)).unwrap();
+        assert_eq!(signer.alg(), KeyAlgorithm::EdDsa);
+        let file = dir
+            .path()
+            .join("keys")
+            .join(format!("{}.json", signer.kid()));
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join("keys"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        // Reopening finds the same key rather than making another.
+        let again = KeyRing::open(dir.path(), KeyAlgorithm::EdDsa, t(10)).unwrap();
+        assert_eq!(again.keys().len(), 1);
+        assert_eq!(again.signer(t(10)).unwrap().kid(), signer.kid());
+        assert!(!format!("{signer:?}").contains(&ring.keys[0].file.private_pkcs8));
+    }
+
+    #[test]
+    fn jwks_holds_public_parts_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ring = KeyRing::open(dir.path(), KeyAlgorithm::EdDsa, t(0)).unwrap();
+        ring.rotate(KeyAlgorithm::Es256, t(1)).unwrap();
+        let jwks = ring.jwks(t(1));
+        let keys = jwks["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 2);
+        for k in keys {
+            assert!(k.get("d").is_none(), "private part served: {k}");
+            assert_eq!(k["use"], "sig");
+            assert!(k["kid"].is_string());
+        }
+        let ec = keys.iter().find(|k| k["kty"] == "EC").unwrap();
+        assert_eq!(
+            (ec["crv"].as_str(), ec["alg"].as_str()),
+            (Some("P-256"), Some("ES256"))
+        );
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(ec["x"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            32
+        );
+        let ed = keys.iter().find(|k| k["kty"] == "OKP").unwrap();
+        assert_eq!(
+            (ed["crv"].as_str(), ed["alg"].as_str()),
+            (Some("Ed25519"), Some("EdDSA"))
+        );
+    }
+
+    #[test]
+    fn rotation_publishes_before_signing_and_retires_after_the_last_token_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ring = KeyRing::open(dir.path(), KeyAlgorithm::EdDsa, t(0)).unwrap();
+        let old = ring.signer(t(0)).unwrap().kid().to_owned();
+        let new = ring.rotate(KeyAlgorithm::EdDsa, t(100)).unwrap();
+        let published = |ring: &KeyRing, at| -> Vec<String> {
+            ring.jwks(at)["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        // Published at once, but the old key keeps signing for a JWKS cache lifetime.
+        assert!(published(&ring, t(100)).contains(&new.kid().to_owned()));
+        assert_eq!(ring.signer(t(100)).unwrap().kid(), old);
+        let switch = 100 + (JWKS_MAX_AGE + ROTATION_MARGIN).as_secs() as i64;
+        assert_eq!(ring.signer(t(switch - 1)).unwrap().kid(), old);
+        assert_eq!(ring.signer(t(switch)).unwrap().kid(), new.kid());
+        // The old key stays published until its last token has expired, plus a margin.
+        let retire = switch + (MAX_TOKEN_TTL + ROTATION_MARGIN).as_secs() as i64;
+        assert!(published(&ring, t(retire - 1)).contains(&old));
+        assert!(!published(&ring, t(retire)).contains(&old));
+        // The schedule is on disk: another process (the server) sees it.
+        let reloaded = KeyRing::load(dir.path()).unwrap();
+        assert_eq!(reloaded.signer(t(switch)).unwrap().kid(), new.kid());
+        let mut ring = reloaded;
+        assert_eq!(ring.remove_retired(t(retire)).unwrap(), 1);
+        assert_eq!(KeyRing::load(dir.path()).unwrap().keys().len(), 1);
+    }
+
+    #[test]
+    fn signing_and_verifying_works_with_the_compiled_crypto_backend() {
+        // jsonwebtoken compiles without a backend and panics at the first use; this test is
+        // what stops such a build from shipping.
+        let dir = tempfile::tempdir().unwrap();
+        for alg in [KeyAlgorithm::EdDsa, KeyAlgorithm::Es256] {
+            let mut ring = KeyRing::open(dir.path(), alg, t(0)).unwrap();
+            let key = ring.rotate(alg, t(0)).unwrap();
+            let header = jsonwebtoken::Header {
+                kid: Some(key.kid().to_owned()),
+                ..jsonwebtoken::Header::new(key.jwt_algorithm())
+            };
+            let claims = serde_json::json!({ "sub": "u", "exp": 4_000_000_000_u64 });
+            let token = jsonwebtoken::encode(&header, &claims, key.encoding_key()).unwrap();
+            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.jwk.clone()).unwrap();
+            let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+            let mut validation = jsonwebtoken::Validation::new(key.jwt_algorithm());
+            validation.required_spec_claims.clear();
+            validation.validate_aud = false;
+            let data =
+                jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation).unwrap();
+            assert_eq!(data.claims["sub"], "u");
+        }
+    }
+}

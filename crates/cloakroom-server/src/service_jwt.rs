@@ -1,0 +1,188 @@
+//! Service JWTs: what the edge hands to the services behind it.
+//!
+//! A browser session stays a session; only at the proxy does it become a short-lived
+//! (60 s by default, 300 s at most), audience-bound, EdDSA-signed token that a downstream
+//! service verifies against the JWKS without calling Cloakroom. It carries the session's
+//! public handle (`sid`), never the session token.
+//!
+//! Signing costs tens of microseconds, so a token is minted once per session and audience and
+//! reused until half its life has passed. Reuse never weakens revocation: the session is
+//! validated on every forward-auth check before a cached token is handed out.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cloakroom_core::{Session, SessionId, Timestamp};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{KeyAlgorithm, KeyError, KeyRing};
+
+/// The `typ` header of service JWTs (RFC 8725 §3.11: explicit typing, so a service JWT can
+/// never be mistaken for another kind of JWT by a verifier that checks it).
+pub const TOKEN_TYPE: &str = "cloakroom-service+jwt";
+
+/// Most cached tokens kept before the cache is cleared.
+const MAX_CACHED: usize = 100_000;
+
+/// The claims of a service JWT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceClaims {
+    /// Issuer: Cloakroom's public URL.
+    pub iss: String,
+    /// Audience: the origin of the app the request is for.
+    pub aud: String,
+    /// The user id.
+    pub sub: String,
+    /// The username.
+    pub preferred_username: String,
+    /// The session's public handle.
+    pub sid: String,
+    /// Issued at (seconds).
+    pub iat: i64,
+    /// Expires at (seconds).
+    pub exp: i64,
+    /// Unique token id.
+    pub jti: String,
+}
+
+/// Why a token could not be minted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MintError {
+    /// No key signs at this moment (all retired, or the key directory was emptied).
+    #[error("no signing key is active")]
+    NoKey,
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+#[derive(Clone)]
+struct Cached {
+    token: Arc<str>,
+    refresh_at: Timestamp,
+}
+
+/// Mints and caches service JWTs.
+pub struct Minter {
+    issuer: String,
+    ttl: Duration,
+    keys: RwLock<Arc<KeyRing>>,
+    cache: DashMap<(SessionId, Arc<str>), Cached>,
+}
+
+impl std::fmt::Debug for Minter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minter")
+            .field("issuer", &self.issuer)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Minter {
+    /// A minter for `issuer` with tokens living `ttl` (capped at the maximum), signing with
+    /// `keys`.
+    pub fn new(issuer: String, ttl: Duration, keys: KeyRing) -> Self {
+        Self {
+            issuer,
+            ttl: ttl.min(crate::keys::MAX_TOKEN_TTL),
+            keys: RwLock::new(Arc::new(keys)),
+            cache: DashMap::new(),
+        }
+    }
+
+    /// The token lifetime.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The current key ring.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        // A poisoned lock still holds a complete ring (replacement is one assignment).
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the key directory (after `cloakroom keys rotate` in another process).
+    pub fn reload(
+        &self,
+        data_dir: &std::path::Path,
+        alg: KeyAlgorithm,
+        now: Timestamp,
+    ) -> Result<(), KeyError> {
+        let ring = KeyRing::open(data_dir, alg, now)?;
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        Ok(())
+    }
+
+    /// A token for `session` (whose user is `username`) and `audience`, reused from the cache
+    /// while it has more than half its life left.
+    pub fn token(
+        &self,
+        session: &Session,
+        username: &str,
+        audience: &str,
+        now: Timestamp,
+    ) -> Result<Arc<str>, MintError> {
+        let key = (session.id, Arc::<str>::from(audience));
+        if let Some(c) = self.cache.get(&key)
+            && now < c.refresh_at
+        {
+            return Ok(c.token.clone());
+        }
+        let token: Arc<str> = self.mint(session, username, audience, now)?.into();
+        if self.cache.len() >= MAX_CACHED {
+            self.cache.clear();
+        }
+        self.cache.insert(
+            key,
+            Cached {
+                token: token.clone(),
+                refresh_at: now.saturating_add(self.ttl / 2),
+            },
+        );
+        Ok(token)
+    }
+
+    fn mint(
+        &self,
+        session: &Session,
+        username: &str,
+        audience: &str,
+        now: Timestamp,
+    ) -> Result<String, MintError> {
+        let keys = self.keys();
+        let signer = keys.signer(now).ok_or(MintError::NoKey)?;
+        let mut header = jsonwebtoken::Header::new(signer.jwt_algorithm());
+        header.kid = Some(signer.kid().to_owned());
+        header.typ = Some(TOKEN_TYPE.to_owned());
+        let mut jti = [0u8; 16];
+        // Same policy as session tokens: no randomness, no tokens.
+        #[allow(clippy::expect_used)]
+        getrandom::fill(&mut jti).expect("the OS CSPRNG is unavailable");
+        let iat = now.as_unix_secs();
+        let claims = ServiceClaims {
+            iss: self.issuer.clone(),
+            aud: audience.to_owned(),
+            sub: session.user_id.to_string(),
+            preferred_username: username.to_owned(),
+            sid: session.handle.to_string(),
+            iat,
+            exp: iat + i64::try_from(self.ttl.as_secs()).unwrap_or(60),
+            jti: URL_SAFE_NO_PAD.encode(jti),
+        };
+        Ok(jsonwebtoken::encode(
+            &header,
+            &claims,
+            signer.encoding_key(),
+        )?)
+    }
+
+    /// Drops cached tokens that would be re-minted anyway.
+    pub fn prune(&self, now: Timestamp) {
+        self.cache.retain(|_, c| c.refresh_at > now);
+    }
+}

@@ -1,0 +1,322 @@
+//! [`Verifier`]: service JWTs checked against a cached JWKS.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Validation, decode, decode_header};
+use serde::{Deserialize, Serialize};
+
+use tokio::sync::{Mutex, RwLock};
+
+use crate::jwks::{JwksError, Key, parse};
+
+/// The `typ` header Cloakroom puts on service JWTs.
+pub const TOKEN_TYPE: &str = "cloakroom-service+jwt";
+/// The request header the proxy puts the token in.
+pub const JWT_HEADER: &str = "x-cloakroom-jwt";
+/// The most clock-skew leeway a verifier may allow.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(60);
+/// Longest token accepted, in bytes (a service JWT is well under 1 KiB).
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// The claims of a Cloakroom service JWT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceClaims {
+    /// Issuer: Cloakroom's public URL.
+    pub iss: String,
+    /// Audience: this service's origin.
+    pub aud: String,
+    /// The user id (stable).
+    pub sub: String,
+    /// The username.
+    pub preferred_username: String,
+    /// The public handle of the user's session (for audit logs; not a credential).
+    pub sid: String,
+    /// Issued at, seconds since the epoch.
+    pub iat: i64,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Unique token id.
+    pub jti: String,
+}
+
+/// A bad verifier configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The JWKS URL is not an http(s) URL.
+    #[error("the JWKS URL must be an http(s) URL")]
+    JwksUrl,
+    /// Issuer or audience is empty.
+    #[error("issuer and audience must not be empty")]
+    Empty,
+    /// More leeway than [`MAX_LEEWAY`].
+    #[error("leeway must be at most 60 seconds")]
+    Leeway,
+}
+
+/// Why a token was refused. Everything but [`Jwks`](Self::Jwks) means "not a valid token
+/// for this service"; `Jwks` means the keys could not be fetched (answer 503, not 401).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// No token was presented.
+    #[error("no service token")]
+    Missing,
+    /// Not a JWT, or a JWT with an unknown or unsupported algorithm (`none` among them).
+    #[error("malformed service token")]
+    Malformed,
+    /// The `typ` header is not [`TOKEN_TYPE`].
+    #[error("not a Cloakroom service token (typ)")]
+    WrongType,
+    /// No `kid`, or one the JWKS does not contain.
+    #[error("signed by an unknown key")]
+    UnknownKey,
+    /// The token's `alg` is not the one its key is for.
+    #[error("algorithm not allowed for this key")]
+    AlgorithmNotAllowed,
+    /// The signature does not verify.
+    #[error("invalid signature")]
+    BadSignature,
+    /// Past `exp` (beyond the leeway).
+    #[error("expired")]
+    Expired,
+    /// `iat` (or `nbf`) in the future beyond the leeway.
+    #[error("issued in the future")]
+    NotYetValid,
+    /// `iss` is not Cloakroom's.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `aud` is not this service.
+    #[error("token is for another service")]
+    WrongAudience,
+    /// A required claim is missing.
+    #[error("missing claim {0}")]
+    MissingClaim(String),
+    /// The JWKS could not be fetched.
+    #[error("the signing keys are unavailable")]
+    Jwks(#[from] JwksError),
+}
+
+/// Where the keys are and what a token must say.
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    jwks_url: reqwest::Url,
+    issuer: String,
+    audience: String,
+    leeway: Duration,
+    cache_max_age: Duration,
+    min_refresh_interval: Duration,
+    http_timeout: Duration,
+}
+
+impl VerifierConfig {
+    /// Tokens from `issuer` (Cloakroom's public URL, e.g. `https://login.example.com`) for
+    /// `audience` (this service's origin, e.g. `https://app.example.com`), verified with the
+    /// keys at `jwks_url`.
+    ///
+    /// Defaults: 30 s leeway, keys cached for 300 s, at most one refresh every 10 s, 5 s HTTP
+    /// timeout.
+    pub fn new(jwks_url: &str, issuer: &str, audience: &str) -> Result<Self, ConfigError> {
+        let url = reqwest::Url::parse(jwks_url).map_err(|_| ConfigError::JwksUrl)?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::JwksUrl);
+        }
+        if issuer.is_empty() || audience.is_empty() {
+            return Err(ConfigError::Empty);
+        }
+        Ok(Self {
+            jwks_url: url,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            leeway: Duration::from_secs(30),
+            cache_max_age: Duration::from_secs(300),
+            min_refresh_interval: Duration::from_secs(10),
+            http_timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// Clock-skew leeway for `exp`, `iat` and `nbf` (at most [`MAX_LEEWAY`]).
+    pub fn with_leeway(mut self, leeway: Duration) -> Result<Self, ConfigError> {
+        if leeway > MAX_LEEWAY {
+            return Err(ConfigError::Leeway);
+        }
+        self.leeway = leeway;
+        Ok(self)
+    }
+
+    /// How long fetched keys are trusted before the JWKS is fetched again.
+    #[must_use]
+    pub fn with_cache_max_age(mut self, age: Duration) -> Self {
+        self.cache_max_age = age;
+        self
+    }
+
+    /// The least time between two JWKS fetches (unknown `kid`s cannot force more).
+    #[must_use]
+    pub fn with_min_refresh_interval(mut self, interval: Duration) -> Self {
+        self.min_refresh_interval = interval;
+        self
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    keys: Arc<HashMap<String, Key>>,
+    fetched_at: Option<Instant>,
+}
+
+/// Verifies service JWTs. Share one per process (`Arc<Verifier>`); it caches the keys.
+pub struct Verifier {
+    config: VerifierConfig,
+    http: reqwest::Client,
+    cache: RwLock<Cache>,
+    last_attempt: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier; keys are fetched on first use.
+    pub fn new(config: VerifierConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(config.http_timeout)
+            // The JWKS URL is configuration; a redirect elsewhere is not.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self {
+            config,
+            http,
+            cache: RwLock::new(Cache::default()),
+            last_attempt: Mutex::new(None),
+        }
+    }
+
+    /// Checks `token` and returns its claims.
+    pub async fn verify(&self, token: &str) -> Result<ServiceClaims, VerifyError> {
+        if token.is_empty() {
+            return Err(VerifyError::Missing);
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(VerifyError::Malformed);
+        }
+        // Parsing the header cannot succeed for `alg: none` or any algorithm jsonwebtoken does
+        // not know. `jku`, `x5u` and `jwk` are never looked at.
+        let header = decode_header(token).map_err(|_| VerifyError::Malformed)?;
+        if header.typ.as_deref() != Some(TOKEN_TYPE) {
+            return Err(VerifyError::WrongType);
+        }
+        let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
+        let key = self.key(&kid).await?;
+        if header.alg != key.alg {
+            return Err(VerifyError::AlgorithmNotAllowed);
+        }
+        let mut validation = Validation::new(key.alg);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.leeway = self.config.leeway.as_secs();
+        validation.validate_nbf = true;
+        // Into a generic value first: jsonwebtoken deserialises before it validates, and a
+        // missing `exp` should be reported as such, not as a shape error.
+        let data =
+            decode::<serde_json::Value>(token, &key.key, &validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::InvalidSignature => VerifyError::BadSignature,
+                    ErrorKind::ExpiredSignature => VerifyError::Expired,
+                    ErrorKind::ImmatureSignature => VerifyError::NotYetValid,
+                    ErrorKind::InvalidIssuer => VerifyError::WrongIssuer,
+                    ErrorKind::InvalidAudience => VerifyError::WrongAudience,
+                    ErrorKind::InvalidAlgorithm => VerifyError::AlgorithmNotAllowed,
+                    ErrorKind::MissingRequiredClaim(c) => VerifyError::MissingClaim(c.clone()),
+                    _ => VerifyError::Malformed,
+                }
+            })?;
+        let claims: ServiceClaims = serde_json::from_value(data.claims)
+            .map_err(|e| VerifyError::MissingClaim(e.to_string()))?;
+        let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX);
+        let leeway = i64::try_from(self.config.leeway.as_secs()).unwrap_or(60);
+        if claims.iat > now + leeway {
+            return Err(VerifyError::NotYetValid);
+        }
+        Ok(claims)
+    }
+
+    async fn key(&self, kid: &str) -> Result<Key, VerifyError> {
+        {
+            let cache = self.cache.read().await;
+            let fresh = cache
+                .fetched_at
+                .is_some_and(|t| t.elapsed() < self.config.cache_max_age);
+            if fresh && let Some(k) = cache.keys.get(kid) {
+                return Ok(k.clone());
+            }
+        }
+        self.refresh().await?;
+        self.cache
+            .read()
+            .await
+            .keys
+            .get(kid)
+            .cloned()
+            .ok_or(VerifyError::UnknownKey)
+    }
+
+    /// Fetches the JWKS unless one was fetched (or attempted) less than the minimum refresh
+    /// interval ago. A failed fetch keeps the previous keys: tokens live a minute, so serving
+    /// on slightly stale keys beats refusing everyone while Cloakroom restarts.
+    async fn refresh(&self) -> Result<(), VerifyError> {
+        let mut last = self.last_attempt.lock().await;
+        if last.is_some_and(|t| t.elapsed() < self.config.min_refresh_interval) {
+            // Rate-limited: use what we have — unless we have never had anything.
+            return if self.cache.read().await.fetched_at.is_some() {
+                Ok(())
+            } else {
+                Err(JwksError::NoKeysYet.into())
+            };
+        }
+        *last = Some(Instant::now());
+        let fetched = async {
+            let response = self
+                .http
+                .get(self.config.jwks_url.clone())
+                .send()
+                .await
+                .map_err(JwksError::Fetch)?;
+            let body = response
+                .error_for_status()
+                .map_err(JwksError::Fetch)?
+                .bytes()
+                .await
+                .map_err(JwksError::Fetch)?;
+            parse(&body)
+        }
+        .await;
+        match fetched {
+            Ok(keys) => {
+                *self.cache.write().await = Cache {
+                    keys: Arc::new(keys),
+                    fetched_at: Some(Instant::now()),
+                };
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, url = %self.config.jwks_url, "JWKS refresh failed");
+                if self.cache.read().await.fetched_at.is_some() {
+                    Ok(())
+                } else {
+                    Err(e.into())
+                }
+            }
+        }
+    }
+}
