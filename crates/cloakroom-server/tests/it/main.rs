@@ -8,7 +8,10 @@
 
 mod api;
 mod cli;
+mod forward;
 mod input;
 mod ops;
 mod pages;
+mod procs;
+mod proxies;
 mod support;

@@ -206,6 +206,7 @@ impl Reply {
 /// One browser: a cookie jar for the session cookie, same-origin headers by default.
 pub struct Browser {
     base: String,
+    origin: String,
     http: reqwest::Client,
     pub cookie: Option<String>,
     pub user_agent: String,
@@ -219,6 +220,7 @@ impl TestServer {
     pub fn browser_with_ua(&self, ua: &str) -> Browser {
         Browser {
             base: self.base.clone(),
+            origin: ORIGIN.to_owned(),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -263,10 +265,16 @@ pub struct Req<'a> {
 }
 
 impl Browser {
+    /// Talks to `base` (a proxy in front of the server), claiming to be a page on `origin`.
+    pub fn set_base(&mut self, base: &str, origin: &str) {
+        self.base = base.to_owned();
+        self.origin = origin.to_owned();
+    }
+
     pub fn req(&mut self, method: &str, path: &str) -> Req<'_> {
         let mut headers = HeaderMap::new();
         headers.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
-        headers.insert("origin", HeaderValue::from_static(ORIGIN));
+        headers.insert("origin", HeaderValue::from_str(&self.origin).unwrap());
         headers.insert(
             "user-agent",
             HeaderValue::from_str(&self.user_agent).unwrap(),

@@ -1,0 +1,89 @@
+//! Real peers (nginx, Caddy, Python) started by the tests: free ports, readiness, cleanup, and
+//! the skip-or-fail rule for missing tools.
+
+use std::net::TcpListener;
+use std::process::Child;
+use std::time::Duration;
+
+/// Whether a missing tool fails the test (CI) instead of skipping it.
+pub fn services_required() -> bool {
+    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// `Some(())` if `program` runs, else a skip (or a failure under `CLOAKROOM_REQUIRE_SERVICES=1`).
+pub fn require(program: &str, probe: &[&str]) -> Option<()> {
+    let ok = std::process::Command::new(program)
+        .args(probe)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(());
+    }
+    assert!(
+        !services_required(),
+        "CLOAKROOM_REQUIRE_SERVICES=1 but `{program}` is not available"
+    );
+    eprintln!("skipping: `{program}` is not available");
+    None
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on `port`.
+pub async fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nothing listens on port {port}");
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing test leaves no
+/// stray server behind.
+pub struct Guarded(pub Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An app that echoes what reached it: method, path and every header, as JSON.
+pub async fn echo_upstream() -> u16 {
+    use axum::http::{HeaderMap, Method, Uri};
+    async fn echo(method: Method, uri: Uri, headers: HeaderMap) -> axum::Json<serde_json::Value> {
+        let h: serde_json::Map<String, serde_json::Value> = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+                )
+            })
+            .collect();
+        axum::Json(
+            serde_json::json!({ "method": method.as_str(), "path": uri.to_string(), "headers": h }),
+        )
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().fallback(echo))
+            .await
+            .unwrap();
+    });
+    port
+}
