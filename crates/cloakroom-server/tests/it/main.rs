@@ -1,5 +1,6 @@
 //! The Cloakroom server end to end: a real server on port 0 over a temporary SQLite data
-//! directory, driven over HTTP; the admin CLI and start-up as real processes.
+//! directory, driven over HTTP and (in `e2e`) by a real browser; the admin CLI and start-up as
+//! real processes.
 
 // A panic is how a test fails, with its location; helpers outside #[test] may unwrap too.
 #![allow(clippy::unwrap_used)]
@@ -8,6 +9,7 @@
 
 mod api;
 mod cli;
+mod e2e;
 mod forward;
 mod input;
 mod ops;

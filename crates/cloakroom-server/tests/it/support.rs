@@ -130,10 +130,47 @@ pub async fn start_with_stores(stores: impl FnOnce(Stores) -> Stores) -> TestSer
     start_full(|_| {}, stores).await
 }
 
+/// A server a real browser can use: on a free loopback port, with `http://localhost:PORT` as
+/// its public URL. The browser must reach it at exactly that origin (form posts from any other
+/// are refused), and `localhost` is where browsers accept a `Secure`, `__Host-` cookie over
+/// plain HTTP — the README's quickstart setup.
+pub async fn start_for_browser() -> TestServer {
+    // The port has to be known before the settings are built, so it is picked, released and
+    // bound again. Another test binding port 0 in between could take it; then pick again.
+    let mut attempts = 0;
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let edit = |raw: &mut RawConfig| {
+            raw.listen = format!("127.0.0.1:{port}");
+            raw.public_url = format!("http://localhost:{port}");
+        };
+        match try_start(edit, |s| s).await {
+            Ok(server) => return server,
+            Err(e) if attempts < 5 => {
+                attempts += 1;
+                eprintln!("port {port} was taken ({e}); picking another");
+            }
+            Err(e) => panic!("cannot start a server for the browser: {e}"),
+        }
+    }
+}
+
 async fn start_full(
     edit: impl FnOnce(&mut RawConfig),
     wrap: impl FnOnce(Stores) -> Stores,
 ) -> TestServer {
+    try_start(edit, wrap).await.unwrap()
+}
+
+/// Starts a server; only binding the listen address may fail.
+async fn try_start(
+    edit: impl FnOnce(&mut RawConfig),
+    wrap: impl FnOnce(Stores) -> Stores,
+) -> Result<TestServer, cloakroom_server::StartupError> {
     let dir = tempfile::tempdir().unwrap();
     let mut raw = raw_config(dir.path());
     let env = shared_stores(&mut raw);
@@ -142,20 +179,20 @@ async fn start_full(
     let clock = ManualClock::starting_now();
     let stores = wrap(Stores::open(&settings).await.unwrap());
     let state = AppState::new(settings, stores, Arc::new(clock.clone())).unwrap();
-    let server = Server::bind(state.clone()).await.unwrap();
+    let server = Server::bind(state.clone()).await?;
     let addr = server.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
-    TestServer {
+    Ok(TestServer {
         base: format!("http://{addr}"),
         env,
         state,
         clock,
         dir,
         _stop: stop,
-    }
+    })
 }
 
 /// A response, reduced to what tests look at.

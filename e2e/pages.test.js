@@ -1,0 +1,674 @@
+// Real-browser end-to-end tests of Cloakroom's server-rendered pages: Playwright (playwright-core)
+// driving Debian's Chromium against a running `cloakroom serve`.
+//
+// Environment:
+//   CLOAKROOM_E2E_BASE_URL   the server's public URL, e.g. http://localhost:8080 (required). The
+//                            browser must reach the server at exactly this origin: the server
+//                            refuses form posts from any other, and the `__Host-` cookie is
+//                            only accepted over HTTPS or from localhost.
+//   CLOAKROOM_E2E_CHROMIUM   the browser binary (default /usr/bin/chromium)
+//   CLOAKROOM_E2E_ARTIFACTS  where the screenshot goes (default: a new temporary directory)
+//
+// Run: `CLOAKROOM_E2E_BASE_URL=http://localhost:8080 npm test` (from this directory) against a
+// server started by hand, or `cargo test -p cloakroom-server e2e`, which starts one. Every run
+// signs up fresh users, so a server with data in it is fine.
+//
+// Each test asserts what a user (or an attacker) can observe in the browser: where a navigation
+// ends, what the page says, which cookies the browser kept, what a request carried.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, afterEach, before, test } from 'node:test';
+
+import { chromium } from 'playwright-core';
+
+function fail(message) {
+  console.error(`e2e: ${message}`);
+  process.exit(2);
+}
+
+const BASE = (process.env.CLOAKROOM_E2E_BASE_URL ?? '').replace(/\/+$/, '');
+if (!BASE) fail('set CLOAKROOM_E2E_BASE_URL to the server\'s public URL, e.g. http://localhost:8080');
+let HOST;
+let ORIGIN;
+try {
+  ({ hostname: HOST, origin: ORIGIN } = new URL(BASE));
+} catch {
+  fail(`CLOAKROOM_E2E_BASE_URL is not a URL: ${JSON.stringify(BASE)}`);
+}
+const CHROMIUM = process.env.CLOAKROOM_E2E_CHROMIUM || '/usr/bin/chromium';
+const ARTIFACTS = process.env.CLOAKROOM_E2E_ARTIFACTS || mkdtempSync(join(tmpdir(), 'cloakroom-e2e-'));
+
+const COOKIE = '__Host-cloakroom';
+const PASSWORD = 'correct horse battery staple';
+// Fresh names on every run: 3–32 characters of [A-Za-z0-9._-].
+const RUN = randomBytes(4).toString('hex');
+const user = (name) => `${name}-${RUN}`;
+
+// Devices, told apart on "Your devices" by the label the server derives from the UA. The
+// default profile keeps Chromium's own ("… HeadlessChrome/156.0.0.0 …" on Linux).
+const LAPTOP = 'Chrome on Linux';
+const PHONE_UA = 'Mozilla/5.0 (Android 14; Mobile; rv:128.0) Gecko/128.0 Firefox/128.0';
+const PHONE = 'Firefox on Android';
+const IPHONE_UA =
+  'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1';
+const IPHONE = 'Safari on iPhone';
+const WINDOWS_UA = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0';
+const WINDOWS = 'Firefox on Windows';
+
+const url = (path) => `${BASE}${path}`;
+// The login page a signed-out visit to `path` is sent to.
+const loginFor = (path) => url(`/login?next=${encodeURIComponent(path)}`);
+
+let browser;
+let evil;
+// Every browser profile a test opened (closed after it), and what went wrong on our pages.
+const open = [];
+const problems = [];
+
+before(async () => {
+  try {
+    const health = await fetch(url('/healthz'));
+    if (!health.ok) throw new Error(`HTTP ${health.status}`);
+  } catch (e) {
+    fail(`the server does not answer at ${url('/healthz')}: ${e.cause?.message ?? e.message}`);
+  }
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // Playwright adds --headless and a fresh temporary --user-data-dir itself. The rest keep
+    // Chromium off the (closed) network and quiet: without them it keeps trying to reach
+    // Google's services.
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+    timeout: 30_000,
+  });
+  evil = await startEvilServer();
+});
+
+after(async () => {
+  await browser?.close();
+  await evil?.close();
+});
+
+// Whatever a test did, none of the server's pages may have logged a script error, a Content
+// Security Policy violation or one of Chromium's [DOM] warnings about forms (missing
+// autocomplete, duplicate ids, password fields without a username...).
+afterEach(async () => {
+  for (const context of open.splice(0)) await context.close();
+  assert.deepEqual(problems.splice(0), [], 'console of the server\'s pages');
+});
+
+function ours(page) {
+  return page?.url().startsWith(`${ORIGIN}/`) ?? false;
+}
+
+/** A new browser profile ("device"): its own cookie jar. */
+async function device({ userAgent, javaScriptEnabled = true } = {}) {
+  const context = await browser.newContext({ userAgent, javaScriptEnabled });
+  open.push(context);
+  context.setDefaultTimeout(10_000);
+  context.setDefaultNavigationTimeout(10_000);
+  context.on('console', (msg) => {
+    const text = msg.text();
+    // Error pages (401, 403, 409, ...) are "failed resource loads" to the console; the tests
+    // check those pages themselves. The server has no favicon. Any other resource must load.
+    const from = msg.location().url;
+    const expected = from === msg.page()?.url() || from === url('/favicon.ico');
+    if (text.startsWith('Failed to load resource') && expected) return;
+    if ((msg.type() === 'error' || text.startsWith('[DOM]')) && ours(msg.page())) {
+      problems.push(`${msg.type()} on ${msg.page().url()}: ${text}`);
+    }
+  });
+  context.on('weberror', (e) => {
+    if (ours(e.page())) problems.push(`script error on ${e.page().url()}: ${e.error().message}`);
+  });
+  const page = await context.newPage();
+  return { context, page };
+}
+
+/** The session cookie as the browser stored it, or undefined. */
+async function sessionCookie(context) {
+  const all = await context.cookies(BASE);
+  const ours = all.filter((c) => c.name === COOKIE);
+  assert.ok(ours.length <= 1, `one session cookie at most, got ${JSON.stringify(ours)}`);
+  return ours[0];
+}
+
+async function signUp(page, username, password = PASSWORD) {
+  await page.goto(url('/signup'));
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByLabel('Repeat the password').fill(password);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.waitForURL(url('/'));
+  await expectHome(page, username);
+}
+
+async function fillLogin(page, username, password) {
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Log in' }).click();
+}
+
+async function logIn(page, username, password = PASSWORD) {
+  await page.goto(url('/login'));
+  await fillLogin(page, username, password);
+  await page.waitForURL(url('/'));
+  await expectHome(page, username);
+}
+
+async function expectHome(page, username) {
+  assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), `Hello, ${username}`);
+  assert.equal(
+    (await page.getByRole('navigation', { name: 'Account' }).locator('.who').textContent()).trim(),
+    `Signed in as ${username}`,
+  );
+}
+
+/** A visit to `/` ends on the login page: this browser has no (live) session. */
+async function expectSignedOut(page, who = 'this browser') {
+  // `goto` resolves once the last document of the redirect chain has loaded.
+  await page.goto(url('/'));
+  assert.equal(page.url(), loginFor('/'), `${who} is signed out: / redirects to the login page`);
+  assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Log in');
+}
+
+/** A visit to `/` shows the account home of `username`. */
+async function expectSignedIn(page, username, who = 'this browser') {
+  await page.goto(url('/'));
+  assert.equal(page.url(), url('/'), `${who} is still signed in: / shows the account home`);
+  await expectHome(page, username);
+}
+
+/** The rows of "Your devices", as { label, current } in page order. */
+async function devices(page) {
+  const rows = page.locator('ul.devices > li');
+  const out = [];
+  for (const row of await rows.all()) {
+    out.push({
+      label: (await row.locator('strong').first().textContent()).trim(),
+      current: (await row.getByText('This device', { exact: true }).count()) === 1,
+    });
+  }
+  return out;
+}
+
+test('sign-up works without JavaScript and sets a __Host- session cookie', async () => {
+  const { context, page } = await device({ javaScriptEnabled: false });
+  // Nothing on the pages may depend on script: this profile cannot run any.
+  await page.goto(`${evil.crossSite}/script-probe`);
+  assert.equal(await page.locator('#out').textContent(), 'no script ran', 'JavaScript is off');
+  await signUp(page, user('ada'));
+
+  const all = await context.cookies();
+  assert.deepEqual(
+    all.map((c) => c.name),
+    [COOKIE],
+    'the server sets exactly one cookie, the session cookie',
+  );
+  const c = all[0];
+  assert.match(c.value, /^[A-Za-z0-9_-]{43}$/, 'an opaque 256-bit token, base64url');
+  assert.equal(c.httpOnly, true, 'HttpOnly');
+  assert.equal(c.secure, true, 'Secure');
+  assert.equal(c.sameSite, 'Lax', 'SameSite=Lax');
+  assert.equal(c.path, '/', 'Path=/');
+  // Playwright shows a Domain cookie with a leading dot; a host-only cookie as the bare host.
+  assert.equal(c.domain, HOST, 'host-only (no Domain attribute)');
+  assert.equal(c.expires, -1, 'a session cookie: no Expires/Max-Age without "remember me"');
+});
+
+test('"Your devices": revoke another device with its button', async () => {
+  const name = user('bea');
+  const laptop = await device();
+  await signUp(laptop.page, name);
+  const phone = await device({ userAgent: PHONE_UA });
+  await logIn(phone.page, name);
+
+  await laptop.page.goto(url('/account/sessions'));
+  const before = await devices(laptop.page);
+  assert.equal(before.length, 2, JSON.stringify(before));
+  assert.deepEqual(
+    before.filter((d) => d.current).map((d) => d.label),
+    [LAPTOP],
+    'exactly one "This device" badge, on this browser',
+  );
+  assert.ok(before.some((d) => d.label === PHONE && !d.current), JSON.stringify(before));
+
+  // A script cannot read the ticket: HttpOnly, as the browser enforces it.
+  assert.equal(await laptop.page.evaluate(() => document.cookie), '');
+
+  // Evidence for people: what "Your devices" looks like (not committed).
+  const shot = join(ARTIFACTS, 'your-devices.png');
+  await laptop.page.screenshot({ path: shot, fullPage: true });
+  const png = readFileSync(shot);
+  assert.ok(png.length > 1000, `screenshot ${shot} is ${png.length} bytes`);
+  assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'a PNG');
+  console.log(`# screenshot: ${shot}`);
+
+  await laptop.page.getByRole('button', { name: `Sign out ${PHONE}` }).click();
+  await laptop.page.waitForURL(url('/account/sessions?revoked=1'));
+  assert.equal(await laptop.page.getByRole('status').textContent(), 'Signed out 1 device.');
+  assert.deepEqual(await devices(laptop.page), [{ label: LAPTOP, current: true }]);
+
+  await expectSignedOut(phone.page);
+  await expectSignedIn(laptop.page, name);
+});
+
+test('"Log out of all other devices" signs out every other browser', async () => {
+  const name = user('cleo');
+  const laptop = await device();
+  await signUp(laptop.page, name);
+  const iphone = await device({ userAgent: IPHONE_UA });
+  await logIn(iphone.page, name);
+  const windows = await device({ userAgent: WINDOWS_UA });
+  await logIn(windows.page, name);
+
+  await laptop.page.goto(url('/account/sessions'));
+  const before = await devices(laptop.page);
+  assert.deepEqual(before.map((d) => d.label).sort(), [LAPTOP, WINDOWS, IPHONE].sort());
+  assert.equal(before.filter((d) => d.current).length, 1);
+
+  await laptop.page.getByRole('button', { name: 'Log out of all other devices' }).click();
+  await laptop.page.waitForURL(url('/account/sessions?revoked=2'));
+  assert.equal(await laptop.page.getByRole('status').textContent(), 'Signed out 2 devices.');
+  assert.deepEqual(await devices(laptop.page), [{ label: LAPTOP, current: true }]);
+  assert.equal(
+    await laptop.page.getByRole('button', { name: 'Log out of all other devices' }).count(),
+    0,
+    'nothing left to log out of',
+  );
+
+  await expectSignedOut(iphone.page);
+  await expectSignedOut(windows.page);
+  await expectSignedIn(laptop.page, name);
+});
+
+test('changing the password signs out other devices and rotates this session', async () => {
+  const name = user('dora');
+  const newPassword = 'a different long passphrase';
+  const laptop = await device();
+  await signUp(laptop.page, name);
+  const phone = await device({ userAgent: PHONE_UA });
+  await logIn(phone.page, name);
+  const ticketBefore = (await sessionCookie(laptop.context)).value;
+
+  await laptop.page.goto(url('/account/password'));
+  // A wrong current password is refused inline and changes nothing.
+  await laptop.page.getByLabel('Current password').fill('not my password at all');
+  await laptop.page.getByLabel('New password', { exact: true }).fill(newPassword);
+  await laptop.page.getByLabel('Repeat the new password').fill(newPassword);
+  await laptop.page.getByRole('button', { name: 'Change password' }).click();
+  await laptop.page.getByRole('alert').waitFor();
+  assert.match(await laptop.page.getByRole('alert').textContent(), /current password is wrong/);
+  await expectSignedIn(phone.page, name);
+
+  await laptop.page.goto(url('/account/password'));
+  await laptop.page.getByLabel('Current password').fill(PASSWORD);
+  await laptop.page.getByLabel('New password', { exact: true }).fill(newPassword);
+  await laptop.page.getByLabel('Repeat the new password').fill(newPassword);
+  await laptop.page.getByRole('button', { name: 'Change password' }).click();
+  await laptop.page.waitForURL(url('/account/password?changed=1'));
+  assert.equal(
+    await laptop.page.getByRole('status').textContent(),
+    'Password changed. 1 other device was signed out.',
+  );
+
+  const ticketAfter = (await sessionCookie(laptop.context))?.value;
+  assert.ok(ticketAfter, 'this browser still holds a session cookie');
+  assert.notEqual(ticketAfter, ticketBefore, 'the session was rotated (new ticket)');
+  await expectSignedIn(laptop.page, name);
+  await expectSignedOut(phone.page);
+
+  const fresh = await device();
+  await fresh.page.goto(url('/login'));
+  await fillLogin(fresh.page, name, PASSWORD);
+  await fresh.page.getByRole('alert').waitFor();
+  assert.match(await fresh.page.getByRole('alert').textContent(), /invalid username or password/);
+  assert.equal(await sessionCookie(fresh.context), undefined, 'the old password does not log in');
+  await logIn(fresh.page, name, newPassword);
+});
+
+test('login: errors inline, username kept, password never echoed, then back to `next`', async () => {
+  const name = user('edda');
+  const wrong = 'Wrong-Password-Never-Echoed';
+  const setup = await device();
+  await signUp(setup.page, name);
+
+  const { context, page } = await device();
+  await page.goto(url('/account/sessions'));
+  await page.waitForURL(loginFor('/account/sessions'));
+
+  await fillLogin(page, name, wrong);
+  await page.getByRole('alert').waitFor();
+  assert.equal(await page.getByRole('alert').textContent(), 'invalid username or password');
+  assert.equal(await page.getByLabel('Username').inputValue(), name, 'the username is kept');
+  assert.equal(await page.getByLabel('Password').inputValue(), '', 'the password field is empty');
+  assert.ok(!(await page.content()).includes(wrong), 'the password is not in the page');
+  assert.equal(await sessionCookie(context), undefined, 'no session after a failed login');
+
+  // The return path survived the failed attempt.
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.waitForURL(url('/account/sessions'));
+  assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Your devices');
+});
+
+test('logout ends the session; the old cookie does not bring it back', async () => {
+  const name = user('fay');
+  const { context, page } = await device();
+  await signUp(page, name);
+  const old = await sessionCookie(context);
+
+  // Home has two "Log out" buttons (header and page); use the page's own.
+  await page.getByRole('main').getByRole('button', { name: 'Log out' }).click();
+  await page.waitForURL(url('/login'));
+  assert.equal(await sessionCookie(context), undefined, 'the browser dropped the cookie');
+  await expectSignedOut(page);
+
+  // A thief who copied the ticket before logout gets nothing: the server forgot it.
+  await context.addCookies([
+    {
+      name: COOKIE,
+      value: old.value,
+      domain: HOST,
+      path: '/',
+      secure: true,
+      httpOnly: true,
+      sameSite: 'Lax',
+    },
+  ]);
+  assert.equal((await sessionCookie(context))?.value, old.value, 'the old cookie is back in the jar');
+  const sent = page.waitForRequest((r) => r.url() === url('/'));
+  await expectSignedOut(page);
+  const cookieHeader = (await (await sent).allHeaders()).cookie ?? '';
+  assert.ok(cookieHeader.includes(`${COOKIE}=${old.value}`), 'the old cookie was presented');
+});
+
+test('"Keep me signed in" makes the cookie outlive the browser session', async () => {
+  const name = user('gina');
+  const setup = await device();
+  await signUp(setup.page, name);
+
+  const { context, page } = await device();
+  await page.goto(url('/login'));
+  await page.getByLabel('Keep me signed in').check();
+  await fillLogin(page, name, PASSWORD);
+  await page.waitForURL(url('/'));
+  await expectHome(page, name);
+  assert.match(await page.locator('dl.facts').textContent(), /\(kept signed in\)/);
+  const c = await sessionCookie(context);
+  const days = (c.expires - Date.now() / 1000) / 86_400;
+  // The server's "remember me" absolute lifetime: 90 days by default.
+  assert.ok(days > 1 && days <= 90, `a persistent cookie for up to 90 days, got ${days} days`);
+  assert.deepEqual(
+    { httpOnly: c.httpOnly, secure: c.secure, sameSite: c.sameSite, path: c.path, domain: c.domain },
+    { httpOnly: true, secure: true, sameSite: 'Lax', path: '/', domain: HOST },
+    'otherwise the same cookie',
+  );
+});
+
+// --- CSRF -----------------------------------------------------------------------------------
+//
+// The attacker's page is served from two places:
+//   - http://127.0.0.1:P — another *site*. Chrome does not even send a SameSite=Lax cookie on a
+//     cross-site POST, but it does accept cookies from the response to a top-level one: without
+//     the server's refusal (Sec-Fetch-Site: cross-site), a cross-site POST to /login plants the
+//     attacker's session in the victim's browser (checked by switching the refusal off). So
+//     the refusal itself (403) is asserted too, not only the victim's unchanged state.
+//   - http://localhost:P — another *origin on the same site* (like a sibling subdomain). Chrome
+//     DOES send the victim's SameSite=Lax cookie there, so only the server's defences (Fetch
+//     Metadata, the synchronizer token) stand between the attacker and the victim's session.
+
+/**
+ * The attacker's server: `/post?action=URL&field=value…` auto-submits a form to URL. Also
+ * `/script-probe`, a page that says whether its script ran.
+ */
+async function startEvilServer() {
+  const server = http.createServer((req, res) => {
+    const u = new URL(req.url, 'http://evil.invalid');
+    if (u.pathname === '/script-probe') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(
+        `<!doctype html><title>probe</title><p id="out">no script ran</p>` +
+          `<script>document.getElementById('out').textContent = 'script ran'</script>`,
+      );
+      return;
+    }
+    if (u.pathname !== '/post') {
+      res.writeHead(404).end();
+      return;
+    }
+    const esc = (s) => s.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
+    const fields = [...u.searchParams]
+      .filter(([k]) => k !== 'action')
+      .map(([k, v]) => `<input type="hidden" name="${esc(k)}" value="${esc(v)}">`)
+      .join('');
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(
+      `<!doctype html><title>You won a prize</title>` +
+        `<form method="post" action="${esc(u.searchParams.get('action'))}">${fields}</form>` +
+        `<script>document.forms[0].submit()</script>`,
+    );
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address();
+  return {
+    crossSite: `http://127.0.0.1:${port}`,
+    sameSite: `http://localhost:${port}`,
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+const ATTACKERS = () => [
+  { from: evil.crossSite, site: 'cross-site', cookieSent: false },
+  { from: evil.sameSite, site: 'same-site', cookieSent: true },
+];
+
+/**
+ * Sends `page` to the attacker's page at `from`, which auto-posts `fields` to `path` on the
+ * server; returns the server's response to that post and the headers the browser sent.
+ */
+async function attack(page, from, path, fields = {}) {
+  const target = url(path);
+  const posted = page.waitForResponse((r) => r.url() === target && r.request().method() === 'POST');
+  const q = new URLSearchParams({ action: target, ...fields });
+  await page.goto(`${from}/post?${q}`);
+  const response = await posted;
+  // Wherever the server sent the browser (an error page, a redirect), let it arrive.
+  await page.waitForURL((u) => u.origin === ORIGIN);
+  return { status: response.status(), headers: await response.request().allHeaders() };
+}
+
+/** The browser labelled the attacker's post as expected, and sent the cookie or not. */
+function assertBrowserSent({ headers }, attacker, what) {
+  assert.equal(headers['sec-fetch-site'], attacker.site, `${what}: Sec-Fetch-Site`);
+  const carried = (headers.cookie ?? '').includes(`${COOKIE}=`);
+  assert.equal(carried, attacker.cookieSent, `${what}: the browser sent the session cookie`);
+}
+
+/** The server answered the attacker's post with its refusal page. */
+async function assertRefused({ status }, page, what) {
+  assert.equal(status, 403, `${what}: the server refused the post`);
+  assert.match(await page.getByRole('alert').textContent(), /refused|CSRF/i, `${what}: error page`);
+}
+
+test('CSRF: another site cannot log the victim out of devices or out of this browser', async () => {
+  const name = user('gwen');
+  const victim = await device();
+  await signUp(victim.page, name);
+  const phone = await device({ userAgent: PHONE_UA });
+  await logIn(phone.page, name);
+
+  for (const attacker of ATTACKERS()) {
+    let what = `revoke-others posted from ${attacker.from}`;
+    const r = await attack(victim.page, attacker.from, '/account/sessions/revoke-others');
+    assertBrowserSent(r, attacker, what);
+    await expectSignedIn(phone.page, name, `after ${what}, the victim's phone`);
+    await assertRefused(r, victim.page, what);
+
+    what = `logout posted from ${attacker.from}`;
+    const l = await attack(victim.page, attacker.from, '/logout');
+    assertBrowserSent(l, attacker, what);
+    // In another tab, so that the refusal page stays where it is.
+    const tab = await victim.context.newPage();
+    await expectSignedIn(tab, name, `after ${what}, the victim`);
+    await tab.close();
+    await assertRefused(l, victim.page, what);
+  }
+
+  await victim.page.goto(url('/account/sessions'));
+  const labels = (await devices(victim.page)).map((d) => d.label).sort();
+  assert.deepEqual(labels, [LAPTOP, PHONE].sort(), 'both devices still signed in');
+});
+
+test('login CSRF: another site cannot sign the victim in as the attacker', async () => {
+  const attackerName = user('mallory');
+  const name = user('hana');
+  const setup = await device();
+  await signUp(setup.page, attackerName);
+  const creds = { username: attackerName, password: PASSWORD, next: '/' };
+
+  for (const attacker of ATTACKERS()) {
+    // A victim with no session, who would otherwise end up working in the attacker's account.
+    const what = `login posted from ${attacker.from} to a signed-out browser`;
+    const anon = await device();
+    const r = await attack(anon.page, attacker.from, '/login', creds);
+    assertBrowserSent(r, { ...attacker, cookieSent: false }, what);
+    assert.equal(await sessionCookie(anon.context), undefined, `${what}: no session cookie planted`);
+    await assertRefused(r, anon.page, what);
+    await expectSignedOut(anon.page, `after ${what}, the victim`);
+  }
+
+  // A signed-in victim stays signed in as themselves.
+  const victim = await device();
+  await signUp(victim.page, name);
+  for (const attacker of ATTACKERS()) {
+    const what = `login posted from ${attacker.from} to a signed-in browser`;
+    const r = await attack(victim.page, attacker.from, '/login', creds);
+    assertBrowserSent(r, attacker, what);
+    await expectSignedIn(victim.page, name, `after ${what}, the victim`);
+    // The refusal page is gone by now; the status is what the server said.
+    assert.equal(r.status, 403, `${what}: the server refused the post`);
+  }
+});
+
+// --- Accessibility smoke --------------------------------------------------------------------
+
+/** Every rendered form control on the page, with its label texts. */
+async function controls(page) {
+  // Not rendered means not in the accessibility tree either (the change-password form carries
+  // a `hidden` username field for password managers).
+  return page.$$eval('input, select, textarea', (els) =>
+    els.filter((el) => el.checkVisibility()).map((el) => ({
+      name: el.name,
+      labels: [...(el.labels ?? [])].map((l) => l.textContent.trim()).filter(Boolean),
+    })),
+  );
+}
+
+/** The WCAG contrast ratio of an element's text against the background it is drawn on. */
+async function contrast(locator) {
+  return locator.evaluate((el) => {
+    const rgba = (css) => css.match(/[\d.]+/g).map(Number);
+    const luminance = ([r, g, b]) => {
+      const lin = (c) => ((c /= 255) <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+      return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+    };
+    let under = el;
+    while (under && rgba(getComputedStyle(under).backgroundColor)[3] === 0) under = under.parentElement;
+    const back = under ? rgba(getComputedStyle(under).backgroundColor) : [255, 255, 255];
+    const [hi, lo] = [luminance(rgba(getComputedStyle(el).color)), luminance(back)].sort((a, b) => b - a);
+    return (hi + 0.05) / (lo + 0.05);
+  });
+}
+
+function assertAllLabelled(list, where) {
+  assert.ok(list.length > 0, `${where}: has inputs`);
+  for (const c of list) assert.ok(c.labels.length > 0, `${where}: input "${c.name}" has a <label>`);
+}
+
+test('accessibility smoke: labels, role="alert", label in name, contrast in both schemes', async () => {
+  const name = user('iris');
+  const { page } = await device();
+
+  await page.goto(url('/login'));
+  assertAllLabelled(await controls(page), '/login');
+  assert.equal(await page.locator('html').getAttribute('lang'), 'en');
+  await fillLogin(page, user('nobody'), 'no such user password');
+  await page.getByRole('alert').waitFor();
+  assert.match(await page.getByRole('alert').textContent(), /invalid username or password/);
+  assertAllLabelled(await controls(page), '/login with an error');
+  assert.equal(await page.locator('form[aria-describedby="form-error"]').count(), 1);
+
+  await page.goto(url('/signup'));
+  assertAllLabelled(await controls(page), '/signup');
+  await page.getByLabel('Username').fill(name);
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByLabel('Repeat the password').fill(`${PASSWORD} typo`);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.getByRole('alert').waitFor();
+  assert.match(await page.getByRole('alert').textContent(), /passwords differ/);
+  assertAllLabelled(await controls(page), '/signup with an error');
+
+  await signUp(page, name);
+  await page.goto(url('/account/password'));
+  assertAllLabelled(await controls(page), '/account/password');
+  await page.getByLabel('Current password').fill('this is not it at all');
+  await page.getByLabel('New password', { exact: true }).fill('another long passphrase');
+  await page.getByLabel('Repeat the new password').fill('another long passphrase');
+  await page.getByRole('button', { name: 'Change password' }).click();
+  await page.getByRole('alert').waitFor();
+  assert.match(await page.getByRole('alert').textContent(), /current password is wrong/);
+  assertAllLabelled(await controls(page), '/account/password with an error');
+
+  // "Your devices" names each sign-out button after its device; the name must still contain
+  // the visible text (WCAG 2.5.3 Label in Name), or "click Sign out here" fails for someone
+  // using speech input.
+  const phone = await device({ userAgent: PHONE_UA });
+  await logIn(phone.page, name);
+  await page.goto(url('/account/sessions'));
+  const buttons = await page.getByRole('button').all();
+  assert.ok(buttons.length >= 4, 'log out, two sign-outs, log out of all other devices');
+  for (const b of buttons) {
+    const text = (await b.textContent()).trim();
+    const label = (await b.getAttribute('aria-label')) ?? text;
+    assert.ok(text, `button "${label}" has visible text`);
+    assert.ok(label.toLowerCase().includes(text.toLowerCase()), `"${label}" contains "${text}"`);
+  }
+
+  // Errors and confirmations stay readable in both colour schemes (WCAG 1.4.3: 4.5:1).
+  const anon = await device();
+  for (const colorScheme of ['light', 'dark']) {
+    await page.emulateMedia({ colorScheme });
+    await page.goto(url('/account/sessions?revoked=0'));
+    const notice = await contrast(page.getByRole('status'));
+    assert.ok(notice >= 4.5, `${colorScheme}: notice contrast ${notice.toFixed(2)}:1`);
+
+    await anon.page.emulateMedia({ colorScheme });
+    await anon.page.goto(url('/signup'));
+    await anon.page.getByLabel('Username').fill(user('jo'));
+    await anon.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await anon.page.getByLabel('Repeat the password').fill(`${PASSWORD}!`);
+    await anon.page.getByRole('button', { name: 'Create account' }).click();
+    const error = await contrast(anon.page.getByRole('alert'));
+    assert.ok(error >= 4.5, `${colorScheme}: error contrast ${error.toFixed(2)}:1`);
+  }
+});
+
+// A hung browser must not hang CI: fail the whole run instead.
+setTimeout(() => fail('timed out after 120 s'), 120_000).unref();
