@@ -174,6 +174,8 @@ pub struct Verifier {
     http: reqwest::Client,
     cache: RwLock<Cache>,
     last_attempt: Mutex<Option<Instant>>,
+    /// Keys given up front: never fetched, never refreshed.
+    fixed: bool,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -198,7 +200,22 @@ impl Verifier {
             http,
             cache: RwLock::new(Cache::default()),
             last_attempt: Mutex::new(None),
+            fixed: false,
         }
+    }
+
+    /// A verifier with a fixed key set (a JWKS document) instead of fetching one: for
+    /// deployments that distribute the JWKS out of band, and for tests. The `jwks_url` of
+    /// `config` is not used.
+    pub fn with_static_jwks(config: VerifierConfig, jwks: &[u8]) -> Result<Self, JwksError> {
+        let keys = parse(jwks)?;
+        let mut v = Self::new(config);
+        v.cache = RwLock::new(Cache {
+            keys: Arc::new(keys),
+            fetched_at: Some(Instant::now()),
+        });
+        v.fixed = true;
+        Ok(v)
     }
 
     /// Checks `token` and returns its claims.

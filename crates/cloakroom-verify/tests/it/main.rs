@@ -419,3 +419,23 @@ async fn the_extractor_answers_401_without_a_valid_token() {
     let body = axum::body::to_bytes(ok.into_body(), 1024).await.unwrap();
     assert_eq!(&body[..], b"alice");
 }
+
+#[tokio::test]
+async fn a_static_key_set_needs_no_fetching() {
+    let ed = ed25519("ed");
+    let jwks = json!({ "keys": [ed.jwk.clone()] }).to_string();
+    let config = VerifierConfig::new("http://127.0.0.1:9/unused", ISS, AUD).unwrap();
+    let v = Verifier::with_static_jwks(config.clone(), jwks.as_bytes()).unwrap();
+    assert_eq!(
+        v.verify(&sign(&ed, &claims()))
+            .await
+            .unwrap()
+            .preferred_username,
+        "alice"
+    );
+    assert!(matches!(
+        v.verify(&sign(&ed25519("other"), &claims())).await,
+        Err(VerifyError::UnknownKey)
+    ));
+    assert!(Verifier::with_static_jwks(config, b"not json").is_err());
+}
