@@ -28,6 +28,26 @@ use crate::store::{DeleteScope, SaveOutcome, SessionStore, StoreError};
 use crate::token::SessionId;
 use crate::{NewSession, SessionManager, UpdateError, ValidationError};
 
+/// Whether a missing service (Redis, PostgreSQL, nginx, …) fails a test instead of skipping it:
+/// `CLOAKROOM_REQUIRE_SERVICES=1`, as CI sets it.
+pub fn services_required() -> bool {
+    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Skips a test that needs an unavailable service: prints why and returns `None` — or, when
+/// [`services_required`], fails the test with the reason.
+///
+/// # Panics
+/// Under `CLOAKROOM_REQUIRE_SERVICES=1`, by design.
+pub fn skip<T>(reason: impl std::fmt::Display) -> Option<T> {
+    assert!(
+        !services_required(),
+        "CLOAKROOM_REQUIRE_SERVICES=1 but {reason}"
+    );
+    eprintln!("skipping: {reason}");
+    None
+}
+
 /// A backend under test.
 #[async_trait]
 pub trait Harness: Send + Sync {

@@ -71,6 +71,7 @@ mod manager;
 pub mod origin;
 mod policy;
 mod random;
+pub mod service_token;
 mod session;
 pub mod store;
 mod token;

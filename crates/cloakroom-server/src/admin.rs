@@ -10,7 +10,7 @@ use std::io::BufRead;
 use cloakroom_core::accounts::{Account, Username};
 use cloakroom_core::{SessionManager, SystemClock};
 
-use crate::auth::new_user_id;
+use crate::auth::new_account;
 use crate::device::{label, rfc3339};
 use crate::metrics;
 use crate::passwords::{Password, Passwords, check_new_password};
@@ -65,17 +65,7 @@ impl Admin {
         let password = Password::new(line.trim_end_matches(['\r', '\n']));
         check_new_password(&password, &username).map_err(fail)?;
         let hash = Passwords::new(1).hash(&password).await.map_err(fail)?;
-        let now = self.sessions.now();
-        let account = Account {
-            id: new_user_id(),
-            username,
-            password_hash: hash,
-            disabled: false,
-            created_at: now,
-            password_changed_at: now,
-            email: None,
-            display_name: None,
-        };
+        let account = new_account(username, hash, self.sessions.now());
         self.stores.accounts.create(&account).await.map_err(fail)?;
         Ok(format!(
             "created user {} ({})\n",

@@ -159,6 +159,24 @@ pub async fn signup(
     Ok((account, session))
 }
 
+/// A new, enabled account with a fresh random id.
+pub fn new_account(
+    username: Username,
+    password_hash: PasswordHash,
+    now: cloakroom_core::Timestamp,
+) -> Account {
+    Account {
+        id: new_user_id(),
+        username,
+        password_hash,
+        disabled: false,
+        created_at: now,
+        password_changed_at: now,
+        email: None,
+        display_name: None,
+    }
+}
+
 /// A fresh, random, never-reused user id.
 pub fn new_user_id() -> UserId {
     // A session handle is 128 random bits in URL-safe text: exactly what a user id needs.

@@ -30,8 +30,7 @@ use crate::metrics;
 use crate::redirect::ReturnTo;
 use crate::state::AppState;
 
-/// The header carrying the service JWT to the app.
-pub const JWT_HEADER: &str = "x-cloakroom-jwt";
+pub use cloakroom_core::service_token::JWT_HEADER;
 
 /// Which proxy dialect described the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

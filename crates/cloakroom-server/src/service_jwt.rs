@@ -16,37 +16,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloakroom_core::{Session, SessionId, Timestamp};
 use dashmap::DashMap;
-use serde::{Deserialize, Serialize};
 
 use crate::keys::{KeyAlgorithm, KeyError, KeyRing};
 
-/// The `typ` header of service JWTs (RFC 8725 §3.11: explicit typing, so a service JWT can
-/// never be mistaken for another kind of JWT by a verifier that checks it).
-pub const TOKEN_TYPE: &str = "cloakroom-service+jwt";
+pub use cloakroom_core::service_token::{ServiceClaims, TOKEN_TYPE};
 
 /// Most cached tokens kept before the cache is cleared.
 const MAX_CACHED: usize = 100_000;
-
-/// The claims of a service JWT.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceClaims {
-    /// Issuer: Cloakroom's public URL.
-    pub iss: String,
-    /// Audience: the origin of the app the request is for.
-    pub aud: String,
-    /// The user id.
-    pub sub: String,
-    /// The username.
-    pub preferred_username: String,
-    /// The session's public handle.
-    pub sid: String,
-    /// Issued at (seconds).
-    pub iat: i64,
-    /// Expires at (seconds).
-    pub exp: i64,
-    /// Unique token id.
-    pub jti: String,
-}
 
 /// Why a token could not be minted.
 #[derive(Debug, thiserror::Error)]

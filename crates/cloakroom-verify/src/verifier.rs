@@ -6,41 +6,16 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Validation, decode, decode_header};
-use serde::{Deserialize, Serialize};
-
 use tokio::sync::{Mutex, RwLock};
 
 use crate::jwks::{JwksError, Key, parse};
 
-/// The `typ` header Cloakroom puts on service JWTs.
-pub const TOKEN_TYPE: &str = "cloakroom-service+jwt";
-/// The request header the proxy puts the token in.
-pub const JWT_HEADER: &str = "x-cloakroom-jwt";
+pub use cloakroom_core::service_token::{JWT_HEADER, ServiceClaims, TOKEN_TYPE};
+
 /// The most clock-skew leeway a verifier may allow.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(60);
 /// Longest token accepted, in bytes (a service JWT is well under 1 KiB).
 const MAX_TOKEN_LEN: usize = 8 * 1024;
-
-/// The claims of a Cloakroom service JWT.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceClaims {
-    /// Issuer: Cloakroom's public URL.
-    pub iss: String,
-    /// Audience: this service's origin.
-    pub aud: String,
-    /// The user id (stable).
-    pub sub: String,
-    /// The username.
-    pub preferred_username: String,
-    /// The public handle of the user's session (for audit logs; not a credential).
-    pub sid: String,
-    /// Issued at, seconds since the epoch.
-    pub iat: i64,
-    /// Expiry, seconds since the epoch.
-    pub exp: i64,
-    /// Unique token id.
-    pub jti: String,
-}
 
 /// A bad verifier configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

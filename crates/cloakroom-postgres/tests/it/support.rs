@@ -1,23 +1,8 @@
 //! The skip-or-fail rule and per-test schemas.
 
-use std::fmt::Display;
-
 use cloakroom_postgres::{PostgresConfig, PostgresStore};
 
-/// Whether a missing service fails the test (CI) instead of skipping it.
-pub(crate) fn services_required() -> bool {
-    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// Skips (returns `None`) with a message, or panics if services are required.
-pub(crate) fn skip<T>(reason: impl Display) -> Option<T> {
-    assert!(
-        !services_required(),
-        "CLOAKROOM_REQUIRE_SERVICES=1 but {reason}"
-    );
-    eprintln!("skipping: {reason}");
-    None
-}
+pub(crate) use cloakroom_core::conformance::skip;
 
 pub(crate) fn postgres_url() -> String {
     std::env::var("CLOAKROOM_TEST_POSTGRES_URL")

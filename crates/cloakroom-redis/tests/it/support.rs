@@ -8,7 +8,6 @@
 //! by every test (held in a `static`, whose destructor never runs). Tests that stop a node on
 //! purpose kill it by its PID.
 
-use std::fmt::Display;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
@@ -19,20 +18,7 @@ use std::time::{Duration, Instant};
 use cloakroom_redis::{RedisConfig, RedisStore};
 use redis::aio::ConnectionLike;
 
-/// Whether a missing service fails the test (CI) instead of skipping it.
-pub(crate) fn services_required() -> bool {
-    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// Skips (returns `None`) with a message, or panics if services are required.
-pub(crate) fn skip<T>(reason: impl Display) -> Option<T> {
-    assert!(
-        !services_required(),
-        "CLOAKROOM_REQUIRE_SERVICES=1 but {reason}"
-    );
-    eprintln!("skipping: {reason}");
-    None
-}
+pub(crate) use cloakroom_core::conformance::skip;
 
 pub(crate) fn redis_url() -> String {
     std::env::var("CLOAKROOM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())

@@ -1,0 +1,32 @@
+//! What a service JWT says — shared by the server that mints them and the verifier in the
+//! services behind the proxy, so the two cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+
+/// The `typ` header of service JWTs (RFC 8725 §3.11, explicit typing: a service JWT can never
+/// be mistaken for another kind of JWT by a verifier that checks it).
+pub const TOKEN_TYPE: &str = "cloakroom-service+jwt";
+
+/// The request header a proxy puts the service JWT in.
+pub const JWT_HEADER: &str = "x-cloakroom-jwt";
+
+/// The claims of a service JWT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceClaims {
+    /// Issuer: Cloakroom's public URL.
+    pub iss: String,
+    /// Audience: the origin of the app the request is for.
+    pub aud: String,
+    /// The user id (stable).
+    pub sub: String,
+    /// The username.
+    pub preferred_username: String,
+    /// The public handle of the user's session (for audit logs; never a credential).
+    pub sid: String,
+    /// Issued at, seconds since the epoch.
+    pub iat: i64,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Unique token id.
+    pub jti: String,
+}
