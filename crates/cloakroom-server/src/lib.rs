@@ -228,11 +228,19 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let upkeep = tokio::spawn(upkeep(self.state.clone()));
+        let metrics_upkeep = tokio::spawn(async {
+            let mut tick = tokio::time::interval(metrics::UPKEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                metrics::run_upkeep();
+            }
+        });
         let app = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         upkeep.abort();
+        metrics_upkeep.abort();
         result
     }
 }

@@ -35,6 +35,15 @@ pub const FORWARD_AUTH: &str = "cloakroom_forward_auth_total";
 /// Session store writes, by operation (`touch`, `create`, …).
 pub const STORE_WRITES: &str = "cloakroom_session_store_writes_total";
 
+/// How often recorded histogram samples are folded into their buckets.
+///
+/// The exporter keeps every raw sample until then, and `install_recorder` starts no upkeep task
+/// of its own: without one, a server that nobody scrapes grows by every validation's latency
+/// sample — about 18 bytes a request, measured with `bench/run` (+2.6 MB per 140,000
+/// validations, flat again after a scrape of `/metrics`), i.e. gigabytes a day on a busy
+/// instance.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The process's Prometheus handle (installing the recorder on first call). `None` if another
@@ -52,6 +61,14 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .ok()
         })
         .as_ref()
+}
+
+/// Folds the samples recorded since the last call into their histograms (see
+/// [`UPKEEP_INTERVAL`]); [`Server`](crate::Server) runs it on that interval.
+pub fn run_upkeep() {
+    if let Some(h) = handle() {
+        h.run_upkeep();
+    }
 }
 
 /// Records every validation.
