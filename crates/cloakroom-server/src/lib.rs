@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
@@ -151,21 +151,41 @@ async fn not_found() -> Response {
 
 /// Headers every response carries. The CSP allows only our own stylesheet: the pages need no
 /// script at all, so an injected one cannot run, and forms may only post back to us.
+///
+/// Built once, at compile time: a header name given as `&str` is parsed and validated again on
+/// every response, and inserting the five one by one made the response's header map grow
+/// twice. Together that was about a sixth of the instructions a `/healthz` request costs
+/// (callgrind, see `bench/README.md`).
+static SECURITY_HEADERS: [(HeaderName, HeaderValue); 5] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    ),
+    (
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ),
+    (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    (
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    ),
+    (
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    ),
+];
+
+/// Adds [`SECURITY_HEADERS`] to every response, leaving any a handler set itself.
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
-    let set = |h: &mut axum::http::HeaderMap, name: &'static str, value: &'static str| {
-        h.entry(name).or_insert(HeaderValue::from_static(value));
-    };
-    set(
-        h,
-        "content-security-policy",
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    );
-    set(h, "x-content-type-options", "nosniff");
-    set(h, "x-frame-options", "DENY");
-    set(h, "referrer-policy", "same-origin");
-    set(h, "cross-origin-opener-policy", "same-origin");
+    h.reserve(SECURITY_HEADERS.len());
+    for (name, value) in &SECURITY_HEADERS {
+        h.entry(name).or_insert_with(|| value.clone());
+    }
     response
 }
 

@@ -182,4 +182,9 @@ async fn unknown_routes_are_json_404s_with_security_headers() {
         Some("nosniff")
     );
     assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
+    assert_eq!(r.header("referrer-policy").as_deref(), Some("same-origin"));
+    assert_eq!(
+        r.header("cross-origin-opener-policy").as_deref(),
+        Some("same-origin")
+    );
 }
