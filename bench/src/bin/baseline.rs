@@ -7,11 +7,18 @@
 //! * `GET /jwt/{hs256,rs256,eddsa,es256}` — verifies the `Authorization: Bearer` JWT with
 //!   `jsonwebtoken` (signature, algorithm, `exp`, `nbf`, `iss`, `aud`) and answers like a
 //!   forward-auth endpoint: 200 with `Remote-User`/`Remote-Email` headers, or 401.
+//! * `GET /session-model` (with `--data-dir`) — a *model* of forward auth built from
+//!   Cloakroom's library crates alone: `cloakroom-axum`'s `SessionLayer` over the SQLite store
+//!   in that data directory, answering 200 with `Remote-User` or 401. It shows what session
+//!   validation costs at the HTTP level without the server's own stack (security headers,
+//!   client-address resolution, …); it is not the product's endpoint, which `bench/run` measures
+//!   separately.
 //!
 //! It prints `listening on ADDR` once bound (the harness reads it), and stops on SIGTERM or
 //! Ctrl-C.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -21,7 +28,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
+use cloakroom_axum::{Session, SessionLayer};
 use cloakroom_bench::jwt::{Alg, Verifier};
+use cloakroom_core::SessionManager;
+use cloakroom_core::origin::Origin;
+use cloakroom_server::auth::keys;
+use cloakroom_server::state::database_path;
+use cloakroom_sqlite::{Database, SqliteStore};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +45,9 @@ struct Cli {
     /// Address to listen on (port 0 picks a free one). Loopback only.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// A Cloakroom data directory: serve `/session-model` over its SQLite sessions.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 struct Verifiers(Vec<(Alg, Verifier)>);
@@ -54,10 +70,20 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let app = Router::new()
+        let mut app = Router::new()
             .route("/noauth", get(noauth))
             .route("/jwt/{alg}", get(jwt))
             .with_state(verifiers);
+        if let Some(dir) = &cli.data_dir {
+            let db = Database::open(database_path(dir)).context("opening the data directory")?;
+            let manager = SessionManager::new(SqliteStore::new(db));
+            let origin = Origin::parse("http://127.0.0.1").context("origin")?;
+            app = app.merge(
+                Router::new()
+                    .route("/session-model", get(session_model))
+                    .layer(SessionLayer::new(manager, origin)),
+            );
+        }
         let listener = tokio::net::TcpListener::bind(cli.listen).await?;
         announce(listener.local_addr()?);
         axum::serve(listener, app)
@@ -78,6 +104,22 @@ async fn shutdown() {
         _ = tokio::signal::ctrl_c() => {}
         () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
+}
+
+async fn session_model(session: Option<Session>) -> Response {
+    let Some(session) = session else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let mut response = StatusCode::OK.into_response();
+    let user = session
+        .get::<String>(keys::USERNAME)
+        .ok()
+        .flatten()
+        .and_then(|u| HeaderValue::try_from(u).ok());
+    if let Some(v) = user {
+        response.headers_mut().insert("remote-user", v);
+    }
+    response
 }
 
 async fn noauth() -> StatusCode {
