@@ -73,47 +73,35 @@ pub fn sqlite(path: &Path) -> anyhow::Result<Arc<dyn SessionStore>> {
 }
 
 /// Redis at [`REDIS_URL_VAR`] (default `redis://127.0.0.1:6379`), keys under
-/// `cloakroom_bench:`.
-///
-/// TODO(redis store): the `cloakroom-redis` crate is being written on another branch. Once it
-/// is in the workspace, add it to `bench/Cargo.toml` and replace the body with:
-///
-/// ```text
-/// let url = std::env::var(REDIS_URL_VAR).unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-/// let config = cloakroom_redis::RedisConfig::standalone(&url)?.with_key_prefix(&format!("{NAMESPACE}:"))?;
-/// match cloakroom_redis::RedisStore::connect(config).await {
-///     Ok(store) => Ok(Some(Arc::new(store))),
-///     Err(e) => { eprintln!("redis: skipped ({e})"); Ok(None) }
-/// }
-/// ```
-///
-/// (`RedisConfig::standalone` / `with_key_prefix` / `RedisStore::connect` are the constructors
-/// that branch has today.) Records carry Redis TTLs, so benchmark sessions expire by
-/// themselves; `bench/run` also deletes `cloakroom_bench:*` when it is done.
-#[allow(clippy::unused_async)] // Will connect once the store exists.
+/// `cloakroom_bench:`. `Ok(None)` (said on standard error) if it does not answer. Records
+/// carry Redis TTLs, so benchmark sessions expire by themselves.
 pub async fn redis() -> anyhow::Result<Option<Arc<dyn SessionStore>>> {
-    Ok(None)
+    let url = std::env::var(REDIS_URL_VAR).unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let config = cloakroom_redis::RedisConfig::standalone(&url)?
+        .with_key_prefix(&format!("{NAMESPACE}:"))?;
+    match cloakroom_redis::RedisStore::connect(config).await {
+        Ok(store) => Ok(Some(Arc::new(store))),
+        Err(e) => {
+            eprintln!("redis: {url} does not answer ({e}); skipped");
+            Ok(None)
+        }
+    }
 }
 
 /// PostgreSQL at [`POSTGRES_URL_VAR`] (default `postgres://postgres@127.0.0.1:5432/test`), in
-/// schema `cloakroom_bench`.
-///
-/// TODO(postgres store): the `cloakroom-postgres` crate is being written on another branch.
-/// Once it is in the workspace, add it to `bench/Cargo.toml` and replace the body with:
-///
-/// ```text
-/// let url = std::env::var(POSTGRES_URL_VAR)
-///     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-/// let config = cloakroom_postgres::PostgresConfig::from_url(&url)?.with_schema(NAMESPACE)?;
-/// match cloakroom_postgres::PostgresStore::connect(config).await {
-///     Ok(store) => { store.migrate().await?; Ok(Some(Arc::new(store))) }
-///     Err(e) => { eprintln!("postgres: skipped ({e})"); Ok(None) }
-/// }
-/// ```
-///
-/// (`PostgresConfig::from_url` / `with_schema` / `PostgresStore::connect` / `migrate` are the
-/// constructors that branch has today.)
-#[allow(clippy::unused_async)] // Will connect once the store exists.
+/// schema `cloakroom_bench` (created and migrated if missing). `Ok(None)` (said on standard
+/// error) if it does not answer.
 pub async fn postgres() -> anyhow::Result<Option<Arc<dyn SessionStore>>> {
-    Ok(None)
+    let url = std::env::var(POSTGRES_URL_VAR)
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let config = cloakroom_postgres::PostgresConfig::from_url(&url)?.with_schema(NAMESPACE)?;
+    let store = match cloakroom_postgres::PostgresStore::connect(config).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("postgres: {url} does not answer ({e}); skipped");
+            return Ok(None);
+        }
+    };
+    store.migrate().await?;
+    Ok(Some(Arc::new(store)))
 }

@@ -79,9 +79,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let store: Arc<dyn SessionStore> = match Backend::from_name(&cli.store) {
         Some(Backend::Sqlite) => Arc::new(SqliteStore::new(db)),
-        Some(Backend::Redis) => stores::redis().await?.context(
-            "the Redis session store is not in this build yet (see the TODO in bench/src/stores.rs)",
-        )?,
+        Some(Backend::Redis) => stores::redis()
+            .await?
+            .context("Redis does not answer (see CLOAKROOM_BENCH_REDIS_URL)")?,
         _ => anyhow::bail!(
             "--store {:?}: the server can only share sqlite or redis sessions with this seeder",
             cli.store
