@@ -98,7 +98,8 @@ macro_rules! conformance_suite {
                 purge_removes_expired_sessions_and_their_index_entries,
                 ten_thousand_sessions_for_one_user,
                 raw_token_never_appears_in_stored_data,
-                two_managers_share_revocation
+                two_managers_share_revocation,
+                change_generation_moves_on_every_change
             );
         }
     };
@@ -126,6 +127,7 @@ pub struct ObservedStore<S = crate::MemoryStore> {
     inner: S,
     loads: AtomicU64,
     writes: AtomicU64,
+    generation_reads: AtomicU64,
     unavailable: AtomicBool,
 }
 
@@ -136,6 +138,7 @@ impl<S: SessionStore> ObservedStore<S> {
             inner,
             loads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            generation_reads: AtomicU64::new(0),
             unavailable: AtomicBool::new(false),
         }
     }
@@ -143,6 +146,11 @@ impl<S: SessionStore> ObservedStore<S> {
     /// How many `load`s reached the store.
     pub fn loads(&self) -> u64 {
         self.loads.load(Ordering::SeqCst)
+    }
+
+    /// How many times the change generation was read.
+    pub fn generation_reads(&self) -> u64 {
+        self.generation_reads.load(Ordering::SeqCst)
     }
 
     /// How many writes (create, touch, save, delete, rotate, delete-for-user, purge) reached
@@ -223,6 +231,11 @@ impl<S: SessionStore> SessionStore for ObservedStore<S> {
     async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
         self.check()?;
         self.inner.count_live(now).await
+    }
+    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
+        self.check()?;
+        self.generation_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.change_generation().await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()
@@ -891,6 +904,55 @@ pub async fn two_managers_share_revocation(h: &impl Harness) {
         .await
         .expect_err("revoked elsewhere");
     assert!(matches!(err, ValidationError::Unknown), "{err:?}");
+}
+
+/// If the store keeps a change generation, every delete, revoke-all, rotation and save moves it
+/// forward; touches and reads need not.
+pub async fn change_generation_moves_on_every_change(h: &impl Harness) {
+    let (store, manager, _) = setup(h);
+    let Some(mut last) = store.change_generation().await.expect("generation") else {
+        return;
+    };
+    let alice = user("alice");
+    let mut moved = |label: &str, now: Option<u64>| {
+        let now = now.expect("a store that keeps a generation keeps it");
+        assert!(
+            now > last,
+            "{label} did not move the generation ({last} -> {now})"
+        );
+        last = now;
+    };
+    let a = issue(&manager, &alice).await;
+    manager
+        .update_data(&a.session.id, |d| d.insert("k", &1))
+        .await
+        .expect("update")
+        .expect("small");
+    moved("save", store.change_generation().await.expect("generation"));
+    let current = store
+        .load(&a.session.id)
+        .await
+        .expect("load")
+        .expect("present");
+    let rotated = manager.rotate(&current).await.expect("rotate");
+    moved(
+        "rotate",
+        store.change_generation().await.expect("generation"),
+    );
+    manager.revoke(&rotated.session.id).await.expect("revoke");
+    moved(
+        "delete",
+        store.change_generation().await.expect("generation"),
+    );
+    issue(&manager, &alice).await;
+    manager
+        .revoke_all_for_user(&alice, None)
+        .await
+        .expect("revoke all");
+    moved(
+        "delete_for_user",
+        store.change_generation().await.expect("generation"),
+    );
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -63,6 +63,7 @@
 //! ```
 
 pub mod accounts;
+mod cache;
 mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -76,6 +77,7 @@ mod session;
 pub mod store;
 mod token;
 
+pub use cache::NearCache;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use csrf::CsrfSecret;
 pub use manager::{

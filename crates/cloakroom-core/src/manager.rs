@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::cache::{Cache, NearCache};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::csrf::CsrfSecret;
 use crate::policy::Policy;
@@ -177,6 +178,7 @@ pub struct SessionManager {
     clock: Arc<dyn Clock>,
     policy: Policy,
     observer: Option<Arc<dyn ValidationObserver>>,
+    cache: Option<Arc<Cache>>,
 }
 
 impl fmt::Debug for SessionManager {
@@ -186,6 +188,7 @@ impl fmt::Debug for SessionManager {
             .field("clock", &self.clock)
             .field("policy", &self.policy)
             .field("observed", &self.observer.is_some())
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -203,6 +206,7 @@ impl SessionManager {
             clock: Arc::new(SystemClock),
             policy: Policy::default(),
             observer: None,
+            cache: None,
         }
     }
 
@@ -218,6 +222,20 @@ impl SessionManager {
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
         self
+    }
+
+    /// Keeps validated sessions in this process (see [`NearCache`] for the guarantees and the
+    /// trade-off). Needs a store that reports a change generation; with one that does not, the
+    /// cache stays unused.
+    #[must_use]
+    pub fn with_near_cache(mut self, config: NearCache) -> Self {
+        self.cache = Some(Arc::new(Cache::new(config)));
+        self
+    }
+
+    /// How many sessions the near-cache holds (0 without one).
+    pub fn cached_sessions(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.len())
     }
 
     /// Reports every validation to `observer` (metrics).
@@ -272,7 +290,11 @@ impl SessionManager {
             version: 1,
         };
         match replacing {
-            Some(old) => self.store.rotate(old, &session).await?,
+            Some(old) => {
+                let result = self.store.rotate(old, &session).await;
+                self.invalidate(old);
+                result?;
+            }
             None => self.store.create(&session).await?,
         }
         Ok(IssuedSession { token, session })
@@ -294,7 +316,9 @@ impl SessionManager {
             version: 1,
             ..current.clone()
         };
-        self.store.rotate(&current.id, &session).await?;
+        let result = self.store.rotate(&current.id, &session).await;
+        self.invalidate(&current.id);
+        result?;
         Ok(IssuedSession { token, session })
     }
 
@@ -330,28 +354,75 @@ impl SessionManager {
 
     async fn validate_unobserved(&self, token: &SessionToken) -> Result<Session, ValidationError> {
         let id = token.id();
-        let mut session = self
+        let cache = match &self.cache {
+            Some(c) if c.usable() => {
+                if let Some(ticket) = c.poll_due() {
+                    // Fail closed: without a fresh generation the cache cannot be trusted.
+                    let generation = self.store.change_generation().await?;
+                    c.polled(ticket, generation);
+                }
+                c.usable().then_some(c)
+            }
+            _ => None,
+        };
+        let now = self.clock.now();
+        if let Some(c) = cache
+            && let Some(cached) = c.get(&id)
+        {
+            if cached.is_live(now) {
+                return self.touch_if_due(Session::clone(&cached), now, cache).await;
+            }
+            // Perhaps kept alive on another instance: ask the store.
+            c.invalidate(&id);
+        }
+        let epoch = cache.map(|c| c.epoch());
+        let session = self
             .store
             .load(&id)
             .await?
             .ok_or(ValidationError::Unknown)?;
-        let now = self.clock.now();
         match session.expiry_at(now) {
             Some(Expiry::Absolute) => return Err(ValidationError::AbsoluteExpired),
             Some(Expiry::Idle) => return Err(ValidationError::IdleExpired),
             None => {}
         }
-        if now.duration_since(session.last_seen_at) >= self.policy.touch_interval {
-            let lifetime = self.policy.lifetime(session.remember);
-            let idle = lifetime.idle_expiry(now, session.absolute_expires_at);
-            if !self.store.touch(&id, now, idle).await? {
-                // Revoked between the load and the touch: revocation wins.
-                return Err(ValidationError::Unknown);
+        if let (Some(c), Some(epoch)) = (cache, epoch) {
+            c.insert(epoch, session.clone());
+        }
+        self.touch_if_due(session, now, cache).await
+    }
+
+    /// The throttled last-seen write.
+    async fn touch_if_due(
+        &self,
+        mut session: Session,
+        now: Timestamp,
+        cache: Option<&Arc<Cache>>,
+    ) -> Result<Session, ValidationError> {
+        if now.duration_since(session.last_seen_at) < self.policy.touch_interval {
+            return Ok(session);
+        }
+        let lifetime = self.policy.lifetime(session.remember);
+        let idle = lifetime.idle_expiry(now, session.absolute_expires_at);
+        if !self.store.touch(&session.id, now, idle).await? {
+            // Revoked between the load and the touch: revocation wins.
+            if let Some(c) = cache {
+                c.invalidate(&session.id);
             }
-            session.last_seen_at = now;
-            session.idle_expires_at = session.idle_expires_at.max(idle);
+            return Err(ValidationError::Unknown);
+        }
+        session.last_seen_at = now;
+        session.idle_expires_at = session.idle_expires_at.max(idle);
+        if let Some(c) = cache {
+            c.refresh(session.clone());
         }
         Ok(session)
+    }
+
+    fn invalidate(&self, id: &SessionId) {
+        if let Some(c) = &self.cache {
+            c.invalidate(id);
+        }
     }
 
     /// Applies `f` to the session's data and saves it, retrying on concurrent modification so
@@ -374,7 +445,10 @@ impl SessionManager {
             if session.data == before {
                 return Ok(out);
             }
-            match self.store.save(&session).await? {
+            let saved = self.store.save(&session).await;
+            // Whatever happened, the cached copy is no longer the latest.
+            self.invalidate(id);
+            match saved? {
                 SaveOutcome::Saved => return Ok(out),
                 SaveOutcome::VersionConflict => continue,
                 SaveOutcome::NotFound => return Err(UpdateError::Gone),
@@ -385,7 +459,9 @@ impl SessionManager {
 
     /// Ends one session. Returns whether it existed.
     pub async fn revoke(&self, id: &SessionId) -> Result<bool, StoreError> {
-        self.store.delete(id).await
+        let result = self.store.delete(id).await;
+        self.invalidate(id);
+        result
     }
 
     /// Ends the session of `user` whose public handle is `handle` ("your devices" → revoke).
@@ -397,7 +473,7 @@ impl SessionManager {
     ) -> Result<bool, StoreError> {
         let sessions = self.store.list_for_user(user, self.clock.now()).await?;
         match sessions.iter().find(|s| &s.handle == handle) {
-            Some(s) => self.store.delete(&s.id).await,
+            Some(s) => self.revoke(&s.id).await,
             None => Ok(false),
         }
     }
@@ -410,7 +486,11 @@ impl SessionManager {
         except: Option<&SessionId>,
     ) -> Result<u64, StoreError> {
         let scope = except.map_or(DeleteScope::All, DeleteScope::AllExcept);
-        self.store.delete_for_user(user, scope).await
+        let result = self.store.delete_for_user(user, scope).await;
+        if let Some(c) = &self.cache {
+            c.invalidate_user(user, except);
+        }
+        result
     }
 
     /// The user's live sessions, most recently used first.

@@ -48,6 +48,12 @@ const MIGRATIONS: &[&str] = &[
         email               text,
         display_name        text
     );",
+    // 3: the change generation near-caches poll (one row).
+    "CREATE TABLE {s}.change_generation (
+        id integer PRIMARY KEY CHECK (id = 1),
+        n  bigint NOT NULL
+    );
+    INSERT INTO {s}.change_generation (id, n) VALUES (1, 0);",
 ];
 
 /// A schema that a newer build migrated.

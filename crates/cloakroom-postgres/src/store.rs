@@ -62,11 +62,28 @@ struct Sql {
     delete_user: String,
     delete_user_except: String,
     purge: String,
+    generation: String,
+    bump: String,
 }
 
 impl Sql {
     fn new(schema: &str) -> Self {
         let t = format!("{}.sessions", quoted(schema));
+        let g = format!("{}.change_generation", quoted(schema));
+        // Every statement that removes or changes a session moves the change generation in the
+        // same statement (data-modifying CTEs always run), so a near-cache that reads the new
+        // value is guaranteed to find the change.
+        let bump = |changed: &str| {
+            format!(
+                "bumped AS (UPDATE {g} SET n = n + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM {changed}))"
+            )
+        };
+        let counted_delete = |condition: &str| {
+            format!(
+                "WITH deleted AS (DELETE FROM {t} WHERE {condition} RETURNING 1), {} SELECT count(*) FROM deleted",
+                bump("deleted")
+            )
+        };
         Self {
             insert: format!(
                 "INSERT INTO {t} ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
@@ -87,13 +104,16 @@ impl Sql {
                          remember = $8, user_agent = $9, ip = $10, csrf_secret = $11,
                          data = $12, version = version + 1
                      WHERE id = $1 AND version = $2
-                     RETURNING 1)
-                 SELECT (SELECT count(*) FROM updated), EXISTS (SELECT 1 FROM {t} WHERE id = $1)"
+                     RETURNING 1), {}
+                 SELECT (SELECT count(*) FROM updated), EXISTS (SELECT 1 FROM {t} WHERE id = $1)",
+                bump("updated")
             ),
-            delete: format!("DELETE FROM {t} WHERE id = $1"),
+            delete: counted_delete("id = $1"),
             list: format!("SELECT {COLUMNS} FROM {t} WHERE user_id = $1 AND expires_at > $2"),
-            delete_user: format!("DELETE FROM {t} WHERE user_id = $1"),
-            delete_user_except: format!("DELETE FROM {t} WHERE user_id = $1 AND id <> $2"),
+            delete_user: counted_delete("user_id = $1"),
+            delete_user_except: counted_delete("user_id = $1 AND id <> $2"),
+            generation: format!("SELECT n FROM {g} WHERE id = 1"),
+            bump: format!("UPDATE {g} SET n = n + 1 WHERE id = 1"),
             purge: format!("DELETE FROM {t} WHERE expires_at <= $1"),
         }
     }
@@ -299,6 +319,17 @@ impl PostgresStore {
         .await
     }
 
+    /// Runs a statement that answers with one non-negative count.
+    async fn count(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let rows = self.query(sql, params).await?;
+        let n: i64 = rows
+            .first()
+            .ok_or_else(|| backend("the statement returned no row".into()))?
+            .try_get(0)
+            .map_err(db_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     pub(crate) async fn query(
         &self,
         sql: &str,
@@ -447,7 +478,7 @@ impl SessionStore for PostgresStore {
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         let id = id.as_bytes().as_slice();
-        Ok(self.execute(&self.inner.sql.delete, &[&id]).await? == 1)
+        Ok(self.count(&self.inner.sql.delete, &[&id]).await? == 1)
     }
 
     async fn rotate(&self, old: &SessionId, new: &Session) -> Result<(), StoreError> {
@@ -464,7 +495,10 @@ impl SessionStore for PostgresStore {
                     return Ok(false);
                 }
                 let delete = tx.prepare_cached(&sql.delete).await.map_err(db_error)?;
-                tx.execute(&delete, &[&old]).await.map_err(db_error)?;
+                tx.query(&delete, &[&old]).await.map_err(db_error)?;
+                // The new row changed the world even if there was no old one to delete.
+                let bump = tx.prepare_cached(&sql.bump).await.map_err(db_error)?;
+                tx.execute(&bump, &[]).await.map_err(db_error)?;
                 tx.commit().await.map_err(db_error)?;
                 Ok(true)
             })
@@ -499,15 +533,20 @@ impl SessionStore for PostgresStore {
         // started, so a create acknowledged before the revoke-all cannot survive it.
         match scope {
             DeleteScope::All => {
-                self.execute(&self.inner.sql.delete_user, &[&user.as_str()])
+                self.count(&self.inner.sql.delete_user, &[&user.as_str()])
                     .await
             }
             DeleteScope::AllExcept(id) => {
                 let id = id.as_bytes().as_slice();
-                self.execute(&self.inner.sql.delete_user_except, &[&user.as_str(), &id])
+                self.count(&self.inner.sql.delete_user_except, &[&user.as_str(), &id])
                     .await
             }
         }
+    }
+
+    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
+        let n = self.count(&self.inner.sql.generation, &[]).await?;
+        Ok(Some(n))
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {

@@ -51,6 +51,11 @@ impl Keys {
         format!("{}{{u:{user}}}:idx", self.prefix)
     }
 
+    /// The change generation near-caches poll (one key for the whole prefix).
+    pub(crate) fn generation(&self) -> String {
+        format!("{}generation", self.prefix)
+    }
+
     pub(crate) fn epoch(&self, user: &str) -> String {
         format!("{}{{u:{user}}}:epoch", self.prefix)
     }

@@ -402,7 +402,10 @@ impl SessionStore for RedisStore {
             match step(reply, 3)? {
                 Step::Done(0) => return Ok(SaveOutcome::NotFound),
                 Step::Done(1) => return Ok(SaveOutcome::VersionConflict),
-                Step::Done(2) => return Ok(SaveOutcome::Saved),
+                Step::Done(2) => {
+                    self.bump_generation().await?;
+                    return Ok(SaveOutcome::Saved);
+                }
                 Step::Done(other) => return Err(unexpected(format!("save status {other}"))),
                 Step::Raise { user, target } => {
                     self.raise_index(&user, &member, target).await?;
@@ -431,6 +434,7 @@ impl SessionStore for RedisStore {
         {
             tracing::warn!(error = %e, "session deleted but its index entry was not");
         }
+        self.bump_generation().await?;
         Ok(true)
     }
 
@@ -516,7 +520,18 @@ impl SessionStore for RedisStore {
         // Records first, entries second: an interruption leaves entries without records (which
         // listing cleans up), never a live record its user's index has forgotten.
         self.zrem(&index, &doomed).await?;
-        Ok(deleted.into_iter().sum())
+        let deleted: u64 = deleted.into_iter().sum();
+        if deleted > 0 {
+            self.bump_generation().await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
+        let mut get = redis::cmd("GET");
+        get.arg(self.inner.keys.generation());
+        let n: Option<u64> = self.query(get).await?;
+        Ok(Some(n.unwrap_or(0)))
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
@@ -554,6 +569,14 @@ impl SessionStore for RedisStore {
 }
 
 impl RedisStore {
+    /// Moves the change generation forward, after the change it announces: a near-cache that
+    /// reads the new value is guaranteed to find the change in the store.
+    async fn bump_generation(&self) -> Result<(), StoreError> {
+        let mut incr = redis::cmd("INCR");
+        incr.arg(self.inner.keys.generation());
+        self.query::<u64>(incr).await.map(drop)
+    }
+
     /// Purges one user's index: every entry scored at or before `now` (by the invariant, every
     /// session that can be expired at `now`) has its record deleted if it is indeed expired,
     /// and its entry removed if the record is gone.

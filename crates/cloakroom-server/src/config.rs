@@ -94,6 +94,10 @@ pub struct RawConfig {
     pub remember_absolute_timeout_secs: u64,
     /// Minimum seconds between two last-seen writes of a session.
     pub touch_interval_secs: u64,
+    /// Keep validated sessions in this process, re-reading the store's change generation at
+    /// most this many milliseconds apart: a revocation made by another instance (or the admin
+    /// CLI) is then seen within this bound. Unset: no near-cache, every check asks the store.
+    pub session_cache_ms: Option<u64>,
     /// Concurrent password hashes (default: half the CPUs, at least one).
     pub hash_workers: Option<usize>,
     /// Signature algorithm for new service-JWT keys.
@@ -132,6 +136,7 @@ impl Default for RawConfig {
             remember_idle_timeout_secs: Lifetime::REMEMBER_ME.idle.as_secs(),
             remember_absolute_timeout_secs: Lifetime::REMEMBER_ME.absolute.as_secs(),
             touch_interval_secs: 60,
+            session_cache_ms: None,
             hash_workers: None,
             jwt_algorithm: crate::keys::KeyAlgorithm::EdDsa,
             jwt_ttl_secs: 60,
@@ -189,6 +194,7 @@ const ENV_KEYS: &[&str] = &[
     "remember_idle_timeout_secs",
     "remember_absolute_timeout_secs",
     "touch_interval_secs",
+    "session_cache_ms",
     "hash_workers",
     "jwt_algorithm",
     "jwt_ttl_secs",
@@ -225,6 +231,8 @@ pub struct Settings {
     pub same_site: cloakroom_axum::SameSite,
     /// Session lifecycle policy.
     pub policy: Policy,
+    /// The near-cache, if enabled.
+    pub session_cache: Option<cloakroom_core::NearCache>,
     /// Concurrent password hashes.
     pub hash_workers: usize,
     /// Algorithm of new service-JWT keys.
@@ -407,6 +415,9 @@ impl RawConfig {
                 SameSiteSetting::Strict => cloakroom_axum::SameSite::Strict,
             },
             policy,
+            session_cache: self
+                .session_cache_ms
+                .map(|ms| cloakroom_core::NearCache::new(Duration::from_millis(ms))),
             hash_workers,
             jwt_algorithm: self.jwt_algorithm,
             jwt_ttl: Duration::from_secs(self.jwt_ttl_secs),

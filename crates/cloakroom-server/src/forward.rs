@@ -28,6 +28,7 @@ use serde::Deserialize;
 use crate::auth::keys;
 use crate::metrics;
 use crate::redirect::ReturnTo;
+use crate::service_jwt::Identity;
 use crate::state::AppState;
 
 pub use cloakroom_core::service_token::JWT_HEADER;
@@ -188,13 +189,14 @@ fn refusal(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    // Values come from validated usernames or stored account fields; one that is not a valid
-    // header value is left out rather than mangled.
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(HeaderName::from_static(name), v);
-    }
-}
+const REMOTE_USER: HeaderName = HeaderName::from_static("remote-user");
+const REMOTE_NAME: HeaderName = HeaderName::from_static("remote-name");
+const REMOTE_EMAIL: HeaderName = HeaderName::from_static("remote-email");
+const X_AUTH_REQUEST_USER: HeaderName = HeaderName::from_static("x-auth-request-user");
+const X_AUTH_REQUEST_EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
+const X_AUTH_REQUEST_PREFERRED_USERNAME: HeaderName =
+    HeaderName::from_static("x-auth-request-preferred-username");
+const X_CLOAKROOM_JWT: HeaderName = HeaderName::from_static(JWT_HEADER);
 
 /// The shared decision: `success` is the status to answer a valid session with (200, or 202
 /// for oauth2-proxy).
@@ -211,11 +213,11 @@ async fn decide(
     if state.settings.forward_auth_csrf
         && let Err(why) = forwarded_csrf(headers, &fwd)
     {
-        metrics::forward_auth("csrf");
+        metrics::forward_auth(metrics::ForwardOutcome::Csrf);
         return refusal(StatusCode::FORBIDDEN, why);
     }
     let Some(session) = session else {
-        metrics::forward_auth("unauthenticated");
+        metrics::forward_auth(metrics::ForwardOutcome::Unauthenticated);
         return match fwd.flavor {
             Flavor::Nginx => {
                 let mut r = refusal(StatusCode::UNAUTHORIZED, "sign in first");
@@ -237,13 +239,6 @@ async fn decide(
         };
     };
     let record = session.record();
-    let username = session
-        .get::<String>(keys::USERNAME)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| record.user_id.to_string());
-    let email = session.get::<String>(keys::EMAIL).ok().flatten();
-    let name = session.get::<String>(keys::NAME).ok().flatten();
     let audience = match &state.settings.jwt_audience {
         Some(aud) => aud.clone(),
         None => fwd
@@ -251,11 +246,20 @@ async fn decide(
             .unwrap_or_else(|| state.settings.public_origin.clone())
             .to_string(),
     };
-    let token = match state
+    let identity = || Identity {
+        username: session
+            .get::<String>(keys::USERNAME)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| record.user_id.to_string()),
+        name: session.get::<String>(keys::NAME).ok().flatten(),
+        email: session.get::<String>(keys::EMAIL).ok().flatten(),
+    };
+    let headers = match state
         .minter
-        .token(record, &username, &audience, state.clock.now())
+        .forward_headers(record, &audience, state.clock.now(), identity)
     {
-        Ok(t) => t,
+        Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "minting a service JWT failed");
             return refusal(
@@ -264,18 +268,26 @@ async fn decide(
             );
         }
     };
-    metrics::forward_auth("allowed");
+    metrics::forward_auth(metrics::ForwardOutcome::Allowed);
     let mut response = success.into_response();
     let h = response.headers_mut();
-    insert(h, "remote-user", &username);
-    insert(h, "x-auth-request-user", &username);
-    insert(h, "x-auth-request-preferred-username", &username);
-    insert(h, "remote-name", name.as_deref().unwrap_or(&username));
-    if let Some(email) = &email {
-        insert(h, "remote-email", email);
-        insert(h, "x-auth-request-email", email);
+    if let Some(user) = &headers.user {
+        for name in [
+            REMOTE_USER,
+            X_AUTH_REQUEST_USER,
+            X_AUTH_REQUEST_PREFERRED_USERNAME,
+        ] {
+            h.insert(name, user.clone());
+        }
     }
-    insert(h, JWT_HEADER, &token);
+    if let Some(name) = &headers.name {
+        h.insert(REMOTE_NAME, name.clone());
+    }
+    if let Some(email) = &headers.email {
+        h.insert(REMOTE_EMAIL, email.clone());
+        h.insert(X_AUTH_REQUEST_EMAIL, email.clone());
+    }
+    h.insert(X_CLOAKROOM_JWT, headers.jwt.clone());
     response
 }
 

@@ -59,6 +59,11 @@ struct Overrides {
     #[arg(long, global = true, value_delimiter = ',', value_name = "CIDRS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     trusted_proxies: Option<Vec<String>>,
+    /// Keep validated sessions in memory, noticing changes made elsewhere within this many
+    /// milliseconds [default: off].
+    #[arg(long, global = true, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_cache_ms: Option<u64>,
     /// SameSite attribute of the session cookie [default: lax].
     #[arg(long, global = true, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -12,6 +12,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use axum::http::HeaderValue;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloakroom_core::{Session, SessionId, Timestamp};
@@ -34,12 +35,48 @@ pub enum MintError {
     /// Signing failed.
     #[error("signing failed: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
+    /// The token is not a valid header value (a JWT is base64url and dots: a bug if seen).
+    #[error("the minted token is not a valid header value")]
+    NotAHeader,
 }
 
-#[derive(Clone)]
+/// Who the user is, as forward auth tells the app (computed once per cached token).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The username.
+    pub username: String,
+    /// The display name, if known.
+    pub name: Option<String>,
+    /// The email address, if known.
+    pub email: Option<String>,
+}
+
+/// Everything forward auth adds to an answer, ready to copy into the response: header values
+/// are validated once, when the token is minted, not on every check.
+#[derive(Debug)]
+pub struct ForwardHeaders {
+    /// `Remote-User`, `X-Auth-Request-User`, `X-Auth-Request-Preferred-Username`.
+    pub user: Option<HeaderValue>,
+    /// `Remote-Name` (the display name, or the username).
+    pub name: Option<HeaderValue>,
+    /// `Remote-Email`, `X-Auth-Request-Email`.
+    pub email: Option<HeaderValue>,
+    /// `X-Cloakroom-Jwt`.
+    pub jwt: HeaderValue,
+}
+
 struct Cached {
-    token: Arc<str>,
+    audience: Box<str>,
+    headers: Arc<ForwardHeaders>,
     refresh_at: Timestamp,
+}
+
+fn audience_key(audience: &str) -> u64 {
+    // A fixed-key hash: the key only spreads entries; the audience itself is compared on every
+    // hit, so a collision costs a re-mint, never a token for the wrong app.
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(audience, &mut h);
+    std::hash::Hasher::finish(&h)
 }
 
 /// Mints and caches service JWTs.
@@ -47,7 +84,7 @@ pub struct Minter {
     issuer: String,
     ttl: Duration,
     keys: RwLock<Arc<KeyRing>>,
-    cache: DashMap<(SessionId, Arc<str>), Cached>,
+    cache: DashMap<(SessionId, u64), Cached>,
 }
 
 impl std::fmt::Debug for Minter {
@@ -94,33 +131,42 @@ impl Minter {
         Ok(())
     }
 
-    /// A token for `session` (whose user is `username`) and `audience`, reused from the cache
-    /// while it has more than half its life left.
-    pub fn token(
+    /// The forward-auth headers for `session` and `audience`, with a service JWT reused from
+    /// the cache while it has more than half its life left. `identity` is asked only when a
+    /// token has to be minted.
+    pub fn forward_headers(
         &self,
         session: &Session,
-        username: &str,
         audience: &str,
         now: Timestamp,
-    ) -> Result<Arc<str>, MintError> {
-        let key = (session.id, Arc::<str>::from(audience));
+        identity: impl FnOnce() -> Identity,
+    ) -> Result<Arc<ForwardHeaders>, MintError> {
+        let key = (session.id, audience_key(audience));
         if let Some(c) = self.cache.get(&key)
             && now < c.refresh_at
+            && &*c.audience == audience
         {
-            return Ok(c.token.clone());
+            return Ok(c.headers.clone());
         }
-        let token: Arc<str> = self.mint(session, username, audience, now)?.into();
+        let who = identity();
+        let token = self.mint(session, &who.username, audience, now)?;
+        let value = |v: &str| HeaderValue::from_str(v).ok();
+        let headers = Arc::new(ForwardHeaders {
+            user: value(&who.username),
+            name: value(who.name.as_deref().unwrap_or(&who.username)),
+            email: who.email.as_deref().and_then(value),
+            jwt: HeaderValue::from_str(&token).map_err(|_| MintError::NotAHeader)?,
+        });
         if self.cache.len() >= MAX_CACHED {
             self.cache.clear();
         }
-        self.cache.insert(
-            key,
-            Cached {
-                token: token.clone(),
-                refresh_at: now.saturating_add(self.ttl / 2),
-            },
-        );
-        Ok(token)
+        let entry = Cached {
+            audience: audience.into(),
+            headers: headers.clone(),
+            refresh_at: now.saturating_add(self.ttl / 2),
+        };
+        self.cache.insert(key, entry);
+        Ok(headers)
     }
 
     fn mint(

@@ -190,10 +190,13 @@ impl AppState {
         let _ = metrics::handle();
         let keys = KeyRing::open(&settings.data_dir, settings.jwt_algorithm, clock.now())?;
         let minter = Minter::new(settings.public_origin.to_string(), settings.jwt_ttl, keys);
-        let sessions = SessionManager::from_arc(metrics::CountingStore::wrap(stores.sessions))
+        let mut sessions = SessionManager::from_arc(metrics::CountingStore::wrap(stores.sessions))
             .with_clock(clock.clone())
             .with_policy(settings.policy)
             .with_observer(metrics::Observer::shared());
+        if let Some(cache) = settings.session_cache {
+            sessions = sessions.with_near_cache(cache);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 minter,

@@ -44,6 +44,12 @@ const MIGRATIONS: &[&str] = &[
         email               TEXT,
         display_name        TEXT
     ) WITHOUT ROWID;",
+    // 3: the change generation near-caches poll (one row).
+    "CREATE TABLE change_generation (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        n  INTEGER NOT NULL
+    );
+    INSERT INTO change_generation (id, n) VALUES (1, 0);",
 ];
 
 /// The schema version this build writes.

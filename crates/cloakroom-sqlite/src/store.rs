@@ -167,6 +167,13 @@ fn insert(conn: &Connection, s: &Session) -> rusqlite::Result<bool> {
     Ok(n == 1)
 }
 
+/// Moves the change generation forward, in the same transaction as the change it announces.
+fn bump_generation(conn: &Connection) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE change_generation SET n = n + 1 WHERE id = 1")?
+        .execute([])
+        .map(drop)
+}
+
 fn version_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -257,6 +264,7 @@ impl SessionStore for SqliteStore {
                         s.data.to_json(),
                     ])?;
                 if n == 1 {
+                    bump_generation(conn)?;
                     return Ok(SaveOutcome::Saved);
                 }
                 let exists = conn
@@ -276,9 +284,14 @@ impl SessionStore for SqliteStore {
         let id = *id;
         self.db
             .write(move |conn| {
-                conn.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
-                    .execute([&id.as_bytes()[..]])
-                    .map(|n| n == 1)
+                let deleted = conn
+                    .prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+                    .execute([&id.as_bytes()[..]])?
+                    == 1;
+                if deleted {
+                    bump_generation(conn)?;
+                }
+                Ok(deleted)
             })
             .await
             .map_err(store_error)
@@ -296,6 +309,7 @@ impl SessionStore for SqliteStore {
                 }
                 conn.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
                     .execute([&old.as_bytes()[..]])?;
+                bump_generation(conn)?;
                 Ok(true)
             })
             .await
@@ -345,6 +359,9 @@ impl SessionStore for SqliteStore {
                         .prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND id <> ?2")?
                         .execute(params![user, &id.as_bytes()[..]])?,
                 };
+                if n > 0 {
+                    bump_generation(conn)?;
+                }
                 Ok(n as u64)
             })
             .await
@@ -357,6 +374,17 @@ impl SessionStore for SqliteStore {
                 conn.prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?
                     .execute([now.as_unix_millis()])
                     .map(|n| n as u64)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
+        self.db
+            .read(|conn| {
+                conn.prepare_cached("SELECT n FROM change_generation WHERE id = 1")?
+                    .query_row([], |r| r.get::<_, i64>(0))
+                    .map(|n| Some(n.max(0) as u64))
             })
             .await
             .map_err(store_error)

@@ -33,6 +33,7 @@ pub struct MemoryStore {
 struct Inner {
     sessions: DashMap<SessionId, Session, BuildHasherDefault<IdHasher>>,
     by_user: DashMap<UserId, HashSet<SessionId, BuildHasherDefault<IdHasher>>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryStore {
@@ -79,6 +80,12 @@ impl MemoryStore {
             }
         }
         out
+    }
+
+    fn changed(&self) {
+        self.inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn unindex(&self, user: &UserId, id: &SessionId) {
@@ -154,6 +161,8 @@ impl SessionStore for MemoryStore {
             version: session.version + 1,
             ..session.clone()
         };
+        drop(stored);
+        self.changed();
         Ok(SaveOutcome::Saved)
     }
 
@@ -162,6 +171,7 @@ impl SessionStore for MemoryStore {
             return Ok(false);
         };
         self.unindex(&removed.user_id, id);
+        self.changed();
         Ok(true)
     }
 
@@ -187,6 +197,7 @@ impl SessionStore for MemoryStore {
         if let Some((_, s)) = removed.filter(|(_, s)| s.user_id != new.user_id) {
             self.unindex(&s.user_id, old);
         }
+        self.changed();
         Ok(())
     }
 
@@ -230,6 +241,9 @@ impl SessionStore for MemoryStore {
         });
         drop(ids);
         self.inner.by_user.remove_if(user, |_, ids| ids.is_empty());
+        if removed > 0 {
+            self.changed();
+        }
         Ok(removed)
     }
 
@@ -254,6 +268,14 @@ impl SessionStore for MemoryStore {
         Ok(removed)
     }
 
+    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
+        Ok(Some(
+            self.inner
+                .generation
+                .load(std::sync::atomic::Ordering::SeqCst),
+        ))
+    }
+
     async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
         Ok(Some(
             self.inner
@@ -274,7 +296,7 @@ impl SessionStore for MemoryStore {
 /// the bytes into one word is therefore as good a hash as any, and SipHash over 32 bytes would
 /// be wasted work on the hottest path in the system.
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {

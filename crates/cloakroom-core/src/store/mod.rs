@@ -11,7 +11,7 @@
 //! [`SessionManager`](crate::SessionManager)) passes `now` where it matters and judges expiry
 //! itself; a store's own expiry (a Redis TTL, a SQL purge) is garbage collection only.
 
-mod memory;
+pub(crate) mod memory;
 
 use std::error::Error as StdError;
 
@@ -219,6 +219,18 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// session (indexes never grow without bound). Stores that expire records by themselves
     /// may do less work here but must still uphold the index guarantee.
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// A counter that moves forward whenever a session is deleted, rotated or saved through
+    /// *any* store object on this backend (any instance, any process), or `None` if the backend
+    /// keeps none. A near-cache polls it to learn, within its poll interval, that what it holds
+    /// may be stale (see [`NearCache`](crate::NearCache)).
+    ///
+    /// Contract (when `Some`): after `delete`, `delete_for_user` (that removed something),
+    /// `rotate` or a successful `save` returns, every later call on any instance returns a
+    /// larger value. It must be cheap: one small read.
+    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
 
     /// How many sessions are live at `now`, if the backend can tell cheaply (for an
     /// "active sessions" gauge). The default says it cannot.

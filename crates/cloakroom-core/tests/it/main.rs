@@ -5,6 +5,7 @@
 // Test modules share helpers with `pub`; there is no API to keep tidy here.
 #![allow(unreachable_pub)]
 
+mod cache;
 mod manager;
 
 use std::sync::Arc;

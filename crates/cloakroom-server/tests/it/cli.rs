@@ -241,3 +241,27 @@ async fn sigterm_lets_in_flight_requests_finish() {
     );
     assert!(log.contains("shut down cleanly"), "{log}");
 }
+
+/// With the near-cache on, the admin CLI (another process) revoking sessions is noticed within
+/// the poll interval — here zero, so on the very next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_cached_server_sees_cli_revocations() {
+    let s = crate::support::start_with(|raw| raw.session_cache_ms = Some(0)).await;
+    let mut b = s.signed_up("vera").await;
+    for _ in 0..3 {
+        b.get("/api/session").await.assert(200);
+    }
+    assert_eq!(
+        s.state.sessions.cached_sessions(),
+        1,
+        "the session is served from the cache"
+    );
+    let (dir, env) = (s.dir.path().to_owned(), s.env.clone());
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        cloakroom(&dir, &env, &["sessions", "revoke", "--user", "vera"], "")
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{out}{err}");
+    b.get("/api/session").await.assert(401);
+}
