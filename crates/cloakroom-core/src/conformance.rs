@@ -129,6 +129,32 @@ pub struct ObservedStore<S = crate::MemoryStore> {
     writes: AtomicU64,
     generation_reads: AtomicU64,
     unavailable: AtomicBool,
+    hold: std::sync::Mutex<Option<HeldLoad>>,
+}
+
+type HeldLoad = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<()>,
+);
+
+/// A `load` held open by [`ObservedStore::hold_next_load`], to put another operation in the
+/// middle of it.
+#[derive(Debug)]
+pub struct LoadHold {
+    entered: tokio::sync::oneshot::Receiver<()>,
+    release: tokio::sync::oneshot::Sender<()>,
+}
+
+impl LoadHold {
+    /// Waits until the held load has read the store (and is waiting to return).
+    pub async fn entered(&mut self) {
+        let _ = (&mut self.entered).await;
+    }
+
+    /// Lets the held load return what it read.
+    pub fn release(self) {
+        let _ = self.release.send(());
+    }
 }
 
 impl<S: SessionStore> ObservedStore<S> {
@@ -140,7 +166,16 @@ impl<S: SessionStore> ObservedStore<S> {
             writes: AtomicU64::new(0),
             generation_reads: AtomicU64::new(0),
             unavailable: AtomicBool::new(false),
+            hold: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Holds the next `load` open after it has read the store, until released.
+    pub fn hold_next_load(&self) -> LoadHold {
+        let (entered_tx, entered) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel();
+        *self.hold.lock().unwrap_or_else(|p| p.into_inner()) = Some((entered_tx, release_rx));
+        LoadHold { entered, release }
     }
 
     /// How many `load`s reached the store.
@@ -193,7 +228,13 @@ impl<S: SessionStore> SessionStore for ObservedStore<S> {
     async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         self.check()?;
         self.loads.fetch_add(1, Ordering::SeqCst);
-        self.inner.load(id).await
+        let found = self.inner.load(id).await;
+        let held = self.hold.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((entered, release)) = held {
+            let _ = entered.send(());
+            let _ = release.await;
+        }
+        found
     }
     async fn touch(
         &self,

@@ -98,14 +98,59 @@ impl NextQuery {
     }
 }
 
-#[derive(Template)]
-#[template(path = "login.html")]
-struct LoginPage {
-    nav: Option<Nav>,
+/// What the login and sign-up forms show: the same fields, two pages.
+struct EntryForm {
     error: Option<String>,
     username: String,
     next: String,
     csrf: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    nav: Option<Nav>,
+    form: EntryForm,
+}
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+struct SignupPage {
+    nav: Option<Nav>,
+    form: EntryForm,
+}
+
+#[derive(Clone, Copy)]
+enum Entry {
+    Login,
+    Signup,
+}
+
+fn entry_page(entry: Entry, status: StatusCode, form: EntryForm) -> Response {
+    match entry {
+        Entry::Login => render(status, &LoginPage { nav: None, form }),
+        Entry::Signup => render(status, &SignupPage { nav: None, form }),
+    }
+}
+
+/// `GET /login` and `GET /signup`: the form, or straight on for a signed-in user.
+fn entry_form(
+    entry: Entry,
+    state: &AppState,
+    session: Option<&Session>,
+    q: &NextQuery,
+) -> Response {
+    let next = q.target(state);
+    if session.is_some() {
+        return Redirect::to(next.as_str()).into_response();
+    }
+    let form = EntryForm {
+        error: None,
+        username: String::new(),
+        next: next.as_str().to_owned(),
+        csrf: None,
+    };
+    entry_page(entry, StatusCode::OK, form)
 }
 
 /// `GET /login`.
@@ -114,20 +159,7 @@ pub async fn login_page(
     session: Option<Session>,
     Query(q): Query<NextQuery>,
 ) -> Response {
-    let next = q.target(&state);
-    if session.is_some() {
-        return Redirect::to(next.as_str()).into_response();
-    }
-    render(
-        StatusCode::OK,
-        &LoginPage {
-            nav: None,
-            error: None,
-            username: String::new(),
-            next: next.as_str().to_owned(),
-            csrf: None,
-        },
-    )
+    entry_form(Entry::Login, &state, session.as_ref(), &q)
 }
 
 /// The login form.
@@ -160,16 +192,13 @@ pub async fn login_submit(
     match auth::login(&state, &auth, ip, creds).await {
         Ok(_) => Redirect::to(next.as_str()).into_response(),
         Err(e) => {
-            let mut response = render(
-                e.status(),
-                &LoginPage {
-                    nav: None,
-                    error: Some(e.message()),
-                    username: form.username,
-                    next: next.as_str().to_owned(),
-                    csrf: csrf_of(&auth).await,
-                },
-            );
+            let shown = EntryForm {
+                error: Some(e.message()),
+                username: form.username,
+                next: next.as_str().to_owned(),
+                csrf: csrf_of(&auth).await,
+            };
+            let mut response = entry_page(Entry::Login, e.status(), shown);
             add_retry_after(&mut response, &e);
             response
         }
@@ -193,36 +222,13 @@ fn form_error(e: axum::extract::rejection::FormRejection) -> Response {
     error_page(e.status(), e.message())
 }
 
-#[derive(Template)]
-#[template(path = "signup.html")]
-struct SignupPage {
-    nav: Option<Nav>,
-    error: Option<String>,
-    username: String,
-    next: String,
-    csrf: Option<String>,
-}
-
 /// `GET /signup`.
 pub async fn signup_page(
     State(state): State<AppState>,
     session: Option<Session>,
     Query(q): Query<NextQuery>,
 ) -> Response {
-    let next = q.target(&state);
-    if session.is_some() {
-        return Redirect::to(next.as_str()).into_response();
-    }
-    render(
-        StatusCode::OK,
-        &SignupPage {
-            nav: None,
-            error: None,
-            username: String::new(),
-            next: next.as_str().to_owned(),
-            csrf: None,
-        },
-    )
+    entry_form(Entry::Signup, &state, session.as_ref(), &q)
 }
 
 /// The sign-up form.
@@ -264,16 +270,15 @@ pub async fn signup_submit(
     };
     match result {
         Ok(()) => Redirect::to(next.as_str()).into_response(),
-        Err((status, message)) => render(
-            status,
-            &SignupPage {
-                nav: None,
+        Err((status, message)) => {
+            let shown = EntryForm {
                 error: Some(message),
                 username: form.username,
                 next: next.as_str().to_owned(),
                 csrf: csrf_of(&auth).await,
-            },
-        ),
+            };
+            entry_page(Entry::Signup, status, shown)
+        }
     }
 }
 

@@ -275,104 +275,26 @@ async fn polls_are_rate_limited_by_the_interval() {
     assert_eq!(t.store.generation_reads(), 1);
 }
 
-/// A store whose `load` can be held open, to put a revocation in the middle of it.
-#[derive(Debug)]
-struct Gated {
-    inner: MemoryStore,
-    armed: std::sync::atomic::AtomicBool,
-    entered: tokio::sync::Notify,
-    release: tokio::sync::Semaphore,
-}
-
-#[async_trait::async_trait]
-impl cloakroom_core::SessionStore for Gated {
-    fn name(&self) -> &'static str {
-        "gated"
-    }
-    async fn create(&self, s: &cloakroom_core::Session) -> Result<(), cloakroom_core::StoreError> {
-        self.inner.create(s).await
-    }
-    async fn load(
-        &self,
-        id: &cloakroom_core::SessionId,
-    ) -> Result<Option<cloakroom_core::Session>, cloakroom_core::StoreError> {
-        let found = self.inner.load(id).await;
-        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            self.entered.notify_one();
-            self.release.acquire().await.unwrap().forget();
-        }
-        found
-    }
-    async fn touch(
-        &self,
-        id: &cloakroom_core::SessionId,
-        a: Timestamp,
-        b: Timestamp,
-    ) -> Result<bool, cloakroom_core::StoreError> {
-        self.inner.touch(id, a, b).await
-    }
-    async fn save(
-        &self,
-        s: &cloakroom_core::Session,
-    ) -> Result<cloakroom_core::SaveOutcome, cloakroom_core::StoreError> {
-        self.inner.save(s).await
-    }
-    async fn delete(
-        &self,
-        id: &cloakroom_core::SessionId,
-    ) -> Result<bool, cloakroom_core::StoreError> {
-        self.inner.delete(id).await
-    }
-    async fn list_for_user(
-        &self,
-        u: &UserId,
-        now: Timestamp,
-    ) -> Result<Vec<cloakroom_core::Session>, cloakroom_core::StoreError> {
-        self.inner.list_for_user(u, now).await
-    }
-    async fn delete_for_user(
-        &self,
-        u: &UserId,
-        scope: cloakroom_core::DeleteScope<'_>,
-    ) -> Result<u64, cloakroom_core::StoreError> {
-        self.inner.delete_for_user(u, scope).await
-    }
-    async fn purge_expired(&self, now: Timestamp) -> Result<u64, cloakroom_core::StoreError> {
-        self.inner.purge_expired(now).await
-    }
-    async fn change_generation(&self) -> Result<Option<u64>, cloakroom_core::StoreError> {
-        self.inner.change_generation().await
-    }
-    async fn ping(&self) -> Result<(), cloakroom_core::StoreError> {
-        Ok(())
-    }
-}
-
 /// Regression guard for the subtle case: a validation loads the session, the session is
 /// revoked (in this process) while that load is still in flight, and only then does the
 /// validation put what it loaded into the cache. It must not stay there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_in_flight_during_a_revocation_is_not_cached() {
-    let store = Arc::new(Gated {
-        inner: MemoryStore::new(),
-        armed: false.into(),
-        entered: tokio::sync::Notify::new(),
-        release: tokio::sync::Semaphore::new(0),
-    });
+    let store = Arc::new(ObservedStore::new(MemoryStore::new()));
     let m = SessionManager::from_arc(store.clone()).with_near_cache(NearCache::new(FOREVER));
     let issued = m
         .issue(NewSession::new(alice(), AuthMethod::password()), None)
         .await
         .unwrap();
     let cookie = issued.token.expose_cookie_value();
-    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut hold = store.hold_next_load();
     let slow = {
         let (m, cookie) = (m.clone(), cookie.clone());
         tokio::spawn(async move { m.validate(Some(&cookie)).await })
     };
-    store.entered.notified().await;
+    hold.entered().await;
     m.revoke(&issued.session.id).await.unwrap();
-    store.release.add_permits(1);
+    hold.release();
     // The in-flight validation started before the revocation and may still answer "valid"…
     let _ = slow.await.unwrap();
     // …but nothing it loaded may outlive the revocation in the cache.
