@@ -133,10 +133,11 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     ///   removed), nothing changes and the result is [`StoreError::AlreadyExists`].
     /// - Once this returns `Ok`, the session is durable to the backend's standard (a SQLite
     ///   create survives a process crash) and visible to every instance's `load`.
-    /// - A create that races [`delete_for_user`](Self::delete_for_user) for the same user either
-    ///   completes before it (and is deleted by it) or fails with
-    ///   [`StoreError::RevokedConcurrently`]; it never survives a revoke-all that started
-    ///   before it finished.
+    /// - Against [`delete_for_user`](Self::delete_for_user) for the same user: a create
+    ///   acknowledged before the revoke-all began never survives it. A create that overlaps it
+    ///   is ordered either before it (and removed by it), after it (and survives, as a login
+    ///   after "log out everywhere" should), or fails with [`StoreError::RevokedConcurrently`]
+    ///   — never half: no record without its index entry is left behind.
     async fn create(&self, session: &Session) -> Result<(), StoreError>;
 
     /// Fetches a session by id.
