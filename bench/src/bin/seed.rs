@@ -37,7 +37,7 @@ struct Cli {
     /// The server's data directory.
     #[arg(long)]
     data_dir: PathBuf,
-    /// Where to write cookies.txt, jwt-<alg>.txt and sizes.json.
+    /// Where to write cookies.txt, `jwt-<alg>.txt` and sizes.json.
     #[arg(long)]
     out: PathBuf,
     /// Sessions to issue.

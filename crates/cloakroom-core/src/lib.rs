@@ -37,8 +37,8 @@
 //!
 //! # Features
 //!
-//! * `conformance` — the store conformance suite ([`conformance`] and
-//!   [`conformance_suite!`]), for backend crates' tests. Pulls in tokio.
+//! * `conformance` — the store conformance suite (module `conformance` and
+//!   `conformance_suite!`), for backend crates' tests. Pulls in tokio.
 //!
 //! # Example
 //!
