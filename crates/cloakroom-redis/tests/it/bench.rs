@@ -2,44 +2,14 @@
 //! run with
 //! `cargo test --release -p cloakroom-redis --test it -- --ignored --nocapture latency`.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use cloakroom_core::{AuthMethod, NewSession, SessionManager, UserId};
 use cloakroom_redis::{RedisConfig, RedisStore};
 
 use crate::support;
 
-const RUNS: usize = 20_000;
-
 async fn measure(label: &str, store: RedisStore) {
-    let manager = SessionManager::new(store);
-    let issued = manager
-        .issue(
-            NewSession::new(UserId::new("bench").unwrap(), AuthMethod::password()),
-            None,
-        )
-        .await
-        .unwrap();
-    let cookie = issued.token.expose_cookie_value();
-    for _ in 0..2_000 {
-        manager.validate(Some(&cookie)).await.unwrap();
-    }
-    let mut samples: Vec<Duration> = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let t = Instant::now();
-        manager.validate(Some(&cookie)).await.unwrap();
-        samples.push(t.elapsed());
-    }
-    samples.sort_unstable();
-    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
-    let mean = samples.iter().sum::<Duration>() / RUNS as u32;
-    eprintln!(
-        "{label}: {RUNS} validates, p50 {:?}, p99 {:?}, p99.9 {:?}, mean {mean:?}",
-        pct(0.50),
-        pct(0.99),
-        pct(0.999)
-    );
-    manager.revoke(&issued.session.id).await.unwrap();
+    cloakroom_core::conformance::validate_latency(label, Arc::new(store), 20_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
