@@ -6,7 +6,7 @@ use std::time::Duration;
 use cloakroom_core::{
     AuthMethod, ManualClock, NewSession, SessionData, SessionManager, StoreError, UserId,
 };
-use cloakroom_server::auth::keys;
+use cloakroom_server::session_keys as keys;
 use tokio::task::JoinSet;
 
 /// The user agent recorded on benchmark sessions: a current desktop Chrome, so records are the

@@ -3,7 +3,7 @@
 #![no_main]
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use cloakroom_server::forward::ForwardedRequest;
+use cloakroom_server::ForwardedRequest;
 use libfuzzer_sys::fuzz_target;
 
 const NAMES: [&str; 7] = [

@@ -32,8 +32,8 @@ use cloakroom_axum::{Session, SessionLayer};
 use cloakroom_bench::jwt::{Alg, Verifier};
 use cloakroom_core::SessionManager;
 use cloakroom_core::origin::Origin;
-use cloakroom_server::auth::keys;
-use cloakroom_server::state::database_path;
+use cloakroom_server::database_path;
+use cloakroom_server::session_keys as keys;
 use cloakroom_sqlite::{Database, SqliteStore};
 
 #[derive(Debug, Parser)]

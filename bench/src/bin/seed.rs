@@ -24,8 +24,8 @@ use cloakroom_bench::stores::{self, Backend};
 use cloakroom_bench::wire;
 use cloakroom_core::accounts::{Account, AccountError, AccountStore, Username};
 use cloakroom_core::{Clock, SessionManager, SessionStore, SystemClock};
+use cloakroom_server::database_path;
 use cloakroom_server::passwords::{Password, Passwords};
-use cloakroom_server::state::database_path;
 use cloakroom_sqlite::{Database, SqliteAccounts, SqliteStore};
 
 #[derive(Debug, Parser)]

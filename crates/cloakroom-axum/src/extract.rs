@@ -1,9 +1,11 @@
 //! Extractors: [`Session`] (required), `Option<Session>`, [`CurrentUser`] and [`Auth`].
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
 use cloakroom_core::{
     AuthMethod, NewSession, SessionData, SessionHandle, SessionManager, UpdateError, UserId,
 };
@@ -43,7 +45,7 @@ fn state(parts: &Parts) -> Result<Arc<RequestState>, Rejection> {
 /// ```
 pub struct Session {
     state: Arc<RequestState>,
-    record: cloakroom_core::Session,
+    record: Arc<cloakroom_core::Session>,
 }
 
 impl std::fmt::Debug for Session {
@@ -155,7 +157,7 @@ impl Session {
                 _ => Rejection::Contended,
             })?;
         if let Some(data) = latest {
-            self.record.data = data;
+            Arc::make_mut(&mut self.record).data = data;
         }
         Ok(out)
     }
@@ -165,8 +167,8 @@ impl Session {
     /// session id after any privilege level change").
     pub async fn rotate(&mut self) -> Result<(), Rejection> {
         let issued = self.state.config.manager.rotate(&self.record).await?;
-        self.record = issued.session.clone();
-        self.state.set_session(issued.token, issued.session);
+        self.record = Arc::new(issued.session);
+        self.state.set_session(issued.token, self.record.clone());
         Ok(())
     }
 
@@ -236,7 +238,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Rejection> {
-        Ok(Self(state(parts)?.current().await?.user_id))
+        Ok(Self(state(parts)?.current().await?.user_id.clone()))
     }
 }
 
@@ -260,6 +262,9 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
 /// ```
 pub struct Auth {
     state: Arc<RequestState>,
+    /// Recorded on a session this request starts.
+    user_agent: Option<HeaderValue>,
+    ip: Option<IpAddr>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -272,8 +277,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Rejection> {
+        let state = state(parts)?;
         Ok(Self {
-            state: state(parts)?,
+            user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+            ip: state.config.client_ip(parts),
+            state,
         })
     }
 }
@@ -283,10 +291,10 @@ impl Auth {
     /// and client IP filled in.
     pub fn new_session(&self, user: UserId, method: AuthMethod) -> NewSession {
         let mut new = NewSession::new(user, method);
-        if let Some(ua) = &self.state.user_agent {
+        if let Some(ua) = self.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
             new = new.user_agent(ua);
         }
-        if let Some(ip) = self.state.ip {
+        if let Some(ip) = self.ip {
             new = new.ip(ip);
         }
         new
@@ -303,8 +311,8 @@ impl Auth {
             .manager
             .issue(new, replacing.as_ref())
             .await?;
-        let record = issued.session.clone();
-        self.state.set_session(issued.token, issued.session);
+        let record = Arc::new(issued.session);
+        self.state.set_session(issued.token, record.clone());
         Ok(Session {
             state: self.state.clone(),
             record,

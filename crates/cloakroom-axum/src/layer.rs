@@ -66,6 +66,23 @@ pub(crate) struct Config {
     client_ip: Option<ClientIpFn>,
 }
 
+impl Config {
+    /// The client address recorded on a new session. Worked out only by the [`Auth`]
+    /// extractor — the one that logs in — so that requests that never log in (forward auth,
+    /// every page view) pay nothing for it.
+    ///
+    /// [`Auth`]: crate::Auth
+    pub(crate) fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
+        match &self.client_ip {
+            Some(f) => f(parts),
+            None => parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        }
+    }
+}
+
 impl fmt::Debug for SessionLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.config;
@@ -260,23 +277,22 @@ where
 pub(crate) struct RequestState {
     pub(crate) config: Arc<Config>,
     presented: Presented,
-    validated: OnceCell<Result<Session, Rejection>>,
+    /// Shared, not copied: every extractor of the request sees the one record.
+    validated: OnceCell<Result<Arc<Session>, Rejection>>,
     changes: Mutex<Changes>,
-    pub(crate) user_agent: Option<String>,
-    pub(crate) ip: Option<IpAddr>,
 }
 
 #[derive(Default)]
 struct Changes {
     cookie: Option<CookieChange>,
     /// The session this request ended with, if a handler logged in, rotated or logged out.
-    current: Option<Option<Session>>,
+    current: Option<Option<Arc<Session>>>,
 }
 
 enum CookieChange {
     Set {
         token: SessionToken,
-        session: Box<Session>,
+        session: Arc<Session>,
     },
     Remove,
 }
@@ -284,25 +300,11 @@ enum CookieChange {
 impl RequestState {
     fn new(config: Arc<Config>, parts: &Parts) -> Self {
         let presented = config.cookie.presented(&parts.headers);
-        let user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let ip = match &config.client_ip {
-            Some(f) => f(parts),
-            None => parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        };
         Self {
             config,
             presented,
             validated: OnceCell::new(),
             changes: Mutex::default(),
-            user_agent,
-            ip,
         }
     }
 
@@ -313,7 +315,7 @@ impl RequestState {
     }
 
     /// The session presented with this request, validated once and cached.
-    async fn presented_session(&self) -> Result<Session, Rejection> {
+    async fn presented_session(&self) -> Result<Arc<Session>, Rejection> {
         self.validated
             .get_or_init(|| async {
                 match &self.presented {
@@ -329,6 +331,7 @@ impl RequestState {
                         .manager
                         .validate_token(token)
                         .await
+                        .map(Arc::new)
                         .map_err(Rejection::from_validation),
                 }
             })
@@ -338,7 +341,7 @@ impl RequestState {
 
     /// The request's current session: the one a handler switched to (login, rotation,
     /// logout), else the presented one.
-    pub(crate) async fn current(&self) -> Result<Session, Rejection> {
+    pub(crate) async fn current(&self) -> Result<Arc<Session>, Rejection> {
         if let Some(current) = self.changes().current.clone() {
             return current.ok_or(Rejection::Unauthenticated(Unauthenticated::UnknownSession));
         }
@@ -357,13 +360,10 @@ impl RequestState {
     }
 
     /// Records that the client should now hold `token` for `session`.
-    pub(crate) fn set_session(&self, token: SessionToken, session: Session) {
+    pub(crate) fn set_session(&self, token: SessionToken, session: Arc<Session>) {
         let mut changes = self.changes();
         changes.current = Some(Some(session.clone()));
-        changes.cookie = Some(CookieChange::Set {
-            token,
-            session: Box::new(session),
-        });
+        changes.cookie = Some(CookieChange::Set { token, session });
     }
 
     /// Records that the client's session is gone.
@@ -404,7 +404,7 @@ impl RequestState {
         }
     }
 
-    pub(crate) async fn validate_for_csrf(&self) -> Option<Result<Session, Rejection>> {
+    pub(crate) async fn validate_for_csrf(&self) -> Option<Result<Arc<Session>, Rejection>> {
         match self.presented {
             Presented::Token(_) => Some(self.presented_session().await),
             _ => None,

@@ -211,9 +211,12 @@ impl std::error::Error for Rejection {
     }
 }
 
-impl IntoResponse for Rejection {
-    fn into_response(self) -> Response {
-        match &self {
+impl Rejection {
+    /// Logs what the client is not told: server-side failures with their cause, and CSRF and
+    /// origin refusals (at `info`). [`IntoResponse`] calls it; an application that renders
+    /// rejections itself calls it once per response.
+    pub fn log(&self) {
+        match self {
             Self::StoreUnavailable(e) => {
                 tracing::error!(error = %e, source = ?std::error::Error::source(e.as_ref()), "session store failed");
             }
@@ -226,7 +229,19 @@ impl IntoResponse for Rejection {
             }
             _ => {}
         }
+    }
+}
+
+/// A JSON body `{"error": "<code>", "message": "…"}` with the rejection's status. The response
+/// also carries the `Rejection` itself as an extension, so an application that answers in
+/// another format (an HTML page, say) can re-render it from the typed value instead of
+/// parsing the body.
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        self.log();
         let body = serde_json::json!({ "error": self.code(), "message": self.message() });
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        response.extensions_mut().insert(self);
+        response
     }
 }

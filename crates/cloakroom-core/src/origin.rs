@@ -56,7 +56,12 @@ impl Origin {
 
     /// The origin of any absolute http(s) URL (its path and query are ignored).
     pub fn of_url(text: &str) -> Option<Self> {
-        let url = url::Url::parse(text).ok()?;
+        Self::of_parsed_url(&url::Url::parse(text).ok()?)
+    }
+
+    /// The origin of an already parsed URL, if it is `http(s)`: for callers that parsed it
+    /// once for other reasons too.
+    pub fn of_parsed_url(url: &url::Url) -> Option<Self> {
         match url.origin() {
             o @ url::Origin::Tuple(..) if matches!(url.scheme(), "http" | "https") => {
                 Some(Self(o.ascii_serialization()))

@@ -101,7 +101,7 @@ pub struct RawConfig {
     /// Concurrent password hashes (default: half the CPUs, at least one).
     pub hash_workers: Option<usize>,
     /// Signature algorithm for new service-JWT keys.
-    pub jwt_algorithm: crate::keys::KeyAlgorithm,
+    pub jwt_algorithm: crate::tokens::keys::KeyAlgorithm,
     /// Lifetime of service JWTs, in seconds (at most 300).
     pub jwt_ttl_secs: u64,
     /// A fixed `aud` for service JWTs instead of the forwarded app's origin.
@@ -138,7 +138,7 @@ impl Default for RawConfig {
             touch_interval_secs: 60,
             session_cache_ms: None,
             hash_workers: None,
-            jwt_algorithm: crate::keys::KeyAlgorithm::EdDsa,
+            jwt_algorithm: crate::tokens::keys::KeyAlgorithm::EdDsa,
             jwt_ttl_secs: 60,
             jwt_audience: None,
             redirect_hosts: Vec::new(),
@@ -236,7 +236,7 @@ pub struct Settings {
     /// Concurrent password hashes.
     pub hash_workers: usize,
     /// Algorithm of new service-JWT keys.
-    pub jwt_algorithm: crate::keys::KeyAlgorithm,
+    pub jwt_algorithm: crate::tokens::keys::KeyAlgorithm,
     /// Service-JWT lifetime.
     pub jwt_ttl: Duration,
     /// Fixed service-JWT audience, if configured.
@@ -383,7 +383,7 @@ impl RawConfig {
         } else {
             None
         };
-        if !(1..=crate::keys::MAX_TOKEN_TTL.as_secs()).contains(&self.jwt_ttl_secs) {
+        if !(1..=crate::tokens::keys::MAX_TOKEN_TTL.as_secs()).contains(&self.jwt_ttl_secs) {
             return Err(invalid("jwt_ttl_secs", "must be between 1 and 300"));
         }
         let mut redirect_hosts = self.redirect_hosts.clone();

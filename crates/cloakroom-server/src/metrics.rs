@@ -15,25 +15,25 @@ use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Session validations, by outcome (`valid`, `missing`, `unknown`, `idle_expired`, …).
-pub const VALIDATIONS: &str = "cloakroom_session_validations_total";
+pub(crate) const VALIDATIONS: &str = "cloakroom_session_validations_total";
 /// Validation latency, seconds.
-pub const VALIDATION_SECONDS: &str = "cloakroom_session_validation_seconds";
+pub(crate) const VALIDATION_SECONDS: &str = "cloakroom_session_validation_seconds";
 /// Login attempts, by outcome.
-pub const LOGINS: &str = "cloakroom_logins_total";
+pub(crate) const LOGINS: &str = "cloakroom_logins_total";
 /// Password attempts refused by throttling before any check.
-pub const THROTTLED: &str = "cloakroom_login_throttled_total";
+pub(crate) const THROTTLED: &str = "cloakroom_login_throttled_total";
 /// Sign-ups, by outcome.
-pub const SIGNUPS: &str = "cloakroom_signups_total";
+pub(crate) const SIGNUPS: &str = "cloakroom_signups_total";
 /// Sessions ended, by reason.
-pub const REVOCATIONS: &str = "cloakroom_session_revocations_total";
+pub(crate) const REVOCATIONS: &str = "cloakroom_session_revocations_total";
 /// Live sessions, where the store can count them.
-pub const ACTIVE_SESSIONS: &str = "cloakroom_active_sessions";
+pub(crate) const ACTIVE_SESSIONS: &str = "cloakroom_active_sessions";
 /// Store failures, by store.
-pub const STORE_ERRORS: &str = "cloakroom_store_errors_total";
+pub(crate) const STORE_ERRORS: &str = "cloakroom_store_errors_total";
 /// Forward-auth decisions, by outcome (`allowed`, `unauthenticated`, `csrf`).
-pub const FORWARD_AUTH: &str = "cloakroom_forward_auth_total";
+pub(crate) const FORWARD_AUTH: &str = "cloakroom_forward_auth_total";
 /// Session store writes, by operation (`touch`, `create`, …).
-pub const STORE_WRITES: &str = "cloakroom_session_store_writes_total";
+pub(crate) const STORE_WRITES: &str = "cloakroom_session_store_writes_total";
 
 /// How often recorded histogram samples are folded into their buckets.
 ///
@@ -42,13 +42,13 @@ pub const STORE_WRITES: &str = "cloakroom_session_store_writes_total";
 /// sample — about 18 bytes a request, measured with `bench/run` (+2.6 MB per 140,000
 /// validations, flat again after a scrape of `/metrics`), i.e. gigabytes a day on a busy
 /// instance.
-pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The process's Prometheus handle (installing the recorder on first call). `None` if another
 /// recorder was installed first, in which case `/metrics` says so.
-pub fn handle() -> Option<&'static PrometheusHandle> {
+pub(crate) fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let buckets = [
@@ -65,7 +65,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 
 /// Folds the samples recorded since the last call into their histograms (see
 /// [`UPKEEP_INTERVAL`]); [`Server`](crate::Server) runs it on that interval.
-pub fn run_upkeep() {
+pub(crate) fn run_upkeep() {
     if let Some(h) = handle() {
         h.run_upkeep();
     }
@@ -113,11 +113,11 @@ fn hot() -> &'static HotPath {
 
 /// Records every validation.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Observer;
+pub(crate) struct Observer;
 
 impl Observer {
     /// As the `Arc<dyn ValidationObserver>` the session manager takes.
-    pub fn shared() -> Arc<dyn ValidationObserver> {
+    pub(crate) fn shared() -> Arc<dyn ValidationObserver> {
         let _ = hot();
         Arc::new(Self)
     }
@@ -149,7 +149,7 @@ impl ValidationObserver for Observer {
 
 /// A forward-auth decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardOutcome {
+pub(crate) enum ForwardOutcome {
     /// A valid session: the request goes through.
     Allowed,
     /// No valid session.
@@ -159,27 +159,27 @@ pub enum ForwardOutcome {
 }
 
 /// Counts a login attempt.
-pub fn login(outcome: &'static str) {
+pub(crate) fn login(outcome: &'static str) {
     counter!(LOGINS, "outcome" => outcome).increment(1);
 }
 
 /// Counts an attempt refused by throttling.
-pub fn throttled() {
+pub(crate) fn throttled() {
     counter!(THROTTLED).increment(1);
 }
 
 /// Counts a sign-up.
-pub fn signup(outcome: &'static str) {
+pub(crate) fn signup(outcome: &'static str) {
     counter!(SIGNUPS, "outcome" => outcome).increment(1);
 }
 
 /// Counts `n` ended sessions.
-pub fn revoked(reason: &'static str, n: u64) {
+pub(crate) fn revoked(reason: &'static str, n: u64) {
     counter!(REVOCATIONS, "reason" => reason).increment(n);
 }
 
 /// Counts a forward-auth decision.
-pub fn forward_auth(outcome: ForwardOutcome) {
+pub(crate) fn forward_auth(outcome: ForwardOutcome) {
     let h = hot();
     match outcome {
         ForwardOutcome::Allowed => &h.forward_allowed,
@@ -190,12 +190,12 @@ pub fn forward_auth(outcome: ForwardOutcome) {
 }
 
 /// Counts a store failure.
-pub fn store_error(store: &'static str) {
+pub(crate) fn store_error(store: &'static str) {
     counter!(STORE_ERRORS, "store" => store).increment(1);
 }
 
 /// Sets the live-session gauge.
-pub fn active_sessions(n: u64) {
+pub(crate) fn active_sessions(n: u64) {
     #[allow(clippy::cast_precision_loss)] // A gauge; 2^53 sessions is not a concern.
     gauge!(ACTIVE_SESSIONS).set(n as f64);
 }
@@ -203,13 +203,13 @@ pub fn active_sessions(n: u64) {
 /// A session store that counts its writes (`cloakroom_session_store_writes_total{op}`), so the
 /// effect of the touch throttle is visible in production, not only in a benchmark.
 #[derive(Debug)]
-pub struct CountingStore {
+pub(crate) struct CountingStore {
     inner: Arc<dyn SessionStore>,
 }
 
 impl CountingStore {
     /// Counts the writes of `inner`.
-    pub fn wrap(inner: Arc<dyn SessionStore>) -> Arc<dyn SessionStore> {
+    pub(crate) fn wrap(inner: Arc<dyn SessionStore>) -> Arc<dyn SessionStore> {
         Arc::new(Self { inner })
     }
 }

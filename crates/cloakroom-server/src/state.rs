@@ -11,13 +11,13 @@ use cloakroom_postgres::{PostgresAccounts, PostgresStore};
 use cloakroom_redis::RedisStore;
 use cloakroom_sqlite::{Database, DbError, SqliteAccounts, SqliteStore};
 
-use crate::client_ip::ClientIp;
+use crate::accounts::Accounts;
+use crate::accounts::passwords::Passwords;
 use crate::config::{AccountStoreKind, SessionStoreKind, Settings};
-use crate::keys::KeyRing;
 use crate::metrics;
-use crate::passwords::Passwords;
-use crate::service_jwt::Minter;
-use crate::throttle::Throttle;
+use crate::tokens::keys::KeyRing;
+use crate::tokens::service_jwt::Minter;
+use crate::web::client_ip::ClientIp;
 
 /// Why the server could not start. Each variant says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,7 @@ pub enum StartupError {
     Store(#[from] StoreError),
     /// The service-JWT keys cannot be read or created.
     #[error(transparent)]
-    Keys(#[from] crate::keys::KeyError),
+    Keys(#[from] crate::tokens::keys::KeyError),
     /// Settings that cannot work together.
     #[error("configuration: {0}")]
     Misconfigured(String),
@@ -61,7 +61,7 @@ pub enum StartupError {
     },
 }
 
-/// Shared server state. Cheap to clone.
+/// Shared server state: what every handler can reach. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState {
     inner: Arc<Inner>,
@@ -71,21 +71,17 @@ pub struct AppState {
 #[derive(Debug)]
 pub struct Inner {
     /// Checked settings.
-    pub settings: Settings,
+    pub(crate) settings: Settings,
     /// The session lifecycle.
-    pub sessions: SessionManager,
-    /// Accounts.
-    pub accounts: Arc<dyn AccountStore>,
-    /// Password hashing pool.
-    pub passwords: Passwords,
-    /// Login throttling.
-    pub throttle: Throttle,
+    pub(crate) sessions: SessionManager,
+    /// Sign-up, login, password change, with their throttling and hashing pool.
+    pub(crate) accounts: Accounts,
     /// Client address resolution.
-    pub client_ip: ClientIp,
+    pub(crate) client_ip: ClientIp,
     /// The clock everything reads.
-    pub clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     /// Service-JWT minting and keys.
-    pub minter: Minter,
+    pub(crate) minter: Minter,
 }
 
 impl Deref for AppState {
@@ -93,6 +89,37 @@ impl Deref for AppState {
 
     fn deref(&self) -> &Inner {
         &self.inner
+    }
+}
+
+impl AppState {
+    /// The checked settings the server runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The session manager (with the near-cache, if configured).
+    pub fn sessions(&self) -> &SessionManager {
+        &self.inner.sessions
+    }
+
+    /// The account store.
+    pub fn account_store(&self) -> &Arc<dyn AccountStore> {
+        self.inner.accounts.store()
+    }
+
+    /// Re-reads the service-JWT keys from the data directory now, as the server does every
+    /// few seconds to pick up `cloakroom keys rotate` run in another process.
+    pub fn reload_keys(&self) -> Result<(), crate::tokens::keys::KeyError> {
+        let s = &self.inner.settings;
+        self.inner
+            .minter
+            .reload(&s.data_dir, s.jwt_algorithm, self.inner.clock.now())
+    }
+
+    /// The JWKS as `/.well-known/jwks.json` serves it now.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.inner.minter.keys().jwks(self.inner.clock.now())
     }
 }
 
@@ -200,10 +227,12 @@ impl AppState {
         Ok(Self {
             inner: Arc::new(Inner {
                 minter,
-                passwords: Passwords::new(settings.hash_workers),
-                throttle: Throttle::new(clock.clone()),
+                accounts: Accounts::new(
+                    stores.accounts,
+                    Passwords::new(settings.hash_workers),
+                    clock.clone(),
+                ),
                 client_ip: ClientIp::new(settings.trusted_proxies.clone()),
-                accounts: stores.accounts,
                 sessions,
                 clock,
                 settings,

@@ -380,7 +380,11 @@ async fn disabled_accounts_cannot_log_in() {
         .unwrap()
         .to_owned();
     let user = cloakroom_core::UserId::new(id).unwrap();
-    s.state.accounts.set_disabled(&user, true).await.unwrap();
+    s.state
+        .account_store()
+        .set_disabled(&user, true)
+        .await
+        .unwrap();
     let mut c = s.browser();
     let r = c
         .post_json(

@@ -252,7 +252,7 @@ async fn a_near_cached_server_sees_cli_revocations() {
         b.get("/api/session").await.assert(200);
     }
     assert_eq!(
-        s.state.sessions.cached_sessions(),
+        s.state.sessions().cached_sessions(),
         1,
         "the session is served from the cache"
     );

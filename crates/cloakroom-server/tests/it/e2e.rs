@@ -77,7 +77,7 @@ async fn pages_work_in_a_real_browser() {
     }
 
     let server = start_for_browser().await;
-    let base = server.state.settings.public_origin.as_str().to_owned();
+    let base = server.state.settings().public_origin.as_str().to_owned();
     let temp = tempfile::tempdir().unwrap();
     // The screenshot goes with the temporary directory unless CLOAKROOM_E2E_ARTIFACTS names a
     // directory to keep it in.

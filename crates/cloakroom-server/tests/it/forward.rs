@@ -2,17 +2,15 @@
 //! the JWT checked by our verifier and by an independent one (PyJWT), caching that never
 //! delays a revocation, forwarded CSRF, and key rotation in a running server.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use cloakroom_core::Clock;
 use cloakroom_core::conformance::ObservedStore;
-use cloakroom_core::{Clock, MemoryStore};
-use cloakroom_server::state::Stores;
 use cloakroom_verify::{Verifier, VerifierConfig, VerifyError};
 use serde_json::json;
 
 use crate::procs::require;
-use crate::support::{Browser, ORIGIN, PASSWORD, TestServer, start, start_with_stores};
+use crate::support::{Browser, ORIGIN, PASSWORD, TestServer, start, start_observed};
 
 const APP: &str = "https://app.example.com";
 
@@ -239,15 +237,49 @@ async fn cached_tokens_are_reminted_after_half_their_life() {
     assert_ne!(other, t3);
 }
 
+/// Issue 10: the forwarded request is parsed and its CSRF rule checked before the session is
+/// looked at, so a request refused with 400 or 403 costs the store nothing.
+#[tokio::test]
+async fn refused_forward_requests_never_reach_the_store() {
+    let (s, observed) = start_observed().await;
+    let mut b = s.signed_up("ivy").await;
+    let calls = |o: &ObservedStore| (o.loads(), o.writes(), o.generation_reads());
+    let before = calls(&observed);
+    for bad in ["not a url", "javascript:alert(1)", "https://"] {
+        let r = nginx_style(&mut b, "GET", bad).send().await;
+        r.assert(400);
+        assert_eq!(r.code(), "forward_auth");
+    }
+    let r = nginx_style(&mut b, "POST", "https://app.example.com/x")
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await;
+    r.assert(403);
+    assert_eq!(r.code(), "forward_auth");
+    let r = traefik_style(&mut b, "/api/authz/forward-auth", "DELETE", false)
+        .header("origin", "https://evil.example.net")
+        .send()
+        .await;
+    r.assert(403);
+    assert_eq!(
+        calls(&observed),
+        before,
+        "no store call for a refused request"
+    );
+    // The counters do see a request that gets as far as the session.
+    nginx_style(&mut b, "GET", "https://app.example.com/")
+        .send()
+        .await
+        .assert(200);
+    assert!(
+        observed.loads() > before.0,
+        "an accepted check loads the session"
+    );
+}
+
 #[tokio::test]
 async fn forward_auth_checks_rarely_write_to_the_store() {
-    let observed = Arc::new(ObservedStore::new(MemoryStore::new()));
-    let store = observed.clone();
-    let s = start_with_stores(move |stores| Stores {
-        sessions: store,
-        ..stores
-    })
-    .await;
+    let (s, observed) = start_observed().await;
     let mut b = s.signed_up("dora").await;
     let before = observed.writes();
     for _ in 0..1000 {
@@ -426,14 +458,11 @@ async fn rotated_keys_are_published_before_signing_and_retired_after_their_token
         .unwrap();
     let old_kid = kid_of(&old_token);
 
-    let alg = s.state.settings.jwt_algorithm;
-    cloakroom_server::admin::keys_rotate(s.dir.path(), alg, s.clock.now()).unwrap();
-    s.state
-        .minter
-        .reload(s.dir.path(), alg, s.clock.now())
-        .unwrap();
+    let alg = s.state.settings().jwt_algorithm;
+    cloakroom_server::cli::admin::keys_rotate(s.dir.path(), alg, s.clock.now()).unwrap();
+    s.state.reload_keys().unwrap();
     let published = |s: &TestServer| {
-        let s = s.state.minter.keys().jwks(s.clock.now());
+        let s = s.state.jwks();
         s["keys"]
             .as_array()
             .unwrap()

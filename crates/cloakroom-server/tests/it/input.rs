@@ -43,7 +43,7 @@ async fn oversized_malformed_and_mistyped_bodies() {
         .await;
     assert!(r.status.is_client_error(), "{}", r.status);
     assert_eq!(
-        s.state.accounts.list().await.unwrap().len(),
+        s.state.account_store().list().await.unwrap().len(),
         0,
         "bad input created something"
     );

@@ -1,13 +1,8 @@
 //! Operations endpoints and the OpenAPI document.
 
-use std::sync::Arc;
-
-use cloakroom_core::MemoryStore;
-use cloakroom_core::conformance::ObservedStore;
-use cloakroom_server::state::Stores;
 use serde_json::json;
 
-use crate::support::{PASSWORD, start, start_with_stores};
+use crate::support::{PASSWORD, start, start_observed};
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
@@ -84,13 +79,7 @@ async fn openapi_describes_every_api_route() {
 
 #[tokio::test]
 async fn a_store_outage_fails_closed_and_readiness_says_which() {
-    let observed = Arc::new(ObservedStore::new(MemoryStore::new()));
-    let store = observed.clone();
-    let s = start_with_stores(move |stores| Stores {
-        sessions: store,
-        ..stores
-    })
-    .await;
+    let (s, observed) = start_observed().await;
     let mut b = s.signed_up("sam").await;
     b.get("/api/session").await.assert(200);
     observed.set_unavailable(true);

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use cloakroom_core::ManualClock;
+use cloakroom_core::conformance::ObservedStore;
+use cloakroom_core::{ManualClock, MemoryStore};
+use cloakroom_server::Stores;
 use cloakroom_server::config::RawConfig;
-use cloakroom_server::state::Stores;
 use cloakroom_server::{AppState, Server};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -128,6 +129,18 @@ pub async fn start_with(edit: impl FnOnce(&mut RawConfig)) -> TestServer {
 
 pub async fn start_with_stores(stores: impl FnOnce(Stores) -> Stores) -> TestServer {
     start_full(|_| {}, stores).await
+}
+
+/// A server whose sessions live in an [`ObservedStore`], to count its calls or switch it off.
+pub async fn start_observed() -> (TestServer, Arc<ObservedStore>) {
+    let observed = Arc::new(ObservedStore::new(MemoryStore::new()));
+    let store = observed.clone();
+    let s = start_with_stores(move |stores| Stores {
+        sessions: store,
+        ..stores
+    })
+    .await;
+    (s, observed)
 }
 
 /// A server a real browser can use: on a free loopback port, with `http://localhost:PORT` as

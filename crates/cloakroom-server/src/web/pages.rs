@@ -2,7 +2,6 @@
 //! errors shown inline next to the form that caused them.
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -10,18 +9,20 @@ use cloakroom_axum::{Auth, Session};
 use cloakroom_core::SessionHandle;
 use serde::Deserialize;
 
-use crate::api::ClientAddr;
-use crate::auth::{self, Credentials, keys};
-use crate::device::{label, relative, rfc3339};
-use crate::error::ApiError;
+use crate::accounts::Credentials;
+use crate::accounts::passwords::Password;
+use crate::accounts::session_keys as keys;
 use crate::metrics;
-use crate::passwords::Password;
-use crate::redirect::ReturnTo;
 use crate::state::AppState;
+use crate::web::ClientAddr;
+use crate::web::device::{label, relative, rfc3339};
+use crate::web::error::{WebError, WebForm};
+use crate::web::flows;
+use crate::web::redirect::ReturnTo;
 
 /// What the page header shows for a signed-in user.
 #[derive(Debug)]
-pub struct Nav {
+pub(crate) struct Nav {
     username: String,
     csrf: String,
 }
@@ -60,8 +61,8 @@ struct ErrorPage {
     message: String,
 }
 
-/// Renders an error as a page (the HTML twin of [`ApiError`]'s JSON).
-pub fn error_page(status: StatusCode, message: String) -> Response {
+/// Renders an error as a page: the HTML format of [`WebError::render`].
+pub(crate) fn error_page(status: StatusCode, message: String) -> Response {
     let title = status.canonical_reason().unwrap_or("Error").to_owned();
     render(
         status,
@@ -84,7 +85,7 @@ fn login_redirect(next: &str) -> Response {
 /// `?next=` (a local path) or `?rd=` (an absolute URL on an allowed host, from forward auth)
 /// on the login and sign-up pages.
 #[derive(Debug, Deserialize)]
-pub struct NextQuery {
+pub(crate) struct NextQuery {
     next: Option<String>,
     rd: Option<String>,
 }
@@ -154,7 +155,7 @@ fn entry_form(
 }
 
 /// `GET /login`.
-pub async fn login_page(
+pub(crate) async fn login_page(
     State(state): State<AppState>,
     session: Option<Session>,
     Query(q): Query<NextQuery>,
@@ -164,7 +165,7 @@ pub async fn login_page(
 
 /// The login form.
 #[derive(Debug, Deserialize)]
-pub struct LoginForm {
+pub(crate) struct LoginForm {
     #[serde(default)]
     username: String,
     password: Password,
@@ -173,28 +174,23 @@ pub struct LoginForm {
 }
 
 /// `POST /login`.
-pub async fn login_submit(
+pub(crate) async fn login_submit(
     State(state): State<AppState>,
     auth: Auth,
     ClientAddr(ip): ClientAddr,
-    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+    WebForm(form): WebForm<LoginForm>,
 ) -> Response {
-    let Form(form) = match form {
-        Ok(f) => f,
-        Err(e) => return form_error(e),
-    };
     let next = ReturnTo::parse(form.next.as_deref(), &state.settings.redirect_hosts);
     let creds = Credentials {
-        username: form.username.clone(),
+        username: form.username,
         password: form.password,
-        remember: form.remember.is_some(),
     };
-    match auth::login(&state, &auth, ip, creds).await {
+    match flows::login(&state, &auth, ip, &creds, form.remember.is_some()).await {
         Ok(_) => Redirect::to(next.as_str()).into_response(),
         Err(e) => {
             let shown = EntryForm {
                 error: Some(e.message()),
-                username: form.username,
+                username: creds.username,
                 next: next.as_str().to_owned(),
                 csrf: csrf_of(&auth).await,
             };
@@ -209,7 +205,7 @@ async fn csrf_of(auth: &Auth) -> Option<String> {
     auth.session().await.ok().flatten().map(|s| s.csrf_token())
 }
 
-fn add_retry_after(response: &mut Response, e: &ApiError) {
+fn add_retry_after(response: &mut Response, e: &WebError) {
     if let Some(secs) = e.retry_after() {
         response
             .headers_mut()
@@ -217,13 +213,8 @@ fn add_retry_after(response: &mut Response, e: &ApiError) {
     }
 }
 
-fn form_error(e: axum::extract::rejection::FormRejection) -> Response {
-    let e = ApiError::from(e);
-    error_page(e.status(), e.message())
-}
-
 /// `GET /signup`.
-pub async fn signup_page(
+pub(crate) async fn signup_page(
     State(state): State<AppState>,
     session: Option<Session>,
     Query(q): Query<NextQuery>,
@@ -233,7 +224,7 @@ pub async fn signup_page(
 
 /// The sign-up form.
 #[derive(Debug, Deserialize)]
-pub struct SignupForm {
+pub(crate) struct SignupForm {
     #[serde(default)]
     username: String,
     password: Password,
@@ -242,42 +233,31 @@ pub struct SignupForm {
 }
 
 /// `POST /signup`.
-pub async fn signup_submit(
+pub(crate) async fn signup_submit(
     State(state): State<AppState>,
     auth: Auth,
-    form: Result<Form<SignupForm>, axum::extract::rejection::FormRejection>,
+    WebForm(form): WebForm<SignupForm>,
 ) -> Response {
-    let Form(form) = match form {
-        Ok(f) => f,
-        Err(e) => return form_error(e),
-    };
     let next = ReturnTo::parse(form.next.as_deref(), &state.settings.redirect_hosts);
-    let result = if form.password.same_as(&form.confirm) {
-        let creds = Credentials {
-            username: form.username.clone(),
-            password: form.password,
-            remember: false,
-        };
-        auth::signup(&state, &auth, creds)
-            .await
-            .map(drop)
-            .map_err(|e| (e.status(), e.message()))
+    let creds = Credentials {
+        username: form.username,
+        password: form.password,
+    };
+    let result = if creds.password.same_as(&form.confirm) {
+        flows::signup(&state, &auth, &creds, false).await.map(drop)
     } else {
-        Err((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "the two passwords differ".to_owned(),
-        ))
+        Err(WebError::mismatch("the two passwords differ"))
     };
     match result {
         Ok(()) => Redirect::to(next.as_str()).into_response(),
-        Err((status, message)) => {
+        Err(e) => {
             let shown = EntryForm {
-                error: Some(message),
-                username: form.username,
+                error: Some(e.message()),
+                username: creds.username,
                 next: next.as_str().to_owned(),
                 csrf: csrf_of(&auth).await,
             };
-            entry_page(Entry::Signup, status, shown)
+            entry_page(Entry::Signup, e.status(), shown)
         }
     }
 }
@@ -296,7 +276,7 @@ struct HomePage {
 }
 
 /// `GET /`: the account home, or a redirect to log in.
-pub async fn home(State(state): State<AppState>, session: Option<Session>) -> Response {
+pub(crate) async fn home(State(state): State<AppState>, session: Option<Session>) -> Response {
     let Some(session) = session else {
         return login_redirect("/");
     };
@@ -315,17 +295,13 @@ pub async fn home(State(state): State<AppState>, session: Option<Session>) -> Re
 }
 
 /// `POST /logout`: ends this session, back to the login page.
-pub async fn logout(auth: Auth) -> Response {
+pub(crate) async fn logout(auth: Auth) -> Result<Response, WebError> {
     let had = matches!(auth.session().await, Ok(Some(_)));
-    match auth.logout().await {
-        Ok(()) => {
-            if had {
-                metrics::revoked("logout", 1);
-            }
-            Redirect::to("/login").into_response()
-        }
-        Err(e) => error_page(e.status(), e.message()),
+    auth.logout().await?;
+    if had {
+        metrics::revoked("logout", 1);
     }
+    Ok(Redirect::to("/login").into_response())
 }
 
 struct DeviceRow {
@@ -350,23 +326,20 @@ struct SessionsPage {
 
 /// `?revoked=` after a revocation, for the confirmation line.
 #[derive(Debug, Deserialize)]
-pub struct RevokedQuery {
+pub(crate) struct RevokedQuery {
     revoked: Option<u64>,
 }
 
 /// `GET /account/sessions`: "Your devices".
-pub async fn sessions_page(
+pub(crate) async fn sessions_page(
     State(state): State<AppState>,
     session: Option<Session>,
     Query(q): Query<RevokedQuery>,
-) -> Response {
+) -> Result<Response, WebError> {
     let Some(session) = session else {
-        return login_redirect("/account/sessions");
+        return Ok(login_redirect("/account/sessions"));
     };
-    let list = match session.devices().await {
-        Ok(list) => list,
-        Err(e) => return error_page(e.status(), e.message()),
-    };
+    let list = session.devices().await?;
     let now = state.clock.now();
     let devices = list
         .iter()
@@ -388,7 +361,7 @@ pub async fn sessions_page(
         1 => "Signed out 1 device.".to_owned(),
         n => format!("Signed out {n} devices."),
     });
-    render(
+    Ok(render(
         StatusCode::OK,
         &SessionsPage {
             csrf: session.csrf_token(),
@@ -396,47 +369,40 @@ pub async fn sessions_page(
             devices,
             nav: Some(nav(&session)),
         },
-    )
+    ))
 }
 
 /// `POST /account/sessions/{id}/revoke`.
-pub async fn revoke_device(session: Option<Session>, Path(id): Path<String>) -> Response {
+pub(crate) async fn revoke_device(
+    session: Option<Session>,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
     let Some(session) = session else {
-        return login_redirect("/account/sessions");
+        return Ok(login_redirect("/account/sessions"));
     };
     let current = session.handle().as_str() == id;
-    let Ok(handle) = SessionHandle::parse(&id) else {
-        return error_page(StatusCode::NOT_FOUND, "No such session.".to_owned());
-    };
-    match session.revoke_device(&handle).await {
-        Ok(true) => {
-            metrics::revoked("revoke_one", 1);
-            if current {
-                Redirect::to("/login").into_response()
-            } else {
-                Redirect::to("/account/sessions?revoked=1").into_response()
-            }
-        }
-        Ok(false) => error_page(
-            StatusCode::NOT_FOUND,
-            "No such session (it may have ended already).".to_owned(),
-        ),
-        Err(e) => error_page(e.status(), e.message()),
+    let handle = SessionHandle::parse(&id).map_err(|_| WebError::NotFound("No such session."))?;
+    if !session.revoke_device(&handle).await? {
+        return Err(WebError::NotFound(
+            "No such session (it may have ended already).",
+        ));
     }
+    metrics::revoked("revoke_one", 1);
+    Ok(if current {
+        Redirect::to("/login").into_response()
+    } else {
+        Redirect::to("/account/sessions?revoked=1").into_response()
+    })
 }
 
 /// `POST /account/sessions/revoke-others`.
-pub async fn revoke_others(session: Option<Session>) -> Response {
+pub(crate) async fn revoke_others(session: Option<Session>) -> Result<Response, WebError> {
     let Some(session) = session else {
-        return login_redirect("/account/sessions");
+        return Ok(login_redirect("/account/sessions"));
     };
-    match session.logout_other_devices().await {
-        Ok(n) => {
-            metrics::revoked("revoke_others", n);
-            Redirect::to(&format!("/account/sessions?revoked={n}")).into_response()
-        }
-        Err(e) => error_page(e.status(), e.message()),
-    }
+    let n = session.logout_other_devices().await?;
+    metrics::revoked("revoke_others", n);
+    Ok(Redirect::to(&format!("/account/sessions?revoked={n}")).into_response())
 }
 
 #[derive(Template)]
@@ -450,12 +416,15 @@ struct PasswordPage {
 
 /// `?changed=1` after a password change.
 #[derive(Debug, Deserialize)]
-pub struct ChangedQuery {
+pub(crate) struct ChangedQuery {
     changed: Option<u64>,
 }
 
 /// `GET /account/password`.
-pub async fn password_page(session: Option<Session>, Query(q): Query<ChangedQuery>) -> Response {
+pub(crate) async fn password_page(
+    session: Option<Session>,
+    Query(q): Query<ChangedQuery>,
+) -> Response {
     let Some(session) = session else {
         return login_redirect("/account/password");
     };
@@ -477,28 +446,25 @@ pub async fn password_page(session: Option<Session>, Query(q): Query<ChangedQuer
 
 /// The password form.
 #[derive(Debug, Deserialize)]
-pub struct PasswordForm {
+pub(crate) struct PasswordForm {
     current_password: Password,
     new_password: Password,
     confirm: Password,
 }
 
 /// `POST /account/password`.
-pub async fn password_submit(
+pub(crate) async fn password_submit(
     State(state): State<AppState>,
     session: Option<Session>,
     ClientAddr(ip): ClientAddr,
-    form: Result<Form<PasswordForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
+    form: Result<WebForm<PasswordForm>, WebError>,
+) -> Result<Response, WebError> {
     let Some(mut session) = session else {
-        return login_redirect("/account/password");
+        return Ok(login_redirect("/account/password"));
     };
-    let Form(form) = match form {
-        Ok(f) => f,
-        Err(e) => return form_error(e),
-    };
+    let WebForm(form) = form?;
     let result = if form.new_password.same_as(&form.confirm) {
-        auth::change_password(
+        flows::change_password(
             &state,
             &mut session,
             ip,
@@ -507,13 +473,9 @@ pub async fn password_submit(
         )
         .await
     } else {
-        Err(ApiError::Body(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "mismatch",
-            "the two new passwords differ".to_owned(),
-        ))
+        Err(WebError::mismatch("the two new passwords differ"))
     };
-    match result {
+    Ok(match result {
         Ok(n) => Redirect::to(&format!("/account/password?changed={n}")).into_response(),
         Err(e) => {
             let mut response = render(
@@ -528,5 +490,5 @@ pub async fn password_submit(
             add_retry_after(&mut response, &e);
             response
         }
-    }
+    })
 }

@@ -12,26 +12,31 @@
 //! answer through, so a browser gets a redirect (`302` for safe methods, `303` otherwise)
 //! and an API client a plain `401`.
 //!
+//! Parsing and the CSRF rule run *before* the session is looked at (the [`Checked`]
+//! extractor comes first in every handler's arguments): a request refused with 400 or 403
+//! never reaches the store.
+//!
 //! Success answers with the identity headers (`Remote-User`, `Remote-Email`, `Remote-Name`,
 //! `X-Auth-Request-User`, `X-Auth-Request-Email`) and `X-Cloakroom-Jwt`, a short-lived service
-//! JWT for the app (see [`crate::service_jwt`]). The hot path does no store write except the
-//! throttled last-seen update, and no signature except once per half token lifetime; a
-//! revoked session is refused on the very next check.
+//! JWT for the app (see [`crate::tokens::service_jwt`]). The hot path does no store write
+//! except the throttled last-seen update, and no signature except once per half token
+//! lifetime; a revoked session is refused on the very next check.
 
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use cloakroom_axum::{Auth, Session};
 use cloakroom_core::origin::{Origin, is_safe_method};
+use cloakroom_core::service_token::JWT_HEADER;
 use serde::Deserialize;
 
-use crate::auth::keys;
+use crate::accounts::session_keys as keys;
 use crate::metrics;
-use crate::redirect::ReturnTo;
-use crate::service_jwt::Identity;
 use crate::state::AppState;
-
-pub use cloakroom_core::service_token::JWT_HEADER;
+use crate::tokens::service_jwt::Identity;
+use crate::web::error::{Format, WebError};
+use crate::web::redirect::ReturnTo;
 
 /// Which proxy dialect described the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +58,8 @@ pub struct ForwardedRequest {
     pub method: String,
     /// The original URL, when the proxy said.
     pub url: Option<url::Url>,
+    /// The origin of [`url`](Self::url): the app the request is for.
+    pub app_origin: Option<Origin>,
     /// Whether the client takes HTML (a browser, to be redirected to the login page).
     pub accepts_html: bool,
 }
@@ -95,10 +102,12 @@ impl ForwardedRequest {
     pub fn parse(h: &HeaderMap) -> Result<Self, MalformedForward> {
         let accepts_html = text(h, "accept")?.is_some_and(|a| a.contains("text/html"));
         if let Some(original) = text(h, "x-original-url")? {
+            let url = http_url(original)?;
             return Ok(Self {
                 flavor: Flavor::Nginx,
                 method: method(text(h, "x-original-method")?)?,
-                url: Some(http_url(original)?),
+                app_origin: Origin::of_parsed_url(&url),
+                url: Some(url),
                 accepts_html,
             });
         }
@@ -113,6 +122,7 @@ impl ForwardedRequest {
                 flavor: Flavor::Direct,
                 method: "GET".to_owned(),
                 url: None,
+                app_origin: None,
                 accepts_html,
             });
         }
@@ -137,14 +147,15 @@ impl ForwardedRequest {
         Ok(Self {
             flavor: Flavor::Forwarded,
             method: method(m)?,
+            app_origin: url.as_ref().and_then(Origin::of_parsed_url),
             url,
             accepts_html,
         })
     }
 
     /// The origin of the app the request is for.
-    pub fn app_origin(&self) -> Option<Origin> {
-        self.url.as_ref().and_then(|u| Origin::of_url(u.as_str()))
+    pub fn app_origin(&self) -> Option<&Origin> {
+        self.app_origin.as_ref()
     }
 }
 
@@ -169,6 +180,32 @@ fn forwarded_csrf(h: &HeaderMap, fwd: &ForwardedRequest) -> Result<(), &'static 
     Ok(())
 }
 
+/// The forwarded request, parsed and checked against the CSRF rule straight from the
+/// request's headers — before, and instead of, any session lookup.
+#[derive(Debug)]
+pub(crate) struct Checked(ForwardedRequest);
+
+impl FromRequestParts<AppState> for Checked {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, WebError> {
+        let fwd = ForwardedRequest::parse(&parts.headers).map_err(|e| WebError::Forward {
+            status: StatusCode::BAD_REQUEST,
+            message: e.to_string().into(),
+        })?;
+        if state.settings.forward_auth_csrf
+            && let Err(why) = forwarded_csrf(&parts.headers, &fwd)
+        {
+            metrics::forward_auth(metrics::ForwardOutcome::Csrf);
+            return Err(WebError::Forward {
+                status: StatusCode::FORBIDDEN,
+                message: why.into(),
+            });
+        }
+        Ok(Self(fwd))
+    }
+}
+
 fn login_url(state: &AppState, fwd: &ForwardedRequest) -> String {
     let public = state.settings.public_origin.as_str();
     match &fwd.url {
@@ -181,12 +218,11 @@ fn login_url(state: &AppState, fwd: &ForwardedRequest) -> String {
     }
 }
 
-fn refusal(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({ "error": "forward_auth", "message": message })),
-    )
-        .into_response()
+fn sign_in_first() -> WebError {
+    WebError::Forward {
+        status: StatusCode::UNAUTHORIZED,
+        message: "sign in first".into(),
+    }
 }
 
 const REMOTE_USER: HeaderName = HeaderName::from_static("remote-user");
@@ -200,28 +236,19 @@ const X_CLOAKROOM_JWT: HeaderName = HeaderName::from_static(JWT_HEADER);
 
 /// The shared decision: `success` is the status to answer a valid session with (200, or 202
 /// for oauth2-proxy).
-async fn decide(
+fn decide(
     state: &AppState,
+    fwd: &ForwardedRequest,
     session: Option<Session>,
-    headers: &HeaderMap,
     success: StatusCode,
-) -> Response {
-    let fwd = match ForwardedRequest::parse(headers) {
-        Ok(f) => f,
-        Err(e) => return refusal(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
-    if state.settings.forward_auth_csrf
-        && let Err(why) = forwarded_csrf(headers, &fwd)
-    {
-        metrics::forward_auth(metrics::ForwardOutcome::Csrf);
-        return refusal(StatusCode::FORBIDDEN, why);
-    }
+) -> Result<Response, WebError> {
     let Some(session) = session else {
         metrics::forward_auth(metrics::ForwardOutcome::Unauthenticated);
-        return match fwd.flavor {
+        return Ok(match fwd.flavor {
             Flavor::Nginx => {
-                let mut r = refusal(StatusCode::UNAUTHORIZED, "sign in first");
-                if let Ok(v) = HeaderValue::from_str(&login_url(state, &fwd)) {
+                // Rendered here, not by the group: the refusal carries where to sign in.
+                let mut r = sign_in_first().render(Format::Json);
+                if let Ok(v) = HeaderValue::from_str(&login_url(state, fwd)) {
                     r.headers_mut().insert(header::LOCATION, v);
                 }
                 r
@@ -233,18 +260,19 @@ async fn decide(
                 } else {
                     StatusCode::SEE_OTHER
                 };
-                (status, [(header::LOCATION, login_url(state, &fwd))]).into_response()
+                (status, [(header::LOCATION, login_url(state, fwd))]).into_response()
             }
-            _ => refusal(StatusCode::UNAUTHORIZED, "sign in first"),
-        };
+            _ => return Err(sign_in_first()),
+        });
     };
     let record = session.record();
+    let origin;
     let audience = match &state.settings.jwt_audience {
-        Some(aud) => aud.clone(),
-        None => fwd
-            .app_origin()
-            .unwrap_or_else(|| state.settings.public_origin.clone())
-            .to_string(),
+        Some(aud) => aud.as_str(),
+        None => {
+            origin = fwd.app_origin();
+            origin.unwrap_or(&state.settings.public_origin).as_str()
+        }
     };
     let identity = || Identity {
         username: session
@@ -255,19 +283,16 @@ async fn decide(
         name: session.get::<String>(keys::NAME).ok().flatten(),
         email: session.get::<String>(keys::EMAIL).ok().flatten(),
     };
-    let headers = match state
+    let headers = state
         .minter
-        .forward_headers(record, &audience, state.clock.now(), identity)
-    {
-        Ok(h) => h,
-        Err(e) => {
+        .forward_headers(record, audience, state.clock.now(), identity)
+        .map_err(|e| {
             tracing::error!(error = %e, "minting a service JWT failed");
-            return refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the service token could not be issued",
-            );
-        }
-    };
+            WebError::Forward {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "the service token could not be issued".into(),
+            }
+        })?;
     metrics::forward_auth(metrics::ForwardOutcome::Allowed);
     let mut response = success.into_response();
     let h = response.headers_mut();
@@ -288,35 +313,35 @@ async fn decide(
         h.insert(X_AUTH_REQUEST_EMAIL, email.clone());
     }
     h.insert(X_CLOAKROOM_JWT, headers.jwt.clone());
-    response
+    Ok(response)
 }
 
 /// `/auth/verify` and Authelia's endpoints (any method).
-pub async fn verify(
+pub(crate) async fn verify(
     State(state): State<AppState>,
+    Checked(fwd): Checked,
     session: Option<Session>,
-    headers: HeaderMap,
-) -> Response {
-    decide(&state, session, &headers, StatusCode::OK).await
+) -> Result<Response, WebError> {
+    decide(&state, &fwd, session, StatusCode::OK)
 }
 
 /// oauth2-proxy's `/oauth2/auth`: 202 on success.
-pub async fn oauth2_auth(
+pub(crate) async fn oauth2_auth(
     State(state): State<AppState>,
+    Checked(fwd): Checked,
     session: Option<Session>,
-    headers: HeaderMap,
-) -> Response {
-    decide(&state, session, &headers, StatusCode::ACCEPTED).await
+) -> Result<Response, WebError> {
+    decide(&state, &fwd, session, StatusCode::ACCEPTED)
 }
 
 /// `?rd=` on oauth2-proxy's sign-in and sign-out.
 #[derive(Debug, Deserialize)]
-pub struct Rd {
+pub(crate) struct Rd {
     rd: Option<String>,
 }
 
 /// oauth2-proxy's `/oauth2/sign_in`: to the login page, keeping `rd` (if allowed).
-pub async fn oauth2_sign_in(State(state): State<AppState>, Query(q): Query<Rd>) -> Response {
+pub(crate) async fn oauth2_sign_in(State(state): State<AppState>, Query(q): Query<Rd>) -> Response {
     let target = ReturnTo::parse(q.rd.as_deref(), &state.settings.redirect_hosts);
     let rd: String = url::form_urlencoded::byte_serialize(target.as_str().as_bytes()).collect();
     Redirect::to(&format!("/login?rd={rd}")).into_response()
@@ -325,22 +350,23 @@ pub async fn oauth2_sign_in(State(state): State<AppState>, Query(q): Query<Rd>) 
 /// oauth2-proxy's `/oauth2/sign_out`: ends the session, then to `rd` (if allowed) or the login
 /// page. A GET that changes state, as oauth2-proxy defines it; cross-site ones are refused so a
 /// foreign page cannot log users out.
-pub async fn oauth2_sign_out(
+pub(crate) async fn oauth2_sign_out(
     State(state): State<AppState>,
     auth: Auth,
     headers: HeaderMap,
     Query(q): Query<Rd>,
-) -> Response {
+) -> Result<Response, WebError> {
     if matches!(
         headers.get("sec-fetch-site").map(HeaderValue::as_bytes),
         Some(b"cross-site" | b"same-site")
     ) {
-        return refusal(StatusCode::FORBIDDEN, "cross-site sign-out refused");
+        return Err(WebError::Forward {
+            status: StatusCode::FORBIDDEN,
+            message: "cross-site sign-out refused".into(),
+        });
     }
     let had = matches!(auth.session().await, Ok(Some(_)));
-    if let Err(e) = auth.logout().await {
-        return e.into_response();
-    }
+    auth.logout().await?;
     if had {
         metrics::revoked("logout", 1);
     }
@@ -348,37 +374,24 @@ pub async fn oauth2_sign_out(
         Some(rd) => ReturnTo::parse(Some(rd), &state.settings.redirect_hosts),
         None => ReturnTo::login(),
     };
-    Redirect::to(target.as_str()).into_response()
+    Ok(Redirect::to(target.as_str()).into_response())
 }
 
 /// oauth2-proxy's `/oauth2/userinfo`.
-pub async fn oauth2_userinfo(session: Option<Session>) -> Response {
-    let Some(session) = session else {
-        return refusal(StatusCode::UNAUTHORIZED, "sign in first");
-    };
+pub(crate) async fn oauth2_userinfo(session: Option<Session>) -> Result<Response, WebError> {
+    let session = session.ok_or_else(sign_in_first)?;
     let username = session
         .get::<String>(keys::USERNAME)
         .ok()
         .flatten()
         .unwrap_or_else(|| session.user_id().to_string());
     let email = session.get::<String>(keys::EMAIL).ok().flatten();
-    axum::Json(serde_json::json!({
+    Ok(axum::Json(serde_json::json!({
         "user": session.user_id().as_str(),
         "email": email,
         "preferredUsername": username,
     }))
-    .into_response()
-}
-
-/// `GET /.well-known/jwks.json`: the public keys, cacheable for one JWKS lifetime.
-pub async fn jwks(State(state): State<AppState>) -> Response {
-    let body = state.minter.keys().jwks(state.clock.now());
-    let max_age = format!("public, max-age={}", crate::keys::JWKS_MAX_AGE.as_secs());
-    let mut r = axum::Json(body).into_response();
-    if let Ok(v) = HeaderValue::from_str(&max_age) {
-        r.headers_mut().insert(header::CACHE_CONTROL, v);
-    }
-    r
+    .into_response())
 }
 
 #[cfg(test)]
@@ -459,6 +472,7 @@ mod tests {
             flavor: Flavor::Nginx,
             method: m.to_owned(),
             url: Some(url::Url::parse("https://app.example.com/x").unwrap()),
+            app_origin: Origin::parse("https://app.example.com").ok(),
             accepts_html: false,
         };
         assert!(

@@ -3,84 +3,68 @@
 //! The session token travels only in the session cookie — never in a query string, a body or
 //! an `Authorization` header — so it cannot leak through logs, `Referer` or browser history.
 
-use std::net::IpAddr;
-
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use cloakroom_axum::{Auth, Session};
 use cloakroom_core::SessionHandle;
 use cloakroom_core::accounts::Account;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{self, Credentials};
-use crate::device::{label, rfc3339};
-use crate::error::{ApiError, ApiJson};
+use crate::accounts::Credentials;
+use crate::accounts::passwords::Password;
 use crate::metrics;
-use crate::passwords::Password;
 use crate::state::AppState;
-
-/// The client's address, as the trusted-proxy settings resolve it.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub Option<IpAddr>);
-
-impl FromRequestParts<AppState> for ClientAddr {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(Self(state.client_ip.of(parts)))
-    }
-}
+use crate::web::ClientAddr;
+use crate::web::device::{label, rfc3339};
+use crate::web::error::{ApiJson, WebError};
+use crate::web::flows;
 
 /// Credentials for `POST /api/login`.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct LoginRequest {
+pub(crate) struct LoginRequest {
     /// The username (case does not matter).
-    pub username: String,
+    pub(crate) username: String,
     /// The password.
     #[schema(value_type = String, format = Password)]
-    pub password: Password,
+    pub(crate) password: Password,
     /// Keep the session for 30 days of inactivity (90 at most) instead of 30 minutes.
     #[serde(default)]
-    pub remember: bool,
+    pub(crate) remember: bool,
 }
 
 /// A new account for `POST /api/signup`.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct SignupRequest {
+pub(crate) struct SignupRequest {
     /// 3–32 characters: letters, digits, `.`, `_`, `-`; unique without regard to case.
-    pub username: String,
+    pub(crate) username: String,
     /// At least 12 characters, at most 1,024 bytes; not a common password or the username.
     #[schema(value_type = String, format = Password)]
-    pub password: Password,
+    pub(crate) password: Password,
     /// As for login.
     #[serde(default)]
-    pub remember: bool,
+    pub(crate) remember: bool,
 }
 
 /// `POST /api/password`.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct PasswordRequest {
+pub(crate) struct PasswordRequest {
     /// The password in use now.
     #[schema(value_type = String, format = Password)]
-    pub current_password: Password,
+    pub(crate) current_password: Password,
     /// The new password (same rules as sign-up).
     #[schema(value_type = String, format = Password)]
-    pub new_password: Password,
+    pub(crate) new_password: Password,
 }
 
 /// A user.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UserView {
+pub(crate) struct UserView {
     /// Stable user id.
-    pub id: String,
+    pub(crate) id: String,
     /// Username.
-    pub username: String,
+    pub(crate) username: String,
 }
 
 impl From<&Account> for UserView {
@@ -94,78 +78,78 @@ impl From<&Account> for UserView {
 
 /// The current session.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SessionView {
+pub(crate) struct SessionView {
     /// The session's public handle (as in `/api/sessions`).
-    pub id: String,
+    pub(crate) id: String,
     /// RFC 3339.
-    pub created_at: String,
+    pub(crate) created_at: String,
     /// RFC 3339 (updated at most once a minute).
-    pub last_seen_at: String,
+    pub(crate) last_seen_at: String,
     /// When the session ends if unused (RFC 3339).
-    pub idle_expires_at: String,
+    pub(crate) idle_expires_at: String,
     /// When the session ends regardless (RFC 3339).
-    pub absolute_expires_at: String,
+    pub(crate) absolute_expires_at: String,
     /// When the user last proved who they are (RFC 3339).
-    pub auth_time: String,
+    pub(crate) auth_time: String,
     /// How (`password`).
-    pub auth_method: String,
+    pub(crate) auth_method: String,
     /// Whether this is a "remember me" session.
-    pub remember: bool,
+    pub(crate) remember: bool,
 }
 
 /// Who am I: `GET /api/session`, and the answer to login, sign-up and password change.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SessionResponse {
+pub(crate) struct SessionResponse {
     /// The user.
-    pub user: UserView,
+    pub(crate) user: UserView,
     /// This session.
-    pub session: SessionView,
+    pub(crate) session: SessionView,
     /// Send this in `X-CSRF-Token` with every state-changing request.
-    pub csrf_token: String,
+    pub(crate) csrf_token: String,
 }
 
 /// One of the user's sessions, for "your devices".
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DeviceView {
+pub(crate) struct DeviceView {
     /// Public handle; `DELETE /api/sessions/{id}` ends it.
-    pub id: String,
+    pub(crate) id: String,
     /// Whether this is the session making the request.
-    pub current: bool,
+    pub(crate) current: bool,
     /// RFC 3339.
-    pub created_at: String,
+    pub(crate) created_at: String,
     /// RFC 3339.
-    pub last_seen_at: String,
+    pub(crate) last_seen_at: String,
     /// The address it logged in from.
-    pub ip: Option<String>,
+    pub(crate) ip: Option<String>,
     /// The user agent it logged in with.
-    pub user_agent: Option<String>,
+    pub(crate) user_agent: Option<String>,
     /// A human label such as "Firefox on Android".
-    pub device: String,
+    pub(crate) device: String,
 }
 
 /// How many sessions an operation ended.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Revoked {
+pub(crate) struct Revoked {
     /// Number of sessions ended.
-    pub revoked: u64,
+    pub(crate) revoked: u64,
 }
 
 /// The answer to a password change.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct PasswordChanged {
+pub(crate) struct PasswordChanged {
     /// Number of other sessions ended.
-    pub revoked: u64,
+    pub(crate) revoked: u64,
     /// The rotated session's CSRF token (the old one is void).
-    pub csrf_token: String,
+    pub(crate) csrf_token: String,
 }
 
 /// Every error body.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// A stable code such as `invalid_credentials`.
-    pub error: String,
+    pub(crate) error: String,
     /// What happened and what to do.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 fn session_view(s: &cloakroom_core::Session) -> SessionView {
@@ -197,17 +181,16 @@ fn session_response(account: &Account, session: &Session) -> SessionResponse {
         (status = 422, description = "Username or password breaks the rules", body = ErrorBody),
         (status = 403, description = "Cross-origin request", body = ErrorBody),
     ))]
-pub async fn signup(
+pub(crate) async fn signup(
     State(state): State<AppState>,
     auth: Auth,
     ApiJson(req): ApiJson<SignupRequest>,
-) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
+) -> Result<(StatusCode, Json<SessionResponse>), WebError> {
     let creds = Credentials {
         username: req.username,
         password: req.password,
-        remember: req.remember,
     };
-    let (account, session) = auth::signup(&state, &auth, creds).await?;
+    let (account, session) = flows::signup(&state, &auth, &creds, req.remember).await?;
     Ok((
         StatusCode::CREATED,
         Json(session_response(&account, &session)),
@@ -222,25 +205,24 @@ pub async fn signup(
         (status = 403, description = "Account disabled, or cross-origin request", body = ErrorBody),
         (status = 429, description = "Too many failures; see Retry-After", body = ErrorBody),
     ))]
-pub async fn login(
+pub(crate) async fn login(
     State(state): State<AppState>,
     auth: Auth,
     ClientAddr(ip): ClientAddr,
     ApiJson(req): ApiJson<LoginRequest>,
-) -> Result<Json<SessionResponse>, ApiError> {
+) -> Result<Json<SessionResponse>, WebError> {
     let creds = Credentials {
         username: req.username,
         password: req.password,
-        remember: req.remember,
     };
-    let (account, session) = auth::login(&state, &auth, ip, creds).await?;
+    let (account, session) = flows::login(&state, &auth, ip, &creds, req.remember).await?;
     Ok(Json(session_response(&account, &session)))
 }
 
 /// Ends this session and clears the cookie.
 #[utoipa::path(post, path = "/api/logout", tag = "sessions",
     responses((status = 204, description = "Logged out (also without a session)")))]
-pub async fn logout(auth: Auth) -> Result<StatusCode, ApiError> {
+pub(crate) async fn logout(auth: Auth) -> Result<StatusCode, WebError> {
     let had = auth.session().await?.is_some();
     auth.logout().await?;
     if had {
@@ -255,22 +237,23 @@ pub async fn logout(auth: Auth) -> Result<StatusCode, ApiError> {
         (status = 200, body = SessionResponse),
         (status = 401, description = "No session", body = ErrorBody),
     ))]
-pub async fn current(
+pub(crate) async fn current(
     State(state): State<AppState>,
     session: Session,
-) -> Result<Json<SessionResponse>, ApiError> {
+) -> Result<Json<SessionResponse>, WebError> {
     let account = state
         .accounts
+        .store()
         .by_id(session.user_id())
         .await?
-        .ok_or(ApiError::NotFound("account"))?;
+        .ok_or(WebError::NotFound("account not found"))?;
     Ok(Json(session_response(&account, &session)))
 }
 
 /// The user's sessions ("your devices"), most recently used first.
 #[utoipa::path(get, path = "/api/sessions", tag = "sessions",
     responses((status = 200, body = Vec<DeviceView>), (status = 401, body = ErrorBody)))]
-pub async fn sessions(session: Session) -> Result<Json<Vec<DeviceView>>, ApiError> {
+pub(crate) async fn sessions(session: Session) -> Result<Json<Vec<DeviceView>>, WebError> {
     let list = session.devices().await?;
     Ok(Json(
         list.iter()
@@ -294,10 +277,13 @@ pub async fn sessions(session: Session) -> Result<Json<Vec<DeviceView>>, ApiErro
         (status = 204, description = "Ended"),
         (status = 404, description = "No such session of yours", body = ErrorBody),
     ))]
-pub async fn revoke(session: Session, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let handle = SessionHandle::parse(&id).map_err(|_| ApiError::NotFound("session"))?;
+pub(crate) async fn revoke(
+    session: Session,
+    Path(id): Path<String>,
+) -> Result<StatusCode, WebError> {
+    let handle = SessionHandle::parse(&id).map_err(|_| WebError::NotFound("session not found"))?;
     if !session.revoke_device(&handle).await? {
-        return Err(ApiError::NotFound("session"));
+        return Err(WebError::NotFound("session not found"));
     }
     metrics::revoked("revoke_one", 1);
     Ok(StatusCode::NO_CONTENT)
@@ -306,7 +292,7 @@ pub async fn revoke(session: Session, Path(id): Path<String>) -> Result<StatusCo
 /// Logs out of every other device.
 #[utoipa::path(post, path = "/api/sessions/revoke-others", tag = "sessions",
     responses((status = 200, body = Revoked), (status = 401, body = ErrorBody)))]
-pub async fn revoke_others(session: Session) -> Result<Json<Revoked>, ApiError> {
+pub(crate) async fn revoke_others(session: Session) -> Result<Json<Revoked>, WebError> {
     let revoked = session.logout_other_devices().await?;
     metrics::revoked("revoke_others", revoked);
     Ok(Json(Revoked { revoked }))
@@ -320,13 +306,13 @@ pub async fn revoke_others(session: Session) -> Result<Json<Revoked>, ApiError> 
         (status = 422, description = "New password breaks the rules", body = ErrorBody),
         (status = 429, description = "Too many failures", body = ErrorBody),
     ))]
-pub async fn change_password(
+pub(crate) async fn change_password(
     State(state): State<AppState>,
     mut session: Session,
     ClientAddr(ip): ClientAddr,
     ApiJson(req): ApiJson<PasswordRequest>,
-) -> Result<Json<PasswordChanged>, ApiError> {
-    let revoked = auth::change_password(
+) -> Result<Json<PasswordChanged>, WebError> {
+    let revoked = flows::change_password(
         &state,
         &mut session,
         ip,
@@ -351,4 +337,4 @@ pub async fn change_password(
         DeviceView, Revoked, PasswordChanged, ErrorBody)),
     tags((name = "sessions"), (name = "accounts")),
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;

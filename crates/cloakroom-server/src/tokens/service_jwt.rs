@@ -18,9 +18,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloakroom_core::{Session, SessionId, Timestamp};
 use dashmap::DashMap;
 
-use crate::keys::{KeyAlgorithm, KeyError, KeyRing};
+use crate::tokens::keys::{KeyAlgorithm, KeyError, KeyRing};
 
-pub use cloakroom_core::service_token::{ServiceClaims, TOKEN_TYPE};
+pub(crate) use cloakroom_core::service_token::{ServiceClaims, TOKEN_TYPE};
 
 /// Most cached tokens kept before the cache is cleared.
 const MAX_CACHED: usize = 100_000;
@@ -28,7 +28,7 @@ const MAX_CACHED: usize = 100_000;
 /// Why a token could not be minted.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum MintError {
+pub(crate) enum MintError {
     /// No key signs at this moment (all retired, or the key directory was emptied).
     #[error("no signing key is active")]
     NoKey,
@@ -42,27 +42,27 @@ pub enum MintError {
 
 /// Who the user is, as forward auth tells the app (computed once per cached token).
 #[derive(Debug, Clone)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The username.
-    pub username: String,
+    pub(crate) username: String,
     /// The display name, if known.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// The email address, if known.
-    pub email: Option<String>,
+    pub(crate) email: Option<String>,
 }
 
 /// Everything forward auth adds to an answer, ready to copy into the response: header values
 /// are validated once, when the token is minted, not on every check.
 #[derive(Debug)]
-pub struct ForwardHeaders {
+pub(crate) struct ForwardHeaders {
     /// `Remote-User`, `X-Auth-Request-User`, `X-Auth-Request-Preferred-Username`.
-    pub user: Option<HeaderValue>,
+    pub(crate) user: Option<HeaderValue>,
     /// `Remote-Name` (the display name, or the username).
-    pub name: Option<HeaderValue>,
+    pub(crate) name: Option<HeaderValue>,
     /// `Remote-Email`, `X-Auth-Request-Email`.
-    pub email: Option<HeaderValue>,
+    pub(crate) email: Option<HeaderValue>,
     /// `X-Cloakroom-Jwt`.
-    pub jwt: HeaderValue,
+    pub(crate) jwt: HeaderValue,
 }
 
 struct Cached {
@@ -80,7 +80,7 @@ fn audience_key(audience: &str) -> u64 {
 }
 
 /// Mints and caches service JWTs.
-pub struct Minter {
+pub(crate) struct Minter {
     issuer: String,
     ttl: Duration,
     keys: RwLock<Arc<KeyRing>>,
@@ -99,28 +99,23 @@ impl std::fmt::Debug for Minter {
 impl Minter {
     /// A minter for `issuer` with tokens living `ttl` (capped at the maximum), signing with
     /// `keys`.
-    pub fn new(issuer: String, ttl: Duration, keys: KeyRing) -> Self {
+    pub(crate) fn new(issuer: String, ttl: Duration, keys: KeyRing) -> Self {
         Self {
             issuer,
-            ttl: ttl.min(crate::keys::MAX_TOKEN_TTL),
+            ttl: ttl.min(crate::tokens::keys::MAX_TOKEN_TTL),
             keys: RwLock::new(Arc::new(keys)),
             cache: DashMap::new(),
         }
     }
 
-    /// The token lifetime.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// The current key ring.
-    pub fn keys(&self) -> Arc<KeyRing> {
+    pub(crate) fn keys(&self) -> Arc<KeyRing> {
         // A poisoned lock still holds a complete ring (replacement is one assignment).
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Re-reads the key directory (after `cloakroom keys rotate` in another process).
-    pub fn reload(
+    pub(crate) fn reload(
         &self,
         data_dir: &std::path::Path,
         alg: KeyAlgorithm,
@@ -134,7 +129,7 @@ impl Minter {
     /// The forward-auth headers for `session` and `audience`, with a service JWT reused from
     /// the cache while it has more than half its life left. `identity` is asked only when a
     /// token has to be minted.
-    pub fn forward_headers(
+    pub(crate) fn forward_headers(
         &self,
         session: &Session,
         audience: &str,
@@ -204,7 +199,7 @@ impl Minter {
     }
 
     /// Drops cached tokens that would be re-minted anyway.
-    pub fn prune(&self, now: Timestamp) {
+    pub(crate) fn prune(&self, now: Timestamp) {
         self.cache.retain(|_, c| c.refresh_at > now);
     }
 }

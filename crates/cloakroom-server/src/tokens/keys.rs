@@ -24,11 +24,11 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde::{Deserialize, Serialize};
 
 /// How long verifiers may cache the JWKS (`Cache-Control: max-age`).
-pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+pub(crate) const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 /// The longest a service JWT may live.
-pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(300);
+pub(crate) const MAX_TOKEN_TTL: Duration = Duration::from_secs(300);
 /// Extra time around rotations for clock skew and slow caches.
-pub const ROTATION_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const ROTATION_MARGIN: Duration = Duration::from_secs(60);
 
 /// The signature algorithm of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -52,7 +52,7 @@ impl KeyAlgorithm {
     }
 
     /// The JOSE name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::EdDsa => "EdDSA",
             Self::Es256 => "ES256",
@@ -97,7 +97,7 @@ struct KeyFile {
 
 /// A loaded key pair.
 #[derive(Clone)]
-pub struct SigningKey {
+pub(crate) struct SigningKey {
     file: KeyFile,
     encoding: EncodingKey,
     /// The public JWK (without private parts).
@@ -118,37 +118,37 @@ impl fmt::Debug for SigningKey {
 
 impl SigningKey {
     /// The key id.
-    pub fn kid(&self) -> &str {
+    pub(crate) fn kid(&self) -> &str {
         &self.file.kid
     }
 
     /// The algorithm.
-    pub fn alg(&self) -> KeyAlgorithm {
+    pub(crate) fn alg(&self) -> KeyAlgorithm {
         self.file.alg
     }
 
     /// The jsonwebtoken algorithm.
-    pub fn jwt_algorithm(&self) -> Algorithm {
+    pub(crate) fn jwt_algorithm(&self) -> Algorithm {
         self.file.alg.jwt()
     }
 
     /// The private key, for signing.
-    pub fn encoding_key(&self) -> &EncodingKey {
+    pub(crate) fn encoding_key(&self) -> &EncodingKey {
         &self.encoding
     }
 
     /// When it starts signing.
-    pub fn signs_from(&self) -> Timestamp {
+    pub(crate) fn signs_from(&self) -> Timestamp {
         self.file.signs_from
     }
 
     /// When it leaves the JWKS, if scheduled.
-    pub fn retire_at(&self) -> Option<Timestamp> {
+    pub(crate) fn retire_at(&self) -> Option<Timestamp> {
         self.file.retire_at
     }
 
     /// When it was made (and published).
-    pub fn created_at(&self) -> Timestamp {
+    pub(crate) fn created_at(&self) -> Timestamp {
         self.file.created_at
     }
 
@@ -246,7 +246,7 @@ fn random<const N: usize>() -> [u8; N] {
 
 /// The keys in a directory.
 #[derive(Debug, Clone)]
-pub struct KeyRing {
+pub(crate) struct KeyRing {
     dir: PathBuf,
     keys: Vec<SigningKey>,
 }
@@ -254,7 +254,11 @@ pub struct KeyRing {
 impl KeyRing {
     /// Loads `<data_dir>/keys`, creating the directory and a first key (signing at once) if
     /// there is none.
-    pub fn open(data_dir: &Path, alg: KeyAlgorithm, now: Timestamp) -> Result<Self, KeyError> {
+    pub(crate) fn open(
+        data_dir: &Path,
+        alg: KeyAlgorithm,
+        now: Timestamp,
+    ) -> Result<Self, KeyError> {
         let mut ring = Self::load(data_dir)?;
         if ring.keys.is_empty() {
             let key = SigningKey::generate(alg, now, now)?;
@@ -270,7 +274,7 @@ impl KeyRing {
     }
 
     /// Loads the keys without creating any.
-    pub fn load(data_dir: &Path) -> Result<Self, KeyError> {
+    pub(crate) fn load(data_dir: &Path) -> Result<Self, KeyError> {
         let dir = data_dir.join("keys");
         let io = |source| KeyError::Io {
             path: dir.display().to_string(),
@@ -329,13 +333,13 @@ impl KeyRing {
     }
 
     /// Every key, oldest signer first.
-    pub fn keys(&self) -> &[SigningKey] {
+    pub(crate) fn keys(&self) -> &[SigningKey] {
         &self.keys
     }
 
     /// The key that signs at `now`: the latest whose `signs_from` has come and that is not
     /// retired.
-    pub fn signer(&self, now: Timestamp) -> Option<&SigningKey> {
+    pub(crate) fn signer(&self, now: Timestamp) -> Option<&SigningKey> {
         self.keys
             .iter()
             .filter(|k| k.file.signs_from <= now && k.file.retire_at.is_none_or(|r| r > now))
@@ -344,7 +348,7 @@ impl KeyRing {
 
     /// The public JWKS at `now`: every key not yet retired (including keys that do not sign
     /// yet).
-    pub fn jwks(&self, now: Timestamp) -> serde_json::Value {
+    pub(crate) fn jwks(&self, now: Timestamp) -> serde_json::Value {
         let keys: Vec<_> = self
             .keys
             .iter()
@@ -357,7 +361,11 @@ impl KeyRing {
     /// Adds a key that is published now and signs after one JWKS cache lifetime (plus a
     /// margin); schedules the current signer's retirement for when every token it can still
     /// sign has expired. Returns the new key.
-    pub fn rotate(&mut self, alg: KeyAlgorithm, now: Timestamp) -> Result<SigningKey, KeyError> {
+    pub(crate) fn rotate(
+        &mut self,
+        alg: KeyAlgorithm,
+        now: Timestamp,
+    ) -> Result<SigningKey, KeyError> {
         let signs_from = now.saturating_add(JWKS_MAX_AGE + ROTATION_MARGIN);
         let key = SigningKey::generate(alg, now, signs_from)?;
         let retire = signs_from.saturating_add(MAX_TOKEN_TTL + ROTATION_MARGIN);
@@ -382,7 +390,7 @@ impl KeyRing {
     }
 
     /// Deletes key files retired before `now` (they are no longer published or used).
-    pub fn remove_retired(&mut self, now: Timestamp) -> Result<usize, KeyError> {
+    pub(crate) fn remove_retired(&mut self, now: Timestamp) -> Result<usize, KeyError> {
         let (gone, kept): (Vec<_>, Vec<_>) = self
             .keys
             .drain(..)

@@ -14,13 +14,13 @@ use ipnet::IpNet;
 
 /// Resolves client addresses given the trusted proxy ranges.
 #[derive(Debug, Clone, Default)]
-pub struct ClientIp {
+pub(crate) struct ClientIp {
     trusted: Vec<IpNet>,
 }
 
 impl ClientIp {
     /// A resolver that believes `X-Forwarded-For` only from `trusted` peers.
-    pub fn new(trusted: Vec<IpNet>) -> Self {
+    pub(crate) fn new(trusted: Vec<IpNet>) -> Self {
         Self { trusted }
     }
 
@@ -29,7 +29,7 @@ impl ClientIp {
     }
 
     /// The client address of a request, if the server provided the peer address.
-    pub fn of(&self, parts: &Parts) -> Option<IpAddr> {
+    pub(crate) fn of(&self, parts: &Parts) -> Option<IpAddr> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
         Some(
             self.resolve(

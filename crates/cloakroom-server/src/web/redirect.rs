@@ -9,22 +9,22 @@
 
 /// A checked local return path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReturnTo(String);
+pub(crate) struct ReturnTo(String);
 
 impl ReturnTo {
     /// The home page.
-    pub fn home() -> Self {
+    pub(crate) fn home() -> Self {
         Self("/".to_owned())
     }
 
     /// The login page.
-    pub fn login() -> Self {
+    pub(crate) fn login() -> Self {
         Self("/login".to_owned())
     }
 
     /// `candidate` if it is a safe local path or an http(s) URL on one of `allowed_hosts`
     /// (host names, compared without case; any port), else `/`.
-    pub fn parse(candidate: Option<&str>, allowed_hosts: &[String]) -> Self {
+    pub(crate) fn parse(candidate: Option<&str>, allowed_hosts: &[String]) -> Self {
         candidate
             .and_then(|c| Self::local(c).or_else(|| Self::allowed(c, allowed_hosts)))
             .unwrap_or_else(Self::home)
@@ -58,7 +58,7 @@ impl ReturnTo {
     }
 
     /// The path.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }

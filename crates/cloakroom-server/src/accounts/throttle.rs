@@ -23,20 +23,20 @@ use dashmap::DashMap;
 
 /// Limits for one kind of key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Failures allowed before the next attempt has to wait.
-    pub free_failures: u32,
+    pub(crate) free_failures: u32,
     /// The first delay; doubled for each further failure.
-    pub base_delay: Duration,
+    pub(crate) base_delay: Duration,
     /// The longest delay.
-    pub max_delay: Duration,
+    pub(crate) max_delay: Duration,
     /// Failures older than this are forgotten.
-    pub forget_after: Duration,
+    pub(crate) forget_after: Duration,
 }
 
 impl Limits {
     /// Per account: 5 free failures, then 1 s doubling up to 15 minutes.
-    pub const ACCOUNT: Self = Self {
+    pub(crate) const ACCOUNT: Self = Self {
         free_failures: 5,
         base_delay: Duration::from_secs(1),
         max_delay: Duration::from_secs(15 * 60),
@@ -44,7 +44,7 @@ impl Limits {
     };
 
     /// Per client IP: 20 free failures (a shared NAT has many users), then the same curve.
-    pub const IP: Self = Self {
+    pub(crate) const IP: Self = Self {
         free_failures: 20,
         ..Self::ACCOUNT
     };
@@ -121,7 +121,7 @@ impl<K: Eq + Hash + Clone> Table<K> {
 
 /// Login throttling state.
 #[derive(Debug, Clone)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     clock: Arc<dyn Clock>,
     accounts: Arc<Table<String>>,
     ips: Arc<Table<IpAddr>>,
@@ -129,12 +129,12 @@ pub struct Throttle {
 
 impl Throttle {
     /// Throttling with the default limits.
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
         Self::with_limits(clock, Limits::ACCOUNT, Limits::IP)
     }
 
     /// Throttling with custom limits.
-    pub fn with_limits(clock: Arc<dyn Clock>, account: Limits, ip: Limits) -> Self {
+    pub(crate) fn with_limits(clock: Arc<dyn Clock>, account: Limits, ip: Limits) -> Self {
         Self {
             clock,
             accounts: Arc::new(Table::new(account)),
@@ -144,7 +144,7 @@ impl Throttle {
 
     /// How long the caller must wait before an attempt for `account_key` from `ip` is looked
     /// at; `None` if it may proceed now.
-    pub fn wait(&self, account_key: &str, ip: Option<IpAddr>) -> Option<Duration> {
+    pub(crate) fn wait(&self, account_key: &str, ip: Option<IpAddr>) -> Option<Duration> {
         let now = self.clock.now();
         let by_account = self.accounts.wait(&account_key.to_owned(), now);
         let by_ip = ip.and_then(|ip| self.ips.wait(&ip, now));
@@ -152,7 +152,7 @@ impl Throttle {
     }
 
     /// Records a failed attempt.
-    pub fn failed(&self, account_key: &str, ip: Option<IpAddr>) {
+    pub(crate) fn failed(&self, account_key: &str, ip: Option<IpAddr>) {
         let now = self.clock.now();
         self.accounts.fail(account_key.to_owned(), now);
         if let Some(ip) = ip {
@@ -162,12 +162,12 @@ impl Throttle {
 
     /// Records a success: the account's counter starts over (the IP's does not, or one valid
     /// account would let an attacker keep guessing at others from the same address).
-    pub fn succeeded(&self, account_key: &str) {
+    pub(crate) fn succeeded(&self, account_key: &str) {
         self.accounts.reset(&account_key.to_owned());
     }
 
     /// Forgets stale entries (run periodically so memory stays bounded).
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         let now = self.clock.now();
         self.accounts.prune(now);
         self.ips.prune(now);

@@ -3,12 +3,10 @@
 //! The device label is a convenience for "Your devices", never a security decision (a user
 //! agent is whatever the client says), so a small ordered set of rules is enough.
 
-use std::time::Duration;
-
 use cloakroom_core::Timestamp;
 
 /// "Browser on OS" from a user agent, or "Unknown device".
-pub fn label(user_agent: Option<&str>) -> String {
+pub(crate) fn label(user_agent: Option<&str>) -> String {
     let Some(ua) = user_agent.filter(|ua| !ua.trim().is_empty()) else {
         return "Unknown device".to_owned();
     };
@@ -52,7 +50,7 @@ pub fn label(user_agent: Option<&str>) -> String {
 }
 
 /// "just now", "5 minutes ago", "3 hours ago", "2 days ago".
-pub fn relative(then: Timestamp, now: Timestamp) -> String {
+pub(crate) fn relative(then: Timestamp, now: Timestamp) -> String {
     let d = now.duration_since(then);
     let plural = |n: u64, unit: &str| {
         if n == 1 {
@@ -70,7 +68,7 @@ pub fn relative(then: Timestamp, now: Timestamp) -> String {
 }
 
 /// RFC 3339 UTC, to the second: `2026-11-26T22:30:00Z`.
-pub fn rfc3339(t: Timestamp) -> String {
+pub(crate) fn rfc3339(t: Timestamp) -> String {
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     time::OffsetDateTime::from_unix_timestamp(t.as_unix_secs())
@@ -79,14 +77,10 @@ pub fn rfc3339(t: Timestamp) -> String {
         .unwrap_or_default()
 }
 
-/// A duration in whole seconds, rounded up (for `Retry-After`).
-pub fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn labels() {
@@ -142,7 +136,7 @@ mod tests {
             rfc3339(Timestamp::from_unix_millis(1_700_000_000_999)),
             "2023-11-14T22:13:20Z"
         );
-        assert_eq!(ceil_secs(Duration::from_millis(1001)), 2);
-        assert_eq!(ceil_secs(Duration::from_secs(3)), 3);
+        assert_eq!(crate::accounts::ceil_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(crate::accounts::ceil_secs(Duration::from_secs(3)), 3);
     }
 }

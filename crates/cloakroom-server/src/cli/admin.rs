@@ -10,11 +10,11 @@ use std::io::BufRead;
 use cloakroom_core::accounts::{Account, Username};
 use cloakroom_core::{SessionManager, SystemClock};
 
-use crate::auth::new_account;
-use crate::device::{label, rfc3339};
+use crate::accounts::new_account;
+use crate::accounts::passwords::{Password, Passwords, check_new_password};
 use crate::metrics;
-use crate::passwords::{Password, Passwords, check_new_password};
 use crate::state::Stores;
+use crate::web::device::{label, rfc3339};
 
 /// An admin command failed; the message says why.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +172,7 @@ pub fn keys_list(
     data_dir: &std::path::Path,
     now: cloakroom_core::Timestamp,
 ) -> Result<String, AdminError> {
-    let ring = crate::keys::KeyRing::load(data_dir).map_err(fail)?;
+    let ring = crate::tokens::keys::KeyRing::load(data_dir).map_err(fail)?;
     let signer = ring.signer(now).map(|k| k.kid().to_owned());
     let mut out = format!(
         "{:<18} {:<6} {:<10} {:<20} {:<20} {}\n",
@@ -208,16 +208,16 @@ pub fn keys_list(
 /// within seconds.
 pub fn keys_rotate(
     data_dir: &std::path::Path,
-    alg: crate::keys::KeyAlgorithm,
+    alg: crate::tokens::keys::KeyAlgorithm,
     now: cloakroom_core::Timestamp,
 ) -> Result<String, AdminError> {
-    let mut ring = crate::keys::KeyRing::open(data_dir, alg, now).map_err(fail)?;
+    let mut ring = crate::tokens::keys::KeyRing::open(data_dir, alg, now).map_err(fail)?;
     let removed = ring.remove_retired(now).map_err(fail)?;
     let key = ring.rotate(alg, now).map_err(fail)?;
     let retire = ring
         .keys()
         .iter()
-        .filter_map(crate::keys::SigningKey::retire_at)
+        .filter_map(crate::tokens::keys::SigningKey::retire_at)
         .max();
     let mut out = format!(
         "new key {} ({}) is published now and signs from {}\n",

@@ -1,0 +1,284 @@
+//! Accounts: sign-up, login and password change, with the rules that guard them — password
+//! policy, Argon2id on a bounded pool, brute-force throttling, resistance to user enumeration.
+//!
+//! [`Accounts`] knows nothing of HTTP: it takes what a user typed and answers with an
+//! [`Account`] or an [`AccountsError`]. Starting, rotating and ending the *session* that
+//! follows is the web layer's job (`crate::web`), so a new way to sign in (a mail link, OIDC)
+//! reuses these rules without reaching into request state. A new account rule goes here.
+
+pub mod passwords;
+pub(crate) mod throttle;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloakroom_core::accounts::{Account, AccountError, AccountStore, InvalidUsername, Username};
+use cloakroom_core::{Clock, SessionData, SessionHandle, StoreError, Timestamp, UserId};
+
+use crate::metrics;
+use passwords::{Busy, Password, Passwords, Verified, WeakPassword, check_new_password};
+use throttle::Throttle;
+
+/// Session data keys the server keeps for forward auth and pages, so that answering them
+/// needs no account lookup.
+pub mod session_keys {
+    /// The username.
+    pub const USERNAME: &str = "username";
+    /// The email address, if known.
+    pub const EMAIL: &str = "email";
+    /// The display name, if known.
+    pub const NAME: &str = "name";
+}
+
+/// Why an account flow refused. Every variant but [`Store`](Self::Store) is the client's to
+/// fix, and its message says how.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum AccountsError {
+    /// Unknown username or wrong password — deliberately indistinguishable.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// The current password given for a password change is wrong.
+    #[error("the current password is wrong")]
+    WrongPassword,
+    /// The account is disabled (said only after a correct password).
+    #[error("this account is disabled")]
+    AccountDisabled,
+    /// The account behind a session no longer exists.
+    #[error("this account no longer exists")]
+    UnknownAccount,
+    /// Too many failed attempts; try again after the given time.
+    #[error("too many failed attempts: try again in {} seconds", ceil_secs(*.0))]
+    Throttled(Duration),
+    /// The password hashing pool is saturated.
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    /// Sign-up with a username that exists.
+    #[error("this username is taken")]
+    UsernameTaken,
+    /// A username that breaks the rules.
+    #[error(transparent)]
+    InvalidUsername(#[from] InvalidUsername),
+    /// A new password that breaks the rules.
+    #[error(transparent)]
+    WeakPassword(#[from] WeakPassword),
+    /// The account store failed.
+    #[error("account store failure")]
+    Store(#[from] StoreError),
+}
+
+impl From<AccountError> for AccountsError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::UsernameTaken => Self::UsernameTaken,
+            AccountError::Store(s) => Self::Store(s),
+            // Non-exhaustive: a new kind of failure is the server's problem, not the client's.
+            other => Self::Store(StoreError::Backend {
+                store: "accounts",
+                source: other.to_string().into(),
+            }),
+        }
+    }
+}
+
+/// A duration in whole seconds, rounded up (for `Retry-After` and messages).
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Credentials as submitted.
+#[derive(Debug)]
+pub(crate) struct Credentials {
+    /// As typed.
+    pub(crate) username: String,
+    /// As typed.
+    pub(crate) password: Password,
+}
+
+/// The account flows over an account store.
+#[derive(Debug, Clone)]
+pub(crate) struct Accounts {
+    store: Arc<dyn AccountStore>,
+    passwords: Passwords,
+    throttle: Throttle,
+    clock: Arc<dyn Clock>,
+}
+
+/// The throttling key for a typed username: its case-folded form, or the raw text folded if it
+/// is not even a valid username (so garbage is throttled like everything else).
+fn throttle_key(typed: &str) -> String {
+    Username::parse(typed).map_or_else(|_| typed.trim().to_ascii_lowercase(), |u| u.key())
+}
+
+impl Accounts {
+    pub(crate) fn new(
+        store: Arc<dyn AccountStore>,
+        passwords: Passwords,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            passwords,
+            throttle: Throttle::new(clock.clone()),
+            clock,
+        }
+    }
+
+    /// The account store.
+    pub(crate) fn store(&self) -> &Arc<dyn AccountStore> {
+        &self.store
+    }
+
+    /// Forgets stale throttling counters (run periodically so memory stays bounded).
+    pub(crate) fn prune(&self) {
+        self.throttle.prune();
+    }
+
+    /// Checks a login. Unknown users and wrong passwords fail identically (status, body and —
+    /// through a dummy hash — timing).
+    pub(crate) async fn login(
+        &self,
+        ip: Option<IpAddr>,
+        c: &Credentials,
+    ) -> Result<Account, AccountsError> {
+        let key = throttle_key(&c.username);
+        if let Some(wait) = self.throttle.wait(&key, ip) {
+            metrics::throttled();
+            metrics::login("throttled");
+            return Err(AccountsError::Throttled(wait));
+        }
+        let account = match Username::parse(&c.username) {
+            Ok(username) => self.store.by_username(&username).await?,
+            Err(_) => None,
+        };
+        // Over-long passwords are never hashed: they are wrong for every account by policy.
+        let outcome = match (&account, c.password.within_length_limit()) {
+            (Some(account), true) => {
+                self.passwords
+                    .verify(&c.password, &account.password_hash)
+                    .await?
+            }
+            _ => {
+                self.passwords.verify_dummy(&c.password).await?;
+                Verified {
+                    matches: false,
+                    upgraded: None,
+                }
+            }
+        };
+        let Some(account) = account.filter(|_| outcome.matches) else {
+            self.throttle.failed(&key, ip);
+            metrics::login("invalid_credentials");
+            return Err(AccountsError::InvalidCredentials);
+        };
+        if account.disabled {
+            metrics::login("disabled");
+            return Err(AccountsError::AccountDisabled);
+        }
+        self.throttle.succeeded(&key);
+        if let Some(upgraded) = &outcome.upgraded {
+            // Best effort: a failure here leaves the old (still valid) hash in place.
+            if let Err(e) = self
+                .store
+                .upgrade_password(&account.id, &account.password_hash, upgraded)
+                .await
+            {
+                tracing::warn!(error = %e, "password hash upgrade failed");
+            }
+        }
+        Ok(account)
+    }
+
+    /// Creates an account.
+    pub(crate) async fn signup(&self, c: &Credentials) -> Result<Account, AccountsError> {
+        let username = Username::parse(&c.username).inspect_err(|_| metrics::signup("invalid"))?;
+        check_new_password(&c.password, &username).inspect_err(|_| metrics::signup("invalid"))?;
+        let hash = self.passwords.hash(&c.password).await?;
+        let account = new_account(username, hash, self.clock.now());
+        self.store
+            .create(&account)
+            .await
+            .inspect_err(|_| metrics::signup("rejected"))?;
+        metrics::signup("success");
+        tracing::info!(user = %account.username, "signup");
+        Ok(account)
+    }
+
+    /// Verifies the current password of `user` and sets the new one. Ending the user's other
+    /// sessions is the caller's next step.
+    pub(crate) async fn change_password(
+        &self,
+        user: &UserId,
+        ip: Option<IpAddr>,
+        current: &Password,
+        new: &Password,
+    ) -> Result<Account, AccountsError> {
+        let account = self
+            .store
+            .by_id(user)
+            .await?
+            .ok_or(AccountsError::UnknownAccount)?;
+        let key = account.username.key();
+        if let Some(wait) = self.throttle.wait(&key, ip) {
+            metrics::throttled();
+            return Err(AccountsError::Throttled(wait));
+        }
+        let verified = current.within_length_limit()
+            && self
+                .passwords
+                .verify(current, &account.password_hash)
+                .await?
+                .matches;
+        if !verified {
+            self.throttle.failed(&key, ip);
+            return Err(AccountsError::WrongPassword);
+        }
+        check_new_password(new, &account.username)?;
+        let hash = self.passwords.hash(new).await?;
+        self.store
+            .set_password(&account.id, &hash, self.clock.now())
+            .await?;
+        Ok(account)
+    }
+}
+
+/// What a session of `account` carries, so that forward auth and pages need no account
+/// lookup.
+pub(crate) fn session_data(account: &Account) -> SessionData {
+    let mut data = SessionData::default();
+    // Small, known-size values: these inserts cannot exceed the data limit.
+    let _ = data.insert(session_keys::USERNAME, account.username.as_str());
+    if let Some(email) = &account.email {
+        let _ = data.insert(session_keys::EMAIL, email);
+    }
+    if let Some(name) = &account.display_name {
+        let _ = data.insert(session_keys::NAME, name);
+    }
+    data
+}
+
+/// A new, enabled account with a fresh random id.
+pub(crate) fn new_account(
+    username: Username,
+    password_hash: cloakroom_core::accounts::PasswordHash,
+    now: Timestamp,
+) -> Account {
+    Account {
+        id: new_user_id(),
+        username,
+        password_hash,
+        disabled: false,
+        created_at: now,
+        password_changed_at: now,
+        email: None,
+        display_name: None,
+    }
+}
+
+/// A fresh, random, never-reused user id.
+fn new_user_id() -> UserId {
+    // A session handle is 128 random bits in URL-safe text: exactly what a user id needs.
+    #[allow(clippy::expect_used)] // 22 URL-safe characters are always a valid user id.
+    UserId::new(SessionHandle::generate().as_str()).expect("a handle is a valid user id")
+}

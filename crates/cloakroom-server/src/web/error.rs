@@ -1,0 +1,290 @@
+//! The one place errors become HTTP responses.
+//!
+//! A handler fails with a [`WebError`]; the session layer and its extractors fail with a
+//! [`Rejection`], which converts into one. Neither writes a body itself: returning one from a
+//! handler yields a bodiless placeholder that carries the typed error, and the route group's
+//! [`render`] middleware — the only renderer — writes it in the group's [`Format`]: JSON for
+//! the API, operations and forward auth, an HTML page for the pages. Nothing ever parses a
+//! response body to find out what went wrong.
+//!
+//! Client errors answer with their status and say what to fix (`{"error": "<code>",
+//! "message": "…"}` or the same sentence on a page). Server-side failures answer generically
+//! ("try again shortly") and are logged once, with their cause; no internal detail reaches
+//! the client.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::{FormRejection, JsonRejection};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cloakroom_axum::{Rejection, Unauthenticated};
+use cloakroom_core::StoreError;
+use serde::de::DeserializeOwned;
+
+use crate::accounts::{AccountsError, ceil_secs};
+use crate::metrics;
+use crate::web::pages;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WebError {
+    /// A refusal from the session layer (401, 403, 503 …).
+    #[error(transparent)]
+    Session(Rejection),
+    /// An account flow refused.
+    #[error(transparent)]
+    Accounts(AccountsError),
+    /// A request body that could not be read, or a form that contradicts itself.
+    #[error("{message}")]
+    Body {
+        /// 400, 413, 415 or 422.
+        status: StatusCode,
+        /// The machine-readable code.
+        code: &'static str,
+        /// What to fix.
+        message: String,
+    },
+    /// No such thing (a session handle that is not yours, …); the message says what.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// A forward-auth refusal: the proxy passes the status on.
+    #[error("{message}")]
+    Forward {
+        /// 400, 401, 403 or 503.
+        status: StatusCode,
+        /// Why.
+        message: Cow<'static, str>,
+    },
+    /// A store failed.
+    #[error("store failure")]
+    Store(#[from] StoreError),
+}
+
+impl From<Rejection> for WebError {
+    fn from(r: Rejection) -> Self {
+        Self::Session(r)
+    }
+}
+
+impl From<AccountsError> for WebError {
+    fn from(e: AccountsError) -> Self {
+        match e {
+            AccountsError::Store(s) => Self::Store(s),
+            // The session outlived its account: to the client it is a session that ended.
+            AccountsError::UnknownAccount => {
+                Self::Session(Rejection::Unauthenticated(Unauthenticated::UnknownSession))
+            }
+            other => Self::Accounts(other),
+        }
+    }
+}
+
+impl WebError {
+    /// A body that contradicts itself (two passwords that differ, …).
+    pub(crate) fn mismatch(message: &str) -> Self {
+        Self::Body {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "mismatch",
+            message: message.to_owned(),
+        }
+    }
+
+    /// The status this error answers with.
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Self::Session(r) => r.status(),
+            Self::Accounts(e) => match e {
+                AccountsError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+                AccountsError::WrongPassword | AccountsError::AccountDisabled => {
+                    StatusCode::FORBIDDEN
+                }
+                AccountsError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+                AccountsError::UsernameTaken => StatusCode::CONFLICT,
+                AccountsError::InvalidUsername(_) | AccountsError::WeakPassword(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                AccountsError::UnknownAccount => StatusCode::UNAUTHORIZED,
+                AccountsError::Busy(_) | AccountsError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            Self::Body { status, .. } | Self::Forward { status, .. } => *status,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The machine-readable code.
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Session(r) => r.code(),
+            Self::Accounts(e) => match e {
+                AccountsError::InvalidCredentials => "invalid_credentials",
+                AccountsError::WrongPassword => "wrong_password",
+                AccountsError::AccountDisabled => "account_disabled",
+                AccountsError::UnknownAccount => "unauthenticated",
+                AccountsError::Throttled(_) => "too_many_attempts",
+                AccountsError::Busy(_) => "busy",
+                AccountsError::UsernameTaken => "username_taken",
+                AccountsError::InvalidUsername(_) => "invalid_username",
+                AccountsError::WeakPassword(_) => "weak_password",
+                AccountsError::Store(_) => "store_unavailable",
+            },
+            Self::Body { code, .. } => code,
+            Self::NotFound(_) => "not_found",
+            Self::Forward { .. } => "forward_auth",
+            Self::Store(_) => "store_unavailable",
+        }
+    }
+
+    /// The message for the user: specific for client errors, generic for server failures.
+    pub(crate) fn message(&self) -> String {
+        match self {
+            Self::Session(r) => r.message(),
+            Self::Store(_) | Self::Accounts(AccountsError::Store(_)) => {
+                "a backing store is unavailable: try again shortly".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// Seconds to put in `Retry-After`, if any.
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Accounts(AccountsError::Throttled(d)) => Some(ceil_secs(*d).max(1)),
+            Self::Accounts(AccountsError::Busy(_)) => Some(1),
+            _ => None,
+        }
+    }
+
+    /// Logs what the client is not told, once per response.
+    fn log(&self) {
+        match self {
+            Self::Store(e) | Self::Accounts(AccountsError::Store(e)) => {
+                metrics::store_error(e.store());
+                tracing::error!(error = %e, source = ?std::error::Error::source(e), "store failure");
+            }
+            Self::Session(r) => r.log(),
+            _ => {}
+        }
+    }
+
+    /// Writes this error as a whole response in `format`.
+    pub(crate) fn render(&self, format: Format) -> Response {
+        let mut response = match format {
+            Format::Json => (
+                self.status(),
+                Json(serde_json::json!({ "error": self.code(), "message": self.message() })),
+            )
+                .into_response(),
+            Format::Html => pages::error_page(self.status(), self.message()),
+        };
+        if let Some(secs) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// How a route group writes its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// `{"error": "<code>", "message": "…"}`: the API, operations, forward auth.
+    Json,
+    /// An error page: the pages people see.
+    Html,
+}
+
+/// The placeholder a failed handler returns; [`render`] replaces it.
+#[derive(Debug, Clone)]
+struct Failed(Arc<WebError>);
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        self.log();
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = self.status();
+        response.extensions_mut().insert(Failed(Arc::new(self)));
+        response
+    }
+}
+
+/// The route groups' error renderer: writes a failed handler's [`WebError`], or a session
+/// layer [`Rejection`], in the group's format, keeping every header already set (the layer's
+/// `Set-Cookie` and `Cache-Control`, for one).
+pub(crate) async fn render(format: Format, response: Response) -> Response {
+    let error = if let Some(Failed(e)) = response.extensions().get::<Failed>() {
+        e.clone()
+    } else if let Some(r) = response.extensions().get::<Rejection>() {
+        Arc::new(WebError::Session(r.clone()))
+    } else {
+        return response;
+    };
+    let (mut parts, _) = response.into_parts();
+    let rendered = error.render(format);
+    let (new, body) = rendered.into_parts();
+    parts.status = new.status;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in new.headers {
+        if let Some(name) = name {
+            parts.headers.insert(name, value);
+        }
+    }
+    parts.extensions.remove::<Failed>();
+    parts.extensions.remove::<Rejection>();
+    Response::from_parts(parts, body)
+}
+
+fn body_error(status: StatusCode, message: String) -> WebError {
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        _ => "malformed_body",
+    };
+    WebError::Body {
+        status,
+        code,
+        message,
+    }
+}
+
+impl From<JsonRejection> for WebError {
+    fn from(r: JsonRejection) -> Self {
+        body_error(r.status(), r.body_text())
+    }
+}
+
+impl From<FormRejection> for WebError {
+    fn from(r: FormRejection) -> Self {
+        body_error(r.status(), r.body_text())
+    }
+}
+
+/// `axum::Json`, refusing (400, 413, 415, 422) with a [`WebError`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ApiJson<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = WebError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, WebError> {
+        Ok(Self(Json::<T>::from_request(req, state).await?.0))
+    }
+}
+
+/// `axum::Form`, refusing (400, 413, 415, 422) with a [`WebError`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct WebForm<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for WebForm<T> {
+    type Rejection = WebError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, WebError> {
+        Ok(Self(axum::Form::<T>::from_request(req, state).await?.0))
+    }
+}
