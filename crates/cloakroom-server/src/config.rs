@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use cloakroom_core::origin::Origin;
 use cloakroom_core::{Lifetime, Policy};
+
+pub use crate::tokens::keys::KeyAlgorithm;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
@@ -52,100 +54,127 @@ pub enum SameSiteSetting {
     Strict,
 }
 
-/// Raw configuration, as files, environment and flags spell it. Every field has a default.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RawConfig {
+/// Defines every setting once: its key, type, default and documentation. From that one
+/// definition come the TOML key (`listen`), the environment variable (`CLOAKROOM_LISTEN`), the
+/// flag (`--listen`, with the doc comment as its help), [`RawConfig`] and its `Default`, and
+/// [`SETTINGS`]. A setting cannot exist in one of those places and be missing from another.
+///
+/// Each entry: doc comment, `name: Type = default`, a sample non-default value as TOML text
+/// (for the test that sets every setting each way), and optionally extra `#[arg(…)]`
+/// attributes for the flag.
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident : $ty:ty = $default:expr, sample $sample:literal
+        $(, #[arg($($arg:tt)*)])? ;
+    )*) => {
+        /// Raw configuration, as files, environment and flags spell it. Every field has a
+        /// default.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct RawConfig {
+            $( $(#[doc = $doc])* pub $name: $ty, )*
+        }
+
+        impl Default for RawConfig {
+            fn default() -> Self {
+                Self { $( $name: $default, )* }
+            }
+        }
+
+        /// Settings given as command-line flags: only those present override the file and the
+        /// environment.
+        #[derive(Debug, Clone, Default, Serialize, clap::Args)]
+        pub struct Flags {
+            $(
+                $(#[doc = $doc])*
+                #[arg(long, global = true $(, $($arg)*)?)]
+                #[serde(skip_serializing_if = "Option::is_none")]
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        /// Every setting's key, with a sample non-default value written as TOML.
+        pub const SETTINGS: &[(&str, &str)] = &[ $( (stringify!($name), $sample), )* ];
+    };
+}
+
+settings! {
     /// Address to listen on.
-    pub listen: String,
+    listen: String = "127.0.0.1:8080".into(), sample r#""0.0.0.0:9000""#,
+        #[arg(value_name = "ADDR")];
     /// Directory for the SQLite database and signing keys.
-    pub data_dir: PathBuf,
-    /// The origin users reach the server at; CSRF checks compare against it.
-    pub public_url: String,
+    data_dir: PathBuf = PathBuf::from("cloakroom-data"), sample r#""/var/lib/cloakroom""#,
+        #[arg(value_name = "DIR")];
+    /// The URL users reach the server at; CSRF checks compare against its origin.
+    public_url: String = "http://localhost:8080".into(), sample r#""https://login.example.com""#,
+        #[arg(value_name = "URL")];
     /// Further origins allowed to send state-changing requests.
-    pub allowed_origins: Vec<String>,
+    allowed_origins: Vec<String> = Vec::new(), sample r#"["https://app.example.com"]"#,
+        #[arg(value_delimiter = ',', value_name = "ORIGINS")];
     /// Where sessions are kept.
-    pub session_store: SessionStoreKind,
+    session_store: SessionStoreKind = SessionStoreKind::Sqlite, sample r#""memory""#;
     /// Where accounts are kept.
-    pub account_store: AccountStoreKind,
+    account_store: AccountStoreKind = AccountStoreKind::Sqlite, sample r#""postgres""#;
     /// Redis URL (`redis://…`) for `session_store = "redis"`.
-    pub redis_url: Option<String>,
+    redis_url: Option<String> = None, sample r#""redis://127.0.0.1:6380""#,
+        #[arg(num_args = 1, value_name = "URL")];
     /// Redis Cluster seed URLs for `session_store = "redis-cluster"`.
-    pub redis_cluster_nodes: Vec<String>,
+    redis_cluster_nodes: Vec<String> = Vec::new(), sample r#"["redis://127.0.0.1:7000"]"#,
+        #[arg(value_delimiter = ',', value_name = "URLS")];
     /// Prefix of every Redis key Cloakroom writes.
-    pub redis_key_prefix: String,
+    redis_key_prefix: String = cloakroom_redis::DEFAULT_KEY_PREFIX.into(), sample r#""staging:""#,
+        #[arg(value_name = "PREFIX")];
     /// PostgreSQL URL for the `postgres` stores.
-    pub postgres_url: Option<String>,
+    postgres_url: Option<String> = None, sample r#""postgres://cloakroom@db/cloakroom""#,
+        #[arg(num_args = 1, value_name = "URL")];
     /// PostgreSQL schema for Cloakroom's tables.
-    pub postgres_schema: String,
+    postgres_schema: String = cloakroom_postgres::DEFAULT_SCHEMA.into(), sample r#""auth""#,
+        #[arg(value_name = "SCHEMA")];
     /// Proxies whose `X-Forwarded-For` is believed (CIDR ranges).
-    pub trusted_proxies: Vec<String>,
+    trusted_proxies: Vec<String> = Vec::new(), sample r#"["10.0.0.0/8"]"#,
+        #[arg(value_delimiter = ',', value_name = "CIDRS")];
     /// Session cookie name (the `__Host-` prefix is always kept).
-    pub cookie_name: String,
+    cookie_name: String = cloakroom_axum::DEFAULT_COOKIE_NAME.into(), sample r#""ticket""#,
+        #[arg(value_name = "NAME")];
     /// Session cookie `SameSite`.
-    pub same_site: SameSiteSetting,
+    same_site: SameSiteSetting = SameSiteSetting::Lax, sample r#""strict""#;
     /// Idle timeout of an ordinary session, in seconds.
-    pub idle_timeout_secs: u64,
+    idle_timeout_secs: u64 = Lifetime::STANDARD.idle.as_secs(), sample "600",
+        #[arg(value_name = "SECS")];
     /// Absolute lifetime of an ordinary session, in seconds.
-    pub absolute_timeout_secs: u64,
+    absolute_timeout_secs: u64 = Lifetime::STANDARD.absolute.as_secs(), sample "3600",
+        #[arg(value_name = "SECS")];
     /// Idle timeout of a "remember me" session, in seconds.
-    pub remember_idle_timeout_secs: u64,
+    remember_idle_timeout_secs: u64 = Lifetime::REMEMBER_ME.idle.as_secs(), sample "86400",
+        #[arg(value_name = "SECS")];
     /// Absolute lifetime of a "remember me" session, in seconds.
-    pub remember_absolute_timeout_secs: u64,
+    remember_absolute_timeout_secs: u64 = Lifetime::REMEMBER_ME.absolute.as_secs(),
+        sample "604800", #[arg(value_name = "SECS")];
     /// Minimum seconds between two last-seen writes of a session.
-    pub touch_interval_secs: u64,
+    touch_interval_secs: u64 = 60, sample "30", #[arg(value_name = "SECS")];
     /// Keep validated sessions in this process, re-reading the store's change generation at
     /// most this many milliseconds apart: a revocation made by another instance (or the admin
     /// CLI) is then seen within this bound. Unset: no near-cache, every check asks the store.
-    pub session_cache_ms: Option<u64>,
+    session_cache_ms: Option<u64> = None, sample "100", #[arg(num_args = 1, value_name = "MS")];
     /// Concurrent password hashes (default: half the CPUs, at least one).
-    pub hash_workers: Option<usize>,
+    hash_workers: Option<usize> = None, sample "3", #[arg(num_args = 1, value_name = "N")];
     /// Signature algorithm for new service-JWT keys.
-    pub jwt_algorithm: crate::tokens::keys::KeyAlgorithm,
+    jwt_algorithm: KeyAlgorithm = KeyAlgorithm::EdDsa, sample r#""es256""#;
     /// Lifetime of service JWTs, in seconds (at most 300).
-    pub jwt_ttl_secs: u64,
+    jwt_ttl_secs: u64 = 60, sample "120", #[arg(value_name = "SECS")];
     /// A fixed `aud` for service JWTs instead of the forwarded app's origin.
-    pub jwt_audience: Option<String>,
+    jwt_audience: Option<String> = None, sample r#""https://api.example.com""#,
+        #[arg(num_args = 1, value_name = "AUD")];
     /// Hosts the login page may send users back to (`rd`); default: the public URL's host.
-    pub redirect_hosts: Vec<String>,
+    redirect_hosts: Vec<String> = Vec::new(), sample r#"["app.example.com"]"#,
+        #[arg(value_delimiter = ',', value_name = "HOSTS")];
     /// Refuse unsafe forwarded requests that a browser marked cross-site.
-    pub forward_auth_csrf: bool,
+    forward_auth_csrf: bool = true, sample "false",
+        #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
     /// Log as JSON lines.
-    pub json_logs: bool,
-}
-
-impl Default for RawConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".into(),
-            data_dir: PathBuf::from("cloakroom-data"),
-            public_url: "http://localhost:8080".into(),
-            allowed_origins: Vec::new(),
-            session_store: SessionStoreKind::Sqlite,
-            account_store: AccountStoreKind::Sqlite,
-            redis_url: None,
-            redis_cluster_nodes: Vec::new(),
-            redis_key_prefix: cloakroom_redis::DEFAULT_KEY_PREFIX.into(),
-            postgres_url: None,
-            postgres_schema: cloakroom_postgres::DEFAULT_SCHEMA.into(),
-            trusted_proxies: Vec::new(),
-            cookie_name: cloakroom_axum::DEFAULT_COOKIE_NAME.into(),
-            same_site: SameSiteSetting::Lax,
-            idle_timeout_secs: Lifetime::STANDARD.idle.as_secs(),
-            absolute_timeout_secs: Lifetime::STANDARD.absolute.as_secs(),
-            remember_idle_timeout_secs: Lifetime::REMEMBER_ME.idle.as_secs(),
-            remember_absolute_timeout_secs: Lifetime::REMEMBER_ME.absolute.as_secs(),
-            touch_interval_secs: 60,
-            session_cache_ms: None,
-            hash_workers: None,
-            jwt_algorithm: crate::tokens::keys::KeyAlgorithm::EdDsa,
-            jwt_ttl_secs: 60,
-            jwt_audience: None,
-            redirect_hosts: Vec::new(),
-            forward_auth_csrf: true,
-            json_logs: false,
-        }
-    }
+    json_logs: bool = false, sample "true",
+        #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
 }
 
 /// A configuration problem, naming the setting.
@@ -171,38 +200,6 @@ fn invalid(setting: &'static str, problem: impl std::fmt::Display) -> ConfigErro
         problem: problem.to_string(),
     }
 }
-
-/// The settings `CLOAKROOM_<NAME>` environment variables may set (lists are written as
-/// `["a", "b"]`).
-const ENV_KEYS: &[&str] = &[
-    "listen",
-    "data_dir",
-    "public_url",
-    "allowed_origins",
-    "session_store",
-    "account_store",
-    "redis_url",
-    "redis_cluster_nodes",
-    "redis_key_prefix",
-    "postgres_url",
-    "postgres_schema",
-    "trusted_proxies",
-    "cookie_name",
-    "same_site",
-    "idle_timeout_secs",
-    "absolute_timeout_secs",
-    "remember_idle_timeout_secs",
-    "remember_absolute_timeout_secs",
-    "touch_interval_secs",
-    "session_cache_ms",
-    "hash_workers",
-    "jwt_algorithm",
-    "jwt_ttl_secs",
-    "jwt_audience",
-    "redirect_hosts",
-    "forward_auth_csrf",
-    "json_logs",
-];
 
 /// Checked settings, ready to use.
 #[derive(Debug, Clone)]
@@ -236,7 +233,7 @@ pub struct Settings {
     /// Concurrent password hashes.
     pub hash_workers: usize,
     /// Algorithm of new service-JWT keys.
-    pub jwt_algorithm: crate::tokens::keys::KeyAlgorithm,
+    pub jwt_algorithm: KeyAlgorithm,
     /// Service-JWT lifetime.
     pub jwt_ttl: Duration,
     /// Fixed service-JWT audience, if configured.
@@ -247,6 +244,11 @@ pub struct Settings {
     pub forward_auth_csrf: bool,
     /// JSON logs.
     pub json_logs: bool,
+}
+
+/// The keys of [`SETTINGS`].
+fn keys() -> Vec<&'static str> {
+    SETTINGS.iter().map(|(key, _)| *key).collect()
 }
 
 impl RawConfig {
@@ -268,7 +270,7 @@ impl RawConfig {
         }
         figment
             // Only our own keys: `CLOAKROOM_TEST_*` and friends belong to other tools.
-            .merge(Env::prefixed("CLOAKROOM_").only(ENV_KEYS))
+            .merge(Env::prefixed("CLOAKROOM_").only(&keys()))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))

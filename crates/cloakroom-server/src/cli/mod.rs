@@ -12,11 +12,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
-use serde::Serialize;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{AccountStoreKind, RawConfig, SameSiteSetting, SessionStoreKind};
+use crate::config::{Flags, RawConfig, SETTINGS};
 use crate::state::Stores;
 use crate::{AppState, Server};
 use admin::Admin;
@@ -34,49 +33,7 @@ struct Cli {
     #[arg(long, global = true, env = "CLOAKROOM_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(flatten)]
-    overrides: Overrides,
-}
-
-/// Settings given as flags; only those present override the file and environment.
-#[derive(Debug, Args, Serialize)]
-struct Overrides {
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, global = true, value_name = "ADDR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    listen: Option<String>,
-    /// Directory for the database and keys [default: ./cloakroom-data].
-    #[arg(long, global = true, value_name = "DIR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data_dir: Option<PathBuf>,
-    /// The URL users reach the server at [default: http://localhost:8080].
-    #[arg(long, global = true, value_name = "URL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    public_url: Option<String>,
-    /// Where sessions are kept [default: sqlite].
-    #[arg(long, global = true, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session_store: Option<SessionStoreKind>,
-    /// Where accounts are kept [default: sqlite].
-    #[arg(long, global = true, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    account_store: Option<AccountStoreKind>,
-    /// Proxies whose X-Forwarded-For is believed (comma-separated CIDRs).
-    #[arg(long, global = true, value_delimiter = ',', value_name = "CIDRS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trusted_proxies: Option<Vec<String>>,
-    /// Keep validated sessions in memory, noticing changes made elsewhere within this many
-    /// milliseconds [default: off].
-    #[arg(long, global = true, value_name = "MS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session_cache_ms: Option<u64>,
-    /// SameSite attribute of the session cookie [default: lax].
-    #[arg(long, global = true, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    same_site: Option<SameSiteSetting>,
-    /// Log JSON lines instead of text.
-    #[arg(long, global = true)]
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    json_logs: bool,
+    flags: Flags,
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,7 +103,10 @@ enum SessionsCommand {
 
 /// Runs the command line given to the process.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -157,7 +117,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let raw = RawConfig::load(cli.config.as_deref(), &cli.overrides)?;
+    let raw = RawConfig::load(cli.config.as_deref(), &cli.flags)?;
     let settings = raw.settings()?;
     init_logging(settings.json_logs);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -208,6 +168,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
+/// The command line, each setting's help ending with its built-in default (taken from
+/// [`RawConfig::default`], so it cannot drift).
+fn command() -> clap::Command {
+    let defaults = serde_json::to_value(RawConfig::default()).unwrap_or_default();
+    let mut command = Cli::command();
+    for (key, _) in SETTINGS {
+        let shown = match &defaults[*key] {
+            serde_json::Value::Null => continue,
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(a) if a.is_empty() => continue,
+            other => other.to_string(),
+        };
+        command = command.mut_arg(*key, |arg| {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            arg.help(format!("{help} [default: {shown}]"))
+        });
+    }
+    command
+}
+
 #[allow(clippy::print_stdout)] // The CLI's output is its purpose.
 fn print(text: &str) {
     print!("{text}");
@@ -254,5 +234,71 @@ fn init_logging(json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn value_of(raw: &RawConfig, key: &str) -> serde_json::Value {
+        serde_json::to_value(raw).unwrap()[key].clone()
+    }
+
+    /// Issue 10: a setting spelled by hand in several places could be missing from one (the
+    /// environment list once was): each must be settable by file, environment and flag alike.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's `Jail` fixes the closure's error type.
+    fn every_setting_can_be_set_by_file_environment_and_flag() {
+        let defaults = RawConfig::default();
+        let fields: BTreeSet<String> = serde_json::to_value(&defaults)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let keys: BTreeSet<String> = SETTINGS.iter().map(|(k, _)| (*k).to_owned()).collect();
+        assert_eq!(fields, keys, "every field is a setting");
+
+        let dir = tempfile::tempdir().unwrap();
+        for (key, sample) in SETTINGS {
+            let file = dir.path().join(format!("{key}.toml"));
+            std::fs::write(&file, format!("{key} = {sample}\n")).unwrap();
+            let flag = format!("--{}", key.replace('_', "-"));
+            let flag_value = sample.trim_matches(['[', ']']).trim_matches('"');
+            figment::Jail::expect_with(|jail| {
+                jail.clear_env();
+                let from_file = RawConfig::load(Some(&file), &Flags::default()).unwrap();
+                let cli =
+                    Cli::try_parse_from(["cloakroom", &format!("{flag}={flag_value}"), "serve"])
+                        .map_err(|e| format!("{flag} {flag_value}: {e}"))?;
+                let from_flag = RawConfig::load(None, &cli.flags).unwrap();
+                jail.set_env(format!("CLOAKROOM_{}", key.to_ascii_uppercase()), sample);
+                let from_env = RawConfig::load(None, &Flags::default()).unwrap();
+
+                let wanted = value_of(&from_file, key);
+                assert_ne!(wanted, value_of(&defaults, key), "{key}: set by the file");
+                assert_eq!(
+                    value_of(&from_env, key),
+                    wanted,
+                    "{key}: set by the environment"
+                );
+                assert_eq!(value_of(&from_flag, key), wanted, "{key}: set by {flag}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn boolean_flags_need_no_value_and_help_shows_defaults() {
+        let cli = Cli::try_parse_from(["cloakroom", "--json-logs", "serve"]).unwrap();
+        assert_eq!(cli.flags.json_logs, Some(true));
+        let cli = Cli::try_parse_from(["cloakroom", "serve", "--forward-auth-csrf=false"]).unwrap();
+        assert_eq!(cli.flags.forward_auth_csrf, Some(false));
+        let help = command().render_help().to_string();
+        assert!(help.contains("[default: 127.0.0.1:8080]"), "{help}");
     }
 }

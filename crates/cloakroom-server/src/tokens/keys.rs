@@ -34,12 +34,14 @@ pub(crate) const ROTATION_MARGIN: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum KeyAlgorithm {
     /// Ed25519 (`EdDSA`), the default: small, fast, no nonce pitfalls.
-    #[serde(rename = "EdDSA")]
-    #[value(name = "eddsa")]
+    // The JOSE spelling is what key files hold; the lower-case one is what the docs and the
+    // flag use, so a setting accepts both.
+    #[serde(rename = "EdDSA", alias = "eddsa")]
+    #[value(name = "eddsa", alias = "EdDSA")]
     EdDsa,
     /// ECDSA on P-256 (`ES256`), for verifiers without Ed25519 support.
-    #[serde(rename = "ES256")]
-    #[value(name = "es256")]
+    #[serde(rename = "ES256", alias = "es256")]
+    #[value(name = "es256", alias = "ES256")]
     Es256,
 }
 
