@@ -12,6 +12,9 @@
 //! backend. The suite starts its manual clock at the real current time and only moves it
 //! forward, so stores with their own expiry (Redis TTLs) behave realistically.
 
+// Test support: a failed expectation is how a conformance test fails, with its message.
+#![allow(clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! that handles cookies by hand so every attribute and replay is explicit.
 
 // A panic is how a test fails, with its location; helpers outside #[test] may unwrap too.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 // Test modules share helpers with `pub`; there is no API to keep tidy here.
 #![allow(unreachable_pub)]
 

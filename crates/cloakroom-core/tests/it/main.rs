@@ -1,7 +1,7 @@
 //! Integration tests of cloakroom-core: the store conformance suite on the memory store, and
 //! the manager's behaviour as a web layer would observe it.
 // A panic is how a test fails, with its location; helpers outside #[test] may unwrap too.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 // Test modules share helpers with `pub`; there is no API to keep tidy here.
 #![allow(unreachable_pub)]
 

@@ -4,7 +4,7 @@
 //! unreachable server, and a latency probe. Every test uses a schema of its own, dropped at
 //! the end. An unreachable server skips the tests unless `CLOAKROOM_REQUIRE_SERVICES=1`.
 // A panic is how a test fails, with its location; helpers outside #[test] may unwrap too.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bench;
 mod fault;

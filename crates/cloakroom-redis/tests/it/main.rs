@@ -6,7 +6,7 @@
 //! the Cluster and fault tests start their own `redis-server` processes. Unreachable services
 //! skip the tests unless `CLOAKROOM_REQUIRE_SERVICES=1`.
 // A panic is how a test fails, with its location; helpers outside #[test] may unwrap too.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bench;
 mod cluster;
