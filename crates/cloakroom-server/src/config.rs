@@ -175,6 +175,13 @@ settings! {
     /// Log as JSON lines.
     json_logs: bool = false, sample "true",
         #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
+    /// `Strict-Transport-Security` max-age in seconds, sent when the public URL is `https://`
+    /// (0: no HSTS header).
+    hsts_max_age_secs: u64 = 365 * 24 * 3600, sample "600", #[arg(value_name = "SECS")];
+    /// **Dangerous.** Allow an `http://` public URL on a host other than loopback: the session
+    /// cookie then travels in clear text (and browsers refuse `__Host-` cookies over it).
+    danger_allow_http: bool = false, sample "true",
+        #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
 }
 
 /// A configuration problem, naming the setting.
@@ -244,6 +251,22 @@ pub struct Settings {
     pub forward_auth_csrf: bool,
     /// JSON logs.
     pub json_logs: bool,
+    /// `Strict-Transport-Security` max-age, when the public URL is https.
+    pub hsts_max_age: Option<Duration>,
+}
+
+/// Whether browsers treat `origin` as a secure context over plain http: `localhost` and
+/// loopback addresses.
+fn is_loopback(origin: &Origin) -> bool {
+    match url::Url::parse(origin.as_str())
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// The keys of [`SETTINGS`].
@@ -284,6 +307,20 @@ impl RawConfig {
             .map_err(|e| invalid("listen", format!("{:?}: {e}", self.listen)))?;
         let public_origin = Origin::parse(&self.public_url)
             .map_err(|e| invalid("public_url", format!("{:?}: {e}", self.public_url)))?;
+        if !public_origin.is_https() && !is_loopback(&public_origin) && !self.danger_allow_http {
+            return Err(invalid(
+                "public_url",
+                format!(
+                    "{:?} is plain http on a host other than loopback: browsers refuse the \
+                     session's __Host- cookie there, or send it in clear text; serve it over \
+                     https, or set danger_allow_http = true",
+                    self.public_url
+                ),
+            ));
+        }
+        // HSTS only means something over https; over http a browser ignores it.
+        let hsts_max_age = (public_origin.is_https() && self.hsts_max_age_secs > 0)
+            .then(|| Duration::from_secs(self.hsts_max_age_secs));
         let allowed_origins = self
             .allowed_origins
             .iter()
@@ -427,6 +464,7 @@ impl RawConfig {
             redirect_hosts,
             forward_auth_csrf: self.forward_auth_csrf,
             json_logs: self.json_logs,
+            hsts_max_age,
         })
     }
 }

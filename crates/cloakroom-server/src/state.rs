@@ -140,6 +140,16 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), StartupError> {
         .mode(0o700)
         .create(dir)
         .map_err(err)?;
+    // An existing directory keeps the operator's mode: every file in it is created 0600, but
+    // a directory others can list still tells them who has an account (file names, sizes).
+    if let Ok(meta) = std::fs::metadata(dir)
+        && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0
+    {
+        tracing::warn!(
+            data_dir = %dir.display(),
+            "the data directory is accessible to other users; consider `chmod 700` on it"
+        );
+    }
     // Fail now, not at the first sign-up, if the directory is not writable.
     let probe = dir.join(".write-test");
     std::fs::write(&probe, b"").map_err(err)?;

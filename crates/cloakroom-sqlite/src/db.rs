@@ -55,6 +55,15 @@ pub enum DbError {
     /// Reading the database from a background thread failed.
     #[error("sqlite reader thread failed")]
     Reader,
+    /// The database file could not be created or made private.
+    #[error("cannot create or restrict {}: {source}", path.display())]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl DbError {
@@ -118,8 +127,14 @@ impl fmt::Debug for Database {
 impl Database {
     /// Opens (creating if needed) the database file at `path` and brings its schema up to
     /// date.
+    ///
+    /// The file is created readable by its owner only (0600), whatever the umask and the
+    /// directory's mode: it holds password hashes and CSRF secrets. SQLite gives its
+    /// write-ahead log and shared-memory files the database file's mode. A database found
+    /// with looser permissions (created by an older version) is tightened, with a warning.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, DbError> {
         let path = path.as_ref().to_owned();
+        make_private(&path)?;
         let conn = Connection::open(&path)?;
         configure(&conn)?;
         // WAL is a property of the file; it persists and lets readers run beside the writer.
@@ -222,6 +237,36 @@ impl Readers {
             .push(conn);
         Ok(out?)
     }
+}
+
+/// Creates `path` with mode 0600 if it does not exist; tightens it (and the WAL and
+/// shared-memory files beside it) if it does and others may read it.
+fn make_private(path: &Path) -> Result<(), DbError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| DbError::Permissions {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    for file in [path.to_owned(), PathBuf::from(wal), PathBuf::from(shm)] {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(file = %file.display(), "database file was readable by others; making it private (0600)");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {

@@ -6,6 +6,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use cloakroom_axum::{Auth, Session};
 use cloakroom_core::SessionHandle;
 use cloakroom_core::accounts::Account;
@@ -16,10 +17,10 @@ use crate::accounts::Credentials;
 use crate::accounts::passwords::Password;
 use crate::metrics;
 use crate::state::AppState;
-use crate::web::ClientAddr;
 use crate::web::device::{label, rfc3339};
 use crate::web::error::{ApiJson, WebError};
 use crate::web::flows;
+use crate::web::{CLEAR_SITE_DATA, ClientAddr};
 
 /// Credentials for `POST /api/login`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -222,13 +223,13 @@ pub(crate) async fn login(
 /// Ends this session and clears the cookie.
 #[utoipa::path(post, path = "/api/logout", tag = "sessions",
     responses((status = 204, description = "Logged out (also without a session)")))]
-pub(crate) async fn logout(auth: Auth) -> Result<StatusCode, WebError> {
+pub(crate) async fn logout(auth: Auth) -> Result<impl IntoResponse, WebError> {
     let had = auth.session().await?.is_some();
     auth.logout().await?;
     if had {
         metrics::revoked("logout", 1);
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok((StatusCode::NO_CONTENT, [CLEAR_SITE_DATA.clone()]))
 }
 
 /// Who am I.

@@ -47,6 +47,9 @@ pub fn app(state: AppState) -> Router {
     for origin in &settings.allowed_origins {
         layer = layer.with_allowed_origin(origin.clone());
     }
+    let hsts = settings
+        .hsts_max_age
+        .and_then(|age| HeaderValue::from_str(&format!("max-age={}", age.as_secs())).ok());
 
     let api = Router::new()
         .route("/api/signup", post(api::signup))
@@ -113,8 +116,28 @@ pub fn app(state: AppState) -> Router {
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::map_response(move |r| add_hsts(hsts.clone(), r)))
         .with_state(state)
 }
+
+/// `Strict-Transport-Security` on every response when the public URL is https: after one
+/// visit a browser never tries this host over plain http again, so the cookie cannot be
+/// stripped off a downgraded connection.
+async fn add_hsts(hsts: Option<HeaderValue>, mut response: Response) -> Response {
+    if let Some(value) = hsts {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, value);
+    }
+    response
+}
+
+/// Added to every logout: the browser drops this site's cookies even if the server could not
+/// end the session (store down), and whatever else the site stored in them.
+pub(crate) static CLEAR_SITE_DATA: (HeaderName, HeaderValue) = (
+    HeaderName::from_static("clear-site-data"),
+    HeaderValue::from_static("\"cookies\""),
+);
 
 /// Headers every response carries. The CSP allows only our own stylesheet: the pages need no
 /// script at all, so an injected one cannot run, and forms may only post back to us.

@@ -14,11 +14,11 @@ use crate::accounts::passwords::Password;
 use crate::accounts::session_keys as keys;
 use crate::metrics;
 use crate::state::AppState;
-use crate::web::ClientAddr;
 use crate::web::device::{label, relative, rfc3339};
 use crate::web::error::{WebError, WebForm};
 use crate::web::flows;
 use crate::web::redirect::ReturnTo;
+use crate::web::{CLEAR_SITE_DATA, ClientAddr};
 
 /// What the page header shows for a signed-in user.
 #[derive(Debug)]
@@ -301,7 +301,7 @@ pub(crate) async fn logout(auth: Auth) -> Result<Response, WebError> {
     if had {
         metrics::revoked("logout", 1);
     }
-    Ok(Redirect::to("/login").into_response())
+    Ok(([CLEAR_SITE_DATA.clone()], Redirect::to("/login")).into_response())
 }
 
 struct DeviceRow {

@@ -11,6 +11,7 @@ mod api;
 mod cli;
 mod e2e;
 mod forward;
+mod hardening;
 mod input;
 mod ops;
 mod pages;
