@@ -12,12 +12,14 @@
 //! itself; a store's own expiry (a Redis TTL, a SQL purge) is garbage collection only.
 
 pub(crate) mod memory;
+mod row;
 
 use std::error::Error as StdError;
 
 use async_trait::async_trait;
 
 pub use memory::MemoryStore;
+pub use row::{CorruptColumn, IpColumn, SessionRow, version_column};
 
 use crate::clock::Timestamp;
 use crate::session::{Session, UserId};
