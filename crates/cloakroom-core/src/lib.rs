@@ -17,7 +17,8 @@
 //! * **One contract, every backend.** [`SessionStore`] spells out what `create`, `save`,
 //!   `delete` and the per-user index must guarantee — never overwrite, never resurrect a
 //!   revoked session, no lost updates, no leaking index entries — and the conformance suite
-//!   (feature `conformance`) checks it for memory, SQLite, Redis and PostgreSQL alike.
+//!   (in the `cloakroom-testkit` crate) checks it for memory, SQLite, Redis and PostgreSQL
+//!   alike. [`store::SessionRow`] is the one decoder the SQL stores share.
 //! * **Rules live in one place.** [`SessionManager`] owns the lifecycle (issue with fixation
 //!   defence, validate with idle and absolute expiry, throttled activity writes, rotation,
 //!   optimistic data updates, revocation), so web code cannot forget one.
@@ -37,8 +38,8 @@
 //!
 //! # Features
 //!
-//! * `conformance` — the store conformance suite (module `conformance` and
-//!   `conformance_suite!`), for backend crates' tests. Pulls in tokio.
+//! None. The store conformance suites, which used to be the `conformance` feature, live in the
+//! `cloakroom-testkit` crate, so the product crate carries no test code and no tokio.
 //!
 //! # Example
 //!
@@ -65,8 +66,6 @@
 pub mod accounts;
 mod cache;
 mod clock;
-#[cfg(feature = "conformance")]
-pub mod conformance;
 pub mod csrf;
 mod manager;
 pub mod origin;

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloakroom_core::store::BoxError;
+use cloakroom_core::store::{BoxError, CorruptColumn, IpColumn, SessionRow, version_column};
 use cloakroom_core::{
-    AuthMethod, CsrfSecret, DeleteScope, SaveOutcome, Session, SessionData, SessionHandle,
-    SessionId, SessionStore, StoreError, Timestamp, UserId,
+    DeleteScope, SaveOutcome, Session, SessionId, SessionStore, StoreError, Timestamp, UserId,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::Row;
@@ -173,68 +172,37 @@ fn migrate_error(e: MigrateError) -> StoreError {
     }
 }
 
-/// A row that PostgreSQL returned but that does not decode into a [`Session`].
-#[derive(Debug, thiserror::Error)]
-#[error("column {column}: {reason}")]
-struct Undecodable {
-    column: &'static str,
-    #[source]
-    reason: BoxError,
-}
-
+/// Reads one row's columns and decodes them with [`SessionRow::decode`], shared with the other
+/// SQL stores. A column the driver cannot read as its type is corrupt too.
 fn read_row(row: &Row) -> Result<Session, StoreError> {
     fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
         row: &'a Row,
         i: usize,
         column: &'static str,
-    ) -> Result<T, Undecodable> {
-        row.try_get(i).map_err(|e| Undecodable {
-            column,
-            reason: e.into(),
+    ) -> Result<T, StoreError> {
+        row.try_get(i).map_err(|e| StoreError::Corrupt {
+            store: STORE,
+            source: Box::new(CorruptColumn::new(column, e)),
         })
     }
-    fn bad(column: &'static str, reason: impl Into<BoxError>) -> Undecodable {
-        Undecodable {
-            column,
-            reason: reason.into(),
-        }
+    SessionRow {
+        id: col(row, 0, "id")?,
+        user_id: col(row, 1, "user_id")?,
+        handle: col(row, 2, "handle")?,
+        created_at: col(row, 3, "created_at")?,
+        last_seen_at: col(row, 4, "last_seen_at")?,
+        idle_expires_at: col(row, 5, "idle_expires_at")?,
+        absolute_expires_at: col(row, 6, "absolute_expires_at")?,
+        auth_time: col(row, 7, "auth_time")?,
+        auth_method: col(row, 8, "auth_method")?,
+        remember: col(row, 9, "remember")?,
+        user_agent: col(row, 10, "user_agent")?,
+        ip: col::<Option<IpAddr>>(row, 11, "ip")?.map(IpColumn::Addr),
+        csrf_secret: col(row, 12, "csrf_secret")?,
+        data: col(row, 13, "data")?,
+        version: col(row, 14, "version")?,
     }
-    let decode = || -> Result<Session, Undecodable> {
-        let ts = |i, c| col::<i64>(row, i, c).map(Timestamp::from_unix_millis);
-        let id: &[u8] = col(row, 0, "id")?;
-        let csrf: &[u8] = col(row, 12, "csrf_secret")?;
-        let version: i64 = col(row, 14, "version")?;
-        Ok(Session {
-            id: SessionId::from_bytes(id.try_into().map_err(|_| bad("id", "not 32 bytes"))?),
-            user_id: UserId::new(col::<String>(row, 1, "user_id")?)
-                .map_err(|e| bad("user_id", e))?,
-            handle: SessionHandle::parse(col(row, 2, "handle")?).map_err(|e| bad("handle", e))?,
-            created_at: ts(3, "created_at")?,
-            last_seen_at: ts(4, "last_seen_at")?,
-            idle_expires_at: ts(5, "idle_expires_at")?,
-            absolute_expires_at: ts(6, "absolute_expires_at")?,
-            auth_time: ts(7, "auth_time")?,
-            auth_method: AuthMethod::new(col::<String>(row, 8, "auth_method")?)
-                .map_err(|e| bad("auth_method", e))?,
-            remember: col(row, 9, "remember")?,
-            user_agent: col(row, 10, "user_agent")?,
-            ip: col::<Option<IpAddr>>(row, 11, "ip")?,
-            csrf_secret: CsrfSecret::from_bytes(
-                csrf.try_into()
-                    .map_err(|_| bad("csrf_secret", "not 32 bytes"))?,
-            ),
-            data: SessionData::from_json(col(row, 13, "data")?).map_err(|e| bad("data", e))?,
-            version: u64::try_from(version).map_err(|e| bad("version", e))?,
-        })
-    };
-    decode().map_err(|e| StoreError::Corrupt {
-        store: STORE,
-        source: Box::new(e),
-    })
-}
-
-fn version_i64(v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|e| backend(Box::new(e)))
+    .decode(STORE)
 }
 
 impl PostgresStore {
@@ -370,7 +338,7 @@ impl<'a> InsertParams<'a> {
             id: s.id.as_bytes().to_vec(),
             csrf: s.csrf_secret.expose_bytes().to_vec(),
             data: s.data.to_json(),
-            version: version_i64(s.version)?,
+            version: version_column(s.version, STORE)?,
             created_at: s.created_at.as_unix_millis(),
             last_seen_at: s.last_seen_at.as_unix_millis(),
             idle_expires_at: s.idle_expires_at.as_unix_millis(),

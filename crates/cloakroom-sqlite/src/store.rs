@@ -1,12 +1,9 @@
 //! [`SqliteStore`]: the [`SessionStore`] contract on SQLite.
 
-use std::net::IpAddr;
-
 use async_trait::async_trait;
-use cloakroom_core::store::BoxError;
+use cloakroom_core::store::{BoxError, IpColumn, SessionRow, version_column};
 use cloakroom_core::{
-    AuthMethod, CsrfSecret, DeleteScope, SaveOutcome, Session, SessionData, SessionHandle,
-    SessionId, SessionStore, StoreError, Timestamp, UserId,
+    DeleteScope, SaveOutcome, Session, SessionId, SessionStore, StoreError, Timestamp, UserId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -73,69 +70,31 @@ pub(crate) fn store_error(e: DbError) -> StoreError {
     }
 }
 
-/// A row that SQLite returned but that does not decode into a [`Session`].
-#[derive(Debug, thiserror::Error)]
-#[error("column {column}: {reason}")]
-struct Undecodable {
-    column: &'static str,
-    reason: BoxError,
-}
-
-fn bad(column: &'static str) -> impl FnOnce(BoxError) -> Undecodable {
-    move |reason| Undecodable { column, reason }
-}
-
-/// Reads one row into a session; SQL errors and decoding errors are kept apart so a corrupt
-/// row is reported as such.
+/// Reads one row's columns; SQL errors and decoding errors are kept apart so a corrupt row is
+/// reported as such ([`SessionRow::decode`], shared with the other SQL stores, decides).
 ///
 /// Columns that are only parsed (id, handle, address, CSRF secret, data) are read borrowed from
 /// SQLite's row buffer: an owned copy of each would be one more allocation on every load.
-fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Session, Undecodable>> {
-    let id = row.get_ref(0)?.as_blob()?;
-    let user_id: String = row.get(1)?;
-    let handle = row.get_ref(2)?.as_str()?;
-    let auth_method: String = row.get(8)?;
+fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Session, StoreError>> {
     let ip = row.get_ref(11)?.as_str_or_null()?;
-    let csrf = row.get_ref(12)?.as_blob()?;
-    let data = row.get_ref(13)?.as_str()?;
-    let version: i64 = row.get(14)?;
-    let ts = |i: usize| row.get::<_, i64>(i).map(Timestamp::from_unix_millis);
-    let (created_at, last_seen_at, idle_expires_at, absolute_expires_at, auth_time) =
-        (ts(3)?, ts(4)?, ts(5)?, ts(6)?, ts(7)?);
-    let remember: bool = row.get(9)?;
-    let user_agent: Option<String> = row.get(10)?;
-    Ok((|| {
-        Ok(Session {
-            id: SessionId::from_bytes(
-                id.try_into()
-                    .map_err(|_| bad("id")("not 32 bytes".into()))?,
-            ),
-            user_id: UserId::new(user_id).map_err(|e| bad("user_id")(e.into()))?,
-            handle: SessionHandle::parse(handle).map_err(|e| bad("handle")(e.into()))?,
-            created_at,
-            last_seen_at,
-            idle_expires_at,
-            absolute_expires_at,
-            auth_time,
-            auth_method: AuthMethod::new(auth_method).map_err(|e| bad("auth_method")(e.into()))?,
-            remember,
-            user_agent,
-            ip: ip
-                .map(str::parse::<IpAddr>)
-                .transpose()
-                .map_err(|e| bad("ip")(e.into()))?,
-            csrf_secret: CsrfSecret::from_bytes(
-                csrf.try_into()
-                    .map_err(|_| bad("csrf_secret")("not 32 bytes".into()))?,
-            ),
-            data: SessionData::from_json(data).map_err(|e| bad("data")(e.into()))?,
-            version: u64::try_from(version).map_err(|e| bad("version")(e.into()))?,
-        })
-    })())
-}
-
-fn decoded(r: Result<Session, Undecodable>) -> Result<Session, StoreError> {
-    r.map_err(|e| corrupt(Box::new(e)))
+    let columns = SessionRow {
+        id: row.get_ref(0)?.as_blob()?,
+        user_id: row.get(1)?,
+        handle: row.get_ref(2)?.as_str()?,
+        created_at: row.get(3)?,
+        last_seen_at: row.get(4)?,
+        idle_expires_at: row.get(5)?,
+        absolute_expires_at: row.get(6)?,
+        auth_time: row.get(7)?,
+        auth_method: row.get(8)?,
+        remember: row.get(9)?,
+        user_agent: row.get(10)?,
+        ip: ip.map(IpColumn::Text),
+        csrf_secret: row.get_ref(12)?.as_blob()?,
+        data: row.get_ref(13)?.as_str()?,
+        version: row.get(14)?,
+    };
+    Ok(columns.decode(STORE))
 }
 
 pub(crate) fn corrupt(source: BoxError) -> StoreError {
@@ -145,7 +104,8 @@ pub(crate) fn corrupt(source: BoxError) -> StoreError {
     }
 }
 
-fn insert(conn: &Connection, s: &Session) -> rusqlite::Result<bool> {
+/// Inserts `s` unless its id exists; `version` is `s.version` as [`version_column`] stores it.
+fn insert(conn: &Connection, s: &Session, version: i64) -> rusqlite::Result<bool> {
     let mut stmt = conn.prepare_cached(INSERT)?;
     let n = stmt.execute(params![
         &s.id.as_bytes()[..],
@@ -162,7 +122,7 @@ fn insert(conn: &Connection, s: &Session) -> rusqlite::Result<bool> {
         s.ip.map(|ip| ip.to_string()),
         &s.csrf_secret.expose_bytes()[..],
         s.data.to_json(),
-        version_i64(s.version),
+        version,
     ])?;
     Ok(n == 1)
 }
@@ -174,10 +134,6 @@ fn bump_generation(conn: &Connection) -> rusqlite::Result<()> {
         .map(drop)
 }
 
-fn version_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 #[async_trait]
 impl SessionStore for SqliteStore {
     fn name(&self) -> &'static str {
@@ -186,9 +142,10 @@ impl SessionStore for SqliteStore {
 
     async fn create(&self, session: &Session) -> Result<(), StoreError> {
         let s = session.clone();
+        let version = version_column(s.version, STORE)?;
         let inserted = self
             .db
-            .write(move |conn| insert(conn, &s))
+            .write(move |conn| insert(conn, &s, version))
             .await
             .map_err(store_error)?;
         if inserted {
@@ -209,7 +166,7 @@ impl SessionStore for SqliteStore {
             })
             .await
             .map_err(store_error)?;
-        row.map(decoded).transpose()
+        row.transpose()
     }
 
     async fn touch(
@@ -239,6 +196,7 @@ impl SessionStore for SqliteStore {
 
     async fn save(&self, session: &Session) -> Result<SaveOutcome, StoreError> {
         let s = session.clone();
+        let version = version_column(s.version, STORE)?;
         self.db
             .write(move |conn| {
                 let n = conn
@@ -251,7 +209,7 @@ impl SessionStore for SqliteStore {
                     )?
                     .execute(params![
                         &s.id.as_bytes()[..],
-                        version_i64(s.version),
+                        version,
                         s.last_seen_at.as_unix_millis(),
                         s.idle_expires_at.as_unix_millis(),
                         s.absolute_expires_at.as_unix_millis(),
@@ -299,12 +257,13 @@ impl SessionStore for SqliteStore {
 
     async fn rotate(&self, old: &SessionId, new: &Session) -> Result<(), StoreError> {
         let (old, new) = (*old, new.clone());
+        let version = version_column(new.version, STORE)?;
         // One transaction: both happen or neither does. Inserting first means a refused insert
         // leaves nothing to undo.
         let inserted = self
             .db
             .write(move |conn| {
-                if !insert(conn, &new)? {
+                if !insert(conn, &new, version)? {
                     return Ok(false);
                 }
                 conn.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
@@ -336,7 +295,7 @@ impl SessionStore for SqliteStore {
             })
             .await
             .map_err(store_error)?;
-        rows.into_iter().map(decoded).collect()
+        rows.into_iter().collect()
     }
 
     async fn delete_for_user(

@@ -1,4 +1,4 @@
-//! The test app and an explicit HTTP client.
+//! The test app, driven by the testkit's HTTP client with cookies passed by hand.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,12 +7,14 @@ use axum::extract::Form;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cloakroom_axum::{Auth, CurrentUser, Rejection, Session, SessionLayer};
-use cloakroom_core::conformance::ObservedStore;
 use cloakroom_core::origin::Origin;
 use cloakroom_core::{AuthMethod, ManualClock, MemoryStore, SessionHandle, SessionManager, UserId};
+use cloakroom_testkit::ObservedStore;
+use cloakroom_testkit::http::{Client, Request};
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
+
+pub use cloakroom_testkit::http::Reply;
 
 pub const ORIGIN: &str = "https://app.example.com";
 
@@ -112,10 +114,9 @@ async fn public() -> &'static str {
 /// A running test app.
 #[derive(Clone)]
 pub struct App {
-    pub base: String,
     pub store: Arc<ObservedStore<MemoryStore>>,
     pub clock: ManualClock,
-    pub http: reqwest::Client,
+    pub client: Client,
 }
 
 pub fn router(layer: SessionLayer) -> Router {
@@ -152,82 +153,21 @@ pub async fn start() -> App {
         .await
         .unwrap();
     });
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
     App {
-        base: format!("http://{addr}"),
         store,
         clock,
-        http,
+        client: Client::new(&format!("http://{addr}"), ORIGIN).with_user_agent("it-tests/1.0"),
     }
-}
-
-/// A response, reduced to what the tests look at.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: String,
-}
-
-impl Reply {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-
-    /// The session cookie value this response sets (`Some("")` for a removal).
-    pub fn session_cookie(&self) -> Option<String> {
-        self.set_cookies().into_iter().find_map(|c| {
-            c.strip_prefix("__Host-cloakroom=")
-                .map(|v| v.split(';').next().unwrap().to_owned())
-        })
-    }
-
-    pub fn set_cookies(&self) -> Vec<String> {
-        self.headers
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect()
-    }
-
-    pub fn error_code(&self) -> String {
-        self.json()["error"].as_str().unwrap().to_owned()
-    }
-}
-
-/// One browser-like request builder: same-origin by default.
-pub struct Req<'a> {
-    app: &'a App,
-    method: reqwest::Method,
-    path: String,
-    headers: HeaderMap,
-    body: Option<(String, &'static str)>,
 }
 
 impl App {
-    pub fn req(&self, method: &str, path: &str) -> Req<'_> {
-        let mut headers = HeaderMap::new();
-        headers.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
-        headers.insert("origin", HeaderValue::from_static(ORIGIN));
-        headers.insert("user-agent", HeaderValue::from_static("it-tests/1.0"));
-        Req {
-            app: self,
-            method: method.parse().unwrap(),
-            path: path.to_owned(),
-            headers,
-            body: None,
-        }
+    /// A same-origin request from a page on [`ORIGIN`]; cookies are passed explicitly.
+    pub fn get(&self, path: &str) -> Request<'_> {
+        self.client.get(path)
     }
 
-    pub fn get(&self, path: &str) -> Req<'_> {
-        self.req("GET", path)
-    }
-
-    pub fn post(&self, path: &str) -> Req<'_> {
-        self.req("POST", path)
+    pub fn post(&self, path: &str) -> Request<'_> {
+        self.client.post(path)
     }
 
     /// Logs `user` in; returns (cookie, csrf token).
@@ -242,73 +182,5 @@ impl App {
             r.session_cookie().unwrap(),
             r.json()["csrf_token"].as_str().unwrap().to_owned(),
         )
-    }
-}
-
-impl Req<'_> {
-    pub fn cookie(mut self, value: &str) -> Self {
-        self.headers.append(
-            "cookie",
-            HeaderValue::from_str(&format!("__Host-cloakroom={value}")).unwrap(),
-        );
-        self
-    }
-
-    pub fn raw_cookie(mut self, header: &str) -> Self {
-        self.headers
-            .append("cookie", HeaderValue::from_str(header).unwrap());
-        self
-    }
-
-    pub fn csrf(self, token: &str) -> Self {
-        self.header("x-csrf-token", token)
-    }
-
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.insert(
-            HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            HeaderValue::from_str(value).unwrap(),
-        );
-        self
-    }
-
-    pub fn without(mut self, name: &str) -> Self {
-        self.headers.remove(name);
-        self
-    }
-
-    pub fn json(mut self, v: &Value) -> Self {
-        self.body = Some((v.to_string(), "application/json"));
-        self
-    }
-
-    pub fn form(mut self, body: &str) -> Self {
-        self.body = Some((body.to_owned(), "application/x-www-form-urlencoded"));
-        self
-    }
-
-    pub fn body(mut self, body: &str, content_type: &'static str) -> Self {
-        self.body = Some((body.to_owned(), content_type));
-        self
-    }
-
-    pub async fn send(self) -> Reply {
-        let mut rb = self
-            .app
-            .http
-            .request(self.method, format!("{}{}", self.app.base, self.path))
-            .headers(self.headers);
-        if let Some((body, ct)) = self.body {
-            rb = rb.header("content-type", ct).body(body);
-        }
-        let resp = rb.send().await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.text().await.unwrap();
-        Reply {
-            status,
-            headers,
-            body,
-        }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! [`SessionStore`] is the one trait every backend implements (memory, SQLite, Redis,
 //! PostgreSQL). Its contract is written on each method and checked by the conformance suite
-//! (`conformance` feature), which every backend runs unchanged. The contract exists because
+//! (in `cloakroom-testkit`), which every backend runs unchanged. The contract exists because
 //! these are exactly the places popular session libraries get wrong: a slow request writing a
 //! revoked session back (express-session, Spring Session), last-writer-wins data loss under
 //! concurrent requests, and per-user indexes that leak or break on Redis Cluster.
@@ -12,12 +12,14 @@
 //! itself; a store's own expiry (a Redis TTL, a SQL purge) is garbage collection only.
 
 pub(crate) mod memory;
+mod row;
 
 use std::error::Error as StdError;
 
 use async_trait::async_trait;
 
 pub use memory::MemoryStore;
+pub use row::{CorruptColumn, IpColumn, SessionRow, version_column};
 
 use crate::clock::Timestamp;
 use crate::session::{Session, UserId};

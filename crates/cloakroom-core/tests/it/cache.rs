@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloakroom_core::conformance::ObservedStore;
 use cloakroom_core::{
     AuthMethod, Clock, ManualClock, MemoryStore, NearCache, NewSession, SessionManager, Timestamp,
     UserId, ValidationError,
 };
+use cloakroom_testkit::ObservedStore;
 
 const FOREVER: Duration = Duration::from_secs(3600);
 

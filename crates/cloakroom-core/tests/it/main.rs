@@ -11,8 +11,8 @@ mod manager;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cloakroom_core::conformance::Harness;
 use cloakroom_core::{MemoryStore, SessionStore};
+use cloakroom_testkit::conformance::Harness;
 
 struct Memory(MemoryStore);
 
@@ -31,4 +31,4 @@ async fn memory() -> Option<Memory> {
     Some(Memory(MemoryStore::new()))
 }
 
-cloakroom_core::conformance_suite!(conformance_memory, memory());
+cloakroom_testkit::conformance_suite!(conformance_memory, memory());

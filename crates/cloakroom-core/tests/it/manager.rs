@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloakroom_core::conformance::ObservedStore;
 use cloakroom_core::{
     AuthMethod, Clock, Lifetime, ManualClock, MemoryStore, NewSession, Policy, SessionManager,
     SessionToken, Timestamp, UpdateError, UserId, ValidationError,
 };
+use cloakroom_testkit::ObservedStore;
 
 fn setup() -> (Arc<ObservedStore>, SessionManager, ManualClock) {
     let store = Arc::new(ObservedStore::new(MemoryStore::new()));

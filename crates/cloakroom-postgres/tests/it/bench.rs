@@ -12,5 +12,5 @@ async fn validate_latency() {
     let Some((store, _guard)) = support::store().await else {
         return;
     };
-    cloakroom_core::conformance::validate_latency("postgres", Arc::new(store), 20_000).await;
+    cloakroom_testkit::latency::validate_latency("postgres", Arc::new(store), 20_000).await;
 }

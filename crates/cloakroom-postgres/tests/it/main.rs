@@ -14,11 +14,11 @@ mod support;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cloakroom_core::conformance::Harness;
 use cloakroom_core::{
     AuthMethod, NewSession, SessionManager, SessionStore, UserId, ValidationError,
 };
 use cloakroom_postgres::PostgresStore;
+use cloakroom_testkit::conformance::Harness;
 
 struct Postgres {
     store: PostgresStore,
@@ -70,7 +70,7 @@ async fn postgres() -> Option<Postgres> {
     })
 }
 
-cloakroom_core::conformance_suite!(conformance_postgres, postgres());
+cloakroom_testkit::conformance_suite!(conformance_postgres, postgres());
 
 /// Two instances, each with its own pool, over one schema: a revocation on one is refused by
 /// the other on its next validate.
@@ -100,7 +100,7 @@ struct Accounts {
     _schema: support::SchemaGuard,
 }
 
-impl cloakroom_core::conformance::AccountHarness for Accounts {
+impl cloakroom_testkit::conformance::AccountHarness for Accounts {
     fn accounts(&self) -> Arc<dyn cloakroom_core::accounts::AccountStore> {
         Arc::new(self.accounts.clone())
     }
@@ -114,4 +114,4 @@ async fn accounts() -> Option<Accounts> {
     })
 }
 
-cloakroom_core::account_conformance_suite!(conformance_postgres_accounts, accounts());
+cloakroom_testkit::account_conformance_suite!(conformance_postgres_accounts, accounts());

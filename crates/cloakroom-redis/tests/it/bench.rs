@@ -9,7 +9,7 @@ use cloakroom_redis::{RedisConfig, RedisStore};
 use crate::support;
 
 async fn measure(label: &str, store: RedisStore) {
-    cloakroom_core::conformance::validate_latency(label, Arc::new(store), 20_000).await;
+    cloakroom_testkit::latency::validate_latency(label, Arc::new(store), 20_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

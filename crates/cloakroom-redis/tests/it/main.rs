@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cloakroom_core::SessionStore;
-use cloakroom_core::conformance::Harness;
 use cloakroom_redis::{RedisConfig, RedisStore};
+use cloakroom_testkit::conformance::Harness;
 
 /// A store under its own prefix, and where to look for what it wrote.
 pub(crate) struct RedisHarness {
@@ -74,5 +74,5 @@ async fn cluster() -> Option<RedisHarness> {
     })
 }
 
-cloakroom_core::conformance_suite!(conformance_redis, standalone());
-cloakroom_core::conformance_suite!(conformance_cluster, cluster());
+cloakroom_testkit::conformance_suite!(conformance_redis, standalone());
+cloakroom_testkit::conformance_suite!(conformance_cluster, cluster());

@@ -79,7 +79,7 @@ async fn signup_login_session_logout() {
     b.cookie = Some(old);
     let r = b.get("/api/session").await;
     r.assert(401);
-    assert_eq!(r.code(), "unauthenticated");
+    assert_eq!(r.error_code(), "unauthenticated");
     // The other device is unaffected.
     other.get("/api/session").await.assert(200);
 }
@@ -177,7 +177,7 @@ async fn password_change_revokes_others_rotates_this_one_and_retires_the_old_pas
         .post_json("/api/password", &json!({ "current_password": "not my password", "new_password": "a brand new passphrase" }))
         .await;
     r.assert(403);
-    assert_eq!(r.code(), "wrong_password");
+    assert_eq!(r.error_code(), "wrong_password");
     let r = here
         .post_json(
             "/api/password",
@@ -185,7 +185,7 @@ async fn password_change_revokes_others_rotates_this_one_and_retires_the_old_pas
         )
         .await;
     r.assert(422);
-    assert_eq!(r.code(), "weak_password");
+    assert_eq!(r.error_code(), "weak_password");
     elsewhere.get("/api/session").await.assert(200);
 
     let r = here
@@ -302,7 +302,7 @@ async fn repeated_failures_are_throttled_with_retry_after_and_success_resets() {
     }
     let r = b.post_json("/api/login", &attempt(PASSWORD)).await;
     r.assert(429);
-    assert_eq!(r.code(), "too_many_attempts");
+    assert_eq!(r.error_code(), "too_many_attempts");
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=900).contains(&retry), "{retry}");
     // Unknown accounts are throttled the same way (no existence oracle).
@@ -342,7 +342,7 @@ async fn signup_rules() {
     let signup = |u: &str, p: &str| json!({ "username": u, "password": p });
     let r = b.post_json("/api/signup", &signup("a b", PASSWORD)).await;
     r.assert(422);
-    assert_eq!(r.code(), "invalid_username");
+    assert_eq!(r.error_code(), "invalid_username");
     for (p, why) in [
         ("short", "12"),
         ("qwerty123456", "common"),
@@ -368,7 +368,7 @@ async fn signup_rules() {
         .post_json("/api/signup", &signup("GEORGE", PASSWORD))
         .await;
     r.assert(409);
-    assert_eq!(r.code(), "username_taken");
+    assert_eq!(r.error_code(), "username_taken");
 }
 
 #[tokio::test]
@@ -393,7 +393,7 @@ async fn disabled_accounts_cannot_log_in() {
         )
         .await;
     r.assert(403);
-    assert_eq!(r.code(), "account_disabled");
+    assert_eq!(r.error_code(), "account_disabled");
     // A wrong password on a disabled account says nothing about it being disabled.
     let r = c
         .post_json(

@@ -73,7 +73,7 @@ async fn pages_work_in_a_real_browser() {
     let dir = e2e_dir();
     let chromium = chromium();
     if let Some(why) = missing(&dir, &chromium) {
-        return cloakroom_core::conformance::skip(format!("browser tests: {why}")).unwrap_or(());
+        return cloakroom_testkit::skip(format!("browser tests: {why}")).unwrap_or(());
     }
 
     let server = start_for_browser().await;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cloakroom_core::Clock;
-use cloakroom_core::conformance::ObservedStore;
+use cloakroom_testkit::ObservedStore;
 use cloakroom_verify::{Verifier, VerifierConfig, VerifyError};
 use serde_json::json;
 
@@ -248,14 +248,14 @@ async fn refused_forward_requests_never_reach_the_store() {
     for bad in ["not a url", "javascript:alert(1)", "https://"] {
         let r = nginx_style(&mut b, "GET", bad).send().await;
         r.assert(400);
-        assert_eq!(r.code(), "forward_auth");
+        assert_eq!(r.error_code(), "forward_auth");
     }
     let r = nginx_style(&mut b, "POST", "https://app.example.com/x")
         .header("sec-fetch-site", "cross-site")
         .send()
         .await;
     r.assert(403);
-    assert_eq!(r.code(), "forward_auth");
+    assert_eq!(r.error_code(), "forward_auth");
     let r = traefik_style(&mut b, "/api/authz/forward-auth", "DELETE", false)
         .header("origin", "https://evil.example.net")
         .send()

@@ -16,7 +16,7 @@ async fn oversized_malformed_and_mistyped_bodies() {
         .send()
         .await;
     r.assert(413);
-    assert_eq!(r.code(), "payload_too_large");
+    assert_eq!(r.error_code(), "payload_too_large");
     let r = b
         .req("POST", "/api/login")
         .body(b"{\"username\": ".to_vec(), "application/json")
@@ -114,7 +114,7 @@ async fn csrf_and_origin_refusals_on_the_api() {
     // Missing token.
     let r = b.req("POST", "/api/sessions/revoke-others").send().await;
     r.assert(403);
-    assert_eq!(r.code(), "csrf_token_missing");
+    assert_eq!(r.error_code(), "csrf_token_missing");
     // Wrong token.
     let r = b
         .req("POST", "/api/sessions/revoke-others")
@@ -130,7 +130,7 @@ async fn csrf_and_origin_refusals_on_the_api() {
         .send()
         .await;
     r.assert(403);
-    assert_eq!(r.code(), "cross_origin_request");
+    assert_eq!(r.error_code(), "cross_origin_request");
     let r = b
         .req("POST", "/api/sessions/revoke-others")
         .header("x-csrf-token", &csrf)
@@ -171,7 +171,7 @@ async fn unknown_routes_are_json_404s_with_security_headers() {
     let mut b = s.browser();
     let r = b.get("/nope").await;
     r.assert(404);
-    assert_eq!(r.code(), "not_found");
+    assert_eq!(r.error_code(), "not_found");
     assert!(
         r.header("content-security-policy")
             .unwrap()

@@ -14,7 +14,7 @@ pub fn require(program: &str, probe: &[&str]) -> Option<()> {
     if ok {
         Some(())
     } else {
-        cloakroom_core::conformance::skip(format!("`{program}` is not available"))
+        cloakroom_testkit::skip(format!("`{program}` is not available"))
     }
 }
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cloakroom_core::SessionStore;
-use cloakroom_core::conformance::Harness;
 use cloakroom_sqlite::{Database, SqliteStore};
+use cloakroom_testkit::conformance::Harness;
 
 struct Sqlite {
     store: SqliteStore,
@@ -85,12 +85,12 @@ async fn memory() -> Option<Sqlite> {
     })
 }
 
-cloakroom_core::conformance_suite!(conformance_sqlite_file, file());
-cloakroom_core::conformance_suite!(conformance_sqlite_memory, memory());
+cloakroom_testkit::conformance_suite!(conformance_sqlite_file, file());
+cloakroom_testkit::conformance_suite!(conformance_sqlite_memory, memory());
 
 struct Accounts(cloakroom_sqlite::SqliteAccounts);
 
-impl cloakroom_core::conformance::AccountHarness for Accounts {
+impl cloakroom_testkit::conformance::AccountHarness for Accounts {
     fn accounts(&self) -> Arc<dyn cloakroom_core::accounts::AccountStore> {
         Arc::new(self.0.clone())
     }
@@ -102,7 +102,7 @@ async fn accounts() -> Option<Accounts> {
     )))
 }
 
-cloakroom_core::account_conformance_suite!(conformance_sqlite_accounts, accounts());
+cloakroom_testkit::account_conformance_suite!(conformance_sqlite_accounts, accounts());
 
 /// Two processes' worth of store objects on one database file (the server and the admin CLI),
 /// the first with a near-cache polling before every use: a revocation through the second is

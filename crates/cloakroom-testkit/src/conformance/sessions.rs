@@ -1,100 +1,21 @@
-//! The store conformance suite: the [`SessionStore`] contract as executable tests.
-//!
-//! A backend crate runs the whole suite with one line in its integration tests:
-//!
-//! ```ignore
-//! cloakroom_core::conformance_suite!(conformance_sqlite_memory, harness());
-//! ```
-//!
-//! where `harness()` is an async expression yielding `Option<impl Harness>`, a fresh and
-//! isolated store per test (`None` skips the test, for services that are not running). Every
-//! generated test lives in the named module, so its name contains "conformance" and the
-//! backend. The suite starts its manual clock at the real current time and only moves it
-//! forward, so stores with their own expiry (Redis TTLs) behave realistically.
+//! The [`SessionStore`] contract as tests, and [`conformance_suite!`](crate::conformance_suite)
+//! to run them all against one backend.
 
 // Test support: a failed expectation is how a conformance test fails, with its message.
 #![allow(clippy::expect_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cloakroom_core::{
+    AuthMethod, Clock, Lifetime, ManualClock, NewSession, Policy, SaveOutcome, SessionHandle,
+    SessionManager, SessionStore, SessionToken, StoreError, UpdateError, UserId, ValidationError,
+};
 
-use crate::clock::Timestamp;
-use crate::clock::{Clock, ManualClock};
-use crate::policy::{Lifetime, Policy};
-use crate::session::{AuthMethod, Session, UserId};
-use crate::store::{DeleteScope, SaveOutcome, SessionStore, StoreError};
-use crate::token::SessionId;
-use crate::{NewSession, SessionManager, UpdateError, ValidationError};
-
-/// Whether a missing service (Redis, PostgreSQL, nginx, …) fails a test instead of skipping it:
-/// `CLOAKROOM_REQUIRE_SERVICES=1`, as CI sets it.
-pub fn services_required() -> bool {
-    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// Skips a test that needs an unavailable service: prints why and returns `None` — or, when
-/// [`services_required`], fails the test with the reason.
-///
-/// # Panics
-/// Under `CLOAKROOM_REQUIRE_SERVICES=1`, by design.
-pub fn skip<T>(reason: impl std::fmt::Display) -> Option<T> {
-    assert!(
-        !services_required(),
-        "CLOAKROOM_REQUIRE_SERVICES=1 but {reason}"
-    );
-    eprintln!("skipping: {reason}");
-    None
-}
-
-/// Measures `SessionManager::validate` on `store`: one session, 2,000 warm-up validations, then
-/// `runs` timed ones; prints and returns the p50, p99 and p99.9 latencies. For the store crates'
-/// ignored latency probes (run them with `--release`); the session is revoked afterwards.
-///
-/// # Panics
-/// If the store fails: it is a measurement on a working backend.
-pub async fn validate_latency(
-    label: &str,
-    store: Arc<dyn SessionStore>,
-    runs: usize,
-) -> [Duration; 3] {
-    let manager = SessionManager::from_arc(store);
-    let issued = issue(&manager, &user("latency-probe")).await;
-    let cookie = issued.token.expose_cookie_value();
-    for _ in 0..2_000 {
-        manager.validate(Some(&cookie)).await.expect("validate");
-    }
-    let mut samples = Vec::with_capacity(runs.max(1));
-    for _ in 0..runs.max(1) {
-        let t = std::time::Instant::now();
-        manager.validate(Some(&cookie)).await.expect("validate");
-        samples.push(t.elapsed());
-    }
-    samples.sort_unstable();
-    let at = |p: f64| {
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let i = (samples.len() as f64 * p) as usize;
-        samples[i.min(samples.len() - 1)]
-    };
-    let out = [at(0.50), at(0.99), at(0.999)];
-    eprintln!(
-        "{label}: {} validates, p50 {:?}, p99 {:?}, p99.9 {:?}",
-        samples.len(),
-        out[0],
-        out[1],
-        out[2]
-    );
-    manager.revoke(&issued.session.id).await.expect("revoke");
-    out
-}
+use super::{issue, user};
 
 /// A backend under test.
 #[async_trait]
@@ -126,7 +47,7 @@ macro_rules! conformance_suite {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
-            $crate::__conformance_tests!($setup;
+            $crate::__conformance_tests!(sessions, $setup;
                 create_never_overwrites,
                 load_of_unknown_id_is_none,
                 save_after_delete_does_not_resurrect,
@@ -153,186 +74,20 @@ macro_rules! conformance_suite {
     };
 }
 
+/// One `#[tokio::test]` per check named, each calling `conformance::$checks::$name` with a
+/// harness from `$setup`; shared by both suites' macros.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_tests {
-    ($setup:expr; $($name:ident),* $(,)?) => {
+    ($checks:ident, $setup:expr; $($name:ident),* $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let Some(harness) = $setup.await else { return };
-                $crate::conformance::$name(&harness).await;
+                $crate::conformance::$checks::$name(&harness).await;
             }
         )*
     };
-}
-
-/// A store wrapper for tests of what sits *on top of* a store: it counts reads and writes
-/// (to prove a code path does not write) and can be switched to fail every call as
-/// unavailable (a fault no real backend produces on cue in-process).
-#[derive(Debug)]
-pub struct ObservedStore<S = crate::MemoryStore> {
-    inner: S,
-    loads: AtomicU64,
-    writes: AtomicU64,
-    generation_reads: AtomicU64,
-    unavailable: AtomicBool,
-    hold: std::sync::Mutex<Option<HeldLoad>>,
-}
-
-type HeldLoad = (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::sync::oneshot::Receiver<()>,
-);
-
-/// A `load` held open by [`ObservedStore::hold_next_load`], to put another operation in the
-/// middle of it.
-#[derive(Debug)]
-pub struct LoadHold {
-    entered: tokio::sync::oneshot::Receiver<()>,
-    release: tokio::sync::oneshot::Sender<()>,
-}
-
-impl LoadHold {
-    /// Waits until the held load has read the store (and is waiting to return).
-    pub async fn entered(&mut self) {
-        let _ = (&mut self.entered).await;
-    }
-
-    /// Lets the held load return what it read.
-    pub fn release(self) {
-        let _ = self.release.send(());
-    }
-}
-
-impl<S: SessionStore> ObservedStore<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            loads: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
-            generation_reads: AtomicU64::new(0),
-            unavailable: AtomicBool::new(false),
-            hold: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// Holds the next `load` open after it has read the store, until released.
-    pub fn hold_next_load(&self) -> LoadHold {
-        let (entered_tx, entered) = tokio::sync::oneshot::channel();
-        let (release, release_rx) = tokio::sync::oneshot::channel();
-        *self.hold.lock().unwrap_or_else(|p| p.into_inner()) = Some((entered_tx, release_rx));
-        LoadHold { entered, release }
-    }
-
-    /// How many `load`s reached the store.
-    pub fn loads(&self) -> u64 {
-        self.loads.load(Ordering::SeqCst)
-    }
-
-    /// How many times the change generation was read.
-    pub fn generation_reads(&self) -> u64 {
-        self.generation_reads.load(Ordering::SeqCst)
-    }
-
-    /// How many writes (create, touch, save, delete, rotate, delete-for-user, purge) reached
-    /// the store.
-    pub fn writes(&self) -> u64 {
-        self.writes.load(Ordering::SeqCst)
-    }
-
-    /// Makes every call fail with [`StoreError::Unavailable`] (or work again).
-    pub fn set_unavailable(&self, down: bool) {
-        self.unavailable.store(down, Ordering::SeqCst);
-    }
-
-    fn check(&self) -> Result<(), StoreError> {
-        if self.unavailable.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable {
-                store: "observed",
-                source: "switched off by the test".into(),
-            });
-        }
-        Ok(())
-    }
-
-    fn write(&self) -> Result<(), StoreError> {
-        self.check()?;
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl<S: SessionStore> SessionStore for ObservedStore<S> {
-    fn name(&self) -> &'static str {
-        "observed"
-    }
-    async fn create(&self, s: &Session) -> Result<(), StoreError> {
-        self.write()?;
-        self.inner.create(s).await
-    }
-    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        self.check()?;
-        self.loads.fetch_add(1, Ordering::SeqCst);
-        let found = self.inner.load(id).await;
-        let held = self.hold.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some((entered, release)) = held {
-            let _ = entered.send(());
-            let _ = release.await;
-        }
-        found
-    }
-    async fn touch(
-        &self,
-        id: &SessionId,
-        seen: Timestamp,
-        idle: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.write()?;
-        self.inner.touch(id, seen, idle).await
-    }
-    async fn save(&self, s: &Session) -> Result<SaveOutcome, StoreError> {
-        self.write()?;
-        self.inner.save(s).await
-    }
-    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
-        self.write()?;
-        self.inner.delete(id).await
-    }
-    async fn rotate(&self, old: &SessionId, new: &Session) -> Result<(), StoreError> {
-        self.write()?;
-        self.inner.rotate(old, new).await
-    }
-    async fn list_for_user(&self, u: &UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
-        self.check()?;
-        self.inner.list_for_user(u, now).await
-    }
-    async fn delete_for_user(&self, u: &UserId, scope: DeleteScope<'_>) -> Result<u64, StoreError> {
-        self.write()?;
-        self.inner.delete_for_user(u, scope).await
-    }
-    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        self.write()?;
-        self.inner.purge_expired(now).await
-    }
-    async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
-        self.check()?;
-        self.inner.count_live(now).await
-    }
-    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
-        self.check()?;
-        self.generation_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.change_generation().await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.check()
-    }
-}
-
-fn user(name: &str) -> UserId {
-    UserId::new(name).expect("valid test user id")
 }
 
 fn setup(h: &impl Harness) -> (Arc<dyn SessionStore>, SessionManager, ManualClock) {
@@ -340,16 +95,6 @@ fn setup(h: &impl Harness) -> (Arc<dyn SessionStore>, SessionManager, ManualCloc
     let clock = ManualClock::starting_now();
     let manager = SessionManager::from_arc(store.clone()).with_clock(clock.clone());
     (store, manager, clock)
-}
-
-async fn issue(manager: &SessionManager, user_id: &UserId) -> crate::IssuedSession {
-    manager
-        .issue(
-            NewSession::new(user_id.clone(), AuthMethod::password()).user_agent("conformance"),
-            None,
-        )
-        .await
-        .expect("issue")
 }
 
 /// `create` never overwrites an existing record.
@@ -382,7 +127,7 @@ pub async fn create_never_overwrites(h: &impl Harness) {
 /// Loading an id that was never created gives `None`, not an error.
 pub async fn load_of_unknown_id_is_none(h: &impl Harness) {
     let (store, manager, _) = setup(h);
-    let never = crate::SessionToken::generate();
+    let never = SessionToken::generate();
     assert_eq!(store.load(&never.id()).await.expect("load"), None);
     let err = manager
         .validate(Some(&never.expose_cookie_value()))
@@ -439,7 +184,7 @@ pub async fn revoked_session_is_not_written_back_by_a_slow_update(h: &impl Harne
 
 /// 100 concurrent read-modify-write updates of one session all land.
 pub async fn concurrent_updates_lose_nothing(h: &impl Harness) {
-    let (_, manager, _) = setup(h);
+    let (store, manager, _) = setup(h);
     let id = issue(&manager, &user("alice")).await.session.id;
     let mut tasks = Vec::new();
     for i in 0..100u32 {
@@ -457,12 +202,7 @@ pub async fn concurrent_updates_lose_nothing(h: &impl Harness) {
     for t in tasks {
         t.await.expect("task").expect("update");
     }
-    let session = manager
-        .store
-        .load(&id)
-        .await
-        .expect("load")
-        .expect("present");
+    let session = store.load(&id).await.expect("load").expect("present");
     assert_eq!(session.data.get::<u32>("counter").expect("u32"), Some(100));
     for i in 0..100u32 {
         assert_eq!(
@@ -517,7 +257,7 @@ pub async fn save_never_changes_identity(h: &impl Harness) {
     let s = issue(&manager, &user("alice")).await.session;
     let mut hijack = s.clone();
     hijack.user_id = user("mallory");
-    hijack.handle = crate::SessionHandle::generate();
+    hijack.handle = SessionHandle::generate();
     hijack.data.insert("x", &1).expect("small data");
     assert_eq!(store.save(&hijack).await.expect("save"), SaveOutcome::Saved);
     let stored = store.load(&s.id).await.expect("load").expect("present");
@@ -622,7 +362,7 @@ pub async fn delete_reports_existence(h: &impl Harness) {
     assert!(!store.delete(&s.id).await.expect("delete again"));
     assert!(
         !store
-            .delete(&crate::SessionToken::generate().id())
+            .delete(&SessionToken::generate().id())
             .await
             .expect("delete unknown")
     );
@@ -668,7 +408,7 @@ pub async fn rotate_replaces_the_old_session(h: &impl Harness) {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, new.session.id);
     // Login over a cookie that names nothing still works (and creates only the new session).
-    let unknown = crate::SessionToken::generate().id();
+    let unknown = SessionToken::generate().id();
     manager
         .issue(
             NewSession::new(alice.clone(), AuthMethod::password()),
@@ -759,7 +499,11 @@ pub async fn list_and_revoke_for_user(h: &impl Harness) {
     );
 }
 
-async fn futures_join(manager: &SessionManager, u: &UserId, n: usize) -> Vec<crate::IssuedSession> {
+async fn futures_join(
+    manager: &SessionManager,
+    u: &UserId,
+    n: usize,
+) -> Vec<cloakroom_core::IssuedSession> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         out.push(issue(manager, u).await);
@@ -905,7 +649,7 @@ pub async fn ten_thousand_sessions_for_one_user(h: &impl Harness) {
 
 /// Neither the token's bytes nor its cookie text is ever written to the store.
 pub async fn raw_token_never_appears_in_stored_data(h: &impl Harness) {
-    let (_, manager, clock) = setup(h);
+    let (store, manager, clock) = setup(h);
     let mut tokens = Vec::new();
     for i in 0..5 {
         let issued = manager
@@ -923,8 +667,7 @@ pub async fn raw_token_never_appears_in_stored_data(h: &impl Harness) {
             .expect("small");
         let rotated = manager
             .rotate(
-                &manager
-                    .store
+                &store
                     .load(&issued.session.id)
                     .await
                     .expect("load")
@@ -1050,204 +793,4 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// An account store under test: empty and not shared with any other test.
-pub trait AccountHarness: Send + Sync {
-    /// The store under test.
-    fn accounts(&self) -> Arc<dyn crate::accounts::AccountStore>;
-}
-
-/// Generates one `#[tokio::test]` per account-store check in a module named `$module`;
-/// `$setup` evaluates to a future of `Option<impl AccountHarness>`.
-#[macro_export]
-macro_rules! account_conformance_suite {
-    ($module:ident, $setup:expr) => {
-        mod $module {
-            #[allow(unused_imports)]
-            use super::*;
-            $crate::__account_conformance_tests!($setup;
-                accounts_are_found_by_username_without_case_and_by_id,
-                usernames_are_unique_without_case_even_under_concurrency,
-                passwords_change_and_upgrades_never_undo_a_change,
-                accounts_can_be_disabled_and_listed
-            );
-        }
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __account_conformance_tests {
-    ($setup:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let Some(harness) = $setup.await else { return };
-                $crate::conformance::$name(&harness).await;
-            }
-        )*
-    };
-}
-
-fn account(name: &str, at: Timestamp) -> crate::accounts::Account {
-    use crate::accounts::{Account, PasswordHash, Username};
-    Account {
-        id: UserId::new(format!("id-{name}-{}", crate::SessionHandle::generate())).expect("id"),
-        username: Username::parse(name).expect("username"),
-        password_hash: PasswordHash::new(format!("$test${name}")),
-        disabled: false,
-        created_at: at,
-        password_changed_at: at,
-        email: Some(format!("{name}@example.com")),
-        display_name: None,
-    }
-}
-
-/// Lookups by username ignore case; lookups by id are exact; unknown names are `None`.
-pub async fn accounts_are_found_by_username_without_case_and_by_id(h: &impl AccountHarness) {
-    use crate::accounts::Username;
-    let store = h.accounts();
-    let at = Timestamp::from_unix_millis(1_700_000_000_000);
-    let alice = account("Alice", at);
-    store.create(&alice).await.expect("create");
-    let found = store
-        .by_username(&Username::parse("aLiCe").expect("name"))
-        .await
-        .expect("lookup");
-    assert_eq!(found.as_ref(), Some(&alice));
-    assert_eq!(
-        found.expect("found").username.as_str(),
-        "Alice",
-        "the registered spelling is kept"
-    );
-    assert_eq!(
-        store.by_id(&alice.id).await.expect("by id"),
-        Some(alice.clone())
-    );
-    assert_eq!(
-        store
-            .by_username(&Username::parse("bob").expect("name"))
-            .await
-            .expect("lookup"),
-        None
-    );
-    assert_eq!(store.by_id(&user("nobody")).await.expect("by id"), None);
-}
-
-/// Two accounts can never share a username, whatever the case, even when created at once.
-pub async fn usernames_are_unique_without_case_even_under_concurrency(h: &impl AccountHarness) {
-    use crate::accounts::AccountError;
-    let store = h.accounts();
-    let at = Timestamp::from_unix_millis(1_700_000_000_000);
-    store.create(&account("carol", at)).await.expect("create");
-    let err = store
-        .create(&account("CAROL", at))
-        .await
-        .expect_err("taken");
-    assert!(matches!(err, AccountError::UsernameTaken), "{err:?}");
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let store = store.clone();
-        let name = if i % 2 == 0 { "dave" } else { "Dave" };
-        tasks.push(tokio::spawn(async move {
-            store.create(&account(name, at)).await
-        }));
-    }
-    let mut created = 0;
-    for t in tasks {
-        match t.await.expect("task") {
-            Ok(()) => created += 1,
-            Err(AccountError::UsernameTaken) => {}
-            Err(e) => panic!("unexpected error {e:?}"),
-        }
-    }
-    assert_eq!(created, 1);
-}
-
-/// Password changes land; a stale upgrade (after a concurrent change) does not.
-pub async fn passwords_change_and_upgrades_never_undo_a_change(h: &impl AccountHarness) {
-    use crate::accounts::PasswordHash;
-    let store = h.accounts();
-    let at = Timestamp::from_unix_millis(1_700_000_000_000);
-    let erin = account("erin", at);
-    store.create(&erin).await.expect("create");
-    let changed = PasswordHash::new("$test$changed".into());
-    let later = at.saturating_add(Duration::from_secs(60));
-    assert!(
-        store
-            .set_password(&erin.id, &changed, later)
-            .await
-            .expect("set")
-    );
-    let stale_upgrade = PasswordHash::new("$test$upgraded-old".into());
-    assert!(
-        !store
-            .upgrade_password(&erin.id, &erin.password_hash, &stale_upgrade)
-            .await
-            .expect("upgrade")
-    );
-    let now = store.by_id(&erin.id).await.expect("load").expect("present");
-    assert_eq!(now.password_hash, changed);
-    assert_eq!(now.password_changed_at, later);
-    let upgraded = PasswordHash::new("$test$upgraded".into());
-    assert!(
-        store
-            .upgrade_password(&erin.id, &changed, &upgraded)
-            .await
-            .expect("upgrade")
-    );
-    assert_eq!(
-        store
-            .by_id(&erin.id)
-            .await
-            .expect("load")
-            .expect("present")
-            .password_hash,
-        upgraded
-    );
-    assert!(
-        !store
-            .set_password(&user("ghost"), &changed, later)
-            .await
-            .expect("set unknown")
-    );
-}
-
-/// Disabling is stored and listing returns every account in username order.
-pub async fn accounts_can_be_disabled_and_listed(h: &impl AccountHarness) {
-    let store = h.accounts();
-    let at = Timestamp::from_unix_millis(1_700_000_000_000);
-    for name in ["zed", "Amy", "mike"] {
-        store.create(&account(name, at)).await.expect("create");
-    }
-    let list = store.list().await.expect("list");
-    let names: Vec<_> = list.iter().map(|a| a.username.as_str()).collect();
-    assert_eq!(names, ["Amy", "mike", "zed"]);
-    let mike = &list[1];
-    assert!(store.set_disabled(&mike.id, true).await.expect("disable"));
-    assert!(
-        store
-            .by_id(&mike.id)
-            .await
-            .expect("load")
-            .expect("present")
-            .disabled
-    );
-    assert!(store.set_disabled(&mike.id, false).await.expect("enable"));
-    assert!(
-        !store
-            .by_id(&mike.id)
-            .await
-            .expect("load")
-            .expect("present")
-            .disabled
-    );
-    assert!(
-        !store
-            .set_disabled(&user("ghost"), true)
-            .await
-            .expect("unknown")
-    );
-    store.ping().await.expect("ping");
 }

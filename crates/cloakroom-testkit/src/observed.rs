@@ -1,0 +1,173 @@
+//! [`ObservedStore`]: a store wrapper for tests of what sits on top of a store.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use cloakroom_core::{
+    DeleteScope, MemoryStore, SaveOutcome, Session, SessionId, SessionStore, StoreError, Timestamp,
+    UserId,
+};
+
+/// A store wrapper for tests of what sits *on top of* a store: it counts reads and writes
+/// (to prove a code path does not write) and can be switched to fail every call as
+/// unavailable (a fault no real backend produces on cue in-process).
+#[derive(Debug)]
+pub struct ObservedStore<S = MemoryStore> {
+    inner: S,
+    loads: AtomicU64,
+    writes: AtomicU64,
+    generation_reads: AtomicU64,
+    unavailable: AtomicBool,
+    hold: std::sync::Mutex<Option<HeldLoad>>,
+}
+
+type HeldLoad = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<()>,
+);
+
+/// A `load` held open by [`ObservedStore::hold_next_load`], to put another operation in the
+/// middle of it.
+#[derive(Debug)]
+pub struct LoadHold {
+    entered: tokio::sync::oneshot::Receiver<()>,
+    release: tokio::sync::oneshot::Sender<()>,
+}
+
+impl LoadHold {
+    /// Waits until the held load has read the store (and is waiting to return).
+    pub async fn entered(&mut self) {
+        let _ = (&mut self.entered).await;
+    }
+
+    /// Lets the held load return what it read.
+    pub fn release(self) {
+        let _ = self.release.send(());
+    }
+}
+
+impl<S: SessionStore> ObservedStore<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            loads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            generation_reads: AtomicU64::new(0),
+            unavailable: AtomicBool::new(false),
+            hold: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Holds the next `load` open after it has read the store, until released.
+    pub fn hold_next_load(&self) -> LoadHold {
+        let (entered_tx, entered) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel();
+        *self.hold.lock().unwrap_or_else(|p| p.into_inner()) = Some((entered_tx, release_rx));
+        LoadHold { entered, release }
+    }
+
+    /// How many `load`s reached the store.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::SeqCst)
+    }
+
+    /// How many times the change generation was read.
+    pub fn generation_reads(&self) -> u64 {
+        self.generation_reads.load(Ordering::SeqCst)
+    }
+
+    /// How many writes (create, touch, save, delete, rotate, delete-for-user, purge) reached
+    /// the store.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// Makes every call fail with [`StoreError::Unavailable`] (or work again).
+    pub fn set_unavailable(&self, down: bool) {
+        self.unavailable.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.unavailable.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable {
+                store: "observed",
+                source: "switched off by the test".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn write(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for ObservedStore<S> {
+    fn name(&self) -> &'static str {
+        "observed"
+    }
+    async fn create(&self, s: &Session) -> Result<(), StoreError> {
+        self.write()?;
+        self.inner.create(s).await
+    }
+    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        self.check()?;
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let found = self.inner.load(id).await;
+        let held = self.hold.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((entered, release)) = held {
+            let _ = entered.send(());
+            let _ = release.await;
+        }
+        found
+    }
+    async fn touch(
+        &self,
+        id: &SessionId,
+        seen: Timestamp,
+        idle: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write()?;
+        self.inner.touch(id, seen, idle).await
+    }
+    async fn save(&self, s: &Session) -> Result<SaveOutcome, StoreError> {
+        self.write()?;
+        self.inner.save(s).await
+    }
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+        self.write()?;
+        self.inner.delete(id).await
+    }
+    async fn rotate(&self, old: &SessionId, new: &Session) -> Result<(), StoreError> {
+        self.write()?;
+        self.inner.rotate(old, new).await
+    }
+    async fn list_for_user(&self, u: &UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
+        self.check()?;
+        self.inner.list_for_user(u, now).await
+    }
+    async fn delete_for_user(&self, u: &UserId, scope: DeleteScope<'_>) -> Result<u64, StoreError> {
+        self.write()?;
+        self.inner.delete_for_user(u, scope).await
+    }
+    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.write()?;
+        self.inner.purge_expired(now).await
+    }
+    async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
+        self.check()?;
+        self.inner.count_live(now).await
+    }
+    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
+        self.check()?;
+        self.generation_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.change_generation().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()
+    }
+}
