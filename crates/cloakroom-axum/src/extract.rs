@@ -172,10 +172,13 @@ impl Session {
         Ok(())
     }
 
-    /// Ends this session on the server and removes the cookie.
+    /// Ends this session on the server and removes the cookie. The cookie is removed even if
+    /// the store fails to end the session (the error is still returned): a browser that asked
+    /// to log out must not keep the ticket.
     pub async fn logout(self) -> Result<(), Rejection> {
-        self.state.config.manager.revoke(&self.record.id).await?;
+        let revoked = self.state.config.manager.revoke(&self.record.id).await;
         self.state.clear_session();
+        revoked?;
         Ok(())
     }
 
@@ -320,13 +323,14 @@ impl Auth {
     }
 
     /// Logs out whatever session the request carries (a no-op without one) and removes the
-    /// cookie.
+    /// cookie — even if the store fails to end the session, whose error is still returned.
     pub async fn logout(&self) -> Result<(), Rejection> {
-        if let Some(id) = self.state.presented_id() {
-            self.state.config.manager.revoke(&id).await?;
-        }
+        let revoked = match self.state.presented_id() {
+            Some(id) => self.state.config.manager.revoke(&id).await.map(drop),
+            None => Ok(()),
+        };
         self.state.clear_session();
-        Ok(())
+        Ok(revoked?)
     }
 
     /// The request's session, if any (as `Option<Session>` would extract it).

@@ -9,16 +9,20 @@ use cloakroom_core::{
 };
 
 /// A store wrapper for tests of what sits *on top of* a store: it counts reads and writes
-/// (to prove a code path does not write) and can be switched to fail every call as
-/// unavailable (a fault no real backend produces on cue in-process).
+/// (to prove a code path does not write), can be switched to fail every call or only the
+/// writes as unavailable (faults no real backend produces on cue in-process), and can hold a
+/// load or a create open to put another operation in the middle of it.
 #[derive(Debug)]
 pub struct ObservedStore<S = MemoryStore> {
     inner: S,
     loads: AtomicU64,
     writes: AtomicU64,
     generation_reads: AtomicU64,
+    live_counts: AtomicU64,
     unavailable: AtomicBool,
+    writes_unavailable: AtomicBool,
     hold: std::sync::Mutex<Option<HeldLoad>>,
+    hold_create: std::sync::Mutex<Option<HeldLoad>>,
 }
 
 type HeldLoad = (
@@ -26,7 +30,8 @@ type HeldLoad = (
     tokio::sync::oneshot::Receiver<()>,
 );
 
-/// A `load` held open by [`ObservedStore::hold_next_load`], to put another operation in the
+/// A `load` (or `create`) held open by [`ObservedStore::hold_next_load`] (or
+/// [`hold_next_create`](ObservedStore::hold_next_create)), to put another operation in the
 /// middle of it.
 #[derive(Debug)]
 pub struct LoadHold {
@@ -54,9 +59,32 @@ impl<S: SessionStore> ObservedStore<S> {
             loads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             generation_reads: AtomicU64::new(0),
+            live_counts: AtomicU64::new(0),
             unavailable: AtomicBool::new(false),
+            writes_unavailable: AtomicBool::new(false),
             hold: std::sync::Mutex::new(None),
+            hold_create: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Holds the next `create` open before it reaches the store, until released.
+    pub fn hold_next_create(&self) -> LoadHold {
+        let (entered_tx, entered) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel();
+        *self.hold_create.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((entered_tx, release_rx));
+        LoadHold { entered, release }
+    }
+
+    /// How many times the live sessions were counted.
+    pub fn live_counts(&self) -> u64 {
+        self.live_counts.load(Ordering::SeqCst)
+    }
+
+    /// Makes every write fail with [`StoreError::Unavailable`] while reads still work (or
+    /// makes writes work again): a store that lost its primary, say.
+    pub fn set_writes_unavailable(&self, down: bool) {
+        self.writes_unavailable.store(down, Ordering::SeqCst);
     }
 
     /// Holds the next `load` open after it has read the store, until released.
@@ -100,6 +128,12 @@ impl<S: SessionStore> ObservedStore<S> {
 
     fn write(&self) -> Result<(), StoreError> {
         self.check()?;
+        if self.writes_unavailable.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable {
+                store: "observed",
+                source: "writes switched off by the test".into(),
+            });
+        }
         self.writes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -111,6 +145,15 @@ impl<S: SessionStore> SessionStore for ObservedStore<S> {
         "observed"
     }
     async fn create(&self, s: &Session) -> Result<(), StoreError> {
+        let held = self
+            .hold_create
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((entered, release)) = held {
+            let _ = entered.send(());
+            let _ = release.await;
+        }
         self.write()?;
         self.inner.create(s).await
     }
@@ -160,6 +203,7 @@ impl<S: SessionStore> SessionStore for ObservedStore<S> {
     }
     async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
         self.check()?;
+        self.live_counts.fetch_add(1, Ordering::SeqCst);
         self.inner.count_live(now).await
     }
     async fn change_generation(&self) -> Result<Option<u64>, StoreError> {

@@ -130,6 +130,11 @@ impl Accounts {
         &self.store
     }
 
+    /// Whether the account is disabled now (or gone, which counts as disabled).
+    pub(crate) async fn is_disabled(&self, user: &UserId) -> Result<bool, AccountsError> {
+        Ok(self.store.by_id(user).await?.is_none_or(|a| a.disabled))
+    }
+
     /// Forgets stale throttling counters (run periodically so memory stays bounded).
     pub(crate) fn prune(&self) {
         self.throttle.prune();
@@ -205,15 +210,17 @@ impl Accounts {
         Ok(account)
     }
 
-    /// Verifies the current password of `user` and sets the new one. Ending the user's other
-    /// sessions is the caller's next step.
-    pub(crate) async fn change_password(
+    /// Verifies the current password of `user` and hashes the new one; nothing is saved yet.
+    /// The caller ends the user's other sessions, then [`commit`](PasswordChange::commit)s:
+    /// in that order a store failure between the two can leave the old password with the
+    /// sessions ended, never the new password with a thief's session alive.
+    pub(crate) async fn prepare_password_change(
         &self,
         user: &UserId,
         ip: Option<IpAddr>,
         current: &Password,
         new: &Password,
-    ) -> Result<Account, AccountsError> {
+    ) -> Result<PasswordChange, AccountsError> {
         let account = self
             .store
             .by_id(user)
@@ -236,10 +243,32 @@ impl Accounts {
         }
         check_new_password(new, &account.username)?;
         let hash = self.passwords.hash(new).await?;
+        Ok(PasswordChange {
+            account,
+            hash,
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+        })
+    }
+}
+
+/// A verified password change, not yet saved (see [`Accounts::prepare_password_change`]).
+#[derive(Debug)]
+#[must_use = "nothing changes until the change is committed"]
+pub(crate) struct PasswordChange {
+    account: Account,
+    hash: cloakroom_core::accounts::PasswordHash,
+    store: Arc<dyn AccountStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl PasswordChange {
+    /// Saves the new password.
+    pub(crate) async fn commit(self) -> Result<Account, AccountsError> {
         self.store
-            .set_password(&account.id, &hash, self.clock.now())
+            .set_password(&self.account.id, &self.hash, self.clock.now())
             .await?;
-        Ok(account)
+        Ok(self.account)
     }
 }
 

@@ -28,7 +28,7 @@ pub(crate) async fn start_session(
 }
 
 /// Changes the password of the session's user: the account rules first, then every other
-/// session ends and this one is rotated. Returns how many sessions were ended.
+/// session ends, then the new password is saved and this session rotated. Returns how many sessions were ended.
 pub(crate) async fn change_password(
     state: &AppState,
     session: &mut Session,
@@ -36,12 +36,14 @@ pub(crate) async fn change_password(
     current: &Password,
     new: &Password,
 ) -> Result<u64, WebError> {
-    let account = state
+    let change = state
         .accounts
-        .change_password(session.user_id(), ip, current, new)
+        .prepare_password_change(session.user_id(), ip, current, new)
         .await?;
+    // Other sessions end before the new password is saved: see `prepare_password_change`.
     let ended = session.logout_other_devices().await?;
     metrics::revoked("password_change", ended);
+    let account = change.commit().await?;
     session.rotate().await?;
     tracing::info!(user = %account.username, ended, "password changed");
     Ok(ended)
@@ -57,6 +59,15 @@ pub(crate) async fn login(
 ) -> Result<(Account, Session), WebError> {
     let account = state.accounts.login(ip, credentials).await?;
     let session = start_session(auth, &account, remember).await?;
+    // `cloakroom user disable` sets the flag, then ends every session. A disable that ran
+    // after the password check but before our session existed missed it, so look again now
+    // that it exists: either the disable's revocation saw the session, or this sees the flag.
+    if state.accounts.is_disabled(&account.id).await? {
+        // Best effort: the disable's own revocation may have ended it already.
+        let _ = session.logout().await;
+        metrics::login("disabled");
+        return Err(AccountsError::AccountDisabled.into());
+    }
     metrics::login("success");
     tracing::info!(user = %account.username, handle = %session.handle(), "login");
     Ok((account, session))

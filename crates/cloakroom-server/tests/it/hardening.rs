@@ -6,7 +6,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use cloakroom_server::config::RawConfig;
 use cloakroom_server::{Stores, database_path};
 
-use crate::support::{ORIGIN, start_with};
+use crate::support::{ORIGIN, PASSWORD, start_observed, start_with};
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -100,4 +100,108 @@ async fn finding_13_logout_sends_clear_site_data() {
     let r = b.form("/logout", &[("csrf_token", &csrf)]).await;
     r.assert(303);
     assert_eq!(r.header("clear-site-data").as_deref(), Some("\"cookies\""));
+}
+
+fn removes_the_cookie(r: &cloakroom_testkit::http::Reply) -> bool {
+    r.set_cookies()
+        .iter()
+        .any(|c| c.starts_with("__Host-cloakroom=;") && c.contains("Max-Age=0"))
+}
+
+/// Finding 8: a logout the store could not carry out answered 503 and left the cookie in
+/// the browser. It still fails honestly, and the browser forgets the ticket all the same.
+#[tokio::test]
+async fn finding_08_a_failed_logout_still_clears_the_cookie() {
+    let (s, observed) = start_observed().await;
+    let mut b = s.signed_up("olga").await;
+    observed.set_writes_unavailable(true);
+    let r = b.post_json("/api/logout", &serde_json::json!({})).await;
+    r.assert(503);
+    assert!(removes_the_cookie(&r), "{:?}", r.set_cookies());
+
+    observed.set_writes_unavailable(false);
+    let mut b = s.signed_up("olga2").await;
+    let csrf = b.page_csrf("/").await;
+    observed.set_writes_unavailable(true);
+    let r = b.form("/logout", &[("csrf_token", &csrf)]).await;
+    r.assert(503);
+    assert!(removes_the_cookie(&r), "{:?}", r.set_cookies());
+}
+
+/// Finding 8: a password change saved the new password before ending the other sessions, so
+/// a store failure in between left a thief's session alive under a password the owner
+/// believed changed. Now the other sessions end first: either both happen or the password is
+/// unchanged, and the answer says it failed.
+#[tokio::test]
+async fn finding_08_password_change_never_leaves_other_sessions_alive() {
+    let (s, observed) = start_observed().await;
+    let mut owner = s.signed_up("pia").await;
+    let mut thief = s.logged_in("pia", "Thief/1.0").await;
+    observed.set_writes_unavailable(true);
+    let r = owner
+        .post_json(
+            "/api/password",
+            &serde_json::json!({
+                "current_password": PASSWORD,
+                "new_password": "a brand new passphrase 42",
+            }),
+        )
+        .await;
+    r.assert(503);
+    observed.set_writes_unavailable(false);
+    thief.get("/api/session").await.assert(200);
+    // The thief's session survived, so the password must not have changed either.
+    let mut again = s.browser();
+    again
+        .post_json(
+            "/api/login",
+            &serde_json::json!({"username": "pia", "password": PASSWORD}),
+        )
+        .await
+        .assert(200);
+}
+
+/// Finding 9: `user disable` sets the flag and ends every session — but a login that had
+/// already checked the password created its session just after, and kept it. The login now
+/// looks at the flag again once its session exists: either the disable's revocation sees the
+/// new session, or the login sees the flag.
+#[tokio::test]
+async fn finding_09_a_login_in_flight_during_disable_does_not_survive_it() {
+    let (s, observed) = start_observed().await;
+    let mut owner = s.signed_up("quinn").await;
+    let id = owner.get("/api/session").await.json()["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let user = cloakroom_core::UserId::new(id).unwrap();
+
+    let mut hold = observed.hold_next_create();
+    let mut late = s.browser();
+    let login = tokio::spawn(async move {
+        let r = late
+            .post_json(
+                "/api/login",
+                &serde_json::json!({"username": "quinn", "password": PASSWORD}),
+            )
+            .await;
+        (r, late)
+    });
+    // The password is checked and the session about to be created: now the admin disables
+    // the account, as `cloakroom user disable` does — the flag first, then every session.
+    hold.entered().await;
+    s.state
+        .account_store()
+        .set_disabled(&user, true)
+        .await
+        .unwrap();
+    s.state
+        .sessions()
+        .revoke_all_for_user(&user, None)
+        .await
+        .unwrap();
+    hold.release();
+    let (r, mut late) = login.await.unwrap();
+    assert_ne!(r.status, 200, "the login in flight is refused");
+    late.get("/api/session").await.assert(401);
+    owner.get("/api/session").await.assert(401);
 }
