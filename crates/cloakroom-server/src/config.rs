@@ -178,6 +178,17 @@ settings! {
     /// `Strict-Transport-Security` max-age in seconds, sent when the public URL is `https://`
     /// (0: no HSTS header).
     hsts_max_age_secs: u64 = 365 * 24 * 3600, sample "600", #[arg(value_name = "SECS")];
+    /// Seconds a client has to send a request's headers, counted from the connection's start
+    /// or the end of the previous response (so it also closes idle kept-alive connections).
+    header_read_timeout_secs: u64 = 10, sample "5", #[arg(value_name = "SECS")];
+    /// Seconds a request may take from its headers to its response before it is answered 503.
+    request_timeout_secs: u64 = 30, sample "20", #[arg(value_name = "SECS")];
+    /// Connections served at once; further ones wait in the kernel's backlog.
+    max_connections: usize = 4096, sample "100", #[arg(value_name = "N")];
+    /// Serve `/metrics` and `/readyz` on this address instead (for example `127.0.0.1:9090`),
+    /// and no longer on `listen`. Unset: they are on `listen`, reachable by every client.
+    metrics_listen: Option<String> = None, sample r#""127.0.0.1:9090""#,
+        #[arg(num_args = 1, value_name = "ADDR")];
     /// **Dangerous.** Allow an `http://` public URL on a host other than loopback: the session
     /// cookie then travels in clear text (and browsers refuse `__Host-` cookies over it).
     danger_allow_http: bool = false, sample "true",
@@ -253,6 +264,14 @@ pub struct Settings {
     pub json_logs: bool,
     /// `Strict-Transport-Security` max-age, when the public URL is https.
     pub hsts_max_age: Option<Duration>,
+    /// Time to send a request's head (also the idle keep-alive bound).
+    pub header_read_timeout: Duration,
+    /// Time from a request's head to its response.
+    pub request_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Where `/metrics` and `/readyz` are served instead of `listen`, if set.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Whether browsers treat `origin` as a secure context over plain http: `localhost` and
@@ -266,6 +285,15 @@ fn is_loopback(origin: &Origin) -> bool {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
+    }
+}
+
+/// A duration setting that must be at least one second.
+fn nonzero_secs(setting: &'static str, v: u64) -> Result<Duration, ConfigError> {
+    if v == 0 {
+        Err(invalid(setting, "must be at least 1 second"))
+    } else {
+        Ok(Duration::from_secs(v))
     }
 }
 
@@ -318,6 +346,20 @@ impl RawConfig {
                 ),
             ));
         }
+        let header_read_timeout =
+            nonzero_secs("header_read_timeout_secs", self.header_read_timeout_secs)?;
+        let request_timeout = nonzero_secs("request_timeout_secs", self.request_timeout_secs)?;
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        let metrics_listen = self
+            .metrics_listen
+            .as_deref()
+            .map(|a| {
+                a.parse::<SocketAddr>()
+                    .map_err(|e| invalid("metrics_listen", format!("{a:?}: {e}")))
+            })
+            .transpose()?;
         // HSTS only means something over https; over http a browser ignores it.
         let hsts_max_age = (public_origin.is_https() && self.hsts_max_age_secs > 0)
             .then(|| Duration::from_secs(self.hsts_max_age_secs));
@@ -351,13 +393,7 @@ impl RawConfig {
                 "may only contain letters, digits, '-', '_' and '.'",
             ));
         }
-        let secs = |setting: &'static str, v: u64| {
-            if v == 0 {
-                Err(invalid(setting, "must be at least 1 second"))
-            } else {
-                Ok(Duration::from_secs(v))
-            }
-        };
+        let secs = nonzero_secs;
         let standard = Lifetime {
             idle: secs("idle_timeout_secs", self.idle_timeout_secs)?,
             absolute: secs("absolute_timeout_secs", self.absolute_timeout_secs)?,
@@ -465,6 +501,10 @@ impl RawConfig {
             forward_auth_csrf: self.forward_auth_csrf,
             json_logs: self.json_logs,
             hsts_max_age,
+            header_read_timeout,
+            request_timeout,
+            max_connections: self.max_connections,
+            metrics_listen,
         })
     }
 }

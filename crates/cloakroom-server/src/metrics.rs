@@ -46,6 +46,28 @@ pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How long an expensive gauge (a count over the whole store) is reused between scrapes.
+pub(crate) const GAUGE_REFRESH: Duration = Duration::from_secs(30);
+
+/// When the expensive gauges were last computed.
+#[derive(Debug, Default)]
+pub(crate) struct Gauges {
+    last: std::sync::Mutex<Option<Timestamp>>,
+}
+
+impl Gauges {
+    /// Whether the expensive gauges should be computed now; if so, records that they were.
+    pub(crate) fn due(&self, now: Timestamp) -> bool {
+        // A poisoned lock still holds a complete timestamp.
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|t| now.duration_since(t) >= GAUGE_REFRESH);
+        if due {
+            *last = Some(now);
+        }
+        due
+    }
+}
+
 /// The process's Prometheus handle (installing the recorder on first call). `None` if another
 /// recorder was installed first, in which case `/metrics` says so.
 pub(crate) fn handle() -> Option<&'static PrometheusHandle> {

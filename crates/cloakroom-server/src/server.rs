@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metrics;
@@ -11,20 +12,33 @@ use crate::state::{AppState, StartupError};
 #[derive(Debug)]
 pub struct Server {
     listener: tokio::net::TcpListener,
+    metrics_listener: Option<tokio::net::TcpListener>,
     state: AppState,
 }
 
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartupError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Listen {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
 impl Server {
-    /// Binds the configured address (port 0 picks a free one).
+    /// Binds the configured address (port 0 picks a free one), and the metrics address if
+    /// one is configured.
     pub async fn bind(state: AppState) -> Result<Self, StartupError> {
-        let addr = state.settings.listen;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Listen {
-                addr: addr.to_string(),
-                source,
-            })?;
-        Ok(Self { listener, state })
+        let listener = bind(state.settings.listen).await?;
+        let metrics_listener = match state.settings.metrics_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Self {
+            listener,
+            metrics_listener,
+            state,
+        })
     }
 
     /// The address actually bound.
@@ -32,6 +46,13 @@ impl Server {
         self.listener
             .local_addr()
             .unwrap_or(self.state.settings.listen)
+    }
+
+    /// The metrics address actually bound, if `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
@@ -47,14 +68,111 @@ impl Server {
                 metrics::run_upkeep();
             }
         });
-        let app = crate::web::app(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let limits = Limits::of(&self.state.settings);
+        // Both listeners stop accepting on the same signal.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let metrics = self.metrics_listener.map(|listener| {
+            let router = crate::web::metrics_app(self.state.clone());
+            let mut stopped = stopped.clone();
+            tokio::spawn(serve(listener, router, limits, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }))
+        });
+        let router = crate::web::app(self.state);
+        let main = serve(self.listener, router, limits, async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        main.await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         upkeep.abort();
         metrics_upkeep.abort();
-        result
+        Ok(())
     }
+}
+
+/// How much of the machine one client may hold.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Time to send a request's head, from the connection's start or the end of the previous
+    /// response; hyper arms it while a kept-alive connection waits, so it also closes idle
+    /// connections. Stops slowloris: a client trickling header bytes holds a connection for
+    /// this long at most.
+    header_read: Duration,
+    /// Connections served at once; further ones wait in the kernel's backlog.
+    max_connections: usize,
+}
+
+impl Limits {
+    fn of(settings: &crate::config::Settings) -> Self {
+        Self {
+            header_read: settings.header_read_timeout,
+            max_connections: settings.max_connections,
+        }
+    }
+}
+
+/// Accepts connections on `listener` and serves `router` on each, at most
+/// `limits.max_connections` at once, until `shutdown` completes; then waits for in-flight
+/// requests to finish.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break, // closed: never, the semaphore lives in this function
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, or the peer gave up: back off a little
+                    // instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = router.clone().map_request(
+            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        );
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that hangs up or sends garbage ends its own connection; nothing to do.
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Periodic housekeeping: pick up key rotations made by the CLI, drop stale cached tokens,

@@ -82,6 +82,8 @@ pub struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     /// Service-JWT minting and keys.
     pub(crate) minter: Minter,
+    /// When `/metrics` last counted the live sessions.
+    pub(crate) gauges: metrics::Gauges,
 }
 
 impl Deref for AppState {
@@ -243,6 +245,7 @@ impl AppState {
                     clock.clone(),
                 ),
                 client_ip: ClientIp::new(settings.trusted_proxies.clone()),
+                gauges: metrics::Gauges::default(),
                 sessions,
                 clock,
                 settings,

@@ -62,6 +62,9 @@ pub(crate) enum WebError {
     /// A store failed.
     #[error("store failure")]
     Store(#[from] StoreError),
+    /// The request was not answered within `request_timeout_secs`.
+    #[error("the request took too long: try again shortly")]
+    TimedOut,
 }
 
 impl From<Rejection> for WebError {
@@ -112,7 +115,7 @@ impl WebError {
             },
             Self::Body { status, .. } | Self::Forward { status, .. } => *status,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) | Self::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -136,6 +139,7 @@ impl WebError {
             Self::NotFound(_) => "not_found",
             Self::Forward { .. } => "forward_auth",
             Self::Store(_) => "store_unavailable",
+            Self::TimedOut => "timed_out",
         }
     }
 

@@ -30,7 +30,7 @@ use axum::routing::{any, delete, get, post};
 use cloakroom_axum::SessionLayer;
 
 use crate::state::AppState;
-use error::{Format, render};
+use error::{Format, WebError, render};
 
 /// Largest request body accepted anywhere (JSON or form).
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -100,13 +100,17 @@ pub fn app(state: AppState) -> Router {
         .layer(layer.danger_disable_csrf())
         .layer(middleware::map_response(|r| render(Format::Json, r)));
 
-    let ops = Router::new()
+    let mut ops = Router::new()
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/.well-known/jwks.json", get(ops::jwks))
         .route("/static/style.css", get(ops::style));
+    if settings.metrics_listen.is_none() {
+        ops = ops
+            .route("/readyz", get(ops::readyz))
+            .route("/metrics", get(ops::metrics));
+    }
+    let request_timeout = settings.request_timeout;
 
     Router::new()
         .merge(api)
@@ -115,9 +119,36 @@ pub fn app(state: AppState) -> Router {
         .merge(ops)
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(move |r, n| {
+            time_limit(request_timeout, r, n)
+        }))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::map_response(move |r| add_hsts(hsts.clone(), r)))
         .with_state(state)
+}
+
+/// The operations endpoints alone, for the `metrics_listen` address: `/metrics`, `/readyz`
+/// and `/healthz`, for the monitoring network rather than the world.
+pub(crate) fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// Answers 503 to a request still unanswered after `limit` (a stuck store, say), so that it
+/// cannot hold its connection and memory for ever.
+async fn time_limit(limit: std::time::Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(limit_secs = limit.as_secs(), "a request timed out");
+            WebError::TimedOut.render(Format::Json)
+        }
+    }
 }
 
 /// `Strict-Transport-Security` on every response when the public URL is https: after one

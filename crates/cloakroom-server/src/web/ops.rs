@@ -87,11 +87,16 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
+///
+/// The live-session gauge costs a count over the whole store, so it is refreshed at most
+/// every [`metrics::GAUGE_REFRESH`]: scraping more often (or by more scrapers) costs nothing.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    match state.sessions.count_live().await {
-        Ok(Some(n)) => metrics::active_sessions(n),
-        Ok(None) => {}
-        Err(e) => metrics::store_error(e.store()),
+    if state.gauges.due(state.clock.now()) {
+        match state.sessions.count_live().await {
+            Ok(Some(n)) => metrics::active_sessions(n),
+            Ok(None) => {}
+            Err(e) => metrics::store_error(e.store()),
+        }
     }
     match metrics::handle() {
         Some(h) => (

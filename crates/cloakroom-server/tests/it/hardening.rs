@@ -6,7 +6,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use cloakroom_server::config::RawConfig;
 use cloakroom_server::{Stores, database_path};
 
-use crate::support::{ORIGIN, PASSWORD, start_observed, start_with};
+use crate::support::{ORIGIN, PASSWORD, start_observed, start_observed_with, start_with};
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -204,4 +204,122 @@ async fn finding_09_a_login_in_flight_during_disable_does_not_survive_it() {
     assert_ne!(r.status, 200, "the login in flight is refused");
     late.get("/api/session").await.assert(401);
     owner.get("/api/session").await.assert(401);
+}
+
+/// Finding 15: `/metrics` and `/readyz` were served to every client. With `metrics_listen`
+/// they move to their own address (a monitoring network, or loopback) and are gone from the
+/// public one.
+#[tokio::test]
+async fn finding_15_metrics_and_readiness_can_leave_the_public_listener() {
+    let s = start_with(|raw| raw.metrics_listen = Some("127.0.0.1:0".into())).await;
+    let mut public = s.browser();
+    public.get("/metrics").await.assert(404);
+    public.get("/readyz").await.assert(404);
+    public.get("/healthz").await.assert(200);
+    let metrics = s.metrics_base.clone().expect("a metrics address");
+    let http = reqwest::Client::new();
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        let r = http.get(format!("{metrics}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+}
+
+/// Finding 15: every scrape counted every live session in the store. The count is reused for
+/// thirty seconds.
+#[tokio::test]
+async fn finding_15_scrapes_count_the_sessions_at_most_every_thirty_seconds() {
+    let (s, observed) = start_observed().await;
+    let mut b = s.browser();
+    for _ in 0..5 {
+        b.get("/metrics").await.assert(200);
+    }
+    assert_eq!(observed.live_counts(), 1);
+    s.clock.advance(std::time::Duration::from_secs(31));
+    b.get("/metrics").await.assert(200);
+    assert_eq!(observed.live_counts(), 2);
+}
+
+/// Finding 16: a client sending its headers one byte at a time (slowloris) held a connection
+/// for ever. It is cut off after `header_read_timeout_secs`.
+#[tokio::test]
+async fn finding_16_a_client_trickling_header_bytes_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start_with(|raw| raw.header_read_timeout_secs = 1).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for byte in b"Host: cloakroom.test\r\nX-Slow: ".iter().cycle().take(40) {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if conn.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        let read =
+            tokio::time::timeout(std::time::Duration::from_millis(1), conn.read(&mut buf)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "the connection stayed open for {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+}
+
+/// Finding 16: a request the server cannot finish (a store that hangs) held its connection
+/// for ever. It is answered 503 after `request_timeout_secs`.
+#[tokio::test]
+async fn finding_16_a_stuck_request_is_answered_after_the_request_timeout() {
+    let (s, observed) = start_observed_with(|raw| raw.request_timeout_secs = 1).await;
+    let mut b = s.signed_up("rita").await;
+    let hold = observed.hold_next_load();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), b.get("/api/session"))
+        .await
+        .expect("answered before the test's own limit");
+    r.assert(503);
+    assert_eq!(r.error_code(), "timed_out");
+    hold.release();
+}
+
+/// Finding 16: connections beyond `max_connections` wait in the kernel's backlog instead of
+/// each taking memory and a task.
+#[tokio::test]
+async fn finding_16_connections_beyond_the_cap_wait_their_turn() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start_with(|raw| raw.max_connections = 1).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let first = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Let the server accept the first connection before the second arrives.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    second
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: cloakroom.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        second.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(
+        waited.is_err(),
+        "served beyond the cap: {}",
+        String::from_utf8_lossy(&buf)
+    );
+    drop(first);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        second.read_to_end(&mut buf),
+    )
+    .await
+    .expect("served once the first connection closed")
+    .unwrap();
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
 }

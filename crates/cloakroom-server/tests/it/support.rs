@@ -20,6 +20,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestServer {
     pub base: String,
+    /// The `metrics_listen` address, when the test set one.
+    pub metrics_base: Option<String>,
     /// `CLOAKROOM_*` variables that point a `cloakroom` process at the same stores.
     pub env: Vec<(String, String)>,
     pub state: AppState,
@@ -94,15 +96,18 @@ pub async fn start_with(edit: impl FnOnce(&mut RawConfig)) -> TestServer {
     start_full(edit, |s| s).await
 }
 
-pub async fn start_with_stores(stores: impl FnOnce(Stores) -> Stores) -> TestServer {
-    start_full(|_| {}, stores).await
-}
-
 /// A server whose sessions live in an [`ObservedStore`], to count its calls or switch it off.
 pub async fn start_observed() -> (TestServer, Arc<ObservedStore>) {
+    start_observed_with(|_| {}).await
+}
+
+/// [`start_observed`] with settings of the test's own.
+pub async fn start_observed_with(
+    edit: impl FnOnce(&mut RawConfig),
+) -> (TestServer, Arc<ObservedStore>) {
     let observed = Arc::new(ObservedStore::new(MemoryStore::new()));
     let store = observed.clone();
-    let s = start_with_stores(move |stores| Stores {
+    let s = start_full(edit, move |stores| Stores {
         sessions: store,
         ..stores
     })
@@ -167,12 +172,14 @@ async fn try_start(
     let state = AppState::new(settings, stores, Arc::new(clock.clone())).unwrap();
     let server = Server::bind(state.clone()).await?;
     let addr = server.local_addr();
+    let metrics_base = server.metrics_addr().map(|a| format!("http://{a}"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
     Ok(TestServer {
         base: format!("http://{addr}"),
+        metrics_base,
         env,
         state,
         clock,
