@@ -259,7 +259,10 @@ where
             let body = if config.csrf && !is_safe_method(parts.method.as_str()) {
                 match csrf::enforce(&config, &state, &parts, body).await {
                     Ok(body) => body,
-                    Err(rejection) => return Ok(rejection.into_response()),
+                    Err(rejection) => {
+                        state.log_refusal(&rejection, &parts);
+                        return Ok(rejection.into_response());
+                    }
                 }
             } else {
                 body
@@ -270,6 +273,33 @@ where
             Ok(response)
         })
     }
+}
+
+/// The `tracing` target of security events (the server logs its own under the same one).
+pub const SECURITY_TARGET: &str = "cloakroom::security";
+
+/// Logs that a well-formed cookie named no live session — a stale cookie, or someone guessing
+/// — at most once a second, with how many such presentations the previous lines left out.
+fn unknown_session_presented() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    static LAST_SECOND: AtomicU64 = AtomicU64::new(u64::MAX);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let second = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs();
+    if LAST_SECOND.swap(second, Ordering::Relaxed) == second {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+    tracing::info!(
+        target: SECURITY_TARGET,
+        event = "unknown_session",
+        suppressed,
+        "a session cookie named no live session"
+    );
 }
 
 /// What a request carried and what the handler changed; shared between the layer and the
@@ -326,13 +356,13 @@ impl RequestState {
                     Presented::Malformed => {
                         Err(Rejection::Unauthenticated(Unauthenticated::MalformedCookie))
                     }
-                    Presented::Token(token) => self
-                        .config
-                        .manager
-                        .validate_token(token)
-                        .await
-                        .map(Arc::new)
-                        .map_err(Rejection::from_validation),
+                    Presented::Token(token) => {
+                        let result = self.config.manager.validate_token(token).await;
+                        if let Err(ValidationError::Unknown) = &result {
+                            unknown_session_presented();
+                        }
+                        result.map(Arc::new).map_err(Rejection::from_validation)
+                    }
                 }
             })
             .await
@@ -402,6 +432,34 @@ impl RequestState {
             // cache on a shared computer (OWASP ASVS V14.3).
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
+    }
+
+    /// Logs a CSRF or origin refusal as a security event, with the user (if the request
+    /// carried a live session) and the client address.
+    fn log_refusal(&self, rejection: &Rejection, parts: &Parts) {
+        if !matches!(
+            rejection,
+            Rejection::CrossOrigin(_) | Rejection::CsrfTokenMissing | Rejection::CsrfTokenInvalid
+        ) {
+            return;
+        }
+        let user = match self.validated.get() {
+            Some(Ok(session)) => session.user_id.as_str().to_owned(),
+            _ => "-".to_owned(),
+        };
+        let ip = self
+            .config
+            .client_ip(parts)
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        tracing::warn!(
+            target: SECURITY_TARGET,
+            event = "csrf_refused",
+            code = rejection.code(),
+            reason = %rejection,
+            user,
+            ip,
+            "state-changing request refused"
+        );
     }
 
     pub(crate) async fn validate_for_csrf(&self) -> Option<Result<Arc<Session>, Rejection>> {

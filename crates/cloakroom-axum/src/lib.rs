@@ -80,5 +80,5 @@ mod rejection;
 pub use cookie::{DEFAULT_COOKIE_NAME, HOST_PREFIX, SameSite};
 pub use csrf::{CSRF_FORM_FIELD, CSRF_HEADER};
 pub use extract::{Auth, CurrentUser, Session};
-pub use layer::{DEFAULT_MAX_FORM_BYTES, SessionLayer, SessionService};
+pub use layer::{DEFAULT_MAX_FORM_BYTES, SECURITY_TARGET, SessionLayer, SessionService};
 pub use rejection::{Rejection, Unauthenticated};

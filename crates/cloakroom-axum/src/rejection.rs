@@ -212,8 +212,8 @@ impl std::error::Error for Rejection {
 }
 
 impl Rejection {
-    /// Logs what the client is not told: server-side failures with their cause, and CSRF and
-    /// origin refusals (at `info`). [`IntoResponse`] calls it; an application that renders
+    /// Logs what the client is not told: server-side failures with their cause. (CSRF and
+    /// origin refusals are logged by the layer as security events, with user and address.) [`IntoResponse`] calls it; an application that renders
     /// rejections itself calls it once per response.
     pub fn log(&self) {
         match self {
@@ -222,10 +222,6 @@ impl Rejection {
             }
             Self::LayerMissing => {
                 tracing::error!("a session extractor was used on a route without SessionLayer");
-            }
-            Self::CrossOrigin(why) => tracing::info!(reason = %why, "cross-origin request refused"),
-            Self::CsrfTokenMissing | Self::CsrfTokenInvalid => {
-                tracing::info!(code = self.code(), "CSRF check failed");
             }
             _ => {}
         }

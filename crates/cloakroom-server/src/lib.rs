@@ -29,6 +29,7 @@
 mod accounts;
 pub mod cli;
 pub mod config;
+mod events;
 mod metrics;
 mod server;
 mod state;

@@ -107,6 +107,7 @@ impl Admin {
             .await
             .map_err(fail)?;
         metrics::revoked("disabled", ended);
+        crate::events::account_disabled(account.username.as_str(), ended);
         Ok(format!(
             "disabled {}; ended {ended} session(s)\n",
             account.username
@@ -160,6 +161,7 @@ impl Admin {
             .await
             .map_err(fail)?;
         metrics::revoked("admin", ended);
+        crate::events::revoked(account.username.as_str(), "revoke_all", ended);
         Ok(format!(
             "ended {ended} session(s) of {}\n",
             account.username
@@ -214,6 +216,7 @@ pub fn keys_rotate(
     let mut ring = crate::tokens::keys::KeyRing::open(data_dir, alg, now).map_err(fail)?;
     let removed = ring.remove_retired(now).map_err(fail)?;
     let key = ring.rotate(alg, now).map_err(fail)?;
+    crate::events::key_rotated(key.kid(), alg.as_str(), &rfc3339(key.signs_from()));
     let retire = ring
         .keys()
         .iter()

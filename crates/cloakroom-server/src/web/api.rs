@@ -15,7 +15,6 @@ use utoipa::ToSchema;
 
 use crate::accounts::Credentials;
 use crate::accounts::passwords::Password;
-use crate::metrics;
 use crate::state::AppState;
 use crate::web::device::{label, rfc3339};
 use crate::web::error::{ApiJson, WebError};
@@ -224,11 +223,7 @@ pub(crate) async fn login(
 #[utoipa::path(post, path = "/api/logout", tag = "sessions",
     responses((status = 204, description = "Logged out (also without a session)")))]
 pub(crate) async fn logout(auth: Auth) -> Result<impl IntoResponse, WebError> {
-    let had = auth.session().await?.is_some();
-    auth.logout().await?;
-    if had {
-        metrics::revoked("logout", 1);
-    }
+    flows::logout(&auth).await?;
     Ok((StatusCode::NO_CONTENT, [CLEAR_SITE_DATA.clone()]))
 }
 
@@ -286,7 +281,7 @@ pub(crate) async fn revoke(
     if !session.revoke_device(&handle).await? {
         return Err(WebError::NotFound("session not found"));
     }
-    metrics::revoked("revoke_one", 1);
+    flows::revoked(&session, "revoke_one", 1);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -295,7 +290,7 @@ pub(crate) async fn revoke(
     responses((status = 200, body = Revoked), (status = 401, body = ErrorBody)))]
 pub(crate) async fn revoke_others(session: Session) -> Result<Json<Revoked>, WebError> {
     let revoked = session.logout_other_devices().await?;
-    metrics::revoked("revoke_others", revoked);
+    flows::revoked(&session, "revoke_others", revoked);
     Ok(Json(Revoked { revoked }))
 }
 

@@ -9,10 +9,11 @@ use cloakroom_core::AuthMethod;
 use cloakroom_core::accounts::Account;
 
 use crate::accounts::passwords::{Busy, Password};
+use crate::accounts::session_keys;
 use crate::accounts::{self, AccountsError, Credentials};
-use crate::metrics;
 use crate::state::AppState;
 use crate::web::error::WebError;
+use crate::{events, metrics};
 
 /// Starts a session for `account` after a successful login or sign-up.
 pub(crate) async fn start_session(
@@ -39,13 +40,14 @@ pub(crate) async fn change_password(
     let change = state
         .accounts
         .prepare_password_change(session.user_id(), ip, current, new)
-        .await?;
+        .await
+        .inspect_err(|e| refused(&who(session), ip, e))?;
     // Other sessions end before the new password is saved: see `prepare_password_change`.
     let ended = session.logout_other_devices().await?;
     metrics::revoked("password_change", ended);
     let account = change.commit().await?;
     session.rotate().await?;
-    tracing::info!(user = %account.username, ended, "password changed");
+    events::password_changed(account.username.as_str(), ip, ended);
     Ok(ended)
 }
 
@@ -57,7 +59,11 @@ pub(crate) async fn login(
     credentials: &Credentials,
     remember: bool,
 ) -> Result<(Account, Session), WebError> {
-    let account = state.accounts.login(ip, credentials).await?;
+    let account = state
+        .accounts
+        .login(ip, credentials)
+        .await
+        .inspect_err(|e| refused(&credentials.username, ip, e))?;
     let session = start_session(auth, &account, remember).await?;
     // `cloakroom user disable` sets the flag, then ends every session. A disable that ran
     // after the password check but before our session existed missed it, so look again now
@@ -66,10 +72,12 @@ pub(crate) async fn login(
         // Best effort: the disable's own revocation may have ended it already.
         let _ = session.logout().await;
         metrics::login("disabled");
-        return Err(AccountsError::AccountDisabled.into());
+        let e = AccountsError::AccountDisabled;
+        refused(account.username.as_str(), ip, &e);
+        return Err(e.into());
     }
     metrics::login("success");
-    tracing::info!(user = %account.username, handle = %session.handle(), "login");
+    events::login(account.username.as_str(), session.handle().as_str(), ip);
     Ok((account, session))
 }
 
@@ -88,5 +96,46 @@ pub(crate) async fn signup(
 impl From<Busy> for WebError {
     fn from(e: Busy) -> Self {
         AccountsError::Busy(e).into()
+    }
+}
+
+/// Ends the request's session (if any) and removes the cookie, for every logout route.
+pub(crate) async fn logout(auth: &Auth) -> Result<(), WebError> {
+    let current = auth.session().await?;
+    auth.logout().await?;
+    if let Some(session) = current {
+        metrics::revoked("logout", 1);
+        events::logout(&who(&session), session.handle().as_str());
+    }
+    Ok(())
+}
+
+/// Records sessions the user ended on purpose ("log out other devices", revoke one).
+pub(crate) fn revoked(session: &Session, reason: &'static str, count: u64) {
+    metrics::revoked(reason, count);
+    events::revoked(&who(session), reason, count);
+}
+
+/// The session's user, as logs name them: the username, or the id.
+fn who(session: &Session) -> String {
+    session
+        .get::<String>(session_keys::USERNAME)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| session.user_id().to_string())
+}
+
+/// Logs an account flow's refusal as the security event it is (if it is one).
+fn refused(username: &str, ip: Option<IpAddr>, e: &AccountsError) {
+    match e {
+        AccountsError::InvalidCredentials => {
+            events::login_failed(username, ip, "invalid_credentials");
+        }
+        AccountsError::WrongPassword => events::login_failed(username, ip, "wrong_password"),
+        AccountsError::AccountDisabled => events::login_failed(username, ip, "account_disabled"),
+        AccountsError::Throttled(wait) => {
+            events::throttled(username, ip, accounts::ceil_secs(*wait));
+        }
+        _ => {}
     }
 }

@@ -12,7 +12,6 @@ use serde::Deserialize;
 use crate::accounts::Credentials;
 use crate::accounts::passwords::Password;
 use crate::accounts::session_keys as keys;
-use crate::metrics;
 use crate::state::AppState;
 use crate::web::device::{label, relative, rfc3339};
 use crate::web::error::{WebError, WebForm};
@@ -296,11 +295,7 @@ pub(crate) async fn home(State(state): State<AppState>, session: Option<Session>
 
 /// `POST /logout`: ends this session, back to the login page.
 pub(crate) async fn logout(auth: Auth) -> Result<Response, WebError> {
-    let had = matches!(auth.session().await, Ok(Some(_)));
-    auth.logout().await?;
-    if had {
-        metrics::revoked("logout", 1);
-    }
+    flows::logout(&auth).await?;
     Ok(([CLEAR_SITE_DATA.clone()], Redirect::to("/login")).into_response())
 }
 
@@ -387,7 +382,7 @@ pub(crate) async fn revoke_device(
             "No such session (it may have ended already).",
         ));
     }
-    metrics::revoked("revoke_one", 1);
+    flows::revoked(&session, "revoke_one", 1);
     Ok(if current {
         Redirect::to("/login").into_response()
     } else {
@@ -401,7 +396,7 @@ pub(crate) async fn revoke_others(session: Option<Session>) -> Result<Response, 
         return Ok(login_redirect("/account/sessions"));
     };
     let n = session.logout_other_devices().await?;
-    metrics::revoked("revoke_others", n);
+    flows::revoked(&session, "revoke_others", n);
     Ok(Redirect::to(&format!("/account/sessions?revoked={n}")).into_response())
 }
 

@@ -323,3 +323,247 @@ async fn finding_16_connections_beyond_the_cap_wait_their_turn() {
     .unwrap();
     assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
 }
+
+/// A `cloakroom serve --json-logs` process, its stderr collected.
+struct LoggedServer {
+    child: std::process::Child,
+    base: String,
+    origin: String,
+    dir: tempfile::TempDir,
+}
+
+impl LoggedServer {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let origin = format!("http://localhost:{port}");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+            .args([
+                "serve",
+                "--json-logs",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--public-url", &origin, "--data-dir"])
+            .arg(dir.path())
+            .env_remove("CLOAKROOM_LOG")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if reqwest::get(format!("{base}/healthz")).await.is_ok() {
+                return Self {
+                    child,
+                    base,
+                    origin,
+                    dir,
+                };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "the server did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn browser(&self, ua: &str) -> cloakroom_testkit::http::Browser {
+        cloakroom_testkit::http::Browser::new(
+            cloakroom_testkit::http::Client::new(&self.base, &self.origin).with_user_agent(ua),
+        )
+        .csrf_from("/api/session", "csrf_token")
+    }
+
+    /// Runs an admin command on the same data, returning its stderr.
+    fn admin(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+            .args(args)
+            .args(["--json-logs", "--data-dir"])
+            .arg(self.dir.path())
+            .env_remove("CLOAKROOM_LOG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Stops the server and returns what it logged.
+    fn stop(self) -> String {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+/// Finding 18: only successes were logged. A whole flow — logins good and bad, throttling, a
+/// CSRF and an origin refusal, an unknown session, logout, revocations, a password change,
+/// an account disabled and a key rotated by the CLI — leaves one structured security event
+/// each, and no token, cookie, CSRF token or password anywhere in the logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_18_security_events_are_logged_and_secrets_never_are() {
+    use serde_json::json;
+    let server = LoggedServer::start().await;
+    let new_password = "an entirely new passphrase 7";
+    let mut secrets = vec![PASSWORD.to_owned(), new_password.to_owned()];
+
+    let mut owner = server.browser("Firefox/1");
+    owner
+        .post_json(
+            "/api/signup",
+            &json!({"username": "sven", "password": PASSWORD}),
+        )
+        .await
+        .assert(201);
+    let mut phone = server.browser("Phone/1");
+    phone
+        .post_json(
+            "/api/login",
+            &json!({"username": "sven", "password": PASSWORD}),
+        )
+        .await
+        .assert(200);
+    let mut laptop = server.browser("Laptop/1");
+    laptop
+        .post_json(
+            "/api/login",
+            &json!({"username": "sven", "password": PASSWORD}),
+        )
+        .await
+        .assert(200);
+    let mut stranger = server.browser("Curl/1");
+    stranger
+        .post_json(
+            "/api/login",
+            &json!({"username": "sven", "password": "not the password"}),
+        )
+        .await
+        .assert(401);
+    for b in [&mut owner, &mut phone, &mut laptop] {
+        secrets.push(b.cookie.clone().unwrap());
+        secrets.push(b.csrf().await.unwrap());
+    }
+
+    // A state-changing request without its CSRF token, and one from another origin.
+    owner
+        .req("POST", "/api/sessions/revoke-others")
+        .without("x-csrf-token")
+        .send()
+        .await
+        .assert(403);
+    owner
+        .req("POST", "/api/logout")
+        .header("origin", "https://evil.example")
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .assert(403);
+    // A well-formed cookie naming no session.
+    let mut guesser = server.browser("Guesser/1");
+    guesser.cookie = Some("A".repeat(43));
+    guesser.get("/api/session").await.assert(401);
+
+    // Revoke one device, then the others; change the password; log out.
+    let devices = owner.get("/api/sessions").await.json();
+    let phone_id = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["user_agent"] == "Phone/1")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    owner
+        .delete(&format!("/api/sessions/{phone_id}"))
+        .await
+        .assert(204);
+    owner
+        .post_json("/api/sessions/revoke-others", &json!({}))
+        .await
+        .assert(200);
+    owner
+        .post_json(
+            "/api/password",
+            &json!({"current_password": PASSWORD, "new_password": new_password}),
+        )
+        .await
+        .assert(200);
+    secrets.push(owner.cookie.clone().unwrap());
+    owner.post_json("/api/logout", &json!({})).await.assert(204);
+
+    // Throttling, on an account of its own.
+    let mut target = server.browser("Target/1");
+    target
+        .post_json(
+            "/api/signup",
+            &json!({"username": "tina", "password": PASSWORD}),
+        )
+        .await
+        .assert(201);
+    let mut attacker = server.browser("Attacker/1");
+    let mut throttled = false;
+    for _ in 0..40 {
+        let r = attacker
+            .post_json(
+                "/api/login",
+                &json!({"username": "tina", "password": "guess guess guess"}),
+            )
+            .await;
+        if r.status == 429 {
+            throttled = true;
+            break;
+        }
+    }
+    assert!(throttled, "repeated failures are throttled");
+
+    let mut logs = server.admin(&["user", "disable", "sven"]);
+    logs += &server.admin(&["keys", "rotate"]);
+    logs += &server.stop();
+
+    let events: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "cloakroom::security")
+        .collect();
+    let find = |name: &str, check: &dyn Fn(&serde_json::Value) -> bool| {
+        events
+            .iter()
+            .any(|e| e["fields"]["event"] == name && check(&e["fields"]))
+    };
+    let any = |_: &serde_json::Value| true;
+    assert!(find("login", &|f| f["username"] == "sven"), "{logs}");
+    assert!(find("login_failed", &|f| f["reason"]
+        == "invalid_credentials"
+        && f["ip"] == "127.0.0.1"));
+    assert!(
+        find("login_throttled", &|f| f["ip"] == "127.0.0.1"),
+        "{logs}"
+    );
+    assert!(find("csrf_refused", &|f| f["code"] == "csrf_token_missing"
+        && f["ip"] == "127.0.0.1"
+        && f["user"] != "-"));
+    assert!(find("csrf_refused", &|f| f["code"] == "cross_origin_request"));
+    assert!(find("unknown_session", &any));
+    assert!(find("sessions_revoked", &|f| f["reason"] == "revoke_one"));
+    assert!(find("sessions_revoked", &|f| f["reason"] == "revoke_others"));
+    assert!(find("password_changed", &|f| f["username"] == "sven"));
+    assert!(find("logout", &|f| f["user"] == "sven"));
+    assert!(find("account_disabled", &|f| f["username"] == "sven"));
+    assert!(find("key_rotated", &any));
+    for secret in &secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret reached the logs: {secret}"
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! Security events: one structured log line for each thing an operator or an incident
+//! responder needs to see — failed and throttled logins, logouts and revocations, password
+//! changes, disabled accounts, key rotations. (CSRF and origin refusals and presentations of
+//! unknown sessions are logged by the session layer, `cloakroom_axum`, under the same target.)
+//!
+//! Every event has the target [`TARGET`] and a field `event` with a stable name, so that a
+//! log pipeline can select them (`--json-logs` writes them as JSON lines). No event ever
+//! carries a token, a cookie, a CSRF token or a password: users are named by username or id,
+//! sessions by their public handle.
+
+use std::net::IpAddr;
+
+/// The `tracing` target of every security event.
+pub(crate) const TARGET: &str = cloakroom_axum::SECURITY_TARGET;
+
+/// At most this much of what a client typed as a username goes into a log line.
+const MAX_LOGGED_USERNAME: usize = 64;
+
+/// What a client typed as a username, cut to a loggable length.
+fn typed(username: &str) -> &str {
+    match username.char_indices().nth(MAX_LOGGED_USERNAME) {
+        Some((end, _)) => &username[..end],
+        None => username,
+    }
+}
+
+fn ip_text(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+}
+
+/// A login (or a password change's current password) was refused: wrong credentials, a
+/// disabled account.
+pub(crate) fn login_failed(username: &str, ip: Option<IpAddr>, reason: &'static str) {
+    tracing::warn!(
+        target: TARGET,
+        event = "login_failed",
+        username = ?typed(username),
+        ip = %ip_text(ip),
+        reason,
+        "login refused"
+    );
+}
+
+/// A password attempt was refused by throttling before it was looked at.
+pub(crate) fn throttled(username: &str, ip: Option<IpAddr>, retry_after_secs: u64) {
+    tracing::warn!(
+        target: TARGET,
+        event = "login_throttled",
+        username = ?typed(username),
+        ip = %ip_text(ip),
+        retry_after_secs,
+        "password attempt throttled"
+    );
+}
+
+/// A user logged in.
+pub(crate) fn login(username: &str, handle: &str, ip: Option<IpAddr>) {
+    tracing::info!(
+        target: TARGET,
+        event = "login",
+        username,
+        session = handle,
+        ip = %ip_text(ip),
+        "login"
+    );
+}
+
+/// A session was ended by its own logout.
+pub(crate) fn logout(user: &str, handle: &str) {
+    tracing::info!(target: TARGET, event = "logout", user, session = handle, "logout");
+}
+
+/// Sessions were ended on purpose: one by its handle (`revoke_one`), every other one
+/// (`revoke_others`), every one (`revoke_all`, by an administrator).
+pub(crate) fn revoked(user: &str, reason: &'static str, count: u64) {
+    tracing::info!(
+        target: TARGET,
+        event = "sessions_revoked",
+        user,
+        reason,
+        count,
+        "sessions revoked"
+    );
+}
+
+/// A password was changed; `ended` other sessions ended with it.
+pub(crate) fn password_changed(username: &str, ip: Option<IpAddr>, ended: u64) {
+    tracing::info!(
+        target: TARGET,
+        event = "password_changed",
+        username,
+        ip = %ip_text(ip),
+        ended,
+        "password changed"
+    );
+}
+
+/// An administrator disabled an account; `ended` sessions ended with it.
+pub(crate) fn account_disabled(username: &str, ended: u64) {
+    tracing::warn!(
+        target: TARGET,
+        event = "account_disabled",
+        username,
+        ended,
+        "account disabled"
+    );
+}
+
+/// A new service-JWT signing key was published.
+pub(crate) fn key_rotated(kid: &str, alg: &str, signs_from: &str) {
+    tracing::info!(
+        target: TARGET,
+        event = "key_rotated",
+        kid,
+        alg,
+        signs_from,
+        "service-JWT signing key rotated"
+    );
+}
