@@ -31,6 +31,9 @@ pub fn raw_config(dir: &std::path::Path) -> RawConfig {
         data_dir: dir.to_owned(),
         public_url: ORIGIN.into(),
         hash_workers: Some(2),
+        // The suite signs up through the API and the pages; away from loopback (as here) the
+        // default would be closed.
+        signup: Some(cloakroom_server::config::SignupMode::Open),
         ..RawConfig::default()
     }
 }
