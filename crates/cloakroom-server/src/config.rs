@@ -54,6 +54,24 @@ pub enum SameSiteSetting {
     Strict,
 }
 
+/// Who may create an account through `/signup` and `/api/signup`.
+///
+/// Left unset, sign-up is `open` when the public URL is on a loopback host (`localhost`,
+/// `127.0.0.1`, `[::1]`: the quickstart, where only this machine's browsers can use the pages)
+/// and `closed` everywhere else, so a server put on the network does not let strangers in
+/// until its operator says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignupMode {
+    /// Administrators create accounts with `cloakroom user add`; sign-up answers 403 before it
+    /// looks at the username, so it reveals nothing about which names exist.
+    Closed,
+    /// Anyone may sign up, throttled per client network. Usernames are then public by design:
+    /// anyone can find out whether a name is taken by trying to register it, so sign-up
+    /// answers 409 for a taken name (the throttle bounds how fast names can be probed).
+    Open,
+}
+
 /// Defines every setting once: its key, type, default and documentation. From that one
 /// definition come the TOML key (`listen`), the environment variable (`CLOAKROOM_LISTEN`), the
 /// flag (`--listen`, with the doc comment as its help), [`RawConfig`] and its `Default`, and
@@ -157,6 +175,11 @@ settings! {
     /// most this many milliseconds apart: a revocation made by another instance (or the admin
     /// CLI) is then seen within this bound. Unset: no near-cache, every check asks the store.
     session_cache_ms: Option<u64> = None, sample "100", #[arg(num_args = 1, value_name = "MS")];
+    /// Who may create accounts: `closed` (administrators, with `cloakroom user add`) or `open`
+    /// (anyone, throttled per network; taken usernames are then public). Default: `open` when
+    /// the public URL is on a loopback host, else `closed`.
+    signup: Option<SignupMode> = None, sample r#""closed""#,
+        #[arg(num_args = 1, value_name = "MODE")];
     /// Concurrent password hashes (default: half the CPUs, at least one).
     hash_workers: Option<usize> = None, sample "3", #[arg(num_args = 1, value_name = "N")];
     /// Signature algorithm for new service-JWT keys.
@@ -189,6 +212,9 @@ settings! {
     /// and no longer on `listen`. Unset: they are on `listen`, reachable by every client.
     metrics_listen: Option<String> = None, sample r#""127.0.0.1:9090""#,
         #[arg(num_args = 1, value_name = "ADDR")];
+    /// Sign-ups from one network (an IPv4 address, an IPv6 /64) before each further one
+    /// waits (1 s, doubling up to 15 minutes); forgotten after a quiet hour.
+    signup_limit_per_network: u32 = 10, sample "3", #[arg(value_name = "N")];
     /// **Dangerous.** Allow an `http://` public URL on a host other than loopback: the session
     /// cookie then travels in clear text (and browsers refuse `__Host-` cookies over it).
     danger_allow_http: bool = false, sample "true",
@@ -248,6 +274,8 @@ pub struct Settings {
     pub policy: Policy,
     /// The near-cache, if enabled.
     pub session_cache: Option<cloakroom_core::NearCache>,
+    /// Who may create accounts.
+    pub signup: SignupMode,
     /// Concurrent password hashes.
     pub hash_workers: usize,
     /// Algorithm of new service-JWT keys.
@@ -270,18 +298,25 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Sign-ups per network before the next one waits.
+    pub signup_limit_per_network: u32,
     /// Where `/metrics` and `/readyz` are served instead of `listen`, if set.
     pub metrics_listen: Option<SocketAddr>,
 }
 
-/// Whether browsers treat `origin` as a secure context over plain http: `localhost` and
-/// loopback addresses.
+/// Whether browsers treat `origin` as a secure context over plain http: `localhost`, its
+/// subdomains and loopback addresses.
 fn is_loopback(origin: &Origin) -> bool {
     match url::Url::parse(origin.as_str())
         .ok()
         .and_then(|u| u.host().map(|h| h.to_owned()))
     {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Domain(d)) => {
+            // RFC 6761: `localhost` and its subdomains are loopback, and browsers treat them
+            // as secure contexts.
+            let d = d.to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
@@ -468,6 +503,13 @@ impl RawConfig {
         {
             redirect_hosts.push(host.to_owned());
         }
+        let signup = self.signup.unwrap_or_else(|| {
+            if is_loopback(&public_origin) {
+                SignupMode::Open
+            } else {
+                SignupMode::Closed
+            }
+        });
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let hash_workers = match self.hash_workers {
             Some(0) => return Err(invalid("hash_workers", "must be at least 1")),
@@ -493,6 +535,7 @@ impl RawConfig {
             session_cache: self
                 .session_cache_ms
                 .map(|ms| cloakroom_core::NearCache::new(Duration::from_millis(ms))),
+            signup,
             hash_workers,
             jwt_algorithm: self.jwt_algorithm,
             jwt_ttl: Duration::from_secs(self.jwt_ttl_secs),
@@ -504,6 +547,7 @@ impl RawConfig {
             header_read_timeout,
             request_timeout,
             max_connections: self.max_connections,
+            signup_limit_per_network: self.signup_limit_per_network,
             metrics_listen,
         })
     }
@@ -521,6 +565,34 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("cloakroom-data"));
         assert_eq!(s.session_store, SessionStoreKind::Sqlite);
         assert_eq!(s.policy.standard, Lifetime::STANDARD);
+        assert_eq!(s.signup, SignupMode::Open, "the quickstart signs up");
+    }
+
+    #[test]
+    fn signup_is_closed_by_default_away_from_loopback() {
+        let signup = |url: &str, mode: Option<SignupMode>| {
+            let raw = RawConfig {
+                public_url: url.into(),
+                signup: mode,
+                ..RawConfig::default()
+            };
+            raw.settings().unwrap().signup
+        };
+        assert_eq!(signup("http://127.0.0.1:8080", None), SignupMode::Open);
+        assert_eq!(signup("http://[::1]:8080", None), SignupMode::Open);
+        assert_eq!(signup("http://app.localhost", None), SignupMode::Open);
+        assert_eq!(
+            signup("https://login.example.com", None),
+            SignupMode::Closed
+        );
+        assert_eq!(
+            signup("https://localhost.example.com", None),
+            SignupMode::Closed
+        );
+        let open = Some(SignupMode::Open);
+        assert_eq!(signup("https://login.example.com", open), SignupMode::Open);
+        let closed = Some(SignupMode::Closed);
+        assert_eq!(signup("http://localhost:8080", closed), SignupMode::Closed);
     }
 
     #[test]

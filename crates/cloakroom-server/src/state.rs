@@ -243,6 +243,7 @@ impl AppState {
                     stores.accounts,
                     Passwords::new(settings.hash_workers),
                     clock.clone(),
+                    settings.signup_limit_per_network,
                 ),
                 client_ip: ClientIp::new(settings.trusted_proxies.clone()),
                 gauges: metrics::Gauges::default(),

@@ -16,9 +16,10 @@ use std::time::Duration;
 use cloakroom_core::accounts::{Account, AccountError, AccountStore, InvalidUsername, Username};
 use cloakroom_core::{Clock, SessionData, SessionHandle, StoreError, Timestamp, UserId};
 
+use crate::config::SignupMode;
 use crate::metrics;
 use passwords::{Busy, Password, Passwords, Verified, WeakPassword, check_new_password};
-use throttle::Throttle;
+use throttle::{AccountKey, Throttle};
 
 /// Session data keys the server keeps for forward auth and pages, so that answering them
 /// needs no account lookup.
@@ -54,9 +55,13 @@ pub(crate) enum AccountsError {
     /// The password hashing pool is saturated.
     #[error(transparent)]
     Busy(#[from] Busy),
-    /// Sign-up with a username that exists.
+    /// Sign-up with a username that exists (said only where sign-up is open, which makes
+    /// usernames public by design: see [`SignupMode::Open`]).
     #[error("this username is taken")]
     UsernameTaken,
+    /// Sign-up is closed on this server: an administrator creates accounts.
+    #[error("sign-up is closed on this server: ask an administrator for an account")]
+    SignupClosed,
     /// A username that breaks the rules.
     #[error(transparent)]
     InvalidUsername(#[from] InvalidUsername),
@@ -105,22 +110,28 @@ pub(crate) struct Accounts {
     clock: Arc<dyn Clock>,
 }
 
-/// The throttling key for a typed username: its case-folded form, or the raw text folded if it
-/// is not even a valid username (so garbage is throttled like everything else).
-fn throttle_key(typed: &str) -> String {
-    Username::parse(typed).map_or_else(|_| typed.trim().to_ascii_lowercase(), |u| u.key())
+/// The throttling key for a typed username: a digest of its case-folded form, or of the raw
+/// text folded if it is not even a valid username (so garbage is throttled like everything
+/// else, and a 64 KiB "username" costs the table no more than a short one).
+fn throttle_key(typed: &str) -> AccountKey {
+    AccountKey::of(
+        &Username::parse(typed).map_or_else(|_| typed.trim().to_ascii_lowercase(), |u| u.key()),
+    )
 }
 
 impl Accounts {
+    /// The flows over `store`, letting `free_signups` sign-ups per network through before
+    /// the next one waits.
     pub(crate) fn new(
         store: Arc<dyn AccountStore>,
         passwords: Passwords,
         clock: Arc<dyn Clock>,
+        free_signups: u32,
     ) -> Self {
         Self {
             store,
             passwords,
-            throttle: Throttle::new(clock.clone()),
+            throttle: Throttle::with_signup_allowance(clock.clone(), free_signups),
             clock,
         }
     }
@@ -147,12 +158,16 @@ impl Accounts {
         ip: Option<IpAddr>,
         c: &Credentials,
     ) -> Result<Account, AccountsError> {
-        let key = throttle_key(&c.username);
-        if let Some(wait) = self.throttle.wait(&key, ip) {
-            metrics::throttled();
-            metrics::login("throttled");
-            return Err(AccountsError::Throttled(wait));
-        }
+        // Counted before anything else happens: parallel guesses cannot slip past the count,
+        // and a request dropped half-way stays counted.
+        let attempt = self
+            .throttle
+            .begin(throttle_key(&c.username), ip)
+            .map_err(|wait| {
+                metrics::throttled();
+                metrics::login("throttled");
+                AccountsError::Throttled(wait)
+            })?;
         let account = match Username::parse(&c.username) {
             Ok(username) => self.store.by_username(&username).await?,
             Err(_) => None,
@@ -173,15 +188,14 @@ impl Accounts {
             }
         };
         let Some(account) = account.filter(|_| outcome.matches) else {
-            self.throttle.failed(&key, ip);
             metrics::login("invalid_credentials");
             return Err(AccountsError::InvalidCredentials);
         };
+        attempt.succeeded();
         if account.disabled {
             metrics::login("disabled");
             return Err(AccountsError::AccountDisabled);
         }
-        self.throttle.succeeded(&key);
         if let Some(upgraded) = &outcome.upgraded {
             // Best effort: a failure here leaves the old (still valid) hash in place.
             if let Err(e) = self
@@ -195,10 +209,26 @@ impl Accounts {
         Ok(account)
     }
 
-    /// Creates an account.
-    pub(crate) async fn signup(&self, c: &Credentials) -> Result<Account, AccountsError> {
+    /// Creates an account, if sign-up is open. A closed sign-up refuses before the username
+    /// is looked at, so it reveals nothing about which names exist; an open one is throttled
+    /// per client network (see [`throttle`]).
+    pub(crate) async fn signup(
+        &self,
+        mode: SignupMode,
+        ip: Option<IpAddr>,
+        c: &Credentials,
+    ) -> Result<Account, AccountsError> {
+        if mode == SignupMode::Closed {
+            metrics::signup("closed");
+            return Err(AccountsError::SignupClosed);
+        }
         let username = Username::parse(&c.username).inspect_err(|_| metrics::signup("invalid"))?;
         check_new_password(&c.password, &username).inspect_err(|_| metrics::signup("invalid"))?;
+        self.throttle.signup(ip).map_err(|wait| {
+            metrics::throttled();
+            metrics::signup("throttled");
+            AccountsError::Throttled(wait)
+        })?;
         let hash = self.passwords.hash(&c.password).await?;
         let account = new_account(username, hash, self.clock.now());
         self.store
@@ -226,11 +256,13 @@ impl Accounts {
             .by_id(user)
             .await?
             .ok_or(AccountsError::UnknownAccount)?;
-        let key = account.username.key();
-        if let Some(wait) = self.throttle.wait(&key, ip) {
-            metrics::throttled();
-            return Err(AccountsError::Throttled(wait));
-        }
+        let attempt = self
+            .throttle
+            .begin(AccountKey::of(&account.username.key()), ip)
+            .map_err(|wait| {
+                metrics::throttled();
+                AccountsError::Throttled(wait)
+            })?;
         let verified = current.within_length_limit()
             && self
                 .passwords
@@ -238,9 +270,9 @@ impl Accounts {
                 .await?
                 .matches;
         if !verified {
-            self.throttle.failed(&key, ip);
             return Err(AccountsError::WrongPassword);
         }
+        attempt.succeeded();
         check_new_password(new, &account.username)?;
         let hash = self.passwords.hash(new).await?;
         Ok(PasswordChange {

@@ -10,10 +10,15 @@
 //! runs on blocking threads, at most `workers` at a time, with a bounded queue. A flood of
 //! logins therefore waits for (or is refused by) the pool, while session validation keeps its
 //! CPU.
+//!
+//! The accounting is cancellation-safe: a place in the queue and a worker are RAII permits of
+//! two semaphores, and both move into the blocking task. A request dropped while it waits
+//! (the client hung up, a timeout fired) gives its place back as it is dropped; a request
+//! dropped while its hash runs leaves the hash holding its worker until it ends, so no more
+//! than `workers` hashes ever run at once.
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use argon2::password_hash::phc::PasswordHash as Phc;
@@ -142,17 +147,18 @@ pub struct Passwords {
 }
 
 struct Inner {
-    permits: Semaphore,
-    waiting: AtomicUsize,
-    max_waiting: usize,
+    /// One permit per hash that may run at once.
+    workers: Arc<Semaphore>,
+    /// One permit per check in the pool, running or waiting for a worker.
+    places: Arc<Semaphore>,
     dummy: PasswordHash,
 }
 
 impl fmt::Debug for Passwords {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Passwords")
-            .field("available", &self.inner.permits.available_permits())
-            .field("waiting", &self.inner.waiting.load(Ordering::Relaxed))
+            .field("available", &self.inner.workers.available_permits())
+            .field("free_places", &self.inner.places.available_permits())
             .finish()
     }
 }
@@ -201,9 +207,8 @@ impl Passwords {
         let workers = workers.max(1);
         Self {
             inner: Arc::new(Inner {
-                permits: Semaphore::new(workers),
-                waiting: AtomicUsize::new(0),
-                max_waiting: workers * 64,
+                workers: Arc::new(Semaphore::new(workers)),
+                places: Arc::new(Semaphore::new(workers + workers * 64)),
                 dummy: hash_blocking("cloakroom dummy password for unknown users"),
             }),
         }
@@ -213,14 +218,27 @@ impl Passwords {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Busy> {
-        if self.inner.waiting.fetch_add(1, Ordering::SeqCst) >= self.inner.max_waiting {
-            self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
-            return Err(Busy);
-        }
-        let permit = self.inner.permits.acquire().await;
-        self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
-        let _permit = permit.map_err(|_| Busy)?;
-        tokio::task::spawn_blocking(f).await.map_err(|_| Busy)
+        // Both permits are owned values: dropping this future at any await gives back what it
+        // holds, and once the hash starts they belong to the blocking task, not to us.
+        let place = self
+            .inner
+            .places
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Busy)?;
+        let worker = self
+            .inner
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Busy)?;
+        tokio::task::spawn_blocking(move || {
+            let _held = (place, worker);
+            f()
+        })
+        .await
+        .map_err(|_| Busy)
     }
 
     /// Hashes a new password.
@@ -287,6 +305,54 @@ mod tests {
         assert_eq!(
             format!("{:?}", Password::new("hunter2hunter2")),
             "Password([redacted])"
+        );
+    }
+
+    /// Finding 1: a check dropped while it waited for a worker never gave its queue slot
+    /// back; enough of them made every later check `Busy` until restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finding_01_cancelled_checks_give_back_their_queue_slot() {
+        let pw = Passwords::new(1);
+        let p = Password::new("correct horse battery staple");
+        // Two floods: each fills the queue (64 behind one worker) and is dropped.
+        for _ in 0..2 {
+            let tasks: Vec<_> = (0..200)
+                .map(|_| {
+                    let (pw, p) = (pw.clone(), p.clone());
+                    tokio::spawn(async move { pw.verify_dummy(&p).await })
+                })
+                .collect();
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            for t in &tasks {
+                t.abort();
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+        assert!(pw.verify_dummy(&p).await.is_ok(), "{pw:?}");
+    }
+
+    /// Finding 1: the worker permit was held by the request's future, not by the hash; a
+    /// request dropped mid-hash freed it while the hash ran on, so more hashes than configured
+    /// could run at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finding_01_a_running_hash_keeps_its_worker_when_its_request_is_dropped() {
+        let pw = Passwords::new(1);
+        let p = Password::new("correct horse battery staple");
+        let task = {
+            let (pw, p) = (pw.clone(), p.clone());
+            tokio::spawn(async move { pw.verify_dummy(&p).await })
+        };
+        while !format!("{pw:?}").contains("available: 0") {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        task.abort();
+        let _ = task.await;
+        assert!(
+            format!("{pw:?}").contains("available: 0"),
+            "the hash still runs, so its worker is still taken: {pw:?}"
         );
     }
 

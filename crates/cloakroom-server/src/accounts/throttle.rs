@@ -1,13 +1,53 @@
-//! Brute-force throttling of password attempts, per account and per client IP.
+//! Brute-force throttling of password attempts and of sign-ups.
 //!
-//! After a few free failures, each further failure doubles the wait before the next attempt
-//! is even looked at (1 s, 2 s, 4 s, … capped at 15 minutes). The cap matters: a lockout that
-//! grows without bound lets an attacker lock the owner out forever (OWASP ASVS V6.3.1 asks for
-//! throttling, not permanent lockout). A success resets the account's counter; counters
-//! forget failures after a quiet day.
+//! # The policy
 //!
-//! Unknown usernames are counted exactly like real ones, so throttling reveals nothing about
-//! which accounts exist.
+//! An attacker must stay slow; the owner must not be locked out by them. A client is known by
+//! its *network*: its IPv4 address, or the /64 of its IPv6 address (one subscriber usually holds
+//! a whole /64, so counting single IPv6 addresses would hand out 2⁶⁴ fresh budgets). Every
+//! password attempt — a login or the current password of a password change — is checked
+//! against three counters of failures:
+//!
+//! | counter | free failures | then each attempt waits | what it stops |
+//! | --- | --- | --- | --- |
+//! | (account, network) | 5 | 1 s, doubling, at most 15 min | guessing one account from one network |
+//! | network | 20 | 1 s, doubling, at most 15 min | one network spraying many accounts |
+//! | account, all networks | 100 | 1 min, doubling, at most 15 min | many networks guessing one account |
+//!
+//! - **An attempt counts the moment it starts.** It is reserved on all three counters before
+//!   the password is looked at, so parallel requests cannot slip past the count, and a request
+//!   the client cancels (a dropped connection) stays counted.
+//! - **A correct password from a clean network is refused only at the global ceiling.** The
+//!   per-(account, network) counter is the one that slows a guesser down; a network with no
+//!   failures against the account passes it, and passes the per-network counter unless it has
+//!   itself sprayed other accounts (then it is the attacker's network, or shares its address).
+//!   Only the account-wide counter can refuse everyone, and only after 100 failures in a row:
+//!   the limit of NIST SP 800-63B §5.2.2 ("no more than 100 consecutive failed attempts on a
+//!   single account"). Past it the account takes one attempt per 15 minutes from anywhere until
+//!   a success or a quiet day. Holding the owner out that way costs an attacker 100 guesses
+//!   spread over at least 20 networks, then one more every 15 minutes.
+//! - **A success** resets the (account, network) and account-wide counters and gives back its
+//!   reservation on the network counter (the rest of the network's count stays: one valid
+//!   account must not let a network keep guessing at others).
+//! - **Waits are capped** at 15 minutes: a lockout that grows without bound would let an
+//!   attacker lock the owner out forever (OWASP ASVS V6.3.1 asks for throttling, not permanent
+//!   lockout). Failures are forgotten after a quiet day.
+//! - **Sign-up** is counted per network, success or not: 10 free, then 1 s doubling to at most
+//!   15 minutes; forgotten after a quiet hour. This also bounds how fast a client can probe
+//!   which usernames are taken (see `SignupMode`).
+//! - **Unknown usernames are counted exactly like real ones**, so throttling reveals nothing
+//!   about which accounts exist.
+//!
+//! # Memory
+//!
+//! A username is never stored: a counter is keyed by the first 128 bits of SHA-256 of its
+//! case-folded form (or of the raw text, folded, when it is not even a valid username), so an
+//! entry has a fixed size however long the typed name. Each table holds at most
+//! [`MAX_ENTRIES`] entries. When a table is full, the tenth of its entries that weigh least —
+//! fewest failures, then oldest — is dropped in one sweep. A flood of fresh keys (one failure
+//! each) therefore evicts other one-failure entries, never the counter of an account under
+//! attack: to push out a counter with *n* failures an attacker has to fill the table with
+//! entries of *n* failures or more, about `MAX_ENTRIES × n` throttled attempts.
 //!
 //! The counters live in this process. Several instances behind a load balancer each throttle
 //! on their own, which multiplies an attacker's budget by the number of instances — still
@@ -20,8 +60,12 @@ use std::time::Duration;
 
 use cloakroom_core::{Clock, Timestamp};
 use dashmap::DashMap;
+use sha2::{Digest, Sha256};
 
-/// Limits for one kind of key.
+/// The most entries one throttling table holds.
+pub(crate) const MAX_ENTRIES: usize = 100_000;
+
+/// Limits for one kind of counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
     /// Failures allowed before the next attempt has to wait.
@@ -30,23 +74,39 @@ pub(crate) struct Limits {
     pub(crate) base_delay: Duration,
     /// The longest delay.
     pub(crate) max_delay: Duration,
-    /// Failures older than this are forgotten.
+    /// Failures are forgotten after this long without one.
     pub(crate) forget_after: Duration,
 }
 
 impl Limits {
-    /// Per account: 5 free failures, then 1 s doubling up to 15 minutes.
-    pub(crate) const ACCOUNT: Self = Self {
+    /// Per (account, network): 5 free failures, then 1 s doubling up to 15 minutes.
+    pub(crate) const PAIR: Self = Self {
         free_failures: 5,
         base_delay: Duration::from_secs(1),
         max_delay: Duration::from_secs(15 * 60),
         forget_after: Duration::from_secs(24 * 3600),
     };
 
-    /// Per client IP: 20 free failures (a shared NAT has many users), then the same curve.
-    pub(crate) const IP: Self = Self {
+    /// Per network: 20 free failures (a shared NAT has many users), then the same curve.
+    pub(crate) const NETWORK: Self = Self {
         free_failures: 20,
-        ..Self::ACCOUNT
+        ..Self::PAIR
+    };
+
+    /// Per account, across all networks: the NIST ceiling of 100 consecutive failures, then
+    /// 1 minute doubling up to 15 minutes.
+    pub(crate) const ACCOUNT: Self = Self {
+        free_failures: 100,
+        base_delay: Duration::from_secs(60),
+        ..Self::PAIR
+    };
+
+    /// Sign-ups per network: 10 free, then 1 s doubling up to 15 minutes; forgotten after a
+    /// quiet hour.
+    pub(crate) const SIGNUP: Self = Self {
+        free_failures: 10,
+        forget_after: Duration::from_secs(3600),
+        ..Self::PAIR
     };
 
     fn delay_after(&self, failures: u32) -> Duration {
@@ -60,6 +120,37 @@ impl Limits {
     }
 }
 
+/// A typed username as the throttle knows it: a fixed-size digest, never the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct AccountKey([u8; 16]);
+
+impl AccountKey {
+    /// The key of a case-folded username (or of folded text that is not a valid username).
+    pub(crate) fn of(folded: &str) -> Self {
+        let digest = Sha256::digest(folded.as_bytes());
+        let mut key = [0; 16];
+        key.copy_from_slice(&digest[..16]);
+        Self(key)
+    }
+}
+
+/// The network a client address is counted under: an IPv4 address, or an IPv6 /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Network(IpAddr);
+
+impl Network {
+    /// The network of `ip` (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub(crate) fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !u128::from(u64::MAX);
+                Self(IpAddr::V6(prefix.into()))
+            }
+            v4 => Self(v4),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     failures: u32,
@@ -69,43 +160,64 @@ struct Entry {
 #[derive(Debug)]
 struct Table<K: Eq + Hash> {
     limits: Limits,
+    capacity: usize,
     entries: DashMap<K, Entry>,
 }
 
 impl<K: Eq + Hash + Clone> Table<K> {
-    fn new(limits: Limits) -> Self {
+    fn new(limits: Limits, capacity: usize) -> Self {
         Self {
             limits,
+            capacity: capacity.max(10),
             entries: DashMap::new(),
         }
     }
 
-    fn wait(&self, key: &K, now: Timestamp) -> Option<Duration> {
-        let e = *self.entries.get(key)?;
+    /// How long an attempt must still wait after `e`, or zero.
+    fn wait_after(&self, e: &Entry, now: Timestamp) -> Duration {
         if now.duration_since(e.last_failure) >= self.limits.forget_after {
-            return None;
+            return Duration::ZERO;
         }
         let until = e
             .last_failure
             .saturating_add(self.limits.delay_after(e.failures));
-        (until > now).then(|| until.duration_since(now))
+        if until > now {
+            until.duration_since(now)
+        } else {
+            Duration::ZERO
+        }
     }
 
-    fn fail(&self, key: K, now: Timestamp) {
-        let forget = self.limits.forget_after;
-        self.entries
-            .entry(key)
-            .and_modify(|e| {
-                if now.duration_since(e.last_failure) >= forget {
-                    e.failures = 0;
-                }
-                e.failures = e.failures.saturating_add(1);
-                e.last_failure = now;
-            })
-            .or_insert(Entry {
-                failures: 1,
-                last_failure: now,
-            });
+    /// Counts an attempt as a failure now, unless it has to wait: then nothing is counted and
+    /// the wait is returned. Check and count are one step, so parallel attempts cannot all
+    /// pass on the same count.
+    fn reserve(&self, key: K, now: Timestamp) -> Result<(), Duration> {
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+            self.evict_lightest(now);
+        }
+        let mut entry = self.entries.entry(key).or_insert(Entry {
+            failures: 0,
+            last_failure: now,
+        });
+        let e = entry.value_mut();
+        if now.duration_since(e.last_failure) >= self.limits.forget_after {
+            e.failures = 0;
+        }
+        let wait = self.wait_after(e, now);
+        if !wait.is_zero() {
+            return Err(wait);
+        }
+        e.failures = e.failures.saturating_add(1);
+        e.last_failure = now;
+        Ok(())
+    }
+
+    /// Takes back one reservation (the attempt succeeded, or another counter refused it).
+    fn release(&self, key: &K) {
+        self.entries.remove_if_mut(key, |_, e| {
+            e.failures = e.failures.saturating_sub(1);
+            e.failures == 0
+        });
     }
 
     fn reset(&self, key: &K) {
@@ -117,60 +229,153 @@ impl<K: Eq + Hash + Clone> Table<K> {
         self.entries
             .retain(|_, e| now.duration_since(e.last_failure) < forget);
     }
+
+    /// Makes room: forgets stale entries, then, if the table is still at least nine tenths
+    /// full, the tenth that weighs least (fewest failures, then oldest). One sweep frees room
+    /// for a tenth of the capacity, so a flood pays for a sweep once per that many keys.
+    fn evict_lightest(&self, now: Timestamp) {
+        self.prune(now);
+        let target = self.capacity - self.capacity / 10;
+        let excess = self.entries.len().saturating_sub(target);
+        if excess == 0 {
+            return;
+        }
+        let mut weights: Vec<(u32, Timestamp, K)> = self
+            .entries
+            .iter()
+            .map(|r| (r.failures, r.last_failure, r.key().clone()))
+            .collect();
+        let excess = excess.min(weights.len());
+        if excess < weights.len() {
+            weights.select_nth_unstable_by_key(excess, |(f, t, _)| (*f, *t));
+        }
+        for (_, _, key) in weights.into_iter().take(excess) {
+            self.entries.remove(&key);
+        }
+    }
 }
 
-/// Login throttling state.
+/// Throttling state: the counters of the policy in the module docs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Throttle {
     clock: Arc<dyn Clock>,
-    accounts: Arc<Table<String>>,
-    ips: Arc<Table<IpAddr>>,
+    tables: Arc<Tables>,
+}
+
+#[derive(Debug)]
+struct Tables {
+    pairs: Table<(AccountKey, Option<Network>)>,
+    networks: Table<Network>,
+    accounts: Table<AccountKey>,
+    signups: Table<Option<Network>>,
+}
+
+/// A password attempt that has been counted. Dropped without [`succeeded`](Self::succeeded)
+/// — a wrong password, an error, a cancelled request — it stays counted as a failure.
+#[derive(Debug)]
+#[must_use = "an attempt is a failure unless `succeeded` is called"]
+pub(crate) struct Attempt {
+    tables: Arc<Tables>,
+    account: AccountKey,
+    network: Option<Network>,
+}
+
+impl Attempt {
+    /// The password was right: the account's counters start over, and the network gets its
+    /// reservation back.
+    pub(crate) fn succeeded(self) {
+        self.tables.pairs.reset(&(self.account, self.network));
+        self.tables.accounts.reset(&self.account);
+        if let Some(network) = &self.network {
+            self.tables.networks.release(network);
+        }
+    }
 }
 
 impl Throttle {
-    /// Throttling with the default limits.
+    /// Throttling with the limits of the policy.
+    #[cfg(test)]
     pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
-        Self::with_limits(clock, Limits::ACCOUNT, Limits::IP)
+        Self::with_capacity(clock, MAX_ENTRIES)
     }
 
-    /// Throttling with custom limits.
-    pub(crate) fn with_limits(clock: Arc<dyn Clock>, account: Limits, ip: Limits) -> Self {
+    /// Throttling with the limits of the policy, but `free` sign-ups per network before the
+    /// next one waits (the `signup_limit_per_network` setting).
+    pub(crate) fn with_signup_allowance(clock: Arc<dyn Clock>, free: u32) -> Self {
+        Self::build(clock, MAX_ENTRIES, free)
+    }
+
+    /// Throttling with tables of at most `capacity` entries each.
+    #[cfg(test)]
+    pub(crate) fn with_capacity(clock: Arc<dyn Clock>, capacity: usize) -> Self {
+        Self::build(clock, capacity, Limits::SIGNUP.free_failures)
+    }
+
+    fn build(clock: Arc<dyn Clock>, capacity: usize, free_signups: u32) -> Self {
+        let signup = Limits {
+            free_failures: free_signups,
+            ..Limits::SIGNUP
+        };
         Self {
             clock,
-            accounts: Arc::new(Table::new(account)),
-            ips: Arc::new(Table::new(ip)),
+            tables: Arc::new(Tables {
+                pairs: Table::new(Limits::PAIR, capacity),
+                networks: Table::new(Limits::NETWORK, capacity),
+                accounts: Table::new(Limits::ACCOUNT, capacity),
+                signups: Table::new(signup, capacity),
+            }),
         }
     }
 
-    /// How long the caller must wait before an attempt for `account_key` from `ip` is looked
-    /// at; `None` if it may proceed now.
-    pub(crate) fn wait(&self, account_key: &str, ip: Option<IpAddr>) -> Option<Duration> {
+    /// Starts a password attempt for `account` from `ip`: counted now, on every counter, or
+    /// refused with how long to wait.
+    pub(crate) fn begin(
+        &self,
+        account: AccountKey,
+        ip: Option<IpAddr>,
+    ) -> Result<Attempt, Duration> {
         let now = self.clock.now();
-        let by_account = self.accounts.wait(&account_key.to_owned(), now);
-        let by_ip = ip.and_then(|ip| self.ips.wait(&ip, now));
-        by_account.max(by_ip)
-    }
-
-    /// Records a failed attempt.
-    pub(crate) fn failed(&self, account_key: &str, ip: Option<IpAddr>) {
-        let now = self.clock.now();
-        self.accounts.fail(account_key.to_owned(), now);
-        if let Some(ip) = ip {
-            self.ips.fail(ip, now);
+        let t = &self.tables;
+        let network = ip.map(Network::of);
+        if let Some(n) = network {
+            t.networks.reserve(n, now)?;
         }
+        let release_network = || {
+            if let Some(n) = &network {
+                t.networks.release(n);
+            }
+        };
+        if let Err(wait) = t.pairs.reserve((account, network), now) {
+            release_network();
+            return Err(wait);
+        }
+        if let Err(wait) = t.accounts.reserve(account, now) {
+            t.pairs.release(&(account, network));
+            release_network();
+            return Err(wait);
+        }
+        Ok(Attempt {
+            tables: t.clone(),
+            account,
+            network,
+        })
     }
 
-    /// Records a success: the account's counter starts over (the IP's does not, or one valid
-    /// account would let an attacker keep guessing at others from the same address).
-    pub(crate) fn succeeded(&self, account_key: &str) {
-        self.accounts.reset(&account_key.to_owned());
+    /// Counts a sign-up from `ip`, or refuses it with how long to wait.
+    pub(crate) fn signup(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
+        self.tables
+            .signups
+            .reserve(ip.map(Network::of), self.clock.now())
     }
 
     /// Forgets stale entries (run periodically so memory stays bounded).
     pub(crate) fn prune(&self) {
         let now = self.clock.now();
-        self.accounts.prune(now);
-        self.ips.prune(now);
+        let t = &self.tables;
+        t.pairs.prune(now);
+        t.networks.prune(now);
+        t.accounts.prune(now);
+        t.signups.prune(now);
     }
 }
 
@@ -180,52 +385,200 @@ mod tests {
 
     use super::*;
 
+    fn setup() -> (ManualClock, Throttle) {
+        let clock = ManualClock::new(Timestamp::from_unix_millis(0));
+        let t = Throttle::new(Arc::new(clock.clone()));
+        (clock, t)
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    fn key(s: &str) -> AccountKey {
+        AccountKey::of(s)
+    }
+
+    /// `n` failed attempts; panics if one is refused.
+    fn fail(t: &Throttle, account: &str, from: Option<IpAddr>, n: usize) {
+        for i in 0..n {
+            let attempt = t.begin(key(account), from);
+            assert!(attempt.is_ok(), "attempt {i} on {account} refused");
+        }
+    }
+
     #[test]
     fn backoff_grows_and_is_capped() {
-        let l = Limits::ACCOUNT;
+        let l = Limits::PAIR;
         assert_eq!(l.delay_after(4), Duration::ZERO);
         assert_eq!(l.delay_after(5), Duration::from_secs(1));
         assert_eq!(l.delay_after(6), Duration::from_secs(2));
         assert_eq!(l.delay_after(8), Duration::from_secs(8));
         assert_eq!(l.delay_after(60), Duration::from_secs(15 * 60));
         assert_eq!(l.delay_after(u32::MAX), Duration::from_secs(15 * 60));
+        assert_eq!(Limits::ACCOUNT.delay_after(100), Duration::from_secs(60));
     }
 
     #[test]
-    fn throttles_per_account_and_resets_on_success() {
-        let clock = ManualClock::new(Timestamp::from_unix_millis(0));
-        let t = Throttle::new(Arc::new(clock.clone()));
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..5 {
-            assert_eq!(t.wait("alice", Some(ip)), None);
-            t.failed("alice", Some(ip));
-        }
-        assert_eq!(t.wait("alice", Some(ip)), Some(Duration::from_secs(1)));
+    fn throttles_per_account_and_network_and_resets_on_success() {
+        let (clock, t) = setup();
+        let home = ip("192.0.2.1");
+        fail(&t, "alice", home, 5);
         assert_eq!(
-            t.wait("bob", Some(ip)),
-            None,
+            t.begin(key("alice"), home).unwrap_err(),
+            Duration::from_secs(1)
+        );
+        assert!(
+            t.begin(key("bob"), home).is_ok(),
             "other accounts are unaffected"
         );
+        assert!(
+            t.begin(key("alice"), ip("192.0.2.2")).is_ok(),
+            "other networks too"
+        );
         clock.advance(Duration::from_secs(1));
-        assert_eq!(t.wait("alice", Some(ip)), None);
-        t.succeeded("alice");
-        t.failed("alice", Some(ip));
-        assert_eq!(t.wait("alice", None), None);
+        t.begin(key("alice"), home).unwrap().succeeded();
+        fail(&t, "alice", home, 5);
     }
 
     #[test]
-    fn throttles_per_ip_across_accounts_and_forgets() {
-        let clock = ManualClock::new(Timestamp::from_unix_millis(0));
-        let t = Throttle::new(Arc::new(clock.clone()));
-        let ip: IpAddr = "2001:db8::1".parse().unwrap();
-        for i in 0..21 {
-            t.failed(&format!("user{i}"), Some(ip));
+    fn an_attempt_counts_from_its_start() {
+        let (_, t) = setup();
+        let home = ip("192.0.2.1");
+        // Five attempts still in flight: the sixth waits, whatever they will turn out to be.
+        let in_flight: Vec<_> = (0..5)
+            .map(|_| t.begin(key("alice"), home).unwrap())
+            .collect();
+        assert!(t.begin(key("alice"), home).is_err());
+        drop(in_flight);
+        assert!(
+            t.begin(key("alice"), home).is_err(),
+            "dropped attempts stay counted"
+        );
+    }
+
+    #[test]
+    fn throttles_per_network_across_accounts_and_forgets() {
+        let (clock, t) = setup();
+        for i in 0..20 {
+            fail(&t, &format!("user{i}"), ip(&format!("2001:db8::{i}")), 1);
         }
-        assert!(t.wait("fresh-user", Some(ip)).is_some());
-        assert!(t.wait("fresh-user", None).is_none());
+        assert!(
+            t.begin(key("fresh"), ip("2001:db8::ffff")).is_err(),
+            "one /64"
+        );
+        assert!(
+            t.begin(key("fresh"), ip("2001:db8:0:1::1")).is_ok(),
+            "the next /64"
+        );
+        assert!(t.begin(key("fresh"), None).is_ok());
         clock.advance(Duration::from_secs(25 * 3600));
-        assert!(t.wait("fresh-user", Some(ip)).is_none());
+        assert!(t.begin(key("fresh"), ip("2001:db8::1")).is_ok());
+        clock.advance(Duration::from_secs(25 * 3600));
         t.prune();
-        assert!(t.ips.entries.is_empty() && t.accounts.entries.is_empty());
+        let tables = &t.tables;
+        assert!(tables.networks.entries.is_empty() && tables.pairs.entries.is_empty());
+        assert!(tables.accounts.entries.is_empty());
+    }
+
+    #[test]
+    fn networks_are_ipv4_addresses_and_ipv6_64s() {
+        let n = |s: &str| Network::of(s.parse().unwrap());
+        assert_eq!(n("2001:db8:1:2:3:4:5:6"), n("2001:db8:1:2::"));
+        assert_ne!(n("2001:db8:1:2::"), n("2001:db8:1:3::"));
+        assert_eq!(n("::ffff:192.0.2.7"), n("192.0.2.7"));
+        assert_ne!(n("192.0.2.7"), n("192.0.2.8"));
+    }
+
+    /// Finding 3: only the account-wide ceiling (NIST: at most 100 consecutive failures) can
+    /// refuse a network with no failures against the account; a success starts it over.
+    #[test]
+    fn finding_03_only_the_global_ceiling_refuses_a_clean_network() {
+        let (clock, t) = setup();
+        // 99 failures from 20 networks, each staying within its own free budget.
+        for n in 0..20 {
+            fail(
+                &t,
+                "owner",
+                ip(&format!("203.0.113.{n}")),
+                if n == 19 { 4 } else { 5 },
+            );
+        }
+        t.begin(key("owner"), ip("192.0.2.1")).unwrap().succeeded();
+        for n in 0..20 {
+            fail(&t, "owner", ip(&format!("198.51.100.{n}")), 5);
+        }
+        let wait = t.begin(key("owner"), ip("192.0.2.1")).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(60), "100 in a row: the ceiling");
+        clock.advance(wait);
+        t.begin(key("owner"), ip("192.0.2.1")).unwrap().succeeded();
+        assert!(t.begin(key("owner"), ip("192.0.2.1")).is_ok());
+    }
+
+    #[test]
+    fn signups_are_counted_per_network() {
+        let (clock, t) = setup();
+        for _ in 0..10 {
+            t.signup(ip("2001:db8::1")).unwrap();
+        }
+        assert_eq!(t.signup(ip("2001:db8::2")), Err(Duration::from_secs(1)));
+        assert!(t.signup(ip("192.0.2.1")).is_ok());
+        clock.advance(Duration::from_secs(3600));
+        assert!(
+            t.signup(ip("2001:db8::2")).is_ok(),
+            "forgotten after a quiet hour"
+        );
+    }
+
+    /// Resident memory of this process, in bytes (Linux).
+    fn resident_bytes() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * 4096
+    }
+
+    /// Finding 7: the table kept every typed username, raw (up to ~64 KiB each), for a day,
+    /// without a cap. A flood of unique long names must not grow memory with their length.
+    #[test]
+    fn finding_07_throttle_table_stays_bounded() {
+        let (_, t) = setup();
+        let long = "x".repeat(1024);
+        let before = resident_bytes();
+        for i in 0..50_000 {
+            let _ = t.begin(AccountKey::of(&format!("{long}{i}")), None);
+        }
+        let grown = resident_bytes().saturating_sub(before);
+        assert!(
+            grown < 24 << 20,
+            "50,000 one-KiB usernames grew resident memory by {} MiB",
+            grown >> 20
+        );
+        assert!(size_of::<(AccountKey, Option<Network>)>() <= 40);
+    }
+
+    /// Finding 7: a full table makes room by dropping its lightest entries, so a flood of
+    /// fresh keys cannot push out the counter of an account under attack.
+    #[test]
+    fn finding_07_a_full_table_evicts_the_flood_not_the_target() {
+        let clock = ManualClock::new(Timestamp::from_unix_millis(0));
+        let t = Throttle::with_capacity(Arc::new(clock.clone()), 1000);
+        let attacker = ip("203.0.113.1");
+        fail(&t, "target", attacker, 5);
+        for i in 0..50_000 {
+            clock.advance(Duration::from_millis(1));
+            let _ = t.begin(key(&format!("flood{i}")), None);
+        }
+        let tables = &t.tables;
+        assert!(tables.pairs.entries.len() <= 1000);
+        assert!(tables.accounts.entries.len() <= 1000);
+        let pair = (key("target"), attacker.map(Network::of));
+        let survived = tables.pairs.entries.get(&pair).map(|e| e.failures);
+        assert_eq!(survived, Some(5), "the target's counter survived the flood");
+        let survived = tables
+            .accounts
+            .entries
+            .get(&key("target"))
+            .map(|e| e.failures);
+        assert_eq!(survived, Some(5));
     }
 }

@@ -177,20 +177,22 @@ fn session_response(account: &Account, session: &Session) -> SessionResponse {
 #[utoipa::path(post, path = "/api/signup", tag = "accounts", request_body = SignupRequest,
     responses(
         (status = 201, description = "Account created; the session cookie is set", body = SessionResponse),
-        (status = 409, description = "Username taken", body = ErrorBody),
+        (status = 409, description = "Username taken (only where sign-up is open)", body = ErrorBody),
         (status = 422, description = "Username or password breaks the rules", body = ErrorBody),
-        (status = 403, description = "Cross-origin request", body = ErrorBody),
+        (status = 403, description = "Sign-up is closed (`signup_closed`), or cross-origin request", body = ErrorBody),
+        (status = 429, description = "Too many sign-ups from this network; see Retry-After", body = ErrorBody),
     ))]
 pub(crate) async fn signup(
     State(state): State<AppState>,
     auth: Auth,
+    ClientAddr(ip): ClientAddr,
     ApiJson(req): ApiJson<SignupRequest>,
 ) -> Result<(StatusCode, Json<SessionResponse>), WebError> {
     let creds = Credentials {
         username: req.username,
         password: req.password,
     };
-    let (account, session) = flows::signup(&state, &auth, &creds, req.remember).await?;
+    let (account, session) = flows::signup(&state, &auth, ip, &creds, req.remember).await?;
     Ok((
         StatusCode::CREATED,
         Json(session_response(&account, &session)),

@@ -102,9 +102,9 @@ impl WebError {
             Self::Session(r) => r.status(),
             Self::Accounts(e) => match e {
                 AccountsError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-                AccountsError::WrongPassword | AccountsError::AccountDisabled => {
-                    StatusCode::FORBIDDEN
-                }
+                AccountsError::WrongPassword
+                | AccountsError::AccountDisabled
+                | AccountsError::SignupClosed => StatusCode::FORBIDDEN,
                 AccountsError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
                 AccountsError::UsernameTaken => StatusCode::CONFLICT,
                 AccountsError::InvalidUsername(_) | AccountsError::WeakPassword(_) => {
@@ -131,6 +131,7 @@ impl WebError {
                 AccountsError::Throttled(_) => "too_many_attempts",
                 AccountsError::Busy(_) => "busy",
                 AccountsError::UsernameTaken => "username_taken",
+                AccountsError::SignupClosed => "signup_closed",
                 AccountsError::InvalidUsername(_) => "invalid_username",
                 AccountsError::WeakPassword(_) => "weak_password",
                 AccountsError::Store(_) => "store_unavailable",

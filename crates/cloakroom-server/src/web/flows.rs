@@ -81,14 +81,18 @@ pub(crate) async fn login(
     Ok((account, session))
 }
 
-/// Creates an account and starts its session.
+/// Creates an account (if the configured sign-up mode allows) and starts its session.
 pub(crate) async fn signup(
     state: &AppState,
     auth: &Auth,
+    ip: Option<IpAddr>,
     credentials: &Credentials,
     remember: bool,
 ) -> Result<(Account, Session), WebError> {
-    let account = state.accounts.signup(credentials).await?;
+    let account = state
+        .accounts
+        .signup(state.settings.signup, ip, credentials)
+        .await?;
     let session = start_session(auth, &account, remember).await?;
     Ok((account, session))
 }

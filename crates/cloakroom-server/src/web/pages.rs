@@ -9,9 +9,10 @@ use cloakroom_axum::{Auth, Session};
 use cloakroom_core::SessionHandle;
 use serde::Deserialize;
 
-use crate::accounts::Credentials;
 use crate::accounts::passwords::Password;
 use crate::accounts::session_keys as keys;
+use crate::accounts::{AccountsError, Credentials};
+use crate::config::SignupMode;
 use crate::state::AppState;
 use crate::web::device::{label, relative, rfc3339};
 use crate::web::error::{WebError, WebForm};
@@ -118,6 +119,8 @@ struct LoginPage {
 struct SignupPage {
     nav: Option<Nav>,
     form: EntryForm,
+    /// Sign-up is closed: say so instead of showing the form.
+    closed: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -129,7 +132,14 @@ enum Entry {
 fn entry_page(entry: Entry, status: StatusCode, form: EntryForm) -> Response {
     match entry {
         Entry::Login => render(status, &LoginPage { nav: None, form }),
-        Entry::Signup => render(status, &SignupPage { nav: None, form }),
+        Entry::Signup => render(
+            status,
+            &SignupPage {
+                nav: None,
+                form,
+                closed: false,
+            },
+        ),
     }
 }
 
@@ -218,7 +228,26 @@ pub(crate) async fn signup_page(
     session: Option<Session>,
     Query(q): Query<NextQuery>,
 ) -> Response {
+    if state.settings.signup == SignupMode::Closed && session.is_none() {
+        return signup_closed(&q.target(&state));
+    }
     entry_form(Entry::Signup, &state, session.as_ref(), &q)
+}
+
+/// The sign-up page of a server whose sign-up is closed: 403, no form.
+fn signup_closed(next: &ReturnTo) -> Response {
+    let form = EntryForm {
+        error: None,
+        username: String::new(),
+        next: next.as_str().to_owned(),
+        csrf: None,
+    };
+    let page = SignupPage {
+        nav: None,
+        form,
+        closed: true,
+    };
+    render(StatusCode::FORBIDDEN, &page)
 }
 
 /// The sign-up form.
@@ -235,6 +264,7 @@ pub(crate) struct SignupForm {
 pub(crate) async fn signup_submit(
     State(state): State<AppState>,
     auth: Auth,
+    ClientAddr(ip): ClientAddr,
     WebForm(form): WebForm<SignupForm>,
 ) -> Response {
     let next = ReturnTo::parse(form.next.as_deref(), &state.settings.redirect_hosts);
@@ -243,12 +273,15 @@ pub(crate) async fn signup_submit(
         password: form.password,
     };
     let result = if creds.password.same_as(&form.confirm) {
-        flows::signup(&state, &auth, &creds, false).await.map(drop)
+        flows::signup(&state, &auth, ip, &creds, false)
+            .await
+            .map(drop)
     } else {
         Err(WebError::mismatch("the two passwords differ"))
     };
     match result {
         Ok(()) => Redirect::to(next.as_str()).into_response(),
+        Err(WebError::Accounts(AccountsError::SignupClosed)) => signup_closed(&next),
         Err(e) => {
             let shown = EntryForm {
                 error: Some(e.message()),
@@ -256,7 +289,9 @@ pub(crate) async fn signup_submit(
                 next: next.as_str().to_owned(),
                 csrf: csrf_of(&auth).await,
             };
-            entry_page(Entry::Signup, e.status(), shown)
+            let mut response = entry_page(Entry::Signup, e.status(), shown);
+            add_retry_after(&mut response, &e);
+            response
         }
     }
 }

@@ -7,6 +7,7 @@
 // Test modules share helpers with `pub`; there is no API to keep tidy here.
 #![allow(unreachable_pub)]
 
+mod accounts_hardening;
 mod api;
 mod cli;
 mod e2e;
