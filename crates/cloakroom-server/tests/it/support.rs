@@ -30,6 +30,11 @@ pub fn raw_config(dir: &std::path::Path) -> RawConfig {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.to_owned(),
         public_url: ORIGIN.into(),
+        // The apps the forward-auth tests protect (service JWTs are minted only for these).
+        app_origins: vec![
+            "https://app.example.com".into(),
+            "https://other.example.com".into(),
+        ],
         hash_workers: Some(2),
         ..RawConfig::default()
     }
