@@ -149,9 +149,17 @@ settings! {
     /// PostgreSQL schema for Cloakroom's tables.
     postgres_schema: String = cloakroom_postgres::DEFAULT_SCHEMA.into(), sample r#""auth""#,
         #[arg(value_name = "SCHEMA")];
-    /// Proxies whose `X-Forwarded-For` is believed (CIDR ranges).
-    trusted_proxies: Vec<String> = Vec::new(), sample r#"["10.0.0.0/8"]"#,
-        #[arg(value_delimiter = ',', value_name = "CIDRS")];
+    /// Proxies whose forwarding headers are believed (CIDR ranges or addresses): the request
+    /// they describe for forward auth (`X-Original-*`, `X-Forwarded-Method/-Proto/-Host/-Uri`)
+    /// and the client address (`X-Forwarded-For`). The default is loopback; a list given
+    /// replaces it (include `127.0.0.1` if the proxy also runs on this host).
+    trusted_proxies: Vec<String> = vec!["127.0.0.0/8".into(), "::1".into()],
+        sample r#"["10.0.0.0/8"]"#, #[arg(value_delimiter = ',', value_name = "CIDRS")];
+    /// Origins of the apps behind the proxy (`https://grafana.example.com`, or
+    /// `https://*.example.com` for any one label there): forward auth answers, and mints service
+    /// JWTs, only for these and the public URL's own origin; any other host gets 403.
+    app_origins: Vec<String> = Vec::new(), sample r#"["https://grafana.example.com"]"#,
+        #[arg(value_delimiter = ',', value_name = "ORIGINS")];
     /// Session cookie name (the `__Host-` prefix is always kept).
     cookie_name: String = cloakroom_axum::DEFAULT_COOKIE_NAME.into(), sample r#""ticket""#,
         #[arg(value_name = "NAME")];
@@ -221,6 +229,85 @@ settings! {
         #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
 }
 
+/// The origins of the apps behind the proxy (`app_origins`), plus the public URL's own.
+///
+/// An entry is an exact origin (`https://grafana.example.com`) or a wildcard for exactly one
+/// DNS label (`https://*.example.com` matches `https://grafana.example.com`, not
+/// `https://example.com` nor `https://a.b.example.com`) — the rule TLS wildcard certificates
+/// follow (RFC 6125 §6.4.3), so an operator's mental model of "*.example.com" carries over.
+/// Scheme and port are part of the match. A wildcard matches only whole labels at a dot
+/// boundary: never `https://evilexample.com` nor `https://example.com.evil.net`.
+#[derive(Debug, Clone)]
+pub struct AppOrigins {
+    public: Origin,
+    exact: Vec<Origin>,
+    /// `(scheme "://", "." suffix)`: `("https://", ".example.com")`, port included if any.
+    wildcards: Vec<(String, String)>,
+}
+
+impl AppOrigins {
+    /// Reads `app_origins` entries; `public` (the public URL's origin) is always allowed.
+    pub fn parse(entries: &[String], public: Origin) -> Result<Self, String> {
+        let mut exact = Vec::new();
+        let mut wildcards = Vec::new();
+        for entry in entries {
+            let Some((scheme, rest)) = entry.split_once("://*.") else {
+                if entry.contains('*') {
+                    return Err(format!(
+                        "{entry:?}: `*` may only be the whole first label (https://*.example.com)"
+                    ));
+                }
+                exact.push(Origin::parse(entry).map_err(|e| format!("{entry:?}: {e}"))?);
+                continue;
+            };
+            // Parse the part after the wildcard as an origin, so that case, IDNA and default
+            // ports are normalised exactly as they are for the requests it is compared with.
+            let base = Origin::parse(&format!("{scheme}://{rest}"))
+                .map_err(|e| format!("{entry:?}: {e}"))?;
+            let host = &base.as_str()[scheme.len() + 3..];
+            let name = host.split(':').next().unwrap_or_default();
+            if name.starts_with('[')
+                || name.parse::<std::net::Ipv4Addr>().is_ok()
+                || !name.contains('.')
+                || name.contains('*')
+            {
+                return Err(format!(
+                    "{entry:?}: a wildcard needs a domain of at least two labels after `*.`"
+                ));
+            }
+            wildcards.push((format!("{scheme}://"), format!(".{host}")));
+        }
+        Ok(Self {
+            public,
+            exact,
+            wildcards,
+        })
+    }
+
+    /// Whether `origin` is one of the apps (or the public URL's origin).
+    pub fn allows(&self, origin: &Origin) -> bool {
+        let o = origin.as_str();
+        *origin == self.public
+            || self.exact.contains(origin)
+            || self.wildcards.iter().any(|(scheme, suffix)| {
+                o.strip_prefix(scheme.as_str())
+                    .and_then(|h| h.strip_suffix(suffix.as_str()))
+                    .is_some_and(|label| {
+                        // One DNS label: letters, digits and hyphens, at most 63 (RFC 1035).
+                        (1..=63).contains(&label.len())
+                            && label
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    })
+            })
+    }
+
+    /// Whether only the public URL's origin is allowed (`app_origins` unset).
+    pub fn is_public_only(&self) -> bool {
+        self.exact.is_empty() && self.wildcards.is_empty()
+    }
+}
+
 /// A configuration problem, naming the setting.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -266,6 +353,8 @@ pub struct Settings {
     pub postgres: Option<cloakroom_postgres::PostgresConfig>,
     /// Trusted proxy ranges.
     pub trusted_proxies: Vec<IpNet>,
+    /// The apps forward auth serves.
+    pub app_origins: AppOrigins,
     /// Cookie name.
     pub cookie_name: String,
     /// Cookie `SameSite`.
@@ -516,6 +605,8 @@ impl RawConfig {
             Some(n) => n,
             None => (cpus / 2).max(1),
         };
+        let app_origins = AppOrigins::parse(&self.app_origins, public_origin.clone())
+            .map_err(|e| invalid("app_origins", e))?;
         Ok(Settings {
             listen,
             data_dir: self.data_dir.clone(),
@@ -526,6 +617,7 @@ impl RawConfig {
             redis,
             postgres,
             trusted_proxies,
+            app_origins,
             cookie_name: name.to_owned(),
             same_site: match self.same_site {
                 SameSiteSetting::Lax => cloakroom_axum::SameSite::Lax,
@@ -593,6 +685,65 @@ mod tests {
         assert_eq!(signup("https://login.example.com", open), SignupMode::Open);
         let closed = Some(SignupMode::Closed);
         assert_eq!(signup("http://localhost:8080", closed), SignupMode::Closed);
+    }
+
+    #[test]
+    fn app_origins_are_exact_origins_and_one_label_wildcards() {
+        let public = Origin::parse("https://login.example.org").unwrap();
+        let apps = AppOrigins::parse(
+            &[
+                "https://grafana.example.com".into(),
+                "https://*.apps.example.net".into(),
+                "http://*.example.test:8080".into(),
+            ],
+            public.clone(),
+        )
+        .unwrap();
+        let allows = |o: &str| apps.allows(&Origin::parse(o).unwrap());
+        assert!(allows("https://login.example.org"), "the public origin");
+        assert!(allows("https://grafana.example.com"));
+        assert!(
+            allows("https://GRAFANA.example.com:443"),
+            "normalised like requests"
+        );
+        assert!(allows("https://x-1.apps.example.net"));
+        assert!(allows("http://a.example.test:8080"));
+        for no in [
+            "https://grafana.example.com:8443",
+            "http://grafana.example.com",
+            "https://apps.example.net",
+            "https://a.b.apps.example.net",
+            "https://evilapps.example.net",
+            "https://apps.example.net.evil.net",
+            "https://x.apps.example.net.evil.net",
+            "http://x.apps.example.net",
+            "http://a.example.test",
+            "http://a.example.test:8081",
+        ] {
+            assert!(!allows(no), "{no}");
+        }
+        let long = format!("https://{}.apps.example.net", "a".repeat(64));
+        assert!(!allows(&long), "a DNS label has at most 63 bytes");
+        assert!(
+            AppOrigins::parse(&[], public.clone())
+                .unwrap()
+                .is_public_only()
+        );
+        for bad in [
+            "*",
+            "https://*",
+            "https://*.com",
+            "https://a*.example.com",
+            "https://*.*.example.com",
+            "https://*.127.0.0.1",
+            "https://grafana.example.com/path",
+            "ftp://*.example.com",
+        ] {
+            assert!(
+                AppOrigins::parse(&[bad.into()], public.clone()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -195,6 +195,17 @@ fn print(text: &str) {
 
 async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
     let public = settings.public_origin.clone();
+    if settings.app_origins.is_public_only() {
+        tracing::warn!(
+            "app_origins is not set: forward auth answers (and mints service JWTs) only for {public}; list the protected apps' origins in app_origins"
+        );
+    }
+    let proxies: Vec<String> = settings
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    tracing::info!(trusted_proxies = ?proxies, "forwarding headers are believed only from these peers");
     let state = AppState::open(settings).await?;
     let server = Server::bind(state).await?;
     tracing::info!(listen = %server.local_addr(), public_url = %public, "cloakroom is serving on {public}");

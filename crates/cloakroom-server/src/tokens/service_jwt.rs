@@ -8,6 +8,12 @@
 //! Signing costs tens of microseconds, so a token is minted once per session and audience and
 //! reused until half its life has passed. Reuse never weakens revocation: the session is
 //! validated on every forward-auth check before a cached token is handed out.
+//!
+//! The cache is bounded in both directions an attacker could push: an entry's key is the
+//! session id and a SHA-256 of the audience (fixed size, however long the audience), and at
+//! most [`MAX_CACHED`] entries are kept. When it is full a new token is simply not cached
+//! until the periodic prune drops stale ones (within half a token lifetime): clearing it
+//! instead would let one user minting for endless wildcard audiences evict everyone else's.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -17,13 +23,17 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloakroom_core::{Session, SessionId, Timestamp};
 use dashmap::DashMap;
+use sha2::Digest as _;
 
 use crate::tokens::keys::{KeyAlgorithm, KeyError, KeyRing};
 
 pub(crate) use cloakroom_core::service_token::{ServiceClaims, TOKEN_TYPE};
 
-/// Most cached tokens kept before the cache is cleared.
-const MAX_CACHED: usize = 100_000;
+/// Most cached tokens (about a kilobyte each: the JWT and the identity headers).
+pub(crate) const MAX_CACHED: usize = 10_000;
+
+/// A cache key: the session and a digest of the audience, the same size for any audience.
+type CacheKey = (SessionId, [u8; 32]);
 
 /// Why a token could not be minted.
 #[derive(Debug, thiserror::Error)]
@@ -66,17 +76,14 @@ pub(crate) struct ForwardHeaders {
 }
 
 struct Cached {
-    audience: Box<str>,
     headers: Arc<ForwardHeaders>,
     refresh_at: Timestamp,
 }
 
-fn audience_key(audience: &str) -> u64 {
-    // A fixed-key hash: the key only spreads entries; the audience itself is compared on every
-    // hit, so a collision costs a re-mint, never a token for the wrong app.
-    let mut h = std::hash::DefaultHasher::new();
-    std::hash::Hash::hash(audience, &mut h);
-    std::hash::Hasher::finish(&h)
+fn cache_key(session: SessionId, audience: &str) -> CacheKey {
+    // SHA-256, not a fast hash: the digest stands for the audience (no copy of it is kept), so
+    // two audiences must never share one — a token for the wrong app.
+    (session, sha2::Sha256::digest(audience.as_bytes()).into())
 }
 
 /// Mints and caches service JWTs.
@@ -84,7 +91,7 @@ pub(crate) struct Minter {
     issuer: String,
     ttl: Duration,
     keys: RwLock<Arc<KeyRing>>,
-    cache: DashMap<(SessionId, u64), Cached>,
+    cache: DashMap<CacheKey, Cached>,
 }
 
 impl std::fmt::Debug for Minter {
@@ -136,10 +143,9 @@ impl Minter {
         now: Timestamp,
         identity: impl FnOnce() -> Identity,
     ) -> Result<Arc<ForwardHeaders>, MintError> {
-        let key = (session.id, audience_key(audience));
+        let key = cache_key(session.id, audience);
         if let Some(c) = self.cache.get(&key)
             && now < c.refresh_at
-            && &*c.audience == audience
         {
             return Ok(c.headers.clone());
         }
@@ -152,15 +158,15 @@ impl Minter {
             email: who.email.as_deref().and_then(value),
             jwt: HeaderValue::from_str(&token).map_err(|_| MintError::NotAHeader)?,
         });
-        if self.cache.len() >= MAX_CACHED {
-            self.cache.clear();
-        }
         let entry = Cached {
-            audience: audience.into(),
             headers: headers.clone(),
             refresh_at: now.saturating_add(self.ttl / 2),
         };
-        self.cache.insert(key, entry);
+        // Full: serve without caching (see the module docs). A refresh of an existing key
+        // replaces its entry and so never grows the cache.
+        if self.cache.len() < MAX_CACHED || self.cache.contains_key(&key) {
+            self.cache.insert(key, entry);
+        }
         Ok(headers)
     }
 
@@ -201,5 +207,61 @@ impl Minter {
     /// Drops cached tokens that would be re-minted anyway.
     pub(crate) fn prune(&self, now: Timestamp) {
         self.cache.retain(|_, c| c.refresh_at > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloakroom_core::{AuthMethod, MemoryStore, NewSession, SessionManager, UserId};
+
+    /// Finding 7: the cache kept up to 100,000 entries, each holding the audience string the
+    /// client chose. A flood of distinct audiences (allowed ones: a wildcard app origin has
+    /// endless names) must leave it bounded.
+    #[tokio::test]
+    async fn finding_07_a_flood_of_audiences_keeps_the_jwt_cache_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::from_unix_millis(1_700_000_000_000);
+        let keys = KeyRing::open(dir.path(), KeyAlgorithm::EdDsa, now).unwrap();
+        let minter = Minter::new(
+            "https://cloakroom.test".into(),
+            Duration::from_secs(60),
+            keys,
+        );
+        let session = SessionManager::new(MemoryStore::new())
+            .issue(
+                NewSession::new(UserId::new("u1").unwrap(), AuthMethod::password()),
+                None,
+            )
+            .await
+            .unwrap()
+            .session;
+        let identity = || Identity {
+            username: "u1".into(),
+            name: None,
+            email: None,
+        };
+        for i in 0..12_000 {
+            let audience = format!("https://{i:0>63}.example.com");
+            minter
+                .forward_headers(&session, &audience, now, identity)
+                .unwrap();
+        }
+        assert!(
+            minter.cache.len() <= 10_000,
+            "{} cached tokens",
+            minter.cache.len()
+        );
+        assert_eq!(minter.cache.len(), MAX_CACHED);
+        // However long the audience, a key is a session id and a digest.
+        assert!(std::mem::size_of::<CacheKey>() <= 64);
+        let long = format!("https://{}.example.com", "a".repeat(4000));
+        minter
+            .forward_headers(&session, &long, now, identity)
+            .unwrap();
+        assert_eq!(minter.cache.len(), MAX_CACHED);
+        // Once stale entries are pruned, tokens are cached again.
+        minter.prune(now.saturating_add(Duration::from_secs(31)));
+        assert_eq!(minter.cache.len(), 0);
     }
 }

@@ -4,6 +4,8 @@
 //! * `GET /auth/verify` — Cloakroom's own endpoint; any method is accepted.
 //! * Authelia's `/api/authz/auth-request`, `/api/authz/forward-auth` and legacy `/api/verify`.
 //! * oauth2-proxy's `/oauth2/auth`, `/oauth2/sign_in`, `/oauth2/sign_out`, `/oauth2/userinfo`.
+//!   A `GET /oauth2/sign_out` signs out at once only as a same-origin navigation with a valid
+//!   `rd`; otherwise it shows a page whose form posts (with the CSRF token) to sign out.
 //!
 //! The forwarded request is parsed at the edge into a [`ForwardedRequest`]: nginx
 //! (`auth_request`) describes it with `X-Original-URL`/`X-Original-Method`; Traefik and Caddy
@@ -12,9 +14,17 @@
 //! answer through, so a browser gets a redirect (`302` for safe methods, `303` otherwise)
 //! and an API client a plain `401`.
 //!
-//! Parsing and the CSRF rule run *before* the session is looked at (the [`Checked`]
-//! extractor comes first in every handler's arguments): a request refused with 400 or 403
-//! never reaches the store.
+//! Only a trusted proxy may describe a request (see [`crate::web::client_ip`]): forwarding
+//! headers from any other peer are refused with 403 rather than ignored, so a proxy missing
+//! from `trusted_proxies` shows up at once instead of silently getting tokens for the wrong
+//! app, and a client talking to Cloakroom directly cannot name an app. A call with no
+//! forwarding headers at all is a direct check for Cloakroom's own origin. The app a request
+//! is for must be one of `app_origins` (or the public URL's origin); any other host gets 403,
+//! so a service JWT's audience is always an app the operator named.
+//!
+//! Parsing, the trust and app checks and the CSRF rule run *before* the session is looked at
+//! (the [`Checked`] extractor comes first in every handler's arguments): a request refused
+//! with 400 or 403 never reaches the store.
 //!
 //! Success answers with the identity headers (`Remote-User`, `Remote-Email`, `Remote-Name`,
 //! `X-Auth-Request-User`, `X-Auth-Request-Email`) and `X-Cloakroom-Jwt`, a short-lived service
@@ -35,8 +45,10 @@ use crate::accounts::session_keys as keys;
 use crate::metrics;
 use crate::state::AppState;
 use crate::tokens::service_jwt::Identity;
-use crate::web::error::{Format, WebError};
+use crate::web::error::{Format, WebError, WebForm};
+use crate::web::pages;
 use crate::web::redirect::ReturnTo;
+use crate::web::{CLEAR_SITE_DATA, flows};
 
 /// Which proxy dialect described the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +115,18 @@ impl ForwardedRequest {
         let accepts_html = text(h, "accept")?.is_some_and(|a| a.contains("text/html"));
         if let Some(original) = text(h, "x-original-url")? {
             let url = http_url(original)?;
+            // A proxy that describes the request its own way (Caddy, Traefik) passes the
+            // client's headers on too: an `X-Original-URL` the client wrote must not override
+            // the host the proxy saw.
+            if let Some(host) = text(h, "x-forwarded-host")?
+                && http_url(&format!("http://{host}/"))
+                    .ok()
+                    .is_none_or(|f| f.host_str() != url.host_str())
+            {
+                return Err(MalformedForward(
+                    "X-Original-URL and X-Forwarded-Host name different hosts",
+                ));
+            }
             return Ok(Self {
                 flavor: Flavor::Nginx,
                 method: method(text(h, "x-original-method")?)?,
@@ -180,6 +204,21 @@ fn forwarded_csrf(h: &HeaderMap, fwd: &ForwardedRequest) -> Result<(), &'static 
     Ok(())
 }
 
+/// The headers in which a proxy describes the request it asks about.
+const DESCRIBING: [&str; 6] = [
+    "x-original-url",
+    "x-original-method",
+    "x-forwarded-method",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-uri",
+];
+
+/// Whether any header describes a forwarded request (as opposed to a direct check).
+fn describes_a_request(h: &HeaderMap) -> bool {
+    DESCRIBING.iter().any(|name| h.contains_key(*name))
+}
+
 /// The forwarded request, parsed and checked against the CSRF rule straight from the
 /// request's headers — before, and instead of, any session lookup.
 #[derive(Debug)]
@@ -189,10 +228,25 @@ impl FromRequestParts<AppState> for Checked {
     type Rejection = WebError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, WebError> {
+        if describes_a_request(&parts.headers) && !state.client_ip.peer_is_trusted(parts) {
+            return Err(WebError::Forward {
+                status: StatusCode::FORBIDDEN,
+                message: "forwarding headers are accepted only from trusted_proxies".into(),
+            });
+        }
         let fwd = ForwardedRequest::parse(&parts.headers).map_err(|e| WebError::Forward {
             status: StatusCode::BAD_REQUEST,
             message: e.to_string().into(),
         })?;
+        if fwd
+            .app_origin()
+            .is_some_and(|o| !state.settings.app_origins.allows(o))
+        {
+            return Err(WebError::Forward {
+                status: StatusCode::FORBIDDEN,
+                message: "this host is not one of the protected apps (app_origins)".into(),
+            });
+        }
         if state.settings.forward_auth_csrf
             && let Err(why) = forwarded_csrf(&parts.headers, &fwd)
         {
@@ -347,34 +401,78 @@ pub(crate) async fn oauth2_sign_in(State(state): State<AppState>, Query(q): Quer
     Redirect::to(&format!("/login?rd={rd}")).into_response()
 }
 
-/// oauth2-proxy's `/oauth2/sign_out`: ends the session, then to `rd` (if allowed) or the login
-/// page. A GET that changes state, as oauth2-proxy defines it; cross-site ones are refused so a
-/// foreign page cannot log users out.
+/// Whether a request is a top-level navigation from a page of this very origin — something
+/// no other site, and no `<img>`, `fetch` or frame on this one, can produce (Fetch Metadata).
+fn same_origin_navigation(h: &HeaderMap) -> bool {
+    let is = |name: &str, value: &[u8]| h.get(name).is_some_and(|v| v.as_bytes() == value);
+    is("sec-fetch-site", b"same-origin")
+        && is("sec-fetch-mode", b"navigate")
+        && is("sec-fetch-dest", b"document")
+}
+
+/// The page that asks before signing out.
+#[derive(askama::Template)]
+#[template(path = "sign_out.html")]
+struct SignOutPage {
+    nav: Option<pages::Nav>,
+    csrf: String,
+    rd: Option<String>,
+}
+
+/// oauth2-proxy's `GET /oauth2/sign_out`. oauth2-proxy signs out on any GET, so any page —
+/// an `<img>` on a forum of the same site, a link on another — could sign users out. Here a
+/// GET signs out only as a same-origin navigation with a valid `rd` (an app's own "sign out"
+/// link); anything else gets a confirmation page whose form posts with the CSRF token.
 pub(crate) async fn oauth2_sign_out(
     State(state): State<AppState>,
     auth: Auth,
     headers: HeaderMap,
     Query(q): Query<Rd>,
 ) -> Result<Response, WebError> {
-    if matches!(
-        headers.get("sec-fetch-site").map(HeaderValue::as_bytes),
-        Some(b"cross-site" | b"same-site")
-    ) {
-        return Err(WebError::Forward {
-            status: StatusCode::FORBIDDEN,
-            message: "cross-site sign-out refused".into(),
-        });
+    let hosts = &state.settings.redirect_hosts;
+    let rd = q.rd.as_deref().and_then(|rd| ReturnTo::checked(rd, hosts));
+    let Some(session) = auth.session().await? else {
+        // Nothing to end.
+        return Ok(Redirect::to(rd.unwrap_or_else(ReturnTo::login).as_str()).into_response());
+    };
+    if let Some(rd) = &rd
+        && same_origin_navigation(&headers)
+    {
+        return sign_out(auth, rd.clone()).await;
     }
-    let had = matches!(auth.session().await, Ok(Some(_)));
-    auth.logout().await?;
-    if had {
-        metrics::revoked("logout", 1);
-    }
-    let target = match q.rd.as_deref() {
+    Ok(pages::render(
+        StatusCode::OK,
+        &SignOutPage {
+            nav: Some(pages::nav(&session)),
+            csrf: session.csrf_token(),
+            rd: rd.map(|r| r.as_str().to_owned()),
+        },
+    ))
+}
+
+/// The confirmation form of [`oauth2_sign_out`].
+#[derive(Debug, Deserialize)]
+pub(crate) struct SignOutForm {
+    rd: Option<String>,
+}
+
+/// `POST /oauth2/sign_out`, on the pages' session layer (so the CSRF token is required): ends
+/// the session, then to `rd` (if allowed) or the login page.
+pub(crate) async fn oauth2_sign_out_confirmed(
+    State(state): State<AppState>,
+    auth: Auth,
+    WebForm(form): WebForm<SignOutForm>,
+) -> Result<Response, WebError> {
+    let target = match form.rd.as_deref() {
         Some(rd) => ReturnTo::parse(Some(rd), &state.settings.redirect_hosts),
         None => ReturnTo::login(),
     };
-    Ok(Redirect::to(target.as_str()).into_response())
+    sign_out(auth, target).await
+}
+
+async fn sign_out(auth: Auth, target: ReturnTo) -> Result<Response, WebError> {
+    flows::logout(&auth).await?;
+    Ok(([CLEAR_SITE_DATA.clone()], Redirect::to(target.as_str())).into_response())
 }
 
 /// oauth2-proxy's `/oauth2/userinfo`.

@@ -72,6 +72,7 @@ pub fn app(state: AppState) -> Router {
             get(pages::signup_page).post(pages::signup_submit),
         )
         .route("/logout", post(pages::logout))
+        .route("/oauth2/sign_out", post(forward::oauth2_sign_out_confirmed))
         .route("/account/sessions", get(pages::sessions_page))
         .route(
             "/account/sessions/revoke-others",

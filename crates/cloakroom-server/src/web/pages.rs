@@ -23,11 +23,11 @@ use crate::web::{CLEAR_SITE_DATA, ClientAddr};
 /// What the page header shows for a signed-in user.
 #[derive(Debug)]
 pub(crate) struct Nav {
-    username: String,
-    csrf: String,
+    pub(crate) username: String,
+    pub(crate) csrf: String,
 }
 
-fn nav(session: &Session) -> Nav {
+pub(crate) fn nav(session: &Session) -> Nav {
     Nav {
         username: username(session),
         csrf: session.csrf_token(),
@@ -42,7 +42,7 @@ fn username(session: &Session) -> String {
         .unwrap_or_else(|| session.user_id().to_string())
 }
 
-fn render(status: StatusCode, page: &impl Template) -> Response {
+pub(crate) fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {

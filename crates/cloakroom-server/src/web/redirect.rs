@@ -26,8 +26,13 @@ impl ReturnTo {
     /// (host names, compared without case; any port), else `/`.
     pub(crate) fn parse(candidate: Option<&str>, allowed_hosts: &[String]) -> Self {
         candidate
-            .and_then(|c| Self::local(c).or_else(|| Self::allowed(c, allowed_hosts)))
+            .and_then(|c| Self::checked(c, allowed_hosts))
             .unwrap_or_else(Self::home)
+    }
+
+    /// `candidate` if it is a safe local path or an http(s) URL on one of `allowed_hosts`.
+    pub(crate) fn checked(candidate: &str, allowed_hosts: &[String]) -> Option<Self> {
+        Self::local(candidate).or_else(|| Self::allowed(candidate, allowed_hosts))
     }
 
     fn allowed(candidate: &str, allowed_hosts: &[String]) -> Option<Self> {

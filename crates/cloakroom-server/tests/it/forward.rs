@@ -10,7 +10,9 @@ use cloakroom_verify::{Verifier, VerifierConfig, VerifyError};
 use serde_json::json;
 
 use crate::procs::require;
-use crate::support::{Browser, ORIGIN, PASSWORD, TestServer, start, start_observed};
+use crate::support::{
+    Browser, ORIGIN, PASSWORD, Reply, TestServer, hidden, start, start_observed, start_with,
+};
 
 const APP: &str = "https://app.example.com";
 
@@ -399,14 +401,25 @@ async fn login_honours_rd_only_for_allowed_hosts() {
             .location(),
         "/login?rd=%2F"
     );
-    // oauth2-proxy's sign-out ends the session; a cross-site one is refused.
+    // oauth2-proxy's sign-out: a cross-site GET does not end the session (since finding 14
+    // it is asked about on a page rather than refused with 403).
     b.req("GET", "/oauth2/sign_out")
         .header("sec-fetch-site", "cross-site")
         .send()
         .await
-        .assert(403);
+        .assert(200);
     b.get("/api/session").await.assert(200);
-    let r = b.get("/oauth2/sign_out?rd=https://evil.net/").await;
+    // A foreign rd is never followed: the confirmation's POST ends the session and sends the
+    // user home instead.
+    let page = b.get("/oauth2/sign_out?rd=https://evil.net/").await;
+    page.assert(200);
+    let csrf = crate::support::hidden(&page.body, "csrf_token").unwrap();
+    let r = b
+        .form(
+            "/oauth2/sign_out",
+            &[("csrf_token", &csrf), ("rd", "https://evil.net/")],
+        )
+        .await;
     r.assert(303);
     assert_eq!(r.location(), "/");
     b.get("/api/session").await.assert(401);
@@ -538,4 +551,251 @@ print(claims["preferred_username"])
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hana");
+}
+
+/// The `aud` of a service JWT (read without verifying: the tests that need the signature
+/// checked use [`verifier`]).
+pub fn audience_of(token: &str) -> String {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["aud"].as_str().unwrap().to_owned()
+}
+
+#[track_caller]
+fn assert_refused_without_a_token(r: &Reply, what: &str) {
+    assert_eq!(r.status.as_u16(), 403, "{what}: {}", r.body);
+    assert!(
+        r.header("x-cloakroom-jwt").is_none() && r.header("remote-user").is_none(),
+        "{what}: identity handed out"
+    );
+}
+
+/// Finding 4: forward auth believed `X-Original-URL` / `X-Forwarded-Host` from whoever sent
+/// them, so any signed-in user could get a service JWT for any audience. Only a trusted proxy
+/// may describe the request; from anyone else the description is refused.
+#[tokio::test]
+async fn finding_04_untrusted_peers_cannot_choose_the_audience() {
+    // The test client (127.0.0.1) is not in this list.
+    let s = start_with(|raw| raw.trusted_proxies = vec!["10.0.0.0/8".into()]).await;
+    let mut b = s.signed_up("mallory").await;
+    let r = nginx_style(&mut b, "GET", "https://payments.internal.example/")
+        .send()
+        .await;
+    assert_refused_without_a_token(&r, "X-Original-URL");
+    // Even naming an app that is allowed: the peer may not describe requests at all.
+    let r = nginx_style(&mut b, "GET", "https://app.example.com/")
+        .send()
+        .await;
+    assert_refused_without_a_token(&r, "X-Original-URL for a known app");
+    let r = traefik_style(&mut b, "/api/authz/forward-auth", "GET", false)
+        .send()
+        .await;
+    assert_refused_without_a_token(&r, "X-Forwarded-*");
+    let r = b
+        .req("GET", "/oauth2/auth")
+        .header("x-forwarded-host", "payments.internal.example")
+        .send()
+        .await;
+    assert_refused_without_a_token(&r, "oauth2 X-Forwarded-Host");
+    // A direct call, describing nothing, is answered for Cloakroom's own origin.
+    let r = b.req("GET", "/auth/verify").send().await;
+    r.assert(200);
+    assert_eq!(audience_of(&r.header("x-cloakroom-jwt").unwrap()), ORIGIN);
+}
+
+/// Finding 4: audiences are bounded by `app_origins` (exact origins and one-label wildcards);
+/// without it, only the public URL's own origin. `jwt_audience` still fixes the `aud`, but
+/// the host asked about must be an app.
+#[tokio::test]
+async fn finding_04_service_jwts_are_minted_only_for_app_origins() {
+    let s = start_with(|raw| raw.app_origins = Vec::new()).await;
+    let mut b = s.signed_up("mia").await;
+    for url in [
+        "https://payments.internal.example/x",
+        "https://app.example.com/",
+    ] {
+        let r = nginx_style(&mut b, "GET", url).send().await;
+        assert_refused_without_a_token(&r, url);
+    }
+    let r = traefik_style(&mut b, "/api/authz/forward-auth", "GET", true)
+        .send()
+        .await;
+    assert_refused_without_a_token(&r, "X-Forwarded-Host of an unknown app");
+    let r = nginx_style(&mut b, "GET", &format!("{ORIGIN}/x"))
+        .send()
+        .await;
+    r.assert(200);
+    assert_eq!(audience_of(&r.header("x-cloakroom-jwt").unwrap()), ORIGIN);
+
+    let s = start_with(|raw| raw.app_origins = vec!["https://*.example.com".into()]).await;
+    let mut b = s.signed_up("nina").await;
+    let r = nginx_style(&mut b, "GET", "https://grafana.example.com/d/1")
+        .send()
+        .await;
+    r.assert(200);
+    let token = r.header("x-cloakroom-jwt").unwrap();
+    let claims = verifier(&s, "https://grafana.example.com")
+        .verify(&token)
+        .await
+        .unwrap();
+    assert_eq!(claims.aud, "https://grafana.example.com");
+    for url in [
+        "https://a.b.example.com/",
+        "https://example.com/",
+        "https://example.com.evil.net/",
+        "https://evilexample.com/",
+        "https://grafana.example.com.evil.net/",
+        "http://grafana.example.com/",
+        "https://grafana.example.com:8443/",
+    ] {
+        let r = nginx_style(&mut b, "GET", url).send().await;
+        assert_refused_without_a_token(&r, url);
+    }
+
+    let s = start_with(|raw| raw.jwt_audience = Some("https://api.example.com".into())).await;
+    let mut b = s.signed_up("omar").await;
+    let r = nginx_style(&mut b, "GET", "https://app.example.com/")
+        .send()
+        .await;
+    r.assert(200);
+    assert_eq!(
+        audience_of(&r.header("x-cloakroom-jwt").unwrap()),
+        "https://api.example.com"
+    );
+    let r = nginx_style(&mut b, "GET", "https://payments.internal.example/")
+        .send()
+        .await;
+    assert_refused_without_a_token(&r, "an unknown app with jwt_audience set");
+}
+
+/// Finding 14: `GET /oauth2/sign_out` logged the user out on any request — an `<img>` on a
+/// page of the same site was enough. A GET now signs out only as a same-origin navigation with
+/// a valid `rd`; anything else gets a confirmation page whose form posts with the CSRF token.
+#[tokio::test]
+async fn finding_14_sign_out_by_get_needs_a_same_origin_navigation_with_a_valid_rd() {
+    let s = start().await;
+    let mut b = s.signed_up("pia").await;
+    let rd = "/oauth2/sign_out?rd=https%3A%2F%2Fcloakroom.test%2Fbye";
+    let alive = |r: Reply| r.status.as_u16() == 200;
+    // An image, a fetch, a navigation from another site, a client without Fetch Metadata, a
+    // same-origin navigation without rd or with a foreign one: a page that asks, nothing more.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let asks: Vec<Case<'_>> = vec![
+        (
+            "image",
+            vec![
+                ("sec-fetch-site", "same-origin"),
+                ("sec-fetch-mode", "no-cors"),
+                ("sec-fetch-dest", "image"),
+            ],
+            rd,
+        ),
+        (
+            "fetch",
+            vec![
+                ("sec-fetch-site", "same-origin"),
+                ("sec-fetch-mode", "cors"),
+                ("sec-fetch-dest", "empty"),
+            ],
+            rd,
+        ),
+        (
+            "cross-site",
+            vec![
+                ("sec-fetch-site", "cross-site"),
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+            ],
+            rd,
+        ),
+        (
+            "same-site",
+            vec![
+                ("sec-fetch-site", "same-site"),
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+            ],
+            rd,
+        ),
+        ("no metadata", vec![], rd),
+        (
+            "no rd",
+            vec![
+                ("sec-fetch-site", "same-origin"),
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+            ],
+            "/oauth2/sign_out",
+        ),
+        (
+            "foreign rd",
+            vec![
+                ("sec-fetch-site", "same-origin"),
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+            ],
+            "/oauth2/sign_out?rd=https%3A%2F%2Fevil.net%2F",
+        ),
+    ];
+    for (what, headers, path) in asks {
+        let mut req = b
+            .req("GET", path)
+            .without("sec-fetch-site")
+            .without("origin");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let r = req.send().await;
+        assert_eq!(r.status.as_u16(), 200, "{what}: {}", r.body);
+        assert!(
+            r.body.contains(r#"action="/oauth2/sign_out""#),
+            "{what}: no confirmation form: {}",
+            r.body
+        );
+        assert!(
+            alive(b.get("/api/session").await),
+            "{what}: signed out by a GET"
+        );
+    }
+    // The confirmation form posts with the session's CSRF token, and keeps a valid rd.
+    let page = b.get(rd).await;
+    let csrf = hidden(&page.body, "csrf_token").unwrap();
+    assert_eq!(
+        hidden(&page.body, "rd").as_deref(),
+        Some("https://cloakroom.test/bye")
+    );
+    let r = b
+        .form("/oauth2/sign_out", &[("rd", "https://cloakroom.test/bye")])
+        .await;
+    r.assert(403);
+    assert!(
+        alive(b.get("/api/session").await),
+        "a POST without the token"
+    );
+    let r = b
+        .form(
+            "/oauth2/sign_out",
+            &[("csrf_token", &csrf), ("rd", "https://cloakroom.test/bye")],
+        )
+        .await;
+    r.assert(303);
+    assert_eq!(r.location(), "https://cloakroom.test/bye");
+    b.get("/api/session").await.assert(401);
+    // oauth2-proxy's own flow still works in one step: a same-origin link with a valid rd.
+    let mut c = s.logged_in("pia", "Firefox").await;
+    let r = c
+        .req("GET", rd)
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "document")
+        .send()
+        .await;
+    r.assert(303);
+    assert_eq!(r.location(), "https://cloakroom.test/bye");
+    c.get("/api/session").await.assert(401);
 }

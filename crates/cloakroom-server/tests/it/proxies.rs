@@ -282,3 +282,271 @@ async fn traefik_forward_auth_contract() {
     }
     assert_eq!(r.header("remote-user").as_deref(), Some("tina"));
 }
+
+/// Which example proxy a test runs behind.
+#[derive(Clone, Copy, Debug)]
+enum Proxy {
+    Nginx,
+    Caddy,
+}
+
+/// Cloakroom behind the example config of `proxy`, in front of the echo app; `None` when the
+/// proxy is not installed (a skip).
+async fn behind(proxy: Proxy) -> Option<(TestServer, u16, Guarded, tempfile::TempDir)> {
+    match proxy {
+        Proxy::Nginx => require("nginx", &["-v"])?,
+        Proxy::Caddy => require("caddy", &["version"])?,
+    }
+    let proxy_port = free_port();
+    let s = cloakroom_behind(proxy_port).await;
+    let app = echo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let guard = match proxy {
+        Proxy::Nginx => start_nginx(dir.path(), proxy_port, &cloakroom_addr(&s), app).await,
+        Proxy::Caddy => start_caddy(dir.path(), proxy_port, &cloakroom_addr(&s), app).await,
+    };
+    Some((s, proxy_port, guard, dir))
+}
+
+/// A browser signed up as `username` through the proxy.
+async fn signed_up_through(s: &TestServer, proxy_port: u16, username: &str) -> Browser {
+    let mut b = through(s, proxy_port);
+    b.post_json(
+        "/api/signup",
+        &json!({ "username": username, "password": PASSWORD }),
+    )
+    .await
+    .assert(201);
+    b
+}
+
+/// The `aud` of the service JWT the app received (echoed back to the test).
+fn echoed_audience(r: &crate::support::Reply, what: &str) -> String {
+    let token = r.json()["headers"]["x-cloakroom-jwt"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: no JWT reached the app: {}", r.body))
+        .to_owned();
+    crate::forward::audience_of(&token)
+}
+
+/// Finding 4 through a real proxy: a client's own `X-Original-URL`, `X-Forwarded-Host` or
+/// `Host` cannot change the audience of the JWT the app gets, and the forward-auth endpoints
+/// cannot be reached from outside at all.
+async fn client_cannot_choose_the_audience(proxy: Proxy) {
+    let Some((s, port, _proxy, _dir)) = behind(proxy).await else {
+        return;
+    };
+    let ours = format!("http://127.0.0.1:{port}");
+    let mut b = signed_up_through(&s, port, "alice").await;
+    let r = b
+        .req("GET", "/app/page")
+        .header("x-original-url", "https://payments.internal.example/")
+        .header("x-original-method", "GET")
+        .header("x-forwarded-host", "payments.internal.example")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-uri", "/")
+        .send()
+        .await;
+    r.assert(200);
+    assert_eq!(
+        echoed_audience(&r, &format!("{proxy:?}")),
+        ours,
+        "{proxy:?}"
+    );
+    // A Host of the client's choosing names an app Cloakroom does not protect: refused.
+    let r = b
+        .req("GET", "/app/page")
+        .header("host", "payments.internal.example")
+        .send()
+        .await;
+    assert_eq!(r.status.as_u16(), 403, "{proxy:?} Host: {}", r.body);
+    for path in [
+        "/auth/verify",
+        "/api/verify",
+        "/api/authz/auth-request",
+        "/api/authz/forward-auth",
+        "/oauth2/auth",
+    ] {
+        let r = b
+            .req("GET", path)
+            .header("x-original-url", "https://payments.internal.example/")
+            .header("x-forwarded-host", "payments.internal.example")
+            .send()
+            .await;
+        assert!(
+            r.header("x-cloakroom-jwt").is_none(),
+            "{proxy:?} {path}: a JWT was handed to the client"
+        );
+        if path != "/auth/verify" {
+            // `/auth/verify` is not routed to Cloakroom at all: it is an app path.
+            assert_eq!(r.status.as_u16(), 404, "{proxy:?} {path}: {}", r.body);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_04_a_client_cannot_choose_the_audience_through_nginx() {
+    client_cannot_choose_the_audience(Proxy::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_04_a_client_cannot_choose_the_audience_through_caddy() {
+    client_cannot_choose_the_audience(Proxy::Caddy).await;
+}
+
+/// Every identity header an app might believe: Cloakroom's, Authelia's and oauth2-proxy's.
+const IDENTITY_HEADERS: &[&str] = &[
+    "remote-user",
+    "remote-name",
+    "remote-email",
+    "remote-groups",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-preferred-username",
+    "x-auth-request-groups",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-preferred-username",
+    "x-forwarded-groups",
+    "x-cloakroom-jwt",
+];
+
+/// Finding 5 through a real proxy: forged identity headers are cleared whether or not
+/// Cloakroom sets them (alice has no email and no groups, so Cloakroom sends no
+/// `Remote-Email`; the app must not see the client's).
+async fn forged_identity_headers_never_reach_the_app(proxy: Proxy) {
+    let Some((s, port, _proxy, _dir)) = behind(proxy).await else {
+        return;
+    };
+    let mut b = signed_up_through(&s, port, "alice").await;
+    let mut req = b.req("GET", "/app/page");
+    for name in IDENTITY_HEADERS {
+        req = req.header(name, "forged-admin");
+    }
+    let r = req.send().await;
+    r.assert(200);
+    let h = &r.json()["headers"];
+    for name in IDENTITY_HEADERS {
+        let seen = h[*name].as_str().unwrap_or_default();
+        assert!(
+            !seen.contains("forged-admin") && !seen.contains("{http."),
+            "{proxy:?}: the app received a forged or unfilled {name}: {h}"
+        );
+    }
+    for name in ["remote-user", "remote-name", "x-auth-request-user"] {
+        assert_eq!(h[name], "alice", "{proxy:?}: {name}: {h}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_05_forged_identity_headers_never_reach_the_app_through_nginx() {
+    forged_identity_headers_never_reach_the_app(Proxy::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_05_forged_identity_headers_never_reach_the_app_through_caddy() {
+    forged_identity_headers_never_reach_the_app(Proxy::Caddy).await;
+}
+
+/// Finding 5 for Traefik (not packaged here): the example runs a headers middleware that
+/// clears every identity header, and the `X-Original-*` headers a client could use to
+/// describe another request, before ForwardAuth; Traefik then sets those Cloakroom answers.
+#[test]
+fn finding_05_the_traefik_example_clears_every_identity_header() {
+    let config = example("traefik/dynamic.yml");
+    let strip = config
+        .split("cloakroom-strip:")
+        .nth(1)
+        .and_then(|rest| rest.split("\n    cloakroom:").next())
+        .unwrap_or_else(|| panic!("no cloakroom-strip middleware: {config}"));
+    for name in IDENTITY_HEADERS
+        .iter()
+        .chain(&["x-original-url", "x-original-method"])
+    {
+        assert!(
+            strip
+                .to_ascii_lowercase()
+                .contains(&format!("{name}: \"\"")),
+            "{name} is not cleared by cloakroom-strip"
+        );
+    }
+    assert!(
+        config.contains("middlewares: [cloakroom-strip, cloakroom]"),
+        "the app router must clear the headers before asking Cloakroom"
+    );
+}
+
+/// Finding 6 through a real proxy: the app never receives the session cookie (a logging or
+/// compromised app would hold a 12-hour credential); other cookies still reach it.
+async fn the_app_never_sees_the_session_cookie(proxy: Proxy) {
+    let Some((s, port, _proxy, _dir)) = behind(proxy).await else {
+        return;
+    };
+    let mut b = signed_up_through(&s, port, "alice").await;
+    let token = b.cookie.clone().unwrap();
+    let ours = format!("__Host-cloakroom={token}");
+    for cookies in [
+        ours.clone(),
+        format!("{ours}; theme=dark; lang=en"),
+        format!("theme=dark; {ours}; lang=en"),
+        format!("theme=dark; lang=en; {ours}"),
+        format!("theme=dark;{ours};lang=en"),
+    ] {
+        let r = b
+            .req("GET", "/app/page")
+            .no_cookie()
+            .header("cookie", &cookies)
+            .send()
+            .await;
+        r.assert(200);
+        let seen = r.json()["headers"]["cookie"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            !seen.contains(&token) && !seen.contains("__Host-cloakroom"),
+            "{proxy:?}: the app received the session cookie: {seen:?} (sent {cookies:?})"
+        );
+        if cookies.contains("theme") {
+            assert!(
+                seen.contains("theme=dark") && seen.contains("lang=en"),
+                "{proxy:?}: other cookies lost: {seen:?} (sent {cookies:?})"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_06_the_app_never_sees_the_session_cookie_through_nginx() {
+    the_app_never_sees_the_session_cookie(Proxy::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_06_the_app_never_sees_the_session_cookie_through_caddy() {
+    the_app_never_sees_the_session_cookie(Proxy::Caddy).await;
+}
+
+/// The README quotes the example configs; a quote that drifts from the file the tests run
+/// would document a configuration nobody tested.
+#[test]
+fn the_readme_quotes_the_example_configs_verbatim() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    for (fence, file) in [
+        ("```nginx\n", "nginx/cloakroom.conf"),
+        ("```caddyfile\n", "caddy/Caddyfile"),
+    ] {
+        let quoted = readme
+            .split(fence)
+            .nth(1)
+            .and_then(|rest| rest.split("\n```").next())
+            .unwrap_or_else(|| panic!("no {fence} block in the README"));
+        // Compared line by line without indentation: the file nests the quote in `server {`.
+        let flat = |t: &str| t.lines().map(str::trim).collect::<Vec<_>>().join("\n");
+        assert!(
+            flat(&example(file)).contains(&flat(quoted)),
+            "the README's {file} quote is not in examples/{file}:\n{quoted}"
+        );
+    }
+}

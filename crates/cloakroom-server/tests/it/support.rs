@@ -13,7 +13,7 @@ use cloakroom_testkit::postgres::SchemaGuard;
 use cloakroom_testkit::redis::PrefixGuard;
 use serde_json::json;
 
-pub use cloakroom_testkit::http::{Browser, Request as Req, hidden, url_encode};
+pub use cloakroom_testkit::http::{Browser, Reply, Request as Req, hidden, url_encode};
 
 pub const ORIGIN: &str = "https://cloakroom.test";
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -37,6 +37,11 @@ pub fn raw_config(dir: &std::path::Path) -> RawConfig {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.to_owned(),
         public_url: ORIGIN.into(),
+        // The apps the forward-auth tests protect (service JWTs are minted only for these).
+        app_origins: vec![
+            "https://app.example.com".into(),
+            "https://other.example.com".into(),
+        ],
         hash_workers: Some(2),
         // The suite signs up through the API and the pages; away from loopback (as here) the
         // default would be closed.
