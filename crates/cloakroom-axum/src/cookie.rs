@@ -19,9 +19,6 @@ pub const HOST_PREFIX: &str = "__Host-";
 /// The default cookie name.
 pub const DEFAULT_COOKIE_NAME: &str = "__Host-cloakroom";
 
-/// Longest `Cookie` header considered at all; longer ones are refused without being parsed.
-const MAX_COOKIE_HEADER: usize = 8 * 1024;
-
 /// The `SameSite` attribute of the session cookie.
 ///
 /// ```
@@ -71,7 +68,7 @@ impl fmt::Debug for CookiePolicy {
 }
 
 /// What the client presented as its session cookie.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Presented {
     /// No cookie with our exact name.
     Absent,
@@ -87,29 +84,42 @@ pub(crate) enum Presented {
 impl CookiePolicy {
     /// Finds our cookie among every `Cookie` header. Names match exactly: a miscapitalised
     /// `__host-…` is another cookie, one the browser applied none of the prefix rules to.
+    ///
+    /// The header is read as bytes, not as text. Other sites of the same registrable domain
+    /// can write cookies the browser sends us (`theme=café`, Latin-1, a pair without `=`, a
+    /// few kilobytes of anything): refusing the whole header for one of them, as a text parse
+    /// must, would let a sibling subdomain keep our users signed out. So every pair but ours
+    /// is skipped unread, whatever it holds, and only our own value is held to the token's
+    /// strict shape. Several `Cookie` lines (HTTP/2 sends one per cookie) read as one header
+    /// joined with `; `. There is no size limit of our own: the HTTP server already bounds the
+    /// header block, the scan is one pass without allocation, and a limit on the whole header
+    /// would be the same hole with a larger cookie.
     pub(crate) fn presented(&self, headers: &HeaderMap) -> Presented {
-        let mut found: Option<&str> = None;
-        for value in headers.get_all(header::COOKIE) {
-            if value.len() > MAX_COOKIE_HEADER {
-                return Presented::Malformed;
+        let name = self.name.as_bytes();
+        let mut found: Option<&[u8]> = None;
+        let pairs = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .flat_map(|line| line.as_bytes().split(|&b| b == b';'));
+        for pair in pairs {
+            let Some((n, value)) = split_pair(pair) else {
+                continue;
+            };
+            if n != name {
+                continue;
             }
-            let Ok(text) = value.to_str() else { continue };
-            for pair in text.split(';') {
-                let Some((name, val)) = pair.trim().split_once('=') else {
-                    continue;
-                };
-                if name.trim() != self.name {
-                    continue;
-                }
-                if found.is_some() {
-                    return Presented::Duplicate;
-                }
-                found = Some(val.trim());
+            if found.is_some() {
+                return Presented::Duplicate;
             }
+            found = Some(value);
         }
         match found {
             None => Presented::Absent,
-            Some(v) => SessionToken::parse(v).map_or(Presented::Malformed, Presented::Token),
+            // A non-ASCII byte in our value fails both steps: the token is base64url.
+            Some(value) => std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| SessionToken::parse(v).ok())
+                .map_or(Presented::Malformed, Presented::Token),
         }
     }
 
@@ -153,6 +163,15 @@ impl CookiePolicy {
     }
 }
 
+/// One `name=value` pair of a `Cookie` header, split at the first `=`, with the optional
+/// whitespace around name and value trimmed (RFC 6265 §5.4). `None` for a pair without `=`.
+fn split_pair(pair: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut halves = pair.splitn(2, |&b| b == b'=');
+    let name = halves.next()?;
+    let value = halves.next()?;
+    Some((name.trim_ascii(), value.trim_ascii()))
+}
+
 /// Checks a cookie name: the characters RFC 6265 allows in a token.
 pub(crate) fn valid_cookie_name(name: &str) -> bool {
     !name.is_empty()
@@ -163,6 +182,8 @@ pub(crate) fn valid_cookie_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn headers(values: &[&str]) -> HeaderMap {
@@ -247,6 +268,83 @@ mod tests {
             "Max-Age=0",
         ] {
             assert!(gone.contains(attr), "{gone}");
+        }
+    }
+
+    /// Bytes a `Cookie` header line may carry (`HeaderValue::from_bytes` refuses controls).
+    fn header_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            any::<u8>().prop_filter("header byte", |&b| b == b'\t' || (b >= 0x20 && b != 0x7f)),
+            // The bytes that matter to the parser, and pieces of our name, more often.
+            prop::sample::select(b"=; \t\"_-Hhostcloakr\xc3\xa9\xe9".to_vec()),
+        ]
+    }
+
+    /// Any other site's cookie: arbitrary header bytes, `;` included, that never spell our
+    /// name exactly (they may spell it in another case).
+    fn junk() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(header_byte(), 0..48).prop_filter("not our cookie", |j| {
+            !j.windows(DEFAULT_COOKIE_NAME.len())
+                .any(|w| w == DEFAULT_COOKIE_NAME.as_bytes())
+        })
+    }
+
+    /// Our cookie: mostly a real token, sometimes a value of any shape.
+    fn our_value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(()).prop_map(|()| SessionToken::generate().expose_cookie_value().into_bytes()),
+            prop::collection::vec(header_byte(), 0..48)
+                .prop_filter("one pair", |v| !v.contains(&b';')),
+        ]
+    }
+
+    /// Header lines from pieces, each starting a new line or joining the previous one.
+    fn lines(pieces: &[(Vec<u8>, bool)]) -> HeaderMap {
+        let mut joined: Vec<Vec<u8>> = Vec::new();
+        for (piece, new_line) in pieces {
+            match joined.last_mut() {
+                Some(last) if !new_line => {
+                    last.extend_from_slice(b"; ");
+                    last.extend_from_slice(piece);
+                }
+                _ => joined.push(piece.clone()),
+            }
+        }
+        let mut h = HeaderMap::new();
+        for line in joined {
+            h.append(header::COOKIE, HeaderValue::from_bytes(&line).unwrap());
+        }
+        h
+    }
+
+    proptest! {
+        /// Finding 11: whatever other cookies surround ours, in the same line or other lines,
+        /// the answer is the one for our cookie alone.
+        #[test]
+        fn finding_11_foreign_cookies_never_change_what_we_read(
+            before in prop::collection::vec((junk(), any::<bool>()), 0..6),
+            ours in prop::option::of((our_value(), any::<bool>())),
+            after in prop::collection::vec((junk(), any::<bool>()), 0..6),
+        ) {
+            let p = CookiePolicy::default();
+            let ours = ours.map(|(value, new_line)| {
+                ([DEFAULT_COOKIE_NAME.as_bytes(), b"=", &value].concat(), new_line)
+            });
+            let alone = lines(ours.as_slice());
+            let all: Vec<_> = before.into_iter().chain(ours).chain(after).collect();
+            prop_assert_eq!(p.presented(&lines(&all)), p.presented(&alone));
+        }
+
+        /// Any bytes a header may carry, in any number of lines: an answer, never a panic.
+        #[test]
+        fn any_cookie_header_parses_without_panicking(
+            raw in prop::collection::vec(prop::collection::vec(header_byte(), 0..256), 0..4),
+        ) {
+            let mut h = HeaderMap::new();
+            for line in &raw {
+                h.append(header::COOKIE, HeaderValue::from_bytes(line).unwrap());
+            }
+            let _ = CookiePolicy::default().presented(&h);
         }
     }
 

@@ -15,6 +15,13 @@ pub enum JwksError {
     /// No JWKS has been fetched successfully yet, and another attempt is not due.
     #[error("no JWKS has been fetched yet")]
     NoKeysYet,
+    /// The keys in the cache were fetched longer ago than the maximum stale age
+    /// ([`VerifierConfig::with_max_stale_age`](crate::VerifierConfig::with_max_stale_age)) and
+    /// fetching them again keeps failing. They are no longer trusted: a key Cloakroom has
+    /// retired since — perhaps because it leaked — must not verify forever at a service that
+    /// cannot reach Cloakroom. Every token is refused until a fetch succeeds.
+    #[error("the cached JWKS is older than its maximum stale age and could not be refreshed")]
+    Stale,
     /// The body is not a JWKS.
     #[error("the JWKS is not valid JSON of the expected shape")]
     Parse(#[source] serde_json::Error),

@@ -19,10 +19,20 @@
 //! * **Stale or premature tokens.** `exp` and `iat` are required; `iat` in the future and an
 //!   expired `exp` are refused, with at most 60 s of leeway for clock skew.
 //! * **Type confusion.** The `typ` header must be `cloakroom-service+jwt`.
+//! * **Long-lived tokens.** `exp - iat` may be at most [`DEFAULT_MAX_TOKEN_LIFETIME`] (600 s,
+//!   twice the longest Cloakroom mints; configurable). A token minted for longer did not come
+//!   from Cloakroom's minter.
+//! * **Keys from anyone on the path.** The JWKS URL must be `https://`; plain `http://` only
+//!   to a loopback address or `localhost`, unless the config is built with
+//!   [`VerifierConfig::danger_allow_http_jwks`].
 //!
 //! Keys are cached. An unknown `kid` triggers a refresh — rate-limited, so a flood of forged
 //! `kid`s cannot turn into a flood of JWKS fetches — and the cache is refreshed anyway once it
-//! is older than the JWKS cache lifetime, so a retired key stops being accepted.
+//! is older than the JWKS cache lifetime, so a retired key stops being accepted. When a refresh
+//! fails the cached keys are kept, so a Cloakroom restart refuses no one, but only for
+//! [`DEFAULT_MAX_STALE_AGE`] (an hour; configurable) after the last successful fetch: past
+//! that every token is refused ([`JwksError::Stale`], a 503 from the extractor), so an
+//! attacker who cuts a service off from the JWKS cannot keep a retired key alive there.
 //!
 //! # Example
 //!
@@ -54,6 +64,6 @@ mod verifier;
 pub use extract::{ServiceIdentity, ServiceIdentityRejection};
 pub use jwks::JwksError;
 pub use verifier::{
-    ConfigError, JWT_HEADER, MAX_LEEWAY, ServiceClaims, TOKEN_TYPE, Verifier, VerifierConfig,
-    VerifyError,
+    ConfigError, DEFAULT_MAX_STALE_AGE, DEFAULT_MAX_TOKEN_LIFETIME, JWT_HEADER, MAX_LEEWAY,
+    ServiceClaims, TOKEN_TYPE, Verifier, VerifierConfig, VerifyError,
 };

@@ -7,6 +7,7 @@
 #![allow(unreachable_pub)]
 
 mod csrf;
+mod hardening;
 mod hostile;
 mod lifecycle;
 mod support;

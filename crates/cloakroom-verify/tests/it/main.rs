@@ -6,11 +6,12 @@
 // Test modules share helpers with `pub`; there is no API to keep tidy here.
 #![allow(unreachable_pub)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::IntoResponse as _;
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,6 +19,8 @@ use cloakroom_verify::{ServiceIdentity, TOKEN_TYPE, Verifier, VerifierConfig, Ve
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+mod hardening;
 
 const ISS: &str = "https://login.example.com";
 const AUD: &str = "https://app-a.example.com";
@@ -87,19 +90,25 @@ struct Jwks {
     url: String,
     keys: Arc<RwLock<Vec<Value>>>,
     fetches: Arc<AtomicUsize>,
+    /// While set, the endpoint answers 503 (Cloakroom down, or the path to it cut).
+    down: Arc<AtomicBool>,
 }
 
 async fn serve_jwks(keys: Vec<Value>) -> Jwks {
     let shared = Arc::new(RwLock::new(keys));
     let fetches = Arc::new(AtomicUsize::new(0));
-    let (k, f) = (shared.clone(), fetches.clone());
+    let down = Arc::new(AtomicBool::new(false));
+    let (k, f, d) = (shared.clone(), fetches.clone(), down.clone());
     let app = Router::new().route(
         "/jwks.json",
         get(move || {
-            let (k, f) = (k.clone(), f.clone());
+            let (k, f, d) = (k.clone(), f.clone(), d.clone());
             async move {
                 f.fetch_add(1, Ordering::SeqCst);
-                axum::Json(json!({ "keys": *k.read().unwrap() }))
+                if d.load(Ordering::SeqCst) {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+                axum::Json(json!({ "keys": *k.read().unwrap() })).into_response()
             }
         }),
     );
@@ -110,6 +119,7 @@ async fn serve_jwks(keys: Vec<Value>) -> Jwks {
         url,
         keys: shared,
         fetches,
+        down,
     }
 }
 
