@@ -82,7 +82,9 @@ impl DbError {
                     | C::ReadOnly
                     | C::PermissionDenied
             ),
-            Self::WriterGone | Self::Transaction(_) | Self::Reader => true,
+            Self::WriterGone | Self::Transaction(_) | Self::Reader | Self::Permissions { .. } => {
+                true
+            }
             _ => false,
         }
     }

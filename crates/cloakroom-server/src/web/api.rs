@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use cloakroom_axum::{Auth, Session};
 use cloakroom_core::SessionHandle;
 use cloakroom_core::accounts::Account;
@@ -224,9 +224,9 @@ pub(crate) async fn login(
 /// Ends this session and clears the cookie.
 #[utoipa::path(post, path = "/api/logout", tag = "sessions",
     responses((status = 204, description = "Logged out (also without a session)")))]
-pub(crate) async fn logout(auth: Auth) -> Result<impl IntoResponse, WebError> {
+pub(crate) async fn logout(auth: Auth) -> Result<Response, WebError> {
     flows::logout(&auth).await?;
-    Ok((StatusCode::NO_CONTENT, [CLEAR_SITE_DATA.clone()]))
+    Ok((StatusCode::NO_CONTENT, [CLEAR_SITE_DATA.clone()]).into_response())
 }
 
 /// Who am I.

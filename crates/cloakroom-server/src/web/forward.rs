@@ -588,4 +588,78 @@ mod tests {
         );
         assert!(forwarded_csrf(&HeaderMap::new(), &fwd("POST")).is_ok());
     }
+
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const NAMES: [&str; 8] = [
+            "x-original-url",
+            "x-original-method",
+            "x-forwarded-method",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-forwarded-uri",
+            "accept",
+            "host",
+        ];
+
+        proptest! {
+            /// Any forwarding headers, bytes and all, parse into a request or a refusal —
+            /// never a panic — and what is accepted is well-formed: an upper-case method, an
+            /// http(s) URL with a host, and the app origin that URL's own.
+            #[test]
+            fn forwarding_headers_parse_or_are_refused(
+                values in vec((0..NAMES.len(), vec(any::<u8>(), 0..48)), 0..8),
+            ) {
+                let mut h = HeaderMap::new();
+                for (which, bytes) in values {
+                    if let Ok(v) = HeaderValue::from_bytes(&bytes) {
+                        h.append(HeaderName::from_static(NAMES[which]), v);
+                    }
+                }
+                if let Ok(req) = ForwardedRequest::parse(&h) {
+                    prop_assert!(!req.method.is_empty());
+                    prop_assert!(req.method.bytes().all(|b| b.is_ascii_uppercase()));
+                    if let Some(url) = &req.url {
+                        prop_assert!(matches!(url.scheme(), "http" | "https"));
+                        prop_assert!(url.host_str().is_some());
+                        let expected = Origin::of_parsed_url(url);
+                        prop_assert_eq!(req.app_origin(), expected.as_ref());
+                    } else {
+                        prop_assert!(req.app_origin().is_none());
+                    }
+                }
+            }
+
+            /// A well-formed nginx description is read exactly as sent: the URL, its origin,
+            /// and the method in upper case.
+            #[test]
+            fn nginx_descriptions_are_read_as_sent(
+                https in any::<bool>(),
+                host in "[a-z][a-z0-9]{0,9}(\\.[a-z][a-z0-9]{0,9}){0,2}",
+                port in proptest::option::of(1024_u16..),
+                path in "(/[a-zA-Z0-9._~-]{0,8}){0,4}",
+                method in "[a-zA-Z]{1,10}",
+            ) {
+                let scheme = if https { "https" } else { "http" };
+                let authority = match port {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host.clone(),
+                };
+                let url = format!("{scheme}://{authority}{path}");
+                let h = headers(&[("x-original-url", &url), ("x-original-method", &method)]);
+                let req = ForwardedRequest::parse(&h).unwrap();
+                prop_assert_eq!(req.flavor, Flavor::Nginx);
+                prop_assert_eq!(req.method, method.to_ascii_uppercase());
+                let parsed = req.url.unwrap();
+                prop_assert_eq!(parsed.host_str(), Some(host.as_str()));
+                let origin = req.app_origin.unwrap();
+                let prefix = format!("{scheme}://{host}");
+                prop_assert!(origin.as_str().starts_with(&prefix), "{} for {}", origin.as_str(), url);
+            }
+        }
+    }
 }
