@@ -56,13 +56,7 @@ impl Admin {
         password_source: impl BufRead,
     ) -> Result<String, AdminError> {
         let username = Username::parse(name).map_err(fail)?;
-        let line = password_source
-            .lines()
-            .next()
-            .transpose()
-            .map_err(fail)?
-            .unwrap_or_default();
-        let password = Password::new(line.trim_end_matches(['\r', '\n']));
+        let password = first_line(password_source)?;
         check_new_password(&password, &username).map_err(fail)?;
         let hash = Passwords::new(1).hash(&password).await.map_err(fail)?;
         let account = new_account(username, hash, self.sessions.now());
@@ -70,6 +64,36 @@ impl Admin {
         Ok(format!(
             "created user {} ({})\n",
             account.username, account.id
+        ))
+    }
+
+    /// `user set-password NAME`: sets a new password (the first line of `password_source`)
+    /// and ends every session of the user — first, so that a failure leaves the old password
+    /// with the sessions ended, never the new one beside a thief's session.
+    pub async fn user_set_password(
+        &self,
+        name: &str,
+        password_source: impl BufRead,
+    ) -> Result<String, AdminError> {
+        let account = self.account(name).await?;
+        let password = first_line(password_source)?;
+        check_new_password(&password, &account.username).map_err(fail)?;
+        let hash = Passwords::new(1).hash(&password).await.map_err(fail)?;
+        let ended = self
+            .sessions
+            .revoke_all_for_user(&account.id, None)
+            .await
+            .map_err(fail)?;
+        metrics::revoked("password_change", ended);
+        self.stores
+            .accounts
+            .set_password(&account.id, &hash, self.sessions.now())
+            .await
+            .map_err(fail)?;
+        crate::events::password_changed(account.username.as_str(), None, ended);
+        Ok(format!(
+            "set the password of {}; ended {ended} session(s)\n",
+            account.username
         ))
     }
 
@@ -167,6 +191,17 @@ impl Admin {
             account.username
         ))
     }
+}
+
+/// The first line of `source`, without its line ending.
+fn first_line(source: impl BufRead) -> Result<Password, AdminError> {
+    let line = source
+        .lines()
+        .next()
+        .transpose()
+        .map_err(fail)?
+        .unwrap_or_default();
+    Ok(Password::new(line.trim_end_matches(['\r', '\n'])))
 }
 
 /// `keys list`: every service-JWT key and where it is in its life.

@@ -66,8 +66,15 @@ enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 enum UserCommand {
-    /// Create an account; the password is read from the first line of standard input.
+    /// Create an account. The password is asked for twice, not echoed; when standard input
+    /// is not a terminal, it is its first line.
     Add {
+        /// The username.
+        username: String,
+    },
+    /// Set a new password for an account and end all its sessions (for a user who forgot
+    /// theirs). The password is read as for `add`.
+    SetPassword {
         /// The username.
         username: String,
     },
@@ -131,7 +138,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let admin = Admin::new(Stores::open(&settings).await?);
                 let out = match cmd {
                     UserCommand::Add { username } => {
-                        admin.user_add(&username, std::io::stdin().lock()).await?
+                        admin.user_add(&username, new_password()?).await?
+                    }
+                    UserCommand::SetPassword { username } => {
+                        admin.user_set_password(&username, new_password()?).await?
                     }
                     UserCommand::List => admin.user_list().await?,
                     UserCommand::Disable { username } => admin.user_disable(&username).await?,
@@ -166,6 +176,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// A new password for `user add` and `user set-password`: asked for twice with no echo on a
+/// terminal, else the first line of standard input (for scripts). Handed on as a line, so the
+/// admin operations read both the same way.
+fn new_password() -> anyhow::Result<std::io::Cursor<String>> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)
+            .context("reading the password from standard input")?;
+        return Ok(std::io::Cursor::new(line));
+    }
+    let first = rpassword::prompt_password("New password: ").context("reading the password")?;
+    let again = rpassword::prompt_password("Repeat it: ").context("reading the password")?;
+    if first != again {
+        anyhow::bail!("the two passwords differ; nothing was changed");
+    }
+    Ok(std::io::Cursor::new(first))
 }
 
 /// The command line, each setting's help ending with its built-in default (taken from

@@ -265,3 +265,58 @@ async fn a_near_cached_server_sees_cli_revocations() {
     assert!(ok, "{out}{err}");
     b.get("/api/session").await.assert(401);
 }
+
+/// Issue 18: a user who forgot their password had no way back until mail exists. An
+/// administrator sets a new one with `cloakroom user set-password`; every session of the
+/// user ends with it, and the login page says whom to ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_can_set_a_forgotten_password() {
+    let s = start().await;
+    let mut old_device = s.signed_up("wanda").await;
+    let page = s.browser().get("/login").await;
+    assert!(
+        page.body
+            .contains("Forgot your password? Ask your administrator"),
+        "{}",
+        page.body
+    );
+    let (dir, env) = (s.dir.path().to_owned(), s.env.clone());
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        cloakroom(
+            &dir,
+            &env,
+            &["user", "set-password", "wanda"],
+            "a fresh new passphrase 9\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("set the password of wanda; ended 1 session(s)"),
+        "{out}"
+    );
+    old_device.get("/api/session").await.assert(401);
+    let mut b = s.browser();
+    b.post_json(
+        "/api/login",
+        &json!({ "username": "wanda", "password": PASSWORD }),
+    )
+    .await
+    .assert(401);
+    b.post_json(
+        "/api/login",
+        &json!({ "username": "wanda", "password": "a fresh new passphrase 9" }),
+    )
+    .await
+    .assert(200);
+    // A weak password is refused and changes nothing.
+    let (dir, env) = (s.dir.path().to_owned(), s.env.clone());
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        cloakroom(&dir, &env, &["user", "set-password", "wanda"], "short\n")
+    })
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("at least 12 characters"), "{err}");
+    b.get("/api/session").await.assert(200);
+}
