@@ -124,9 +124,10 @@ settings! {
     /// Directory for the SQLite database and signing keys.
     data_dir: PathBuf = PathBuf::from("cloakroom-data"), sample r#""/var/lib/cloakroom""#,
         #[arg(value_name = "DIR")];
-    /// The URL users reach the server at; CSRF checks compare against its origin.
-    public_url: String = "http://localhost:8080".into(), sample r#""https://login.example.com""#,
-        #[arg(value_name = "URL")];
+    /// The URL users reach the server at; CSRF checks compare against its origin. Unset:
+    /// `http://localhost:<the listen port>`, for a server tried on this machine.
+    public_url: Option<String> = None, sample r#""https://login.example.com""#,
+        #[arg(num_args = 1, value_name = "URL")];
     /// Further origins allowed to send state-changing requests.
     allowed_origins: Vec<String> = Vec::new(), sample r#"["https://app.example.com"]"#,
         #[arg(value_delimiter = ',', value_name = "ORIGINS")];
@@ -412,6 +413,15 @@ fn is_loopback(origin: &Origin) -> bool {
     }
 }
 
+/// The port of a listen address as written (`127.0.0.1:18789`, `[::1]:80`, `localhost:8080`),
+/// or 8080 if it names none.
+fn listen_port(listen: &str) -> u16 {
+    listen
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(8080)
+}
+
 /// A duration setting that must be at least one second.
 fn nonzero_secs(setting: &'static str, v: u64) -> Result<Duration, ConfigError> {
     if v == 0 {
@@ -457,8 +467,15 @@ impl RawConfig {
             .listen
             .parse()
             .map_err(|e| invalid("listen", format!("{:?}: {e}", self.listen)))?;
-        let public_origin = Origin::parse(&self.public_url)
-            .map_err(|e| invalid("public_url", format!("{:?}: {e}", self.public_url)))?;
+        // Unset, the public URL follows the listen port: `--listen 127.0.0.1:18789` alone must
+        // not leave the pages expecting requests from `localhost:8080` (every form would then
+        // be refused as cross-origin).
+        let public_url = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://localhost:{}", listen_port(&self.listen)));
+        let public_origin = Origin::parse(&public_url)
+            .map_err(|e| invalid("public_url", format!("{public_url:?}: {e}")))?;
         if !public_origin.is_https() && !is_loopback(&public_origin) && !self.danger_allow_http {
             return Err(invalid(
                 "public_url",
@@ -466,7 +483,7 @@ impl RawConfig {
                     "{:?} is plain http on a host other than loopback: browsers refuse the \
                      session's __Host- cookie there, or send it in clear text; serve it over \
                      https, or set danger_allow_http = true",
-                    self.public_url
+                    public_url
                 ),
             ));
         }
@@ -664,7 +681,7 @@ mod tests {
     fn signup_is_closed_by_default_away_from_loopback() {
         let signup = |url: &str, mode: Option<SignupMode>| {
             let raw = RawConfig {
-                public_url: url.into(),
+                public_url: Some(url.into()),
                 signup: mode,
                 ..RawConfig::default()
             };
@@ -749,7 +766,7 @@ mod tests {
     #[test]
     fn bad_values_name_their_setting() {
         let mut c = RawConfig {
-            public_url: "localhost:8080/app".into(),
+            public_url: Some("localhost:8080/app".into()),
             ..RawConfig::default()
         };
         assert!(c.settings().unwrap_err().to_string().contains("public_url"));

@@ -224,6 +224,7 @@ fn print(text: &str) {
 
 async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
     let public = settings.public_origin.clone();
+    let signup = format!("{:?}", settings.signup).to_ascii_lowercase();
     if settings.app_origins.is_public_only() {
         tracing::warn!(
             "app_origins is not set: forward auth answers (and mints service JWTs) only for {public}; list the protected apps' origins in app_origins"
@@ -238,6 +239,12 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
     let state = AppState::open(settings).await?;
     let server = Server::bind(state).await?;
     tracing::info!(listen = %server.local_addr(), public_url = %public, "cloakroom is serving on {public}");
+    // Whether strangers can create accounts is the first thing an operator should know.
+    tracing::info!(
+        signup = %signup,
+        "sign-up is {signup} (the `signup` setting: open, closed{})",
+        if signup == "open" { "; anyone who reaches this server can create an account" } else { "" }
+    );
     server.run(shutdown_signal()).await.context("serving")?;
     tracing::info!("shut down cleanly");
     Ok(())

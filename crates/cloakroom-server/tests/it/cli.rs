@@ -320,3 +320,66 @@ async fn an_administrator_can_set_a_forgotten_password() {
     assert!(!ok && err.contains("at least 12 characters"), "{err}");
     b.get("/api/session").await.assert(200);
 }
+
+/// Issue 18: `cloakroom serve --listen 127.0.0.1:PORT` alone used to log "serving on
+/// http://localhost:8080" and then refuse every form as cross-origin. The public URL now
+/// follows the listen port, the log tells the truth, a form from that URL works, and the log
+/// says whether sign-up is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_url_follows_the_listen_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("CLOAKROOM_LOG")
+        .env_remove("CLOAKROOM_PUBLIC_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..200 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let signup = if ready {
+        Some(
+            http.post(format!("{base}/api/signup"))
+                .header("origin", format!("http://localhost:{port}"))
+                .json(&json!({ "username": "xena", "password": PASSWORD }))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+        )
+    } else {
+        None
+    };
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(ready, "server did not start: {log}");
+    assert_eq!(signup, Some(reqwest::StatusCode::CREATED), "{log}");
+    assert!(
+        log.contains(&format!("cloakroom is serving on http://localhost:{port}")),
+        "{log}"
+    );
+    assert!(log.contains("sign-up is open"), "{log}");
+}

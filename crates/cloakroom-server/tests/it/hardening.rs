@@ -22,7 +22,7 @@ async fn finding_12_database_files_are_private_in_a_world_readable_data_dir() {
     std::fs::DirBuilder::new().mode(0o755).create(&dir).unwrap();
     let raw = RawConfig {
         data_dir: dir.clone(),
-        public_url: ORIGIN.into(),
+        public_url: Some(ORIGIN.into()),
         ..RawConfig::default()
     };
     let stores = Stores::open(&raw.settings().unwrap()).await.unwrap();
@@ -69,7 +69,7 @@ async fn finding_13_https_public_url_sends_hsts() {
 #[test]
 fn finding_13_http_public_url_is_refused_off_loopback() {
     let raw = |url: &str, danger: bool| RawConfig {
-        public_url: url.into(),
+        public_url: Some(url.into()),
         danger_allow_http: danger,
         ..RawConfig::default()
     };

@@ -30,7 +30,7 @@ fn adapted(text: &str, proxy_port: u16, cloakroom: &str, app_port: u16) -> Strin
 /// Cloakroom behind a proxy on `proxy_port`: its public URL is the proxy's.
 async fn cloakroom_behind(proxy_port: u16) -> TestServer {
     start_with(move |raw| {
-        raw.public_url = format!("http://127.0.0.1:{proxy_port}");
+        raw.public_url = Some(format!("http://127.0.0.1:{proxy_port}"));
         raw.trusted_proxies = vec!["127.0.0.1".into()];
     })
     .await

@@ -36,7 +36,7 @@ pub fn raw_config(dir: &std::path::Path) -> RawConfig {
     RawConfig {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.to_owned(),
-        public_url: ORIGIN.into(),
+        public_url: Some(ORIGIN.into()),
         // The apps the forward-auth tests protect (service JWTs are minted only for these).
         app_origins: vec![
             "https://app.example.com".into(),
@@ -139,7 +139,7 @@ pub async fn start_for_browser() -> TestServer {
             .port();
         let edit = |raw: &mut RawConfig| {
             raw.listen = format!("127.0.0.1:{port}");
-            raw.public_url = format!("http://localhost:{port}");
+            raw.public_url = Some(format!("http://localhost:{port}"));
             // The browser suite signs up a few dozen users from one address; its subject is
             // the pages, not the sign-up throttle (tested in accounts_hardening).
             raw.signup_limit_per_network = 1000;
