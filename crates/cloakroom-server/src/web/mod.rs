@@ -47,6 +47,10 @@ pub fn app(state: AppState) -> Router {
     for origin in &settings.allowed_origins {
         layer = layer.with_allowed_origin(origin.clone());
     }
+    // Only a loopback public URL has other spellings that reach the same server.
+    let loopback_public = url::Url::parse(settings.public_origin.as_str())
+        .ok()
+        .filter(|u| u.scheme() == "http" && u.host().is_some_and(|h| is_loopback_host(&h)));
     let hsts = settings
         .hsts_max_age
         .and_then(|age| HeaderValue::from_str(&format!("max-age={}", age.as_secs())).ok());
@@ -84,7 +88,10 @@ pub fn app(state: AppState) -> Router {
             get(pages::password_page).post(pages::password_submit),
         )
         .layer(layer.clone())
-        .layer(middleware::map_response(|r| render(Format::Html, r)));
+        .layer(middleware::map_response(|r| render(Format::Html, r)))
+        .layer(middleware::from_fn(move |r, n| {
+            canonical_loopback(loopback_public.clone(), r, n)
+        }));
 
     // Forward auth answers a proxy about *another* request: its own method says nothing, and
     // its CSRF rules apply to the forwarded request (see `forward`), so the session layer's
@@ -126,6 +133,48 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::map_response(move |r| add_hsts(hsts.clone(), r)))
         .with_state(state)
+}
+
+fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
+/// A page asked for at another spelling of a loopback public URL (`127.0.0.1:8080` when the
+/// public URL is `http://localhost:8080`) is sent to the public URL on GET. Left alone, the
+/// page would load and then every form on it would be refused as cross-origin, since the
+/// browser's `Origin` names the spelling it was opened at.
+async fn canonical_loopback(public: Option<url::Url>, request: Request, next: Next) -> Response {
+    use axum::response::IntoResponse as _;
+    let Some(public) = public else {
+        return next.run(request).await;
+    };
+    let safe = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let other_spelling = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| url::Url::parse(&format!("http://{h}/")).ok())
+        .is_some_and(|seen| {
+            seen.port_or_known_default() == public.port_or_known_default()
+                && seen.host().is_some_and(|h| is_loopback_host(&h))
+                && seen.host_str() != public.host_str()
+        });
+    if !(safe && other_spelling) {
+        return next.run(request).await;
+    }
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", axum::http::uri::PathAndQuery::as_str);
+    let target = format!("{}{path}", public.as_str().trim_end_matches('/'));
+    axum::response::Redirect::temporary(&target).into_response()
 }
 
 /// The operations endpoints alone, for the `metrics_listen` address: `/metrics`, `/readyz`

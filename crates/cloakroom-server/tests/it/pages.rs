@@ -255,3 +255,37 @@ async fn pages_escape_user_controlled_text() {
         r.body
     );
 }
+
+/// Issue 18: opening `http://127.0.0.1:PORT` when the public URL is `http://localhost:PORT`
+/// loaded the page, and then every form on it was refused as cross-origin. A GET of a page at
+/// another loopback spelling is sent to the public URL instead; API calls are left alone.
+#[tokio::test]
+async fn pages_at_another_loopback_spelling_go_to_the_public_url() {
+    let s = crate::support::start_for_browser().await;
+    let public = s.state.settings().public_origin.as_str().to_owned();
+    let port = public.rsplit(':').next().unwrap().to_owned();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .get(format!(
+            "http://127.0.0.1:{port}/login?next=%2Faccount%2Fsessions"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(
+        r.headers()["location"],
+        format!("{public}/login?next=%2Faccount%2Fsessions").as_str()
+    );
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/api/session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the API is not redirected");
+    let r = http.get(format!("{public}/login")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the public URL itself is served");
+}
