@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::http::header;
 use axum::http::request::Parts;
-use cloakroom_core::origin::RequestSource;
+use cloakroom_core::origin::{CrossOriginRefusal, Origin, RequestSource};
 
 use crate::layer::{Config, RequestState};
 use crate::rejection::Rejection;
@@ -12,6 +12,17 @@ use crate::rejection::Rejection;
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// The form field HTML forms send the token in.
 pub const CSRF_FORM_FIELD: &str = "csrf_token";
+
+/// The origin a refused request says it came from, for the message: `Origin`, else the
+/// origin of `Referer`, shown only if it is a well-formed origin (it is attacker-controlled
+/// text that ends up on a page and in a log line).
+fn received_origin(headers: &axum::http::HeaderMap) -> String {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    text("origin")
+        .and_then(|o| Origin::parse(o).ok())
+        .or_else(|| text("referer").and_then(Origin::of_url))
+        .map_or_else(|| "another origin".to_owned(), |o| o.as_str().to_owned())
+}
 
 /// Refuses a state-changing request that did not come from our own pages, or that carries a
 /// live session but not that session's CSRF token. Returns the body for the handler (a form
@@ -31,7 +42,17 @@ pub(crate) async fn enforce(
             origin: raw("origin"),
             referer: raw("referer"),
         })
-        .map_err(Rejection::CrossOrigin)?;
+        .map_err(|why| match why {
+            CrossOriginRefusal::ForeignOrigin => Rejection::ForeignOrigin {
+                received: received_origin(headers),
+                expected: config
+                    .origins
+                    .allowed()
+                    .first()
+                    .map_or_else(String::new, |o| o.as_str().to_owned()),
+            },
+            other => Rejection::CrossOrigin(other),
+        })?;
 
     let session = match state.validate_for_csrf().await {
         // No session cookie: there is no authority to abuse; the origin check above already

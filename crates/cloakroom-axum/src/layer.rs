@@ -439,7 +439,10 @@ impl RequestState {
     fn log_refusal(&self, rejection: &Rejection, parts: &Parts) {
         if !matches!(
             rejection,
-            Rejection::CrossOrigin(_) | Rejection::CsrfTokenMissing | Rejection::CsrfTokenInvalid
+            Rejection::CrossOrigin(_)
+                | Rejection::ForeignOrigin { .. }
+                | Rejection::CsrfTokenMissing
+                | Rejection::CsrfTokenInvalid
         ) {
             return;
         }

@@ -103,6 +103,15 @@ pub enum Rejection {
     Unauthenticated(Unauthenticated),
     /// 403: a state-changing request that did not come from our own pages.
     CrossOrigin(CrossOriginRefusal),
+    /// 403: a state-changing request from a page at another origin than ours — most often
+    /// the same site opened at another spelling (`127.0.0.1` for `localhost`, another port).
+    /// The message names both, so the fix is obvious.
+    ForeignOrigin {
+        /// The origin the request came from (`Origin`, else `Referer`'s origin).
+        received: String,
+        /// The origin this server's pages are served at.
+        expected: String,
+    },
     /// 403: a state-changing request with a session but without its CSRF token.
     CsrfTokenMissing,
     /// 403: a state-changing request whose CSRF token does not belong to its session.
@@ -127,9 +136,10 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::CrossOrigin(_) | Self::CsrfTokenMissing | Self::CsrfTokenInvalid => {
-                StatusCode::FORBIDDEN
-            }
+            Self::CrossOrigin(_)
+            | Self::ForeignOrigin { .. }
+            | Self::CsrfTokenMissing
+            | Self::CsrfTokenInvalid => StatusCode::FORBIDDEN,
             Self::FormTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidData(_) => StatusCode::BAD_REQUEST,
             Self::Contended => StatusCode::CONFLICT,
@@ -142,7 +152,7 @@ impl Rejection {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthenticated(_) => "unauthenticated",
-            Self::CrossOrigin(_) => "cross_origin_request",
+            Self::CrossOrigin(_) | Self::ForeignOrigin { .. } => "cross_origin_request",
             Self::CsrfTokenMissing => "csrf_token_missing",
             Self::CsrfTokenInvalid => "csrf_token_invalid",
             Self::FormTooLarge { .. } => "payload_too_large",
@@ -158,6 +168,10 @@ impl Rejection {
         match self {
             Self::Unauthenticated(why) => why.message().to_owned(),
             Self::CrossOrigin(why) => format!("{why}; send it from this site's own pages"),
+            Self::ForeignOrigin { received, expected } => format!(
+                "request from a foreign origin refused: it came from {received}, but this \
+                 site is {expected}; open it at {expected} and try again"
+            ),
             Self::CsrfTokenMissing => {
                 "missing CSRF token: send it in the X-CSRF-Token header or the csrf_token form field"
                     .to_owned()

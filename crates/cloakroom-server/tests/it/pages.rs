@@ -289,3 +289,29 @@ async fn pages_at_another_loopback_spelling_go_to_the_public_url() {
     let r = http.get(format!("{public}/login")).send().await.unwrap();
     assert_eq!(r.status(), 200, "the public URL itself is served");
 }
+
+/// Issue 18: a form posted from another origin got "request from a foreign origin refused",
+/// which says nothing about what to fix. The page names the origin it came from and the one
+/// expected.
+#[tokio::test]
+async fn a_foreign_origin_refusal_names_both_origins() {
+    let s = crate::support::start().await;
+    let mut b = s.browser();
+    let r = b
+        .req("POST", "/login")
+        .header("origin", "http://127.0.0.1:8080")
+        .without("sec-fetch-site")
+        .body(
+            b"username=a&password=b".to_vec(),
+            "application/x-www-form-urlencoded",
+        )
+        .send()
+        .await;
+    r.assert(403);
+    assert!(
+        r.body.contains("it came from http://127.0.0.1:8080")
+            && r.body.contains("this site is https://cloakroom.test"),
+        "{}",
+        r.body
+    );
+}
