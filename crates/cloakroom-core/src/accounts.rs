@@ -3,14 +3,24 @@
 //! Kept in core, beside the session store, so that the SQLite and PostgreSQL crates can hold
 //! both and the server can pick either at run time. Core does not hash passwords (the server
 //! does, with Argon2id); an [`Account`] carries an opaque PHC string.
+//!
+//! Invitations live here too: an [`InviteCode`] is a bearer secret an administrator hands to
+//! one person, and the store only ever holds its [`InviteHash`], as sessions hold only the
+//! hash of their token.
 
 use std::fmt;
 
 use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::clock::Timestamp;
+use crate::random::random_array;
 use crate::session::UserId;
 use crate::store::StoreError;
+use crate::token::{TOKEN_LEN, TokenError, decode_fixed};
 
 /// Shortest accepted username.
 pub const MIN_USERNAME_LEN: usize = 3;
@@ -122,6 +132,92 @@ pub struct Account {
     pub display_name: Option<String>,
 }
 
+/// Length of an encoded [`InviteCode`]: 32 bytes in base64url without padding.
+pub const INVITE_CODE_LEN: usize = TOKEN_LEN;
+
+/// A single-use invitation to sign up: 256 bits from the OS CSPRNG, shown once to the
+/// administrator who minted it and never stored (the store keeps its [`InviteHash`]).
+///
+/// Like [`SessionToken`](crate::SessionToken) it exists only after
+/// [`generate`](Self::generate) or a strict [`parse`](Self::parse), prints as `[redacted]` in
+/// `Debug`, compares in constant time and yields its text only through
+/// [`expose`](Self::expose).
+///
+/// ```
+/// use cloakroom_core::accounts::InviteCode;
+///
+/// let code = InviteCode::generate();
+/// let again = InviteCode::parse(&code.expose()).unwrap();
+/// assert_eq!(code.hash(), again.hash());
+/// assert!(InviteCode::parse("not-a-code").is_err());
+/// ```
+#[derive(Clone)]
+pub struct InviteCode([u8; 32]);
+
+impl InviteCode {
+    /// A fresh code from the OS CSPRNG.
+    pub fn generate() -> Self {
+        Self(random_array())
+    }
+
+    /// Parses a presented code: exactly [`INVITE_CODE_LEN`] characters of canonical base64url,
+    /// no padding (checked before anything is decoded, so an oversized value costs nothing).
+    pub fn parse(s: &str) -> Result<Self, TokenError> {
+        decode_fixed::<INVITE_CODE_LEN, 32>(s).map(Self)
+    }
+
+    /// The code's text, to hand to the invited person. Never log it.
+    pub fn expose(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// What the store keeps: SHA-256 of the code's 32 bytes. A leaked database yields no
+    /// usable invitation.
+    pub fn hash(&self) -> InviteHash {
+        InviteHash(Sha256::digest(self.0).into())
+    }
+}
+
+impl fmt::Debug for InviteCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InviteCode([redacted])")
+    }
+}
+
+impl PartialEq for InviteCode {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+impl Eq for InviteCode {}
+
+/// The store key of an invitation: SHA-256 of its [`InviteCode`]. Not a secret (finding the
+/// code from it would take a SHA-256 preimage), so it may be logged.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InviteHash([u8; 32]);
+
+impl InviteHash {
+    /// A hash from its 32 raw bytes (as read back from a store).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The 32 raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for InviteHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InviteHash(")?;
+        for b in &self.0[..4] {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str("…)")
+    }
+}
+
 /// Why an account operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -129,6 +225,11 @@ pub enum AccountError {
     /// Another account already has this username (compared without case).
     #[error("username is taken")]
     UsernameTaken,
+    /// The invitation does not exist, has expired or was already used. Deliberately one
+    /// variant: which of the three it was is of no use to a legitimate user and of some use to
+    /// someone probing codes.
+    #[error("the invitation is not valid")]
+    InvalidInvite,
     /// The store failed; see [`StoreError`].
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -175,6 +276,34 @@ pub trait AccountStore: Send + Sync + fmt::Debug + 'static {
     /// Every account, ordered by username key.
     async fn list(&self) -> Result<Vec<Account>, StoreError>;
 
+    /// Records an unused invitation, valid while the clock reads before `expires_at`;
+    /// `created_at` is kept for the record. Only the hash is given, and only the hash is
+    /// stored. Fails with a store error if the hash exists (a collision of 256-bit random
+    /// codes means a broken generator, not bad luck).
+    async fn create_invite(
+        &self,
+        hash: &InviteHash,
+        expires_at: Timestamp,
+        created_at: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Uses up the invitation `hash` and creates `account`, as one atomic operation:
+    ///
+    /// * the invitation is checked first: if it does not exist, was used, or `now` is not
+    ///   before its expiry, this fails with [`AccountError::InvalidInvite`] and creates
+    ///   nothing, whether or not the username is free;
+    /// * then the username: if it is taken (as in [`create`](Self::create)), this fails with
+    ///   [`AccountError::UsernameTaken`] and the invitation stays unused;
+    /// * otherwise the account exists and the invitation is used, both or neither.
+    ///
+    /// Of any number of concurrent calls with one invitation, at most one succeeds.
+    async fn redeem_invite_and_create(
+        &self,
+        hash: &InviteHash,
+        account: &Account,
+        now: Timestamp,
+    ) -> Result<(), AccountError>;
+
     /// Whether the backend is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -202,6 +331,25 @@ mod tests {
             assert!(Username::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(Username::parse("BoB").unwrap().key(), "bob");
+    }
+
+    #[test]
+    fn invite_codes_round_trip_and_stay_secret() {
+        let code = InviteCode::generate();
+        let text = code.expose();
+        assert_eq!(text.len(), INVITE_CODE_LEN);
+        assert_eq!(InviteCode::parse(&text).unwrap(), code);
+        assert_ne!(InviteCode::generate(), code);
+        assert_eq!(format!("{code:?}"), "InviteCode([redacted])");
+        assert!(!format!("{:?}", code.hash()).contains(&text));
+        for bad in [
+            "",
+            "short",
+            &format!("{text}="),
+            &"!".repeat(INVITE_CODE_LEN),
+        ] {
+            assert!(InviteCode::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

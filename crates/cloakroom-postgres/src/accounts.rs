@@ -2,12 +2,15 @@
 //! and schema.
 
 use async_trait::async_trait;
-use cloakroom_core::accounts::{Account, AccountError, AccountStore, PasswordHash, Username};
+use cloakroom_core::accounts::{
+    Account, AccountError, AccountStore, InviteHash, PasswordHash, Username,
+};
 use cloakroom_core::{StoreError, Timestamp, UserId};
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use crate::schema::quoted;
-use crate::store::PostgresStore;
+use crate::store::{PostgresStore, db_error};
 
 const COLUMNS: &str =
     "id, username, password_hash, disabled, created_at, password_changed_at, email, display_name";
@@ -18,13 +21,74 @@ const COLUMNS: &str =
 pub struct PostgresAccounts {
     store: PostgresStore,
     table: String,
+    invites: String,
 }
 
 impl PostgresAccounts {
     /// Accounts in the same database and schema as `store`.
     pub fn new(store: PostgresStore) -> Self {
         let table = format!("{}.accounts", quoted(store.schema()));
-        Self { store, table }
+        let invites = format!("{}.invites", quoted(store.schema()));
+        Self {
+            store,
+            table,
+            invites,
+        }
+    }
+}
+
+impl PostgresAccounts {
+    /// The insert `create` and `redeem_invite_and_create` share. The unique index on
+    /// `username_key` decides races between sign-ups.
+    fn insert_sql(&self) -> String {
+        format!(
+            "INSERT INTO {} ({COLUMNS}, username_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (username_key) DO NOTHING",
+            self.table
+        )
+    }
+}
+
+/// The parameters of [`PostgresAccounts::insert_sql`], in column order.
+struct InsertRow<'a> {
+    id: &'a str,
+    username: &'a str,
+    password_hash: &'a str,
+    disabled: bool,
+    created_at: i64,
+    password_changed_at: i64,
+    email: &'a Option<String>,
+    display_name: &'a Option<String>,
+    key: String,
+}
+
+impl<'a> InsertRow<'a> {
+    fn new(a: &'a Account) -> Self {
+        Self {
+            id: a.id.as_str(),
+            username: a.username.as_str(),
+            password_hash: a.password_hash.expose(),
+            disabled: a.disabled,
+            created_at: a.created_at.as_unix_millis(),
+            password_changed_at: a.password_changed_at.as_unix_millis(),
+            email: &a.email,
+            display_name: &a.display_name,
+            key: a.username.key(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+        [
+            &self.id,
+            &self.username,
+            &self.password_hash,
+            &self.disabled,
+            &self.created_at,
+            &self.password_changed_at,
+            self.email,
+            self.display_name,
+            &self.key,
+        ]
     }
 }
 
@@ -61,28 +125,9 @@ impl AccountStore for PostgresAccounts {
     }
 
     async fn create(&self, a: &Account) -> Result<(), AccountError> {
-        // The unique index on `username_key` decides races between sign-ups.
-        let sql = format!(
-            "INSERT INTO {} ({COLUMNS}, username_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (username_key) DO NOTHING",
-            self.table
-        );
         let n = self
             .store
-            .execute(
-                &sql,
-                &[
-                    &a.id.as_str(),
-                    &a.username.as_str(),
-                    &a.password_hash.expose(),
-                    &a.disabled,
-                    &a.created_at.as_unix_millis(),
-                    &a.password_changed_at.as_unix_millis(),
-                    &a.email,
-                    &a.display_name,
-                    &a.username.key(),
-                ],
-            )
+            .execute(&self.insert_sql(), &InsertRow::new(a).params())
             .await?;
         if n == 1 {
             Ok(())
@@ -153,6 +198,71 @@ impl AccountStore for PostgresAccounts {
             .iter()
             .map(read_row)
             .collect()
+    }
+
+    async fn create_invite(
+        &self,
+        hash: &InviteHash,
+        expires_at: Timestamp,
+        created_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {} (hash, created_at, expires_at) VALUES ($1, $2, $3)",
+            self.invites
+        );
+        self.store
+            .execute(
+                &sql,
+                &[
+                    &&hash.as_bytes()[..],
+                    &created_at.as_unix_millis(),
+                    &expires_at.as_unix_millis(),
+                ],
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn redeem_invite_and_create(
+        &self,
+        hash: &InviteHash,
+        a: &Account,
+        now: Timestamp,
+    ) -> Result<(), AccountError> {
+        // One transaction: the invitation is marked used first, which locks its row, so a
+        // concurrent redemption of the same code waits for this one and then (under READ
+        // COMMITTED, re-checking `used_at IS NULL` on the committed row) finds nothing to
+        // update. A taken username rolls the mark back, leaving the invitation usable.
+        let redeem = format!(
+            "UPDATE {} SET used_at = $2, used_by = $3
+             WHERE hash = $1 AND used_at IS NULL AND expires_at > $2",
+            self.invites
+        );
+        let insert = self.insert_sql();
+        let row = InsertRow::new(a);
+        self.store
+            .with_client(|mut client| async move {
+                let tx = client.transaction().await.map_err(db_error)?;
+                let stmt = tx.prepare_cached(&redeem).await.map_err(db_error)?;
+                let now = now.as_unix_millis();
+                let used = tx
+                    .execute(&stmt, &[&&hash.as_bytes()[..], &now, &a.id.as_str()])
+                    .await
+                    .map_err(db_error)?;
+                if used == 0 {
+                    tx.rollback().await.map_err(db_error)?;
+                    return Ok(Err(AccountError::InvalidInvite));
+                }
+                let stmt = tx.prepare_cached(&insert).await.map_err(db_error)?;
+                let inserted = tx.execute(&stmt, &row.params()).await.map_err(db_error)?;
+                if inserted == 0 {
+                    tx.rollback().await.map_err(db_error)?;
+                    return Ok(Err(AccountError::UsernameTaken));
+                }
+                tx.commit().await.map_err(db_error)?;
+                Ok(Ok(()))
+            })
+            .await?
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

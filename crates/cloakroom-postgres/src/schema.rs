@@ -54,6 +54,15 @@ const MIGRATIONS: &[&str] = &[
         n  bigint NOT NULL
     );
     INSERT INTO {s}.change_generation (id, n) VALUES (1, 0);",
+    // 4: sign-up invitations. `hash` is SHA-256 of the code — the code itself is never
+    // stored. `used_at` is set once, when an account is created with it.
+    "CREATE TABLE {s}.invites (
+        hash       bytea PRIMARY KEY CHECK (length(hash) = 32),
+        created_at bigint NOT NULL,
+        expires_at bigint NOT NULL,
+        used_at    bigint,
+        used_by    text
+    );",
 ];
 
 /// A schema that a newer build migrated.

@@ -139,7 +139,7 @@ fn backend(source: BoxError) -> StoreError {
 
 /// Connection trouble (refused, reset, closed, the server shutting down or out of connection
 /// slots) means "cannot tell" and is `Unavailable`; anything the server answered is `Backend`.
-fn db_error(e: tokio_postgres::Error) -> StoreError {
+pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
     let connection_trouble = e.is_closed()
         || e.code().is_some_and(|c| {
             c.code().starts_with("08")
@@ -260,7 +260,7 @@ impl PostgresStore {
     }
 
     /// Runs `f` with a pooled connection, bounded by the command timeout.
-    async fn with_client<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn with_client<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(deadpool_postgres::Object) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,

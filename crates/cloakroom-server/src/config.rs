@@ -70,6 +70,12 @@ pub enum SignupMode {
     /// anyone can find out whether a name is taken by trying to register it, so sign-up
     /// answers 409 for a taken name (the throttle bounds how fast names can be probed).
     Open,
+    /// Only with an invitation an administrator minted (`cloakroom user invite`): each code
+    /// creates one account and expires. Without a valid code sign-up answers 403 before it
+    /// looks at the username; with one, throttled per network like `open`, a taken name
+    /// answers 409 (only invited people can probe names, and the inviter can tell them to
+    /// pick another).
+    Invite,
 }
 
 /// Defines every setting once: its key, type, default and documentation. From that one
@@ -184,9 +190,10 @@ settings! {
     /// most this many milliseconds apart: a revocation made by another instance (or the admin
     /// CLI) is then seen within this bound. Unset: no near-cache, every check asks the store.
     session_cache_ms: Option<u64> = None, sample "100", #[arg(num_args = 1, value_name = "MS")];
-    /// Who may create accounts: `closed` (administrators, with `cloakroom user add`) or `open`
-    /// (anyone, throttled per network; taken usernames are then public). Default: `open` when
-    /// the public URL is on a loopback host, else `closed`.
+    /// Who may create accounts: `closed` (administrators, with `cloakroom user add`), `open`
+    /// (anyone, throttled per network; taken usernames are then public) or `invite` (whoever
+    /// holds a single-use code from `cloakroom user invite`). Default: `open` when the public
+    /// URL is on a loopback host, else `closed`.
     signup: Option<SignupMode> = None, sample r#""closed""#,
         #[arg(num_args = 1, value_name = "MODE")];
     /// Concurrent password hashes (default: half the CPUs, at least one).
@@ -702,6 +709,11 @@ mod tests {
         assert_eq!(signup("https://login.example.com", open), SignupMode::Open);
         let closed = Some(SignupMode::Closed);
         assert_eq!(signup("http://localhost:8080", closed), SignupMode::Closed);
+        let invite = Some(SignupMode::Invite);
+        assert_eq!(
+            signup("https://login.example.com", invite),
+            SignupMode::Invite
+        );
     }
 
     #[test]

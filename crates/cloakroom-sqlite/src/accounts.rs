@@ -1,7 +1,9 @@
 //! [`SqliteAccounts`]: the [`AccountStore`] on SQLite.
 
 use async_trait::async_trait;
-use cloakroom_core::accounts::{Account, AccountError, AccountStore, PasswordHash, Username};
+use cloakroom_core::accounts::{
+    Account, AccountError, AccountStore, InviteHash, PasswordHash, Username,
+};
 use cloakroom_core::{StoreError, Timestamp, UserId};
 use rusqlite::{OptionalExtension, Row, params};
 
@@ -47,6 +49,35 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Account, String>> {
     })())
 }
 
+/// The insert [`AccountStore::create`] and [`AccountStore::redeem_invite_and_create`] share.
+/// The unique index on `username_key` decides races between sign-ups; returns whether the
+/// row went in.
+fn insert(conn: &rusqlite::Connection, a: &Account) -> rusqlite::Result<bool> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO accounts ({COLUMNS}, username_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (username_key) DO NOTHING"
+    ))?
+    .execute(params![
+        a.id.as_str(),
+        a.username.as_str(),
+        a.password_hash.expose(),
+        a.disabled,
+        a.created_at.as_unix_millis(),
+        a.password_changed_at.as_unix_millis(),
+        a.email,
+        a.display_name,
+        a.username.key(),
+    ])
+    .map(|n| n == 1)
+}
+
+/// How a redemption ended, inside the write transaction.
+enum Redeemed {
+    Created,
+    InvalidInvite,
+    UsernameTaken,
+}
+
 fn decoded(r: Result<Account, String>) -> Result<Account, StoreError> {
     r.map_err(|e| corrupt(e.into()))
 }
@@ -61,25 +92,7 @@ impl AccountStore for SqliteAccounts {
         let a = a.clone();
         let inserted = self
             .db
-            .write(move |conn| {
-                // The unique index on `username_key` decides races between sign-ups.
-                conn.prepare_cached(&format!(
-                    "INSERT INTO accounts ({COLUMNS}, username_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (username_key) DO NOTHING"
-                ))?
-                .execute(params![
-                    a.id.as_str(),
-                    a.username.as_str(),
-                    a.password_hash.expose(),
-                    a.disabled,
-                    a.created_at.as_unix_millis(),
-                    a.password_changed_at.as_unix_millis(),
-                    a.email,
-                    a.display_name,
-                    a.username.key(),
-                ])
-                .map(|n| n == 1)
-            })
+            .write(move |conn| insert(conn, &a))
             .await
             .map_err(store_error)?;
         if inserted {
@@ -186,6 +199,76 @@ impl AccountStore for SqliteAccounts {
             .await
             .map_err(store_error)?;
         rows.into_iter().map(decoded).collect()
+    }
+
+    async fn create_invite(
+        &self,
+        hash: &InviteHash,
+        expires_at: Timestamp,
+        created_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let hash = *hash.as_bytes();
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO invites (hash, created_at, expires_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![
+                    &hash[..],
+                    created_at.as_unix_millis(),
+                    expires_at.as_unix_millis()
+                ])
+                .map(drop)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn redeem_invite_and_create(
+        &self,
+        hash: &InviteHash,
+        a: &Account,
+        now: Timestamp,
+    ) -> Result<(), AccountError> {
+        let (hash, a) = (*hash.as_bytes(), a.clone());
+        let outcome = self
+            .db
+            .write(move |conn| {
+                // Every write runs on the one writer connection inside `BEGIN IMMEDIATE`, which
+                // holds the database's write lock (against other processes too, such as the
+                // admin CLI) until commit. So nothing can use the invitation between this check
+                // and the update below, and checking before inserting lets a taken username
+                // leave the invitation untouched without undoing anything.
+                let usable = conn
+                    .prepare_cached(
+                        "SELECT 1 FROM invites WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+                    )?
+                    .exists(params![&hash[..], now.as_unix_millis()])?;
+                if !usable {
+                    return Ok(Redeemed::InvalidInvite);
+                }
+                if !insert(conn, &a)? {
+                    return Ok(Redeemed::UsernameTaken);
+                }
+                let used = conn
+                    .prepare_cached(
+                        "UPDATE invites SET used_at = ?2, used_by = ?3 WHERE hash = ?1 AND used_at IS NULL",
+                    )?
+                    .execute(params![&hash[..], now.as_unix_millis(), a.id.as_str()])?;
+                if used == 1 {
+                    Ok(Redeemed::Created)
+                } else {
+                    // Cannot happen under the write lock; failing rolls the insert back with it.
+                    Err(rusqlite::Error::StatementChangedRows(used))
+                }
+            })
+            .await
+            .map_err(store_error)?;
+        match outcome {
+            Redeemed::Created => Ok(()),
+            Redeemed::InvalidInvite => Err(AccountError::InvalidInvite),
+            Redeemed::UsernameTaken => Err(AccountError::UsernameTaken),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -50,6 +50,15 @@ const MIGRATIONS: &[&str] = &[
         n  INTEGER NOT NULL
     );
     INSERT INTO change_generation (id, n) VALUES (1, 0);",
+    // 4: sign-up invitations. `hash` is SHA-256 of the code — the code itself is never
+    // stored. `used_at` is set once, when an account is created with it.
+    "CREATE TABLE invites (
+        hash       BLOB PRIMARY KEY NOT NULL CHECK (length(hash) = 32),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at    INTEGER,
+        used_by    TEXT
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

@@ -13,7 +13,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloakroom_core::accounts::{Account, AccountError, AccountStore, InvalidUsername, Username};
+use cloakroom_core::accounts::{
+    Account, AccountError, AccountStore, InvalidUsername, InviteCode, Username,
+};
 use cloakroom_core::{Clock, SessionData, SessionHandle, StoreError, Timestamp, UserId};
 
 use crate::config::SignupMode;
@@ -56,12 +58,19 @@ pub(crate) enum AccountsError {
     #[error(transparent)]
     Busy(#[from] Busy),
     /// Sign-up with a username that exists (said only where sign-up is open, which makes
-    /// usernames public by design: see [`SignupMode::Open`]).
+    /// usernames public by design: see [`SignupMode::Open`], or to the holder of a valid
+    /// invitation: see [`SignupMode::Invite`]).
     #[error("this username is taken")]
     UsernameTaken,
     /// Sign-up is closed on this server: an administrator creates accounts.
     #[error("sign-up is closed on this server: ask an administrator for an account")]
     SignupClosed,
+    /// Sign-up on this server needs an invitation, and none was given.
+    #[error("sign-up on this server is by invitation: ask an administrator for one")]
+    InviteRequired,
+    /// The invitation given is unknown, expired or used — deliberately not saying which.
+    #[error("this invitation is not valid (it may have expired or been used)")]
+    InvalidInvite,
     /// A username that breaks the rules.
     #[error(transparent)]
     InvalidUsername(#[from] InvalidUsername),
@@ -77,6 +86,7 @@ impl From<AccountError> for AccountsError {
     fn from(e: AccountError) -> Self {
         match e {
             AccountError::UsernameTaken => Self::UsernameTaken,
+            AccountError::InvalidInvite => Self::InvalidInvite,
             AccountError::Store(s) => Self::Store(s),
             // Non-exhaustive: a new kind of failure is the server's problem, not the client's.
             other => Self::Store(StoreError::Backend {
@@ -209,19 +219,33 @@ impl Accounts {
         Ok(account)
     }
 
-    /// Creates an account, if sign-up is open. A closed sign-up refuses before the username
-    /// is looked at, so it reveals nothing about which names exist; an open one is throttled
-    /// per client network (see [`throttle`]).
+    /// Creates an account, if the sign-up mode allows. A closed sign-up, or an invitation-only
+    /// one without a code, refuses before the username is looked at, so it reveals nothing
+    /// about which names exist; otherwise sign-up is throttled per client network (see
+    /// [`throttle`]). In invitation mode the code is checked before the username, so only the
+    /// holder of a valid invitation learns that a name is taken; `invite` is ignored in the
+    /// other modes.
     pub(crate) async fn signup(
         &self,
         mode: SignupMode,
         ip: Option<IpAddr>,
         c: &Credentials,
+        invite: Option<&str>,
     ) -> Result<Account, AccountsError> {
-        if mode == SignupMode::Closed {
-            metrics::signup("closed");
-            return Err(AccountsError::SignupClosed);
-        }
+        let invite = match mode {
+            SignupMode::Closed => {
+                metrics::signup("closed");
+                return Err(AccountsError::SignupClosed);
+            }
+            SignupMode::Open => None,
+            SignupMode::Invite => match invite.map(str::trim).filter(|i| !i.is_empty()) {
+                Some(code) => Some(code),
+                None => {
+                    metrics::signup("invite_required");
+                    return Err(AccountsError::InviteRequired);
+                }
+            },
+        };
         let username = Username::parse(&c.username).inspect_err(|_| metrics::signup("invalid"))?;
         check_new_password(&c.password, &username).inspect_err(|_| metrics::signup("invalid"))?;
         self.throttle.signup(ip).map_err(|wait| {
@@ -229,14 +253,36 @@ impl Accounts {
             metrics::signup("throttled");
             AccountsError::Throttled(wait)
         })?;
+        // A malformed code is refused here, before a password is hashed for it; it gets the
+        // same answer as an unknown one.
+        let invite = invite
+            .map(|code| {
+                InviteCode::parse(code).map_err(|_| {
+                    metrics::signup("invalid_invite");
+                    AccountsError::InvalidInvite
+                })
+            })
+            .transpose()?;
         let hash = self.passwords.hash(&c.password).await?;
-        let account = new_account(username, hash, self.clock.now());
-        self.store
-            .create(&account)
-            .await
-            .inspect_err(|_| metrics::signup("rejected"))?;
+        let now = self.clock.now();
+        let account = new_account(username, hash, now);
+        let created = match &invite {
+            Some(code) => {
+                self.store
+                    .redeem_invite_and_create(&code.hash(), &account, now)
+                    .await
+            }
+            None => self.store.create(&account).await,
+        };
+        created.inspect_err(|e| {
+            metrics::signup(if matches!(e, AccountError::InvalidInvite) {
+                "invalid_invite"
+            } else {
+                "rejected"
+            });
+        })?;
         metrics::signup("success");
-        tracing::info!(user = %account.username, "signup");
+        tracing::info!(user = %account.username, invited = invite.is_some(), "signup");
         Ok(account)
     }
 

@@ -6,8 +6,10 @@
 
 use std::fmt::Write as _;
 use std::io::BufRead;
+use std::time::Duration;
 
-use cloakroom_core::accounts::{Account, Username};
+use cloakroom_core::accounts::{Account, InviteCode, Username};
+use cloakroom_core::origin::Origin;
 use cloakroom_core::{SessionManager, SystemClock};
 
 use crate::accounts::new_account;
@@ -94,6 +96,25 @@ impl Admin {
         Ok(format!(
             "set the password of {}; ended {ended} session(s)\n",
             account.username
+        ))
+    }
+
+    /// `user invite`: mints a single-use code valid for `days` days and stores only its hash.
+    /// The code is printed once, with the sign-up link on `public`.
+    pub async fn user_invite(&self, days: u32, public: &Origin) -> Result<String, AdminError> {
+        let code = InviteCode::generate();
+        let now = self.sessions.now();
+        let expires_at = now.saturating_add(Duration::from_secs(u64::from(days) * 86_400));
+        self.stores
+            .accounts
+            .create_invite(&code.hash(), expires_at, now)
+            .await
+            .map_err(fail)?;
+        let code = code.expose();
+        Ok(format!(
+            "invitation code: {code} (expires {})\nsign-up link: {}/signup?invite={code}\n",
+            rfc3339(expires_at),
+            public.as_str().trim_end_matches('/'),
         ))
     }
 

@@ -78,6 +78,13 @@ enum UserCommand {
         /// The username.
         username: String,
     },
+    /// Mint a single-use sign-up invitation (for `signup = "invite"`) and print its code; only
+    /// the code's hash is stored.
+    Invite {
+        /// Days until the code expires.
+        #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=365))]
+        expires_in_days: u32,
+    },
     /// List accounts.
     List,
     /// Disable an account and end all its sessions.
@@ -142,6 +149,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     UserCommand::SetPassword { username } => {
                         admin.user_set_password(&username, new_password()?).await?
+                    }
+                    UserCommand::Invite { expires_in_days } => {
+                        if settings.signup != crate::config::SignupMode::Invite {
+                            tracing::warn!(
+                                "signup is not \"invite\" in this configuration: the server ignores invitations until it is"
+                            );
+                        }
+                        admin
+                            .user_invite(expires_in_days, &settings.public_origin)
+                            .await?
                     }
                     UserCommand::List => admin.user_list().await?,
                     UserCommand::Disable { username } => admin.user_disable(&username).await?,

@@ -45,6 +45,10 @@ pub(crate) struct SignupRequest {
     /// As for login.
     #[serde(default)]
     pub(crate) remember: bool,
+    /// The invitation code, where sign-up is by invitation (`signup = "invite"`); ignored
+    /// otherwise.
+    #[serde(default)]
+    pub(crate) invite: Option<String>,
 }
 
 /// `POST /api/password`.
@@ -177,9 +181,9 @@ fn session_response(account: &Account, session: &Session) -> SessionResponse {
 #[utoipa::path(post, path = "/api/signup", tag = "accounts", request_body = SignupRequest,
     responses(
         (status = 201, description = "Account created; the session cookie is set", body = SessionResponse),
-        (status = 409, description = "Username taken (only where sign-up is open)", body = ErrorBody),
+        (status = 409, description = "Username taken (only where sign-up is open, or to the holder of a valid invitation)", body = ErrorBody),
         (status = 422, description = "Username or password breaks the rules", body = ErrorBody),
-        (status = 403, description = "Sign-up is closed (`signup_closed`), or cross-origin request", body = ErrorBody),
+        (status = 403, description = "Sign-up is closed (`signup_closed`), needs an invitation (`invite_required`) or the invitation is not valid (`invalid_invite`: unknown, expired or used, not saying which), or cross-origin request", body = ErrorBody),
         (status = 429, description = "Too many sign-ups from this network; see Retry-After", body = ErrorBody),
     ))]
 pub(crate) async fn signup(
@@ -192,7 +196,15 @@ pub(crate) async fn signup(
         username: req.username,
         password: req.password,
     };
-    let (account, session) = flows::signup(&state, &auth, ip, &creds, req.remember).await?;
+    let (account, session) = flows::signup(
+        &state,
+        &auth,
+        ip,
+        &creds,
+        req.invite.as_deref(),
+        req.remember,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(session_response(&account, &session)),

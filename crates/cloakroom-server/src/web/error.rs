@@ -104,7 +104,9 @@ impl WebError {
                 AccountsError::InvalidCredentials => StatusCode::UNAUTHORIZED,
                 AccountsError::WrongPassword
                 | AccountsError::AccountDisabled
-                | AccountsError::SignupClosed => StatusCode::FORBIDDEN,
+                | AccountsError::SignupClosed
+                | AccountsError::InviteRequired
+                | AccountsError::InvalidInvite => StatusCode::FORBIDDEN,
                 AccountsError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
                 AccountsError::UsernameTaken => StatusCode::CONFLICT,
                 AccountsError::InvalidUsername(_) | AccountsError::WeakPassword(_) => {
@@ -132,6 +134,8 @@ impl WebError {
                 AccountsError::Busy(_) => "busy",
                 AccountsError::UsernameTaken => "username_taken",
                 AccountsError::SignupClosed => "signup_closed",
+                AccountsError::InviteRequired => "invite_required",
+                AccountsError::InvalidInvite => "invalid_invite",
                 AccountsError::InvalidUsername(_) => "invalid_username",
                 AccountsError::WeakPassword(_) => "weak_password",
                 AccountsError::Store(_) => "store_unavailable",

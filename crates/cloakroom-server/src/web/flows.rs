@@ -81,17 +81,19 @@ pub(crate) async fn login(
     Ok((account, session))
 }
 
-/// Creates an account (if the configured sign-up mode allows) and starts its session.
+/// Creates an account (if the configured sign-up mode allows, with `invite` where it asks for
+/// an invitation) and starts its session.
 pub(crate) async fn signup(
     state: &AppState,
     auth: &Auth,
     ip: Option<IpAddr>,
     credentials: &Credentials,
+    invite: Option<&str>,
     remember: bool,
 ) -> Result<(Account, Session), WebError> {
     let account = state
         .accounts
-        .signup(state.settings.signup, ip, credentials)
+        .signup(state.settings.signup, ip, credentials, invite)
         .await?;
     let session = start_session(auth, &account, remember).await?;
     Ok((account, session))

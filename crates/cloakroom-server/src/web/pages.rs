@@ -7,6 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use cloakroom_axum::{Auth, Session};
 use cloakroom_core::SessionHandle;
+use cloakroom_core::accounts::InviteCode;
 use serde::Deserialize;
 
 use crate::accounts::passwords::Password;
@@ -105,6 +106,8 @@ struct EntryForm {
     username: String,
     next: String,
     csrf: Option<String>,
+    /// Sign-up only: a well-formed invitation code from the link, carried in a hidden field.
+    invite: Option<String>,
 }
 
 #[derive(Template)]
@@ -121,6 +124,8 @@ struct SignupPage {
     form: EntryForm,
     /// Sign-up is closed: say so instead of showing the form.
     closed: bool,
+    /// Sign-up needs an invitation: carry the code, or ask for it.
+    by_invite: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -129,7 +134,7 @@ enum Entry {
     Signup,
 }
 
-fn entry_page(entry: Entry, status: StatusCode, form: EntryForm) -> Response {
+fn entry_page(entry: Entry, state: &AppState, status: StatusCode, form: EntryForm) -> Response {
     match entry {
         Entry::Login => render(status, &LoginPage { nav: None, form }),
         Entry::Signup => render(
@@ -138,9 +143,24 @@ fn entry_page(entry: Entry, status: StatusCode, form: EntryForm) -> Response {
                 nav: None,
                 form,
                 closed: false,
+                by_invite: state.settings.signup == SignupMode::Invite,
             },
         ),
     }
+}
+
+/// `?invite=` on the sign-up page (the link `cloakroom user invite` prints).
+#[derive(Debug, Deserialize)]
+pub(crate) struct InviteQuery {
+    invite: Option<String>,
+}
+
+/// The code to carry into the form: only one that could be valid, re-encoded from its parsed
+/// form, so whatever else was in the link never reaches the page. A malformed one is dropped
+/// and the form asks for the code instead.
+fn carried_invite(text: Option<&str>) -> Option<String> {
+    text.and_then(|t| InviteCode::parse(t.trim()).ok())
+        .map(|code| code.expose())
 }
 
 /// `GET /login` and `GET /signup`: the form, or straight on for a signed-in user.
@@ -149,6 +169,7 @@ fn entry_form(
     state: &AppState,
     session: Option<&Session>,
     q: &NextQuery,
+    invite: Option<String>,
 ) -> Response {
     let next = q.target(state);
     if session.is_some() {
@@ -159,8 +180,9 @@ fn entry_form(
         username: String::new(),
         next: next.as_str().to_owned(),
         csrf: None,
+        invite,
     };
-    entry_page(entry, StatusCode::OK, form)
+    entry_page(entry, state, StatusCode::OK, form)
 }
 
 /// `GET /login`.
@@ -169,7 +191,7 @@ pub(crate) async fn login_page(
     session: Option<Session>,
     Query(q): Query<NextQuery>,
 ) -> Response {
-    entry_form(Entry::Login, &state, session.as_ref(), &q)
+    entry_form(Entry::Login, &state, session.as_ref(), &q, None)
 }
 
 /// The login form.
@@ -202,8 +224,9 @@ pub(crate) async fn login_submit(
                 username: creds.username,
                 next: next.as_str().to_owned(),
                 csrf: csrf_of(&auth).await,
+                invite: None,
             };
-            let mut response = entry_page(Entry::Login, e.status(), shown);
+            let mut response = entry_page(Entry::Login, &state, e.status(), shown);
             add_retry_after(&mut response, &e);
             response
         }
@@ -227,11 +250,13 @@ pub(crate) async fn signup_page(
     State(state): State<AppState>,
     session: Option<Session>,
     Query(q): Query<NextQuery>,
+    Query(invite): Query<InviteQuery>,
 ) -> Response {
     if state.settings.signup == SignupMode::Closed && session.is_none() {
         return signup_closed(&q.target(&state));
     }
-    entry_form(Entry::Signup, &state, session.as_ref(), &q)
+    let invite = carried_invite(invite.invite.as_deref());
+    entry_form(Entry::Signup, &state, session.as_ref(), &q, invite)
 }
 
 /// The sign-up page of a server whose sign-up is closed: 403, no form.
@@ -241,11 +266,13 @@ fn signup_closed(next: &ReturnTo) -> Response {
         username: String::new(),
         next: next.as_str().to_owned(),
         csrf: None,
+        invite: None,
     };
     let page = SignupPage {
         nav: None,
         form,
         closed: true,
+        by_invite: false,
     };
     render(StatusCode::FORBIDDEN, &page)
 }
@@ -258,6 +285,8 @@ pub(crate) struct SignupForm {
     password: Password,
     confirm: Password,
     next: Option<String>,
+    /// The invitation code (hidden, from the link, or typed).
+    invite: Option<String>,
 }
 
 /// `POST /signup`.
@@ -273,7 +302,7 @@ pub(crate) async fn signup_submit(
         password: form.password,
     };
     let result = if creds.password.same_as(&form.confirm) {
-        flows::signup(&state, &auth, ip, &creds, false)
+        flows::signup(&state, &auth, ip, &creds, form.invite.as_deref(), false)
             .await
             .map(drop)
     } else {
@@ -283,13 +312,19 @@ pub(crate) async fn signup_submit(
         Ok(()) => Redirect::to(next.as_str()).into_response(),
         Err(WebError::Accounts(AccountsError::SignupClosed)) => signup_closed(&next),
         Err(e) => {
+            // A refused code is not carried again: the form then asks for one.
+            let invite = match e {
+                WebError::Accounts(AccountsError::InvalidInvite) => None,
+                _ => carried_invite(form.invite.as_deref()),
+            };
             let shown = EntryForm {
                 error: Some(e.message()),
                 username: creds.username,
                 next: next.as_str().to_owned(),
                 csrf: csrf_of(&auth).await,
+                invite,
             };
-            let mut response = entry_page(Entry::Signup, e.status(), shown);
+            let mut response = entry_page(Entry::Signup, &state, e.status(), shown);
             add_retry_after(&mut response, &e);
             response
         }

@@ -1,6 +1,7 @@
 //! Issue 11, the account findings: the hashing pool survives cancelled logins, the throttle
 //! reserves before it verifies, an attacker is slowed down without locking the owner out, and
-//! sign-up is throttled and can be closed. Each test failed on the code before its fix.
+//! sign-up is throttled and can be closed or limited to invitations. Each test failed on the
+//! code before its fix.
 //!
 //! Client addresses are varied through `X-Forwarded-For` from a trusted loopback proxy; the
 //! throttle reads the test server's manual clock, so nothing here waits for a backoff to pass.
@@ -11,7 +12,10 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use crate::support::{ORIGIN, PASSWORD, TestServer, start_with};
+use cloakroom_server::config::SignupMode;
+
+use crate::cli::cloakroom;
+use crate::support::{Browser, ORIGIN, PASSWORD, Reply, TestServer, hidden, start_with};
 
 /// A server that believes `X-Forwarded-For` from loopback, so each request can name its
 /// client address.
@@ -257,4 +261,249 @@ async fn finding_10_signup_is_closed_by_default_on_a_public_url() {
         .await;
     r.assert(403);
     assert!(r.body.contains("Sign-up is closed"), "{}", r.body);
+}
+
+/// What every refused invitation answers, whether the code never existed, expired or was used.
+const INVALID_INVITE: &str = "this invitation is not valid (it may have expired or been used)";
+
+/// A server whose sign-up is by invitation.
+async fn invite_only() -> TestServer {
+    start_with(|raw| raw.signup = Some(SignupMode::Invite)).await
+}
+
+/// Mints an invitation by running `cloakroom user invite` (with `args`) against the server's
+/// data, as an administrator would; checks the two lines it prints and returns the code.
+async fn mint(s: &TestServer, args: &'static [&'static str]) -> String {
+    let (dir, env) = (s.dir.path().to_owned(), s.env.clone());
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        let mut all = vec![
+            "user",
+            "invite",
+            "--public-url",
+            ORIGIN,
+            "--signup",
+            "invite",
+        ];
+        all.extend_from_slice(args);
+        cloakroom(&dir, &env, &all, "")
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let rest = lines[0].strip_prefix("invitation code: ").expect(&out);
+    let (code, expiry) = rest.split_once(" (expires ").expect(&out);
+    assert!(expiry.ends_with("Z)"), "an RFC 3339 expiry: {out}");
+    assert_eq!(code.len(), 43, "256 bits in base64url: {out}");
+    assert_eq!(
+        lines[1],
+        format!("sign-up link: {ORIGIN}/signup?invite={code}")
+    );
+    code.to_owned()
+}
+
+/// A sign-up through the API with `invite`, from a fresh client.
+async fn signup_with(
+    s: &TestServer,
+    username: &str,
+    invite: Option<&str>,
+) -> (u16, String, String) {
+    let mut b = s.browser();
+    let mut body = json!({ "username": username, "password": PASSWORD });
+    if let Some(code) = invite {
+        body["invite"] = json!(code);
+    }
+    let r = b.post_json("/api/signup", &body).await;
+    let (code, message) = if r.status.is_success() {
+        (String::new(), String::new())
+    } else {
+        let v = r.json();
+        (
+            v["error"].as_str().unwrap_or_default().to_owned(),
+            v["message"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    (r.status.as_u16(), code, message)
+}
+
+/// Finding 10 asked for `signup = "invite"`: an administrator mints a single-use code with the
+/// CLI; sign-up without one is refused before the username is looked at, the code creates
+/// one account, and a used code is refused exactly like one that never existed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_10_invite_codes_from_the_cli_create_one_account_each() {
+    let s = invite_only().await;
+    let (status, code, _) = signup_with(&s, "ines", None).await;
+    assert_eq!((status, code.as_str()), (403, "invite_required"));
+    let (status, code, unknown) = signup_with(&s, "ines", Some(&"A".repeat(43))).await;
+    assert_eq!((status, code.as_str()), (403, "invalid_invite"));
+    assert_eq!(unknown, INVALID_INVITE);
+    let (status, code, garbage) = signup_with(&s, "ines", Some("not a code")).await;
+    assert_eq!((status, code.as_str()), (403, "invalid_invite"));
+    assert_eq!(garbage, INVALID_INVITE);
+
+    let invite = mint(&s, &[]).await;
+    assert_eq!(signup_with(&s, "ines", Some(&invite)).await.0, 201);
+    let (status, code, used) = signup_with(&s, "jonas", Some(&invite)).await;
+    assert_eq!((status, code.as_str()), (403, "invalid_invite"));
+    assert_eq!(used, unknown, "a used code answers like an unknown one");
+    s.logged_in("ines", cloakroom_testkit::http::CHROME_UA)
+        .await;
+
+    // Only the hash is stored: the code appears nowhere in the data directory.
+    if s.env.is_empty() {
+        for entry in std::fs::read_dir(s.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(
+                    !bytes.windows(invite.len()).any(|w| w == invite.as_bytes()),
+                    "{} holds the code",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// Finding 10, invitations: a taken username answers 409 to the holder of a valid code and
+/// leaves the code unused, so the invited person can pick another name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_10_invite_a_taken_username_answers_409_and_keeps_the_code() {
+    let s = invite_only().await;
+    let first = mint(&s, &[]).await;
+    assert_eq!(signup_with(&s, "karl", Some(&first)).await.0, 201);
+    let second = mint(&s, &["--expires-in-days", "2"]).await;
+    let (status, code, _) = signup_with(&s, "KARL", Some(&second)).await;
+    assert_eq!((status, code.as_str()), (409, "username_taken"));
+    assert_eq!(signup_with(&s, "karla", Some(&second)).await.0, 201);
+}
+
+/// Finding 10, invitations: an expired code is refused, with the same answer as an unknown
+/// one. The server reads time from its clock, moved past the expiry here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_10_invite_an_expired_code_is_refused() {
+    let s = invite_only().await;
+    let invite = mint(&s, &["--expires-in-days", "1"]).await;
+    s.clock.advance(Duration::from_secs(86_400 + 60));
+    let (status, code, message) = signup_with(&s, "lotte", Some(&invite)).await;
+    assert_eq!((status, code.as_str()), (403, "invalid_invite"));
+    assert_eq!(message, INVALID_INVITE);
+}
+
+/// Finding 10, invitations: concurrent sign-ups with one code create exactly one account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_10_invite_concurrent_sign_ups_with_one_code_create_one_account() {
+    let s = std::sync::Arc::new(invite_only().await);
+    let invite = mint(&s, &[]).await;
+    let mut tasks = JoinSet::new();
+    for i in 0..6 {
+        let (s, invite) = (s.clone(), invite.clone());
+        tasks.spawn(async move { signup_with(&s, &format!("racer{i}"), Some(&invite)).await.0 });
+    }
+    let mut statuses = tasks.join_all().await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 403, 403, 403, 403, 403]);
+    assert_eq!(s.state.account_store().list().await.unwrap().len(), 1);
+}
+
+/// Finding 10, invitations: the sign-up throttle per network still applies, to attempts with
+/// wrong codes too, so codes cannot be guessed at the speed of the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_10_invite_sign_ups_are_still_throttled_per_network() {
+    let s = start_with(|raw| {
+        raw.signup = Some(SignupMode::Invite);
+        raw.trusted_proxies = vec!["127.0.0.1/32".into()];
+    })
+    .await;
+    let http = reqwest::Client::new();
+    for i in 0..10 {
+        let body = json!({ "username": format!("guess{i}"), "password": PASSWORD, "invite": "B".repeat(43) });
+        let r = post_from(&http, &s, "/api/signup", "203.0.113.7", &body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    let invite = mint(&s, &[]).await;
+    let body = json!({ "username": "patient", "password": PASSWORD, "invite": invite });
+    let r = post_from(&http, &s, "/api/signup", "203.0.113.7", &body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let r = post_from(&http, &s, "/api/signup", "198.51.100.7", &body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "the throttle did not use the code"
+    );
+}
+
+/// Submits the sign-up form as `username` with `more` fields (the invitation, `next`).
+async fn signup_form(b: &mut Browser, username: &str, more: &[(&str, &str)]) -> Reply {
+    let mut fields = vec![
+        ("username", username),
+        ("password", PASSWORD),
+        ("confirm", PASSWORD),
+    ];
+    fields.extend_from_slice(more);
+    b.form("/signup", &fields).await
+}
+
+/// Finding 10, invitations: the link the CLI prints opens a sign-up page that carries the code
+/// in a hidden field, and submitting it creates the account; without a code the page asks for
+/// one, and a refused code is not carried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_10_invite_the_sign_up_page_carries_the_code_from_the_link() {
+    let s = invite_only().await;
+    let mut b = s.browser();
+    let page = b.get("/signup").await;
+    page.assert(200);
+    assert!(
+        page.body.contains("<label for=\"invite\">"),
+        "{}",
+        page.body
+    );
+    assert_eq!(hidden(&page.body, "invite"), None);
+    let r = signup_form(&mut b, "mona", &[]).await;
+    r.assert(403);
+    assert!(r.body.contains("by invitation"), "{}", r.body);
+
+    let invite = mint(&s, &[]).await;
+    let page = b
+        .get(&format!("/signup?invite={invite}&next=/account/sessions"))
+        .await;
+    page.assert(200);
+    assert_eq!(
+        hidden(&page.body, "invite").as_deref(),
+        Some(invite.as_str())
+    );
+    assert!(!page.body.contains("<label for=\"invite\">"));
+    let r = signup_form(
+        &mut b,
+        "mona",
+        &[("invite", &invite), ("next", "/account/sessions")],
+    )
+    .await;
+    r.assert(303);
+    assert_eq!(r.location(), "/account/sessions");
+    b.get("/account/sessions").await.assert(200);
+
+    // The same link again: the page still offers the form, the code is refused, and the
+    // form then asks for another one instead of carrying the used code.
+    let mut other = s.browser();
+    let page = other.get(&format!("/signup?invite={invite}")).await;
+    page.assert(200);
+    let r = signup_form(&mut other, "nils", &[("invite", &invite)]).await;
+    r.assert(403);
+    assert!(
+        r.body.contains("this invitation is not valid"),
+        "{}",
+        r.body
+    );
+    assert_eq!(hidden(&r.body, "invite"), None);
 }

@@ -9,7 +9,9 @@ use serde_json::json;
 
 use crate::support::{PASSWORD, start};
 
-fn cloakroom(
+/// Runs the `cloakroom` binary on `data_dir` with `env` and `args`, feeding it `stdin`;
+/// answers whether it succeeded, its standard output and its standard error.
+pub(crate) fn cloakroom(
     data_dir: &std::path::Path,
     env: &[(String, String)],
     args: &[&str],

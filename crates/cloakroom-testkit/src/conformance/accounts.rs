@@ -28,7 +28,11 @@ macro_rules! account_conformance_suite {
                 accounts_are_found_by_username_without_case_and_by_id,
                 usernames_are_unique_without_case_even_under_concurrency,
                 passwords_change_and_upgrades_never_undo_a_change,
-                accounts_can_be_disabled_and_listed
+                accounts_can_be_disabled_and_listed,
+                invites_create_one_account_each,
+                invites_expire_and_unknown_invites_are_refused,
+                invites_survive_a_taken_username,
+                invites_are_redeemed_once_even_under_concurrency
             );
         }
     };
@@ -194,4 +198,133 @@ pub async fn accounts_can_be_disabled_and_listed(h: &impl AccountHarness) {
             .expect("unknown")
     );
     store.ping().await.expect("ping");
+}
+
+/// A fresh invitation, created at `at` and valid for `ttl`.
+async fn invite(
+    store: &dyn AccountStore,
+    at: Timestamp,
+    ttl: Duration,
+) -> cloakroom_core::accounts::InviteCode {
+    let code = cloakroom_core::accounts::InviteCode::generate();
+    store
+        .create_invite(&code.hash(), at.saturating_add(ttl), at)
+        .await
+        .expect("create invite");
+    code
+}
+
+/// A redeemed invitation creates the account, and cannot be redeemed again.
+pub async fn invites_create_one_account_each(h: &impl AccountHarness) {
+    use cloakroom_core::accounts::AccountError;
+    let store = h.accounts();
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let code = invite(&*store, at, Duration::from_secs(7 * 86_400)).await;
+    let fay = account("fay", at);
+    store
+        .redeem_invite_and_create(&code.hash(), &fay, at)
+        .await
+        .expect("redeem");
+    assert_eq!(store.by_id(&fay.id).await.expect("load"), Some(fay));
+    let err = store
+        .redeem_invite_and_create(&code.hash(), &account("gus", at), at)
+        .await
+        .expect_err("used");
+    assert!(matches!(err, AccountError::InvalidInvite), "{err:?}");
+    assert_eq!(
+        store
+            .by_username(&cloakroom_core::accounts::Username::parse("gus").expect("name"))
+            .await
+            .expect("lookup"),
+        None,
+        "a used invitation creates nothing"
+    );
+}
+
+/// An invitation is valid strictly before its expiry; an unknown one never; neither creates
+/// an account, and the answer does not say which it was.
+pub async fn invites_expire_and_unknown_invites_are_refused(h: &impl AccountHarness) {
+    use cloakroom_core::accounts::{AccountError, InviteCode, Username};
+    let store = h.accounts();
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let code = invite(&*store, at, Duration::from_secs(60)).await;
+    let expires = at.saturating_add(Duration::from_secs(60));
+    for (hash, now) in [
+        (code.hash(), expires),
+        (code.hash(), expires.saturating_add(Duration::from_secs(1))),
+        (InviteCode::generate().hash(), at),
+    ] {
+        let err = store
+            .redeem_invite_and_create(&hash, &account("hal", at), now)
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, AccountError::InvalidInvite), "{err:?}");
+    }
+    assert_eq!(
+        store
+            .by_username(&Username::parse("hal").expect("name"))
+            .await
+            .expect("lookup"),
+        None
+    );
+    let just_before = Timestamp::from_unix_millis(expires.as_unix_millis() - 1);
+    store
+        .redeem_invite_and_create(&code.hash(), &account("hal", at), just_before)
+        .await
+        .expect("valid until its expiry");
+}
+
+/// A taken username fails the redemption without using the invitation up; an invalid
+/// invitation is reported as such even when the username is taken too.
+pub async fn invites_survive_a_taken_username(h: &impl AccountHarness) {
+    use cloakroom_core::accounts::{AccountError, InviteCode};
+    let store = h.accounts();
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    store.create(&account("ivy", at)).await.expect("create");
+    let code = invite(&*store, at, Duration::from_secs(3600)).await;
+    let err = store
+        .redeem_invite_and_create(&code.hash(), &account("IVY", at), at)
+        .await
+        .expect_err("taken");
+    assert!(matches!(err, AccountError::UsernameTaken), "{err:?}");
+    let err = store
+        .redeem_invite_and_create(&InviteCode::generate().hash(), &account("IVY", at), at)
+        .await
+        .expect_err("unknown invite");
+    assert!(matches!(err, AccountError::InvalidInvite), "{err:?}");
+    let jay = account("jay", at);
+    store
+        .redeem_invite_and_create(&code.hash(), &jay, at)
+        .await
+        .expect("the invitation is still usable");
+    assert_eq!(store.by_id(&jay.id).await.expect("load"), Some(jay));
+}
+
+/// Twenty sign-ups racing with one invitation, each for a different name: exactly one account
+/// is created.
+pub async fn invites_are_redeemed_once_even_under_concurrency(h: &impl AccountHarness) {
+    use cloakroom_core::accounts::AccountError;
+    let store = h.accounts();
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let code = invite(&*store, at, Duration::from_secs(3600)).await;
+    let before = store.list().await.expect("list").len();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (store, hash) = (store.clone(), code.hash());
+        tasks.push(tokio::spawn(async move {
+            store
+                .redeem_invite_and_create(&hash, &account(&format!("racer{i}"), at), at)
+                .await
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(()) => created += 1,
+            Err(AccountError::InvalidInvite) => {}
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(store.list().await.expect("list").len(), before + 1);
 }
