@@ -78,7 +78,8 @@ impl Username {
 
 impl fmt::Display for Username {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad`, not `write_str`: width and alignment (`{:<32}`) are honoured in tables.
+        f.pad(&self.0)
     }
 }
 

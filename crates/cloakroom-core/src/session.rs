@@ -64,7 +64,8 @@ impl<'de> Deserialize<'de> for UserId {
 
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad`, not `write_str`: width and alignment (`{:<32}`) are honoured in tables.
+        f.pad(&self.0)
     }
 }
 

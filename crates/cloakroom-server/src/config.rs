@@ -420,6 +420,37 @@ fn is_loopback(origin: &Origin) -> bool {
     }
 }
 
+/// A listen address: an IP address and port, or `localhost:PORT` (the loopback address, as a
+/// newcomer would write it).
+fn parse_listen(text: &str) -> Result<SocketAddr, std::net::AddrParseError> {
+    text.parse().or_else(|e| match text.rsplit_once(':') {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost") => port
+            .parse::<u16>()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .map_err(|_| e),
+        _ => Err(e),
+    })
+}
+
+/// `CLOAKROOM_*` environment variables that name no setting (a typo such as
+/// `CLOAKROOM_PUBLIK_URL` would otherwise be ignored in silence). Variables of other tools
+/// (`CLOAKROOM_TEST_*`, `CLOAKROOM_REQUIRE_SERVICES`) and the two that are not settings
+/// (`CLOAKROOM_CONFIG`, `CLOAKROOM_LOG`) are not reported.
+pub fn unknown_environment() -> Vec<String> {
+    let known = keys();
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| {
+            name.strip_prefix("CLOAKROOM_").is_some_and(|rest| {
+                let key = rest.to_ascii_lowercase();
+                !known.contains(&key.as_str())
+                    && !matches!(rest, "CONFIG" | "LOG" | "REQUIRE_SERVICES")
+                    && !rest.starts_with("TEST_")
+            })
+        })
+        .collect()
+}
+
 /// The port of a listen address as written (`127.0.0.1:18789`, `[::1]:80`, `localhost:8080`),
 /// or 8080 if it names none.
 fn listen_port(listen: &str) -> u16 {
@@ -470,9 +501,7 @@ impl RawConfig {
 
     /// Checks every value and converts it to the type the server uses.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
-        let listen = self
-            .listen
-            .parse()
+        let listen = parse_listen(&self.listen)
             .map_err(|e| invalid("listen", format!("{:?}: {e}", self.listen)))?;
         // Unset, the public URL follows the listen port: `--listen 127.0.0.1:18789` alone must
         // not leave the pages expecting requests from `localhost:8080` (every form would then

@@ -134,6 +134,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let raw = RawConfig::load(cli.config.as_deref(), &cli.flags)?;
     let settings = raw.settings()?;
     init_logging(settings.json_logs);
+    for name in crate::config::unknown_environment() {
+        tracing::warn!(
+            variable = %name,
+            "{name} names no setting and is ignored (`cloakroom serve --help` lists them)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -34,9 +34,14 @@ pub(crate) async fn style() -> Response {
         .into_response()
 }
 
-/// Anything else: 404, as JSON.
-pub(crate) async fn not_found() -> Response {
-    WebError::NotFound("page not found").render(Format::Json)
+/// Anything else: 404 — a page for a browser (`Accept: text/html`), JSON for the rest.
+pub(crate) async fn not_found(headers: axum::http::HeaderMap) -> Response {
+    let browser = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    let format = if browser { Format::Html } else { Format::Json };
+    WebError::NotFound("page not found").render(format)
 }
 
 /// `GET /.well-known/jwks.json`: the public keys, cacheable for one JWKS lifetime.

@@ -393,6 +393,8 @@ struct SessionsPage {
 #[derive(Debug, Deserialize)]
 pub(crate) struct RevokedQuery {
     revoked: Option<u64>,
+    /// Set after revoking a device that had already ended.
+    gone: Option<u8>,
 }
 
 /// `GET /account/sessions`: "Your devices".
@@ -421,11 +423,17 @@ pub(crate) async fn sessions_page(
             last_seen_relative: relative(s.last_seen_at, now),
         })
         .collect();
-    let notice = q.revoked.map(|n| match n {
-        0 => "No other device was signed in.".to_owned(),
-        1 => "Signed out 1 device.".to_owned(),
-        n => format!("Signed out {n} devices."),
-    });
+    let notice = q
+        .revoked
+        .map(|n| match n {
+            0 => "No other device was signed in.".to_owned(),
+            1 => "Signed out 1 device.".to_owned(),
+            n => format!("Signed out {n} devices."),
+        })
+        .or_else(|| {
+            q.gone
+                .map(|_| "That device was already signed out.".to_owned())
+        });
     Ok(render(
         StatusCode::OK,
         &SessionsPage {
@@ -448,9 +456,9 @@ pub(crate) async fn revoke_device(
     let current = session.handle().as_str() == id;
     let handle = SessionHandle::parse(&id).map_err(|_| WebError::NotFound("No such session."))?;
     if !session.revoke_device(&handle).await? {
-        return Err(WebError::NotFound(
-            "No such session (it may have ended already).",
-        ));
+        // Signed out elsewhere meanwhile (or by a second click): what the user wanted is
+        // true, so say so on the list rather than show an error.
+        return Ok(Redirect::to("/account/sessions?gone=1").into_response());
     }
     flows::revoked(&session, "revoke_one", 1);
     Ok(if current {

@@ -385,3 +385,72 @@ async fn the_public_url_follows_the_listen_port() {
     );
     assert!(log.contains("sign-up is open"), "{log}");
 }
+
+/// Issue 18: `--listen localhost:8080` was refused, a misspelt `CLOAKROOM_*` variable was
+/// ignored in silence, and `user list` columns did not line up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_mistakes_are_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("localhost:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("CLOAKROOM_LOG")
+        .env("CLOAKROOM_PUBLIK_URL", "https://typo.example")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..200 {
+        if http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(ready, "--listen localhost:PORT serves: {log}");
+    assert!(
+        log.contains("CLOAKROOM_PUBLIK_URL names no setting and is ignored"),
+        "{log}"
+    );
+
+    let env: Vec<(String, String)> = Vec::new();
+    let d = dir.path();
+    for name in ["ali", "a-much-longer-username"] {
+        let (ok, _, err) = cloakroom(d, &env, &["user", "add", name], &format!("{PASSWORD}\n"));
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = cloakroom(d, &env, &["user", "list"], "");
+    assert!(ok, "{err}");
+    // Where the second column (the id) starts, on the header and on every row.
+    let second_column = |line: &str| {
+        let name_end = line.find(' ').unwrap();
+        name_end + line[name_end..].len() - line[name_end..].trim_start().len()
+    };
+    let starts: Vec<usize> = out.lines().map(second_column).collect();
+    assert!(
+        starts.windows(2).all(|w| w[0] == w[1]),
+        "columns line up: {starts:?}\n{out}"
+    );
+}

@@ -135,6 +135,21 @@ async fn home_devices_revoke_and_logout_through_forms() {
             .body
             .contains("Signed out 1 device.")
     );
+    // Issue 18: a second click (or a device signed out elsewhere meanwhile) is not an error.
+    let r = a
+        .form(
+            &format!("/account/sessions/{phone_handle}/revoke"),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    r.assert(303);
+    assert_eq!(r.location(), "/account/sessions?gone=1");
+    assert!(
+        a.get("/account/sessions?gone=1")
+            .await
+            .body
+            .contains("That device was already signed out.")
+    );
 
     let r = a
         .form("/account/sessions/revoke-others", &[("csrf_token", &csrf)])
@@ -314,4 +329,26 @@ async fn a_foreign_origin_refusal_names_both_origins() {
         "{}",
         r.body
     );
+}
+
+/// Issue 18: a browser asking for a page that does not exist got raw JSON.
+#[tokio::test]
+async fn browsers_get_a_404_page() {
+    let s = crate::support::start().await;
+    let mut b = s.browser();
+    let r = b
+        .req("GET", "/no/such/page")
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await;
+    r.assert(404);
+    assert!(
+        r.header("content-type").unwrap().starts_with("text/html"),
+        "{:?}",
+        r.header("content-type")
+    );
+    assert!(r.body.contains("<h1>Not Found</h1>"), "{}", r.body);
+    let r = b.get("/no/such/page").await;
+    r.assert(404);
+    assert_eq!(r.error_code(), "not_found", "an API client still gets JSON");
 }
