@@ -401,22 +401,24 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
 }
 
-/// Whether browsers treat `origin` as a secure context over plain http: `localhost`, its
-/// subdomains and loopback addresses.
+/// Whether browsers treat `origin` as a secure context over plain http (see
+/// [`is_loopback_host`]).
 fn is_loopback(origin: &Origin) -> bool {
-    match url::Url::parse(origin.as_str())
+    url::Url::parse(origin.as_str())
         .ok()
-        .and_then(|u| u.host().map(|h| h.to_owned()))
-    {
-        Some(url::Host::Domain(d)) => {
-            // RFC 6761: `localhost` and its subdomains are loopback, and browsers treat them
-            // as secure contexts.
+        .is_some_and(|u| u.host().is_some_and(|h| is_loopback_host(&h)))
+}
+
+/// `localhost`, its subdomains (RFC 6761) and loopback addresses: the hosts browsers treat as
+/// secure contexts over plain http, and that only reach this machine.
+pub(crate) fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => {
             let d = d.to_ascii_lowercase();
             d == "localhost" || d.ends_with(".localhost")
         }
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
     }
 }
 
@@ -449,15 +451,6 @@ pub fn unknown_environment() -> Vec<String> {
             })
         })
         .collect()
-}
-
-/// The port of a listen address as written (`127.0.0.1:18789`, `[::1]:80`, `localhost:8080`),
-/// or 8080 if it names none.
-fn listen_port(listen: &str) -> u16 {
-    listen
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse().ok())
-        .unwrap_or(8080)
 }
 
 /// A duration setting that must be at least one second.
@@ -509,7 +502,7 @@ impl RawConfig {
         let public_url = self
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://localhost:{}", listen_port(&self.listen)));
+            .unwrap_or_else(|| format!("http://localhost:{}", listen.port()));
         let public_origin = Origin::parse(&public_url)
             .map_err(|e| invalid("public_url", format!("{public_url:?}: {e}")))?;
         if !public_origin.is_https() && !is_loopback(&public_origin) && !self.danger_allow_http {

@@ -41,7 +41,7 @@ pub(crate) async fn change_password(
         .accounts
         .prepare_password_change(session.user_id(), ip, current, new)
         .await
-        .inspect_err(|e| refused(&who(session), ip, e))?;
+        .inspect_err(|e| refused(&username(session), ip, e))?;
     // Other sessions end before the new password is saved: see `prepare_password_change`.
     let ended = session.logout_other_devices().await?;
     metrics::revoked("password_change", ended);
@@ -111,7 +111,7 @@ pub(crate) async fn logout(auth: &Auth) -> Result<(), WebError> {
     auth.logout().await?;
     if let Some(session) = current {
         metrics::revoked("logout", 1);
-        events::logout(&who(&session), session.handle().as_str());
+        events::logout(&username(&session), session.handle().as_str());
     }
     Ok(())
 }
@@ -119,11 +119,12 @@ pub(crate) async fn logout(auth: &Auth) -> Result<(), WebError> {
 /// Records sessions the user ended on purpose ("log out other devices", revoke one).
 pub(crate) fn revoked(session: &Session, reason: &'static str, count: u64) {
     metrics::revoked(reason, count);
-    events::revoked(&who(session), reason, count);
+    events::revoked(&username(session), reason, count);
 }
 
-/// The session's user, as logs name them: the username, or the id.
-fn who(session: &Session) -> String {
+/// The session's user as pages, logs and forward auth name them: the username kept in the
+/// session, or the user id.
+pub(crate) fn username(session: &Session) -> String {
     session
         .get::<String>(session_keys::USERNAME)
         .ok()

@@ -329,11 +329,7 @@ fn decide(
         }
     };
     let identity = || Identity {
-        username: session
-            .get::<String>(keys::USERNAME)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| record.user_id.to_string()),
+        username: flows::username(&session),
         name: session.get::<String>(keys::NAME).ok().flatten(),
         email: session.get::<String>(keys::EMAIL).ok().flatten(),
     };
@@ -478,11 +474,7 @@ async fn sign_out(auth: Auth, target: ReturnTo) -> Result<Response, WebError> {
 /// oauth2-proxy's `/oauth2/userinfo`.
 pub(crate) async fn oauth2_userinfo(session: Option<Session>) -> Result<Response, WebError> {
     let session = session.ok_or_else(sign_in_first)?;
-    let username = session
-        .get::<String>(keys::USERNAME)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| session.user_id().to_string());
+    let username = flows::username(&session);
     let email = session.get::<String>(keys::EMAIL).ok().flatten();
     Ok(axum::Json(serde_json::json!({
         "user": session.user_id().as_str(),

@@ -50,7 +50,11 @@ pub fn app(state: AppState) -> Router {
     // Only a loopback public URL has other spellings that reach the same server.
     let loopback_public = url::Url::parse(settings.public_origin.as_str())
         .ok()
-        .filter(|u| u.scheme() == "http" && u.host().is_some_and(|h| is_loopback_host(&h)));
+        .filter(|u| {
+            u.scheme() == "http"
+                && u.host()
+                    .is_some_and(|h| crate::config::is_loopback_host(&h))
+        });
     let hsts = settings
         .hsts_max_age
         .and_then(|age| HeaderValue::from_str(&format!("max-age={}", age.as_secs())).ok());
@@ -130,17 +134,10 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(move |r, n| {
             time_limit(request_timeout, r, n)
         }))
-        .layer(middleware::from_fn(security_headers))
-        .layer(middleware::map_response(move |r| add_hsts(hsts.clone(), r)))
+        .layer(middleware::from_fn(move |r, n| {
+            security_headers(hsts.clone(), r, n)
+        }))
         .with_state(state)
-}
-
-fn is_loopback_host(host: &url::Host<&str>) -> bool {
-    match host {
-        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-        url::Host::Ipv4(ip) => ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_loopback(),
-    }
 }
 
 /// A page asked for at another spelling of a loopback public URL (`127.0.0.1:8080` when the
@@ -163,7 +160,9 @@ async fn canonical_loopback(public: Option<url::Url>, request: Request, next: Ne
         .and_then(|h| url::Url::parse(&format!("http://{h}/")).ok())
         .is_some_and(|seen| {
             seen.port_or_known_default() == public.port_or_known_default()
-                && seen.host().is_some_and(|h| is_loopback_host(&h))
+                && seen
+                    .host()
+                    .is_some_and(|h| crate::config::is_loopback_host(&h))
                 && seen.host_str() != public.host_str()
         });
     if !(safe && other_spelling) {
@@ -185,7 +184,7 @@ pub(crate) fn metrics_app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(|r, n| security_headers(None, r, n)))
         .with_state(state)
 }
 
@@ -199,18 +198,6 @@ async fn time_limit(limit: std::time::Duration, request: Request, next: Next) ->
             WebError::TimedOut.render(Format::Json)
         }
     }
-}
-
-/// `Strict-Transport-Security` on every response when the public URL is https: after one
-/// visit a browser never tries this host over plain http again, so the cookie cannot be
-/// stripped off a downgraded connection.
-async fn add_hsts(hsts: Option<HeaderValue>, mut response: Response) -> Response {
-    if let Some(value) = hsts {
-        response
-            .headers_mut()
-            .insert(header::STRICT_TRANSPORT_SECURITY, value);
-    }
-    response
 }
 
 /// Added to every logout: the browser drops this site's cookies even if the server could not
@@ -249,13 +236,19 @@ static SECURITY_HEADERS: [(HeaderName, HeaderValue); 5] = [
     ),
 ];
 
-/// Adds [`SECURITY_HEADERS`] to every response, leaving any a handler set itself.
-async fn security_headers(request: Request, next: Next) -> Response {
+/// Adds [`SECURITY_HEADERS`] to every response, leaving any a handler set itself, and
+/// `Strict-Transport-Security` when the public URL is https (`hsts`, built once at start-up):
+/// after one visit a browser never tries this host over plain http again, so the cookie
+/// cannot be stripped off a downgraded connection.
+async fn security_headers(hsts: Option<HeaderValue>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
-    h.reserve(SECURITY_HEADERS.len());
+    h.reserve(SECURITY_HEADERS.len() + 1);
     for (name, value) in &SECURITY_HEADERS {
         h.entry(name).or_insert_with(|| value.clone());
+    }
+    if let Some(value) = hsts {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, value);
     }
     response
 }

@@ -35,8 +35,9 @@ pub(crate) async fn style() -> Response {
 }
 
 /// Anything else: 404 — a page for a browser (`Accept: text/html`), JSON for the rest.
-pub(crate) async fn not_found(headers: axum::http::HeaderMap) -> Response {
-    let browser = headers
+pub(crate) async fn not_found(request: axum::extract::Request) -> Response {
+    let browser = request
+        .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));

@@ -11,7 +11,6 @@ use cloakroom_core::accounts::InviteCode;
 use serde::Deserialize;
 
 use crate::accounts::passwords::Password;
-use crate::accounts::session_keys as keys;
 use crate::accounts::{AccountsError, Credentials};
 use crate::config::SignupMode;
 use crate::state::AppState;
@@ -30,17 +29,9 @@ pub(crate) struct Nav {
 
 pub(crate) fn nav(session: &Session) -> Nav {
     Nav {
-        username: username(session),
+        username: flows::username(session),
         csrf: session.csrf_token(),
     }
-}
-
-fn username(session: &Session) -> String {
-    session
-        .get::<String>(keys::USERNAME)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| session.user_id().to_string())
 }
 
 pub(crate) fn render(status: StatusCode, page: &impl Template) -> Response {
@@ -352,7 +343,7 @@ pub(crate) async fn home(State(state): State<AppState>, session: Option<Session>
     let r = session.record();
     let page = HomePage {
         csrf: session.csrf_token(),
-        username: username(&session),
+        username: flows::username(&session),
         auth_time: rfc3339(r.auth_time),
         auth_time_relative: relative(r.auth_time, state.clock.now()),
         device: label(r.user_agent.as_deref()),

@@ -567,3 +567,33 @@ async fn finding_18_security_events_are_logged_and_secrets_never_are() {
         );
     }
 }
+
+/// Finding 16, and the README's word for it: the header-read timeout also closes a kept-alive
+/// connection that sends no next request.
+#[tokio::test]
+async fn finding_16_an_idle_kept_alive_connection_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start_with(|raw| raw.header_read_timeout_secs = 1).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: cloakroom.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Kept alive, then idle: the server hangs up within the limit (plus slack).
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(4), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the idle connection was still open after 4 s"
+    );
+}
