@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::procs::ServeProcess;
 use crate::support::{PASSWORD, start};
 
 /// Runs the `cloakroom` binary on `data_dir` with `env` and `args`, feeding it `stdin`;
@@ -329,56 +330,22 @@ async fn an_administrator_can_set_a_forgotten_password() {
 /// says whether sign-up is open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_public_url_follows_the_listen_port() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env_remove("CLOAKROOM_LOG")
-        .env_remove("CLOAKROOM_PUBLIC_URL")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..200 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let signup = if ready {
-        Some(
-            http.post(format!("{base}/api/signup"))
-                .header("origin", format!("http://localhost:{port}"))
-                .json(&json!({ "username": "xena", "password": PASSWORD }))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-        )
-    } else {
-        None
-    };
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(ready, "server did not start: {log}");
-    assert_eq!(signup, Some(reqwest::StatusCode::CREATED), "{log}");
+    let server = ServeProcess::start(
+        |port| vec!["--listen".to_owned(), format!("127.0.0.1:{port}")],
+        &[],
+    )
+    .await;
+    let port = server.port;
+    let signup = reqwest::Client::new()
+        .post(format!("{}/api/signup", server.base))
+        .header("origin", format!("http://localhost:{port}"))
+        .json(&json!({ "username": "xena", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let log = server.stop();
+    assert_eq!(signup, reqwest::StatusCode::CREATED, "{log}");
     assert!(
         log.contains(&format!("cloakroom is serving on http://localhost:{port}")),
         "{log}"
@@ -390,46 +357,14 @@ async fn the_public_url_follows_the_listen_port() {
 /// ignored in silence, and `user list` columns did not line up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_mistakes_are_visible() {
+    // `--listen localhost:PORT` serves (ServeProcess waits for it on 127.0.0.1).
+    let server = ServeProcess::start(
+        |port| vec!["--listen".to_owned(), format!("localhost:{port}")],
+        &[("CLOAKROOM_PUBLIK_URL", "https://typo.example")],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("localhost:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env_remove("CLOAKROOM_LOG")
-        .env("CLOAKROOM_PUBLIK_URL", "https://typo.example")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..200 {
-        if http
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(ready, "--listen localhost:PORT serves: {log}");
+    let log = server.stop();
     assert!(
         log.contains("CLOAKROOM_PUBLIK_URL names no setting and is ignored"),
         "{log}"

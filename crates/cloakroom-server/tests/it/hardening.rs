@@ -6,6 +6,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use cloakroom_server::config::RawConfig;
 use cloakroom_server::{Stores, database_path};
 
+use crate::procs::ServeProcess;
 use crate::support::{ORIGIN, PASSWORD, start_observed, start_observed_with, start_with};
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -324,87 +325,6 @@ async fn finding_16_connections_beyond_the_cap_wait_their_turn() {
     assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
 }
 
-/// A `cloakroom serve --json-logs` process, its stderr collected.
-struct LoggedServer {
-    child: std::process::Child,
-    base: String,
-    origin: String,
-    dir: tempfile::TempDir,
-}
-
-impl LoggedServer {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let origin = format!("http://localhost:{port}");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
-            .args([
-                "serve",
-                "--json-logs",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args(["--public-url", &origin, "--data-dir"])
-            .arg(dir.path())
-            .env_remove("CLOAKROOM_LOG")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if reqwest::get(format!("{base}/healthz")).await.is_ok() {
-                return Self {
-                    child,
-                    base,
-                    origin,
-                    dir,
-                };
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        panic!(
-            "the server did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn browser(&self, ua: &str) -> cloakroom_testkit::http::Browser {
-        cloakroom_testkit::http::Browser::new(
-            cloakroom_testkit::http::Client::new(&self.base, &self.origin).with_user_agent(ua),
-        )
-        .csrf_from("/api/session", "csrf_token")
-    }
-
-    /// Runs an admin command on the same data, returning its stderr.
-    fn admin(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
-            .args(args)
-            .args(["--json-logs", "--data-dir"])
-            .arg(self.dir.path())
-            .env_remove("CLOAKROOM_LOG")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}");
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    /// Stops the server and returns what it logged.
-    fn stop(self) -> String {
-        std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let out = self.child.wait_with_output().unwrap();
-        String::from_utf8(out.stderr).unwrap()
-    }
-}
-
 /// Finding 18: only successes were logged. A whole flow — logins good and bad, throttling, a
 /// CSRF and an origin refusal, an unknown session, logout, revocations, a password change,
 /// an account disabled and a key rotated by the CLI — leaves one structured security event
@@ -412,11 +332,32 @@ impl LoggedServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_18_security_events_are_logged_and_secrets_never_are() {
     use serde_json::json;
-    let server = LoggedServer::start().await;
+    let server = ServeProcess::start(
+        |port| {
+            [
+                "--json-logs",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--public-url",
+                &format!("http://localhost:{port}"),
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        },
+        &[],
+    )
+    .await;
+    let origin = format!("http://localhost:{}", server.port);
+    let browser = |ua: &str| {
+        cloakroom_testkit::http::Browser::new(
+            cloakroom_testkit::http::Client::new(&server.base, &origin).with_user_agent(ua),
+        )
+        .csrf_from("/api/session", "csrf_token")
+    };
     let new_password = "an entirely new passphrase 7";
     let mut secrets = vec![PASSWORD.to_owned(), new_password.to_owned()];
 
-    let mut owner = server.browser("Firefox/1");
+    let mut owner = browser("Firefox/1");
     owner
         .post_json(
             "/api/signup",
@@ -424,7 +365,7 @@ async fn finding_18_security_events_are_logged_and_secrets_never_are() {
         )
         .await
         .assert(201);
-    let mut phone = server.browser("Phone/1");
+    let mut phone = browser("Phone/1");
     phone
         .post_json(
             "/api/login",
@@ -432,7 +373,7 @@ async fn finding_18_security_events_are_logged_and_secrets_never_are() {
         )
         .await
         .assert(200);
-    let mut laptop = server.browser("Laptop/1");
+    let mut laptop = browser("Laptop/1");
     laptop
         .post_json(
             "/api/login",
@@ -440,7 +381,7 @@ async fn finding_18_security_events_are_logged_and_secrets_never_are() {
         )
         .await
         .assert(200);
-    let mut stranger = server.browser("Curl/1");
+    let mut stranger = browser("Curl/1");
     stranger
         .post_json(
             "/api/login",
@@ -468,7 +409,7 @@ async fn finding_18_security_events_are_logged_and_secrets_never_are() {
         .await
         .assert(403);
     // A well-formed cookie naming no session.
-    let mut guesser = server.browser("Guesser/1");
+    let mut guesser = browser("Guesser/1");
     guesser.cookie = Some("A".repeat(43));
     guesser.get("/api/session").await.assert(401);
 
@@ -502,7 +443,7 @@ async fn finding_18_security_events_are_logged_and_secrets_never_are() {
     owner.post_json("/api/logout", &json!({})).await.assert(204);
 
     // Throttling, on an account of its own.
-    let mut target = server.browser("Target/1");
+    let mut target = browser("Target/1");
     target
         .post_json(
             "/api/signup",
@@ -510,7 +451,7 @@ async fn finding_18_security_events_are_logged_and_secrets_never_are() {
         )
         .await
         .assert(201);
-    let mut attacker = server.browser("Attacker/1");
+    let mut attacker = browser("Attacker/1");
     let mut throttled = false;
     for _ in 0..40 {
         let r = attacker
@@ -526,8 +467,8 @@ async fn finding_18_security_events_are_logged_and_secrets_never_are() {
     }
     assert!(throttled, "repeated failures are throttled");
 
-    let mut logs = server.admin(&["user", "disable", "sven"]);
-    logs += &server.admin(&["keys", "rotate"]);
+    let mut logs = server.admin(&["user", "disable", "sven", "--json-logs"]);
+    logs += &server.admin(&["keys", "rotate", "--json-logs"]);
     logs += &server.stop();
 
     let events: Vec<serde_json::Value> = logs

@@ -78,3 +78,73 @@ pub async fn echo_upstream() -> u16 {
     });
     port
 }
+
+/// A `cloakroom serve` process on a fresh data directory, its stderr collected.
+pub struct ServeProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    /// Starts `cloakroom serve` with the arguments `args` gives for a free port (it chooses the
+    /// listen address) and the extra environment `env`, and waits until it answers.
+    pub async fn start(args: impl FnOnce(u16) -> Vec<String>, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+            .arg("serve")
+            .args(args(port))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("CLOAKROOM_LOG")
+            .env_remove("CLOAKROOM_PUBLIC_URL")
+            .envs(env.iter().copied())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if reqwest::get(format!("{base}/healthz")).await.is_ok() {
+                return Self {
+                    child,
+                    base,
+                    port,
+                    dir,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "the server did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs an admin command on the same data directory; returns its stderr.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .env_remove("CLOAKROOM_LOG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Stops the server (SIGTERM) and returns what it logged.
+    pub fn stop(self) -> String {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
