@@ -1,9 +1,11 @@
-//! The JSON API (`/api/…`), described by the OpenAPI document at `/openapi.json`.
+//! The JSON API (`/api/…`), described by the OpenAPI document at `/openapi.json` (see
+//! [`crate::web::openapi`], which adds the refusals).
 //!
 //! The session token travels only in the session cookie — never in a query string, a body or
 //! an `Authorization` header — so it cannot leak through logs, `Referer` or browser history.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -147,11 +149,11 @@ pub(crate) struct PasswordChanged {
     pub(crate) csrf_token: String,
 }
 
-/// Every error body.
+/// Every error body (written by `WebError::render`, the one place errors become responses).
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ErrorBody {
-    /// A stable code such as `invalid_credentials`.
-    pub(crate) error: String,
+    /// A stable code such as `invalid_credentials`; each response lists those it can hold.
+    pub(crate) error: &'static str,
     /// What happened and what to do.
     pub(crate) message: String,
 }
@@ -178,13 +180,13 @@ fn session_response(account: &Account, session: &Session) -> SessionResponse {
 }
 
 /// Creates an account and signs it in.
+///
+/// Whether anyone may sign up is the `signup` setting: `open`, `closed`, or `invite` (with a
+/// code from `cloakroom user invite`).
 #[utoipa::path(post, path = "/api/signup", tag = "accounts", request_body = SignupRequest,
+    security((), ("session_cookie" = [])),
     responses(
         (status = 201, description = "Account created; the session cookie is set", body = SessionResponse),
-        (status = 409, description = "Username taken (only where sign-up is open, or to the holder of a valid invitation)", body = ErrorBody),
-        (status = 422, description = "Username or password breaks the rules", body = ErrorBody),
-        (status = 403, description = "Sign-up is closed (`signup_closed`), needs an invitation (`invite_required`) or the invitation is not valid (`invalid_invite`: unknown, expired or used, not saying which), or cross-origin request", body = ErrorBody),
-        (status = 429, description = "Too many sign-ups from this network; see Retry-After", body = ErrorBody),
     ))]
 pub(crate) async fn signup(
     State(state): State<AppState>,
@@ -213,11 +215,9 @@ pub(crate) async fn signup(
 
 /// Logs in with a username and password.
 #[utoipa::path(post, path = "/api/login", tag = "sessions", request_body = LoginRequest,
+    security((), ("session_cookie" = [])),
     responses(
-        (status = 200, description = "Logged in; the session cookie is set", body = SessionResponse),
-        (status = 401, description = "Unknown user or wrong password (indistinguishable)", body = ErrorBody),
-        (status = 403, description = "Account disabled, or cross-origin request", body = ErrorBody),
-        (status = 429, description = "Too many failures; see Retry-After", body = ErrorBody),
+        (status = 200, description = "Logged in; the session cookie is set (a new one: any session the request carried is replaced)", body = SessionResponse),
     ))]
 pub(crate) async fn login(
     State(state): State<AppState>,
@@ -235,7 +235,8 @@ pub(crate) async fn login(
 
 /// Ends this session and clears the cookie.
 #[utoipa::path(post, path = "/api/logout", tag = "sessions",
-    responses((status = 204, description = "Logged out (also without a session)")))]
+    security((), ("session_cookie" = [])),
+    responses((status = 204, description = "Logged out (also without a session); the cookie is removed, and `Clear-Site-Data: \"cookies\"` sent")))]
 pub(crate) async fn logout(auth: Auth) -> Result<Response, WebError> {
     flows::logout(&auth).await?;
     Ok((StatusCode::NO_CONTENT, [CLEAR_SITE_DATA.clone()]).into_response())
@@ -243,9 +244,9 @@ pub(crate) async fn logout(auth: Auth) -> Result<Response, WebError> {
 
 /// Who am I.
 #[utoipa::path(get, path = "/api/session", tag = "sessions",
+    security(("session_cookie" = [])),
     responses(
-        (status = 200, body = SessionResponse),
-        (status = 401, description = "No session", body = ErrorBody),
+        (status = 200, description = "The user, this session, and its CSRF token", body = SessionResponse),
     ))]
 pub(crate) async fn current(
     State(state): State<AppState>,
@@ -262,7 +263,8 @@ pub(crate) async fn current(
 
 /// The user's sessions ("your devices"), most recently used first.
 #[utoipa::path(get, path = "/api/sessions", tag = "sessions",
-    responses((status = 200, body = Vec<DeviceView>), (status = 401, body = ErrorBody)))]
+    security(("session_cookie" = [])),
+    responses((status = 200, description = "The user's sessions", body = Vec<DeviceView>)))]
 pub(crate) async fn sessions(session: Session) -> Result<Json<Vec<DeviceView>>, WebError> {
     let list = session.devices().await?;
     Ok(Json(
@@ -283,15 +285,18 @@ pub(crate) async fn sessions(session: Session) -> Result<Json<Vec<DeviceView>>, 
 /// Ends one of the user's sessions.
 #[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions",
     params(("id" = String, Path, description = "The session's public handle")),
-    responses(
-        (status = 204, description = "Ended"),
-        (status = 404, description = "No such session of yours", body = ErrorBody),
-    ))]
+    security(("session_cookie" = [])),
+    responses((status = 204, description = "Ended")))]
 pub(crate) async fn revoke(
     session: Session,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, WebError> {
-    let handle = SessionHandle::parse(&id).map_err(|_| WebError::NotFound("session not found"))?;
+    // A handle that does not even decode (`%FF`) is no session of yours either; left to
+    // axum, it was a plain-text 400.
+    let handle = id
+        .ok()
+        .and_then(|Path(id)| SessionHandle::parse(&id).ok())
+        .ok_or(WebError::NotFound("session not found"))?;
     if !session.revoke_device(&handle).await? {
         return Err(WebError::NotFound("session not found"));
     }
@@ -301,7 +306,8 @@ pub(crate) async fn revoke(
 
 /// Logs out of every other device.
 #[utoipa::path(post, path = "/api/sessions/revoke-others", tag = "sessions",
-    responses((status = 200, body = Revoked), (status = 401, body = ErrorBody)))]
+    security(("session_cookie" = [])),
+    responses((status = 200, description = "How many sessions ended", body = Revoked)))]
 pub(crate) async fn revoke_others(session: Session) -> Result<Json<Revoked>, WebError> {
     let revoked = session.logout_other_devices().await?;
     flows::revoked(&session, "revoke_others", revoked);
@@ -310,11 +316,9 @@ pub(crate) async fn revoke_others(session: Session) -> Result<Json<Revoked>, Web
 
 /// Changes the password: every other session ends, this one is rotated (new cookie).
 #[utoipa::path(post, path = "/api/password", tag = "accounts", request_body = PasswordRequest,
+    security(("session_cookie" = [])),
     responses(
-        (status = 200, body = PasswordChanged),
-        (status = 403, description = "Current password wrong", body = ErrorBody),
-        (status = 422, description = "New password breaks the rules", body = ErrorBody),
-        (status = 429, description = "Too many failures", body = ErrorBody),
+        (status = 200, description = "Changed; this session was rotated (a new cookie and CSRF token)", body = PasswordChanged),
     ))]
 pub(crate) async fn change_password(
     State(state): State<AppState>,
@@ -335,16 +339,3 @@ pub(crate) async fn change_password(
         csrf_token: session.csrf_token(),
     }))
 }
-
-/// The OpenAPI description of this API.
-#[derive(Debug, utoipa::OpenApi)]
-#[openapi(
-    info(title = "Cloakroom", description = "Server-side sessions: accounts, login, your devices, log out everywhere. \
-        Authentication is the `__Host-cloakroom` cookie only. State-changing requests must come from the \
-        server's own origin (Fetch Metadata / Origin) and, with a session, carry its CSRF token in `X-CSRF-Token`."),
-    paths(signup, login, logout, current, sessions, revoke, revoke_others, change_password),
-    components(schemas(LoginRequest, SignupRequest, PasswordRequest, SessionResponse, UserView, SessionView,
-        DeviceView, Revoked, PasswordChanged, ErrorBody)),
-    tags((name = "sessions"), (name = "accounts")),
-)]
-pub(crate) struct ApiDoc;

@@ -17,8 +17,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::{FormRejection, JsonRejection};
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloakroom_axum::{Rejection, Unauthenticated};
@@ -27,6 +28,7 @@ use serde::de::DeserializeOwned;
 
 use crate::accounts::{AccountsError, ceil_secs};
 use crate::metrics;
+use crate::web::api::ErrorBody;
 use crate::web::pages;
 
 /// Everything a request can fail with.
@@ -38,7 +40,8 @@ pub(crate) enum WebError {
     /// An account flow refused.
     #[error(transparent)]
     Accounts(AccountsError),
-    /// A request body that could not be read, or a form that contradicts itself.
+    /// A request body or query string that could not be read, or a form that contradicts
+    /// itself.
     #[error("{message}")]
     Body {
         /// 400, 413, 415 or 422.
@@ -185,7 +188,10 @@ impl WebError {
         let mut response = match format {
             Format::Json => (
                 self.status(),
-                Json(serde_json::json!({ "error": self.code(), "message": self.message() })),
+                Json(ErrorBody {
+                    error: self.code(),
+                    message: self.message(),
+                }),
             )
                 .into_response(),
             Format::Html => pages::error_page(self.status(), self.message()),
@@ -271,6 +277,29 @@ impl From<JsonRejection> for WebError {
 impl From<FormRejection> for WebError {
     fn from(r: FormRejection) -> Self {
         body_error(r.status(), r.body_text())
+    }
+}
+
+impl From<QueryRejection> for WebError {
+    fn from(r: QueryRejection) -> Self {
+        WebError::Body {
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_query",
+            message: r.body_text(),
+        }
+    }
+}
+
+/// `axum::extract::Query`, refusing (400) with a [`WebError`]: a query string that does not
+/// parse (a parameter given twice, say) is answered in the route's format, like any error.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct WebQuery<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for WebQuery<T> {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, WebError> {
+        Ok(Self(Query::<T>::from_request_parts(parts, state).await?.0))
     }
 }
 

@@ -32,7 +32,7 @@
 //! except the throttled last-seen update, and no signature except once per half token
 //! lifetime; a revoked session is refused on the very next check.
 
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -45,7 +45,7 @@ use crate::accounts::session_keys as keys;
 use crate::metrics;
 use crate::state::AppState;
 use crate::tokens::service_jwt::Identity;
-use crate::web::error::{Format, WebError, WebForm};
+use crate::web::error::{Format, WebError, WebForm, WebQuery};
 use crate::web::pages;
 use crate::web::redirect::ReturnTo;
 use crate::web::{CLEAR_SITE_DATA, flows};
@@ -219,6 +219,69 @@ fn describes_a_request(h: &HeaderMap) -> bool {
     DESCRIBING.iter().any(|name| h.contains_key(*name))
 }
 
+/// The headers in which a proxy describes the request it asks about, for the OpenAPI
+/// document: [`ForwardedRequest::parse`] reads them from the header map. With none of them,
+/// the call is a direct check for Cloakroom's own origin; from a peer not in
+/// `trusted_proxies`, any of them is refused (403).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Described, never built.
+pub(crate) struct ForwardingHeaders {
+    /// nginx (`auth_request`): the original URL. Takes precedence over the `X-Forwarded-*`
+    /// description, and must name the same host as `X-Forwarded-Host` when both are sent.
+    #[param(rename = "X-Original-URL")]
+    original_url: Option<String>,
+    /// nginx: the original method (default `GET`).
+    #[param(rename = "X-Original-Method")]
+    original_method: Option<String>,
+    /// Traefik, Caddy: the original method (default `GET`).
+    #[param(rename = "X-Forwarded-Method")]
+    forwarded_method: Option<String>,
+    /// Traefik, Caddy: `http` or `https` (default `http`).
+    #[param(rename = "X-Forwarded-Proto")]
+    forwarded_proto: Option<String>,
+    /// Traefik, Caddy: the app's host (and port).
+    #[param(rename = "X-Forwarded-Host")]
+    forwarded_host: Option<String>,
+    /// Traefik, Caddy: the original path and query (default `/`).
+    #[param(rename = "X-Forwarded-Uri")]
+    forwarded_uri: Option<String>,
+    /// The client's: with `text/html`, a refusal in Traefik's or Caddy's dialect is a redirect
+    /// to the login page instead of 401.
+    #[param(rename = "Accept")]
+    accept: Option<String>,
+}
+
+/// A valid session: let the request through. The headers are for the app behind the proxy
+/// (nginx `auth_request_set`, Traefik `authResponseHeaders`, Caddy `copy_headers`).
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "A valid session: let the request through, with the user's identity for the app",
+    headers(
+        ("Remote-User" = String, description = "The username (Authelia's name)"),
+        ("Remote-Name" = String, description = "The display name, if known"),
+        ("Remote-Email" = String, description = "The email address, if known"),
+        ("X-Auth-Request-User" = String, description = "The username (oauth2-proxy's name)"),
+        ("X-Auth-Request-Preferred-Username" = String, description = "The username"),
+        ("X-Auth-Request-Email" = String, description = "The email address, if known"),
+        ("X-Cloakroom-Jwt" = String, description = "A short-lived service JWT for the app, \
+            signed with a key from `/.well-known/jwks.json`"),
+    )
+)]
+#[allow(dead_code)] // Described, never built.
+pub(crate) struct Allowed;
+
+/// No valid session, in Traefik's or Caddy's dialect, for a browser.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "No valid session, a browser (`Accept: text/html`) and Traefik's or Caddy's dialect: \
+        to the login page; 302 when the original method is a safe one, 303 otherwise (the browser then \
+        GETs the page)",
+    headers(("Location" = String, description = "The login page, with the original URL as `rd`")),
+)]
+#[allow(dead_code)] // Described, never built.
+pub(crate) struct ToLogin;
+
 /// The forwarded request, parsed and checked against the CSRF rule straight from the
 /// request's headers — before, and instead of, any session lookup.
 #[derive(Debug)]
@@ -366,7 +429,20 @@ fn decide(
     Ok(response)
 }
 
-/// `/auth/verify` and Authelia's endpoints (any method).
+/// May this request through?
+///
+/// The proxy asks before passing a request to an app. Any method is answered alike: the
+/// method of the request asked about is in `X-Original-Method` or `X-Forwarded-Method`.
+/// Authelia's `/api/authz/auth-request`, `/api/authz/forward-auth` and `/api/verify` are this
+/// same endpoint.
+#[utoipa::path(get, path = "/auth/verify", tag = "forward-auth",
+    params(ForwardingHeaders),
+    security((), ("session_cookie" = [])),
+    responses(
+        (status = 200, response = Allowed),
+        (status = 302, response = ToLogin),
+        (status = 303, response = ToLogin),
+    ))]
 pub(crate) async fn verify(
     State(state): State<AppState>,
     Checked(fwd): Checked,
@@ -375,7 +451,17 @@ pub(crate) async fn verify(
     decide(&state, &fwd, session, StatusCode::OK)
 }
 
-/// oauth2-proxy's `/oauth2/auth`: 202 on success.
+/// May this request through? (oauth2-proxy's contract)
+///
+/// As `/auth/verify`, answering 202 instead of 200 when it may.
+#[utoipa::path(get, path = "/oauth2/auth", tag = "oauth2-proxy",
+    params(ForwardingHeaders),
+    security((), ("session_cookie" = [])),
+    responses(
+        (status = 202, response = Allowed),
+        (status = 302, response = ToLogin),
+        (status = 303, response = ToLogin),
+    ))]
 pub(crate) async fn oauth2_auth(
     State(state): State<AppState>,
     Checked(fwd): Checked,
@@ -385,13 +471,24 @@ pub(crate) async fn oauth2_auth(
 }
 
 /// `?rd=` on oauth2-proxy's sign-in and sign-out.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct Rd {
+    /// Where to go afterwards: a path here, or a URL on one of `redirect_hosts` (anything
+    /// else is ignored).
     rd: Option<String>,
 }
 
-/// oauth2-proxy's `/oauth2/sign_in`: to the login page, keeping `rd` (if allowed).
-pub(crate) async fn oauth2_sign_in(State(state): State<AppState>, Query(q): Query<Rd>) -> Response {
+/// Sign in, then come back.
+///
+/// To the login page, keeping `rd` if it is allowed.
+#[utoipa::path(get, path = "/oauth2/sign_in", tag = "oauth2-proxy", params(Rd),
+    responses((status = 303, description = "To the login page",
+        headers(("Location" = String, description = "`/login`, with `rd` when it is allowed")))))]
+pub(crate) async fn oauth2_sign_in(
+    State(state): State<AppState>,
+    WebQuery(q): WebQuery<Rd>,
+) -> Response {
     let target = ReturnTo::parse(q.rd.as_deref(), &state.settings.redirect_hosts);
     let rd: String = url::form_urlencoded::byte_serialize(target.as_str().as_bytes()).collect();
     Redirect::to(&format!("/login?rd={rd}")).into_response()
@@ -415,15 +512,26 @@ struct SignOutPage {
     rd: Option<String>,
 }
 
-/// oauth2-proxy's `GET /oauth2/sign_out`. oauth2-proxy signs out on any GET, so any page —
-/// an `<img>` on a forum of the same site, a link on another — could sign users out. Here a
-/// GET signs out only as a same-origin navigation with a valid `rd` (an app's own "sign out"
-/// link); anything else gets a confirmation page whose form posts with the CSRF token.
+/// Sign out, after asking.
+///
+/// oauth2-proxy signs out on any GET, so any page — an `<img>` on a forum of the same site, a
+/// link on another — could sign users out. Here a GET signs out only as a same-origin
+/// navigation (`Sec-Fetch-Site: same-origin`, `Sec-Fetch-Mode: navigate`, `Sec-Fetch-Dest:
+/// document`) with a valid `rd` (an app's own "sign out" link); anything else gets a
+/// confirmation page whose form posts, with the CSRF token, to `POST /oauth2/sign_out`.
+#[utoipa::path(get, path = "/oauth2/sign_out", tag = "oauth2-proxy", params(Rd),
+    security((), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "A page asking to confirm, with a form that posts to `POST /oauth2/sign_out`",
+            content_type = "text/html", body = String),
+        (status = 303, description = "Signed out (a same-origin navigation with a valid `rd`), or there was no session: to `rd`, or the login page",
+            headers(("Location" = String, description = "`rd`, or `/login`"))),
+    ))]
 pub(crate) async fn oauth2_sign_out(
     State(state): State<AppState>,
     auth: Auth,
     headers: HeaderMap,
-    Query(q): Query<Rd>,
+    WebQuery(q): WebQuery<Rd>,
 ) -> Result<Response, WebError> {
     let hosts = &state.settings.redirect_hosts;
     let rd = q.rd.as_deref().and_then(|rd| ReturnTo::checked(rd, hosts));
@@ -446,14 +554,23 @@ pub(crate) async fn oauth2_sign_out(
     ))
 }
 
-/// The confirmation form of [`oauth2_sign_out`].
-#[derive(Debug, Deserialize)]
+/// The confirmation form of [`oauth2_sign_out`] (its `csrf_token` field is the session
+/// layer's).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct SignOutForm {
+    /// Where to go afterwards (as for `GET`).
     rd: Option<String>,
 }
 
-/// `POST /oauth2/sign_out`, on the pages' session layer (so the CSRF token is required): ends
-/// the session, then to `rd` (if allowed) or the login page.
+/// Sign out (the confirmation form).
+///
+/// Handled with the pages, on their session layer (so the CSRF token is required, and errors
+/// are pages): ends the session, then to `rd` (if allowed) or the login page.
+#[utoipa::path(post, path = "/oauth2/sign_out", tag = "oauth2-proxy",
+    request_body(content = SignOutForm, content_type = "application/x-www-form-urlencoded"),
+    security((), ("session_cookie" = [])),
+    responses((status = 303, description = "Signed out: to `rd`, or the login page. `Clear-Site-Data: \"cookies\"`.",
+        headers(("Location" = String, description = "`rd`, or `/login`")))))]
 pub(crate) async fn oauth2_sign_out_confirmed(
     State(state): State<AppState>,
     auth: Auth,
@@ -471,16 +588,29 @@ async fn sign_out(auth: Auth, target: ReturnTo) -> Result<Response, WebError> {
     Ok(([CLEAR_SITE_DATA.clone()], Redirect::to(target.as_str())).into_response())
 }
 
-/// oauth2-proxy's `/oauth2/userinfo`.
+/// Who is signed in, in oauth2-proxy's terms.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Userinfo {
+    /// The user id.
+    user: String,
+    /// The email address, if known.
+    email: Option<String>,
+    /// The username.
+    preferred_username: String,
+}
+
+/// Who is signed in (oauth2-proxy's contract).
+#[utoipa::path(get, path = "/oauth2/userinfo", tag = "oauth2-proxy",
+    security((), ("session_cookie" = [])),
+    responses((status = 200, description = "The signed-in user", body = Userinfo)))]
 pub(crate) async fn oauth2_userinfo(session: Option<Session>) -> Result<Response, WebError> {
     let session = session.ok_or_else(sign_in_first)?;
-    let username = flows::username(&session);
-    let email = session.get::<String>(keys::EMAIL).ok().flatten();
-    Ok(axum::Json(serde_json::json!({
-        "user": session.user_id().as_str(),
-        "email": email,
-        "preferredUsername": username,
-    }))
+    Ok(axum::Json(Userinfo {
+        user: session.user_id().as_str().to_owned(),
+        email: session.get::<String>(keys::EMAIL).ok().flatten(),
+        preferred_username: flows::username(&session),
+    })
     .into_response())
 }
 

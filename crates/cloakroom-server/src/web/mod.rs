@@ -3,12 +3,14 @@
 //! | group | routes | errors as |
 //! | --- | --- | --- |
 //! | [`pages`] | `/`, `/login`, `/signup`, `/logout`, `/account/…` | HTML pages |
-//! | [`api`] | `/api/…` (OpenAPI at `/openapi.json`) | JSON |
+//! | [`api`] | `/api/…` | JSON |
 //! | [`forward`] | `/auth/verify`, Authelia's and oauth2-proxy's endpoints | JSON, in the proxy's dialect |
 //! | [`ops`] | `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, JWKS, static files | JSON |
 //!
-//! A new route goes into the module of its group and its line in [`app`]. Handlers fail with
-//! a [`WebError`](error::WebError); the group's renderer (see [`error`]) writes it, once.
+//! A new route goes into the module of its group and its line in [`app`]; unless it is a page,
+//! its handler gets a `#[utoipa::path]` and a place in [`openapi`]'s document (a test fails
+//! until it has). Handlers fail with a [`WebError`](error::WebError); the group's renderer
+//! (see [`error`]) writes it, once.
 
 pub(crate) mod api;
 pub(crate) mod client_ip;
@@ -16,6 +18,7 @@ pub(crate) mod device;
 pub(crate) mod error;
 pub(crate) mod flows;
 pub(crate) mod forward;
+pub(crate) mod openapi;
 pub(crate) mod ops;
 pub(crate) mod pages;
 pub(crate) mod redirect;

@@ -5,8 +5,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
-use utoipa::OpenApi as _;
 
 use crate::metrics;
 use crate::state::AppState;
@@ -14,12 +12,14 @@ use crate::web::error::{Format, WebError};
 
 const STYLE_CSS: &str = include_str!("../../static/style.css");
 
-/// `GET /openapi.json`.
-pub(crate) async fn openapi() -> Response {
-    let json = crate::web::api::ApiDoc::openapi()
-        .to_json()
-        .unwrap_or_default();
-    ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+/// This document.
+///
+/// Every route a program calls, described (OpenAPI 3.1), as this server serves it: its public
+/// URL as the server, its cookie name in the security scheme.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
+pub(crate) async fn openapi(State(state): State<AppState>) -> Response {
+    Json(crate::web::openapi::document(&state.settings)).into_response()
 }
 
 /// `GET /static/style.css`.
@@ -45,7 +45,42 @@ pub(crate) async fn not_found(request: axum::extract::Request) -> Response {
     WebError::NotFound("page not found").render(format)
 }
 
-/// `GET /.well-known/jwks.json`: the public keys, cacheable for one JWKS lifetime.
+/// A JSON Web Key Set (RFC 7517).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Described, never built: the key ring writes the set.
+pub(crate) struct JwkSet {
+    /// Every key not yet retired, including keys that do not sign yet.
+    keys: Vec<Jwk>,
+}
+
+/// A public key (RFC 7517, RFC 8037 for Ed25519).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Described, never built.
+pub(crate) struct Jwk {
+    /// `OKP` (Ed25519) or `EC` (P-256).
+    kty: String,
+    /// `Ed25519` or `P-256`.
+    crv: String,
+    /// The public key (base64url).
+    x: String,
+    /// The public key's y coordinate, for `EC` (base64url).
+    y: Option<String>,
+    /// The key id a JWT's header names.
+    kid: String,
+    /// `EdDSA` or `ES256`: the only algorithm this key verifies.
+    alg: String,
+    /// `sig`.
+    #[schema(rename = "use")]
+    use_: String,
+}
+
+/// The public keys service JWTs are signed with.
+///
+/// Cacheable for one JWKS lifetime (`Cache-Control`); a new key is published here for at
+/// least that long before it signs.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
+    responses((status = 200, description = "The key set", body = JwkSet,
+        headers(("Cache-Control" = String, description = "`public, max-age=…`: one JWKS lifetime")))))]
 pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
     let body = state.minter.keys().jwks(state.clock.now());
     let max_age = format!(
@@ -59,12 +94,48 @@ pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
     r
 }
 
-/// `GET /healthz`: the process is up and serving.
+/// Is the process up?
+///
+/// Liveness: the process is up and serving; it looks at no store. Also on the `metrics_listen`
+/// address when one is set.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)))]
 pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: every store answers. 503 names the one that does not.
+/// Whether the stores answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Readiness {
+    /// `ready` or `unavailable`.
+    status: ReadyStatus,
+    /// The store that did not answer: `sessions` or `accounts`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<&'static str>,
+    /// Its backend: `sqlite`, `redis`, `postgres`, `memory`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<&'static str>,
+}
+
+/// The verdict of `/readyz`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ReadyStatus {
+    /// Every store answers.
+    Ready,
+    /// One does not.
+    Unavailable,
+}
+
+/// Do the stores answer?
+///
+/// Readiness: every store answers; 503 names the one that does not. Served on the
+/// `metrics_listen` address instead when one is set.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Every store answers", body = Readiness),
+        (status = 503, description = "A store does not answer; the body names it.", body = Readiness),
+    ))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let checks = [
         (
@@ -82,21 +153,33 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
         if let Err(e) = result {
             metrics::store_error(e.store());
             tracing::warn!(error = %e, role, "readiness check failed");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "store": role, "backend": store })),
-            )
-                .into_response();
+            let body = Readiness {
+                status: ReadyStatus::Unavailable,
+                store: Some(role),
+                backend: Some(store),
+            };
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
         }
     }
-    Json(json!({ "status": "ready" })).into_response()
+    Json(Readiness {
+        status: ReadyStatus::Ready,
+        store: None,
+        backend: None,
+    })
+    .into_response()
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// Metrics, for Prometheus.
 ///
-/// The live-session gauge costs a count over the whole store, so it is refreshed at most
-/// every [`metrics::GAUGE_REFRESH`]: scraping more often (or by more scrapers) costs nothing.
+/// Served on the `metrics_listen` address instead when one is set.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "The Prometheus text format (0.0.4)", content_type = "text/plain", body = String),
+        (status = 503, description = "The metrics recorder could not be installed.", content_type = "text/plain", body = String),
+    ))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    // The live-session gauge costs a count over the whole store, so it is refreshed at most
+    // every `metrics::GAUGE_REFRESH`: scraping more often (or by more scrapers) costs nothing.
     if state.gauges.due(state.clock.now()) {
         match state.sessions.count_live().await {
             Ok(Some(n)) => metrics::active_sessions(n),

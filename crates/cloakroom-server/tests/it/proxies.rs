@@ -10,7 +10,7 @@ use cloakroom_verify::{Verifier, VerifierConfig};
 use serde_json::json;
 
 use crate::procs::{Guarded, echo_upstream, free_port, require, wait_for_port};
-use crate::support::{Browser, PASSWORD, TestServer, start_with};
+use crate::support::{Browser, DECISION_PATHS, PASSWORD, TestServer, start_with};
 
 fn example(path: &str) -> String {
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -360,13 +360,7 @@ async fn client_cannot_choose_the_audience(proxy: Proxy) {
         .send()
         .await;
     assert_eq!(r.status.as_u16(), 403, "{proxy:?} Host: {}", r.body);
-    for path in [
-        "/auth/verify",
-        "/api/verify",
-        "/api/authz/auth-request",
-        "/api/authz/forward-auth",
-        "/oauth2/auth",
-    ] {
+    for path in DECISION_PATHS {
         let r = b
             .req("GET", path)
             .header("x-original-url", "https://payments.internal.example/")

@@ -17,6 +17,15 @@ pub use cloakroom_testkit::http::{Browser, Reply, Request as Req, hidden, url_en
 
 pub const ORIGIN: &str = "https://cloakroom.test";
 pub const PASSWORD: &str = "correct horse battery staple";
+/// Every path that answers a forward-auth decision: Cloakroom's own, Authelia's three and
+/// oauth2-proxy's.
+pub const DECISION_PATHS: [&str; 5] = [
+    "/auth/verify",
+    "/api/verify",
+    "/api/authz/auth-request",
+    "/api/authz/forward-auth",
+    "/oauth2/auth",
+];
 
 pub struct TestServer {
     pub base: String,

@@ -1,0 +1,557 @@
+//! The OpenAPI document at `/openapi.json`: every route a program calls — the JSON API,
+//! forward auth in each proxy's dialect, oauth2-proxy's endpoints, the JWKS and the
+//! operations endpoints. The HTML pages and the stylesheet are for people and are left out
+//! (`tests/it/openapi.rs` holds the list, and fails when a route is neither documented nor
+//! on it).
+//!
+//! Each handler's `#[utoipa::path]` says what it answers when it succeeds. Refusals are
+//! added here, in one place, because most of them do not come from the handler at all: the
+//! session layer refuses a cross-origin request or a missing CSRF token before the handler
+//! runs, the body extractor refuses a wrong `Content-Type`, the time limit answers 503 —
+//! the same for every operation behind the same layers. [`document`] adds, to each
+//! operation, the refusals of the layers in front of it ([`Group`], mirroring the route
+//! groups of [`super::app`]) and its own ([`OWN`]). Each error response names the `error`
+//! codes its body can hold (the `{"error", "message"}` body that
+//! [`WebError::render`](super::error::WebError::render) writes), so a client can match on
+//! them and a test can check that the server answers nothing undocumented.
+//!
+//! This is done on the generated JSON, not through utoipa's builders: what is added reads
+//! like the document it produces.
+
+use serde_json::{Value, json};
+use utoipa::OpenApi as _;
+
+use crate::config::Settings;
+use crate::web::{api, forward, ops};
+
+/// The operations, schemas and tags utoipa generates from the handlers' annotations.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(title = "Cloakroom", description = "Server-side sessions: accounts, login, your devices, log out \
+        everywhere; forward auth for reverse proxies, with short-lived service JWTs.\n\n\
+        Authentication is the session cookie only (`session_cookie`). A state-changing request must come from \
+        the server's own origin (Fetch Metadata `Sec-Fetch-Site`, else `Origin`) and, when it carries a session \
+        cookie, the session's CSRF token in `X-CSRF-Token`. Every error body is `{\"error\": \"<code>\", \
+        \"message\": \"…\"}`; each response lists the codes it can hold."),
+    paths(
+        api::signup, api::login, api::logout, api::current, api::sessions, api::revoke,
+        api::revoke_others, api::change_password,
+        forward::verify, forward::oauth2_auth, forward::oauth2_sign_in, forward::oauth2_sign_out,
+        forward::oauth2_sign_out_confirmed, forward::oauth2_userinfo,
+        ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::jwks,
+    ),
+    components(
+        schemas(api::ErrorBody),
+        responses(forward::Allowed, forward::ToLogin),
+    ),
+    tags(
+        (name = "sessions", description = "Log in and out; your devices"),
+        (name = "accounts", description = "Sign up; change the password"),
+        (name = "forward-auth", description = "The decision a reverse proxy asks for before letting a request through: \
+            Cloakroom's own endpoint and Authelia's"),
+        (name = "oauth2-proxy", description = "oauth2-proxy's endpoints, for proxies configured for it"),
+        (name = "operations", description = "Health, readiness, metrics, keys, this document"),
+    ),
+)]
+struct ApiDoc;
+
+/// Authelia's endpoints: the same handler as `/auth/verify`, so the same operation, under
+/// its own operation id.
+const AUTHELIA: [(&str, &str); 3] = [
+    ("/api/authz/auth-request", "authelia_auth_request"),
+    ("/api/authz/forward-auth", "authelia_forward_auth"),
+    ("/api/verify", "authelia_verify"),
+];
+
+/// The document as this server serves it: its public URL as the server, its cookie name in
+/// the security scheme.
+pub(crate) fn document(settings: &Settings) -> Value {
+    // utoipa's types serialize to JSON without fail (every map key is a string).
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    doc["servers"] = json!([{ "url": settings.public_origin.as_str() }]);
+    doc["components"]["securitySchemes"] = json!({
+        "session_cookie": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": settings.cookie_name,
+            "description": "The session cookie, set by sign-up and login: an opaque random token \
+                (`Secure`, `HttpOnly`, `Path=/`, `SameSite=Lax` unless configured `Strict`; the \
+                `__Host-` prefix by default). Its name is the `cookie_name` setting.",
+        }
+    });
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for (method, op) in item.iter_mut() {
+                add_refusals(method, path, op);
+            }
+        }
+        if let Some(verify) = paths.get("/auth/verify").cloned() {
+            for (path, id) in AUTHELIA {
+                let mut item = verify.clone();
+                item["get"]["operationId"] = id.into();
+                item["get"]["summary"] = format!("Authelia's `{path}`: as `/auth/verify`.").into();
+                paths.insert(path.to_owned(), item);
+            }
+        }
+    }
+    doc
+}
+
+/// The layers in front of an operation, as [`super::app`] groups the routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    /// `/api/…`: the session layer with its CSRF checks; errors as JSON.
+    Api,
+    /// Forward auth and oauth2-proxy: the session layer without CSRF checks (they apply to the
+    /// forwarded request); errors as JSON.
+    Forward,
+    /// A form handled with the pages (oauth2-proxy's sign-out confirmation): the session
+    /// layer with its CSRF checks; errors as HTML pages.
+    Page,
+    /// Health, readiness, metrics, keys, this document: no session layer.
+    Ops,
+}
+
+fn group(method: &str, path: &str) -> Group {
+    match (method, path) {
+        ("post", "/oauth2/sign_out") => Group::Page,
+        (_, "/auth/verify" | "/api/verify")
+        | (_, "/oauth2/auth" | "/oauth2/sign_in" | "/oauth2/sign_out" | "/oauth2/userinfo") => {
+            Group::Forward
+        }
+        (_, p) if p.starts_with("/api/authz/") => Group::Forward,
+        (_, p) if p.starts_with("/api/") => Group::Api,
+        _ => Group::Ops,
+    }
+}
+
+/// One refusal: the status, when it happens, and the codes its body's `error` can hold.
+#[derive(Debug, Clone, Copy)]
+struct Refusal {
+    status: u16,
+    codes: &'static [&'static str],
+    when: &'static str,
+}
+
+const fn refusal(status: u16, codes: &'static [&'static str], when: &'static str) -> Refusal {
+    Refusal {
+        status,
+        codes,
+        when,
+    }
+}
+
+const BUSY: Refusal = refusal(
+    503,
+    &["busy", "store_unavailable"],
+    "Password hashing is saturated (`busy`; see `Retry-After`), or the account store is \
+     unavailable.",
+);
+
+/// The refusals an operation (by operation id) makes itself; those of the layers in front of
+/// it are added by [`layer_refusals`].
+const OWN: &[(&str, &[Refusal])] = &[
+    (
+        "signup",
+        &[
+            refusal(
+                403,
+                &["signup_closed", "invite_required", "invalid_invite"],
+                "Sign-up is closed (`signup_closed`), needs an invitation (`invite_required`), \
+                 or the invitation is not valid (`invalid_invite`: unknown, expired or used, \
+                 not saying which).",
+            ),
+            refusal(
+                409,
+                &["username_taken"],
+                "The username is taken (said only where sign-up is open, or to the holder of a \
+                 valid invitation).",
+            ),
+            refusal(
+                422,
+                &["invalid_username", "weak_password"],
+                "The username or the password breaks the rules.",
+            ),
+            refusal(
+                429,
+                &["too_many_attempts"],
+                "Too many sign-ups from this network; see `Retry-After`.",
+            ),
+            BUSY,
+        ],
+    ),
+    (
+        "login",
+        &[
+            refusal(
+                401,
+                &["invalid_credentials"],
+                "Unknown user or wrong password (indistinguishable).",
+            ),
+            refusal(
+                403,
+                &["account_disabled"],
+                "The account is disabled (said only after a correct password).",
+            ),
+            refusal(
+                429,
+                &["too_many_attempts"],
+                "Too many failures for this account or from this network; see `Retry-After`.",
+            ),
+            BUSY,
+        ],
+    ),
+    (
+        "current",
+        &[
+            refusal(
+                404,
+                &["not_found"],
+                "The account was deleted while the request ran.",
+            ),
+            refusal(
+                503,
+                &["store_unavailable"],
+                "The account store is unavailable.",
+            ),
+        ],
+    ),
+    (
+        "revoke",
+        &[refusal(404, &["not_found"], "No such session of yours.")],
+    ),
+    (
+        "change_password",
+        &[
+            refusal(403, &["wrong_password"], "The current password is wrong."),
+            refusal(
+                422,
+                &["weak_password"],
+                "The new password breaks the rules.",
+            ),
+            refusal(
+                429,
+                &["too_many_attempts"],
+                "Too many wrong current passwords; see `Retry-After`.",
+            ),
+            BUSY,
+        ],
+    ),
+    ("verify", FORWARD_AUTH),
+    ("oauth2_auth", FORWARD_AUTH),
+    (
+        "oauth2_userinfo",
+        &[refusal(401, &["forward_auth"], "No valid session.")],
+    ),
+    ("readyz", &[TIMED_OUT]),
+    ("metrics", &[TIMED_OUT]),
+];
+
+/// A forward-auth decision's refusals (`/auth/verify`, Authelia's, oauth2-proxy's `auth`).
+const FORWARD_AUTH: &[Refusal] = &[
+    refusal(
+        400,
+        &["forward_auth"],
+        "The forwarding headers do not describe a request.",
+    ),
+    refusal(
+        401,
+        &["forward_auth"],
+        "No valid session: sign in first. In nginx's dialect (`X-Original-URL`) the answer \
+         carries `Location`: the login page, with the original URL as `rd`.",
+    ),
+    refusal(
+        403,
+        &["forward_auth"],
+        "Forwarding headers from a peer not in `trusted_proxies`, a host not in \
+         `app_origins`, or (with `forward_auth_csrf`) an unsafe forwarded request from \
+         another site.",
+    ),
+    refusal(
+        503,
+        &["forward_auth"],
+        "The service JWT could not be issued.",
+    ),
+];
+
+const TIMED_OUT: Refusal = refusal(
+    503,
+    &["timed_out"],
+    "Not answered within `request_timeout_secs` (a store that hangs); try again shortly.",
+);
+
+/// The refusals of the layers in front of `op`.
+fn layer_refusals(group: Group, method: &str, op: &Value) -> Vec<Refusal> {
+    if group == Group::Ops {
+        return Vec::new();
+    }
+    let reads_session = op["security"].is_array();
+    let body = op["requestBody"]["content"].as_object().is_some();
+    let query = op["parameters"]
+        .as_array()
+        .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+
+    let mut refusals = Vec::new();
+    if needs_session(op) {
+        refusals.push(refusal(
+            401,
+            &["unauthenticated"],
+            "No session, or it has ended (signed out, revoked or expired): sign in again.",
+        ));
+    }
+    if checks_csrf(group, method) {
+        refusals.push(refusal(
+            403,
+            &[
+                "cross_origin_request",
+                "csrf_token_missing",
+                "csrf_token_invalid",
+            ],
+            "The request came from another origin (`cross_origin_request`), or carries a \
+             session cookie without that session's CSRF token (`csrf_token_missing`, \
+             `csrf_token_invalid`).",
+        ));
+    }
+    if query {
+        refusals.push(refusal(
+            400,
+            &["malformed_query"],
+            "The query string does not parse (a parameter given twice, say).",
+        ));
+    }
+    if body {
+        refusals.extend([
+            refusal(400, &["malformed_body"], "The body does not parse."),
+            refusal(
+                413,
+                &["payload_too_large"],
+                "The body is larger than 64 KiB.",
+            ),
+            refusal(
+                415,
+                &["unsupported_media_type"],
+                "The body is not of the documented `Content-Type`.",
+            ),
+            refusal(
+                422,
+                &["invalid_body"],
+                "The body lacks a field, or a field has the wrong type.",
+            ),
+        ]);
+    }
+    refusals.push(if reads_session {
+        refusal(
+            503,
+            &["session_store_unavailable", "timed_out"],
+            "The session store is unavailable (the request is refused rather than let through), \
+             or it was not answered within `request_timeout_secs`; try again shortly.",
+        )
+    } else {
+        TIMED_OUT
+    });
+    refusals
+}
+
+/// Adds to `op` the refusals of its layers and its own, and the CSRF header where the session
+/// layer checks it.
+fn add_refusals(method: &str, path: &str, op: &mut Value) {
+    let group = group(method, path);
+    let id = op["operationId"].as_str().unwrap_or_default();
+    let mut refusals: Vec<Refusal> = OWN
+        .iter()
+        .filter(|(op_id, _)| *op_id == id)
+        .flat_map(|(_, r)| r.iter().copied())
+        .collect();
+    refusals.extend(layer_refusals(group, method, op));
+    for r in refusals {
+        match group {
+            Group::Page => add_page_refusal(op, r),
+            _ => add_json_refusal(op, r),
+        }
+    }
+    if checks_csrf(group, method) {
+        add_csrf_header(op);
+    }
+}
+
+/// Whether the session layer checks origin and CSRF token: on unsafe methods, except for
+/// forward auth (whose rules apply to the forwarded request).
+fn checks_csrf(group: Group, method: &str) -> bool {
+    let unsafe_method = !matches!(method, "get" | "head" | "options" | "trace");
+    unsafe_method && matches!(group, Group::Api | Group::Page)
+}
+
+/// Whether `op` needs a session: `security` without the empty alternative (`[{}, …]` is a
+/// session that may be absent).
+fn needs_session(op: &Value) -> bool {
+    op["security"]
+        .as_array()
+        .is_some_and(|s| s.iter().all(|r| r != &json!({})))
+}
+
+/// The schema of an error body whose `error` is one of `codes`.
+fn error_schema(codes: &[String]) -> Value {
+    json!({
+        "allOf": [
+            { "$ref": "#/components/schemas/ErrorBody" },
+            { "type": "object", "properties": { "error": { "enum": codes } } },
+        ]
+    })
+}
+
+/// The codes an error schema made by [`error_schema`] allows.
+fn codes_of(schema: &Value) -> Option<Vec<String>> {
+    let codes = schema["allOf"][1]["properties"]["error"]["enum"].as_array()?;
+    Some(
+        codes
+            .iter()
+            .filter_map(|c| c.as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+/// Adds a JSON refusal to `op`'s responses, merging it into one already there for the same
+/// status: codes are joined, a body of another shape becomes one of two (`oneOf`), and a
+/// response in another media type gets a JSON alternative.
+fn add_json_refusal(op: &mut Value, r: Refusal) {
+    let response = response_for(op, r);
+    let content = &mut response["content"]["application/json"]["schema"];
+    let mut codes: Vec<String> = r.codes.iter().map(|c| (*c).to_owned()).collect();
+    if content.is_null() {
+        *content = error_schema(&codes);
+    } else if let Some(known) = codes_of(content) {
+        codes = unique(known.into_iter().chain(codes));
+        *content = error_schema(&codes);
+    } else if let Some(one_of) = content.get_mut("oneOf").and_then(Value::as_array_mut) {
+        one_of.push(error_schema(&codes));
+    } else {
+        *content = json!({ "oneOf": [content.take(), error_schema(&codes)] });
+    }
+    if r.status == 429 || r.codes.contains(&"busy") {
+        response["headers"]["Retry-After"] = json!({
+            "description": "Seconds to wait before trying again.",
+            "schema": { "type": "integer", "minimum": 1 },
+        });
+    }
+}
+
+/// Adds a refusal answered with an error page (no codes: a page is for a person).
+fn add_page_refusal(op: &mut Value, r: Refusal) {
+    let response = response_for(op, r);
+    response["content"]["text/html"] = json!({ "schema": { "type": "string" } });
+}
+
+/// `op`'s response for `r.status`, created or with `r.when` added to its description.
+fn response_for(op: &mut Value, r: Refusal) -> &mut Value {
+    let response = &mut op["responses"][r.status.to_string()];
+    let description = match response["description"].as_str() {
+        Some(d) if !d.is_empty() && !d.contains(r.when) => format!("{d} {}", r.when),
+        Some(d) if !d.is_empty() => d.to_owned(),
+        _ => r.when.to_owned(),
+    };
+    response["description"] = description.into();
+    response
+}
+
+/// `codes` without repeats, in their first order.
+fn unique(codes: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen = Vec::new();
+    for c in codes {
+        if !seen.contains(&c) {
+            seen.push(c);
+        }
+    }
+    seen
+}
+
+/// The `X-CSRF-Token` header: required where the operation needs a session, and whenever a
+/// session cookie is sent.
+fn add_csrf_header(op: &mut Value) {
+    let form = op["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object();
+    let also = if form {
+        " A form may send it in its `csrf_token` field instead."
+    } else {
+        ""
+    };
+    let param = json!({
+        "name": "X-CSRF-Token",
+        "in": "header",
+        "required": needs_session(op) && !form,
+        "description": format!(
+            "The session's CSRF token: `csrf_token` from `GET /api/session` or from the login, \
+             sign-up or password-change answer. Required whenever the request carries a session \
+             cookie.{also}"
+        ),
+        "schema": { "type": "string" },
+    });
+    match op["parameters"].as_array_mut() {
+        Some(params) => params.push(param),
+        None => op["parameters"] = json!([param]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> Value {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = crate::config::RawConfig {
+            data_dir: dir.path().to_owned(),
+            public_url: Some("https://cloakroom.test".into()),
+            ..crate::config::RawConfig::default()
+        };
+        document(&raw.settings().unwrap())
+    }
+
+    /// A row of [`OWN`] for an operation that does not exist would silently document nothing.
+    #[test]
+    fn every_own_refusal_names_a_documented_operation() {
+        let doc = doc();
+        let ids: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .filter_map(|op| op["operationId"].as_str())
+            .collect();
+        for (id, _) in OWN {
+            assert!(
+                ids.contains(id),
+                "OWN names {id}, which is not an operation: {ids:?}"
+            );
+        }
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len(), "operation ids repeat: {ids:?}");
+    }
+
+    #[test]
+    fn refusals_merge_into_one_response_per_status() {
+        let doc = doc();
+        let signup = &doc["paths"]["/api/signup"]["post"]["responses"]["403"];
+        let codes = codes_of(&signup["content"]["application/json"]["schema"]).unwrap();
+        for code in [
+            "signup_closed",
+            "cross_origin_request",
+            "csrf_token_missing",
+        ] {
+            assert!(codes.contains(&code.to_owned()), "{code} not in {codes:?}");
+        }
+        let ready = &doc["paths"]["/readyz"]["get"]["responses"]["503"]["content"];
+        assert_eq!(
+            ready["application/json"]["schema"]["oneOf"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        let metrics = &doc["paths"]["/metrics"]["get"]["responses"]["503"]["content"];
+        let types: Vec<&String> = metrics.as_object().unwrap().keys().collect();
+        assert_eq!(types, ["application/json", "text/plain"]);
+    }
+}
