@@ -229,26 +229,42 @@ fn describes_a_request(h: &HeaderMap) -> bool {
 pub(crate) struct ForwardingHeaders {
     /// nginx (`auth_request`): the original URL. Takes precedence over the `X-Forwarded-*`
     /// description, and must name the same host as `X-Forwarded-Host` when both are sent.
-    #[param(rename = "X-Original-URL")]
+    #[param(
+        rename = "X-Original-URL",
+        nullable = false,
+        pattern = "^https?://[^/?#]+"
+    )]
     original_url: Option<String>,
     /// nginx: the original method (default `GET`).
-    #[param(rename = "X-Original-Method")]
+    #[param(
+        rename = "X-Original-Method",
+        nullable = false,
+        pattern = "^[A-Za-z]{1,16}$"
+    )]
     original_method: Option<String>,
     /// Traefik, Caddy: the original method (default `GET`).
-    #[param(rename = "X-Forwarded-Method")]
+    #[param(
+        rename = "X-Forwarded-Method",
+        nullable = false,
+        pattern = "^[A-Za-z]{1,16}$"
+    )]
     forwarded_method: Option<String>,
     /// Traefik, Caddy: `http` or `https` (default `http`).
-    #[param(rename = "X-Forwarded-Proto")]
+    #[param(rename = "X-Forwarded-Proto", nullable = false, pattern = "^https?$")]
     forwarded_proto: Option<String>,
     /// Traefik, Caddy: the app's host (and port).
-    #[param(rename = "X-Forwarded-Host")]
+    #[param(
+        rename = "X-Forwarded-Host",
+        nullable = false,
+        pattern = "^[^/@\\\\ ?#]+$"
+    )]
     forwarded_host: Option<String>,
     /// Traefik, Caddy: the original path and query (default `/`).
-    #[param(rename = "X-Forwarded-Uri")]
+    #[param(rename = "X-Forwarded-Uri", nullable = false, pattern = "^/")]
     forwarded_uri: Option<String>,
     /// The client's: with `text/html`, a refusal in Traefik's or Caddy's dialect is a redirect
     /// to the login page instead of 401.
-    #[param(rename = "Accept")]
+    #[param(rename = "Accept", nullable = false)]
     accept: Option<String>,
 }
 
