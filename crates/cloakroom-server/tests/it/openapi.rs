@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use cloakroom_server::config::SignupMode;
 use serde_json::{Value, json};
 
-use crate::procs::require;
 use crate::support::{
     Browser, DECISION_PATHS, PASSWORD, Reply, TestServer, hidden, start, start_observed_with,
     start_with,
@@ -18,9 +17,16 @@ use crate::support::{
 /// that loads the document refused it.
 #[tokio::test]
 async fn the_document_passes_openapi_spec_validator() {
-    let Some(()) = require("python3", &["-c", "import openapi_spec_validator"]) else {
+    let installed = std::process::Command::new("python3")
+        .args(["-c", "import openapi_spec_validator"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        cloakroom_testkit::skip::<()>(
+            "openapi-spec-validator is not installed (pip install openapi-spec-validator==0.9.0)",
+        );
         return;
-    };
+    }
     let s = start().await;
     let r = s.browser().get("/openapi.json").await;
     r.assert(200);
