@@ -256,7 +256,7 @@ pub(crate) async fn current(
         .store()
         .by_id(session.user_id())
         .await?
-        .ok_or(WebError::NotFound("account not found"))?;
+        .ok_or(WebError::NotFound("This account no longer exists."))?;
     Ok(Json(session_response(&account, &session)))
 }
 
@@ -291,9 +291,10 @@ pub(crate) async fn revoke(
     session: Session,
     Path(id): Path<String>,
 ) -> Result<StatusCode, WebError> {
-    let handle = SessionHandle::parse(&id).map_err(|_| WebError::NotFound("session not found"))?;
+    let not_found = || WebError::NotFound("That session does not exist, or is not yours.");
+    let handle = SessionHandle::parse(&id).map_err(|_| not_found())?;
     if !session.revoke_device(&handle).await? {
-        return Err(WebError::NotFound("session not found"));
+        return Err(not_found());
     }
     flows::revoked(&session, "revoke_one", 1);
     Ok(StatusCode::NO_CONTENT)
@@ -336,15 +337,43 @@ pub(crate) async fn change_password(
     }))
 }
 
+/// `DELETE /api/account`: the password, typed again.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct DeleteAccountRequest {
+    /// The account's password.
+    #[schema(value_type = String, format = Password)]
+    pub(crate) password: Password,
+}
+
+/// Deletes the signed-in user's account: every session ends first (this one too; the cookie
+/// is cleared), then the account. Its username can be signed up again; its id is never reused.
+#[utoipa::path(delete, path = "/api/account", tag = "accounts", request_body = DeleteAccountRequest,
+    responses(
+        (status = 204, description = "Deleted; every session ended and the cookie is cleared"),
+        (status = 401, description = "No session", body = ErrorBody),
+        (status = 403, description = "Password wrong (`wrong_password`), or cross-origin request / CSRF token missing", body = ErrorBody),
+        (status = 429, description = "Too many failures; see Retry-After", body = ErrorBody),
+    ))]
+pub(crate) async fn delete_account(
+    State(state): State<AppState>,
+    auth: Auth,
+    session: Session,
+    ClientAddr(ip): ClientAddr,
+    ApiJson(req): ApiJson<DeleteAccountRequest>,
+) -> Result<Response, WebError> {
+    flows::delete_account(&state, &auth, &session, ip, &req.password).await?;
+    Ok((StatusCode::NO_CONTENT, [CLEAR_SITE_DATA.clone()]).into_response())
+}
+
 /// The OpenAPI description of this API.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     info(title = "Cloakroom", description = "Server-side sessions: accounts, login, your devices, log out everywhere. \
         Authentication is the `__Host-cloakroom` cookie only. State-changing requests must come from the \
         server's own origin (Fetch Metadata / Origin) and, with a session, carry its CSRF token in `X-CSRF-Token`."),
-    paths(signup, login, logout, current, sessions, revoke, revoke_others, change_password),
+    paths(signup, login, logout, current, sessions, revoke, revoke_others, change_password, delete_account),
     components(schemas(LoginRequest, SignupRequest, PasswordRequest, SessionResponse, UserView, SessionView,
-        DeviceView, Revoked, PasswordChanged, ErrorBody)),
+        DeviceView, Revoked, PasswordChanged, ErrorBody, DeleteAccountRequest)),
     tags((name = "sessions"), (name = "accounts")),
 )]
 pub(crate) struct ApiDoc;
