@@ -332,6 +332,15 @@ async fn your_devices_lists_this_device_first() {
     );
     assert!(rows[0].starts_with(" current\""), "{}", rows[0]);
     assert!(rows[0].contains("This device"));
+    // The footer points signed-in pages at "Your devices" — except "Your devices" itself.
+    assert!(!page.body.contains("<footer>"), "{}", page.body);
+    assert!(
+        phone
+            .get("/")
+            .await
+            .body
+            .contains("Sign it out from <a href=\"/account/sessions\">Your devices</a>.")
+    );
 }
 
 /// Everything but `datetime="…"` attributes, where an ISO timestamp belongs.
