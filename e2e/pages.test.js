@@ -8,6 +8,9 @@
 //                            only accepted over HTTPS or from localhost.
 //   CLOAKROOM_E2E_CHROMIUM   the browser binary (default /usr/bin/chromium)
 //   CLOAKROOM_E2E_ARTIFACTS  where the screenshot goes (default: a new temporary directory)
+//   CLOAKROOM_E2E_CLOCK_DIR  where to ask the server's test clock to move on (set by `e2e.rs`,
+//                            whose server reads time from a clock it controls); without it, the
+//                            test that needs an expired session is skipped
 //
 // Run: `CLOAKROOM_E2E_BASE_URL=http://localhost:8080 npm test` (from this directory) against a
 // server started by hand, or `cargo test -p cloakroom-server e2e`, which starts one. Every run
@@ -18,7 +21,7 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,6 +45,7 @@ try {
 }
 const CHROMIUM = process.env.CLOAKROOM_E2E_CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = process.env.CLOAKROOM_E2E_ARTIFACTS || mkdtempSync(join(tmpdir(), 'cloakroom-e2e-'));
+const CLOCK_DIR = process.env.CLOAKROOM_E2E_CLOCK_DIR || '';
 
 const COOKIE = '__Host-cloakroom';
 const PASSWORD = 'correct horse battery staple';
@@ -159,7 +163,7 @@ async function signUp(page, username, password = PASSWORD) {
 async function fillLogin(page, username, password) {
   await page.getByLabel('Username').fill(username);
   await page.getByLabel('Password').fill(password);
-  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('button', { name: 'Sign in' }).click();
 }
 
 async function logIn(page, username, password = PASSWORD) {
@@ -177,12 +181,17 @@ async function expectHome(page, username) {
   );
 }
 
-/** A visit to `/` ends on the login page: this browser has no (live) session. */
-async function expectSignedOut(page, who = 'this browser') {
+/**
+ * A visit to `/` ends on the login page: this browser has no (live) session. `notice` is what
+ * the login page is told about it: `ended` for a browser that still holds the cookie of a
+ * session ended elsewhere, none for one without a cookie.
+ */
+async function expectSignedOut(page, who = 'this browser', notice = undefined) {
   // `goto` resolves once the last document of the redirect chain has loaded.
   await page.goto(url('/'));
-  assert.equal(page.url(), loginFor('/'), `${who} is signed out: / redirects to the login page`);
-  assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Log in');
+  const expected = notice ? `${loginFor('/')}&notice=${notice}` : loginFor('/');
+  assert.equal(page.url(), expected, `${who} is signed out: / redirects to the login page`);
+  assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Sign in');
 }
 
 /** A visit to `/` shows the account home of `username`. */
@@ -190,6 +199,43 @@ async function expectSignedIn(page, username, who = 'this browser') {
   await page.goto(url('/'));
   assert.equal(page.url(), url('/'), `${who} is still signed in: / shows the account home`);
   await expectHome(page, username);
+}
+
+/**
+ * The error `message` sits under the input `field`: the input is `aria-invalid="true"`, its
+ * `aria-describedby` names the error, it has the focus, and it is the only invalid field.
+ */
+async function expectFieldError(page, field, message) {
+  const input = page.locator(`input#${field}`);
+  assert.equal(await input.getAttribute('aria-invalid'), 'true', `#${field} is aria-invalid`);
+  const described = ((await input.getAttribute('aria-describedby')) ?? '').split(/\s+/);
+  assert.ok(described.includes(`${field}-error`), `#${field} is described by its error: ${described}`);
+  const error = page.locator(`#${field}-error`);
+  assert.equal(await error.textContent(), message);
+  // What assistive technology reads for the field: its description includes the error.
+  assert.ok(
+    (await input.evaluate((el) =>
+      el.getAttribute('aria-describedby').split(/\s+/).map((id) => document.getElementById(id)?.textContent ?? '').join(' '),
+    )).includes(message),
+    'the description resolves to the message',
+  );
+  const [inputBox, errorBox] = [await input.boundingBox(), await error.boundingBox()];
+  assert.ok(errorBox.y >= inputBox.y + inputBox.height, 'the error is under its field');
+  assert.ok(errorBox.x >= inputBox.x - 1, 'aligned with its field');
+  assert.equal(await page.evaluate(() => document.activeElement?.id), field, 'the field has the focus');
+  assert.equal(await page.locator('[aria-invalid="true"]').count(), 1, 'only this field is invalid');
+}
+
+/**
+ * Moves the server's clock on by `seconds` (the server of `e2e.rs` reads a clock the test
+ * controls): writes the request, waits until the server took it.
+ */
+async function advanceServerClock(seconds) {
+  const file = join(CLOCK_DIR, 'advance');
+  writeFileSync(`${file}.tmp`, String(seconds));
+  renameSync(`${file}.tmp`, file);
+  for (let i = 0; i < 100 && existsSync(file); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(!existsSync(file), 'the server moved its clock on');
 }
 
 /** The rows of "Your devices", as { label, current } in page order. */
@@ -262,11 +308,11 @@ test('"Your devices": revoke another device with its button', async () => {
   assert.equal(await laptop.page.getByRole('status').textContent(), 'Signed out 1 device.');
   assert.deepEqual(await devices(laptop.page), [{ label: LAPTOP, current: true }]);
 
-  await expectSignedOut(phone.page);
+  await expectSignedOut(phone.page, 'the phone', 'ended');
   await expectSignedIn(laptop.page, name);
 });
 
-test('"Log out of all other devices" signs out every other browser', async () => {
+test('"Sign out of all other devices" signs out every other browser', async () => {
   const name = user('cleo');
   const laptop = await device();
   await signUp(laptop.page, name);
@@ -280,18 +326,18 @@ test('"Log out of all other devices" signs out every other browser', async () =>
   assert.deepEqual(before.map((d) => d.label).sort(), [LAPTOP, WINDOWS, IPHONE].sort());
   assert.equal(before.filter((d) => d.current).length, 1);
 
-  await laptop.page.getByRole('button', { name: 'Log out of all other devices' }).click();
+  await laptop.page.getByRole('button', { name: 'Sign out of all other devices' }).click();
   await laptop.page.waitForURL(url('/account/sessions?revoked=2'));
   assert.equal(await laptop.page.getByRole('status').textContent(), 'Signed out 2 devices.');
   assert.deepEqual(await devices(laptop.page), [{ label: LAPTOP, current: true }]);
   assert.equal(
-    await laptop.page.getByRole('button', { name: 'Log out of all other devices' }).count(),
+    await laptop.page.getByRole('button', { name: 'Sign out of all other devices' }).count(),
     0,
-    'nothing left to log out of',
+    'nothing left to sign out of',
   );
 
-  await expectSignedOut(iphone.page);
-  await expectSignedOut(windows.page);
+  await expectSignedOut(iphone.page, 'the iPhone', 'ended');
+  await expectSignedOut(windows.page, 'the Windows laptop', 'ended');
   await expectSignedIn(laptop.page, name);
 });
 
@@ -329,13 +375,13 @@ test('changing the password signs out other devices and rotates this session', a
   assert.ok(ticketAfter, 'this browser still holds a session cookie');
   assert.notEqual(ticketAfter, ticketBefore, 'the session was rotated (new ticket)');
   await expectSignedIn(laptop.page, name);
-  await expectSignedOut(phone.page);
+  await expectSignedOut(phone.page, 'the phone', 'ended');
 
   const fresh = await device();
   await fresh.page.goto(url('/login'));
   await fillLogin(fresh.page, name, PASSWORD);
   await fresh.page.getByRole('alert').waitFor();
-  assert.match(await fresh.page.getByRole('alert').textContent(), /invalid username or password/);
+  assert.match(await fresh.page.getByRole('alert').textContent(), /Invalid username or password\./);
   assert.equal(await sessionCookie(fresh.context), undefined, 'the old password does not log in');
   await logIn(fresh.page, name, newPassword);
 });
@@ -352,7 +398,7 @@ test('login: errors inline, username kept, password never echoed, then back to `
 
   await fillLogin(page, name, wrong);
   await page.getByRole('alert').waitFor();
-  assert.equal(await page.getByRole('alert').textContent(), 'invalid username or password');
+  assert.equal(await page.getByRole('alert').textContent(), 'Invalid username or password.');
   assert.equal(await page.getByLabel('Username').inputValue(), name, 'the username is kept');
   assert.equal(await page.getByLabel('Password').inputValue(), '', 'the password field is empty');
   assert.ok(!(await page.content()).includes(wrong), 'the password is not in the page');
@@ -360,20 +406,21 @@ test('login: errors inline, username kept, password never echoed, then back to `
 
   // The return path survived the failed attempt.
   await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('button', { name: 'Sign in' }).click();
   await page.waitForURL(url('/account/sessions'));
   assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Your devices');
 });
 
-test('logout ends the session; the old cookie does not bring it back', async () => {
+test('signing out ends the session; the old cookie does not bring it back', async () => {
   const name = user('fay');
   const { context, page } = await device();
   await signUp(page, name);
   const old = await sessionCookie(context);
 
-  // Home has two "Log out" buttons (header and page); use the page's own.
-  await page.getByRole('main').getByRole('button', { name: 'Log out' }).click();
-  await page.waitForURL(url('/login'));
+  // Home has two "Sign out" buttons (header and page); use the page's own.
+  await page.getByRole('main').getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL(url('/login?notice=signed-out'));
+  assert.equal(await page.getByRole('status').textContent(), 'You have been signed out.');
   assert.equal(await sessionCookie(context), undefined, 'the browser dropped the cookie');
   await expectSignedOut(page);
 
@@ -391,7 +438,7 @@ test('logout ends the session; the old cookie does not bring it back', async () 
   ]);
   assert.equal((await sessionCookie(context))?.value, old.value, 'the old cookie is back in the jar');
   const sent = page.waitForRequest((r) => r.url() === url('/'));
-  await expectSignedOut(page);
+  await expectSignedOut(page, 'the thief', 'ended');
   const cookieHeader = (await (await sent).allHeaders()).cookie ?? '';
   assert.ok(cookieHeader.includes(`${COOKIE}=${old.value}`), 'the old cookie was presented');
 });
@@ -417,6 +464,115 @@ test('"Keep me signed in" makes the cookie outlive the browser session', async (
     { httpOnly: true, secure: true, sameSite: 'Lax', path: '/', domain: HOST },
     'otherwise the same cookie',
   );
+});
+
+// --- What the pages say (issue 18) ---------------------------------------------------------
+
+test('the login page says why: signed out, session expired', { skip: !CLOCK_DIR && 'no clock to move' }, async () => {
+  const name = user('hedy');
+  const { page } = await device();
+  await signUp(page, name);
+  await page.getByRole('navigation', { name: 'Account' }).getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL(url('/login?notice=signed-out'));
+  assert.equal(await page.getByRole('status').textContent(), 'You have been signed out.');
+
+  await logIn(page, name);
+  // Past the idle timeout (30 minutes): the next page asked for finds the session expired.
+  await advanceServerClock(31 * 60);
+  await page.goto(url('/account/sessions'));
+  assert.equal(page.url(), `${loginFor('/account/sessions')}&notice=expired`);
+  assert.equal(
+    await page.getByRole('status').textContent(),
+    'Your session expired, please sign in again.',
+  );
+  // Signing in again goes where the visitor was going.
+  await fillLogin(page, name, PASSWORD);
+  await page.waitForURL(url('/account/sessions'));
+});
+
+test('form errors sit under their field, with aria-invalid and aria-describedby', async () => {
+  const name = user('inez');
+  const { page } = await device();
+  await page.goto(url('/signup'));
+  await page.getByLabel('Username').fill(name);
+  // The browser's own length check would stop the form before the server sees it.
+  await page.locator('#password').evaluate((el) => el.removeAttribute('minlength'));
+  await page.getByLabel('Password', { exact: true }).fill('too short');
+  await page.getByLabel('Repeat the password').fill('too short');
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.getByRole('alert').waitFor();
+  await expectFieldError(page, 'password', 'The password must be at least 12 characters long.');
+  assert.equal(await page.getByLabel('Username').inputValue(), name, 'the username is kept');
+
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByLabel('Repeat the password').fill(`${PASSWORD} but different`);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.getByRole('alert').waitFor();
+  await expectFieldError(page, 'confirm', 'The two passwords differ.');
+
+  await signUp(page, name);
+  await page.goto(url('/account/password'));
+  await page.getByLabel('Current password').fill('not my password at all');
+  await page.getByLabel('New password', { exact: true }).fill('another long passphrase');
+  await page.getByLabel('Repeat the new password').fill('another long passphrase');
+  await page.getByRole('button', { name: 'Change password' }).click();
+  await page.getByRole('alert').waitFor();
+  await expectFieldError(page, 'current_password', 'Your current password is wrong.');
+});
+
+test('"Your devices" shows this device first', { skip: !CLOCK_DIR && 'no clock to move' }, async () => {
+  const name = user('jill');
+  const laptop = await device();
+  await signUp(laptop.page, name);
+  await advanceServerClock(10);
+  const phone = await device({ userAgent: PHONE_UA });
+  await logIn(phone.page, name);
+  await advanceServerClock(10);
+  const iphone = await device({ userAgent: IPHONE_UA });
+  await logIn(iphone.page, name);
+
+  // The phone is neither the newest session nor the oldest: by last use alone it would be
+  // in the middle.
+  await phone.page.goto(url('/account/sessions'));
+  assert.deepEqual(await devices(phone.page), [
+    { label: PHONE, current: true },
+    { label: IPHONE, current: false },
+    { label: LAPTOP, current: false },
+  ]);
+});
+
+test('deleting the account: password again, every device out, the name free', async () => {
+  const name = user('kim');
+  const laptop = await device();
+  await signUp(laptop.page, name);
+  const phone = await device({ userAgent: PHONE_UA });
+  await logIn(phone.page, name);
+
+  await laptop.page.getByRole('link', { name: 'Delete your account' }).click();
+  await laptop.page.waitForURL(url('/account/delete'));
+  await laptop.page.getByLabel('Your password').fill('not my password at all');
+  await laptop.page.getByRole('button', { name: 'Delete my account' }).click();
+  await laptop.page.getByRole('alert').waitFor();
+  await expectFieldError(laptop.page, 'password', 'Your current password is wrong.');
+  await expectSignedIn(phone.page, name, 'after a wrong password, the phone');
+
+  await laptop.page.goto(url('/account/delete'));
+  await laptop.page.getByLabel('Your password').fill(PASSWORD);
+  await laptop.page.getByRole('button', { name: 'Delete my account' }).click();
+  await laptop.page.waitForURL(url('/login?notice=deleted'));
+  assert.match(await laptop.page.getByRole('status').textContent(), /^Your account has been deleted\./);
+  assert.equal(await sessionCookie(laptop.context), undefined, 'the browser dropped the cookie');
+  await expectSignedOut(phone.page, 'the phone', 'ended');
+
+  const again = await device();
+  await again.page.goto(url('/login'));
+  await fillLogin(again.page, name, PASSWORD);
+  await again.page.getByRole('alert').waitFor();
+  assert.equal(await again.page.getByRole('alert').textContent(), 'Invalid username or password.');
+  // The name is free: a new account, with nothing of the old one.
+  await signUp(again.page, name);
+  await again.page.goto(url('/account/sessions'));
+  assert.deepEqual(await devices(again.page), [{ label: LAPTOP, current: true }]);
 });
 
 // --- CSRF -----------------------------------------------------------------------------------
@@ -611,9 +767,9 @@ test('accessibility smoke: labels, role="alert", label in name, contrast in both
   assert.equal(await page.locator('html').getAttribute('lang'), 'en');
   await fillLogin(page, user('nobody'), 'no such user password');
   await page.getByRole('alert').waitFor();
-  assert.match(await page.getByRole('alert').textContent(), /invalid username or password/);
+  assert.match(await page.getByRole('alert').textContent(), /Invalid username or password\./);
   assertAllLabelled(await controls(page), '/login with an error');
-  assert.equal(await page.locator('form[aria-describedby="form-error"]').count(), 1);
+  await expectFieldError(page, 'password', 'Invalid username or password.');
 
   await page.goto(url('/signup'));
   assertAllLabelled(await controls(page), '/signup');
@@ -643,7 +799,7 @@ test('accessibility smoke: labels, role="alert", label in name, contrast in both
   await logIn(phone.page, name);
   await page.goto(url('/account/sessions'));
   const buttons = await page.getByRole('button').all();
-  assert.ok(buttons.length >= 4, 'log out, two sign-outs, log out of all other devices');
+  assert.ok(buttons.length >= 4, 'sign out, two sign-outs, sign out of all other devices');
   for (const b of buttons) {
     const text = (await b.textContent()).trim();
     const label = (await b.getAttribute('aria-label')) ?? text;

@@ -56,17 +56,25 @@ impl Unauthenticated {
 
     fn message(self) -> &'static str {
         match self {
-            Self::NoCookie => "no session: sign in first",
+            Self::NoCookie => "You are not signed in. Please sign in.",
             Self::DuplicateCookie => {
-                "the session cookie was sent twice: clear this site's cookies and sign in again"
+                "Your browser sent the session cookie twice. Clear this site's cookies and sign in again."
             }
             Self::MalformedCookie => {
-                "the session cookie is malformed: clear this site's cookies and sign in again"
+                "Your session cookie is damaged. Clear this site's cookies and sign in again."
             }
-            Self::UnknownSession => "this session has ended (signed out or revoked): sign in again",
-            Self::IdleExpired => "the session expired after inactivity: sign in again",
-            Self::AbsoluteExpired => "the session reached its maximum lifetime: sign in again",
-            Self::Revoked => "this session was revoked: sign in again",
+            Self::UnknownSession => {
+                "Your session has ended: you signed out, or it was ended from another device. Please sign in again."
+            }
+            Self::IdleExpired => {
+                "Your session expired after a period of inactivity. Please sign in again."
+            }
+            Self::AbsoluteExpired => {
+                "Your session reached its maximum length. Please sign in again."
+            }
+            Self::Revoked => {
+                "Your session was ended while this request was being handled. Please sign in again."
+            }
         }
     }
 
@@ -163,27 +171,36 @@ impl Rejection {
         }
     }
 
-    /// A sentence for the client saying what went wrong and, for client errors, what to do.
+    /// A sentence for the client saying what went wrong and, for client errors, what to do —
+    /// written for a person (capitalised, full stops), since pages show it as it is. The
+    /// machine-readable [`code`](Self::code) is what programs should match on.
     pub fn message(&self) -> String {
         match self {
             Self::Unauthenticated(why) => why.message().to_owned(),
-            Self::CrossOrigin(why) => format!("{why}; send it from this site's own pages"),
+            Self::CrossOrigin(why) => cross_origin_message(*why).to_owned(),
             Self::ForeignOrigin { received, expected } => format!(
-                "request from a foreign origin refused: it came from {received}, but this \
-                 site is {expected}; open it at {expected} and try again"
+                "This request was refused because it came from {received}, but this site is \
+                 {expected}. Open {expected} and try again."
             ),
             Self::CsrfTokenMissing => {
-                "missing CSRF token: send it in the X-CSRF-Token header or the csrf_token form field"
+                "This request was refused because it has no CSRF token. Send it in the \
+                 X-CSRF-Token header or the csrf_token form field."
                     .to_owned()
             }
             Self::CsrfTokenInvalid => {
-                "CSRF token does not match this session: reload the page and try again".to_owned()
+                "This request's CSRF token does not belong to your session: the page may be out \
+                 of date. Reload it and try again."
+                    .to_owned()
             }
-            Self::FormTooLarge { limit } => format!("form body larger than {limit} bytes"),
-            Self::InvalidData(e) => format!("session data refused: {e}"),
-            Self::Contended => "too many concurrent updates to this session: retry".to_owned(),
-            Self::StoreUnavailable(_) => "session store unavailable: try again shortly".to_owned(),
-            Self::LayerMissing => "internal server error".to_owned(),
+            Self::FormTooLarge { limit } => {
+                format!("The form is too large: at most {limit} bytes are accepted.")
+            }
+            Self::InvalidData(e) => format!("The session data was refused: {e}."),
+            Self::Contended => "Too many changes to this session at once. Try again.".to_owned(),
+            Self::StoreUnavailable(_) => {
+                "Sessions cannot be checked right now. Try again in a moment.".to_owned()
+            }
+            Self::LayerMissing => "Something went wrong on the server.".to_owned(),
         }
     }
 
@@ -199,6 +216,30 @@ impl Rejection {
                 })),
             },
         }
+    }
+}
+
+/// What a person is told when their browser's request was judged cross-origin. The refusal's
+/// own `Display` names headers, for logs.
+fn cross_origin_message(why: CrossOriginRefusal) -> &'static str {
+    match why {
+        CrossOriginRefusal::CrossSite => {
+            "This request was refused because it came from another site. Use this site's own pages."
+        }
+        CrossOriginRefusal::SameSite => {
+            "This request was refused because it came from another address of this site. Use this site's own pages."
+        }
+        CrossOriginRefusal::NullOrigin => {
+            "This request was refused because it came from a page with no origin (a sandboxed frame or a data: URL). Use this site's own pages."
+        }
+        CrossOriginRefusal::ForeignOrigin => {
+            "This request was refused because it came from another site. Use this site's own pages."
+        }
+        CrossOriginRefusal::NoSourceInformation => {
+            "This request was refused because nothing in it says where it came from (no Sec-Fetch-Site, Origin or Referer header). Use this site's own pages."
+        }
+        // `UnknownFetchSite`, and whatever the non-exhaustive enum grows.
+        _ => "This request was refused because it did not come from this site's own pages.",
     }
 }
 

@@ -27,10 +27,10 @@ pub const MIN_USERNAME_LEN: usize = 3;
 /// Longest accepted username.
 pub const MAX_USERNAME_LEN: usize = 32;
 
-/// Why a username was refused.
+/// Why a username was refused. The message is a sentence for the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "a username is {MIN_USERNAME_LEN} to {MAX_USERNAME_LEN} characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+    "A username is {MIN_USERNAME_LEN} to {MAX_USERNAME_LEN} characters long: letters, digits, dots, dashes or underscores, starting with a letter or digit."
 )]
 pub struct InvalidUsername;
 
@@ -276,6 +276,20 @@ pub trait AccountStore: Send + Sync + fmt::Debug + 'static {
 
     /// Every account, ordered by username key.
     async fn list(&self) -> Result<Vec<Account>, StoreError>;
+
+    /// Removes the account with this id for good. Returns whether it existed.
+    ///
+    /// * Afterwards neither [`by_id`](Self::by_id) nor [`by_username`](Self::by_username)
+    ///   finds it, and [`list`](Self::list) leaves it out.
+    /// * Its username is free at once: a later [`create`](Self::create) with that name (in
+    ///   any case) succeeds, under a new id. Ids are never reused, so nothing kept under the
+    ///   old id (sessions, an app's records keyed by the service JWT's `sub`) can attach to
+    ///   the new account.
+    /// * An invitation the account was created with stays used — deleting an account never
+    ///   gives its invitation back — but no longer names the account.
+    /// * The store does not touch sessions: ending them (first, so that no session outlives
+    ///   its account) is the caller's job.
+    async fn delete(&self, id: &UserId) -> Result<bool, StoreError>;
 
     /// Records an unused invitation, valid while the clock reads before `expires_at`;
     /// `created_at` is kept for the record. Only the hash is given, and only the hash is

@@ -200,6 +200,25 @@ impl AccountStore for PostgresAccounts {
             .collect()
     }
 
+    async fn delete(&self, id: &UserId) -> Result<bool, StoreError> {
+        // One statement, so one transaction: the invitation's mark and the account go
+        // together.
+        let sql = format!(
+            "WITH gone AS (DELETE FROM {} WHERE id = $1 RETURNING id),
+                  unmarked AS (UPDATE {} SET used_by = NULL WHERE used_by IN (SELECT id FROM gone))
+             SELECT count(*) FROM gone",
+            self.table, self.invites
+        );
+        let rows = self.store.query(&sql, &[&id.as_str()]).await?;
+        let n: i64 = rows
+            .first()
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(db_error)?
+            .unwrap_or(0);
+        Ok(n == 1)
+    }
+
     async fn create_invite(
         &self,
         hash: &InviteHash,

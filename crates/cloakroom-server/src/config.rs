@@ -78,6 +78,23 @@ pub enum SignupMode {
     Invite,
 }
 
+/// A table entry's flag, spelled from its key at compile time (`branding.logo_url` →
+/// `branding-logo-url`): clap wants a `&'static str`, and a macro cannot re-spell an
+/// identifier.
+const fn flag_name<const N: usize>(key: &str) -> [u8; N] {
+    let key = key.as_bytes();
+    let mut flag = [0; N];
+    let mut i = 0;
+    while i < N && i < key.len() {
+        flag[i] = match key[i] {
+            b'_' | b'.' => b'-',
+            b => b,
+        };
+        i += 1;
+    }
+    flag
+}
+
 /// Defines every setting once: its key, type, default and documentation. From that one
 /// definition come the TOML key (`listen`), the environment variable (`CLOAKROOM_LISTEN`), the
 /// flag (`--listen`, with the doc comment as its help), [`RawConfig`] and its `Default`, and
@@ -86,25 +103,86 @@ pub enum SignupMode {
 /// Each entry: doc comment, `name: Type = default`, a sample non-default value as TOML text
 /// (for the test that sets every setting each way), and optionally extra `#[arg(…)]`
 /// attributes for the flag.
+///
+/// After the plain settings come tables, `[table: Table, TableFlags] { entries }`: a TOML
+/// table (`[branding]` with `name = …`), whose entries are spelled `CLOAKROOM_BRANDING_NAME`
+/// and `--branding-name`, and listed in [`SETTINGS`] as `branding.name`. Related settings
+/// that only mean something together read better grouped in a file.
 macro_rules! settings {
-    ($(
-        $(#[doc = $doc:literal])*
-        $name:ident : $ty:ty = $default:expr, sample $sample:literal
-        $(, #[arg($($arg:tt)*)])? ;
-    )*) => {
+    (
+        $(
+            $(#[doc = $doc:literal])*
+            $name:ident : $ty:ty = $default:expr, sample $sample:literal
+            $(, #[arg($($arg:tt)*)])? ;
+        )*
+        $(
+            [
+                $(#[doc = $tdoc:literal])*
+                $table:ident : $Table:ident, $TableFlags:ident
+            ] {
+                $(
+                    $(#[doc = $fdoc:literal])*
+                    $field:ident : $fty:ty = $fdefault:expr, sample $fsample:literal
+                    $(, #[arg($($farg:tt)*)])? ;
+                )*
+            }
+        )*
+    ) => {
         /// Raw configuration, as files, environment and flags spell it. Every field has a
         /// default.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(default, deny_unknown_fields)]
         pub struct RawConfig {
             $( $(#[doc = $doc])* pub $name: $ty, )*
+            $( $(#[doc = $tdoc])* pub $table: $Table, )*
         }
 
         impl Default for RawConfig {
             fn default() -> Self {
-                Self { $( $name: $default, )* }
+                Self {
+                    $( $name: $default, )*
+                    $( $table: $Table::default(), )*
+                }
             }
         }
+
+        $(
+            $(#[doc = $tdoc])*
+            #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+            #[serde(default, deny_unknown_fields)]
+            pub struct $Table {
+                $( $(#[doc = $fdoc])* pub $field: $fty, )*
+            }
+
+            impl Default for $Table {
+                fn default() -> Self {
+                    Self { $( $field: $fdefault, )* }
+                }
+            }
+
+            /// The flags of one settings table.
+            #[derive(Debug, Clone, Default, Serialize, clap::Args)]
+            pub struct $TableFlags {
+                $(
+                    $(#[doc = $fdoc])*
+                    #[arg(
+                        long = {
+                            const KEY: &str = concat!(stringify!($table), ".", stringify!($field));
+                            const FLAG: [u8; KEY.len()] = flag_name(KEY);
+                            match std::str::from_utf8(&FLAG) {
+                                Ok(flag) => flag,
+                                Err(_) => KEY,
+                            }
+                        },
+                        id = concat!(stringify!($table), ".", stringify!($field)),
+                        global = true
+                        $(, $($farg)*)?
+                    )]
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    pub $field: Option<$fty>,
+                )*
+            }
+        )*
 
         /// Settings given as command-line flags: only those present override the file and the
         /// environment.
@@ -116,10 +194,19 @@ macro_rules! settings {
                 #[serde(skip_serializing_if = "Option::is_none")]
                 pub $name: Option<$ty>,
             )*
+            $(
+                $(#[doc = $tdoc])*
+                #[command(flatten)]
+                pub $table: $TableFlags,
+            )*
         }
 
-        /// Every setting's key, with a sample non-default value written as TOML.
-        pub const SETTINGS: &[(&str, &str)] = &[ $( (stringify!($name), $sample), )* ];
+        /// Every setting's key (`table.key` for a table's), with a sample non-default value
+        /// written as TOML.
+        pub const SETTINGS: &[(&str, &str)] = &[
+            $( (stringify!($name), $sample), )*
+            $( $( (concat!(stringify!($table), ".", stringify!($field)), $fsample), )* )*
+        ];
     };
 }
 
@@ -235,6 +322,23 @@ settings! {
     /// cookie then travels in clear text (and browsers refuse `__Host-` cookies over it).
     danger_allow_http: bool = false, sample "true",
         #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
+
+    [
+        /// How the pages look, so they fit the site they protect: `[branding]` in a file.
+        branding: Branding, BrandingFlags
+    ] {
+        /// The product name the pages show in their header and titles.
+        name: String = "Cloakroom".into(), sample r#""Acme Sign-in""#,
+            #[arg(value_name = "NAME")];
+        /// A logo shown before the name: an `https://` URL (its origin is added to the pages'
+        /// Content-Security-Policy `img-src`) or a path on this host (`/assets/logo.svg`).
+        logo_url: Option<String> = None, sample r#""https://cdn.example.com/logo.svg""#,
+            #[arg(num_args = 1, value_name = "URL")];
+        /// A stylesheet loaded after the built-in one, read once at start-up (the server does
+        /// not start without it) and served at `/static/branding.css`.
+        css_file: Option<PathBuf> = None, sample r#""/etc/cloakroom/branding.css""#,
+            #[arg(num_args = 1, value_name = "FILE")];
+    }
 }
 
 /// The origins of the apps behind the proxy (`app_origins`), plus the public URL's own.
@@ -399,6 +503,77 @@ pub struct Settings {
     pub signup_limit_per_network: u32,
     /// Where `/metrics` and `/readyz` are served instead of `listen`, if set.
     pub metrics_listen: Option<SocketAddr>,
+    /// How the pages look.
+    pub branding: BrandingSettings,
+}
+
+/// The checked `[branding]` settings.
+#[derive(Debug, Clone)]
+pub struct BrandingSettings {
+    /// The product name.
+    pub name: String,
+    /// The logo, as the pages link it: an `https://` URL or a path on this host.
+    pub logo_url: Option<String>,
+    /// The logo's origin when it is on another host, for the pages' `img-src`.
+    pub logo_origin: Option<Origin>,
+    /// The operator's stylesheet (read at start-up).
+    pub css_file: Option<PathBuf>,
+}
+
+impl Branding {
+    /// Checks the product name and the logo's URL. The logo is an `https://` URL or a path
+    /// on this host — never `http://` (mixed content), `data:` or `javascript:` (which the
+    /// pages' CSP would block anyway, and which have no business in a setting), nor `//host`
+    /// (another host, without saying how to reach it).
+    fn checked(&self) -> Result<BrandingSettings, ConfigError> {
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(invalid(
+                "branding.name",
+                "must be 1 to 64 characters, none of them control characters",
+            ));
+        }
+        let (logo_url, logo_origin) = match self.logo_url.as_deref().map(str::trim) {
+            None | Some("") => (None, None),
+            Some(text) if text.starts_with('/') => {
+                let path = crate::web::redirect::ReturnTo::checked(text, &[]).ok_or_else(|| {
+                    invalid(
+                        "branding.logo_url",
+                        format!("{text:?} is not a path on this host"),
+                    )
+                })?;
+                (Some(path.as_str().to_owned()), None)
+            }
+            Some(text) => {
+                let url = url::Url::parse(text)
+                    .ok()
+                    .filter(|u| {
+                        u.scheme() == "https"
+                            && u.host_str().is_some()
+                            && u.username().is_empty()
+                            && u.password().is_none()
+                    })
+                    .ok_or_else(|| {
+                        invalid(
+                            "branding.logo_url",
+                            format!(
+                                "{text:?} must be an https:// URL or a path on this host \
+                                 starting with /"
+                            ),
+                        )
+                    })?;
+                let origin = Origin::parse(&url.origin().ascii_serialization())
+                    .map_err(|e| invalid("branding.logo_url", format!("{text:?}: {e}")))?;
+                (Some(url.to_string()), Some(origin))
+            }
+        };
+        Ok(BrandingSettings {
+            name: name.to_owned(),
+            logo_url,
+            logo_origin,
+            css_file: self.css_file.clone(),
+        })
+    }
 }
 
 /// Whether browsers treat `origin` as a secure context over plain http (see
@@ -439,13 +614,11 @@ fn parse_listen(text: &str) -> Result<SocketAddr, std::net::AddrParseError> {
 /// (`CLOAKROOM_TEST_*`, `CLOAKROOM_REQUIRE_SERVICES`) and the two that are not settings
 /// (`CLOAKROOM_CONFIG`, `CLOAKROOM_LOG`) are not reported.
 pub fn unknown_environment() -> Vec<String> {
-    let known = keys();
     std::env::vars_os()
         .filter_map(|(name, _)| name.into_string().ok())
         .filter(|name| {
             name.strip_prefix("CLOAKROOM_").is_some_and(|rest| {
-                let key = rest.to_ascii_lowercase();
-                !known.contains(&key.as_str())
+                setting_of_env(rest).is_none()
                     && !matches!(rest, "CONFIG" | "LOG" | "REQUIRE_SERVICES")
                     && !rest.starts_with("TEST_")
             })
@@ -462,9 +635,13 @@ fn nonzero_secs(setting: &'static str, v: u64) -> Result<Duration, ConfigError> 
     }
 }
 
-/// The keys of [`SETTINGS`].
-fn keys() -> Vec<&'static str> {
-    SETTINGS.iter().map(|(key, _)| *key).collect()
+/// The setting a `CLOAKROOM_*` variable names, from the rest of its name (`BRANDING_NAME` →
+/// `branding.name`), if any.
+fn setting_of_env(rest: &str) -> Option<&'static str> {
+    SETTINGS
+        .iter()
+        .map(|(key, _)| *key)
+        .find(|key| key.replace('.', "_").eq_ignore_ascii_case(rest))
 }
 
 impl RawConfig {
@@ -485,8 +662,11 @@ impl RawConfig {
             figment = figment.merge(Toml::file(path));
         }
         figment
-            // Only our own keys: `CLOAKROOM_TEST_*` and friends belong to other tools.
-            .merge(Env::prefixed("CLOAKROOM_").only(&keys()))
+            // Only our own keys: `CLOAKROOM_TEST_*` and friends belong to other tools. A
+            // table's key nests (`CLOAKROOM_BRANDING_NAME` → `branding.name`).
+            .merge(Env::prefixed("CLOAKROOM_").filter_map(|rest| {
+                setting_of_env(rest.as_str()).map(figment::value::Uncased::from)
+            }))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))
@@ -687,6 +867,7 @@ impl RawConfig {
             max_connections: self.max_connections,
             signup_limit_per_network: self.signup_limit_per_network,
             metrics_listen,
+            branding: self.branding.checked()?,
         })
     }
 }
@@ -795,6 +976,58 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_logo_is_an_https_url_or_a_path_on_this_host() {
+        let logo = |url: &str| {
+            RawConfig {
+                branding: Branding {
+                    logo_url: Some(url.into()),
+                    ..Branding::default()
+                },
+                ..RawConfig::default()
+            }
+            .settings()
+            .map(|s| s.branding)
+        };
+        let remote = logo("https://cdn.example.com:8443/brand/logo.svg").unwrap();
+        assert_eq!(
+            remote.logo_url.as_deref(),
+            Some("https://cdn.example.com:8443/brand/logo.svg")
+        );
+        assert_eq!(
+            remote.logo_origin.unwrap().as_str(),
+            "https://cdn.example.com:8443"
+        );
+        let local = logo("/assets/logo.png").unwrap();
+        assert_eq!(local.logo_url.as_deref(), Some("/assets/logo.png"));
+        assert!(local.logo_origin.is_none(), "nothing to add to the CSP");
+        for bad in [
+            "http://cdn.example.com/logo.svg",
+            "//cdn.example.com/logo.svg",
+            "/\\cdn.example.com/logo.svg",
+            "data:image/svg+xml,<svg/>",
+            "javascript:alert(1)",
+            "logo.svg",
+            "https://user:pw@cdn.example.com/logo.svg",
+        ] {
+            let e = logo(bad).unwrap_err().to_string();
+            assert!(e.contains("branding.logo_url"), "{bad}: {e}");
+        }
+        let named = |name: &str| {
+            RawConfig {
+                branding: Branding {
+                    name: name.into(),
+                    ..Branding::default()
+                },
+                ..RawConfig::default()
+            }
+            .settings()
+        };
+        assert_eq!(named(" Acme ").unwrap().branding.name, "Acme");
+        assert!(named("").is_err() && named("a\nb").is_err());
+        assert!(named(&"x".repeat(65)).is_err());
     }
 
     #[test]

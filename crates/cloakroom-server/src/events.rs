@@ -1,6 +1,6 @@
 //! Security events: one structured log line for each thing an operator or an incident
 //! responder needs to see — failed and throttled logins, logouts and revocations, password
-//! changes, disabled accounts, key rotations. (CSRF and origin refusals and presentations of
+//! changes, disabled and deleted accounts, key rotations. (CSRF and origin refusals and presentations of
 //! unknown sessions are logged by the session layer, `cloakroom_axum`, under the same target.)
 //!
 //! Every event has the target [`TARGET`] and a field `event` with a stable name, so that a
@@ -103,6 +103,20 @@ pub(crate) fn account_disabled(username: &str, ended: u64) {
         username,
         ended,
         "account disabled"
+    );
+}
+
+/// An account was deleted — by its owner (`by = "user"`, from `ip`) or by an administrator
+/// (`by = "admin"`); `ended` sessions ended first.
+pub(crate) fn account_deleted(username: &str, by: &'static str, ip: Option<IpAddr>, ended: u64) {
+    tracing::warn!(
+        target: TARGET,
+        event = "account_deleted",
+        username,
+        by,
+        ip = %ip_text(ip),
+        ended,
+        "account deleted"
     );
 }
 

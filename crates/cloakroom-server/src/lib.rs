@@ -12,7 +12,7 @@
 //! * `web/` — the HTTP edge: the router ([`app`]), middleware, and one module per route group
 //!   (pages, API, forward auth, operations); `web/error.rs` is the one place errors become
 //!   responses. A new route goes here.
-//! * `accounts/` — sign-up, login, password change: password rules, Argon2id hashing,
+//! * `accounts/` — sign-up, login, password change, deletion: password rules, Argon2id hashing,
 //!   throttling. No HTTP in it. A new account rule goes here.
 //! * [`tokens`] — the service-JWT signing keys, the JWKS, the minter; the home of every token
 //!   kind Cloakroom issues. A new token kind goes here.

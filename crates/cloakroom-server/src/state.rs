@@ -18,6 +18,7 @@ use crate::metrics;
 use crate::tokens::keys::KeyRing;
 use crate::tokens::service_jwt::Minter;
 use crate::web::client_ip::ClientIp;
+use crate::web::site::Site;
 
 /// Why the server could not start. Each variant says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,15 @@ pub enum StartupError {
     /// Settings that cannot work together.
     #[error("configuration: {0}")]
     Misconfigured(String),
+    /// The operator's stylesheet (`branding.css_file`) cannot be read.
+    #[error("branding.css_file {path}: {source}")]
+    Branding {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -84,6 +94,8 @@ pub struct Inner {
     pub(crate) minter: Minter,
     /// When `/metrics` last counted the live sessions.
     pub(crate) gauges: metrics::Gauges,
+    /// The product name, logo and stylesheets the pages show, and their CSP.
+    pub(crate) site: Arc<Site>,
 }
 
 impl Deref for AppState {
@@ -227,6 +239,7 @@ impl AppState {
     ) -> Result<Self, StartupError> {
         // Install the recorder before the first metric is recorded, or those would be lost.
         let _ = metrics::handle();
+        let site = Arc::new(Site::load(&settings.branding)?);
         let keys = KeyRing::open(&settings.data_dir, settings.jwt_algorithm, clock.now())?;
         let minter = Minter::new(settings.public_origin.to_string(), settings.jwt_ttl, keys);
         let mut sessions = SessionManager::from_arc(metrics::CountingStore::wrap(stores.sessions))
@@ -247,6 +260,7 @@ impl AppState {
                 ),
                 client_ip: ClientIp::new(settings.trusted_proxies.clone()),
                 gauges: metrics::Gauges::default(),
+                site,
                 sessions,
                 clock,
                 settings,

@@ -201,6 +201,21 @@ impl AccountStore for SqliteAccounts {
         rows.into_iter().map(decoded).collect()
     }
 
+    async fn delete(&self, id: &UserId) -> Result<bool, StoreError> {
+        let id = id.as_str().to_owned();
+        self.db
+            .write(move |conn| {
+                // One write transaction: the invitation's mark and the account go together.
+                conn.prepare_cached("UPDATE invites SET used_by = NULL WHERE used_by = ?1")?
+                    .execute([&id])?;
+                conn.prepare_cached("DELETE FROM accounts WHERE id = ?1")?
+                    .execute([&id])
+                    .map(|n| n == 1)
+            })
+            .await
+            .map_err(store_error)
+    }
+
     async fn create_invite(
         &self,
         hash: &InviteHash,

@@ -1,4 +1,4 @@
-//! Accounts: sign-up, login and password change, with the rules that guard them — password
+//! Accounts: sign-up, login, password change and deletion, with the rules that guard them — password
 //! policy, Argon2id on a bounded pool, brute-force throttling, resistance to user enumeration.
 //!
 //! [`Accounts`] knows nothing of HTTP: it takes what a user typed and answers with an
@@ -16,7 +16,9 @@ use std::time::Duration;
 use cloakroom_core::accounts::{
     Account, AccountError, AccountStore, InvalidUsername, InviteCode, Username,
 };
-use cloakroom_core::{Clock, SessionData, SessionHandle, StoreError, Timestamp, UserId};
+use cloakroom_core::{
+    Clock, SessionData, SessionHandle, SessionManager, StoreError, Timestamp, UserId,
+};
 
 use crate::config::SignupMode;
 use crate::metrics;
@@ -35,24 +37,24 @@ pub mod session_keys {
 }
 
 /// Why an account flow refused. Every variant but [`Store`](Self::Store) is the client's to
-/// fix, and its message says how.
+/// fix, and its message — a sentence written for the person at the form — says how.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub(crate) enum AccountsError {
     /// Unknown username or wrong password — deliberately indistinguishable.
-    #[error("invalid username or password")]
+    #[error("Invalid username or password.")]
     InvalidCredentials,
     /// The current password given for a password change is wrong.
-    #[error("the current password is wrong")]
+    #[error("Your current password is wrong.")]
     WrongPassword,
     /// The account is disabled (said only after a correct password).
-    #[error("this account is disabled")]
+    #[error("This account is disabled. Ask your administrator.")]
     AccountDisabled,
     /// The account behind a session no longer exists.
-    #[error("this account no longer exists")]
+    #[error("This account no longer exists.")]
     UnknownAccount,
     /// Too many failed attempts; try again after the given time.
-    #[error("too many failed attempts: try again in {} seconds", ceil_secs(*.0))]
+    #[error("Too many attempts. Try again in {}.", wait_phrase(*.0))]
     Throttled(Duration),
     /// The password hashing pool is saturated.
     #[error(transparent)]
@@ -60,16 +62,16 @@ pub(crate) enum AccountsError {
     /// Sign-up with a username that exists (said only where sign-up is open, which makes
     /// usernames public by design: see [`SignupMode::Open`], or to the holder of a valid
     /// invitation: see [`SignupMode::Invite`]).
-    #[error("this username is taken")]
+    #[error("This username is taken. Choose another.")]
     UsernameTaken,
     /// Sign-up is closed on this server: an administrator creates accounts.
-    #[error("sign-up is closed on this server: ask an administrator for an account")]
+    #[error("Sign-up is closed on this server. Ask an administrator for an account.")]
     SignupClosed,
     /// Sign-up on this server needs an invitation, and none was given.
-    #[error("sign-up on this server is by invitation: ask an administrator for one")]
+    #[error("Sign-up on this server is by invitation. Ask an administrator for one.")]
     InviteRequired,
     /// The invitation given is unknown, expired or used — deliberately not saying which.
-    #[error("this invitation is not valid (it may have expired or been used)")]
+    #[error("This invitation is not valid. It may have expired or been used already.")]
     InvalidInvite,
     /// A username that breaks the rules.
     #[error(transparent)]
@@ -97,9 +99,25 @@ impl From<AccountError> for AccountsError {
     }
 }
 
-/// A duration in whole seconds, rounded up (for `Retry-After` and messages).
+/// A duration in whole seconds, rounded up (for `Retry-After`).
 pub(crate) fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// A wait as a person says it: "1 second", "40 seconds", "2 minutes". Rounded up, never
+/// down: whoever tries again after the time said is not refused again.
+pub(crate) fn wait_phrase(d: Duration) -> String {
+    let secs = ceil_secs(d).max(1);
+    let (n, unit) = if secs < 60 {
+        (secs, "second")
+    } else {
+        (secs.div_ceil(60), "minute")
+    };
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
 }
 
 /// Credentials as submitted.
@@ -297,6 +315,41 @@ impl Accounts {
         current: &Password,
         new: &Password,
     ) -> Result<PasswordChange, AccountsError> {
+        let account = self.reauthenticate(user, ip, current).await?;
+        check_new_password(new, &account.username)?;
+        let hash = self.passwords.hash(new).await?;
+        Ok(PasswordChange {
+            account,
+            hash,
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+        })
+    }
+
+    /// Verifies the password of `user` before their account is deleted; nothing is changed
+    /// yet. [`AccountDeletion::commit`] then does the deleting.
+    pub(crate) async fn prepare_deletion(
+        &self,
+        user: &UserId,
+        ip: Option<IpAddr>,
+        password: &Password,
+    ) -> Result<AccountDeletion, AccountsError> {
+        let account = self.reauthenticate(user, ip, password).await?;
+        Ok(AccountDeletion {
+            account,
+            store: self.store.clone(),
+        })
+    }
+
+    /// Checks the password of a signed-in user again, throttled exactly like a login (the
+    /// attempt counts from its start, per account and network): a stolen session must not
+    /// become a way to guess the password faster than the login page allows.
+    async fn reauthenticate(
+        &self,
+        user: &UserId,
+        ip: Option<IpAddr>,
+        password: &Password,
+    ) -> Result<Account, AccountsError> {
         let account = self
             .store
             .by_id(user)
@@ -309,24 +362,17 @@ impl Accounts {
                 metrics::throttled();
                 AccountsError::Throttled(wait)
             })?;
-        let verified = current.within_length_limit()
+        let verified = password.within_length_limit()
             && self
                 .passwords
-                .verify(current, &account.password_hash)
+                .verify(password, &account.password_hash)
                 .await?
                 .matches;
         if !verified {
             return Err(AccountsError::WrongPassword);
         }
         attempt.succeeded();
-        check_new_password(new, &account.username)?;
-        let hash = self.passwords.hash(new).await?;
-        Ok(PasswordChange {
-            account,
-            hash,
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-        })
+        Ok(account)
     }
 }
 
@@ -348,6 +394,47 @@ impl PasswordChange {
             .await?;
         Ok(self.account)
     }
+}
+
+/// A deletion whose password was checked, not yet carried out (see
+/// [`Accounts::prepare_deletion`]).
+#[derive(Debug)]
+#[must_use = "nothing is deleted until the deletion is committed"]
+pub(crate) struct AccountDeletion {
+    account: Account,
+    store: Arc<dyn AccountStore>,
+}
+
+impl AccountDeletion {
+    /// Deletes the account (see [`remove`]). Returns it, and how many sessions ended.
+    pub(crate) async fn commit(
+        self,
+        sessions: &SessionManager,
+    ) -> Result<(Account, u64), AccountsError> {
+        let ended = remove(&*self.store, sessions, &self.account).await?;
+        Ok((self.account, ended))
+    }
+}
+
+/// Removes `account` and ends every session of it; returns how many sessions ended. For the
+/// owner's own deletion and for `cloakroom user delete` alike.
+///
+/// The order is what makes it whole. The account is disabled first, so no login can start a
+/// new session from here on — and a login that checked the password just before looks at the
+/// flag again once its session exists (see `web::flows::login`), so either it sees the flag
+/// and ends its session, or its session existed before the revocation below began and that
+/// ends it. Then every session ends, and only then does the record go: a store failure half
+/// way leaves a disabled account with its sessions ended, never a session without an account.
+pub(crate) async fn remove(
+    store: &dyn AccountStore,
+    sessions: &SessionManager,
+    account: &Account,
+) -> Result<u64, StoreError> {
+    store.set_disabled(&account.id, true).await?;
+    let ended = sessions.revoke_all_for_user(&account.id, None).await?;
+    metrics::revoked("account_deleted", ended);
+    store.delete(&account.id).await?;
+    Ok(ended)
 }
 
 /// What a session of `account` carries, so that forward auth and pages need no account

@@ -78,24 +78,26 @@ impl fmt::Debug for Password {
     }
 }
 
-/// Why a new password was refused; the message is shown to the user.
+/// Why a new password was refused; the message is shown to the user, as a sentence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WeakPassword {
     /// Fewer than [`MIN_PASSWORD_CHARS`] characters.
-    #[error("the password must be at least {MIN_PASSWORD_CHARS} characters long")]
+    #[error("The password must be at least {MIN_PASSWORD_CHARS} characters long.")]
     TooShort,
     /// More than [`MAX_PASSWORD_BYTES`] bytes.
-    #[error("the password must be at most {MAX_PASSWORD_BYTES} bytes long")]
+    #[error("The password must be at most {MAX_PASSWORD_BYTES} bytes long.")]
     TooLong,
     /// On the list of commonly used passwords.
-    #[error("this password is too common: it appears in lists attackers try first")]
+    #[error(
+        "This password is one of the most common ones, which attackers try first. Choose another."
+    )]
     Common,
     /// The same as the username.
-    #[error("the password must not be the username")]
+    #[error("The password must not be the username.")]
     SameAsUsername,
     /// One character repeated.
-    #[error("the password must not be a single repeated character")]
+    #[error("The password must not be one character repeated.")]
     Repetitive,
 }
 
@@ -127,7 +129,7 @@ pub fn check_new_password(password: &Password, username: &Username) -> Result<()
 
 /// The hashing pool is saturated; the caller should answer 503 with `Retry-After`.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("too many password checks in progress; try again shortly")]
+#[error("Too many passwords are being checked right now. Try again in a moment.")]
 pub struct Busy;
 
 /// Result of checking a password against a stored hash.

@@ -159,6 +159,32 @@ impl Admin {
         ))
     }
 
+    /// `user delete NAME`: ends every session of the user, then removes the account (in the
+    /// order `accounts::remove` argues for). `confirm` is asked first, with the username as
+    /// registered; nothing happens unless it says yes. The username can be registered again
+    /// afterwards, under a new id.
+    pub async fn user_delete(
+        &self,
+        name: &str,
+        confirm: impl FnOnce(&str) -> Result<bool, AdminError>,
+    ) -> Result<String, AdminError> {
+        let account = self.account(name).await?;
+        if !confirm(account.username.as_str())? {
+            return Err(fail(format!(
+                "not confirmed; {} was not deleted",
+                account.username
+            )));
+        }
+        let ended = crate::accounts::remove(&*self.stores.accounts, &self.sessions, &account)
+            .await
+            .map_err(fail)?;
+        crate::events::account_deleted(account.username.as_str(), "admin", None, ended);
+        Ok(format!(
+            "deleted user {}; ended {ended} session(s)\n",
+            account.username
+        ))
+    }
+
     /// `user enable NAME`.
     pub async fn user_enable(&self, name: &str) -> Result<String, AdminError> {
         let account = self.account(name).await?;
@@ -212,6 +238,40 @@ impl Admin {
             account.username
         ))
     }
+}
+
+/// The go-ahead for `user delete`: given by `--yes`; otherwise asked for on the terminal,
+/// where the operator types the username again. Without a terminal and without `--yes` it is
+/// refused rather than assumed: a script must say what it means.
+pub fn confirm_deletion(username: &str, yes: bool) -> Result<bool, AdminError> {
+    use std::io::IsTerminal as _;
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(fail(
+            "standard input is not a terminal, so nobody can confirm: pass --yes to delete without asking",
+        ));
+    }
+    ask_to_delete(username, std::io::stdin().lock(), std::io::stderr())
+}
+
+/// Asks on `out` whether to delete `username` and reads the answer from `answer`: yes only if
+/// it is the username again (case does not matter, as for logins).
+pub fn ask_to_delete(
+    username: &str,
+    answer: impl BufRead,
+    mut out: impl std::io::Write,
+) -> Result<bool, AdminError> {
+    write!(
+        out,
+        "Delete the account {username} and end all its sessions? This cannot be undone.\n\
+         Type the username to confirm: "
+    )
+    .and_then(|()| out.flush())
+    .map_err(fail)?;
+    let line = answer.lines().next().transpose().map_err(fail)?;
+    Ok(line.is_some_and(|l| l.trim().eq_ignore_ascii_case(username)))
 }
 
 /// The first line of `source`, without its line ending.

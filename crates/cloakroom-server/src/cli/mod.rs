@@ -97,6 +97,15 @@ enum UserCommand {
         /// The username.
         username: String,
     },
+    /// Delete an account for good: every session ends first, then the account. Asks for the
+    /// username again on a terminal; without one, refuses unless `--yes`.
+    Delete {
+        /// The username.
+        username: String,
+        /// Delete without asking.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +178,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     UserCommand::List => admin.user_list().await?,
                     UserCommand::Disable { username } => admin.user_disable(&username).await?,
                     UserCommand::Enable { username } => admin.user_enable(&username).await?,
+                    UserCommand::Delete { username, yes } => {
+                        admin
+                            .user_delete(&username, |name| admin::confirm_deletion(name, yes))
+                            .await?
+                    }
                 };
                 print(&out);
                 Ok(())
@@ -226,7 +240,11 @@ fn command() -> clap::Command {
     let defaults = serde_json::to_value(RawConfig::default()).unwrap_or_default();
     let mut command = Cli::command();
     for (key, _) in SETTINGS {
-        let shown = match &defaults[*key] {
+        let pointer = format!("/{}", key.replace('.', "/"));
+        let shown = match defaults
+            .pointer(&pointer)
+            .unwrap_or(&serde_json::Value::Null)
+        {
             serde_json::Value::Null => continue,
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Array(a) if a.is_empty() => continue,
@@ -313,8 +331,13 @@ mod tests {
 
     use super::*;
 
+    /// The value of `key` (`table.key` for a table's) in `raw`.
     fn value_of(raw: &RawConfig, key: &str) -> serde_json::Value {
-        serde_json::to_value(raw).unwrap()[key].clone()
+        serde_json::to_value(raw)
+            .unwrap()
+            .pointer(&format!("/{}", key.replace('.', "/")))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Issue 10: a setting spelled by hand in several places could be missing from one (the
@@ -323,12 +346,16 @@ mod tests {
     #[allow(clippy::result_large_err)] // figment's `Jail` fixes the closure's error type.
     fn every_setting_can_be_set_by_file_environment_and_flag() {
         let defaults = RawConfig::default();
+        // A table's fields are settings of their own (`branding.name`).
         let fields: BTreeSet<String> = serde_json::to_value(&defaults)
             .unwrap()
             .as_object()
             .unwrap()
-            .keys()
-            .cloned()
+            .iter()
+            .flat_map(|(key, value)| match value.as_object() {
+                Some(table) => table.keys().map(|k| format!("{key}.{k}")).collect(),
+                None => vec![key.clone()],
+            })
             .collect();
         let keys: BTreeSet<String> = SETTINGS.iter().map(|(k, _)| (*k).to_owned()).collect();
         assert_eq!(fields, keys, "every field is a setting");
@@ -337,7 +364,7 @@ mod tests {
         for (key, sample) in SETTINGS {
             let file = dir.path().join(format!("{key}.toml"));
             std::fs::write(&file, format!("{key} = {sample}\n")).unwrap();
-            let flag = format!("--{}", key.replace('_', "-"));
+            let flag = format!("--{}", key.replace(['_', '.'], "-"));
             let flag_value = sample.trim_matches(['[', ']']).trim_matches('"');
             figment::Jail::expect_with(|jail| {
                 jail.clear_env();
@@ -346,7 +373,8 @@ mod tests {
                     Cli::try_parse_from(["cloakroom", &format!("{flag}={flag_value}"), "serve"])
                         .map_err(|e| format!("{flag} {flag_value}: {e}"))?;
                 let from_flag = RawConfig::load(None, &cli.flags).unwrap();
-                jail.set_env(format!("CLOAKROOM_{}", key.to_ascii_uppercase()), sample);
+                let variable = key.replace('.', "_").to_ascii_uppercase();
+                jail.set_env(format!("CLOAKROOM_{variable}"), sample);
                 let from_env = RawConfig::load(None, &Flags::default()).unwrap();
 
                 let wanted = value_of(&from_file, key);

@@ -213,7 +213,7 @@ pub(crate) async fn signup(
     ))
 }
 
-/// Logs in with a username and password.
+/// Signs in with a username and password.
 #[utoipa::path(post, path = "/api/login", tag = "sessions", request_body = LoginRequest,
     security((), ("session_cookie" = [])),
     responses(
@@ -257,7 +257,7 @@ pub(crate) async fn current(
         .store()
         .by_id(session.user_id())
         .await?
-        .ok_or(WebError::NotFound("account not found"))?;
+        .ok_or(WebError::NotFound("This account no longer exists."))?;
     Ok(Json(session_response(&account, &session)))
 }
 
@@ -291,20 +291,21 @@ pub(crate) async fn revoke(
     session: Session,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, WebError> {
+    let not_found = || WebError::NotFound("That session does not exist, or is not yours.");
     // A handle that does not even decode (`%FF`) is no session of yours either; left to
     // axum, it was a plain-text 400.
     let handle = id
         .ok()
         .and_then(|Path(id)| SessionHandle::parse(&id).ok())
-        .ok_or(WebError::NotFound("session not found"))?;
+        .ok_or_else(not_found)?;
     if !session.revoke_device(&handle).await? {
-        return Err(WebError::NotFound("session not found"));
+        return Err(not_found());
     }
     flows::revoked(&session, "revoke_one", 1);
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Logs out of every other device.
+/// Signs out of every other device.
 #[utoipa::path(post, path = "/api/sessions/revoke-others", tag = "sessions",
     security(("session_cookie" = [])),
     responses((status = 200, description = "How many sessions ended", body = Revoked)))]
@@ -338,4 +339,28 @@ pub(crate) async fn change_password(
         revoked,
         csrf_token: session.csrf_token(),
     }))
+}
+
+/// `DELETE /api/account`: the password, typed again.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct DeleteAccountRequest {
+    /// The account's password.
+    #[schema(value_type = String, format = Password)]
+    pub(crate) password: Password,
+}
+
+/// Deletes the signed-in user's account: every session ends first (this one too; the cookie
+/// is cleared), then the account. Its username can be signed up again; its id is never reused.
+#[utoipa::path(delete, path = "/api/account", tag = "accounts", request_body = DeleteAccountRequest,
+    security(("session_cookie" = [])),
+    responses((status = 204, description = "Deleted; every session ended and the cookie is cleared (`Clear-Site-Data: \"cookies\"`)")))]
+pub(crate) async fn delete_account(
+    State(state): State<AppState>,
+    auth: Auth,
+    session: Session,
+    ClientAddr(ip): ClientAddr,
+    ApiJson(req): ApiJson<DeleteAccountRequest>,
+) -> Result<Response, WebError> {
+    flows::delete_account(&state, &auth, &session, ip, &req.password).await?;
+    Ok((StatusCode::NO_CONTENT, [CLEAR_SITE_DATA.clone()]).into_response())
 }

@@ -8,9 +8,11 @@
 //! response body to find out what went wrong.
 //!
 //! Client errors answer with their status and say what to fix (`{"error": "<code>",
-//! "message": "…"}` or the same sentence on a page). Server-side failures answer generically
-//! ("try again shortly") and are logged once, with their cause; no internal detail reaches
-//! the client.
+//! "message": "…"}` or the same sentence on a page). Messages are written for people —
+//! capitalised sentences with full stops, in the words of the pages ("sign in") — while the
+//! `error` code is the contract programs match on. Server-side failures answer generically
+//! ("try again in a moment") and are logged once, with their cause; no internal detail
+//! reaches the client.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -29,7 +31,8 @@ use serde::de::DeserializeOwned;
 use crate::accounts::{AccountsError, ceil_secs};
 use crate::metrics;
 use crate::web::api::ErrorBody;
-use crate::web::pages;
+use crate::web::pages::{self, Nav};
+use crate::web::site::Site;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +69,7 @@ pub(crate) enum WebError {
     #[error("store failure")]
     Store(#[from] StoreError),
     /// The request was not answered within `request_timeout_secs`.
-    #[error("the request took too long: try again shortly")]
+    #[error("The server took too long to answer. Try again in a moment.")]
     TimedOut,
 }
 
@@ -90,7 +93,8 @@ impl From<AccountsError> for WebError {
 }
 
 impl WebError {
-    /// A body that contradicts itself (two passwords that differ, …).
+    /// A body that contradicts itself (two passwords that differ, …); `message` is a
+    /// sentence.
     pub(crate) fn mismatch(message: &str) -> Self {
         Self::Body {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -151,15 +155,25 @@ impl WebError {
         }
     }
 
-    /// The message for the user: specific for client errors, generic for server failures.
+    /// The message for the user, a sentence: specific for client errors, generic for server
+    /// failures.
     pub(crate) fn message(&self) -> String {
         match self {
             Self::Session(r) => r.message(),
             Self::Store(_) | Self::Accounts(AccountsError::Store(_)) => {
-                "a backing store is unavailable: try again shortly".to_owned()
+                "The service is unavailable right now. Try again in a moment.".to_owned()
             }
             other => other.to_string(),
         }
+    }
+
+    /// Whether the request that failed so certainly had a live session: a CSRF-token refusal
+    /// is only ever given to one.
+    fn had_session(&self) -> bool {
+        matches!(
+            self,
+            Self::Session(Rejection::CsrfTokenMissing | Rejection::CsrfTokenInvalid)
+        )
     }
 
     /// Seconds to put in `Retry-After`, if any.
@@ -183,8 +197,15 @@ impl WebError {
         }
     }
 
-    /// Writes this error as a whole response in `format`.
-    pub(crate) fn render(&self, format: Format) -> Response {
+    /// Writes this error as a whole response in `format`, for a visitor who is not (known to
+    /// be) signed in.
+    pub(crate) fn render(&self, format: &Format) -> Response {
+        self.render_for(format, None)
+    }
+
+    /// Writes this error as a whole response in `format`; `nav` is the signed-in visitor's,
+    /// when the route group knows it.
+    fn render_for(&self, format: &Format, nav: Option<Nav>) -> Response {
         let mut response = match format {
             Format::Json => (
                 self.status(),
@@ -194,7 +215,10 @@ impl WebError {
                 }),
             )
                 .into_response(),
-            Format::Html => pages::error_page(self.status(), self.message()),
+            Format::Html(site) => {
+                let signed_in = nav.is_some() || self.had_session();
+                pages::error_page(site, self.status(), self.message(), nav, signed_in)
+            }
         };
         if let Some(secs) = self.retry_after() {
             response
@@ -206,12 +230,12 @@ impl WebError {
 }
 
 /// How a route group writes its errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Format {
     /// `{"error": "<code>", "message": "…"}`: the API, operations, forward auth.
     Json,
-    /// An error page: the pages people see.
-    Html,
+    /// An error page of this site: the pages people see.
+    Html(Arc<Site>),
 }
 
 /// The placeholder a failed handler returns; [`render`] replaces it.
@@ -228,9 +252,17 @@ impl IntoResponse for WebError {
     }
 }
 
+/// Whether `response` is a failure the group's renderer will write: a failed handler's
+/// placeholder, or a session-layer refusal.
+pub(crate) fn is_failure(response: &Response) -> bool {
+    let e = response.extensions();
+    e.get::<Failed>().is_some() || e.get::<Rejection>().is_some()
+}
+
 /// The route groups' error renderer: writes a failed handler's [`WebError`], or a session
 /// layer [`Rejection`], in the group's format, keeping every header already set (the layer's
-/// `Set-Cookie` and `Cache-Control`, for one).
+/// `Set-Cookie` and `Cache-Control`, for one). A page is written for the signed-in visitor
+/// whose [`Nav`] the response carries (see `pages::mark_visitor`), else for a signed-out one.
 pub(crate) async fn render(format: Format, response: Response) -> Response {
     let error = if let Some(Failed(e)) = response.extensions().get::<Failed>() {
         e.clone()
@@ -240,7 +272,8 @@ pub(crate) async fn render(format: Format, response: Response) -> Response {
         return response;
     };
     let (mut parts, _) = response.into_parts();
-    let rendered = error.render(format);
+    let nav = parts.extensions.remove::<Nav>();
+    let rendered = error.render_for(&format, nav);
     let (new, body) = rendered.into_parts();
     parts.status = new.status;
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -254,7 +287,21 @@ pub(crate) async fn render(format: Format, response: Response) -> Response {
     Response::from_parts(parts, body)
 }
 
-fn body_error(status: StatusCode, message: String) -> WebError {
+/// Another library's message as a sentence: capitalised, with a full stop.
+fn sentence(text: &str) -> String {
+    let text = text.trim();
+    let mut chars = text.chars();
+    let mut out: String = chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default();
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
+}
+
+fn body_error(status: StatusCode, message: &str) -> WebError {
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
@@ -264,19 +311,19 @@ fn body_error(status: StatusCode, message: String) -> WebError {
     WebError::Body {
         status,
         code,
-        message,
+        message: sentence(message),
     }
 }
 
 impl From<JsonRejection> for WebError {
     fn from(r: JsonRejection) -> Self {
-        body_error(r.status(), r.body_text())
+        body_error(r.status(), &r.body_text())
     }
 }
 
 impl From<FormRejection> for WebError {
     fn from(r: FormRejection) -> Self {
-        body_error(r.status(), r.body_text())
+        body_error(r.status(), &r.body_text())
     }
 }
 
@@ -324,5 +371,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for WebForm<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, WebError> {
         Ok(Self(axum::Form::<T>::from_request(req, state).await?.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_libraries_messages_become_sentences() {
+        assert_eq!(
+            sentence("Failed to deserialize the JSON body: missing field `password`"),
+            "Failed to deserialize the JSON body: missing field `password`."
+        );
+        assert_eq!(
+            sentence("expected `Content-Type: application/json`"),
+            "Expected `Content-Type: application/json`."
+        );
+        assert_eq!(sentence("Done."), "Done.");
     }
 }

@@ -99,6 +99,32 @@ pub(crate) async fn signup(
     Ok((account, session))
 }
 
+/// Deletes the account of `session`'s user, after checking their password again (throttled
+/// like a login): every session ends — this one too, and its cookie goes — and then the
+/// account (see `accounts::remove` for why in that order). Returns how many sessions ended.
+pub(crate) async fn delete_account(
+    state: &AppState,
+    auth: &Auth,
+    session: &Session,
+    ip: Option<IpAddr>,
+    password: &Password,
+) -> Result<u64, WebError> {
+    let name = username(session);
+    let deletion = state
+        .accounts
+        .prepare_deletion(session.user_id(), ip, password)
+        .await
+        .inspect_err(|e| refused(&name, ip, e))?;
+    let (account, ended) = deletion.commit(&state.sessions).await?;
+    events::account_deleted(account.username.as_str(), "user", ip, ended);
+    // This session ended with the others; what is left is the cookie, which goes even if the
+    // store stumbles now — the account is gone either way.
+    if let Err(e) = auth.logout().await {
+        tracing::warn!(error = %e, "clearing the cookie of a deleted account's session");
+    }
+    Ok(ended)
+}
+
 impl From<Busy> for WebError {
     fn from(e: Busy) -> Self {
         AccountsError::Busy(e).into()

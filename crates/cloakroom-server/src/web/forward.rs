@@ -78,7 +78,7 @@ pub struct ForwardedRequest {
 
 /// The forwarding headers do not describe a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed forwarding headers: {0}")]
+#[error("The forwarding headers are malformed: {0}.")]
 pub struct MalformedForward(&'static str);
 
 fn text<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, MalformedForward> {
@@ -191,14 +191,22 @@ fn forwarded_csrf(h: &HeaderMap, fwd: &ForwardedRequest) -> Result<(), &'static 
         return Ok(());
     }
     match h.get("sec-fetch-site").map(HeaderValue::as_bytes) {
-        Some(b"cross-site") => return Err("cross-site request refused"),
-        Some(b"same-site") => return Err("request from another site origin refused"),
+        Some(b"cross-site") => {
+            return Err("This request was refused because it came from another site.");
+        }
+        Some(b"same-site") => {
+            return Err(
+                "This request was refused because it came from another address of this site.",
+            );
+        }
         _ => {}
     }
     if let Some(origin) = h.get(header::ORIGIN) {
         let ours = fwd.app_origin();
         if ours.is_none_or(|o| o.as_str().as_bytes() != origin.as_bytes()) {
-            return Err("request from a foreign origin refused");
+            return Err(
+                "This request was refused because it came from another origin than the app's.",
+            );
         }
     }
     Ok(())
@@ -310,7 +318,9 @@ impl FromRequestParts<AppState> for Checked {
         if describes_a_request(&parts.headers) && !state.client_ip.peer_is_trusted(parts) {
             return Err(WebError::Forward {
                 status: StatusCode::FORBIDDEN,
-                message: "forwarding headers are accepted only from trusted_proxies".into(),
+                message: "Forwarding headers are accepted only from the proxies in \
+                          trusted_proxies."
+                    .into(),
             });
         }
         let fwd = ForwardedRequest::parse(&parts.headers).map_err(|e| WebError::Forward {
@@ -323,7 +333,7 @@ impl FromRequestParts<AppState> for Checked {
         {
             return Err(WebError::Forward {
                 status: StatusCode::FORBIDDEN,
-                message: "this host is not one of the protected apps (app_origins)".into(),
+                message: "This host is not one of the protected apps (app_origins).".into(),
             });
         }
         if state.settings.forward_auth_csrf
@@ -354,7 +364,7 @@ fn login_url(state: &AppState, fwd: &ForwardedRequest) -> String {
 fn sign_in_first() -> WebError {
     WebError::Forward {
         status: StatusCode::UNAUTHORIZED,
-        message: "sign in first".into(),
+        message: "You are not signed in. Please sign in.".into(),
     }
 }
 
@@ -380,7 +390,7 @@ fn decide(
         return Ok(match fwd.flavor {
             Flavor::Nginx => {
                 // Rendered here, not by the group: the refusal carries where to sign in.
-                let mut r = sign_in_first().render(Format::Json);
+                let mut r = sign_in_first().render(&Format::Json);
                 if let Ok(v) = HeaderValue::from_str(&login_url(state, fwd)) {
                     r.headers_mut().insert(header::LOCATION, v);
                 }
@@ -419,7 +429,7 @@ fn decide(
             tracing::error!(error = %e, "minting a service JWT failed");
             WebError::Forward {
                 status: StatusCode::SERVICE_UNAVAILABLE,
-                message: "the service token could not be issued".into(),
+                message: "The service token could not be issued. Try again in a moment.".into(),
             }
         })?;
     metrics::forward_auth(metrics::ForwardOutcome::Allowed);
@@ -522,7 +532,8 @@ fn same_origin_navigation(h: &HeaderMap) -> bool {
 /// The page that asks before signing out.
 #[derive(askama::Template)]
 #[template(path = "sign_out.html")]
-struct SignOutPage {
+struct SignOutPage<'a> {
+    site: &'a crate::web::site::Site,
     nav: Option<pages::Nav>,
     csrf: String,
     rd: Option<String>,
@@ -553,7 +564,7 @@ pub(crate) async fn oauth2_sign_out(
     let rd = q.rd.as_deref().and_then(|rd| ReturnTo::checked(rd, hosts));
     let Some(session) = auth.session().await? else {
         // Nothing to end.
-        return Ok(Redirect::to(rd.unwrap_or_else(ReturnTo::login).as_str()).into_response());
+        return Ok(Redirect::to(rd.unwrap_or_else(ReturnTo::signed_out).as_str()).into_response());
     };
     if let Some(rd) = &rd
         && same_origin_navigation(&headers)
@@ -563,6 +574,7 @@ pub(crate) async fn oauth2_sign_out(
     Ok(pages::render(
         StatusCode::OK,
         &SignOutPage {
+            site: &state.site,
             nav: Some(pages::nav(&session)),
             csrf: session.csrf_token(),
             rd: rd.map(|r| r.as_str().to_owned()),
@@ -581,7 +593,7 @@ pub(crate) struct SignOutForm {
 /// Sign out (the confirmation form).
 ///
 /// Handled with the pages, on their session layer (so the CSRF token is required, and errors
-/// are pages): ends the session, then to `rd` (if allowed) or the login page.
+/// are pages): ends the session, then to `rd` (if allowed) or the login page, which says so.
 #[utoipa::path(post, path = "/oauth2/sign_out", tag = "oauth2-proxy",
     request_body(content = SignOutForm, content_type = "application/x-www-form-urlencoded"),
     security((), ("session_cookie" = [])),
@@ -594,7 +606,7 @@ pub(crate) async fn oauth2_sign_out_confirmed(
 ) -> Result<Response, WebError> {
     let target = match form.rd.as_deref() {
         Some(rd) => ReturnTo::parse(Some(rd), &state.settings.redirect_hosts),
-        None => ReturnTo::login(),
+        None => ReturnTo::signed_out(),
     };
     sign_out(auth, target).await
 }

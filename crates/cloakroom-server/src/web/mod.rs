@@ -2,10 +2,10 @@
 //!
 //! | group | routes | errors as |
 //! | --- | --- | --- |
-//! | [`pages`] | `/`, `/login`, `/signup`, `/logout`, `/account/…` | HTML pages |
-//! | [`api`] | `/api/…` | JSON |
+//! | [`pages`] | `/`, `/login`, `/signup`, `/logout`, `/account/…`, and any unknown path | HTML pages (JSON for a 404 that is not for a browser) |
+//! | [`api`] | `/api/…` (OpenAPI at `/openapi.json`) | JSON |
 //! | [`forward`] | `/auth/verify`, Authelia's and oauth2-proxy's endpoints | JSON, in the proxy's dialect |
-//! | [`ops`] | `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, JWKS, static files | JSON |
+//! | [`ops`] | `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, JWKS, stylesheets | JSON |
 //!
 //! A new route goes into the module of its group and its line in [`app`]; unless it is a page,
 //! its handler gets a `#[utoipa::path]` and a place in [`openapi`]'s document (a test fails
@@ -22,6 +22,8 @@ pub(crate) mod openapi;
 pub(crate) mod ops;
 pub(crate) mod pages;
 pub(crate) mod redirect;
+pub(crate) mod site;
+pub(crate) mod when;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
@@ -61,6 +63,8 @@ pub fn app(state: AppState) -> Router {
     let hsts = settings
         .hsts_max_age
         .and_then(|age| HeaderValue::from_str(&format!("max-age={}", age.as_secs())).ok());
+    let csp = state.site.csp.clone();
+    let site = state.site.clone();
 
     let api = Router::new()
         .route("/api/signup", post(api::signup))
@@ -71,6 +75,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/sessions/revoke-others", post(api::revoke_others))
         .route("/api/sessions/{id}", delete(api::revoke))
         .route("/api/password", post(api::change_password))
+        .route("/api/account", delete(api::delete_account))
         .layer(layer.clone())
         // Outside the session layer, so that its refusals are rendered too.
         .layer(middleware::map_response(|r| render(Format::Json, r)));
@@ -94,8 +99,17 @@ pub fn app(state: AppState) -> Router {
             "/account/password",
             get(pages::password_page).post(pages::password_submit),
         )
+        .route(
+            "/account/delete",
+            get(pages::delete_page).post(pages::delete_submit),
+        )
+        // Inside the session layer, so that an error page knows who is signed in.
+        .layer(middleware::from_fn(pages::mark_visitor))
         .layer(layer.clone())
-        .layer(middleware::map_response(|r| render(Format::Html, r)))
+        .layer(middleware::map_response({
+            let site = site.clone();
+            move |r| render(Format::Html(site.clone()), r)
+        }))
         .layer(middleware::from_fn(move |r, n| {
             canonical_loopback(loopback_public.clone(), r, n)
         }));
@@ -112,14 +126,15 @@ pub fn app(state: AppState) -> Router {
         .route("/oauth2/sign_in", get(forward::oauth2_sign_in))
         .route("/oauth2/sign_out", get(forward::oauth2_sign_out))
         .route("/oauth2/userinfo", get(forward::oauth2_userinfo))
-        .layer(layer.danger_disable_csrf())
+        .layer(layer.clone().danger_disable_csrf())
         .layer(middleware::map_response(|r| render(Format::Json, r)));
 
     let mut ops = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/openapi.json", get(ops::openapi))
         .route("/.well-known/jwks.json", get(ops::jwks))
-        .route("/static/style.css", get(ops::style));
+        .route("/static/style.css", get(ops::style))
+        .route("/static/branding.css", get(ops::branding_css));
     if settings.metrics_listen.is_none() {
         ops = ops
             .route("/readyz", get(ops::readyz))
@@ -127,18 +142,26 @@ pub fn app(state: AppState) -> Router {
     }
     let request_timeout = settings.request_timeout;
 
+    // A 404 for a browser is a page that knows who is signed in, so it runs under the session
+    // layer — without its CSRF checks: it changes nothing, whatever the method, and a refused
+    // POST to a path that does not exist would only hide the 404.
+    let not_found = Router::new()
+        .fallback(pages::not_found)
+        .layer(layer.danger_disable_csrf())
+        .with_state(state.clone());
+
     Router::new()
         .merge(api)
         .merge(pages)
         .merge(forward)
         .merge(ops)
-        .fallback(ops::not_found)
+        .fallback_service(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(move |r, n| {
             time_limit(request_timeout, r, n)
         }))
         .layer(middleware::from_fn(move |r, n| {
-            security_headers(hsts.clone(), r, n)
+            security_headers(csp.clone(), hsts.clone(), r, n)
         }))
         .with_state(state)
 }
@@ -182,12 +205,15 @@ async fn canonical_loopback(public: Option<url::Url>, request: Request, next: Ne
 /// The operations endpoints alone, for the `metrics_listen` address: `/metrics`, `/readyz`
 /// and `/healthz`, for the monitoring network rather than the world.
 pub(crate) fn metrics_app(state: AppState) -> Router {
+    let csp = state.site.csp.clone();
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
-        .layer(middleware::from_fn(|r, n| security_headers(None, r, n)))
+        .layer(middleware::from_fn(move |r, n| {
+            security_headers(csp.clone(), None, r, n)
+        }))
         .with_state(state)
 }
 
@@ -198,7 +224,7 @@ async fn time_limit(limit: std::time::Duration, request: Request, next: Next) ->
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(limit_secs = limit.as_secs(), "a request timed out");
-            WebError::TimedOut.render(Format::Json)
+            WebError::TimedOut.render(&Format::Json)
         }
     }
 }
@@ -210,20 +236,16 @@ pub(crate) static CLEAR_SITE_DATA: (HeaderName, HeaderValue) = (
     HeaderValue::from_static("\"cookies\""),
 );
 
-/// Headers every response carries. The CSP allows only our own stylesheet: the pages need no
-/// script at all, so an injected one cannot run, and forms may only post back to us.
+/// Headers every response carries, besides the Content-Security-Policy (which depends on the
+/// site's branding: see `site::Site::load`). The CSP allows only our own stylesheets and
+/// images (and the logo's host): the pages need no script at all, so an injected one cannot
+/// run, and forms may only post back to us.
 ///
-/// Built once, at compile time: a header name given as `&str` is parsed and validated again on
-/// every response, and inserting the five one by one made the response's header map grow
-/// twice. Together that was about a sixth of the instructions a `/healthz` request costs
-/// (callgrind, see `bench/README.md`).
-static SECURITY_HEADERS: [(HeaderName, HeaderValue); 5] = [
-    (
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    ),
+/// Built once, at compile time (the CSP once at start-up): a header name given as `&str` is
+/// parsed and validated again on every response, and inserting the headers one by one made
+/// the response's header map grow twice. Together that was about a sixth of the instructions
+/// a `/healthz` request costs (callgrind, see `bench/README.md`).
+static SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
     (
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -239,14 +261,20 @@ static SECURITY_HEADERS: [(HeaderName, HeaderValue); 5] = [
     ),
 ];
 
-/// Adds [`SECURITY_HEADERS`] to every response, leaving any a handler set itself, and
-/// `Strict-Transport-Security` when the public URL is https (`hsts`, built once at start-up):
-/// after one visit a browser never tries this host over plain http again, so the cookie
-/// cannot be stripped off a downgraded connection.
-async fn security_headers(hsts: Option<HeaderValue>, request: Request, next: Next) -> Response {
+/// Adds [`SECURITY_HEADERS`] and the site's `csp` to every response, leaving any a handler
+/// set itself, and `Strict-Transport-Security` when the public URL is https (`hsts`, built
+/// once at start-up): after one visit a browser never tries this host over plain http again,
+/// so the cookie cannot be stripped off a downgraded connection.
+async fn security_headers(
+    csp: HeaderValue,
+    hsts: Option<HeaderValue>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
-    h.reserve(SECURITY_HEADERS.len() + 1);
+    h.reserve(SECURITY_HEADERS.len() + 2);
+    h.entry(header::CONTENT_SECURITY_POLICY).or_insert(csp);
     for (name, value) in &SECURITY_HEADERS {
         h.entry(name).or_insert_with(|| value.clone());
     }

@@ -27,7 +27,7 @@ use crate::web::{api, forward, ops};
 /// The operations, schemas and tags utoipa generates from the handlers' annotations.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    info(title = "Cloakroom", description = "Server-side sessions: accounts, login, your devices, log out \
+    info(title = "Cloakroom", description = "Server-side sessions: accounts, sign-in, your devices, sign out \
         everywhere; forward auth for reverse proxies, with short-lived service JWTs.\n\n\
         Authentication is the session cookie only (`session_cookie`). A state-changing request must come from \
         the server's own origin (Fetch Metadata `Sec-Fetch-Site`, else `Origin`) and, when it carries a session \
@@ -35,7 +35,7 @@ use crate::web::{api, forward, ops};
         \"message\": \"…\"}`; each response lists the codes it can hold."),
     paths(
         api::signup, api::login, api::logout, api::current, api::sessions, api::revoke,
-        api::revoke_others, api::change_password,
+        api::revoke_others, api::change_password, api::delete_account,
         forward::verify, forward::oauth2_auth, forward::oauth2_sign_in, forward::oauth2_sign_out,
         forward::oauth2_sign_out_confirmed, forward::oauth2_userinfo,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::jwks,
@@ -45,8 +45,8 @@ use crate::web::{api, forward, ops};
         responses(forward::Allowed, forward::ToLogin),
     ),
     tags(
-        (name = "sessions", description = "Log in and out; your devices"),
-        (name = "accounts", description = "Sign up; change the password"),
+        (name = "sessions", description = "Sign in and out; your devices"),
+        (name = "accounts", description = "Sign up; change the password; delete the account"),
         (name = "forward-auth", description = "The decision a reverse proxy asks for before letting a request through: \
             Cloakroom's own endpoint and Authelia's"),
         (name = "oauth2-proxy", description = "oauth2-proxy's endpoints, for proxies configured for it"),
@@ -236,6 +236,18 @@ const OWN: &[(&str, &[Refusal])] = &[
                 429,
                 &["too_many_attempts"],
                 "Too many wrong current passwords; see `Retry-After`.",
+            ),
+            BUSY,
+        ],
+    ),
+    (
+        "delete_account",
+        &[
+            refusal(403, &["wrong_password"], "The password is wrong."),
+            refusal(
+                429,
+                &["too_many_attempts"],
+                "Too many wrong passwords; see `Retry-After`.",
             ),
             BUSY,
         ],

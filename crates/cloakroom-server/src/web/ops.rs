@@ -1,5 +1,5 @@
 //! Operations endpoints: liveness, readiness, metrics, the OpenAPI document, the JWKS and the
-//! stylesheet.
+//! stylesheets.
 
 use axum::Json;
 use axum::extract::State;
@@ -9,8 +9,7 @@ use axum::response::{IntoResponse, Response};
 use crate::metrics;
 use crate::state::AppState;
 use crate::web::error::{Format, WebError};
-
-const STYLE_CSS: &str = include_str!("../../static/style.css");
+use crate::web::site::STYLE_CSS;
 
 /// This document.
 ///
@@ -22,27 +21,62 @@ pub(crate) async fn openapi(State(state): State<AppState>) -> Response {
     Json(crate::web::openapi::document(&state.settings)).into_response()
 }
 
-/// `GET /static/style.css`.
-pub(crate) async fn style() -> Response {
+/// A stylesheet. Pages link it with a digest of its content in the URL (see `web::site`), so
+/// it may be kept for a year: a changed stylesheet has a new URL.
+fn stylesheet(css: impl IntoResponse) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
         ],
-        STYLE_CSS,
+        css,
     )
         .into_response()
 }
 
-/// Anything else: 404 — a page for a browser (`Accept: text/html`), JSON for the rest.
-pub(crate) async fn not_found(request: axum::extract::Request) -> Response {
-    let browser = request
-        .headers()
+/// `GET /static/style.css`.
+pub(crate) async fn style() -> Response {
+    stylesheet(STYLE_CSS)
+}
+
+/// `GET /static/branding.css`: the operator's stylesheet (`branding.css_file`), as read at
+/// start-up; 404 when there is none.
+pub(crate) async fn branding_css(State(state): State<AppState>) -> Response {
+    match &state.site.branding_css {
+        Some(css) => stylesheet(css.clone()),
+        None => not_found_as(&state, false),
+    }
+}
+
+/// Whether a request comes from a browser that wants a page (`Accept: text/html`).
+pub(crate) fn wants_html(headers: &axum::http::HeaderMap) -> bool {
+    headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"));
-    let format = if browser { Format::Html } else { Format::Json };
-    WebError::NotFound("page not found").render(format)
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// A 404 as a page (for a signed-out visitor) or as JSON.
+fn not_found_as(state: &AppState, html: bool) -> Response {
+    let format = if html {
+        Format::Html(state.site.clone())
+    } else {
+        Format::Json
+    };
+    WebError::NotFound(NOT_FOUND).render(&format)
+}
+
+/// What a 404 says.
+pub(crate) const NOT_FOUND: &str = "There is no page at this address.";
+
+/// Anything else on the operations listener (`metrics_listen`): 404 — a page for a browser,
+/// JSON for the rest. (The main listener's is `pages::not_found`, which knows who is signed
+/// in.)
+pub(crate) async fn not_found(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    not_found_as(&state, wants_html(&headers))
 }
 
 /// A JSON Web Key Set (RFC 7517).

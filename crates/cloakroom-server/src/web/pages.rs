@@ -1,11 +1,16 @@
-//! Server-rendered HTML pages: usable without JavaScript, every form carrying its CSRF token,
-//! errors shown inline next to the form that caused them.
+//! Server-rendered HTML pages: usable without JavaScript, every form carrying its CSRF token.
+//!
+//! A refused form comes back with its error under the field it is about — the field marked
+//! `aria-invalid="true"`, its `aria-describedby` naming the error, and focused — or above the
+//! form when it is about no one field (too many attempts, say). Times are written as a person
+//! reads them (see [`when`]); the words are "sign in" and "sign out" throughout.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use cloakroom_axum::{Auth, Session};
+use cloakroom_axum::{Auth, Rejection, Session, Unauthenticated};
 use cloakroom_core::SessionHandle;
 use cloakroom_core::accounts::InviteCode;
 use serde::Deserialize;
@@ -15,13 +20,14 @@ use crate::accounts::{AccountsError, Credentials};
 use crate::config::SignupMode;
 use crate::state::AppState;
 use crate::web::device::{label, relative, rfc3339};
-use crate::web::error::{WebError, WebForm};
-use crate::web::flows;
+use crate::web::error::{self, Format, WebError, WebForm};
 use crate::web::redirect::ReturnTo;
-use crate::web::{CLEAR_SITE_DATA, ClientAddr};
+use crate::web::site::Site;
+use crate::web::when::{self, Style};
+use crate::web::{CLEAR_SITE_DATA, ClientAddr, flows, ops};
 
 /// What the page header shows for a signed-in user.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Nav {
     pub(crate) username: String,
     pub(crate) csrf: String,
@@ -44,42 +50,284 @@ pub(crate) fn render(status: StatusCode, page: &impl Template) -> Response {
     }
 }
 
-/// An error page with the user's nav, for refusals outside a form.
+// --- Error pages ---------------------------------------------------------------------------
+
+/// An error page, for refusals outside a form.
 #[derive(Template)]
 #[template(path = "error.html")]
-struct ErrorPage {
+struct ErrorPage<'a> {
+    site: &'a Site,
     nav: Option<Nav>,
-    title: String,
+    title: &'static str,
     message: String,
+    /// Offer the way back to the account, or the way in.
+    signed_in: bool,
 }
 
-/// Renders an error as a page: the HTML format of [`WebError::render`].
-pub(crate) fn error_page(status: StatusCode, message: String) -> Response {
-    let title = status.canonical_reason().unwrap_or("Error").to_owned();
+/// Renders an error as a page: the HTML format of [`WebError::render`]. A signed-in visitor
+/// (`nav`, or at least `signed_in`) is offered the way back to their account; anyone else the
+/// way to sign in.
+pub(crate) fn error_page(
+    site: &Site,
+    status: StatusCode,
+    message: String,
+    nav: Option<Nav>,
+    signed_in: bool,
+) -> Response {
     render(
         status,
         &ErrorPage {
-            nav: None,
-            title,
+            site,
+            nav,
+            title: error_title(status),
             message,
+            signed_in,
         },
     )
 }
 
-fn login_redirect(next: &str) -> Response {
-    let target = format!(
+/// A page title for a status, in words a person uses (not "Unprocessable Entity").
+fn error_title(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 413 | 415 | 422 => "This request cannot be used",
+        401 => "Please sign in",
+        403 => "Not allowed",
+        404 => "Page not found",
+        409 => "Please try again",
+        429 => "Too many attempts",
+        503 => "Temporarily unavailable",
+        _ => "Something went wrong",
+    }
+}
+
+/// Marks a failed page response with the visitor's [`Nav`] when they are signed in, so that
+/// the error page (written outside the session layer, see [`error::render`]) greets them as
+/// the other pages do. Runs inside the session layer; touches successful responses not at all.
+pub(crate) async fn mark_visitor(auth: Auth, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if error::is_failure(&response)
+        && let Ok(Some(session)) = auth.session().await
+    {
+        response.extensions_mut().insert(nav(&session));
+    }
+    response
+}
+
+/// Any path nothing else answers: a 404 page for a browser (`Accept: text/html`), knowing who
+/// is signed in; JSON for the rest.
+pub(crate) async fn not_found(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+) -> Response {
+    if !ops::wants_html(&headers) {
+        return WebError::NotFound(ops::NOT_FOUND).render(&Format::Json);
+    }
+    // A store that cannot say is no reason to fail a 404: the visitor is shown signed out.
+    let nav = auth.session().await.ok().flatten().map(|s| nav(&s));
+    let signed_in = nav.is_some();
+    error_page(
+        &state.site,
+        StatusCode::NOT_FOUND,
+        ops::NOT_FOUND.to_owned(),
+        nav,
+        signed_in,
+    )
+}
+
+// --- Form errors ---------------------------------------------------------------------------
+
+/// A refused form's error: its sentence, and the field it is about, if it is about one.
+#[derive(Debug, Default)]
+struct FormError {
+    field: Option<&'static str>,
+    message: Option<String>,
+}
+
+impl FormError {
+    /// `e`, placed by `field_of` (which knows the form's fields).
+    fn of(e: &WebError, field_of: fn(&WebError) -> Option<&'static str>) -> Self {
+        Self {
+            field: field_of(e),
+            message: Some(e.message()),
+        }
+    }
+
+    /// The error under `field`, if it is there.
+    fn on(&self, field: &str) -> Option<&str> {
+        self.message
+            .as_deref()
+            .filter(|_| self.field == Some(field))
+    }
+
+    /// The error above the form, if it is about no one field.
+    fn general(&self) -> Option<&str> {
+        self.message.as_deref().filter(|_| self.field.is_none())
+    }
+}
+
+fn is_mismatch(e: &WebError) -> bool {
+    matches!(
+        e,
+        WebError::Body {
+            code: "mismatch",
+            ..
+        }
+    )
+}
+
+fn login_field(e: &WebError) -> Option<&'static str> {
+    // Which of the two was wrong is deliberately not said; the error sits with the password,
+    // the field the user types again.
+    matches!(e, WebError::Accounts(AccountsError::InvalidCredentials)).then_some("password")
+}
+
+fn signup_field(e: &WebError) -> Option<&'static str> {
+    match e {
+        WebError::Accounts(AccountsError::InvalidUsername(_) | AccountsError::UsernameTaken) => {
+            Some("username")
+        }
+        WebError::Accounts(AccountsError::WeakPassword(_)) => Some("password"),
+        // The code field is shown whenever one of these comes back (a refused code is not
+        // carried again), so the error has a place.
+        WebError::Accounts(AccountsError::InvalidInvite | AccountsError::InviteRequired) => {
+            Some("invite")
+        }
+        e if is_mismatch(e) => Some("confirm"),
+        _ => None,
+    }
+}
+
+fn password_field(e: &WebError) -> Option<&'static str> {
+    match e {
+        WebError::Accounts(AccountsError::WrongPassword) => Some("current_password"),
+        WebError::Accounts(AccountsError::WeakPassword(_)) => Some("new_password"),
+        e if is_mismatch(e) => Some("confirm"),
+        _ => None,
+    }
+}
+
+fn delete_field(e: &WebError) -> Option<&'static str> {
+    matches!(e, WebError::Accounts(AccountsError::WrongPassword)).then_some("password")
+}
+
+fn add_retry_after(response: &mut Response, e: &WebError) {
+    if let Some(secs) = e.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, secs.into());
+    }
+}
+
+// --- Signed in or not ------------------------------------------------------------------------
+
+/// A line on the login page saying why the visitor is there. Carried in `?notice=`, which
+/// anyone can put in a link: it only ever selects one of these fixed sentences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notice {
+    /// After "Sign out".
+    SignedOut,
+    /// A personal page found the session expired (idle or at its maximum length).
+    Expired,
+    /// A personal page found the session gone: ended from another device, or expired and
+    /// already cleaned up.
+    Ended,
+    /// After the account was deleted.
+    Deleted,
+}
+
+impl Notice {
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "signed-out" => Self::SignedOut,
+            "expired" => Self::Expired,
+            "ended" => Self::Ended,
+            "deleted" => Self::Deleted,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::SignedOut => "signed-out",
+            Self::Expired => "expired",
+            Self::Ended => "ended",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Self::SignedOut => "You have been signed out.",
+            Self::Expired => "Your session expired, please sign in again.",
+            Self::Ended => "Your session has ended, please sign in again.",
+            Self::Deleted => "Your account has been deleted. Every device was signed out.",
+        }
+    }
+
+    /// The notice for a personal page visited without a live session, if the visitor had
+    /// one that ended (rather than never having signed in).
+    fn of(why: Unauthenticated) -> Option<Self> {
+        match why {
+            Unauthenticated::IdleExpired | Unauthenticated::AbsoluteExpired => Some(Self::Expired),
+            Unauthenticated::UnknownSession | Unauthenticated::Revoked => Some(Self::Ended),
+            _ => None,
+        }
+    }
+
+    /// The login page with this notice.
+    fn login_url(self) -> String {
+        format!("/login?notice={}", self.as_str())
+    }
+}
+
+/// The login page saying "You have been signed out.", for every way of signing out.
+pub(crate) fn signed_out_url() -> String {
+    Notice::SignedOut.login_url()
+}
+
+fn login_redirect(next: &str, notice: Option<Notice>) -> Response {
+    let mut target = format!(
         "/login?next={}",
         url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
     );
+    if let Some(n) = notice {
+        target.push_str("&notice=");
+        target.push_str(n.as_str());
+    }
     Redirect::to(&target).into_response()
 }
 
+/// Who asks for a personal page.
+enum Visitor {
+    /// Someone signed in: the page is theirs.
+    SignedIn(Session),
+    /// Anyone else, with the response that sends them on.
+    Away(Response),
+}
+
+/// The session a personal page needs; without one, the response that sends the visitor to
+/// sign in (and back to `next`), saying why if their session ended. A store that cannot tell
+/// is an error, never "signed out" (fail closed).
+fn personal(session: Result<Session, Rejection>, next: &str) -> Visitor {
+    match session {
+        Ok(session) => Visitor::SignedIn(session),
+        Err(Rejection::Unauthenticated(why)) => {
+            Visitor::Away(login_redirect(next, Notice::of(why)))
+        }
+        Err(e) => Visitor::Away(WebError::from(e).into_response()),
+    }
+}
+
+// --- Sign in and sign up -------------------------------------------------------------------
+
 /// `?next=` (a local path) or `?rd=` (an absolute URL on an allowed host, from forward auth)
-/// on the login and sign-up pages.
+/// on the login and sign-up pages, and `?notice=` on the login page.
 #[derive(Debug, Deserialize)]
 pub(crate) struct NextQuery {
     next: Option<String>,
     rd: Option<String>,
+    notice: Option<String>,
 }
 
 impl NextQuery {
@@ -93,7 +341,7 @@ impl NextQuery {
 
 /// What the login and sign-up forms show: the same fields, two pages.
 struct EntryForm {
-    error: Option<String>,
+    error: FormError,
     username: String,
     next: String,
     csrf: Option<String>,
@@ -103,14 +351,17 @@ struct EntryForm {
 
 #[derive(Template)]
 #[template(path = "login.html")]
-struct LoginPage {
+struct LoginPage<'a> {
+    site: &'a Site,
     nav: Option<Nav>,
     form: EntryForm,
+    notice: Option<&'static str>,
 }
 
 #[derive(Template)]
 #[template(path = "signup.html")]
-struct SignupPage {
+struct SignupPage<'a> {
+    site: &'a Site,
     nav: Option<Nav>,
     form: EntryForm,
     /// Sign-up is closed: say so instead of showing the form.
@@ -125,12 +376,28 @@ enum Entry {
     Signup,
 }
 
-fn entry_page(entry: Entry, state: &AppState, status: StatusCode, form: EntryForm) -> Response {
+fn entry_page(
+    entry: Entry,
+    state: &AppState,
+    status: StatusCode,
+    form: EntryForm,
+    notice: Option<Notice>,
+) -> Response {
+    let site = &state.site;
     match entry {
-        Entry::Login => render(status, &LoginPage { nav: None, form }),
+        Entry::Login => render(
+            status,
+            &LoginPage {
+                site,
+                nav: None,
+                form,
+                notice: notice.map(Notice::text),
+            },
+        ),
         Entry::Signup => render(
             status,
             &SignupPage {
+                site,
                 nav: None,
                 form,
                 closed: false,
@@ -167,13 +434,14 @@ fn entry_form(
         return Redirect::to(next.as_str()).into_response();
     }
     let form = EntryForm {
-        error: None,
+        error: FormError::default(),
         username: String::new(),
         next: next.as_str().to_owned(),
         csrf: None,
         invite,
     };
-    entry_page(entry, state, StatusCode::OK, form)
+    let notice = q.notice.as_deref().and_then(Notice::parse);
+    entry_page(entry, state, StatusCode::OK, form, notice)
 }
 
 /// `GET /login`.
@@ -211,13 +479,13 @@ pub(crate) async fn login_submit(
         Ok(_) => Redirect::to(next.as_str()).into_response(),
         Err(e) => {
             let shown = EntryForm {
-                error: Some(e.message()),
+                error: FormError::of(&e, login_field),
                 username: creds.username,
                 next: next.as_str().to_owned(),
                 csrf: csrf_of(&auth).await,
                 invite: None,
             };
-            let mut response = entry_page(Entry::Login, &state, e.status(), shown);
+            let mut response = entry_page(Entry::Login, &state, e.status(), shown, None);
             add_retry_after(&mut response, &e);
             response
         }
@@ -228,14 +496,6 @@ async fn csrf_of(auth: &Auth) -> Option<String> {
     auth.session().await.ok().flatten().map(|s| s.csrf_token())
 }
 
-fn add_retry_after(response: &mut Response, e: &WebError) {
-    if let Some(secs) = e.retry_after() {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, secs.into());
-    }
-}
-
 /// `GET /signup`.
 pub(crate) async fn signup_page(
     State(state): State<AppState>,
@@ -244,22 +504,23 @@ pub(crate) async fn signup_page(
     Query(invite): Query<InviteQuery>,
 ) -> Response {
     if state.settings.signup == SignupMode::Closed && session.is_none() {
-        return signup_closed(&q.target(&state));
+        return signup_closed(&state, &q.target(&state));
     }
     let invite = carried_invite(invite.invite.as_deref());
     entry_form(Entry::Signup, &state, session.as_ref(), &q, invite)
 }
 
 /// The sign-up page of a server whose sign-up is closed: 403, no form.
-fn signup_closed(next: &ReturnTo) -> Response {
+fn signup_closed(state: &AppState, next: &ReturnTo) -> Response {
     let form = EntryForm {
-        error: None,
+        error: FormError::default(),
         username: String::new(),
         next: next.as_str().to_owned(),
         csrf: None,
         invite: None,
     };
     let page = SignupPage {
+        site: &state.site,
         nav: None,
         form,
         closed: true,
@@ -297,11 +558,11 @@ pub(crate) async fn signup_submit(
             .await
             .map(drop)
     } else {
-        Err(WebError::mismatch("the two passwords differ"))
+        Err(WebError::mismatch("The two passwords differ."))
     };
     match result {
         Ok(()) => Redirect::to(next.as_str()).into_response(),
-        Err(WebError::Accounts(AccountsError::SignupClosed)) => signup_closed(&next),
+        Err(WebError::Accounts(AccountsError::SignupClosed)) => signup_closed(&state, &next),
         Err(e) => {
             // A refused code is not carried again: the form then asks for one.
             let invite = match e {
@@ -309,55 +570,70 @@ pub(crate) async fn signup_submit(
                 _ => carried_invite(form.invite.as_deref()),
             };
             let shown = EntryForm {
-                error: Some(e.message()),
+                error: FormError::of(&e, signup_field),
                 username: creds.username,
                 next: next.as_str().to_owned(),
                 csrf: csrf_of(&auth).await,
                 invite,
             };
-            let mut response = entry_page(Entry::Signup, &state, e.status(), shown);
+            let mut response = entry_page(Entry::Signup, &state, e.status(), shown, None);
             add_retry_after(&mut response, &e);
             response
         }
     }
 }
 
+/// `POST /logout`: ends this session, back to the login page, which says so.
+pub(crate) async fn logout(auth: Auth) -> Result<Response, WebError> {
+    flows::logout(&auth).await?;
+    Ok(([CLEAR_SITE_DATA.clone()], Redirect::to(&signed_out_url())).into_response())
+}
+
+// --- The account ---------------------------------------------------------------------------
+
 #[derive(Template)]
 #[template(path = "home.html")]
-struct HomePage {
+struct HomePage<'a> {
+    site: &'a Site,
     nav: Option<Nav>,
     csrf: String,
     username: String,
+    /// RFC 3339, for `<time datetime>`; the page shows the other two.
     auth_time: String,
     auth_time_relative: String,
+    auth_time_at: String,
     device: String,
     expires_at: String,
+    expires_at_words: String,
     remember: bool,
 }
 
-/// `GET /`: the account home, or a redirect to log in.
-pub(crate) async fn home(State(state): State<AppState>, session: Option<Session>) -> Response {
-    let Some(session) = session else {
-        return login_redirect("/");
+/// `GET /`: the account home, or a redirect to sign in.
+pub(crate) async fn home(
+    State(state): State<AppState>,
+    style: Style,
+    session: Result<Session, Rejection>,
+) -> Response {
+    let session = match personal(session, "/") {
+        Visitor::SignedIn(s) => s,
+        Visitor::Away(away) => return away,
     };
     let r = session.record();
+    let now = state.clock.now();
     let page = HomePage {
+        site: &state.site,
         csrf: session.csrf_token(),
         username: flows::username(&session),
         auth_time: rfc3339(r.auth_time),
-        auth_time_relative: relative(r.auth_time, state.clock.now()),
+        auth_time_relative: relative(r.auth_time, now),
+        auth_time_at: when::at(r.auth_time, now, style),
         device: label(r.user_agent.as_deref()),
         expires_at: rfc3339(r.absolute_expires_at),
+        expires_at_words: when::at(r.absolute_expires_at, now, style),
         remember: r.remember,
         nav: Some(nav(&session)),
     };
     render(StatusCode::OK, &page)
-}
-
-/// `POST /logout`: ends this session, back to the login page.
-pub(crate) async fn logout(auth: Auth) -> Result<Response, WebError> {
-    flows::logout(&auth).await?;
-    Ok(([CLEAR_SITE_DATA.clone()], Redirect::to("/login")).into_response())
 }
 
 struct DeviceRow {
@@ -365,15 +641,19 @@ struct DeviceRow {
     current: bool,
     label: String,
     ip: String,
+    /// RFC 3339, for `<time datetime>`.
     created_at: String,
     created_relative: String,
+    created_words: String,
     last_seen_at: String,
     last_seen_relative: String,
+    last_seen_words: String,
 }
 
 #[derive(Template)]
 #[template(path = "sessions.html")]
-struct SessionsPage {
+struct SessionsPage<'a> {
+    site: &'a Site,
     nav: Option<Nav>,
     csrf: String,
     notice: Option<String>,
@@ -388,16 +668,21 @@ pub(crate) struct RevokedQuery {
     gone: Option<u8>,
 }
 
-/// `GET /account/sessions`: "Your devices".
+/// `GET /account/sessions`: "Your devices" — this one first, then the others, most recently
+/// used first.
 pub(crate) async fn sessions_page(
     State(state): State<AppState>,
-    session: Option<Session>,
+    style: Style,
+    session: Result<Session, Rejection>,
     Query(q): Query<RevokedQuery>,
 ) -> Result<Response, WebError> {
-    let Some(session) = session else {
-        return Ok(login_redirect("/account/sessions"));
+    let session = match personal(session, "/account/sessions") {
+        Visitor::SignedIn(s) => s,
+        Visitor::Away(away) => return Ok(away),
     };
-    let list = session.devices().await?;
+    let mut list = session.devices().await?;
+    // Stable: the others keep the manager's most-recently-used order.
+    list.sort_by_key(|s| s.id != session.record().id);
     let now = state.clock.now();
     let devices = list
         .iter()
@@ -410,8 +695,10 @@ pub(crate) async fn sessions_page(
                 .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
             created_at: rfc3339(s.created_at),
             created_relative: relative(s.created_at, now),
+            created_words: when::at(s.created_at, now, style),
             last_seen_at: rfc3339(s.last_seen_at),
             last_seen_relative: relative(s.last_seen_at, now),
+            last_seen_words: when::at(s.last_seen_at, now, style),
         })
         .collect();
     let notice = q
@@ -428,6 +715,7 @@ pub(crate) async fn sessions_page(
     Ok(render(
         StatusCode::OK,
         &SessionsPage {
+            site: &state.site,
             csrf: session.csrf_token(),
             notice,
             devices,
@@ -442,10 +730,11 @@ pub(crate) async fn revoke_device(
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
     let Some(session) = session else {
-        return Ok(login_redirect("/account/sessions"));
+        return Ok(login_redirect("/account/sessions", None));
     };
     let current = session.handle().as_str() == id;
-    let handle = SessionHandle::parse(&id).map_err(|_| WebError::NotFound("No such session."))?;
+    let handle = SessionHandle::parse(&id)
+        .map_err(|_| WebError::NotFound("That session does not exist, or is not yours."))?;
     if !session.revoke_device(&handle).await? {
         // Signed out elsewhere meanwhile (or by a second click): what the user wanted is
         // true, so say so on the list rather than show an error.
@@ -453,7 +742,7 @@ pub(crate) async fn revoke_device(
     }
     flows::revoked(&session, "revoke_one", 1);
     Ok(if current {
-        Redirect::to("/login").into_response()
+        Redirect::to(&signed_out_url()).into_response()
     } else {
         Redirect::to("/account/sessions?revoked=1").into_response()
     })
@@ -462,7 +751,7 @@ pub(crate) async fn revoke_device(
 /// `POST /account/sessions/revoke-others`.
 pub(crate) async fn revoke_others(session: Option<Session>) -> Result<Response, WebError> {
     let Some(session) = session else {
-        return Ok(login_redirect("/account/sessions"));
+        return Ok(login_redirect("/account/sessions", None));
     };
     let n = session.logout_other_devices().await?;
     flows::revoked(&session, "revoke_others", n);
@@ -471,11 +760,12 @@ pub(crate) async fn revoke_others(session: Option<Session>) -> Result<Response, 
 
 #[derive(Template)]
 #[template(path = "password.html")]
-struct PasswordPage {
+struct PasswordPage<'a> {
+    site: &'a Site,
     nav: Option<Nav>,
     csrf: String,
     notice: Option<String>,
-    error: Option<String>,
+    error: FormError,
 }
 
 /// `?changed=1` after a password change.
@@ -486,11 +776,13 @@ pub(crate) struct ChangedQuery {
 
 /// `GET /account/password`.
 pub(crate) async fn password_page(
-    session: Option<Session>,
+    State(state): State<AppState>,
+    session: Result<Session, Rejection>,
     Query(q): Query<ChangedQuery>,
 ) -> Response {
-    let Some(session) = session else {
-        return login_redirect("/account/password");
+    let session = match personal(session, "/account/password") {
+        Visitor::SignedIn(s) => s,
+        Visitor::Away(away) => return away,
     };
     let notice = q.changed.map(|n| match n {
         0 => "Password changed.".to_owned(),
@@ -500,9 +792,10 @@ pub(crate) async fn password_page(
     render(
         StatusCode::OK,
         &PasswordPage {
+            site: &state.site,
             csrf: session.csrf_token(),
             notice,
-            error: None,
+            error: FormError::default(),
             nav: Some(nav(&session)),
         },
     )
@@ -524,7 +817,7 @@ pub(crate) async fn password_submit(
     form: Result<WebForm<PasswordForm>, WebError>,
 ) -> Result<Response, WebError> {
     let Some(mut session) = session else {
-        return Ok(login_redirect("/account/password"));
+        return Ok(login_redirect("/account/password", None));
     };
     let WebForm(form) = form?;
     let result = if form.new_password.same_as(&form.confirm) {
@@ -537,7 +830,7 @@ pub(crate) async fn password_submit(
         )
         .await
     } else {
-        Err(WebError::mismatch("the two new passwords differ"))
+        Err(WebError::mismatch("The two new passwords differ."))
     };
     Ok(match result {
         Ok(n) => Redirect::to(&format!("/account/password?changed={n}")).into_response(),
@@ -545,9 +838,10 @@ pub(crate) async fn password_submit(
             let mut response = render(
                 e.status(),
                 &PasswordPage {
+                    site: &state.site,
                     csrf: session.csrf_token(),
                     notice: None,
-                    error: Some(e.message()),
+                    error: FormError::of(&e, password_field),
                     nav: Some(nav(&session)),
                 },
             );
@@ -555,4 +849,141 @@ pub(crate) async fn password_submit(
             response
         }
     })
+}
+
+#[derive(Template)]
+#[template(path = "delete.html")]
+struct DeletePage<'a> {
+    site: &'a Site,
+    nav: Option<Nav>,
+    csrf: String,
+    username: String,
+    /// How many devices are signed in, this one included.
+    devices: usize,
+    error: FormError,
+}
+
+fn delete_page_for(
+    site: &Site,
+    session: &Session,
+    devices: usize,
+    status: StatusCode,
+    error: FormError,
+) -> Response {
+    render(
+        status,
+        &DeletePage {
+            site,
+            csrf: session.csrf_token(),
+            username: flows::username(session),
+            devices,
+            error,
+            nav: Some(nav(session)),
+        },
+    )
+}
+
+/// `GET /account/delete`: what deleting the account means, and the form that does it.
+pub(crate) async fn delete_page(
+    State(state): State<AppState>,
+    session: Result<Session, Rejection>,
+) -> Result<Response, WebError> {
+    let session = match personal(session, "/account/delete") {
+        Visitor::SignedIn(s) => s,
+        Visitor::Away(away) => return Ok(away),
+    };
+    let devices = session.devices().await?.len();
+    Ok(delete_page_for(
+        &state.site,
+        &session,
+        devices,
+        StatusCode::OK,
+        FormError::default(),
+    ))
+}
+
+/// The deletion form: the password, typed again.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeleteForm {
+    password: Password,
+}
+
+/// `POST /account/delete`: deletes the account (see [`flows::delete_account`]), then the login
+/// page says so.
+pub(crate) async fn delete_submit(
+    State(state): State<AppState>,
+    auth: Auth,
+    session: Option<Session>,
+    ClientAddr(ip): ClientAddr,
+    form: Result<WebForm<DeleteForm>, WebError>,
+) -> Result<Response, WebError> {
+    let Some(session) = session else {
+        return Ok(login_redirect("/account/delete", None));
+    };
+    let WebForm(form) = form?;
+    match flows::delete_account(&state, &auth, &session, ip, &form.password).await {
+        Ok(_) => Ok((
+            [CLEAR_SITE_DATA.clone()],
+            Redirect::to(&Notice::Deleted.login_url()),
+        )
+            .into_response()),
+        Err(e) if delete_field(&e).is_some() || e.retry_after().is_some() => {
+            let devices = session.devices().await?.len();
+            let mut response = delete_page_for(
+                &state.site,
+                &session,
+                devices,
+                e.status(),
+                FormError::of(&e, delete_field),
+            );
+            add_retry_after(&mut response, &e);
+            Ok(response)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_round_trip_and_anything_else_is_ignored() {
+        for n in [
+            Notice::SignedOut,
+            Notice::Expired,
+            Notice::Ended,
+            Notice::Deleted,
+        ] {
+            assert_eq!(Notice::parse(n.as_str()), Some(n));
+            assert!(n.text().ends_with('.'), "{}", n.text());
+        }
+        for other in ["", "Expired", "<script>", "signed-out "] {
+            assert_eq!(Notice::parse(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn errors_go_under_their_field_or_above_the_form() {
+        let wrong = WebError::Accounts(AccountsError::WrongPassword);
+        let e = FormError::of(&wrong, password_field);
+        assert_eq!(
+            e.on("current_password"),
+            Some("Your current password is wrong.")
+        );
+        assert_eq!(e.on("new_password"), None);
+        assert_eq!(e.general(), None);
+        let throttled = WebError::Accounts(AccountsError::Throttled(
+            std::time::Duration::from_millis(1500),
+        ));
+        let e = FormError::of(&throttled, password_field);
+        assert_eq!(
+            e.general(),
+            Some("Too many attempts. Try again in 2 seconds.")
+        );
+        assert_eq!(e.on("current_password"), None);
+        let mismatch = WebError::mismatch("The two passwords differ.");
+        assert_eq!(signup_field(&mismatch), Some("confirm"));
+        assert_eq!(FormError::default().general(), None);
+    }
 }

@@ -17,9 +17,9 @@ impl ReturnTo {
         Self("/".to_owned())
     }
 
-    /// The login page.
-    pub(crate) fn login() -> Self {
-        Self("/login".to_owned())
+    /// The login page, saying that the visitor is signed out.
+    pub(crate) fn signed_out() -> Self {
+        Self(crate::web::pages::signed_out_url())
     }
 
     /// `candidate` if it is a safe local path or an http(s) URL on one of `allowed_hosts`

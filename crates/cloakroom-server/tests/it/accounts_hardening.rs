@@ -264,7 +264,8 @@ async fn finding_10_signup_is_closed_by_default_on_a_public_url() {
 }
 
 /// What every refused invitation answers, whether the code never existed, expired or was used.
-const INVALID_INVITE: &str = "this invitation is not valid (it may have expired or been used)";
+const INVALID_INVITE: &str =
+    "This invitation is not valid. It may have expired or been used already.";
 
 /// A server whose sign-up is by invitation.
 async fn invite_only() -> TestServer {
@@ -501,7 +502,7 @@ async fn finding_10_invite_the_sign_up_page_carries_the_code_from_the_link() {
     let r = signup_form(&mut other, "nils", &[("invite", &invite)]).await;
     r.assert(403);
     assert!(
-        r.body.contains("this invitation is not valid"),
+        r.body.contains("This invitation is not valid."),
         "{}",
         r.body
     );

@@ -9,6 +9,11 @@
 //! the test is skipped with a message, unless `CLOAKROOM_REQUIRE_SERVICES=1` (as in CI), where
 //! a missing piece is a failure. `CLOAKROOM_E2E_ARTIFACTS=DIR` keeps the screenshot of "Your
 //! devices" there.
+//!
+//! The server reads time from a clock this test controls, as every server of the suite does.
+//! A scenario that needs time to pass (a session that idles out) writes a number of seconds to
+//! the file `advance` in `CLOAKROOM_E2E_CLOCK_DIR`; this test moves the clock on by that much
+//! and removes the file, which tells the script it is done.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -85,6 +90,9 @@ async fn pages_work_in_a_real_browser() {
         .filter(|p| !p.is_empty())
         .map_or_else(|| temp.path().to_owned(), PathBuf::from);
     std::fs::create_dir_all(&artifacts).unwrap();
+    let clock_dir = temp.path().join("clock");
+    std::fs::create_dir_all(&clock_dir).unwrap();
+    let advance = clock_dir.join("advance");
     // One file for both streams keeps the output in the order it was written.
     let log_path = temp.path().join("node.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -95,6 +103,7 @@ async fn pages_work_in_a_real_browser() {
         .env("CLOAKROOM_E2E_BASE_URL", &base)
         .env("CLOAKROOM_E2E_CHROMIUM", &chromium)
         .env("CLOAKROOM_E2E_ARTIFACTS", &artifacts)
+        .env("CLOAKROOM_E2E_CLOCK_DIR", &clock_dir)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -106,6 +115,12 @@ async fn pages_work_in_a_real_browser() {
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break Some(status);
+        }
+        // The script writes the request whole (a rename), so a read never sees half of it.
+        if let Ok(text) = std::fs::read_to_string(&advance) {
+            let secs: u64 = text.trim().parse().unwrap();
+            server.clock.advance(Duration::from_secs(secs));
+            std::fs::remove_file(&advance).unwrap();
         }
         if started.elapsed() > DEADLINE {
             let _ = child.kill();

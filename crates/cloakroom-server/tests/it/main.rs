@@ -9,11 +9,14 @@
 
 mod accounts_hardening;
 mod api;
+mod branding;
 mod cli;
 mod e2e;
 mod forward;
 mod hardening;
 mod input;
+mod leaving;
+mod messages;
 mod openapi;
 mod ops;
 mod pages;

@@ -393,6 +393,18 @@ async fn documented_answers_match_real_ones() {
     let r = ada.post_json("/api/password", &change(PASSWORD)).await;
     doc.check("post", "/api/password", &r);
     r.assert(200);
+    let mut leaver = s.signed_up("cat").await;
+    let csrf = leaver.csrf().await.unwrap();
+    for (password, status) in [("not the password", 403), (PASSWORD, 204)] {
+        let r = leaver
+            .req("DELETE", "/api/account")
+            .csrf(&csrf)
+            .json(&json!({ "password": password }))
+            .send()
+            .await;
+        doc.check("delete", "/api/account", &r);
+        r.assert(status);
+    }
 
     // …and the layers': origin and CSRF, the body, the throttle.
     let r = s

@@ -57,7 +57,7 @@ async fn login_errors_are_shown_inline_and_open_redirects_refused() {
         .await;
     r.assert(401);
     assert!(r.body.contains("role=\"alert\""));
-    assert!(r.body.contains("invalid username or password"));
+    assert!(r.body.contains("Invalid username or password."));
     assert!(r.body.contains("value=\"mona\""), "the username is kept");
     assert!(
         !r.body.contains("wrong password!!"),
@@ -161,7 +161,7 @@ async fn home_devices_revoke_and_logout_through_forms() {
     let csrf = a.page_csrf("/").await;
     let r = a.form("/logout", &[("csrf_token", &csrf)]).await;
     r.assert(303);
-    assert_eq!(r.location(), "/login");
+    assert_eq!(r.location(), "/login?notice=signed-out");
     assert!(a.cookie.is_none());
     a.get("/").await.assert(303);
 }
@@ -347,7 +347,7 @@ async fn browsers_get_a_404_page() {
         "{:?}",
         r.header("content-type")
     );
-    assert!(r.body.contains("<h1>Not Found</h1>"), "{}", r.body);
+    assert!(r.body.contains("<h1>Page not found</h1>"), "{}", r.body);
     let r = b.get("/no/such/page").await;
     r.assert(404);
     assert_eq!(r.error_code(), "not_found", "an API client still gets JSON");

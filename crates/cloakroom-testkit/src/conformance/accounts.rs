@@ -29,6 +29,7 @@ macro_rules! account_conformance_suite {
                 usernames_are_unique_without_case_even_under_concurrency,
                 passwords_change_and_upgrades_never_undo_a_change,
                 accounts_can_be_disabled_and_listed,
+                deleted_accounts_are_gone_and_free_their_username,
                 invites_create_one_account_each,
                 invites_expire_and_unknown_invites_are_refused,
                 invites_survive_a_taken_username,
@@ -198,6 +199,58 @@ pub async fn accounts_can_be_disabled_and_listed(h: &impl AccountHarness) {
             .expect("unknown")
     );
     store.ping().await.expect("ping");
+}
+
+/// A deleted account is found by no lookup and listed nowhere; its username can be registered
+/// again under a new id; the invitation it was created with stays used; other accounts are
+/// untouched; deleting twice (or an unknown id) says it found nothing.
+pub async fn deleted_accounts_are_gone_and_free_their_username(h: &impl AccountHarness) {
+    use cloakroom_core::accounts::{AccountError, Username};
+    let store = h.accounts();
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let code = invite(&*store, at, Duration::from_secs(3600)).await;
+    let kim = account("Kim", at);
+    store
+        .redeem_invite_and_create(&code.hash(), &kim, at)
+        .await
+        .expect("redeem");
+    let lou = account("lou", at);
+    store.create(&lou).await.expect("create");
+
+    assert!(store.delete(&kim.id).await.expect("delete"), "it existed");
+    assert_eq!(store.by_id(&kim.id).await.expect("by id"), None);
+    let name = Username::parse("kim").expect("name");
+    assert_eq!(store.by_username(&name).await.expect("by name"), None);
+    let names: Vec<_> = store
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|a| a.username.as_str().to_owned())
+        .collect();
+    assert!(!names.contains(&"Kim".to_owned()), "{names:?}");
+    assert_eq!(
+        store.by_id(&lou.id).await.expect("by id"),
+        Some(lou.clone()),
+        "another account is untouched"
+    );
+    assert!(!store.delete(&kim.id).await.expect("delete again"));
+    assert!(!store.delete(&user("ghost")).await.expect("delete unknown"));
+
+    let err = store
+        .redeem_invite_and_create(&code.hash(), &account("moe", at), at)
+        .await
+        .expect_err("still used");
+    assert!(matches!(err, AccountError::InvalidInvite), "{err:?}");
+
+    let again = account("KIM", at);
+    store.create(&again).await.expect("the name is free again");
+    assert_ne!(again.id, kim.id);
+    assert_eq!(
+        store.by_username(&name).await.expect("by name"),
+        Some(again)
+    );
+    assert_eq!(store.by_id(&kim.id).await.expect("by id"), None);
 }
 
 /// A fresh invitation, created at `at` and valid for `ttl`.
