@@ -6,7 +6,8 @@
 //! reads them (see [`when`]); the words are "sign in" and "sign out" throughout.
 
 use askama::Template;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -20,7 +21,7 @@ use crate::accounts::{AccountsError, Credentials};
 use crate::config::SignupMode;
 use crate::state::AppState;
 use crate::web::device::{label, relative, rfc3339};
-use crate::web::error::{self, Format, WebError, WebForm};
+use crate::web::error::{self, Format, WebError, WebForm, WebQuery};
 use crate::web::redirect::ReturnTo;
 use crate::web::site::Site;
 use crate::web::when::{self, Style};
@@ -448,7 +449,7 @@ fn entry_form(
 pub(crate) async fn login_page(
     State(state): State<AppState>,
     session: Option<Session>,
-    Query(q): Query<NextQuery>,
+    WebQuery(q): WebQuery<NextQuery>,
 ) -> Response {
     entry_form(Entry::Login, &state, session.as_ref(), &q, None)
 }
@@ -500,8 +501,8 @@ async fn csrf_of(auth: &Auth) -> Option<String> {
 pub(crate) async fn signup_page(
     State(state): State<AppState>,
     session: Option<Session>,
-    Query(q): Query<NextQuery>,
-    Query(invite): Query<InviteQuery>,
+    WebQuery(q): WebQuery<NextQuery>,
+    WebQuery(invite): WebQuery<InviteQuery>,
 ) -> Response {
     if state.settings.signup == SignupMode::Closed && session.is_none() {
         return signup_closed(&state, &q.target(&state));
@@ -674,7 +675,7 @@ pub(crate) async fn sessions_page(
     State(state): State<AppState>,
     style: Style,
     session: Result<Session, Rejection>,
-    Query(q): Query<RevokedQuery>,
+    WebQuery(q): WebQuery<RevokedQuery>,
 ) -> Result<Response, WebError> {
     let session = match personal(session, "/account/sessions") {
         Visitor::SignedIn(s) => s,
@@ -727,14 +728,20 @@ pub(crate) async fn sessions_page(
 /// `POST /account/sessions/{id}/revoke`.
 pub(crate) async fn revoke_device(
     session: Option<Session>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, WebError> {
     let Some(session) = session else {
         return Ok(login_redirect("/account/sessions", None));
     };
-    let current = session.handle().as_str() == id;
-    let handle = SessionHandle::parse(&id)
-        .map_err(|_| WebError::NotFound("That session does not exist, or is not yours."))?;
+    // A handle that does not even decode (`%FF`) is no session of yours either; left to
+    // axum, it was a plain-text 400 instead of a page.
+    let handle = id
+        .ok()
+        .and_then(|Path(id)| SessionHandle::parse(&id).ok())
+        .ok_or(WebError::NotFound(
+            "That session does not exist, or is not yours.",
+        ))?;
+    let current = session.handle() == &handle;
     if !session.revoke_device(&handle).await? {
         // Signed out elsewhere meanwhile (or by a second click): what the user wanted is
         // true, so say so on the list rather than show an error.
@@ -778,7 +785,7 @@ pub(crate) struct ChangedQuery {
 pub(crate) async fn password_page(
     State(state): State<AppState>,
     session: Result<Session, Rejection>,
-    Query(q): Query<ChangedQuery>,
+    WebQuery(q): WebQuery<ChangedQuery>,
 ) -> Response {
     let session = match personal(session, "/account/password") {
         Visitor::SignedIn(s) => s,

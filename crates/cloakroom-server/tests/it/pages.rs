@@ -352,3 +352,32 @@ async fn browsers_get_a_404_page() {
     r.assert(404);
     assert_eq!(r.error_code(), "not_found", "an API client still gets JSON");
 }
+
+/// A query string or a path segment that does not parse is answered with a page like any
+/// other error, not axum's plain-text 400.
+#[tokio::test]
+async fn unparsable_queries_and_paths_get_pages() {
+    let s = crate::support::start().await;
+    let mut b = s.signed_up("nils").await;
+    let r = b.get("/login?next=%2Fa&next=%2Fb").await;
+    r.assert(400);
+    assert!(
+        r.header("content-type").unwrap().starts_with("text/html"),
+        "{:?}: {}",
+        r.header("content-type"),
+        r.body
+    );
+    let devices = b.get("/account/sessions").await;
+    let csrf = hidden(&devices.body, "csrf_token").unwrap();
+    let r = b
+        .form("/account/sessions/%FF/revoke", &[("csrf_token", &csrf)])
+        .await;
+    r.assert(404);
+    assert!(
+        r.header("content-type").unwrap().starts_with("text/html"),
+        "{:?}: {}",
+        r.header("content-type"),
+        r.body
+    );
+    assert!(r.body.contains("That session does not exist"), "{}", r.body);
+}
