@@ -81,7 +81,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     for (role, store, result) in checks {
         if let Err(e) = result {
             metrics::store_error(e.store());
-            tracing::warn!(error = %e, role, "readiness check failed");
+            tracing::warn!(error = %crate::error_chain::chain(&e), role, "readiness check failed");
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({ "status": "unavailable", "store": role, "backend": store })),

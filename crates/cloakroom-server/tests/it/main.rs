@@ -9,7 +9,9 @@
 
 mod accounts_hardening;
 mod api;
+mod backup;
 mod cli;
+mod cli_errors;
 mod e2e;
 mod forward;
 mod hardening;
