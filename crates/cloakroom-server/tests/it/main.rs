@@ -17,6 +17,7 @@ mod forward;
 mod hardening;
 mod input;
 mod ops;
+mod packaging;
 mod pages;
 mod procs;
 mod proxies;
