@@ -1,5 +1,6 @@
 //! The `cloakroom` command line: `cloakroom serve` runs the server; `cloakroom user …`,
-//! `cloakroom sessions …` and `cloakroom keys …` administer the same data while it runs.
+//! `cloakroom sessions …`, `cloakroom keys …` and `cloakroom backup` administer the same data
+//! while it runs; `cloakroom restore` replaces it while it does not.
 //! Configuration: `--config FILE` (TOML), `CLOAKROOM_*` environment variables, and the flags,
 //! in increasing precedence. `serve` takes every setting as a flag; an admin command only those
 //! that say where its data is (the rest it reads from the file and the environment), so each
