@@ -167,8 +167,8 @@ impl Stores {
         Self::connect(settings).await
     }
 
-    /// Opens the configured stores for an admin command: the database must already exist
-    /// (see [`require_existing`]).
+    /// Opens the configured stores for an admin command: when a store is in SQLite, the data
+    /// directory must already hold a Cloakroom database (checked read-only); none is created.
     pub async fn open_existing(settings: &Settings) -> Result<Self, StartupError> {
         require_existing(settings)?;
         Self::connect(settings).await
