@@ -155,6 +155,11 @@ async fn a_backup_taken_under_load_restores_every_acknowledged_account() {
         .filter(|s| s.sent > ended)
         .map(|s| s.name.as_str())
         .collect();
+    eprintln!(
+        "{} sign-ups acknowledged before the backup began, {during} by its end, {} asked for after it",
+        before.len(),
+        after.len()
+    );
     assert!(
         before.len() >= 13,
         "{} before, {during} by the end",
