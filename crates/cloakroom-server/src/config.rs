@@ -420,13 +420,15 @@ impl AppOrigins {
     }
 }
 
-/// A configuration problem, naming the setting.
+/// A configuration problem, naming the setting (and, for a file, the file).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file, environment or flags could not be read into settings.
-    #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    /// The file, environment or flags could not be read into settings. Figment's own message
+    /// names keys as `default.listen` (its profile) and says the file's path as given; this
+    /// one names the setting, the file's absolute path or the variable, each problem once.
+    #[error("{}", describe(.0))]
+    Load(Box<figment::Error>),
     /// A setting has a value of the right type but an unusable content.
     #[error("configuration: `{setting}` {problem}")]
     Invalid {
@@ -435,12 +437,82 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A setting's value was refused by the component it configures, which says why.
+    #[error("configuration: `{setting}`")]
+    Refused {
+        /// The setting's name.
+        setting: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// One line per problem figment found: where (the file, the variable), which setting, what.
+fn describe(error: &figment::Error) -> String {
+    use figment::Source;
+    use figment::error::Kind;
+    let lines: Vec<String> = error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let place = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                Some(Source::File(path)) => format!("configuration file {}", path.display()),
+                _ if e
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.name.contains("environment")) =>
+                {
+                    format!(
+                        "environment variable CLOAKROOM_{}",
+                        key.to_ascii_uppercase()
+                    )
+                }
+                _ => "configuration".to_owned(),
+            };
+            let what = match &e.kind {
+                Kind::UnknownField(field, _) => format!(
+                    "unknown setting `{field}` (`cloakroom serve --help` and \
+                     examples/cloakroom.toml list them)"
+                ),
+                Kind::UnknownVariant(value, expected) => format!(
+                    "`{value}` is not one of {}",
+                    expected
+                        .iter()
+                        .map(|v| format!("`{v}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                // TOML's parser says where in the file, with the line quoted.
+                Kind::Message(message) => message.trim_end().to_owned(),
+                kind => kind.to_string(),
+            };
+            let environment = place.starts_with("environment");
+            if key.is_empty() || environment || matches!(e.kind, Kind::UnknownField(..)) {
+                format!("{place}: {what}")
+            } else {
+                format!("{place}: `{key}`: {what}")
+            }
+        })
+        .collect();
+    lines.join("\n")
 }
 
 fn invalid(setting: &'static str, problem: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid {
         setting,
         problem: problem.to_string(),
+    }
+}
+
+fn refused(
+    setting: &'static str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> ConfigError {
+    ConfigError::Refused {
+        setting,
+        source: Box::new(e),
     }
 }
 
@@ -653,13 +725,16 @@ impl RawConfig {
     ) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Self::default()));
         if let Some(path) = file {
-            if !path.exists() {
+            // Absolute, so messages name the file whatever the working directory; exact,
+            // because `Toml::file` would search the parent directories for a relative name.
+            let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+            if !path.is_file() {
                 return Err(invalid(
                     "--config",
                     format!("file {} does not exist", path.display()),
                 ));
             }
-            figment = figment.merge(Toml::file(path));
+            figment = figment.merge(Toml::file_exact(path));
         }
         figment
             // Only our own keys: `CLOAKROOM_TEST_*` and friends belong to other tools. A
@@ -769,7 +844,7 @@ impl RawConfig {
                 })?;
                 Some(
                     cloakroom_redis::RedisConfig::standalone(url)
-                        .map_err(|e| invalid("redis_url", e))?,
+                        .map_err(|e| refused("redis_url", e))?,
                 )
             }
             SessionStoreKind::RedisCluster => {
@@ -781,14 +856,14 @@ impl RawConfig {
                 }
                 Some(
                     cloakroom_redis::RedisConfig::cluster(&self.redis_cluster_nodes)
-                        .map_err(|e| invalid("redis_cluster_nodes", e))?,
+                        .map_err(|e| refused("redis_cluster_nodes", e))?,
                 )
             }
             _ => None,
         }
         .map(|c| {
             c.with_key_prefix(&self.redis_key_prefix)
-                .map_err(|e| invalid("redis_key_prefix", e))
+                .map_err(|e| refused("redis_key_prefix", e))
         })
         .transpose()?;
         let needs_postgres = self.session_store == SessionStoreKind::Postgres
@@ -800,9 +875,9 @@ impl RawConfig {
                 .ok_or_else(|| invalid("postgres_url", "is required for the postgres stores"))?;
             Some(
                 cloakroom_postgres::PostgresConfig::from_url(url)
-                    .map_err(|e| invalid("postgres_url", e))?
+                    .map_err(|e| refused("postgres_url", e))?
                     .with_schema(&self.postgres_schema)
-                    .map_err(|e| invalid("postgres_schema", e))?
+                    .map_err(|e| refused("postgres_schema", e))?
                     .with_application_name("cloakroom"),
             )
         } else {
@@ -875,6 +950,102 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `text` read as a configuration file, over the defaults (no environment).
+    fn from_toml(text: &str) -> RawConfig {
+        Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// Issue 18: the settings had to be found in the source. `examples/cloakroom.toml` lists
+    /// every one, commented out at its default — or, when unset by default, at an example
+    /// under a comment saying "unset" — with its unit; this keeps the file true as settings
+    /// come and change.
+    #[test]
+    fn the_example_file_lists_every_setting_at_its_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/cloakroom.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        assert_eq!(
+            from_toml(&text),
+            RawConfig::default(),
+            "as shipped, the file is the defaults"
+        );
+        let defaults = serde_json::to_value(RawConfig::default()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // Top-level settings come before the first `[table]`; a table's entries (`branding.name`)
+        // under its header.
+        let header = |i: usize| lines[i].starts_with('[');
+        let section = |table: Option<&str>| -> std::ops::Range<usize> {
+            let begin = match table {
+                None => 0,
+                Some(t) => {
+                    let head = format!("[{t}]");
+                    1 + (0..lines.len())
+                        .find(|&i| lines[i] == head)
+                        .unwrap_or_else(|| panic!("{path} has a `{head}` table"))
+                }
+            };
+            let end = (begin..lines.len())
+                .find(|&i| header(i))
+                .unwrap_or(lines.len());
+            begin..end
+        };
+        let mut top = String::new();
+        let mut tables: std::collections::BTreeMap<&str, String> = Default::default();
+        for (key, _) in SETTINGS {
+            let (table, field) = key
+                .split_once('.')
+                .map_or((None, *key), |(t, f)| (Some(t), f));
+            let prefix = format!("#{field} = ");
+            let at: Vec<usize> = section(table)
+                .filter(|&i| lines[i].starts_with(&prefix))
+                .collect();
+            assert_eq!(at.len(), 1, "`#{key} = …` appears once in {path}");
+            let line = &lines[at[0]][1..];
+            let comment: Vec<&str> = lines[..at[0]]
+                .iter()
+                .rev()
+                .take_while(|l| l.starts_with("# "))
+                .copied()
+                .collect();
+            let comment = comment.join(" ");
+            assert!(!comment.is_empty(), "{key} is explained");
+            let pointer = format!("/{}", key.replace('.', "/"));
+            let alone = match table {
+                None => line.to_owned(),
+                Some(t) => format!("[{t}]\n{line}"),
+            };
+            let shown = serde_json::to_value(from_toml(&alone)).unwrap();
+            let (shown, default) = (shown.pointer(&pointer), defaults.pointer(&pointer));
+            if default.is_none_or(serde_json::Value::is_null) {
+                assert!(
+                    comment.contains("unset"),
+                    "{key}: say it is unset by default"
+                );
+            } else {
+                assert_eq!(shown, default, "{key}: the default shown is the real one");
+            }
+            for (suffix, unit) in [("_secs", "seconds"), ("_ms", "milliseconds")] {
+                if key.ends_with(suffix) {
+                    assert!(comment.contains(unit), "{key}: its unit, {unit}");
+                }
+            }
+            let into = match table {
+                None => &mut top,
+                Some(t) => tables.entry(t).or_default(),
+            };
+            into.push_str(line);
+            into.push('\n');
+        }
+        let mut uncommented = top;
+        for (table, entries) in tables {
+            uncommented.push_str(&format!("[{table}]\n{entries}"));
+        }
+        // Every value shown is one the server accepts.
+        from_toml(&uncommented).settings().unwrap();
+    }
 
     #[test]
     fn defaults_are_the_documented_embedded_setup() {

@@ -18,7 +18,8 @@
 //!   kind Cloakroom issues. A new token kind goes here.
 //! * [`cli`] — the `cloakroom` command and its admin operations.
 //! * [`config`] — settings from defaults, a TOML file, `CLOAKROOM_*` variables and flags.
-//! * `state.rs` — [`AppState`], opened from the settings; `server.rs` — [`Server`].
+//! * `state.rs` — [`AppState`], opened from the settings; `server.rs` — [`Server`];
+//!   `data_dir.rs` — the data directory: its database, its lock ([`DataDirLock`]).
 //!
 //! [`app`] builds the whole router from an [`AppState`], so tests drive the real thing on
 //! port 0; [`Server`] adds binding, background upkeep and graceful shutdown.
@@ -29,6 +30,8 @@
 mod accounts;
 pub mod cli;
 pub mod config;
+mod data_dir;
+mod error_chain;
 mod events;
 mod metrics;
 mod server;
@@ -37,7 +40,8 @@ pub mod tokens;
 mod web;
 
 pub use accounts::{passwords, session_keys};
+pub use data_dir::{DataDirLock, database_path, ensure_data_dir};
 pub use server::Server;
-pub use state::{AppState, Inner, StartupError, Stores, database_path, ensure_data_dir};
+pub use state::{AppState, Inner, StartupError, Stores};
 pub use web::app;
 pub use web::forward::{Flavor, ForwardedRequest, MalformedForward};

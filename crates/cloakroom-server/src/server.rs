@@ -185,7 +185,7 @@ async fn upkeep(state: AppState) {
             _ = keys.tick() => {
                 let now = state.clock.now();
                 if let Err(e) = state.minter.reload(&state.settings.data_dir, state.settings.jwt_algorithm, now) {
-                    tracing::error!(error = %e, "reloading service-JWT keys failed; keeping the previous ones");
+                    tracing::error!(error = %crate::error_chain::chain(&e), "reloading service-JWT keys failed; keeping the previous ones");
                 }
                 state.minter.prune(now);
                 continue;
@@ -197,7 +197,7 @@ async fn upkeep(state: AppState) {
             Ok(n) => tracing::info!(purged = n, "expired sessions purged"),
             Err(e) => {
                 metrics::store_error(e.store());
-                tracing::warn!(error = %e, "purging expired sessions failed");
+                tracing::warn!(error = %crate::error_chain::chain(&e), "purging expired sessions failed");
             }
         }
         state.accounts.prune();

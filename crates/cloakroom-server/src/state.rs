@@ -2,7 +2,6 @@
 //! throttling — opened once at start-up from the [`Settings`].
 
 use std::ops::Deref;
-use std::path::Path;
 use std::sync::Arc;
 
 use cloakroom_core::accounts::AccountStore;
@@ -14,33 +13,59 @@ use cloakroom_sqlite::{Database, DbError, SqliteAccounts, SqliteStore};
 use crate::accounts::Accounts;
 use crate::accounts::passwords::Passwords;
 use crate::config::{AccountStoreKind, SessionStoreKind, Settings};
+use crate::data_dir::{database_path, ensure_data_dir, require_existing, uses_sqlite};
 use crate::metrics;
 use crate::tokens::keys::KeyRing;
 use crate::tokens::service_jwt::Minter;
 use crate::web::client_ip::ClientIp;
 use crate::web::site::Site;
 
-/// Why the server could not start. Each variant says what to fix.
+/// Why the server (or an admin command) could not start. Each variant says what to fix; its
+/// message never repeats its source's, which an error chain prints after it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartupError {
-    /// The data directory cannot be created or written.
-    #[error("data directory {path}: {source}")]
+    /// The data directory cannot be created, written or found.
+    #[error("data directory {path}")]
     DataDir {
-        /// The directory.
+        /// The directory (absolute).
         path: String,
         /// Why.
         #[source]
         source: std::io::Error,
     },
     /// The SQLite database cannot be opened.
-    #[error("database {path}: {source}")]
+    #[error("database {path}")]
     Database {
         /// The file.
         path: String,
         /// Why.
         #[source]
         source: DbError,
+    },
+    /// An admin command found no Cloakroom database where the settings point (it never
+    /// creates one: an empty database would pass for a server whose accounts are all gone).
+    #[error(
+        "no Cloakroom database in the data directory (pass the --data-dir of an existing \
+         server, or set data_dir in its --config file or CLOAKROOM_DATA_DIR; or run \
+         `cloakroom serve` once to create one there)"
+    )]
+    NoDatabase {
+        /// What was found instead, naming the file.
+        #[source]
+        source: DbError,
+    },
+    /// Another process holds the data directory: a running server, or a restore.
+    #[error(
+        "the data directory {dir} is in use by another cloakroom process{}: stop it first \
+         (or give this one another --data-dir)",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The directory (absolute).
+        dir: String,
+        /// The holder's process id, as it wrote it in the lock file.
+        holder: Option<u32>,
     },
     /// A store does not answer.
     #[error(transparent)]
@@ -61,7 +86,7 @@ pub enum StartupError {
         source: std::io::Error,
     },
     /// The listen address cannot be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         /// The address.
         addr: String,
@@ -137,39 +162,6 @@ impl AppState {
     }
 }
 
-/// The database file inside the data directory.
-pub fn database_path(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("cloakroom.db")
-}
-
-/// Creates the data directory (mode 0700: it will hold signing keys) if needed.
-pub fn ensure_data_dir(dir: &Path) -> Result<(), StartupError> {
-    use std::os::unix::fs::DirBuilderExt;
-    let err = |source| StartupError::DataDir {
-        path: dir.display().to_string(),
-        source,
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(err)?;
-    // An existing directory keeps the operator's mode: every file in it is created 0600, but
-    // a directory others can list still tells them who has an account (file names, sizes).
-    if let Ok(meta) = std::fs::metadata(dir)
-        && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0
-    {
-        tracing::warn!(
-            data_dir = %dir.display(),
-            "the data directory is accessible to other users; consider `chmod 700` on it"
-        );
-    }
-    // Fail now, not at the first sign-up, if the directory is not writable.
-    let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"").map_err(err)?;
-    std::fs::remove_file(&probe).map_err(err)
-}
-
 /// The stores a configuration names, opened and checked.
 #[derive(Debug, Clone)]
 pub struct Stores {
@@ -180,28 +172,47 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Opens the configured stores (shared by the server and the admin CLI) and checks they
-    /// answer.
+    /// Opens the configured stores for the server, creating the data directory and the
+    /// database when they are missing, and checks they answer.
     pub async fn open(settings: &Settings) -> Result<Self, StartupError> {
         ensure_data_dir(&settings.data_dir)?;
-        let path = database_path(&settings.data_dir);
-        let db = Database::open(&path).map_err(|source| StartupError::Database {
-            path: path.display().to_string(),
-            source,
-        })?;
+        Self::connect(settings).await
+    }
+
+    /// Opens the configured stores for an admin command: when a store is in SQLite, the data
+    /// directory must already hold a Cloakroom database (checked read-only); none is created.
+    pub async fn open_existing(settings: &Settings) -> Result<Self, StartupError> {
+        require_existing(settings)?;
+        Self::connect(settings).await
+    }
+
+    async fn connect(settings: &Settings) -> Result<Self, StartupError> {
+        let db = if uses_sqlite(settings) {
+            let path = database_path(&settings.data_dir);
+            Some(
+                Database::open(&path).map_err(|source| StartupError::Database {
+                    path: crate::data_dir::shown(&path),
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
         // One pool for both PostgreSQL stores.
         let postgres = match &settings.postgres {
             Some(config) => Some(PostgresStore::connect(config.clone()).await?),
             None => None,
         };
         let sessions: Arc<dyn SessionStore> =
-            match (settings.session_store, &settings.redis, &postgres) {
-                (SessionStoreKind::Sqlite, ..) => Arc::new(SqliteStore::new(db.clone())),
+            match (settings.session_store, &settings.redis, &postgres, &db) {
+                (SessionStoreKind::Sqlite, _, _, Some(db)) => {
+                    Arc::new(SqliteStore::new(db.clone()))
+                }
                 (SessionStoreKind::Memory, ..) => Arc::new(MemoryStore::new()),
-                (SessionStoreKind::Redis | SessionStoreKind::RedisCluster, Some(config), _) => {
+                (SessionStoreKind::Redis | SessionStoreKind::RedisCluster, Some(config), ..) => {
                     Arc::new(RedisStore::connect(config.clone()).await?)
                 }
-                (SessionStoreKind::Postgres, _, Some(pg)) => Arc::new(pg.clone()),
+                (SessionStoreKind::Postgres, _, Some(pg), _) => Arc::new(pg.clone()),
                 // `Settings` always carries the connection a store kind needs.
                 (kind, ..) => {
                     return Err(StartupError::Misconfigured(format!(
@@ -209,10 +220,10 @@ impl Stores {
                     )));
                 }
             };
-        let accounts: Arc<dyn AccountStore> = match (settings.account_store, postgres) {
-            (AccountStoreKind::Sqlite, _) => Arc::new(SqliteAccounts::new(db)),
-            (AccountStoreKind::Postgres, Some(pg)) => Arc::new(PostgresAccounts::new(pg)),
-            (kind, None) => {
+        let accounts: Arc<dyn AccountStore> = match (settings.account_store, postgres, db) {
+            (AccountStoreKind::Sqlite, _, Some(db)) => Arc::new(SqliteAccounts::new(db)),
+            (AccountStoreKind::Postgres, Some(pg), _) => Arc::new(PostgresAccounts::new(pg)),
+            (kind, ..) => {
                 return Err(StartupError::Misconfigured(format!(
                     "no connection settings for {kind:?} accounts"
                 )));

@@ -34,8 +34,8 @@ const MAX_GROUP: usize = 256;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DbError {
-    /// SQLite reported an error.
-    #[error("sqlite: {0}")]
+    /// SQLite reported an error (its message is this error's message).
+    #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     /// The database was written by a newer Cloakroom (its schema version is unknown here).
     #[error("database schema version {found} is newer than this build understands ({supported})")]
@@ -56,9 +56,35 @@ pub enum DbError {
     #[error("sqlite reader thread failed")]
     Reader,
     /// The database file could not be created or made private.
-    #[error("cannot create or restrict {}: {source}", path.display())]
+    #[error("cannot create or restrict {}", path.display())]
     Permissions {
         /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not a Cloakroom database this build can open: not SQLite, SQLite without
+    /// Cloakroom's schema, or damaged. Nothing was changed.
+    #[error("{} is not a Cloakroom database: {reason}", path.display())]
+    NotCloakroom {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A backup would overwrite a file that exists (and replacing it was not asked for).
+    #[error("{} exists; nothing was written", path.display())]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file operation of a backup or restore failed.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        /// What was being done ("write", "rename", …).
+        action: &'static str,
+        /// The file or directory.
         path: PathBuf,
         /// Why.
         #[source]
@@ -243,7 +269,7 @@ impl Readers {
 
 /// Creates `path` with mode 0600 if it does not exist; tightens it (and the WAL and
 /// shared-memory files beside it) if it does and others may read it.
-fn make_private(path: &Path) -> Result<(), DbError> {
+pub(crate) fn make_private(path: &Path) -> Result<(), DbError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |source| DbError::Permissions {
         path: path.to_owned(),
@@ -271,7 +297,7 @@ fn make_private(path: &Path) -> Result<(), DbError> {
     Ok(())
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // FULL: an acknowledged write is on disk (fsync of the WAL at each commit), not just in
     // the OS page cache. Group commit keeps this cheap.
     conn.pragma_update(None, "synchronous", "FULL")?;

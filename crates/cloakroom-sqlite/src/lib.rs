@@ -14,6 +14,10 @@
 //!   rotate-in-one-transaction are single statements or transactions, so they hold across
 //!   processes too (the admin CLI may write while the server runs).
 //! * **Migrations by `PRAGMA user_version`**, append-only, one transaction per step.
+//! * **Backups while serving.** [`backup`] copies a live database with SQLite's online backup
+//!   API in one read transaction (a consistent snapshot; the writer is never blocked) and
+//!   [`restore`] puts one back atomically; neither carries sessions, so a restore never revives
+//!   a revoked one.
 //!
 //! # Example
 //!
@@ -33,11 +37,13 @@
 //! ```
 
 mod accounts;
+mod backup;
 mod db;
 mod schema;
 mod store;
 
 pub use accounts::SqliteAccounts;
+pub use backup::{Copied, backup, restore, verify};
 pub use db::{Database, DbError};
 pub use schema::SCHEMA_VERSION;
 pub use store::SqliteStore;

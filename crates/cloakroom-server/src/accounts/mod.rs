@@ -231,7 +231,7 @@ impl Accounts {
                 .upgrade_password(&account.id, &account.password_hash, upgraded)
                 .await
             {
-                tracing::warn!(error = %e, "password hash upgrade failed");
+                tracing::warn!(error = %crate::error_chain::chain(&e), "password hash upgrade failed");
             }
         }
         Ok(account)

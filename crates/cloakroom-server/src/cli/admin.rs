@@ -1,8 +1,10 @@
-//! The admin CLI: `cloakroom user …` and `cloakroom sessions …`.
+//! The admin CLI: `cloakroom user …`, `cloakroom sessions …`, `cloakroom keys …`,
+//! `cloakroom backup` and `cloakroom restore`.
 //!
 //! It opens the same stores as the server (same configuration, same data directory), so it
 //! works while the server runs: SQLite serialises writers across processes, and a revocation
-//! here is a delete the server sees on its very next validation.
+//! here is a delete the server sees on its very next validation. Only `restore` needs the
+//! server stopped, and makes sure it is (see [`restore`]).
 
 use std::fmt::Write as _;
 use std::io::BufRead;
@@ -20,11 +22,18 @@ use crate::web::device::{label, rfc3339};
 
 /// An admin command failed; the message says why.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct AdminError(pub String);
+#[non_exhaustive]
+pub enum AdminError {
+    /// No account has the name given (the command exits with status 3).
+    #[error("no user {0:?}")]
+    NoSuchUser(String),
+    /// Anything else: the failure itself, its causes kept as its sources.
+    #[error(transparent)]
+    Failed(Box<dyn std::error::Error + Send + Sync>),
+}
 
-fn fail(e: impl std::fmt::Display) -> AdminError {
-    AdminError(e.to_string())
+fn fail(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> AdminError {
+    AdminError::Failed(e.into())
 }
 
 /// Admin operations over opened stores.
@@ -48,7 +57,7 @@ impl Admin {
             .by_username(&username)
             .await
             .map_err(fail)?
-            .ok_or_else(|| fail(format!("no user {name:?}")))
+            .ok_or_else(|| AdminError::NoSuchUser(name.to_owned()))
     }
 
     /// `user add NAME`: the password is the first line of `password_source`.
@@ -351,4 +360,63 @@ pub fn keys_rotate(
         let _ = writeln!(out, "removed {removed} retired key(s)");
     }
     Ok(out)
+}
+
+/// `backup FILE`: a consistent copy of the accounts (and invitations) while the server runs,
+/// with SQLite's online backup; sessions are left out, so that a restore never revives one
+/// that was revoked since (see `cloakroom_sqlite::backup`).
+pub fn backup(
+    settings: &crate::config::Settings,
+    file: &std::path::Path,
+    replace: bool,
+) -> Result<String, AdminError> {
+    sqlite_accounts(settings, "backup")?;
+    crate::data_dir::require_existing(settings).map_err(fail)?;
+    let source = crate::data_dir::database_path(&settings.data_dir);
+    let copied = cloakroom_sqlite::backup(&source, file, replace).map_err(fail)?;
+    Ok(format!(
+        "backed up {} account(s) to {} (schema version {}; sessions are not included)\n",
+        copied.accounts,
+        crate::data_dir::shown(file),
+        copied.schema_version
+    ))
+}
+
+/// `restore FILE`: replaces the accounts with a backup's. It holds the data directory's lock
+/// throughout, so it refuses to run beside a server (which holds it while it serves), and no
+/// server can start on the directory until it is done. The file is checked before anything
+/// is replaced; every session ends (the restored database holds none).
+pub fn restore(
+    settings: &crate::config::Settings,
+    file: &std::path::Path,
+) -> Result<String, AdminError> {
+    sqlite_accounts(settings, "restore")?;
+    crate::data_dir::ensure_data_dir(&settings.data_dir).map_err(fail)?;
+    let _lock = crate::data_dir::DataDirLock::acquire(&settings.data_dir).map_err(fail)?;
+    let target = crate::data_dir::database_path(&settings.data_dir);
+    let copied = cloakroom_sqlite::restore(file, &target).map_err(fail)?;
+    Ok(format!(
+        "restored {} account(s) from {} into {}; no session survives a restore, so everyone signs in again\n",
+        copied.accounts,
+        crate::data_dir::shown(file),
+        crate::data_dir::shown(&target),
+    ))
+}
+
+/// Backups are of the embedded database: accounts kept in PostgreSQL are backed up with
+/// PostgreSQL's own tools.
+fn sqlite_accounts(settings: &crate::config::Settings, verb: &str) -> Result<(), AdminError> {
+    if settings.account_store == crate::config::AccountStoreKind::Sqlite {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "`cloakroom {verb}` works on the embedded SQLite database, and the accounts are in \
+             PostgreSQL here (account_store = \"postgres\"): use pg_dump and pg_restore on the \
+             `{}` schema instead",
+            settings
+                .postgres
+                .as_ref()
+                .map_or(cloakroom_postgres::DEFAULT_SCHEMA, |p| p.schema())
+        )))
+    }
 }

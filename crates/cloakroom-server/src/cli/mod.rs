@@ -1,7 +1,10 @@
 //! The `cloakroom` command line: `cloakroom serve` runs the server; `cloakroom user …`,
-//! `cloakroom sessions …` and `cloakroom keys …` administer the same data while it runs.
+//! `cloakroom sessions …`, `cloakroom keys …` and `cloakroom backup` administer the same data
+//! while it runs; `cloakroom restore` replaces it while it does not.
 //! Configuration: `--config FILE` (TOML), `CLOAKROOM_*` environment variables, and the flags,
-//! in increasing precedence.
+//! in increasing precedence. `serve` takes every setting as a flag; an admin command only those
+//! that say where its data is (the rest it reads from the file and the environment), so each
+//! `--help` lists what that command uses.
 //!
 //! A new admin command goes into [`admin`] (the operation, testable without a process) and a
 //! variant here (its spelling on the command line).
@@ -18,37 +21,128 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{Flags, RawConfig, SETTINGS};
 use crate::state::Stores;
 use crate::{AppState, Server};
-use admin::Admin;
+use admin::{Admin, AdminError};
+
+/// What `cloakroom` exits with, for scripts. Shown by `cloakroom --help`; the README repeats it.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success
+  1  failure; standard error says why, in one line
+  2  the command line is wrong (an unknown flag, a missing argument, a bad value)
+  3  the user named does not exist (user set-password, disable, enable; sessions …)";
+
+/// Not found, for [`EXIT_STATUS`].
+const EXIT_NOT_FOUND: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "cloakroom",
     version,
-    about = "Server-side sessions done right."
+    about = "Server-side sessions done right.",
+    after_help = EXIT_STATUS
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// A TOML configuration file.
+    /// A TOML configuration file (examples/cloakroom.toml has every setting).
     #[arg(long, global = true, env = "CLOAKROOM_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    #[command(flatten)]
-    flags: Flags,
 }
 
+/// Each command flattens every setting's flag; [`command`] then leaves visible only those
+/// [`flags_taken_by`] the command, so `--help` shows what it uses.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server.
-    Serve,
+    /// Run the server. Every setting is a flag here.
+    Serve(Flags),
     /// Manage accounts.
-    #[command(subcommand)]
-    User(UserCommand),
+    User {
+        #[command(subcommand)]
+        cmd: UserCommand,
+        #[command(flatten)]
+        flags: Flags,
+    },
     /// Inspect and end sessions.
-    #[command(subcommand)]
-    Sessions(SessionsCommand),
+    Sessions {
+        #[command(subcommand)]
+        cmd: SessionsCommand,
+        #[command(flatten)]
+        flags: Flags,
+    },
     /// Manage the keys that sign service JWTs.
-    #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCommand,
+        #[command(flatten)]
+        flags: Flags,
+    },
+    /// Copy the accounts and invitations to FILE, consistently, while the server runs. Sessions
+    /// are left out: a restore must never bring back one that was revoked since.
+    Backup {
+        /// The copy to write: an SQLite database, readable by its owner only.
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        flags: Flags,
+    },
+    /// Replace the accounts with those of a backup. Refuses to run while a server uses the data
+    /// directory; checks FILE before it replaces anything. Every session ends.
+    Restore {
+        /// A file written by `cloakroom backup`.
+        file: PathBuf,
+        #[command(flatten)]
+        flags: Flags,
+    },
+}
+
+impl Command {
+    /// The settings given as flags.
+    fn flags(&self) -> &Flags {
+        match self {
+            Self::Serve(flags)
+            | Self::User { flags, .. }
+            | Self::Sessions { flags, .. }
+            | Self::Keys { flags, .. }
+            | Self::Backup { flags, .. }
+            | Self::Restore { flags, .. } => flags,
+        }
+    }
+}
+
+/// The settings the command at `path` (`["user", "invite"]`) takes as flags; `None`: all of
+/// them, for `serve`. An admin command takes those that say where its data is and the few
+/// others it uses (every one logs, some as security events, so `json_logs`); it reads the rest
+/// from `--config` and the environment, as the server does. A group (`["user"]`) takes what
+/// any of its commands takes, so a flag may also come before the command's name.
+fn flags_taken_by(path: &[&str]) -> Option<Vec<&'static str>> {
+    const STORES: [&str; 8] = [
+        "data_dir",
+        "session_store",
+        "account_store",
+        "redis_url",
+        "redis_cluster_nodes",
+        "redis_key_prefix",
+        "postgres_url",
+        "postgres_schema",
+    ];
+    let mut taken = vec!["json_logs"];
+    match path {
+        ["serve", ..] => return None,
+        ["user", rest @ ..] => {
+            taken.extend(STORES);
+            // The invitation's link is on the public URL; the signup mode is checked.
+            if matches!(rest, [] | ["invite"]) {
+                taken.extend(["public_url", "signup"]);
+            }
+        }
+        ["sessions", ..] => taken.extend(STORES),
+        ["keys", ..] => taken.push("data_dir"),
+        ["backup" | "restore", ..] => taken.extend(["data_dir", "account_store"]),
+        _ => {}
+    }
+    Some(taken)
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,21 +220,31 @@ enum SessionsCommand {
 
 /// Runs the command line given to the process.
 pub fn main() -> ExitCode {
-    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cloakroom: error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("cloakroom: error: {}", crate::error_chain::join(e.chain()));
+            let not_found = e
+                .chain()
+                .any(|c| matches!(c.downcast_ref(), Some(AdminError::NoSuchUser(_))));
+            if not_found {
+                ExitCode::from(EXIT_NOT_FOUND)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let raw = RawConfig::load(cli.config.as_deref(), &cli.flags)?;
+    let raw = RawConfig::load(cli.config.as_deref(), cli.command.flags())?;
     let settings = raw.settings()?;
     init_logging(settings.json_logs);
     for name in crate::config::unknown_environment() {
@@ -155,9 +259,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve => serve(settings).await,
-            Command::User(cmd) => {
-                let admin = Admin::new(Stores::open(&settings).await?);
+            Command::Serve(_) => serve(settings).await,
+            Command::User { cmd, .. } => {
+                let admin = Admin::new(Stores::open_existing(&settings).await?);
                 let out = match cmd {
                     UserCommand::Add { username } => {
                         admin.user_add(&username, new_password()?).await?
@@ -187,9 +291,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print(&out);
                 Ok(())
             }
-            Command::Keys(cmd) => {
+            Command::Keys { cmd, .. } => {
                 use cloakroom_core::Clock as _;
-                crate::state::ensure_data_dir(&settings.data_dir)?;
+                crate::data_dir::require_existing(&settings)?;
                 let now = cloakroom_core::SystemClock.now();
                 let out = match cmd {
                     KeysCommand::List => admin::keys_list(&settings.data_dir, now)?,
@@ -202,13 +306,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print(&out);
                 Ok(())
             }
-            Command::Sessions(cmd) => {
-                let admin = Admin::new(Stores::open(&settings).await?);
+            Command::Sessions { cmd, .. } => {
+                let admin = Admin::new(Stores::open_existing(&settings).await?);
                 let out = match cmd {
                     SessionsCommand::List { user } => admin.sessions_list(&user).await?,
                     SessionsCommand::Revoke { user } => admin.sessions_revoke(&user).await?,
                 };
                 print(&out);
+                Ok(())
+            }
+            Command::Backup { file, force, .. } => {
+                print(&admin::backup(&settings, &file, force)?);
+                Ok(())
+            }
+            Command::Restore { file, .. } => {
+                print(&admin::restore(&settings, &file)?);
                 Ok(())
             }
         }
@@ -234,28 +346,83 @@ fn new_password() -> anyhow::Result<std::io::Cursor<String>> {
     Ok(std::io::Cursor::new(first))
 }
 
-/// The command line, each setting's help ending with its built-in default (taken from
-/// [`RawConfig::default`], so it cannot drift).
+/// The command line. Each command shows the settings [`flags_taken_by`] it, each help ending
+/// with the built-in default (taken from [`RawConfig::default`], so it cannot drift); the
+/// others are hidden and refused with a word on where they belong.
 fn command() -> clap::Command {
     let defaults = serde_json::to_value(RawConfig::default()).unwrap_or_default();
-    let mut command = Cli::command();
-    for (key, _) in SETTINGS {
-        let pointer = format!("/{}", key.replace('.', "/"));
-        let shown = match defaults
-            .pointer(&pointer)
-            .unwrap_or(&serde_json::Value::Null)
-        {
-            serde_json::Value::Null => continue,
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Array(a) if a.is_empty() => continue,
-            other => other.to_string(),
+    fit(Cli::command(), &[], &[], &defaults)
+}
+
+/// Fits the command at `path`, and those under it, to the setting flags each takes. A group's
+/// setting flags are global: clap would copy them into its commands when it builds, but then
+/// the copies could not be fitted to each command. So each command gets its own copies here
+/// (clap skips an argument a command already has), and every level is fitted before clap
+/// builds anything.
+fn fit(
+    mut command: clap::Command,
+    path: &[&str],
+    inherited: &[clap::Arg],
+    defaults: &serde_json::Value,
+) -> clap::Command {
+    for arg in inherited {
+        if !command.get_arguments().any(|a| a.get_id() == arg.get_id()) {
+            command = command.arg(arg.clone());
+        }
+    }
+    let is_setting = |id: &str| SETTINGS.iter().any(|(key, _)| *key == id);
+    let settings: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|a| is_setting(a.get_id().as_str()))
+        .cloned()
+        .collect();
+    let taken = flags_taken_by(path);
+    let shown = path.join(" ");
+    for arg in &settings {
+        let key = arg.get_id().as_str();
+        command = if taken.as_ref().is_none_or(|t| t.contains(&key)) {
+            {
+                // A table's entry (`branding.name`) nests in the defaults.
+                let pointer = format!("/{}", key.replace('.', "/"));
+                let default = defaults
+                    .pointer(&pointer)
+                    .unwrap_or(&serde_json::Value::Null);
+                command.mut_arg(key, |arg| with_default(arg, default))
+            }
+        } else {
+            let refusal = format!(
+                "`cloakroom {shown}` does not take this flag (`cloakroom {shown} --help` lists \
+                 those it does); it reads this setting from --config or CLOAKROOM_{}",
+                key.to_ascii_uppercase()
+            );
+            command.mut_arg(key, |arg| {
+                arg.hide(true)
+                    .value_parser(move |_: &str| Err::<String, _>(refusal.clone()))
+            })
         };
-        command = command.mut_arg(*key, |arg| {
-            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
-            arg.help(format!("{help} [default: {shown}]"))
-        });
+    }
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for name in names {
+        let mut below = path.to_vec();
+        below.push(&name);
+        command = command.mut_subcommand(&name, |sub| fit(sub, &below, &settings, defaults));
     }
     command
+}
+
+/// `arg` with " [default: …]" after its help, unless the default is unset or empty.
+fn with_default(arg: clap::Arg, default: &serde_json::Value) -> clap::Arg {
+    let shown = match default {
+        serde_json::Value::Null => return arg,
+        serde_json::Value::Array(a) if a.is_empty() => return arg,
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+    arg.help(format!("{help} [default: {shown}]"))
 }
 
 #[allow(clippy::print_stdout)] // The CLI's output is its purpose.
@@ -277,6 +444,10 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
         .map(ToString::to_string)
         .collect();
     tracing::info!(trusted_proxies = ?proxies, "forwarding headers are believed only from these peers");
+    // Held until the process ends: `cloakroom restore` and a second server on this directory
+    // are refused while it is.
+    crate::data_dir::ensure_data_dir(&settings.data_dir)?;
+    let _lock = crate::data_dir::DataDirLock::acquire(&settings.data_dir)?;
     let state = AppState::open(settings).await?;
     let server = Server::bind(state).await?;
     tracing::info!(listen = %server.local_addr(), public_url = %public, "cloakroom is serving on {public}");
@@ -369,10 +540,10 @@ mod tests {
             figment::Jail::expect_with(|jail| {
                 jail.clear_env();
                 let from_file = RawConfig::load(Some(&file), &Flags::default()).unwrap();
-                let cli =
-                    Cli::try_parse_from(["cloakroom", &format!("{flag}={flag_value}"), "serve"])
-                        .map_err(|e| format!("{flag} {flag_value}: {e}"))?;
-                let from_flag = RawConfig::load(None, &cli.flags).unwrap();
+                // The flag belongs to `serve`, so it follows it.
+                let cli = parse(&["cloakroom", "serve", &format!("{flag}={flag_value}")])
+                    .map_err(|e| format!("{flag} {flag_value}: {e}"))?;
+                let from_flag = RawConfig::load(None, cli.command.flags()).unwrap();
                 let variable = key.replace('.', "_").to_ascii_uppercase();
                 jail.set_env(format!("CLOAKROOM_{variable}"), sample);
                 let from_env = RawConfig::load(None, &Flags::default()).unwrap();
@@ -390,13 +561,123 @@ mod tests {
         }
     }
 
+    /// The command line as the process parses it (with [`command`]'s adjustments).
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::from_arg_matches(&command().try_get_matches_from(args)?)
+    }
+
+    /// The `--help` of `cloakroom <path…>`.
+    fn help(path: &[&str]) -> String {
+        let mut command = command();
+        command.build();
+        let mut sub = &mut command;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).unwrap();
+        }
+        sub.render_long_help().to_string()
+    }
+
     #[test]
     fn boolean_flags_need_no_value_and_help_shows_defaults() {
-        let cli = Cli::try_parse_from(["cloakroom", "--json-logs", "serve"]).unwrap();
-        assert_eq!(cli.flags.json_logs, Some(true));
-        let cli = Cli::try_parse_from(["cloakroom", "serve", "--forward-auth-csrf=false"]).unwrap();
-        assert_eq!(cli.flags.forward_auth_csrf, Some(false));
-        let help = command().render_help().to_string();
+        let flags = |args: &[&str]| parse(args).unwrap().command.flags().clone();
+        assert_eq!(
+            flags(&["cloakroom", "serve", "--json-logs"]).json_logs,
+            Some(true)
+        );
+        assert_eq!(
+            flags(&["cloakroom", "serve", "--forward-auth-csrf=false"]).forward_auth_csrf,
+            Some(false)
+        );
+        let help = help(&["serve"]);
         assert!(help.contains("[default: 127.0.0.1:8080]"), "{help}");
+    }
+
+    /// Issue 18: every setting was a global flag, so each command's `--help` listed all of
+    /// them. `serve --help` lists every setting; an admin command lists the ones that say
+    /// where its data is, and refuses the others (exit status 2) saying where they belong.
+    #[test]
+    fn each_command_shows_and_takes_its_own_flags() {
+        let serve = help(&["serve"]);
+        for (key, _) in SETTINGS {
+            let flag = format!("--{}", key.replace(['_', '.'], "-"));
+            assert!(serve.contains(&flag), "serve --help lists {flag}");
+        }
+        for path in [
+            &["user", "list"][..],
+            &["user", "add"],
+            &["user", "invite"],
+            &["sessions", "revoke"],
+            &["keys", "rotate"],
+            &["backup"],
+            &["restore"],
+        ] {
+            let text = help(path);
+            let shown: Vec<&str> = SETTINGS
+                .iter()
+                .map(|(key, _)| *key)
+                .filter(|key| {
+                    let flag = format!("--{}", key.replace(['_', '.'], "-"));
+                    [" ", "["]
+                        .iter()
+                        .any(|end| text.contains(&format!("{flag}{end}")))
+                })
+                .collect();
+            let mut taken = flags_taken_by(path).unwrap();
+            taken.sort_by_key(|t| SETTINGS.iter().position(|(k, _)| k == t));
+            assert_eq!(
+                shown, taken,
+                "{path:?} --help shows exactly its flags:\n{text}"
+            );
+            assert!(text.contains("--config"), "{path:?}: {text}");
+        }
+        assert!(help(&["user", "list"]).contains("--postgres-url"));
+
+        parse(&[
+            "cloakroom",
+            "user",
+            "list",
+            "--data-dir",
+            "d",
+            "--postgres-url",
+            "x",
+        ])
+        .unwrap();
+        parse(&["cloakroom", "user", "--data-dir", "d", "list"]).unwrap();
+        let refused = parse(&["cloakroom", "user", "list", "--listen", "127.0.0.1:1"]).unwrap_err();
+        assert_eq!(refused.exit_code(), 2);
+        let message = refused.to_string();
+        assert!(
+            message.contains("`cloakroom user list` does not take this flag")
+                && message.contains("CLOAKROOM_LISTEN"),
+            "{message}"
+        );
+        parse(&[
+            "cloakroom",
+            "user",
+            "invite",
+            "--public-url",
+            "https://a.example",
+        ])
+        .unwrap();
+        assert!(
+            parse(&[
+                "cloakroom",
+                "user",
+                "list",
+                "--public-url",
+                "https://a.example"
+            ])
+            .is_err()
+        );
+        parse(&["cloakroom", "keys", "list", "--json-logs"]).unwrap();
+        assert!(parse(&["cloakroom", "keys", "list", "--session-store", "memory"]).is_err());
+        assert!(parse(&["cloakroom", "backup", "f", "--session-store", "memory"]).is_err());
+    }
+
+    #[test]
+    fn top_level_help_documents_the_exit_status() {
+        let help = command().render_long_help().to_string();
+        assert!(help.contains("Exit status:"), "{help}");
+        assert!(help.contains("3  the user named does not exist"), "{help}");
     }
 }

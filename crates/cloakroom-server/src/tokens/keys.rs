@@ -67,7 +67,7 @@ impl KeyAlgorithm {
 #[non_exhaustive]
 pub enum KeyError {
     /// Reading or writing the key directory failed.
-    #[error("key directory {path}: {source}")]
+    #[error("key directory {path}")]
     Io {
         /// The path.
         path: String,

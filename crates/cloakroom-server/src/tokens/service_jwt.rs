@@ -43,7 +43,7 @@ pub(crate) enum MintError {
     #[error("no signing key is active")]
     NoKey,
     /// Signing failed.
-    #[error("signing failed: {0}")]
+    #[error("signing failed")]
     Sign(#[from] jsonwebtoken::errors::Error),
     /// The token is not a valid header value (a JWT is base64url and dots: a bug if seen).
     #[error("the minted token is not a valid header value")]

@@ -426,7 +426,7 @@ fn decide(
         .minter
         .forward_headers(record, audience, state.clock.now(), identity)
         .map_err(|e| {
-            tracing::error!(error = %e, "minting a service JWT failed");
+            tracing::error!(error = %crate::error_chain::chain(&e), "minting a service JWT failed");
             WebError::Forward {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 message: "The service token could not be issued. Try again in a moment.".into(),

@@ -186,7 +186,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     for (role, store, result) in checks {
         if let Err(e) = result {
             metrics::store_error(e.store());
-            tracing::warn!(error = %e, role, "readiness check failed");
+            tracing::warn!(error = %crate::error_chain::chain(&e), role, "readiness check failed");
             let body = Readiness {
                 status: ReadyStatus::Unavailable,
                 store: Some(role),

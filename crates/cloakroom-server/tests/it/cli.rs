@@ -43,6 +43,53 @@ pub(crate) fn cloakroom(
     )
 }
 
+/// Creates the database in `data_dir`, as a first `cloakroom serve` would (admin commands
+/// never create one).
+pub(crate) fn with_database(data_dir: &std::path::Path) {
+    cloakroom_server::ensure_data_dir(data_dir).unwrap();
+    cloakroom_sqlite::Database::open(cloakroom_server::database_path(data_dir)).unwrap();
+}
+
+/// Runs `cloakroom ARGS` with no `CLOAKROOM_*` settings from the test's environment.
+pub(crate) fn run(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args(args)
+        .env_remove("CLOAKROOM_LOG")
+        .env_remove("CLOAKROOM_DATA_DIR")
+        .env_remove("CLOAKROOM_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The one line `cloakroom` printed for its error, after asserting each part of it (the
+/// message and each cause, joined by ": ") is said once: neither repeated nor contained in
+/// another part, as "X: X" was.
+pub(crate) fn error_line(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("cloakroom: error: "))
+        .unwrap_or_else(|| panic!("no error line: {err}"))
+        .trim_start_matches("cloakroom: error: ")
+        .to_owned();
+    let parts: Vec<&str> = line.split(": ").map(str::trim).collect();
+    for (i, a) in parts.iter().enumerate() {
+        for (j, b) in parts.iter().enumerate() {
+            assert!(
+                i == j || a.len() < 8 || !b.contains(a),
+                "{a:?} is said twice in {line:?}"
+            );
+        }
+    }
+    assert_eq!(
+        err.matches("cloakroom: error:").count(),
+        1,
+        "one error line: {err}"
+    );
+    line
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_work_against_a_running_server() {
     let s = start().await;
@@ -175,17 +222,18 @@ fn a_config_file_and_environment_are_honoured() {
         !out.status.success() && err.contains("unknown_key"),
         "unknown keys are refused: {err}"
     );
+    // The environment points the command at a directory with no database: it says so,
+    // naming that directory, and creates nothing there.
     let out = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
         .args(["user", "list"])
         .env("CLOAKROOM_DATA_DIR", dir.path().join("from-env"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(dir.path().join("from-env/cloakroom.db").exists());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let wanted = dir.path().join("from-env/cloakroom.db");
+    assert!(err.contains(&wanted.display().to_string()), "{err}");
+    assert!(!dir.path().join("from-env").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,6 +420,7 @@ async fn configuration_mistakes_are_visible() {
 
     let env: Vec<(String, String)> = Vec::new();
     let d = dir.path();
+    with_database(d);
     for name in ["ali", "a-much-longer-username"] {
         let (ok, _, err) = cloakroom(d, &env, &["user", "add", name], &format!("{PASSWORD}\n"));
         assert!(ok, "{err}");

@@ -9,8 +9,10 @@
 
 mod accounts_hardening;
 mod api;
+mod backup;
 mod branding;
 mod cli;
+mod cli_errors;
 mod e2e;
 mod forward;
 mod hardening;
@@ -19,6 +21,7 @@ mod leaving;
 mod messages;
 mod openapi;
 mod ops;
+mod packaging;
 mod pages;
 mod procs;
 mod proxies;

@@ -92,7 +92,15 @@ impl ServeProcess {
     /// Starts `cloakroom serve` with the arguments `args` gives for a free port (it chooses the
     /// listen address) and the extra environment `env`, and waits until it answers.
     pub async fn start(args: impl FnOnce(u16) -> Vec<String>, env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), args, env).await
+    }
+
+    /// [`start`](Self::start) on a data directory the test prepared.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        args: impl FnOnce(u16) -> Vec<String>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
             .arg("serve")
@@ -125,6 +133,11 @@ impl ServeProcess {
         );
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs an admin command on the same data directory; returns its stderr.
     pub fn admin(&self, args: &[&str]) -> String {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
@@ -140,11 +153,16 @@ impl ServeProcess {
 
     /// Stops the server (SIGTERM) and returns what it logged.
     pub fn stop(self) -> String {
+        self.stop_keeping_dir().0
+    }
+
+    /// [`stop`](Self::stop), handing back the data directory instead of removing it.
+    pub fn stop_keeping_dir(self) -> (String, tempfile::TempDir) {
         std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
         let out = self.child.wait_with_output().unwrap();
-        String::from_utf8(out.stderr).unwrap()
+        (String::from_utf8(out.stderr).unwrap(), self.dir)
     }
 }

@@ -1,10 +1,11 @@
 //! Integration tests of the SQLite store: the conformance suite on a file and in memory, crash
-//! durability, and schema handling.
+//! durability, schema handling, backups and restores.
 // A panic is how a test fails, with its location; helpers outside #[test] may unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // Test modules share helpers with `pub`; there is no API to keep tidy here.
 #![allow(unreachable_pub)]
 
+mod backup;
 mod crash;
 mod schema;
 
