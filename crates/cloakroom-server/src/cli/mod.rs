@@ -454,8 +454,12 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
     // Whether strangers can create accounts is the first thing an operator should know.
     tracing::info!(
         signup = %signup,
-        "sign-up is {signup} (the `signup` setting: open, closed{})",
-        if signup == "open" { "; anyone who reaches this server can create an account" } else { "" }
+        "sign-up is {signup} (the `signup` setting: open, closed or invite){}",
+        match signup.as_str() {
+            "open" => ": anyone who reaches this server can create an account",
+            "invite" => ": only with a code from `cloakroom user invite`",
+            _ => ": administrators add users with `cloakroom user add`",
+        }
     );
     server.run(shutdown_signal()).await.context("serving")?;
     tracing::info!("shut down cleanly");

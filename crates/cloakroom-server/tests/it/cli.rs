@@ -398,7 +398,10 @@ async fn the_public_url_follows_the_listen_port() {
         log.contains(&format!("cloakroom is serving on http://localhost:{port}")),
         "{log}"
     );
-    assert!(log.contains("sign-up is open"), "{log}");
+    assert!(
+        log.contains("sign-up is open (the `signup` setting: open, closed or invite): anyone"),
+        "{log}"
+    );
 }
 
 /// Issue 18: `--listen localhost:8080` was refused, a misspelt `CLOAKROOM_*` variable was
