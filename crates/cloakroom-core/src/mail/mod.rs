@@ -17,9 +17,11 @@
 
 mod address;
 mod outbox;
+mod row;
 
 pub use address::{EmailAddress, InvalidEmailAddress, MAX_EMAIL_LEN};
 pub use outbox::{
     ClaimedMail, InvalidMail, MAX_BODY_LEN, MAX_SUBJECT_LEN, MailId, MailOutbox, MailRecord,
     MailState, OutgoingMail, RetryPolicy,
 };
+pub use row::MailRow;
