@@ -14,6 +14,7 @@ mod e2e;
 mod forward;
 mod hardening;
 mod input;
+mod mail;
 mod ops;
 mod pages;
 mod procs;
