@@ -5,17 +5,20 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use cloakroom_core::accounts::AccountStore;
+use cloakroom_core::mail::MailOutbox;
 use cloakroom_core::{Clock, MemoryStore, SessionManager, SessionStore, StoreError, SystemClock};
-use cloakroom_postgres::{PostgresAccounts, PostgresStore};
+use cloakroom_postgres::{PostgresAccounts, PostgresOutbox, PostgresStore};
 use cloakroom_redis::RedisStore;
-use cloakroom_sqlite::{Database, DbError, SqliteAccounts, SqliteStore};
+use cloakroom_sqlite::{Database, DbError, SqliteAccounts, SqliteOutbox, SqliteStore};
 
 use crate::accounts::Accounts;
 use crate::accounts::passwords::Passwords;
 use crate::config::{AccountStoreKind, SessionStoreKind, Settings};
 use crate::data_dir::{database_path, ensure_data_dir, require_existing, uses_sqlite};
+use crate::mail::{MailSetupError, Mailer};
 use crate::metrics;
 use crate::tokens::keys::KeyRing;
+use crate::tokens::links::Links;
 use crate::tokens::service_jwt::Minter;
 use crate::web::client_ip::ClientIp;
 use crate::web::site::Site;
@@ -85,6 +88,9 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// Mail cannot be set up (a template file, the SMTP transport).
+    #[error(transparent)]
+    Mail(#[from] MailSetupError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}")]
     Listen {
@@ -121,6 +127,10 @@ pub struct Inner {
     pub(crate) gauges: metrics::Gauges,
     /// The product name, logo and stylesheets the pages show, and their CSP.
     pub(crate) site: Arc<Site>,
+    /// Outgoing mail: the outbox and its sender.
+    pub(crate) mailer: Mailer,
+    /// Single-use link tokens (reset, verification, download).
+    pub(crate) links: Links,
 }
 
 impl Deref for AppState {
@@ -147,6 +157,16 @@ impl AppState {
         self.inner.accounts.store()
     }
 
+    /// Outgoing mail: [`Mailer::enqueue`] is how a flow sends a message.
+    pub fn mailer(&self) -> &Mailer {
+        &self.inner.mailer
+    }
+
+    /// The single-use link keys and URLs.
+    pub fn links(&self) -> &Links {
+        &self.inner.links
+    }
+
     /// Re-reads the service-JWT keys from the data directory now, as the server does every
     /// few seconds to pick up `cloakroom keys rotate` run in another process.
     pub fn reload_keys(&self) -> Result<(), crate::tokens::keys::KeyError> {
@@ -169,6 +189,8 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     /// Accounts.
     pub accounts: Arc<dyn AccountStore>,
+    /// The mail outbox, beside the accounts.
+    pub outbox: Arc<dyn MailOutbox>,
 }
 
 impl Stores {
@@ -220,18 +242,30 @@ impl Stores {
                     )));
                 }
             };
-        let accounts: Arc<dyn AccountStore> = match (settings.account_store, postgres, db) {
-            (AccountStoreKind::Sqlite, _, Some(db)) => Arc::new(SqliteAccounts::new(db)),
-            (AccountStoreKind::Postgres, Some(pg), _) => Arc::new(PostgresAccounts::new(pg)),
-            (kind, ..) => {
-                return Err(StartupError::Misconfigured(format!(
-                    "no connection settings for {kind:?} accounts"
-                )));
-            }
-        };
+        // The outbox lives with the accounts: the flows that send mail write both.
+        let (accounts, outbox): (Arc<dyn AccountStore>, Arc<dyn MailOutbox>) =
+            match (settings.account_store, postgres, db) {
+                (AccountStoreKind::Sqlite, _, Some(db)) => (
+                    Arc::new(SqliteAccounts::new(db.clone())),
+                    Arc::new(SqliteOutbox::new(db)),
+                ),
+                (AccountStoreKind::Postgres, Some(pg), _) => (
+                    Arc::new(PostgresAccounts::new(pg.clone())),
+                    Arc::new(PostgresOutbox::new(pg)),
+                ),
+                (kind, ..) => {
+                    return Err(StartupError::Misconfigured(format!(
+                        "no connection settings for {kind:?} accounts"
+                    )));
+                }
+            };
         sessions.ping().await?;
         accounts.ping().await?;
-        Ok(Self { sessions, accounts })
+        Ok(Self {
+            sessions,
+            accounts,
+            outbox,
+        })
     }
 }
 
@@ -253,6 +287,18 @@ impl AppState {
         let site = Arc::new(Site::load(&settings.branding)?);
         let keys = KeyRing::open(&settings.data_dir, settings.jwt_algorithm, clock.now())?;
         let minter = Minter::new(settings.public_origin.to_string(), settings.jwt_ttl, keys);
+        let links = Links::open(
+            &settings.data_dir,
+            settings.public_origin.clone(),
+            settings.password_reset_ttl,
+            clock.now(),
+        )?;
+        let mailer = Mailer::open(
+            &settings.mail,
+            stores.outbox.clone(),
+            clock.clone(),
+            &settings.public_origin,
+        )?;
         let mut sessions = SessionManager::from_arc(metrics::CountingStore::wrap(stores.sessions))
             .with_clock(clock.clone())
             .with_policy(settings.policy)
@@ -272,6 +318,8 @@ impl AppState {
                 client_ip: ClientIp::new(settings.trusted_proxies.clone()),
                 gauges: metrics::Gauges::default(),
                 site,
+                mailer,
+                links,
                 sessions,
                 clock,
                 settings,

@@ -32,7 +32,7 @@ pub enum AdminError {
     Failed(Box<dyn std::error::Error + Send + Sync>),
 }
 
-fn fail(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> AdminError {
+pub(crate) fn fail(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> AdminError {
     AdminError::Failed(e.into())
 }
 

@@ -1,6 +1,6 @@
 //! The `cloakroom` command line: `cloakroom serve` runs the server; `cloakroom user …`,
-//! `cloakroom sessions …`, `cloakroom keys …` and `cloakroom backup` administer the same data
-//! while it runs; `cloakroom restore` replaces it while it does not.
+//! `cloakroom sessions …`, `cloakroom keys …`, `cloakroom mail …` and `cloakroom backup`
+//! administer the same data while it runs; `cloakroom restore` replaces it while it does not.
 //! Configuration: `--config FILE` (TOML), `CLOAKROOM_*` environment variables, and the flags,
 //! in increasing precedence. `serve` takes every setting as a flag; an admin command only those
 //! that say where its data is (the rest it reads from the file and the environment), so each
@@ -10,6 +10,7 @@
 //! variant here (its spelling on the command line).
 
 pub mod admin;
+pub mod mail;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,6 +96,13 @@ enum Command {
         #[command(flatten)]
         flags: Flags,
     },
+    /// Check outgoing mail and inspect the outbox.
+    Mail {
+        #[command(subcommand)]
+        cmd: MailCommand,
+        #[command(flatten)]
+        flags: Flags,
+    },
 }
 
 impl Command {
@@ -106,7 +114,8 @@ impl Command {
             | Self::Sessions { flags, .. }
             | Self::Keys { flags, .. }
             | Self::Backup { flags, .. }
-            | Self::Restore { flags, .. } => flags,
+            | Self::Restore { flags, .. }
+            | Self::Mail { flags, .. } => flags,
         }
     }
 }
@@ -137,12 +146,31 @@ fn flags_taken_by(path: &[&str]) -> Option<Vec<&'static str>> {
                 taken.extend(["public_url", "signup"]);
             }
         }
-        ["sessions", ..] => taken.extend(STORES),
+        ["sessions" | "mail", ..] => taken.extend(STORES),
         ["keys", ..] => taken.push("data_dir"),
         ["backup" | "restore", ..] => taken.extend(["data_dir", "account_store"]),
         _ => {}
     }
     Some(taken)
+}
+
+#[derive(Debug, Subcommand)]
+enum MailCommand {
+    /// Queue a test message to ADDRESS and wait for the running server to deliver it; exits
+    /// non-zero if it was not delivered.
+    Test {
+        /// Where to send it.
+        address: String,
+        /// Only queue it; do not wait for the outcome.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// The most recent messages in the outbox, newest first, and what became of them.
+    List {
+        /// How many.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +248,9 @@ enum SessionsCommand {
 
 /// Runs the command line given to the process.
 pub fn main() -> ExitCode {
+    // The one TLS provider in the binary (rustls on ring, for SMTP). Chosen here explicitly so
+    // that no dependency's default can ever make it two, which rustls would refuse.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match command()
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m))
@@ -302,6 +333,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         algorithm.unwrap_or(settings.jwt_algorithm),
                         now,
                     )?,
+                };
+                print(&out);
+                Ok(())
+            }
+            Command::Mail { cmd, .. } => {
+                let stores = Stores::open_existing(&settings).await?;
+                let out = match cmd {
+                    MailCommand::Test { address, no_wait } => {
+                        let wait = (!no_wait).then(|| mail::default_wait(&settings));
+                        mail::mail_test(&stores, &settings, &address, wait).await?
+                    }
+                    MailCommand::List { limit } => mail::mail_list(&stores, limit).await?,
                 };
                 print(&out);
                 Ok(())

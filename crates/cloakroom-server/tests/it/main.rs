@@ -18,6 +18,7 @@ mod forward;
 mod hardening;
 mod input;
 mod leaving;
+mod mail;
 mod messages;
 mod openapi;
 mod ops;
