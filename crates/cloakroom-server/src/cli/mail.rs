@@ -44,7 +44,15 @@ pub async fn mail_test(
             "queued test message {id} to {to}; a running `cloakroom serve` delivers it\n"
         ));
     };
-    outcome(&mailer, id, &to, wait).await
+    let mut out = outcome(&mailer, id, &to, wait).await?;
+    if mailer.destination().is_none() {
+        // "Delivered" to a server without SMTP means written to its log: say so, or an
+        // operator would look for the message in the wrong place.
+        out.push_str(
+            "note: this configuration has no smtp_url; a server running with it writes mail to its log instead of sending it\n",
+        );
+    }
+    Ok(out)
 }
 
 /// How long `mail test` waits by default: long enough for a server's sender to wake, make

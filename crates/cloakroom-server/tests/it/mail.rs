@@ -294,7 +294,10 @@ async fn without_smtp_mail_goes_to_the_log_and_start_up_says_so() {
         ok && out.contains("delivered test message 1 to erin@example.com"),
         "{out}{err}"
     );
+    assert!(out.contains("writes mail to its log"), "{out}");
     let log = server.stop();
+    // `Server::run` returns only after the sender task stopped.
+    assert!(log.contains("shut down cleanly"), "{log}");
     assert!(
         log.contains("WARN") && log.contains("MAIL IS NOT SENT"),
         "{log}"
