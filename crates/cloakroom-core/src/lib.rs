@@ -28,7 +28,9 @@
 //!   constant-time equality and no `Display`.
 //!
 //! [`accounts`] holds the account model and store trait the Cloakroom server uses; apps that
-//! bring their own users can ignore it.
+//! bring their own users can ignore it. [`mail`] holds the durable outbox's store contract, and
+//! [`link`] the single-use link tokens (password reset, email verification, download links),
+//! minted and verified through a signing-key trait so that core needs no crypto backend.
 //!
 //! # What this crate does not do
 //!
@@ -67,6 +69,8 @@ pub mod accounts;
 mod cache;
 mod clock;
 pub mod csrf;
+pub mod link;
+pub mod mail;
 mod manager;
 pub mod origin;
 mod policy;

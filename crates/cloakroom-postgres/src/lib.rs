@@ -1,4 +1,4 @@
-//! Cloakroom sessions (and the server's accounts) on PostgreSQL.
+//! Cloakroom sessions (and the server's accounts and mail outbox) on PostgreSQL.
 //!
 //! The store for deployments that already run PostgreSQL, or that want sessions with the
 //! database's durability and replication: an acknowledged create or revocation is committed
@@ -63,10 +63,12 @@
 
 mod accounts;
 mod config;
+mod outbox;
 mod schema;
 mod store;
 
 pub use accounts::PostgresAccounts;
 pub use config::{ConfigError, DEFAULT_SCHEMA, PostgresConfig};
+pub use outbox::PostgresOutbox;
 pub use schema::SCHEMA_VERSION;
 pub use store::PostgresStore;

@@ -63,6 +63,26 @@ const MIGRATIONS: &[&str] = &[
         used_at    bigint,
         used_by    text
     );",
+    // 5: the mail outbox. `next_attempt_at` is the due time of a pending message, and while
+    // an attempt holds it, the end of that attempt's lease. The bodies are deleted once a
+    // message is sent: they may hold a single-use link.
+    "CREATE TABLE {s}.mail_outbox (
+        id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind            text NOT NULL,
+        recipient       text NOT NULL,
+        subject         text NOT NULL,
+        text_body       text,
+        html_body       text,
+        state           text NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+        attempts        integer NOT NULL DEFAULT 0,
+        created_at      bigint NOT NULL,
+        next_attempt_at bigint NOT NULL,
+        finished_at     bigint,
+        last_error      text,
+        CHECK (state = 'sent' OR text_body IS NOT NULL)
+    );
+    CREATE INDEX mail_outbox_due ON {s}.mail_outbox (next_attempt_at, id) WHERE state = 'pending';
+    CREATE INDEX mail_outbox_finished ON {s}.mail_outbox (finished_at) WHERE state <> 'pending';",
 ];
 
 /// A schema that a newer build migrated.

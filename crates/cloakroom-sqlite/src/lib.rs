@@ -1,8 +1,9 @@
 //! Cloakroom's embedded default store: sessions on SQLite.
 //!
-//! Sessions and the server's accounts in one file, no server to run, and durable: an acknowledged session survives a crash of the
-//! process (and of the machine — `synchronous=FULL`). It is the right store for a single
-//! instance, which is most deployments; past one machine, use the Redis and PostgreSQL stores.
+//! Sessions, the server's accounts and its mail outbox in one file, no server to run, and
+//! durable: an acknowledged session survives a crash of the process (and of the machine —
+//! `synchronous=FULL`). It is the right store for a single instance, which is most
+//! deployments; past one machine, use the Redis and PostgreSQL stores.
 //!
 //! # Design
 //!
@@ -34,10 +35,12 @@
 
 mod accounts;
 mod db;
+mod outbox;
 mod schema;
 mod store;
 
 pub use accounts::SqliteAccounts;
 pub use db::{Database, DbError};
+pub use outbox::SqliteOutbox;
 pub use schema::SCHEMA_VERSION;
 pub use store::SqliteStore;

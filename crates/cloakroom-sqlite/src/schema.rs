@@ -59,6 +59,27 @@ const MIGRATIONS: &[&str] = &[
         used_at    INTEGER,
         used_by    TEXT
     ) WITHOUT ROWID;",
+    // 5: the mail outbox. AUTOINCREMENT so an id, once printed (`cloakroom mail test`), never
+    // names another message after a purge. `next_attempt_at` is the due time of a pending
+    // message, and while an attempt holds it, the end of that attempt's lease. The bodies are
+    // deleted once a message is sent: they may hold a single-use link.
+    "CREATE TABLE mail_outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind            TEXT NOT NULL,
+        recipient       TEXT NOT NULL,
+        subject         TEXT NOT NULL,
+        text_body       TEXT,
+        html_body       TEXT,
+        state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        created_at      INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        finished_at     INTEGER,
+        last_error      TEXT,
+        CHECK (state = 'sent' OR text_body IS NOT NULL)
+    );
+    CREATE INDEX mail_outbox_due ON mail_outbox (next_attempt_at, id) WHERE state = 'pending';
+    CREATE INDEX mail_outbox_finished ON mail_outbox (finished_at) WHERE state <> 'pending';",
 ];
 
 /// The schema version this build writes.

@@ -59,10 +59,10 @@
 //! ```
 //!
 //! `cargo test conformance` then runs every check against the store. An account store does
-//! the same with [`conformance::AccountHarness`] and
-//! [`account_conformance_suite!`]. Each check is also a public function in
-//! [`conformance::sessions`] and [`conformance::accounts`], to run under conditions of your
-//! own (during a failover, say).
+//! the same with [`conformance::AccountHarness`] and [`account_conformance_suite!`], a mail
+//! outbox with [`conformance::OutboxHarness`] and [`outbox_conformance_suite!`]. Each check is
+//! also a public function in [`conformance::sessions`], [`conformance::accounts`] and
+//! [`conformance::outbox`], to run under conditions of your own (during a failover, say).
 //!
 //! # Missing services: skip, or fail in CI
 //!

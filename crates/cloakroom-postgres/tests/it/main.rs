@@ -31,35 +31,38 @@ impl Harness for Postgres {
         Arc::new(self.store.clone())
     }
 
-    /// Every row of every table in the test's schema, as PostgreSQL renders it (`bytea` as
-    /// hex), with the table names.
     async fn dump(&self) -> Vec<u8> {
-        let client = support::admin().await;
-        let schema = self.store.schema();
-        let tables = client
+        dump_schema(self.store.schema()).await
+    }
+}
+
+/// Every row of every table in `schema`, as PostgreSQL renders it (`bytea` as hex), with the
+/// table names.
+async fn dump_schema(schema: &str) -> Vec<u8> {
+    let client = support::admin().await;
+    let tables = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+            &[&schema],
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for t in tables {
+        let table: String = t.get(0);
+        out.extend(table.as_bytes());
+        let rows = client
             .query(
-                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
-                &[&schema],
+                &format!("SELECT t::text FROM \"{schema}\".\"{table}\" t"),
+                &[],
             )
             .await
             .unwrap();
-        let mut out = Vec::new();
-        for t in tables {
-            let table: String = t.get(0);
-            out.extend(table.as_bytes());
-            let rows = client
-                .query(
-                    &format!("SELECT t::text FROM \"{schema}\".\"{table}\" t"),
-                    &[],
-                )
-                .await
-                .unwrap();
-            for r in rows {
-                out.extend(r.get::<_, String>(0).as_bytes());
-            }
+        for r in rows {
+            out.extend(r.get::<_, String>(0).as_bytes());
         }
-        out
     }
+    out
 }
 
 async fn postgres() -> Option<Postgres> {
@@ -115,3 +118,29 @@ async fn accounts() -> Option<Accounts> {
 }
 
 cloakroom_testkit::account_conformance_suite!(conformance_postgres_accounts, accounts());
+
+struct Outbox {
+    store: PostgresStore,
+    _schema: support::SchemaGuard,
+}
+
+#[async_trait]
+impl cloakroom_testkit::conformance::OutboxHarness for Outbox {
+    fn outbox(&self) -> Arc<dyn cloakroom_core::mail::MailOutbox> {
+        Arc::new(cloakroom_postgres::PostgresOutbox::new(self.store.clone()))
+    }
+
+    async fn dump(&self) -> Vec<u8> {
+        dump_schema(self.store.schema()).await
+    }
+}
+
+async fn outbox() -> Option<Outbox> {
+    let (store, guard) = support::store().await?;
+    Some(Outbox {
+        store,
+        _schema: guard,
+    })
+}
+
+cloakroom_testkit::outbox_conformance_suite!(conformance_postgres_outbox, outbox());

@@ -132,3 +132,64 @@ async fn a_near_cache_sees_revocations_from_another_connection() {
         Err(ValidationError::Unknown)
     ));
 }
+
+struct Outbox {
+    db: Database,
+    _dir: tempfile::TempDir,
+}
+
+#[async_trait]
+impl cloakroom_testkit::conformance::OutboxHarness for Outbox {
+    fn outbox(&self) -> Arc<dyn cloakroom_core::mail::MailOutbox> {
+        Arc::new(cloakroom_sqlite::SqliteOutbox::new(self.db.clone()))
+    }
+
+    async fn dump(&self) -> Vec<u8> {
+        self.db.read(dump_rows).await.expect("dump")
+    }
+}
+
+async fn outbox() -> Option<Outbox> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::open(dir.path().join("cloakroom.db")).expect("open");
+    Some(Outbox { db, _dir: dir })
+}
+
+cloakroom_testkit::outbox_conformance_suite!(conformance_sqlite_outbox, outbox());
+
+/// The server and the admin CLI (or two servers) each open the file with a writer of their
+/// own: claims made through both at once still hand every message to exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_worth_of_outboxes_never_share_a_message() {
+    use cloakroom_core::Timestamp;
+    use cloakroom_core::mail::{EmailAddress, MailOutbox, OutgoingMail};
+    use cloakroom_sqlite::SqliteOutbox;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cloakroom.db");
+    let a = SqliteOutbox::new(Database::open(&path).unwrap());
+    let b = SqliteOutbox::new(Database::open(&path).unwrap());
+    let now = Timestamp::from_unix_millis(1_700_000_000_000);
+    let to = EmailAddress::parse("a@example.com").unwrap();
+    for _ in 0..60 {
+        let m = OutgoingMail::new("test", to.clone(), "Hello", "Hi".into(), None).unwrap();
+        a.enqueue(&m, now).await.unwrap();
+    }
+    let lease = now.saturating_add(std::time::Duration::from_secs(60));
+    let drain = |o: SqliteOutbox| async move {
+        let mut ids = Vec::new();
+        loop {
+            let batch = o.claim_due(now, lease, 2).await.unwrap();
+            if batch.is_empty() {
+                return ids;
+            }
+            ids.extend(batch.into_iter().map(|c| c.id));
+        }
+    };
+    let (x, y) = tokio::join!(tokio::spawn(drain(a)), tokio::spawn(drain(b)));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let mut all: Vec<_> = x.iter().chain(&y).copied().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 60);
+    assert_eq!(x.len() + y.len(), 60, "no message went to both");
+}

@@ -1,5 +1,5 @@
-//! The store conformance suites: the [`SessionStore`] and [`AccountStore`] contracts as
-//! executable tests.
+//! The store conformance suites: the [`SessionStore`], [`AccountStore`] and [`MailOutbox`]
+//! contracts as executable tests.
 //!
 //! A backend crate runs the whole session suite with one line in its integration tests:
 //!
@@ -13,18 +13,22 @@
 //! "conformance" and the backend. The suite starts its manual clock at the real current time
 //! and only moves it forward, so stores with their own expiry (Redis TTLs) behave
 //! realistically. [`account_conformance_suite!`](crate::account_conformance_suite) does the
-//! same for account stores.
+//! same for account stores, and [`outbox_conformance_suite!`](crate::outbox_conformance_suite)
+//! for mail outboxes.
 //!
 //! Each check is also a public `async fn` taking the harness, for a backend that wants to run
 //! one of them under conditions of its own (a failover, a slow network).
 //!
 //! [`SessionStore`]: cloakroom_core::SessionStore
 //! [`AccountStore`]: cloakroom_core::accounts::AccountStore
+//! [`MailOutbox`]: cloakroom_core::mail::MailOutbox
 
 pub mod accounts;
+pub mod outbox;
 pub mod sessions;
 
 pub use accounts::AccountHarness;
+pub use outbox::OutboxHarness;
 pub use sessions::Harness;
 
 use cloakroom_core::{AuthMethod, IssuedSession, NewSession, SessionManager, UserId};
