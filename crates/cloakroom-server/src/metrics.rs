@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cloakroom_core::link::LinkId;
 use cloakroom_core::{
     DeleteScope, SaveOutcome, Session, SessionId, SessionStore, StoreError, Timestamp, UserId,
     ValidationError, ValidationObserver,
@@ -283,6 +284,13 @@ impl SessionStore for CountingStore {
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
         wrote("purge");
         self.inner.purge_expired(now).await
+    }
+    async fn consume_link(&self, id: &LinkId, expires_at: Timestamp) -> Result<bool, StoreError> {
+        wrote("consume_link");
+        self.inner.consume_link(id, expires_at).await
+    }
+    async fn revocation_epoch(&self, u: &UserId) -> Result<u64, StoreError> {
+        self.inner.revocation_epoch(u).await
     }
     async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
         self.inner.count_live(now).await
