@@ -95,6 +95,43 @@ const fn flag_name<const N: usize>(key: &str) -> [u8; N] {
     flag
 }
 
+/// A URL that may carry a password (`smtp_url`): `Debug` shows it with the password replaced,
+/// so printing the configuration never prints the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The URL, password and all.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for SecretUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                let user = u.username().to_owned();
+                let _ = u.set_password(None);
+                let _ = u.set_username("");
+                let (scheme, rest) = u.as_str().split_once("://").unwrap_or(("", u.as_str()));
+                write!(f, "SecretUrl({scheme}://{user}:[redacted]@{rest})")
+            }
+            Ok(u) => write!(f, "SecretUrl({u})"),
+            Err(_) => f.write_str("SecretUrl([not a URL])"),
+        }
+    }
+}
+
 /// Defines every setting once: its key, type, default and documentation. From that one
 /// definition come the TOML key (`listen`), the environment variable (`CLOAKROOM_LISTEN`), the
 /// flag (`--listen`, with the doc comment as its help), [`RawConfig`] and its `Default`, and
@@ -318,6 +355,29 @@ settings! {
     /// Sign-ups from one network (an IPv4 address, an IPv6 /64) before each further one
     /// waits (1 s, doubling up to 15 minutes); forgotten after a quiet hour.
     signup_limit_per_network: u32 = 10, sample "3", #[arg(value_name = "N")];
+    /// Where mail is sent: `smtps://user:password@host` (TLS, port 465), `smtp+starttls://…`
+    /// (STARTTLS required, port 587) or `smtp://host:port` (no TLS: a relay on this machine).
+    /// Unset: mail is not sent but written to the log, links included (for trying Cloakroom
+    /// out only).
+    smtp_url: Option<SecretUrl> = None, sample r#""smtps://mailer:secret@mail.example.com""#,
+        #[arg(num_args = 1, value_name = "URL")];
+    /// The `From` of every message (`Name <address>` or an address); required with `smtp_url`.
+    mail_from: Option<String> = None, sample r#""Example login <login@example.com>""#,
+        #[arg(num_args = 1, value_name = "MAILBOX")];
+    /// Seconds each SMTP command may take (an attempt may take four times that).
+    smtp_timeout_secs: u64 = 30, sample "10", #[arg(value_name = "SECS")];
+    /// Seconds before a failed delivery is tried again; each further retry waits twice as long,
+    /// up to an hour.
+    mail_retry_secs: u64 = 30, sample "5", #[arg(value_name = "SECS")];
+    /// Delivery attempts per message before it is marked failed (kept for `cloakroom mail list`).
+    mail_max_attempts: u32 = 10, sample "3", #[arg(value_name = "N")];
+    /// A directory of mail templates replacing the built-in ones: `<kind>.txt` (a `Subject:`
+    /// line, a blank line, the body) and `<kind>.html`, with `{{ name }}` placeholders; checked
+    /// at start-up.
+    mail_templates_dir: Option<PathBuf> = None, sample r#""/etc/cloakroom/mail""#,
+        #[arg(num_args = 1, value_name = "DIR")];
+    /// Lifetime of password-reset links, in seconds (at most 1800).
+    password_reset_ttl_secs: u64 = 1800, sample "900", #[arg(value_name = "SECS")];
     /// **Dangerous.** Allow an `http://` public URL on a host other than loopback: the session
     /// cookie then travels in clear text (and browsers refuse `__Host-` cookies over it).
     danger_allow_http: bool = false, sample "true",
@@ -505,6 +565,10 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// How the pages look.
     pub branding: BrandingSettings,
+    /// Mail: transport, sender, retries, templates.
+    pub mail: crate::mail::MailSettings,
+    /// How long a password-reset link lives.
+    pub password_reset_ttl: Duration,
 }
 
 /// The checked `[branding]` settings.
@@ -833,6 +897,15 @@ impl RawConfig {
         };
         let app_origins = AppOrigins::parse(&self.app_origins, public_origin.clone())
             .map_err(|e| invalid("app_origins", e))?;
+        let mail = self.mail_settings()?;
+        if !(1..=cloakroom_core::link::PasswordReset::MAX_LIFETIME.as_secs())
+            .contains(&self.password_reset_ttl_secs)
+        {
+            return Err(invalid(
+                "password_reset_ttl_secs",
+                "must be between 1 and 1800",
+            ));
+        }
         Ok(Settings {
             listen,
             data_dir: self.data_dir.clone(),
@@ -868,6 +941,51 @@ impl RawConfig {
             signup_limit_per_network: self.signup_limit_per_network,
             metrics_listen,
             branding: self.branding.checked()?,
+            mail,
+            password_reset_ttl: Duration::from_secs(self.password_reset_ttl_secs),
+        })
+    }
+
+    fn mail_settings(&self) -> Result<crate::mail::MailSettings, ConfigError> {
+        let smtp = self
+            .smtp_url
+            .as_ref()
+            .map(|u| crate::mail::SmtpUrl::parse(u.expose()).map_err(|e| invalid("smtp_url", e)))
+            .transpose()?;
+        let from = match (&self.mail_from, &smtp) {
+            (Some(m), _) => m.parse::<lettre::message::Mailbox>().map_err(|e| {
+                invalid(
+                    "mail_from",
+                    format!("{m:?}: {e}; write `Name <address>` or an address"),
+                )
+            })?,
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "mail_from",
+                    "is required with smtp_url (the address mail comes from)",
+                ));
+            }
+            // Only shown in the log, where mail goes without smtp_url.
+            (None, None) => lettre::message::Mailbox::new(
+                Some("Cloakroom".into()),
+                lettre::Address::new("cloakroom", "localhost")
+                    .map_err(|e| invalid("mail_from", e))?,
+            ),
+        };
+        if self.mail_max_attempts == 0 {
+            return Err(invalid("mail_max_attempts", "must be at least 1"));
+        }
+        let retry = nonzero_secs("mail_retry_secs", self.mail_retry_secs)?;
+        Ok(crate::mail::MailSettings {
+            smtp,
+            from,
+            timeout: nonzero_secs("smtp_timeout_secs", self.smtp_timeout_secs)?,
+            retry: cloakroom_core::mail::RetryPolicy::new(
+                retry,
+                retry.max(Duration::from_secs(3600)),
+                self.mail_max_attempts,
+            ),
+            templates_dir: self.mail_templates_dir.clone(),
         })
     }
 }
@@ -976,6 +1094,29 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// The SMTP password is part of a setting; no `Debug` of the configuration shows it.
+    #[test]
+    fn the_smtp_password_never_shows_in_debug_output() {
+        let raw = RawConfig {
+            smtp_url: Some("smtps://mailer:hunter2@mail.example.com".parse().unwrap()),
+            mail_from: Some("Login <login@example.com>".into()),
+            ..RawConfig::default()
+        };
+        let shown = format!("{raw:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("mailer:[redacted]@mail.example.com"),
+            "{shown}"
+        );
+        let settings = raw.settings().unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        let mail = &settings.mail;
+        assert_eq!(mail.from.email.to_string(), "login@example.com");
+        assert_eq!(mail.retry.max_attempts(), 10);
+        let none = RawConfig::default().settings().unwrap().mail;
+        assert!(none.smtp.is_none(), "no smtp_url: mail goes to the log");
     }
 
     #[test]

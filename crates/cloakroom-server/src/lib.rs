@@ -14,8 +14,9 @@
 //!   responses. A new route goes here.
 //! * `accounts/` — sign-up, login, password change, deletion: password rules, Argon2id hashing,
 //!   throttling. No HTTP in it. A new account rule goes here.
-//! * [`tokens`] — the service-JWT signing keys, the JWKS, the minter; the home of every token
-//!   kind Cloakroom issues. A new token kind goes here.
+//! * [`tokens`] — the service-JWT signing keys, the JWKS, the minter, and the single-use link
+//!   keys; the home of every token kind Cloakroom issues. A new token kind goes here.
+//! * [`mail`] — outgoing mail: templates, the outbox's sender, SMTP or the log.
 //! * [`cli`] — the `cloakroom` command and its admin operations.
 //! * [`config`] — settings from defaults, a TOML file, `CLOAKROOM_*` variables and flags.
 //! * `state.rs` — [`AppState`], opened from the settings; `server.rs` — [`Server`].
@@ -23,13 +24,14 @@
 //! [`app`] builds the whole router from an [`AppState`], so tests drive the real thing on
 //! port 0; [`Server`] adds binding, background upkeep and graceful shutdown.
 //!
-//! What it deliberately does not do (yet): send mail, federate logins (OIDC), or share
-//! throttling counters across instances.
+//! What it deliberately does not do (yet): federate logins (OIDC), or share throttling
+//! counters across instances.
 
 mod accounts;
 pub mod cli;
 pub mod config;
 mod events;
+pub mod mail;
 mod metrics;
 mod server;
 mod state;

@@ -35,6 +35,8 @@ pub(crate) const STORE_ERRORS: &str = "cloakroom_store_errors_total";
 pub(crate) const FORWARD_AUTH: &str = "cloakroom_forward_auth_total";
 /// Session store writes, by operation (`touch`, `create`, …).
 pub(crate) const STORE_WRITES: &str = "cloakroom_session_store_writes_total";
+/// Mail delivery attempts, by outcome (`sent`, `retry`, `failed`).
+pub(crate) const MAIL: &str = "cloakroom_mail_total";
 
 /// How often recorded histogram samples are folded into their buckets.
 ///
@@ -210,6 +212,11 @@ pub(crate) fn forward_auth(outcome: ForwardOutcome) {
         ForwardOutcome::Csrf => &h.forward_csrf,
     }
     .increment(1);
+}
+
+/// Counts a mail delivery attempt.
+pub(crate) fn mail(outcome: &'static str) {
+    counter!(MAIL, "outcome" => outcome).increment(1);
 }
 
 /// Counts a store failure.

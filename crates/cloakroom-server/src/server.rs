@@ -61,6 +61,8 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let upkeep = tokio::spawn(upkeep(self.state.clone()));
+        let (mail_stop, mail_stopped) = tokio::sync::watch::channel(false);
+        let mail = self.state.mailer.start(mail_stopped);
         let metrics_upkeep = tokio::spawn(async {
             let mut tick = tokio::time::interval(metrics::UPKEEP_INTERVAL);
             loop {
@@ -87,6 +89,10 @@ impl Server {
         if let Some(metrics) = metrics {
             let _ = metrics.await;
         }
+        // The sender finishes the attempt in hand (bounded by its deadline) and stops; a
+        // message it had not begun stays in the outbox for the next start.
+        let _ = mail_stop.send(true);
+        let _ = mail.await;
         upkeep.abort();
         metrics_upkeep.abort();
         Ok(())
@@ -176,7 +182,7 @@ async fn serve(
 }
 
 /// Periodic housekeeping: pick up key rotations made by the CLI, drop stale cached tokens,
-/// purge expired sessions, forget stale throttling counters.
+/// purge expired sessions, forget stale throttling counters, drop old finished mail.
 async fn upkeep(state: AppState) {
     let mut keys = tokio::time::interval(Duration::from_secs(10));
     let mut tick = tokio::time::interval(Duration::from_secs(600));
@@ -201,5 +207,29 @@ async fn upkeep(state: AppState) {
             }
         }
         state.accounts.prune();
+        purge_mail(&state).await;
+    }
+}
+
+/// How long finished messages stay in the outbox for inspection.
+const KEEP_SENT_MAIL: Duration = Duration::from_secs(7 * 86_400);
+const KEEP_FAILED_MAIL: Duration = Duration::from_secs(30 * 86_400);
+
+async fn purge_mail(state: &AppState) {
+    let now = state.clock.now();
+    let outbox = state.mailer.outbox();
+    match outbox
+        .purge(
+            now.saturating_sub(KEEP_SENT_MAIL),
+            now.saturating_sub(KEEP_FAILED_MAIL),
+        )
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(purged = n, "finished mail removed from the outbox"),
+        Err(e) => {
+            metrics::store_error(e.store());
+            tracing::warn!(error = %e, "purging the mail outbox failed");
+        }
     }
 }

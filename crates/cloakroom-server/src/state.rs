@@ -6,16 +6,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cloakroom_core::accounts::AccountStore;
+use cloakroom_core::mail::MailOutbox;
 use cloakroom_core::{Clock, MemoryStore, SessionManager, SessionStore, StoreError, SystemClock};
-use cloakroom_postgres::{PostgresAccounts, PostgresStore};
+use cloakroom_postgres::{PostgresAccounts, PostgresOutbox, PostgresStore};
 use cloakroom_redis::RedisStore;
-use cloakroom_sqlite::{Database, DbError, SqliteAccounts, SqliteStore};
+use cloakroom_sqlite::{Database, DbError, SqliteAccounts, SqliteOutbox, SqliteStore};
 
 use crate::accounts::Accounts;
 use crate::accounts::passwords::Passwords;
 use crate::config::{AccountStoreKind, SessionStoreKind, Settings};
+use crate::mail::{MailSetupError, Mailer};
 use crate::metrics;
 use crate::tokens::keys::KeyRing;
+use crate::tokens::links::Links;
 use crate::tokens::service_jwt::Minter;
 use crate::web::client_ip::ClientIp;
 use crate::web::site::Site;
@@ -60,6 +63,9 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// Mail cannot be set up (a template file, the SMTP transport).
+    #[error(transparent)]
+    Mail(#[from] MailSetupError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -96,6 +102,10 @@ pub struct Inner {
     pub(crate) gauges: metrics::Gauges,
     /// The product name, logo and stylesheets the pages show, and their CSP.
     pub(crate) site: Arc<Site>,
+    /// Outgoing mail: the outbox and its sender.
+    pub(crate) mailer: Mailer,
+    /// Single-use link tokens (reset, verification, download).
+    pub(crate) links: Links,
 }
 
 impl Deref for AppState {
@@ -120,6 +130,16 @@ impl AppState {
     /// The account store.
     pub fn account_store(&self) -> &Arc<dyn AccountStore> {
         self.inner.accounts.store()
+    }
+
+    /// Outgoing mail: [`Mailer::enqueue`] is how a flow sends a message.
+    pub fn mailer(&self) -> &Mailer {
+        &self.inner.mailer
+    }
+
+    /// The single-use link keys and URLs.
+    pub fn links(&self) -> &Links {
+        &self.inner.links
     }
 
     /// Re-reads the service-JWT keys from the data directory now, as the server does every
@@ -177,6 +197,8 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     /// Accounts.
     pub accounts: Arc<dyn AccountStore>,
+    /// The mail outbox, beside the accounts.
+    pub outbox: Arc<dyn MailOutbox>,
 }
 
 impl Stores {
@@ -209,18 +231,30 @@ impl Stores {
                     )));
                 }
             };
-        let accounts: Arc<dyn AccountStore> = match (settings.account_store, postgres) {
-            (AccountStoreKind::Sqlite, _) => Arc::new(SqliteAccounts::new(db)),
-            (AccountStoreKind::Postgres, Some(pg)) => Arc::new(PostgresAccounts::new(pg)),
-            (kind, None) => {
-                return Err(StartupError::Misconfigured(format!(
-                    "no connection settings for {kind:?} accounts"
-                )));
-            }
-        };
+        // The outbox lives with the accounts: the flows that send mail write both.
+        let (accounts, outbox): (Arc<dyn AccountStore>, Arc<dyn MailOutbox>) =
+            match (settings.account_store, postgres) {
+                (AccountStoreKind::Sqlite, _) => (
+                    Arc::new(SqliteAccounts::new(db.clone())),
+                    Arc::new(SqliteOutbox::new(db)),
+                ),
+                (AccountStoreKind::Postgres, Some(pg)) => (
+                    Arc::new(PostgresAccounts::new(pg.clone())),
+                    Arc::new(PostgresOutbox::new(pg)),
+                ),
+                (kind, None) => {
+                    return Err(StartupError::Misconfigured(format!(
+                        "no connection settings for {kind:?} accounts"
+                    )));
+                }
+            };
         sessions.ping().await?;
         accounts.ping().await?;
-        Ok(Self { sessions, accounts })
+        Ok(Self {
+            sessions,
+            accounts,
+            outbox,
+        })
     }
 }
 
@@ -242,6 +276,18 @@ impl AppState {
         let site = Arc::new(Site::load(&settings.branding)?);
         let keys = KeyRing::open(&settings.data_dir, settings.jwt_algorithm, clock.now())?;
         let minter = Minter::new(settings.public_origin.to_string(), settings.jwt_ttl, keys);
+        let links = Links::open(
+            &settings.data_dir,
+            settings.public_origin.clone(),
+            settings.password_reset_ttl,
+            clock.now(),
+        )?;
+        let mailer = Mailer::open(
+            &settings.mail,
+            stores.outbox.clone(),
+            clock.clone(),
+            &settings.public_origin,
+        )?;
         let mut sessions = SessionManager::from_arc(metrics::CountingStore::wrap(stores.sessions))
             .with_clock(clock.clone())
             .with_policy(settings.policy)
@@ -261,6 +307,8 @@ impl AppState {
                 client_ip: ClientIp::new(settings.trusted_proxies.clone()),
                 gauges: metrics::Gauges::default(),
                 site,
+                mailer,
+                links,
                 sessions,
                 clock,
                 settings,

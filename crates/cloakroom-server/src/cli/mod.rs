@@ -1,5 +1,6 @@
 //! The `cloakroom` command line: `cloakroom serve` runs the server; `cloakroom user …`,
-//! `cloakroom sessions …` and `cloakroom keys …` administer the same data while it runs.
+//! `cloakroom sessions …`, `cloakroom keys …` and `cloakroom mail …` administer the same data
+//! while it runs.
 //! Configuration: `--config FILE` (TOML), `CLOAKROOM_*` environment variables, and the flags,
 //! in increasing precedence.
 //!
@@ -7,6 +8,7 @@
 //! variant here (its spelling on the command line).
 
 pub mod admin;
+pub mod mail;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +51,28 @@ enum Command {
     /// Manage the keys that sign service JWTs.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check outgoing mail and inspect the outbox.
+    #[command(subcommand)]
+    Mail(MailCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MailCommand {
+    /// Queue a test message to ADDRESS and wait for the running server to deliver it; exits
+    /// non-zero if it was not delivered.
+    Test {
+        /// Where to send it.
+        address: String,
+        /// Only queue it; do not wait for the outcome.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// The most recent messages in the outbox, newest first, and what became of them.
+    List {
+        /// How many.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +150,9 @@ enum SessionsCommand {
 
 /// Runs the command line given to the process.
 pub fn main() -> ExitCode {
+    // The one TLS provider in the binary (rustls on ring, for SMTP). Chosen here explicitly so
+    // that no dependency's default can ever make it two, which rustls would refuse.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::from_arg_matches(&command().get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -198,6 +225,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         algorithm.unwrap_or(settings.jwt_algorithm),
                         now,
                     )?,
+                };
+                print(&out);
+                Ok(())
+            }
+            Command::Mail(cmd) => {
+                let stores = Stores::open(&settings).await?;
+                let out = match cmd {
+                    MailCommand::Test { address, no_wait } => {
+                        let wait = (!no_wait).then(|| mail::default_wait(&settings));
+                        mail::mail_test(&stores, &settings, &address, wait).await?
+                    }
+                    MailCommand::List { limit } => mail::mail_list(&stores, limit).await?,
                 };
                 print(&out);
                 Ok(())

@@ -154,6 +154,18 @@ impl SigningKey {
         self.file.created_at
     }
 
+    /// The Ed25519 private key, for signers outside JOSE (single-use links); `None` for
+    /// another algorithm.
+    pub(crate) fn ed25519(&self) -> Option<ed25519_dalek::SigningKey> {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        if self.file.alg != KeyAlgorithm::EdDsa {
+            return None;
+        }
+        // Decoded once already when the file was loaded; this cannot fail for a loaded key.
+        let der = STANDARD.decode(&self.file.private_pkcs8).ok()?;
+        ed25519_dalek::SigningKey::from_pkcs8_der(&der).ok()
+    }
+
     fn from_file(file: KeyFile, path: &str) -> Result<Self, KeyError> {
         let invalid = |reason: String| KeyError::Invalid {
             path: path.to_owned(),
@@ -261,14 +273,25 @@ impl KeyRing {
         alg: KeyAlgorithm,
         now: Timestamp,
     ) -> Result<Self, KeyError> {
-        let mut ring = Self::load(data_dir)?;
+        Self::open_dir(data_dir.join("keys"), alg, now, "service-JWT")
+    }
+
+    /// Loads the keys in `dir`, creating it and a first key (signing at once) if there is
+    /// none; `purpose` names the keys in the log line that says so.
+    pub(crate) fn open_dir(
+        dir: PathBuf,
+        alg: KeyAlgorithm,
+        now: Timestamp,
+        purpose: &str,
+    ) -> Result<Self, KeyError> {
+        let mut ring = Self::load_dir(dir)?;
         if ring.keys.is_empty() {
             let key = SigningKey::generate(alg, now, now)?;
             ring.write(&key)?;
             tracing::info!(
                 kid = key.kid(),
                 alg = alg.as_str(),
-                "generated the first service-JWT signing key"
+                "generated the first {purpose} signing key"
             );
             ring.keys.push(key);
         }
@@ -277,7 +300,10 @@ impl KeyRing {
 
     /// Loads the keys without creating any.
     pub(crate) fn load(data_dir: &Path) -> Result<Self, KeyError> {
-        let dir = data_dir.join("keys");
+        Self::load_dir(data_dir.join("keys"))
+    }
+
+    fn load_dir(dir: PathBuf) -> Result<Self, KeyError> {
         let io = |source| KeyError::Io {
             path: dir.display().to_string(),
             source,

@@ -1,6 +1,7 @@
-//! Tokens Cloakroom issues besides the session ticket: today the service JWTs that forward
-//! auth hands to apps, signed by rotating keys published as a JWKS. A new token kind (a
-//! single-use link, …) goes here, next to the keys that sign it.
+//! Tokens Cloakroom issues besides the session ticket: the service JWTs that forward auth
+//! hands to apps, signed by rotating keys published as a JWKS, and single-use links (password
+//! reset, email verification, download), signed by keys of their own.
 
 pub mod keys;
+pub mod links;
 pub(crate) mod service_jwt;

@@ -18,6 +18,7 @@ mod input;
 mod leaving;
 mod messages;
 mod openapi;
+mod mail;
 mod ops;
 mod pages;
 mod procs;

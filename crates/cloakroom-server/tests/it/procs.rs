@@ -92,7 +92,15 @@ impl ServeProcess {
     /// Starts `cloakroom serve` with the arguments `args` gives for a free port (it chooses the
     /// listen address) and the extra environment `env`, and waits until it answers.
     pub async fn start(args: impl FnOnce(u16) -> Vec<String>, env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), args, env).await
+    }
+
+    /// [`start`](Self::start) on an existing data directory (one a previous server used).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        args: impl FnOnce(u16) -> Vec<String>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
             .arg("serve")
@@ -138,6 +146,14 @@ impl ServeProcess {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// Kills the server (SIGKILL: no shutdown, no flushing, as in a crash) and hands back its
+    /// data directory and what it had logged.
+    pub fn kill(mut self) -> (tempfile::TempDir, String) {
+        self.child.kill().unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        (self.dir, String::from_utf8(out.stderr).unwrap())
+    }
+
     /// Stops the server (SIGTERM) and returns what it logged.
     pub fn stop(self) -> String {
         std::process::Command::new("kill")
@@ -146,5 +162,94 @@ impl ServeProcess {
             .unwrap();
         let out = self.child.wait_with_output().unwrap();
         String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+/// How often a server's mail sender looks at the outbox when nothing wakes it.
+pub const SENDER_POLL: Duration = Duration::from_secs(5);
+
+/// A real SMTP server for the mail tests: aiosmtpd (PyPI) on 127.0.0.1, storing every message
+/// it accepts in a Maildir. Killed when dropped.
+pub struct SmtpSink {
+    pub port: u16,
+    maildir: tempfile::TempDir,
+    _process: Guarded,
+}
+
+impl SmtpSink {
+    /// A sink on a free port, or a skip when aiosmtpd is not installed.
+    pub async fn start() -> Option<Self> {
+        Self::start_on(free_port()).await
+    }
+
+    /// A sink on `port` (one a test kept free until now, to play a server that comes back).
+    pub async fn start_on(port: u16) -> Option<Self> {
+        require("python3", &["-c", "import aiosmtpd"])?;
+        let maildir = tempfile::tempdir().unwrap();
+        let process = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            // A path that does not exist yet: Python's Maildir only creates the whole tree
+            // for one (an existing empty directory would lack `new/` and `cur/`).
+            .arg(maildir.path().join("mail"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = Guarded(process);
+        wait_for_port(port).await;
+        Some(Self {
+            port,
+            maildir,
+            _process: process,
+        })
+    }
+
+    /// `smtp://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message received so far, as Python's `email` package reads it (an independent
+    /// MIME parser): the headers that matter, and the text and HTML bodies decoded.
+    pub fn messages(&self) -> Vec<serde_json::Value> {
+        const READ: &str = r#"
+import email, email.policy, json, mailbox, os, sys
+out = []
+box = mailbox.Maildir(sys.argv[1], create=False) if os.path.isdir(sys.argv[1]) else {}
+for key, msg in sorted(box.items()):
+    msg = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+    part = lambda kind: msg.get_body((kind,))
+    out.append({
+        "headers": {k: str(v) for k, v in msg.items()},
+        "content_type": msg.get_content_type(),
+        "text": part("plain").get_content() if part("plain") else None,
+        "html": part("html").get_content() if part("html") else None,
+        "raw": msg.as_string(),
+    })
+print(json.dumps(out))
+"#;
+        let out = std::process::Command::new("python3")
+            .args(["-c", READ])
+            .arg(self.maildir.path().join("mail"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Waits (up to `within`) for `n` messages to have arrived; returns them.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<serde_json::Value> {
+        let start = std::time::Instant::now();
+        loop {
+            let messages = self.messages();
+            if messages.len() >= n || start.elapsed() > within {
+                return messages;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
