@@ -37,6 +37,8 @@ pub(crate) const FORWARD_AUTH: &str = "cloakroom_forward_auth_total";
 pub(crate) const STORE_WRITES: &str = "cloakroom_session_store_writes_total";
 /// Mail delivery attempts, by outcome (`sent`, `retry`, `failed`).
 pub(crate) const MAIL: &str = "cloakroom_mail_total";
+/// Download links, by outcome: `created`, `opened`, or the refusal's code (`link_used`, …).
+pub(crate) const DOWNLOAD_LINKS: &str = "cloakroom_download_links_total";
 
 /// How often recorded histogram samples are folded into their buckets.
 ///
@@ -217,6 +219,11 @@ pub(crate) fn forward_auth(outcome: ForwardOutcome) {
 /// Counts a mail delivery attempt.
 pub(crate) fn mail(outcome: &'static str) {
     counter!(MAIL, "outcome" => outcome).increment(1);
+}
+
+/// Counts a download link made, opened or refused.
+pub(crate) fn download_link(outcome: &'static str) {
+    counter!(DOWNLOAD_LINKS, "outcome" => outcome).increment(1);
 }
 
 /// Counts a store failure.

@@ -1,6 +1,6 @@
 //! The `cloakroom` command line: `cloakroom serve` runs the server; `cloakroom user …`,
-//! `cloakroom sessions …`, `cloakroom keys …` and `cloakroom mail …` administer the same data
-//! while it runs.
+//! `cloakroom sessions …`, `cloakroom keys …`, `cloakroom mail …` and `cloakroom links …`
+//! administer the same data while it runs.
 //! Configuration: `--config FILE` (TOML), `CLOAKROOM_*` environment variables, and the flags,
 //! in increasing precedence.
 //!
@@ -8,6 +8,7 @@
 //! variant here (its spelling on the command line).
 
 pub mod admin;
+pub mod links;
 pub mod mail;
 
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ enum Command {
     /// Check outgoing mail and inspect the outbox.
     #[command(subcommand)]
     Mail(MailCommand),
+    /// Make download links.
+    #[command(subcommand)]
+    Links(LinksCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +76,26 @@ enum MailCommand {
         /// How many.
         #[arg(long, value_name = "N", default_value_t = 20)]
         limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LinksCommand {
+    /// Make a link to URL that lets whoever holds it fetch exactly that URL, as USER, without
+    /// a session: once (unless --reusable), until it expires. Prints the link.
+    Create {
+        /// The exact URL, on one of the protected apps (app_origins).
+        url: String,
+        /// How long it works: 600, 90s, 10m, 1h (at most an hour).
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = links::parse_ttl)]
+        ttl: std::time::Duration,
+        /// Let it be used any number of times until it expires.
+        #[arg(long)]
+        reusable: bool,
+        /// Whose identity the app sees; the link dies with that user's sessions ("log out
+        /// everywhere", a password change, a disabled account).
+        #[arg(long, value_name = "USER", required = true)]
+        user: String,
     },
 }
 
@@ -239,6 +263,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     MailCommand::List { limit } => mail::mail_list(&stores, limit).await?,
                 };
                 print(&out);
+                Ok(())
+            }
+            Command::Links(LinksCommand::Create {
+                url,
+                ttl,
+                reusable,
+                user,
+            }) => {
+                let stores = Stores::open(&settings).await?;
+                let link = links::NewLink {
+                    url: &url,
+                    ttl,
+                    single_use: !reusable,
+                    user: &user,
+                };
+                print(&links::create(&stores, &settings, &link).await?);
                 Ok(())
             }
             Command::Sessions(cmd) => {
