@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::cache::{Cache, NearCache};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::csrf::CsrfSecret;
+use crate::link::LinkId;
 use crate::policy::Policy;
 use crate::session::{AuthMethod, Expiry, Session, SessionData, UserId, truncate_user_agent};
 use crate::store::{DeleteScope, SaveOutcome, SessionStore, StoreError};
@@ -502,6 +503,23 @@ impl SessionManager {
                 .then(b.created_at.cmp(&a.created_at))
         });
         Ok(sessions)
+    }
+
+    /// Records the use of a single-use link; `true` for its first use only (see
+    /// [`SessionStore::consume_link`] for the guarantees). The caller has verified the link,
+    /// expiry included.
+    pub async fn consume_link(
+        &self,
+        id: &LinkId,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.store.consume_link(id, expires_at).await
+    }
+
+    /// The user's revocation epoch, which every "log out everywhere" moves on (see
+    /// [`SessionStore::revocation_epoch`]).
+    pub async fn revocation_epoch(&self, user: &UserId) -> Result<u64, StoreError> {
+        self.store.revocation_epoch(user).await
     }
 
     /// Removes expired sessions from the store. Returns how many.

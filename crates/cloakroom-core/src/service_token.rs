@@ -21,7 +21,8 @@ pub struct ServiceClaims {
     pub sub: String,
     /// The username.
     pub preferred_username: String,
-    /// The public handle of the user's session (for audit logs; never a credential).
+    /// The public handle of the user's session, or the download link's id (`jti`) when
+    /// [`link`](Self::link) is set (for audit logs; never a credential).
     pub sid: String,
     /// Issued at, seconds since the epoch.
     pub iat: i64,
@@ -29,4 +30,8 @@ pub struct ServiceClaims {
     pub exp: i64,
     /// Unique token id.
     pub jti: String,
+    /// Whether the request was let through on a download link rather than a session: the
+    /// user is the link's maker, and `sid` is the link's id. Absent (false) for sessions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub link: bool,
 }

@@ -83,6 +83,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX mail_outbox_due ON {s}.mail_outbox (next_attempt_at, id) WHERE state = 'pending';
     CREATE INDEX mail_outbox_finished ON {s}.mail_outbox (finished_at) WHERE state <> 'pending';",
+    // 6: single-use links. `consumed_links` holds the id (`jti`, not a secret) of each used
+    // single-use link until the link expires; the primary key makes the first use win.
+    // `revocation_epochs` counts each user's "log out everywhere"; a user without a row is at 0.
+    "CREATE TABLE {s}.consumed_links (
+        id         bytea PRIMARY KEY CHECK (length(id) = 16),
+        expires_at bigint NOT NULL
+    );
+    CREATE INDEX consumed_links_by_expiry ON {s}.consumed_links (expires_at);
+    CREATE TABLE {s}.revocation_epochs (
+        user_id text PRIMARY KEY,
+        epoch   bigint NOT NULL
+    );",
 ];
 
 /// A schema that a newer build migrated.

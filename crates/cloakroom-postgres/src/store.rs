@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cloakroom_core::link::LinkId;
 use cloakroom_core::store::{BoxError, CorruptColumn, IpColumn, SessionRow, version_column};
 use cloakroom_core::{
     DeleteScope, SaveOutcome, Session, SessionId, SessionStore, StoreError, Timestamp, UserId,
@@ -63,12 +64,16 @@ struct Sql {
     purge: String,
     generation: String,
     bump: String,
+    consume_link: String,
+    epoch: String,
 }
 
 impl Sql {
     fn new(schema: &str) -> Self {
         let t = format!("{}.sessions", quoted(schema));
         let g = format!("{}.change_generation", quoted(schema));
+        let l = format!("{}.consumed_links", quoted(schema));
+        let e = format!("{}.revocation_epochs", quoted(schema));
         // Every statement that removes or changes a session moves the change generation in the
         // same statement (data-modifying CTEs always run), so a near-cache that reads the new
         // value is guaranteed to find the change.
@@ -80,6 +85,17 @@ impl Sql {
         let counted_delete = |condition: &str| {
             format!(
                 "WITH deleted AS (DELETE FROM {t} WHERE {condition} RETURNING 1), {} SELECT count(*) FROM deleted",
+                bump("deleted")
+            )
+        };
+        // A revoke-all moves the user's epoch in the same statement as the deletion ($1 is the
+        // user), whether or not it finds a session.
+        let revoke_user = |condition: &str| {
+            format!(
+                "WITH epoch AS (INSERT INTO {e} AS r (user_id, epoch) VALUES ($1, 1)
+                     ON CONFLICT (user_id) DO UPDATE SET epoch = r.epoch + 1),
+                 deleted AS (DELETE FROM {t} WHERE {condition} RETURNING 1), {}
+                 SELECT count(*) FROM deleted",
                 bump("deleted")
             )
         };
@@ -109,11 +125,19 @@ impl Sql {
             ),
             delete: counted_delete("id = $1"),
             list: format!("SELECT {COLUMNS} FROM {t} WHERE user_id = $1 AND expires_at > $2"),
-            delete_user: counted_delete("user_id = $1"),
-            delete_user_except: counted_delete("user_id = $1 AND id <> $2"),
+            delete_user: revoke_user("user_id = $1"),
+            delete_user_except: revoke_user("user_id = $1 AND id <> $2"),
             generation: format!("SELECT n FROM {g} WHERE id = 1"),
             bump: format!("UPDATE {g} SET n = n + 1 WHERE id = 1"),
-            purge: format!("DELETE FROM {t} WHERE expires_at <= $1"),
+            // The consumed links go with the sessions: one statement for the upkeep to run.
+            purge: format!(
+                "WITH links AS (DELETE FROM {l} WHERE expires_at <= $1)
+                 DELETE FROM {t} WHERE expires_at <= $1"
+            ),
+            consume_link: format!(
+                "INSERT INTO {l} (id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            ),
+            epoch: format!("SELECT epoch FROM {e} WHERE user_id = $1"),
         }
     }
 }
@@ -529,6 +553,29 @@ impl SessionStore for PostgresStore {
             .execute(&stmt, &[&now.as_unix_millis()])
             .await
             .map_err(db_error)
+    }
+
+    async fn consume_link(&self, id: &LinkId, expires_at: Timestamp) -> Result<bool, StoreError> {
+        // The primary key decides: of concurrent inserts, exactly one finds the key free.
+        let id = id.as_bytes().as_slice();
+        let n = self
+            .execute(
+                &self.inner.sql.consume_link,
+                &[&id, &expires_at.as_unix_millis()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn revocation_epoch(&self, user: &UserId) -> Result<u64, StoreError> {
+        let rows = self.query(&self.inner.sql.epoch, &[&user.as_str()]).await?;
+        match rows.first() {
+            None => Ok(0),
+            Some(row) => {
+                let epoch: i64 = row.try_get(0).map_err(db_error)?;
+                Ok(u64::try_from(epoch).unwrap_or(0))
+            }
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -12,6 +12,7 @@
 //! | `<prefix>s:<hex id>` | hash: the session record | its own (records spread over the Cluster) |
 //! | `<prefix>{u:<user>}:idx` | sorted set: the user's session ids, scored by expiry (ms) | the user's |
 //! | `<prefix>{u:<user>}:epoch` | integer: the user's revocation epoch | the user's |
+//! | `<prefix>l:<link id>` | string: a consumed single-use link, valued its expiry (ms) | its own |
 //!
 //! The id is SHA-256 of the token, never the token. A record is a hash whose fields the
 //! scripts work with (`v` version, `u` user, `h` handle, `ls` last seen, `ie` idle expiry,
@@ -48,6 +49,14 @@
 //!   index entries, so an interruption leaves entries without records (cleaned on the next
 //!   listing), never a live record its user's index has forgotten; (3) a create writes the
 //!   record before its entry, and only answers `Ok` once the entry is in place.
+//! * **Single-use links.** [`consume_link`](cloakroom_core::SessionStore::consume_link) is
+//!   one `SET … NX PXAT <expiry + grace>` on the link's own key: atomic on one server and on
+//!   Cluster, and gone a grace after the link expires (or at `purge_expired`, which scans for
+//!   link keys as it does for indexes). The revocation epoch links are bound to is the one
+//!   below, kept a day ([`EPOCH_RETENTION`](cloakroom_core::store::EPOCH_RETENTION)) after
+//!   its last move. Like session TTLs, the key's expiry is read by Redis's clock: instances
+//!   whose clocks differ from Redis's by more than the grace could see a just-expired link's
+//!   record vanish early — but such a link is already refused as expired by its own check.
 //! * **Create vs. "log out everywhere".** `delete_for_user` first increments the user's
 //!   revocation epoch, then reads the index and deletes the records it lists. `create` reads
 //!   the epoch before writing the record, and the script that adds the index entry returns the

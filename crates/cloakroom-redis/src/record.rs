@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use cloakroom_core::link::LinkId;
 use cloakroom_core::store::BoxError;
 use cloakroom_core::{
     AuthMethod, CsrfSecret, Session, SessionData, SessionHandle, SessionId, Timestamp, UserId,
@@ -22,6 +23,8 @@ use serde::{Deserialize, Serialize};
 /// * `<prefix>s:<hex id>` — a session record. No hash tag: records spread over every slot.
 /// * `<prefix>{u:<user>}:idx` — the user's index, a sorted set of hex ids scored by expiry.
 /// * `<prefix>{u:<user>}:epoch` — the user's revocation counter.
+/// * `<prefix>l:<link id>` — a consumed single-use link (base64url id; its value is the link's
+///   expiry in ms). No hash tag, like records.
 ///
 /// The two per-user keys share the hash tag `{u:<user>}`, so they live in one Cluster slot and
 /// one script may touch both. (A user id containing `}` only shortens the tag; both keys still
@@ -58,6 +61,15 @@ impl Keys {
 
     pub(crate) fn epoch(&self, user: &str) -> String {
         format!("{}{{u:{user}}}:epoch", self.prefix)
+    }
+
+    pub(crate) fn link(&self, id: &LinkId) -> String {
+        format!("{}l:{id}", self.prefix)
+    }
+
+    /// The `SCAN MATCH` pattern for every consumed-link key.
+    pub(crate) fn link_pattern(&self) -> String {
+        format!("{}l:*", self.prefix)
     }
 
     /// The `SCAN MATCH` pattern for every index key. The prefix holds no glob characters (the

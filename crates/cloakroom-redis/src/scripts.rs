@@ -150,3 +150,16 @@ return e
 ",
     )
 });
+
+/// `KEYS[1]` consumed link. `ARGV`: now. Deletes the record if its link expired at `now`
+/// (the value is the expiry). Returns 1 if deleted, 0 otherwise.
+pub(crate) static PURGE_LINK: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local e = redis.call('GET', KEYS[1])
+if not e or tonumber(e) > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+",
+    )
+});

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cloakroom_core::link::LinkId;
+use cloakroom_core::store::EPOCH_RETENTION;
 use cloakroom_core::{
     DeleteScope, SaveOutcome, Session, SessionId, SessionStore, StoreError, Timestamp, UserId,
 };
@@ -15,14 +17,17 @@ use redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 use crate::config::{RedisConfig, Topology};
 use crate::conn::Conn;
 use crate::record::{self, Keys};
-use crate::scripts::{CREATE, DELETE, EPOCH_BUMP, INDEX_ADD, INDEX_RAISE, PURGE_ONE, SAVE, TOUCH};
+use crate::scripts::{
+    CREATE, DELETE, EPOCH_BUMP, INDEX_ADD, INDEX_RAISE, PURGE_LINK, PURGE_ONE, SAVE, TOUCH,
+};
 
 const STORE: &str = "redis";
 
-/// How long a user's revocation epoch outlives its last increment. It only has to outlast any
-/// create that read the old value (milliseconds); a day is generous and keeps the key count
-/// bounded by the users who revoked recently.
-const EPOCH_TTL_MS: u64 = 24 * 3600 * 1000;
+/// How long a user's revocation epoch outlives its last increment: the store contract's
+/// [`EPOCH_RETENTION`] (a day), which outlasts any create that read the old value
+/// (milliseconds) and any link bound to it (an hour at most), and keeps the key count bounded
+/// by the users who revoked recently.
+const EPOCH_TTL_MS: u64 = EPOCH_RETENTION.as_millis() as u64;
 
 /// Index entries scored this long before a new session's creation are dropped when it is
 /// added. Their records expired at least this long ago by the creating instance's clock and
@@ -535,32 +540,43 @@ impl SessionStore for RedisStore {
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        let mut conn = self.conn();
-        let targets = self
-            .bounded(async move { conn.scan_targets().await })
-            .await?;
-        let pattern = self.inner.keys.index_pattern();
         let mut removed = 0;
-        for target in targets {
-            let mut indexes = HashSet::new();
-            let mut cursor = 0;
-            loop {
-                let mut conn = self.conn();
-                let pattern = pattern.clone();
-                let (next, found) = self
-                    .bounded(async move { conn.scan(target, cursor, &pattern).await })
-                    .await?;
-                indexes.extend(found);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-            for index in indexes {
-                removed += self.purge_index(&index, now).await?;
-            }
+        for index in self.scan_all(&self.inner.keys.index_pattern()).await? {
+            removed += self.purge_index(&index, now).await?;
         }
+        // Consumed links expire by their TTL too; this removes them at the caller's `now`,
+        // as the contract asks, even before Redis would.
+        let links = self.scan_all(&self.inner.keys.link_pattern()).await?;
+        self.bulk(links, |key| {
+            let mut inv = PURGE_LINK.key(key);
+            inv.arg(ms(now));
+            let mut conn = self.conn();
+            self.bounded(async move { inv.invoke_async::<i64>(&mut conn).await })
+        })
+        .await?;
         Ok(removed)
+    }
+
+    async fn consume_link(&self, id: &LinkId, expires_at: Timestamp) -> Result<bool, StoreError> {
+        // One key, so one slot: `SET NX` is atomic on a standalone server and on Cluster. The
+        // key expires a grace after the link, like a record; its value is the link's expiry,
+        // for `purge_expired`.
+        let expires = ms(expires_at);
+        let mut set = redis::cmd("SET");
+        set.arg(self.inner.keys.link(id))
+            .arg(expires)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(expires.saturating_add(self.inner.grace_ms));
+        let reply: Option<String> = self.query(set).await?;
+        Ok(reply.is_some())
+    }
+
+    async fn revocation_epoch(&self, user: &UserId) -> Result<u64, StoreError> {
+        let mut get = redis::cmd("GET");
+        get.arg(self.inner.keys.epoch(user.as_str()));
+        let epoch: Option<u64> = self.query(get).await?;
+        Ok(epoch.unwrap_or(0))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -569,6 +585,31 @@ impl SessionStore for RedisStore {
 }
 
 impl RedisStore {
+    /// Every key matching `pattern` on every master (each once).
+    async fn scan_all(&self, pattern: &str) -> Result<HashSet<String>, StoreError> {
+        let mut conn = self.conn();
+        let targets = self
+            .bounded(async move { conn.scan_targets().await })
+            .await?;
+        let mut keys = HashSet::new();
+        for target in targets {
+            let mut cursor = 0;
+            loop {
+                let mut conn = self.conn();
+                let pattern = pattern.to_owned();
+                let (next, found) = self
+                    .bounded(async move { conn.scan(target, cursor, &pattern).await })
+                    .await?;
+                keys.extend(found);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(keys)
+    }
+
     /// Moves the change generation forward, after the change it announces: a near-cache that
     /// reads the new value is guaranteed to find the change in the store.
     async fn bump_generation(&self) -> Result<(), StoreError> {

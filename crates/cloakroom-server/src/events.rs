@@ -1,12 +1,13 @@
 //! Security events: one structured log line for each thing an operator or an incident
 //! responder needs to see — failed and throttled logins, logouts and revocations, password
-//! changes, disabled and deleted accounts, key rotations. (CSRF and origin refusals and presentations of
-//! unknown sessions are logged by the session layer, `cloakroom_axum`, under the same target.)
+//! changes, disabled and deleted accounts, key rotations, download links made, opened and
+//! refused. (CSRF and origin refusals and presentations of unknown sessions are logged by the
+//! session layer, `cloakroom_axum`, under the same target.)
 //!
 //! Every event has the target [`TARGET`] and a field `event` with a stable name, so that a
 //! log pipeline can select them (`--json-logs` writes them as JSON lines). No event ever
 //! carries a token, a cookie, a CSRF token or a password: users are named by username or id,
-//! sessions by their public handle.
+//! sessions by their public handle, download links by their id (`jti`).
 
 use std::net::IpAddr;
 
@@ -129,5 +130,52 @@ pub(crate) fn key_rotated(kid: &str, alg: &str, signs_from: &str) {
         alg,
         signs_from,
         "service-JWT signing key rotated"
+    );
+}
+
+/// A download link was made for `user` (by the user, or by an administrator: `by`). The link
+/// is named by its id; its URL and token are not logged.
+pub(crate) fn link_created(
+    user: &str,
+    by: &'static str,
+    link: &str,
+    single_use: bool,
+    expires_at: &str,
+) {
+    tracing::info!(
+        target: TARGET,
+        event = "link_created",
+        user,
+        by,
+        link,
+        single_use,
+        expires_at,
+        "download link created"
+    );
+}
+
+/// A download link let a request through as its maker `user`.
+pub(crate) fn link_opened(user: &str, link: &str, single_use: bool, ip: Option<IpAddr>) {
+    tracing::info!(
+        target: TARGET,
+        event = "link_opened",
+        user,
+        link,
+        single_use,
+        ip = %ip_text(ip),
+        "download link opened"
+    );
+}
+
+/// A request carrying a download link was refused (`reason` is the refusal's code; `link` the
+/// link's id once its token verified, else empty).
+pub(crate) fn link_refused(reason: &'static str, link: &str, ip: Option<IpAddr>) {
+    tracing::warn!(
+        target: TARGET,
+        event = "link_refused",
+        reason,
+        link,
+        ip = %ip_text(ip),
+        "download link refused"
     );
 }

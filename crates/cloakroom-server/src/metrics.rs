@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cloakroom_core::link::LinkId;
 use cloakroom_core::{
     DeleteScope, SaveOutcome, Session, SessionId, SessionStore, StoreError, Timestamp, UserId,
     ValidationError, ValidationObserver,
@@ -36,6 +37,8 @@ pub(crate) const FORWARD_AUTH: &str = "cloakroom_forward_auth_total";
 pub(crate) const STORE_WRITES: &str = "cloakroom_session_store_writes_total";
 /// Mail delivery attempts, by outcome (`sent`, `retry`, `failed`).
 pub(crate) const MAIL: &str = "cloakroom_mail_total";
+/// Download links, by outcome: `created`, `opened`, or the refusal's code (`link_used`, …).
+pub(crate) const DOWNLOAD_LINKS: &str = "cloakroom_download_links_total";
 
 /// How often recorded histogram samples are folded into their buckets.
 ///
@@ -218,6 +221,11 @@ pub(crate) fn mail(outcome: &'static str) {
     counter!(MAIL, "outcome" => outcome).increment(1);
 }
 
+/// Counts a download link made, opened or refused.
+pub(crate) fn download_link(outcome: &'static str) {
+    counter!(DOWNLOAD_LINKS, "outcome" => outcome).increment(1);
+}
+
 /// Counts a store failure.
 pub(crate) fn store_error(store: &'static str) {
     counter!(STORE_ERRORS, "store" => store).increment(1);
@@ -290,6 +298,13 @@ impl SessionStore for CountingStore {
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
         wrote("purge");
         self.inner.purge_expired(now).await
+    }
+    async fn consume_link(&self, id: &LinkId, expires_at: Timestamp) -> Result<bool, StoreError> {
+        wrote("consume_link");
+        self.inner.consume_link(id, expires_at).await
+    }
+    async fn revocation_epoch(&self, u: &UserId) -> Result<u64, StoreError> {
+        self.inner.revocation_epoch(u).await
     }
     async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
         self.inner.count_live(now).await

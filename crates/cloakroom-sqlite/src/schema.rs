@@ -80,6 +80,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX mail_outbox_due ON mail_outbox (next_attempt_at, id) WHERE state = 'pending';
     CREATE INDEX mail_outbox_finished ON mail_outbox (finished_at) WHERE state <> 'pending';",
+    // 6: single-use links. `consumed_links` holds the id (`jti`, not a secret) of each used
+    // single-use link until the link expires; the primary key makes the first use win.
+    // `revocation_epochs` counts each user's "log out everywhere"; a user without a row is at 0.
+    "CREATE TABLE consumed_links (
+        id         BLOB PRIMARY KEY NOT NULL CHECK (length(id) = 16),
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX consumed_links_by_expiry ON consumed_links (expires_at);
+    CREATE TABLE revocation_epochs (
+        user_id TEXT PRIMARY KEY NOT NULL,
+        epoch   INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

@@ -1,6 +1,7 @@
 //! [`SqliteStore`]: the [`SessionStore`] contract on SQLite.
 
 use async_trait::async_trait;
+use cloakroom_core::link::LinkId;
 use cloakroom_core::store::{BoxError, IpColumn, SessionRow, version_column};
 use cloakroom_core::{
     DeleteScope, SaveOutcome, Session, SessionId, SessionStore, StoreError, Timestamp, UserId,
@@ -310,6 +311,13 @@ impl SessionStore for SqliteStore {
         };
         self.db
             .write(move |conn| {
+                // In the same transaction as the deletion: no instance sees one without the
+                // other.
+                conn.prepare_cached(
+                    "INSERT INTO revocation_epochs (user_id, epoch) VALUES (?1, 1)
+                     ON CONFLICT (user_id) DO UPDATE SET epoch = epoch + 1",
+                )?
+                .execute([&user])?;
                 let n = match except {
                     None => conn
                         .prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
@@ -330,9 +338,41 @@ impl SessionStore for SqliteStore {
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
         self.db
             .write(move |conn| {
+                conn.prepare_cached("DELETE FROM consumed_links WHERE expires_at <= ?1")?
+                    .execute([now.as_unix_millis()])?;
                 conn.prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?
                     .execute([now.as_unix_millis()])
                     .map(|n| n as u64)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn consume_link(&self, id: &LinkId, expires_at: Timestamp) -> Result<bool, StoreError> {
+        let id = *id;
+        // Writes are serialised (one writer thread, and `BEGIN IMMEDIATE` across processes),
+        // so the insert that finds the key free is the one first use.
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO consumed_links (id, expires_at) VALUES (?1, ?2)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![&id.as_bytes()[..], expires_at.as_unix_millis()])
+                .map(|n| n == 1)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn revocation_epoch(&self, user: &UserId) -> Result<u64, StoreError> {
+        let user = user.as_str().to_owned();
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached("SELECT epoch FROM revocation_epochs WHERE user_id = ?1")?
+                    .query_row([&user], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .map(|e| e.map_or(0, |e| e.max(0) as u64))
             })
             .await
             .map_err(store_error)

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use cloakroom_core::link::LinkId;
 use cloakroom_core::{
     DeleteScope, MemoryStore, SaveOutcome, Session, SessionId, SessionStore, StoreError, Timestamp,
     UserId,
@@ -105,8 +106,8 @@ impl<S: SessionStore> ObservedStore<S> {
         self.generation_reads.load(Ordering::SeqCst)
     }
 
-    /// How many writes (create, touch, save, delete, rotate, delete-for-user, purge) reached
-    /// the store.
+    /// How many writes (create, touch, save, delete, rotate, delete-for-user, purge, consumed
+    /// link) reached the store.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::SeqCst)
     }
@@ -200,6 +201,14 @@ impl<S: SessionStore> SessionStore for ObservedStore<S> {
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
         self.write()?;
         self.inner.purge_expired(now).await
+    }
+    async fn consume_link(&self, id: &LinkId, expires_at: Timestamp) -> Result<bool, StoreError> {
+        self.write()?;
+        self.inner.consume_link(id, expires_at).await
+    }
+    async fn revocation_epoch(&self, u: &UserId) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.revocation_epoch(u).await
     }
     async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
         self.check()?;

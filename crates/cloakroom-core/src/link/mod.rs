@@ -33,8 +33,11 @@
 //!   matches, so setting the password (with this link or any other way) or "log out
 //!   everywhere" kills every outstanding reset link. A verification token carries an
 //!   [`EmailFingerprint`] of the account, the exact address and its verified flag, which stops
-//!   matching once the address is verified or changed. A download link has no account state to
-//!   bind to; with `single_use` the flow records its [`LinkId`] until it expires.
+//!   matching once the address is verified or changed. A download link carries a
+//!   [`DownloadFingerprint`] of its maker's revocation epoch (which "log out everywhere"
+//!   moves), and, with `single_use`, the flow records its [`LinkId`] in the session store
+//!   until it expires ([`SessionStore::consume_link`](crate::SessionStore::consume_link)):
+//!   a download leaves no account state behind to compare.
 //! * **Short lives, capped twice.** Minting refuses a lifetime over the purpose's maximum
 //!   (reset 30 minutes, verification 24 hours, download one hour), and verification refuses a
 //!   token whose `exp − iat` exceeds it, whoever signed it.
@@ -97,8 +100,8 @@ use crate::random::random_array;
 pub use compact::MAX_KID_LEN;
 pub use key::{LinkAlgorithm, LinkKey, SigningError};
 pub use purpose::{
-    DOWNLOAD_TYPE, Download, EmailFingerprint, EmailVerification, Fingerprint, PasswordReset,
-    RESET_TYPE, ResetFingerprint, VERIFY_EMAIL_TYPE,
+    DOWNLOAD_TYPE, Download, DownloadFingerprint, EmailFingerprint, EmailVerification, Fingerprint,
+    PasswordReset, RESET_TYPE, ResetFingerprint, VERIFY_EMAIL_TYPE,
 };
 pub use target::{LINK_PARAMETER, LinkTarget, LinkTargetError, MAX_TARGET_LEN, link_allows_method};
 
@@ -200,7 +203,9 @@ pub const LINK_ID_LEN: usize = 22;
 pub struct LinkId([u8; 16]);
 
 impl LinkId {
-    fn generate() -> Self {
+    /// A fresh id: 128 bits from the OS CSPRNG. Minting makes one for every token; a store's
+    /// tests make their own.
+    pub fn generate() -> Self {
         Self(random_array())
     }
 

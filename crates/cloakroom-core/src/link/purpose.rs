@@ -43,6 +43,16 @@ pub struct Fingerprint<P>([u8; 32], PhantomData<fn() -> P>);
 /// `tokens::links`).
 pub type ResetFingerprint = Fingerprint<PasswordReset>;
 
+/// What a download link is bound to: the account that made it and its revocation epoch
+/// ([`SessionStore::revocation_epoch`](crate::SessionStore::revocation_epoch)), so that "log
+/// out everywhere", a password change or an administrator ending the user's sessions kills
+/// every link the user handed out — whoever holds it now.
+///
+/// Built like [`ResetFingerprint`], under its own domain string. Not the password hash: a
+/// silent parameter upgrade of the hash at the next login would kill links for no reason,
+/// and every password change moves the epoch anyway (it ends the other sessions).
+pub type DownloadFingerprint = Fingerprint<Download>;
+
 /// What a verification link is bound to: the account, the exact address, and whether that
 /// address is verified — minted for "not yet", so that once it is (or the address changes),
 /// the link no longer matches and works no more.
@@ -79,6 +89,16 @@ impl Fingerprint<EmailVerification> {
     }
 }
 
+impl Fingerprint<Download> {
+    /// The fingerprint of an account's revocation state now.
+    pub fn of(user: &UserId, revocation_epoch: u64) -> Self {
+        Self::digest(
+            "cloakroom download fingerprint v1",
+            &[user.as_str().as_bytes(), &revocation_epoch.to_be_bytes()],
+        )
+    }
+}
+
 impl<P> Fingerprint<P> {
     /// A domain-separated SHA-256 over length-prefixed fields: no two different field lists
     /// hash the same input, whatever bytes the fields hold.
@@ -103,11 +123,15 @@ impl<P> Fingerprint<P> {
         if claims.url.is_some() || claims.once.is_some() {
             return Err(LinkError::Malformed);
         }
-        let fingerprint = compact::decode(claims.fpr.as_deref().ok_or(LinkError::Malformed)?)
+        let fingerprint = Self::from_claim(claims.fpr.as_deref())?;
+        Ok((claims.sub, fingerprint))
+    }
+
+    fn from_claim(fpr: Option<&str>) -> Result<Self, LinkError> {
+        compact::decode(fpr.ok_or(LinkError::Malformed)?)
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .map(|b| Self(b, PhantomData))
-            .ok_or(LinkError::Malformed)?;
-        Ok((claims.sub, fingerprint))
+            .ok_or(LinkError::Malformed)
     }
 }
 
@@ -234,13 +258,15 @@ impl Sealed for EmailVerification {
     }
 }
 
-/// A download link's claims: who shares it, the one URL it opens, and whether it opens it
-/// once. Its `typ` is [`DOWNLOAD_TYPE`]; it lives at most an hour.
+/// A download link's claims: who shares it, the one URL it opens, whether it opens it once,
+/// and the sharer's revocation state it was made in ([`DownloadFingerprint`]). Its `typ` is
+/// [`DOWNLOAD_TYPE`]; it lives at most an hour.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Download {
     user: UserId,
     target: LinkTarget,
     single_use: bool,
+    fingerprint: DownloadFingerprint,
 }
 
 impl Download {
@@ -249,12 +275,15 @@ impl Download {
     /// The lifetime when none is asked for.
     pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
 
-    /// A link made by `user` for `target`.
-    pub fn new(user: UserId, target: LinkTarget, single_use: bool) -> Self {
+    /// A link made by `user` for `target`, while the user's revocation epoch is
+    /// `revocation_epoch`.
+    pub fn new(user: UserId, target: LinkTarget, single_use: bool, revocation_epoch: u64) -> Self {
+        let fingerprint = DownloadFingerprint::of(&user, revocation_epoch);
         Self {
             user,
             target,
             single_use,
+            fingerprint,
         }
     }
 
@@ -271,6 +300,13 @@ impl Download {
     /// Whether the first use consumes it (the caller records the token's id until it expires).
     pub fn single_use(&self) -> bool {
         self.single_use
+    }
+
+    /// Whether the user's revocation epoch is still the one the link was made in. `false`
+    /// means the user logged out everywhere (or changed the password, or an administrator
+    /// ended their sessions) since: the link is dead.
+    pub fn is_current(&self, revocation_epoch: u64) -> bool {
+        self.fingerprint == DownloadFingerprint::of(&self.user, revocation_epoch)
     }
 }
 
@@ -289,21 +325,21 @@ impl Sealed for Download {
     fn write(&self, claims: &mut Claims) {
         claims.url = Some(self.target.to_string());
         claims.once = Some(self.single_use);
+        claims.fpr = Some(self.fingerprint.to_claim());
     }
 
     fn read(claims: Claims) -> Result<Self, LinkError> {
-        if claims.fpr.is_some() {
-            return Err(LinkError::Malformed);
-        }
         let (Some(url), Some(single_use)) = (claims.url, claims.once) else {
             return Err(LinkError::Malformed);
         };
+        let fingerprint = DownloadFingerprint::from_claim(claims.fpr.as_deref())?;
         // Re-parsed as strictly as when it was minted: a verified link names a clean target.
         let target = LinkTarget::parse(&url).map_err(|_| LinkError::Malformed)?;
         Ok(Self {
             user: claims.sub,
             target,
             single_use,
+            fingerprint,
         })
     }
 }

@@ -123,7 +123,7 @@ fn each_purpose_round_trips() {
     assert_eq!(back.id, minted.id);
 
     let target = LinkTarget::parse("https://app.example/files/report.pdf").unwrap();
-    let d = Download::new(alice(), target.clone(), true);
+    let d = Download::new(alice(), target.clone(), true, 0);
     let minted = d
         .mint(&KEY, &audience(), Download::DEFAULT_LIFETIME, t0())
         .unwrap();
@@ -149,6 +149,20 @@ fn reset_links_die_with_the_password_or_the_epoch() {
     assert!(!link.is_current(&ResetFingerprint::of(&alice(), &hash(), 1)));
     let bob = UserId::new("u-bob").unwrap();
     assert!(!link.is_current(&ResetFingerprint::of(&bob, &hash(), 0)));
+}
+
+#[test]
+fn download_links_die_with_their_makers_epoch() {
+    let target = LinkTarget::parse("https://app.example/files/a.pdf").unwrap();
+    let minted = Download::new(alice(), target, true, 4)
+        .mint(&KEY, &audience(), Download::DEFAULT_LIFETIME, t0())
+        .unwrap();
+    let link = Download::verify(minted.token.expose(), &[KEY], &audience(), t0())
+        .unwrap()
+        .claims;
+    assert!(link.is_current(4));
+    assert!(!link.is_current(5));
+    assert!(!link.is_current(0));
 }
 
 #[test]
@@ -337,7 +351,7 @@ fn lifetimes_are_capped_when_minting_and_when_verifying() {
     );
     let target = LinkTarget::parse("https://app.example/a").unwrap();
     assert!(
-        Download::new(alice(), target, false)
+        Download::new(alice(), target, false, 0)
             .mint(&KEY, &audience(), over(Download::MAX_LIFETIME), t0())
             .is_err()
     );
@@ -427,7 +441,7 @@ proptest! {
         let path = format!("/{}", segments.join("/"));
         let q = query.map(|q| format!("?{q}")).unwrap_or_default();
         let target = LinkTarget::parse(&format!("https://app.example{path}{q}")).unwrap();
-        let minted = Download::new(alice(), target.clone(), false)
+        let minted = Download::new(alice(), target.clone(), false, 0)
             .mint(&KEY, &audience(), Duration::from_secs(ttl), t0())
             .unwrap();
         let url = target.with_token(&minted.token);

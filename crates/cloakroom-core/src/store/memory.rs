@@ -10,6 +10,7 @@ use dashmap::DashMap;
 
 use super::{DeleteScope, SaveOutcome, SessionStore, StoreError};
 use crate::clock::Timestamp;
+use crate::link::LinkId;
 use crate::session::{Session, UserId};
 use crate::token::SessionId;
 
@@ -34,6 +35,11 @@ struct Inner {
     sessions: DashMap<SessionId, Session, BuildHasherDefault<IdHasher>>,
     by_user: DashMap<UserId, HashSet<SessionId, BuildHasherDefault<IdHasher>>>,
     generation: std::sync::atomic::AtomicU64,
+    /// Consumed single-use links and when each expires.
+    links: DashMap<LinkId, Timestamp>,
+    /// Revocation epochs of users who were ever revoked (never forgotten: one small entry
+    /// per such user, for as long as the process lives).
+    epochs: DashMap<UserId, u64>,
 }
 
 impl MemoryStore {
@@ -78,6 +84,14 @@ impl MemoryStore {
             for id in ids {
                 out.extend_from_slice(id.as_bytes());
             }
+        }
+        for link in &self.inner.links {
+            out.extend_from_slice(link.key().as_bytes());
+            out.extend_from_slice(&link.value().as_unix_millis().to_be_bytes());
+        }
+        for epoch in &self.inner.epochs {
+            out.extend_from_slice(epoch.key().as_str().as_bytes());
+            out.extend_from_slice(&epoch.value().to_be_bytes());
         }
         out
     }
@@ -222,6 +236,8 @@ impl SessionStore for MemoryStore {
         user: &UserId,
         scope: DeleteScope<'_>,
     ) -> Result<u64, StoreError> {
+        // First, so that a link checked after this returns sees the new epoch.
+        *self.inner.epochs.entry(user.clone()).or_default() += 1;
         let Some(mut ids) = self.inner.by_user.get_mut(user) else {
             return Ok(0);
         };
@@ -265,7 +281,23 @@ impl SessionStore for MemoryStore {
                 removed += 1;
             }
         }
+        self.inner.links.retain(|_, expires_at| *expires_at > now);
         Ok(removed)
+    }
+
+    async fn consume_link(&self, id: &LinkId, expires_at: Timestamp) -> Result<bool, StoreError> {
+        // The shard lock held by `entry` makes check-and-insert one step.
+        match self.inner.links.entry(*id) {
+            dashmap::Entry::Occupied(_) => Ok(false),
+            dashmap::Entry::Vacant(v) => {
+                v.insert(expires_at);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn revocation_epoch(&self, user: &UserId) -> Result<u64, StoreError> {
+        Ok(self.inner.epochs.get(user).map_or(0, |e| *e))
     }
 
     async fn change_generation(&self) -> Result<Option<u64>, StoreError> {

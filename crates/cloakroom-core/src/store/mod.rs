@@ -10,11 +10,19 @@
 //! Stores are deliberately dumb about time: they never read a clock. Whoever calls them (the
 //! [`SessionManager`](crate::SessionManager)) passes `now` where it matters and judges expiry
 //! itself; a store's own expiry (a Redis TTL, a SQL purge) is garbage collection only.
+//!
+//! Two small records beside the sessions serve single-use links (see [`crate::link`]): the
+//! ids of consumed links ([`SessionStore::consume_link`]), because a download cannot be
+//! single-use without state, and each user's revocation epoch
+//! ([`SessionStore::revocation_epoch`]), which "log out everywhere" moves on, so that links
+//! bound to it die with the sessions. They live in the session store because that is the
+//! store every instance shares and every backend already keeps expiring records in.
 
 pub(crate) mod memory;
 mod row;
 
 use std::error::Error as StdError;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -22,6 +30,7 @@ pub use memory::MemoryStore;
 pub use row::{CorruptColumn, IpColumn, SessionRow, version_column};
 
 use crate::clock::Timestamp;
+use crate::link::LinkId;
 use crate::session::{Session, UserId};
 use crate::token::SessionId;
 
@@ -108,6 +117,12 @@ pub enum SaveOutcome {
     /// written — in particular, the session was *not* recreated.
     NotFound,
 }
+
+/// How long a store must remember a user's [revocation epoch](SessionStore::revocation_epoch)
+/// after it last moved. A backend may forget it after that (Redis lets the key expire) and
+/// start again from 0, so anything bound to an epoch must live less than this: a download link
+/// lives an hour at most, a reset link half an hour.
+pub const EPOCH_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// Which of a user's sessions [`SessionStore::delete_for_user`] removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,20 +223,57 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// Contract: when this returns, no session of the user in scope that existed when it was
     /// called, or whose create had not yet completed, can be loaded by any instance (see
-    /// [`create`](Self::create) for the race).
+    /// [`create`](Self::create) for the race). It also moves the user's
+    /// [revocation epoch](Self::revocation_epoch) on, in either scope and even when the user
+    /// had no session.
     async fn delete_for_user(
         &self,
         user: &UserId,
         scope: DeleteScope<'_>,
     ) -> Result<u64, StoreError>;
 
-    /// Removes every session expired at `now` together with its index entries. Returns how
-    /// many sessions were removed.
+    /// Removes every session expired at `now` together with its index entries, and every
+    /// [consumed-link record](Self::consume_link) whose link expired at or before `now`.
+    /// Returns how many sessions were removed.
     ///
-    /// Contract: live sessions are untouched; afterwards no index holds an entry for a removed
-    /// session (indexes never grow without bound). Stores that expire records by themselves
-    /// may do less work here but must still uphold the index guarantee.
+    /// Contract: live sessions and records of live links are untouched; afterwards no index
+    /// holds an entry for a removed session (indexes never grow without bound). Stores that
+    /// expire records by themselves may do less work here but must still uphold the index
+    /// guarantee.
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Records the use of a single-use link and says whether it was the first: `true` the
+    /// first time `id` is consumed, `false` ever after, until the record goes.
+    ///
+    /// Contract:
+    /// - **First use wins, atomically.** Of any number of calls with one `id` — concurrent,
+    ///   on any instance sharing the backend — exactly one returns `true`; a record, once
+    ///   written, is never replaced.
+    /// - **Kept until the link expires, then gone.** The record stays at least until
+    ///   `expires_at` (the link's `exp`) and is removed once that has passed: by
+    ///   [`purge_expired`](Self::purge_expired) at any `now` at or after it, or sooner by the
+    ///   backend's own expiry (a TTL, never before `expires_at`). Consumed links never
+    ///   accumulate past their lifetime. The caller refuses an expired link before it asks,
+    ///   so an id whose record is gone is never presented again in time to matter.
+    /// - **Fail closed.** An error means "cannot tell": the caller must refuse the link. The
+    ///   id may or may not have been recorded (a reply lost after the write); a link then
+    ///   counts as used without having been, never the other way round.
+    /// - Only the id is stored: it is not a secret, and the token cannot be rebuilt from it.
+    async fn consume_link(&self, id: &LinkId, expires_at: Timestamp) -> Result<bool, StoreError>;
+
+    /// The user's revocation epoch: a number that [`delete_for_user`](Self::delete_for_user)
+    /// moves on. A token that must die with "log out everywhere" (a download link, a reset
+    /// link) carries the epoch it was minted at and is refused once the epoch differs.
+    ///
+    /// Contract:
+    /// - After `delete_for_user` for the user returns `Ok` (either scope, whether or not it
+    ///   removed anything), every later call for that user, on any instance, returns a value
+    ///   larger than any returned before that `delete_for_user` began.
+    /// - Nothing else moves it: creating, saving, rotating or deleting one session leaves it
+    ///   alone, and another user's revocations never touch it.
+    /// - A user who was never revoked has epoch 0. A backend may forget an epoch that has not
+    ///   moved for [`EPOCH_RETENTION`] and answer 0 again.
+    async fn revocation_epoch(&self, user: &UserId) -> Result<u64, StoreError>;
 
     /// A counter that moves forward whenever a session is deleted, rotated or saved through
     /// *any* store object on this backend (any instance, any process), or `None` if the backend

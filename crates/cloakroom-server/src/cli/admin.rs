@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::io::BufRead;
 use std::time::Duration;
 
-use cloakroom_core::accounts::{Account, InviteCode, Username};
+use cloakroom_core::accounts::{Account, AccountStore, InviteCode, Username};
 use cloakroom_core::origin::Origin;
 use cloakroom_core::{SessionManager, SystemClock};
 
@@ -51,13 +51,7 @@ impl Admin {
     }
 
     async fn account(&self, name: &str) -> Result<Account, AdminError> {
-        let username = Username::parse(name).map_err(fail)?;
-        self.stores
-            .accounts
-            .by_username(&username)
-            .await
-            .map_err(fail)?
-            .ok_or_else(|| AdminError::NoSuchUser(name.to_owned()))
+        account_named(self.stores.accounts.as_ref(), name).await
     }
 
     /// `user add NAME`: the password is the first line of `password_source`.
@@ -281,6 +275,19 @@ pub fn ask_to_delete(
     .map_err(fail)?;
     let line = answer.lines().next().transpose().map_err(fail)?;
     Ok(line.is_some_and(|l| l.trim().eq_ignore_ascii_case(username)))
+}
+
+/// The account called `name`, or an error that says there is none.
+pub(crate) async fn account_named(
+    accounts: &dyn AccountStore,
+    name: &str,
+) -> Result<Account, AdminError> {
+    let username = Username::parse(name).map_err(fail)?;
+    accounts
+        .by_username(&username)
+        .await
+        .map_err(fail)?
+        .ok_or_else(|| AdminError::NoSuchUser(name.to_owned()))
 }
 
 /// The first line of `source`, without its line ending.

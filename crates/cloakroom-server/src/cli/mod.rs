@@ -1,6 +1,6 @@
 //! The `cloakroom` command line: `cloakroom serve` runs the server; `cloakroom user …`,
-//! `cloakroom sessions …`, `cloakroom keys …`, `cloakroom mail …` and `cloakroom backup`
-//! administer the same data while it runs; `cloakroom restore` replaces it while it does not.
+//! `cloakroom sessions …`, `cloakroom keys …`, `cloakroom mail …`, `cloakroom links …` and
+//! `cloakroom backup` administer the same data while it runs; `cloakroom restore` replaces it while it does not.
 //! Configuration: `--config FILE` (TOML), `CLOAKROOM_*` environment variables, and the flags,
 //! in increasing precedence. `serve` takes every setting as a flag; an admin command only those
 //! that say where its data is (the rest it reads from the file and the environment), so each
@@ -10,6 +10,7 @@
 //! variant here (its spelling on the command line).
 
 pub mod admin;
+pub mod links;
 pub mod mail;
 
 use std::path::PathBuf;
@@ -103,6 +104,13 @@ enum Command {
         #[command(flatten)]
         flags: Flags,
     },
+    /// Make download links.
+    Links {
+        #[command(subcommand)]
+        cmd: LinksCommand,
+        #[command(flatten)]
+        flags: Flags,
+    },
 }
 
 impl Command {
@@ -115,7 +123,8 @@ impl Command {
             | Self::Keys { flags, .. }
             | Self::Backup { flags, .. }
             | Self::Restore { flags, .. }
-            | Self::Mail { flags, .. } => flags,
+            | Self::Mail { flags, .. }
+            | Self::Links { flags, .. } => flags,
         }
     }
 }
@@ -146,6 +155,8 @@ fn flags_taken_by(path: &[&str]) -> Option<Vec<&'static str>> {
                 taken.extend(["public_url", "signup"]);
             }
         }
+        // A link is signed for the public URL's Cloakroom and checked against app_origins.
+        ["links", ..] => taken.extend(STORES.iter().chain(&["public_url", "app_origins"])),
         ["sessions" | "mail", ..] => taken.extend(STORES),
         ["keys", ..] => taken.push("data_dir"),
         ["backup" | "restore", ..] => taken.extend(["data_dir", "account_store"]),
@@ -170,6 +181,26 @@ enum MailCommand {
         /// How many.
         #[arg(long, value_name = "N", default_value_t = 20)]
         limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LinksCommand {
+    /// Make a link to URL that lets whoever holds it fetch exactly that URL, as USER, without
+    /// a session: once (unless --reusable), until it expires. Prints the link.
+    Create {
+        /// The exact URL, on one of the protected apps (app_origins).
+        url: String,
+        /// How long it works: 600, 90s, 10m, 1h (at most an hour).
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = links::parse_ttl)]
+        ttl: std::time::Duration,
+        /// Let it be used any number of times until it expires.
+        #[arg(long)]
+        reusable: bool,
+        /// Whose identity the app sees; the link dies with that user's sessions ("log out
+        /// everywhere", a password change, a disabled account).
+        #[arg(long, value_name = "USER", required = true)]
+        user: String,
     },
 }
 
@@ -347,6 +378,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     MailCommand::List { limit } => mail::mail_list(&stores, limit).await?,
                 };
                 print(&out);
+                Ok(())
+            }
+            Command::Links {
+                cmd:
+                    LinksCommand::Create {
+                        url,
+                        ttl,
+                        reusable,
+                        user,
+                    },
+                ..
+            } => {
+                let stores = Stores::open_existing(&settings).await?;
+                let link = links::NewLink {
+                    url: &url,
+                    ttl,
+                    single_use: !reusable,
+                    user: &user,
+                };
+                print(&links::create(&stores, &settings, &link).await?);
                 Ok(())
             }
             Command::Sessions { cmd, .. } => {

@@ -21,7 +21,8 @@ use std::time::Duration;
 use axum::http::HeaderValue;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cloakroom_core::{Session, SessionId, Timestamp};
+use cloakroom_core::link::LinkId;
+use cloakroom_core::{Session, SessionId, Timestamp, UserId};
 use dashmap::DashMap;
 use sha2::Digest as _;
 
@@ -73,6 +74,13 @@ pub(crate) struct ForwardHeaders {
     pub(crate) email: Option<HeaderValue>,
     /// `X-Cloakroom-Jwt`.
     pub(crate) jwt: HeaderValue,
+}
+
+/// Who a token is about: the user, and the session handle or link id.
+struct Subject<'a> {
+    user: &'a str,
+    sid: &'a str,
+    link: bool,
 }
 
 struct Cached {
@@ -150,14 +158,12 @@ impl Minter {
             return Ok(c.headers.clone());
         }
         let who = identity();
-        let token = self.mint(session, &who.username, audience, now)?;
-        let value = |v: &str| HeaderValue::from_str(v).ok();
-        let headers = Arc::new(ForwardHeaders {
-            user: value(&who.username),
-            name: value(who.name.as_deref().unwrap_or(&who.username)),
-            email: who.email.as_deref().and_then(value),
-            jwt: HeaderValue::from_str(&token).map_err(|_| MintError::NotAHeader)?,
-        });
+        let subject = Subject {
+            user: session.user_id.as_str(),
+            sid: session.handle.as_str(),
+            link: false,
+        };
+        let headers = Arc::new(self.headers(&subject, &who, audience, now)?);
         let entry = Cached {
             headers: headers.clone(),
             refresh_at: now.saturating_add(self.ttl / 2),
@@ -170,9 +176,46 @@ impl Minter {
         Ok(headers)
     }
 
+    /// The forward-auth headers for a request a download link let through: the link's maker,
+    /// `sid` the link's id, and `"link": true` in the token, so the app can tell a link's
+    /// fetch from a signed-in user's. Not cached: a link is used once, or a few times.
+    pub(crate) fn link_headers(
+        &self,
+        user: &UserId,
+        link: &LinkId,
+        who: &Identity,
+        audience: &str,
+        now: Timestamp,
+    ) -> Result<ForwardHeaders, MintError> {
+        let sid = link.to_string();
+        let subject = Subject {
+            user: user.as_str(),
+            sid: &sid,
+            link: true,
+        };
+        self.headers(&subject, who, audience, now)
+    }
+
+    fn headers(
+        &self,
+        subject: &Subject<'_>,
+        who: &Identity,
+        audience: &str,
+        now: Timestamp,
+    ) -> Result<ForwardHeaders, MintError> {
+        let token = self.mint(subject, &who.username, audience, now)?;
+        let value = |v: &str| HeaderValue::from_str(v).ok();
+        Ok(ForwardHeaders {
+            user: value(&who.username),
+            name: value(who.name.as_deref().unwrap_or(&who.username)),
+            email: who.email.as_deref().and_then(value),
+            jwt: HeaderValue::from_str(&token).map_err(|_| MintError::NotAHeader)?,
+        })
+    }
+
     fn mint(
         &self,
-        session: &Session,
+        subject: &Subject<'_>,
         username: &str,
         audience: &str,
         now: Timestamp,
@@ -190,12 +233,13 @@ impl Minter {
         let claims = ServiceClaims {
             iss: self.issuer.clone(),
             aud: audience.to_owned(),
-            sub: session.user_id.to_string(),
+            sub: subject.user.to_owned(),
             preferred_username: username.to_owned(),
-            sid: session.handle.to_string(),
+            sid: subject.sid.to_owned(),
             iat,
             exp: iat + i64::try_from(self.ttl.as_secs()).unwrap_or(60),
             jti: URL_SAFE_NO_PAD.encode(jti),
+            link: subject.link,
         };
         Ok(jsonwebtoken::encode(
             &header,

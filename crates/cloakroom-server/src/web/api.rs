@@ -18,10 +18,12 @@ use utoipa::ToSchema;
 use crate::accounts::Credentials;
 use crate::accounts::passwords::Password;
 use crate::state::AppState;
+use crate::tokens::download;
 use crate::web::device::{label, rfc3339};
 use crate::web::error::{ApiJson, WebError};
 use crate::web::flows;
 use crate::web::{CLEAR_SITE_DATA, ClientAddr};
+use crate::{events, metrics};
 
 /// Credentials for `POST /api/login`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -363,4 +365,83 @@ pub(crate) async fn delete_account(
 ) -> Result<Response, WebError> {
     flows::delete_account(&state, &auth, &session, ip, &req.password).await?;
     Ok((StatusCode::NO_CONTENT, [CLEAR_SITE_DATA.clone()]).into_response())
+}
+
+/// `POST /api/links`: a download link to one URL of a protected app.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct LinkRequest {
+    /// The exact URL the link opens: `http(s)://`, on one of `app_origins` (or the public
+    /// URL's origin). Its path is bound as written; its query too. No `#fragment`, no `..`
+    /// (plain or percent-encoded), no `cloakroom_link` parameter of its own.
+    #[schema(example = "https://app.example/files/report.pdf")]
+    pub(crate) url: String,
+    /// How long the link works: 1 to 3600 seconds.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 3600, default = 600)]
+    pub(crate) ttl_seconds: Option<u64>,
+    /// Whether the first fetch uses it up (a `GET` or `HEAD`); otherwise it works until it
+    /// expires.
+    #[serde(default = "single_use_by_default")]
+    #[schema(default = true)]
+    pub(crate) single_use: bool,
+}
+
+fn single_use_by_default() -> bool {
+    true
+}
+
+/// A download link, made.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LinkResponse {
+    /// The URL asked for, with `cloakroom_link=<token>` appended: whoever holds it can fetch
+    /// that URL (once, if single-use) until it expires, without a session, as you.
+    pub(crate) url: String,
+    /// When it stops working (RFC 3339).
+    pub(crate) expires_at: String,
+}
+
+/// Makes a download link: one exact URL of an app behind the proxy, fetchable without a
+/// session — on another device, or by `curl` — once or until it expires.
+///
+/// Forward auth lets a `GET` or `HEAD` of exactly that URL through as you (`"link": true` in
+/// the service JWT). The link dies when it expires, when it has been used (if single-use), and
+/// when you sign out everywhere, change your password, or your account is disabled.
+#[utoipa::path(post, path = "/api/links", tag = "links", request_body = LinkRequest,
+    security(("session_cookie" = [])),
+    responses((status = 201, description = "The link", body = LinkResponse)))]
+pub(crate) async fn create_link(
+    State(state): State<AppState>,
+    session: Session,
+    ApiJson(req): ApiJson<LinkRequest>,
+) -> Result<(StatusCode, Json<LinkResponse>), WebError> {
+    let ttl = req
+        .ttl_seconds
+        .map_or(download::DEFAULT_TTL, std::time::Duration::from_secs);
+    let link = download::create(
+        state.links(),
+        &state.sessions,
+        &state.settings.app_origins,
+        session.user_id(),
+        &req.url,
+        ttl,
+        req.single_use,
+        state.clock.now(),
+    )
+    .await?;
+    metrics::download_link("created");
+    let expires_at = rfc3339(link.expires_at);
+    events::link_created(
+        &flows::username(&session),
+        "user",
+        &link.id.to_string(),
+        req.single_use,
+        &expires_at,
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(LinkResponse {
+            url: link.url,
+            expires_at,
+        }),
+    ))
 }

@@ -30,6 +30,7 @@ use serde::de::DeserializeOwned;
 
 use crate::accounts::{AccountsError, ceil_secs};
 use crate::metrics;
+use crate::tokens::download;
 use crate::web::api::ErrorBody;
 use crate::web::pages::{self, Nav};
 use crate::web::site::Site;
@@ -65,6 +66,12 @@ pub(crate) enum WebError {
         /// Why.
         message: Cow<'static, str>,
     },
+    /// A request carrying a download link was refused (forward auth).
+    #[error(transparent)]
+    Link(download::Refusal),
+    /// A download link was not made (`POST /api/links`).
+    #[error(transparent)]
+    LinkCreate(download::CreateError),
     /// A store failed.
     #[error("store failure")]
     Store(#[from] StoreError),
@@ -88,6 +95,15 @@ impl From<AccountsError> for WebError {
                 Self::Session(Rejection::Unauthenticated(Unauthenticated::UnknownSession))
             }
             other => Self::Accounts(other),
+        }
+    }
+}
+
+impl From<download::CreateError> for WebError {
+    fn from(e: download::CreateError) -> Self {
+        match e {
+            download::CreateError::Store(s) => Self::Store(s),
+            other => Self::LinkCreate(other),
         }
     }
 }
@@ -123,6 +139,25 @@ impl WebError {
                 AccountsError::Busy(_) | AccountsError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
             Self::Body { status, .. } | Self::Forward { status, .. } => *status,
+            Self::Link(r) => match r {
+                download::Refusal::Request(_) | download::Refusal::Token(_) => {
+                    StatusCode::BAD_REQUEST
+                }
+                download::Refusal::NotForThisRequest { .. } => StatusCode::FORBIDDEN,
+                download::Refusal::Expired
+                | download::Refusal::Revoked { .. }
+                | download::Refusal::Used { .. } => StatusCode::GONE,
+                download::Refusal::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            Self::LinkCreate(e) => match e {
+                download::CreateError::Url(_) | download::CreateError::Ttl => {
+                    StatusCode::BAD_REQUEST
+                }
+                download::CreateError::NotAnApp => StatusCode::FORBIDDEN,
+                download::CreateError::Store(_) | download::CreateError::Signing(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            },
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Store(_) | Self::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -148,6 +183,14 @@ impl WebError {
                 AccountsError::Store(_) => "store_unavailable",
             },
             Self::Body { code, .. } => code,
+            Self::Link(r) => r.code(),
+            Self::LinkCreate(e) => match e {
+                download::CreateError::Url(_) => "invalid_url",
+                download::CreateError::NotAnApp => "origin_not_allowed",
+                download::CreateError::Ttl => "invalid_ttl",
+                download::CreateError::Store(_) => "store_unavailable",
+                download::CreateError::Signing(_) => "link_signing_failed",
+            },
             Self::NotFound(_) => "not_found",
             Self::Forward { .. } => "forward_auth",
             Self::Store(_) => "store_unavailable",
@@ -160,9 +203,12 @@ impl WebError {
     pub(crate) fn message(&self) -> String {
         match self {
             Self::Session(r) => r.message(),
-            Self::Store(_) | Self::Accounts(AccountsError::Store(_)) => {
-                "The service is unavailable right now. Try again in a moment.".to_owned()
-            }
+            Self::Store(_)
+            | Self::Accounts(AccountsError::Store(_))
+            | Self::Link(download::Refusal::Store(_))
+            | Self::LinkCreate(
+                download::CreateError::Store(_) | download::CreateError::Signing(_),
+            ) => "The service is unavailable right now. Try again in a moment.".to_owned(),
             other => other.to_string(),
         }
     }
@@ -188,11 +234,16 @@ impl WebError {
     /// Logs what the client is not told, once per response.
     fn log(&self) {
         match self {
-            Self::Store(e) | Self::Accounts(AccountsError::Store(e)) => {
+            Self::Store(e)
+            | Self::Accounts(AccountsError::Store(e))
+            | Self::Link(download::Refusal::Store(e)) => {
                 metrics::store_error(e.store());
                 tracing::error!(error = %e, source = ?std::error::Error::source(e), "store failure");
             }
             Self::Session(r) => r.log(),
+            Self::LinkCreate(e @ download::CreateError::Signing(_)) => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(e), "signing a download link failed");
+            }
             _ => {}
         }
     }

@@ -26,11 +26,20 @@
 //! (the [`Checked`] extractor comes first in every handler's arguments): a request refused
 //! with 400 or 403 never reaches the store.
 //!
+//! A forwarded URL with a `cloakroom_link` parameter is a download link's request (see
+//! [`crate::tokens::download`]) and is decided by the link alone: exactly the method (`GET`,
+//! `HEAD`), origin, path and query it was made for, as the client sent them — which is why
+//! [`ForwardedRequest::target`] keeps the path and query unnormalised. A refused link says
+//! why in `X-Cloakroom-Link`; in nginx's dialect the status is always 403, since
+//! `auth_request` turns anything but 401 and 403 into a 500.
+//!
 //! Success answers with the identity headers (`Remote-User`, `Remote-Email`, `Remote-Name`,
 //! `X-Auth-Request-User`, `X-Auth-Request-Email`) and `X-Cloakroom-Jwt`, a short-lived service
 //! JWT for the app (see [`crate::tokens::service_jwt`]). The hot path does no store write
 //! except the throttled last-seen update, and no signature except once per half token
 //! lifetime; a revoked session is refused on the very next check.
+
+use std::net::IpAddr;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -42,13 +51,14 @@ use cloakroom_core::service_token::JWT_HEADER;
 use serde::Deserialize;
 
 use crate::accounts::session_keys as keys;
-use crate::metrics;
 use crate::state::AppState;
-use crate::tokens::service_jwt::Identity;
+use crate::tokens::download;
+use crate::tokens::service_jwt::{ForwardHeaders, Identity, MintError};
 use crate::web::error::{Format, WebError, WebForm, WebQuery};
 use crate::web::pages;
 use crate::web::redirect::ReturnTo;
-use crate::web::{CLEAR_SITE_DATA, flows};
+use crate::web::{CLEAR_SITE_DATA, ClientAddr, flows};
+use crate::{events, metrics};
 
 /// Which proxy dialect described the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +82,10 @@ pub struct ForwardedRequest {
     pub url: Option<url::Url>,
     /// The origin of [`url`](Self::url): the app the request is for.
     pub app_origin: Option<Origin>,
+    /// The original path and query exactly as the proxy passed them on, not normalised the
+    /// way [`url`](Self::url) is (`/a/../b` stays as it is): what a download link is bound to,
+    /// and what the app receives.
+    pub target: Option<String>,
     /// Whether the client takes HTML (a browser, to be redirected to the login page).
     pub accepts_html: bool,
 }
@@ -97,6 +111,23 @@ fn http_url(s: &str) -> Result<url::Url, MalformedForward> {
         return Err(MalformedForward("the original URL is not an http(s) URL"));
     }
     Ok(url)
+}
+
+/// The path and query of an absolute URL that [`http_url`] accepted, as written. `None` when
+/// its authority holds anything a parser might read differently (`\`, `@`): such a request
+/// is then never taken for a download link's.
+fn raw_target(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, target) = rest.split_at(end);
+    if authority.contains(['\\', '@']) || target.starts_with('#') {
+        return None;
+    }
+    Some(match target.strip_prefix('?') {
+        Some(_) => format!("/{target}"),
+        None if target.is_empty() => "/".to_owned(),
+        None => target.to_owned(),
+    })
 }
 
 fn method(m: Option<&str>) -> Result<String, MalformedForward> {
@@ -131,6 +162,7 @@ impl ForwardedRequest {
                 flavor: Flavor::Nginx,
                 method: method(text(h, "x-original-method")?)?,
                 app_origin: Origin::of_parsed_url(&url),
+                target: raw_target(original),
                 url: Some(url),
                 accepts_html,
             });
@@ -147,9 +179,11 @@ impl ForwardedRequest {
                 method: "GET".to_owned(),
                 url: None,
                 app_origin: None,
+                target: None,
                 accepts_html,
             });
         }
+        let mut target = None;
         let url = match host {
             Some(host) => {
                 let proto = proto.unwrap_or("http");
@@ -164,7 +198,9 @@ impl ForwardedRequest {
                 if host.contains(['/', '@', '\\', ' ', '?', '#']) {
                     return Err(MalformedForward("X-Forwarded-Host is not a host"));
                 }
-                Some(http_url(&format!("{proto}://{host}{uri}"))?)
+                let url = http_url(&format!("{proto}://{host}{uri}"))?;
+                target = Some(uri.to_owned());
+                Some(url)
             }
             None => None,
         };
@@ -172,6 +208,7 @@ impl ForwardedRequest {
             flavor: Flavor::Forwarded,
             method: method(m)?,
             app_origin: url.as_ref().and_then(Origin::of_parsed_url),
+            target,
             url,
             accepts_html,
         })
@@ -409,14 +446,6 @@ fn decide(
         });
     };
     let record = session.record();
-    let origin;
-    let audience = match &state.settings.jwt_audience {
-        Some(aud) => aud.as_str(),
-        None => {
-            origin = fwd.app_origin();
-            origin.unwrap_or(&state.settings.public_origin).as_str()
-        }
-    };
     let identity = || Identity {
         username: flows::username(&session),
         name: session.get::<String>(keys::NAME).ok().flatten(),
@@ -424,15 +453,34 @@ fn decide(
     };
     let headers = state
         .minter
-        .forward_headers(record, audience, state.clock.now(), identity)
-        .map_err(|e| {
-            tracing::error!(error = %crate::error_chain::chain(&e), "minting a service JWT failed");
-            WebError::Forward {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                message: "The service token could not be issued. Try again in a moment.".into(),
-            }
-        })?;
+        .forward_headers(record, audience(state, fwd), state.clock.now(), identity)
+        .map_err(|e| mint_failed(&e))?;
     metrics::forward_auth(metrics::ForwardOutcome::Allowed);
+    Ok(allowed(success, &headers))
+}
+
+/// The service JWT's audience: `jwt_audience` if set, else the app's origin (the public
+/// URL's for a direct check).
+fn audience<'a>(state: &'a AppState, fwd: &'a ForwardedRequest) -> &'a str {
+    match &state.settings.jwt_audience {
+        Some(aud) => aud.as_str(),
+        None => fwd
+            .app_origin()
+            .unwrap_or(&state.settings.public_origin)
+            .as_str(),
+    }
+}
+
+fn mint_failed(e: &MintError) -> WebError {
+    tracing::error!(error = %crate::error_chain::chain(e), "minting a service JWT failed");
+    WebError::Forward {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "The service token could not be issued. Try again in a moment.".into(),
+    }
+}
+
+/// The answer that lets a request through, with the identity headers for the app.
+fn allowed(success: StatusCode, headers: &ForwardHeaders) -> Response {
     let mut response = success.into_response();
     let h = response.headers_mut();
     if let Some(user) = &headers.user {
@@ -452,6 +500,115 @@ fn decide(
         h.insert(X_AUTH_REQUEST_EMAIL, email.clone());
     }
     h.insert(X_CLOAKROOM_JWT, headers.jwt.clone());
+    response
+}
+
+/// Says why a download link was refused, in every dialect (its code: `link_used`, …).
+const X_CLOAKROOM_LINK: HeaderName = HeaderName::from_static("x-cloakroom-link");
+
+/// Decides a request that carries a download link (a `cloakroom_link` parameter) by the link
+/// alone; `None` for any other request.
+///
+/// The link decides even when a session cookie comes with the request: the link names what it
+/// opens and as whom, and a colleague who is signed in as themselves must still be able to
+/// open a file shared with them. A bad link is refused, never quietly replaced by the
+/// session, so nobody is told a link works when it does not.
+async fn by_link(
+    state: &AppState,
+    fwd: &ForwardedRequest,
+    ip: Option<IpAddr>,
+    success: StatusCode,
+) -> Option<Result<Response, WebError>> {
+    let (Some(origin), Some(target)) = (fwd.app_origin(), fwd.target.as_deref()) else {
+        return None;
+    };
+    if !download::carries_link(target) {
+        return None;
+    }
+    let opened = download::open(
+        state.links(),
+        &state.sessions,
+        state.account_store().as_ref(),
+        origin,
+        &fwd.method,
+        target,
+        state.clock.now(),
+    )
+    .await;
+    Some(match opened {
+        Ok(opened) => link_allowed(state, fwd, &opened, ip, success),
+        Err(refusal) => link_refused(fwd, refusal, ip),
+    })
+}
+
+fn link_allowed(
+    state: &AppState,
+    fwd: &ForwardedRequest,
+    opened: &download::Opened,
+    ip: Option<IpAddr>,
+    success: StatusCode,
+) -> Result<Response, WebError> {
+    let account = &opened.account;
+    let who = Identity {
+        username: account.username.as_str().to_owned(),
+        name: account.display_name.clone(),
+        email: account.email.clone(),
+    };
+    let headers = state
+        .minter
+        .link_headers(
+            &account.id,
+            &opened.id,
+            &who,
+            audience(state, fwd),
+            state.clock.now(),
+        )
+        .map_err(|e| mint_failed(&e))?;
+    metrics::download_link("opened");
+    events::link_opened(
+        account.username.as_str(),
+        &opened.id.to_string(),
+        opened.single_use,
+        ip,
+    );
+    Ok(allowed(success, &headers))
+}
+
+/// A refused link: its status, code and message, and `X-Cloakroom-Link: <code>`.
+///
+/// nginx's `auth_request` passes only 401 and 403 on (any other status becomes a 500), so in
+/// nginx's dialect every link refusal is 403; the example configuration turns
+/// `X-Cloakroom-Link` back into 410 or 400 for the client. Traefik and Caddy pass the answer
+/// through as it is.
+fn link_refused(
+    fwd: &ForwardedRequest,
+    refusal: download::Refusal,
+    ip: Option<IpAddr>,
+) -> Result<Response, WebError> {
+    let code = refusal.code();
+    let id = refusal
+        .link_id()
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    let error = WebError::Link(refusal);
+    if matches!(error, WebError::Link(download::Refusal::Store(_))) {
+        // Fail closed, like a session store that cannot answer.
+        return Err(error);
+    }
+    metrics::download_link(code);
+    events::link_refused(code, &id, ip);
+    let mut response = match fwd.flavor {
+        Flavor::Nginx => {
+            // Rendered here, not by the group: the status is the dialect's.
+            let mut r = error.render(&Format::Json);
+            *r.status_mut() = StatusCode::FORBIDDEN;
+            r
+        }
+        _ => error.into_response(),
+    };
+    response
+        .headers_mut()
+        .insert(X_CLOAKROOM_LINK, HeaderValue::from_static(code));
     Ok(response)
 }
 
@@ -461,6 +618,11 @@ fn decide(
 /// method of the request asked about is in `X-Original-Method` or `X-Forwarded-Method`.
 /// Authelia's `/api/authz/auth-request`, `/api/authz/forward-auth` and `/api/verify` are this
 /// same endpoint.
+///
+/// A forwarded URL that carries a `cloakroom_link` parameter (a download link from
+/// `POST /api/links`) is decided by the link alone, session or not: a `GET` or `HEAD` of
+/// exactly the URL it was made for is let through as its maker, with `"link": true` in the
+/// service JWT; anything else is refused with `X-Cloakroom-Link` saying why.
 #[utoipa::path(get, path = "/auth/verify", tag = "forward-auth",
     params(ForwardingHeaders),
     security((), ("session_cookie" = [])),
@@ -472,8 +634,12 @@ fn decide(
 pub(crate) async fn verify(
     State(state): State<AppState>,
     Checked(fwd): Checked,
+    ClientAddr(ip): ClientAddr,
     session: Option<Session>,
 ) -> Result<Response, WebError> {
+    if let Some(answer) = by_link(&state, &fwd, ip, StatusCode::OK).await {
+        return answer;
+    }
     decide(&state, &fwd, session, StatusCode::OK)
 }
 
@@ -491,8 +657,12 @@ pub(crate) async fn verify(
 pub(crate) async fn oauth2_auth(
     State(state): State<AppState>,
     Checked(fwd): Checked,
+    ClientAddr(ip): ClientAddr,
     session: Option<Session>,
 ) -> Result<Response, WebError> {
+    if let Some(answer) = by_link(&state, &fwd, ip, StatusCode::ACCEPTED).await {
+        return answer;
+    }
     decide(&state, &fwd, session, StatusCode::ACCEPTED)
 }
 
@@ -721,6 +891,7 @@ mod tests {
             method: m.to_owned(),
             url: Some(url::Url::parse("https://app.example.com/x").unwrap()),
             app_origin: Origin::parse("https://app.example.com").ok(),
+            target: Some("/x".to_owned()),
             accepts_html: false,
         };
         assert!(

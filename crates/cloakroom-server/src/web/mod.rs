@@ -76,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/sessions/{id}", delete(api::revoke))
         .route("/api/password", post(api::change_password))
         .route("/api/account", delete(api::delete_account))
+        .route("/api/links", post(api::create_link))
         .layer(layer.clone())
         // Outside the session layer, so that its refusals are rendered too.
         .layer(middleware::map_response(|r| render(Format::Json, r)));

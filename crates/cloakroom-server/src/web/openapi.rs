@@ -35,7 +35,7 @@ use crate::web::{api, forward, ops};
         \"message\": \"…\"}`; each response lists the codes it can hold."),
     paths(
         api::signup, api::login, api::logout, api::current, api::sessions, api::revoke,
-        api::revoke_others, api::change_password, api::delete_account,
+        api::revoke_others, api::change_password, api::delete_account, api::create_link,
         forward::verify, forward::oauth2_auth, forward::oauth2_sign_in, forward::oauth2_sign_out,
         forward::oauth2_sign_out_confirmed, forward::oauth2_userinfo,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::jwks,
@@ -47,6 +47,8 @@ use crate::web::{api, forward, ops};
     tags(
         (name = "sessions", description = "Sign in and out; your devices"),
         (name = "accounts", description = "Sign up; change the password; delete the account"),
+        (name = "links", description = "Download links: one exact URL of an app behind the proxy, \
+            fetchable without a session, once or until it expires"),
         (name = "forward-auth", description = "The decision a reverse proxy asks for before letting a request through: \
             Cloakroom's own endpoint and Authelia's"),
         (name = "oauth2-proxy", description = "oauth2-proxy's endpoints, for proxies configured for it"),
@@ -252,6 +254,31 @@ const OWN: &[(&str, &[Refusal])] = &[
             BUSY,
         ],
     ),
+    (
+        "create_link",
+        &[
+            refusal(
+                400,
+                &["invalid_url", "invalid_ttl"],
+                "The URL cannot be shared as a link (`invalid_url`: not an absolute http(s) URL, \
+                 a `#fragment`, a `.` or `..` path segment — plain or percent-encoded —, an \
+                 encoded `/` or `\\`, `//`, credentials, or a `cloakroom_link` parameter of \
+                 its own), or `ttl_seconds` is 0 or over 3600 (`invalid_ttl`).",
+            ),
+            refusal(
+                403,
+                &["origin_not_allowed"],
+                "The URL's origin is not one of the protected apps (`app_origins`, or the \
+                 public URL's own).",
+            ),
+            refusal(
+                503,
+                &["store_unavailable", "link_signing_failed"],
+                "The session store could not tell the user's revocation epoch, or the link \
+                 could not be signed.",
+            ),
+        ],
+    ),
     ("verify", FORWARD_AUTH),
     ("oauth2_auth", FORWARD_AUTH),
     (
@@ -286,6 +313,43 @@ const FORWARD_AUTH: &[Refusal] = &[
         503,
         &["forward_auth"],
         "The service JWT could not be issued.",
+    ),
+    // A request whose URL carries `cloakroom_link` is decided by the link alone.
+    refusal(
+        400,
+        &["invalid_link"],
+        "The forwarded URL carries a `cloakroom_link` that is not a download link of this \
+         Cloakroom (garbage, truncated, over 4 KiB, another token type or algorithm, a bad \
+         signature), or a URL that cannot carry one (a `..` in its path, plain or \
+         percent-encoded; two link parameters). `X-Cloakroom-Link: invalid_link`.",
+    ),
+    refusal(
+        403,
+        &[
+            "link_not_for_this_request",
+            "invalid_link",
+            "link_expired",
+            "link_revoked",
+            "link_used",
+        ],
+        "A genuine link, but for another URL or for a method other than `GET` and `HEAD` \
+         (`link_not_for_this_request`). In nginx's dialect (`X-Original-URL`) every link \
+         refusal is 403, since `auth_request` passes no other refusal on: the code is in the \
+         body and in `X-Cloakroom-Link`, which the example configuration turns back into 400 \
+         or 410 for the client.",
+    ),
+    refusal(
+        410,
+        &["link_used", "link_expired", "link_revoked"],
+        "The link was good and is no more: a single-use link used already (`link_used`), past \
+         its expiry (`link_expired`), or withdrawn (`link_revoked`: its maker signed out \
+         everywhere, changed the password, or the account is disabled or gone). \
+         `X-Cloakroom-Link` holds the code.",
+    ),
+    refusal(
+        503,
+        &["store_unavailable"],
+        "A store could not tell whether the link is still good: it is refused (fail closed).",
     ),
 ];
 

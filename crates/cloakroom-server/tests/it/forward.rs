@@ -45,7 +45,7 @@ fn traefik_style<'a>(
     }
 }
 
-fn verifier(s: &TestServer, audience: &str) -> Verifier {
+pub fn verifier(s: &TestServer, audience: &str) -> Verifier {
     Verifier::new(
         VerifierConfig::new(
             &format!("{}/.well-known/jwks.json", s.base),

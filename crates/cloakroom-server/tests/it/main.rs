@@ -18,6 +18,7 @@ mod forward;
 mod hardening;
 mod input;
 mod leaving;
+mod links;
 mod mail;
 mod messages;
 mod openapi;

@@ -519,6 +519,102 @@ async fn documented_answers_match_real_ones() {
         r.assert(status);
     }
 
+    // Download links: made by the API, opened and refused by forward auth in both dialects.
+    let report = "https://app.example.com/files/report.pdf";
+    for (body, status, code) in [
+        (json!({ "url": report }), 201, ""),
+        (
+            json!({ "url": report, "ttl_seconds": 0 }),
+            400,
+            "invalid_ttl",
+        ),
+        (
+            json!({ "url": "https://app.example.com/a/../b" }),
+            400,
+            "invalid_url",
+        ),
+        (
+            json!({ "url": "https://elsewhere.example/a" }),
+            403,
+            "origin_not_allowed",
+        ),
+    ] {
+        let r = ada.post_json("/api/links", &body).await;
+        doc.check("post", "/api/links", &r);
+        r.assert(status);
+        if !code.is_empty() {
+            assert_eq!(r.error_code(), code);
+        }
+    }
+    let r = s
+        .browser()
+        .post_json("/api/links", &json!({ "url": report }))
+        .await;
+    doc.check("post", "/api/links", &r);
+    assert_eq!(r.error_code(), "unauthenticated");
+    let link = |ada: &mut crate::support::Browser| {
+        let mut ada = ada.clone();
+        async move {
+            let r = ada
+                .post_json("/api/links", &json!({ "url": report, "ttl_seconds": 60 }))
+                .await;
+            r.json()["url"].as_str().unwrap().to_owned()
+        }
+    };
+    let once = link(&mut ada).await;
+    let token = once.split("cloakroom_link=").nth(1).unwrap().to_owned();
+    let forwarded = |uri: String| {
+        let mut b = s.browser();
+        async move {
+            b.req("GET", "/auth/verify")
+                .without("origin")
+                .without("sec-fetch-site")
+                .header("x-forwarded-host", "app.example.com")
+                .header("x-forwarded-proto", "https")
+                .header("x-forwarded-uri", &uri)
+                .send()
+                .await
+        }
+    };
+    let uri = format!("/files/report.pdf?cloakroom_link={token}");
+    for (uri, status, code) in [
+        (uri.clone(), 200, ""),
+        (uri.clone(), 410, "link_used"),
+        (
+            format!("/files/other.pdf?cloakroom_link={token}"),
+            403,
+            "link_not_for_this_request",
+        ),
+        (
+            "/files/report.pdf?cloakroom_link=garbage".to_owned(),
+            400,
+            "invalid_link",
+        ),
+    ] {
+        let r = forwarded(uri).await;
+        doc.check("get", "/auth/verify", &r);
+        r.assert(status);
+        if !code.is_empty() {
+            assert_eq!(r.error_code(), code);
+        }
+    }
+    let r = proxy
+        .req("GET", "/oauth2/auth")
+        .without("origin")
+        .without("sec-fetch-site")
+        .header("x-original-url", &once)
+        .send()
+        .await;
+    doc.check("get", "/oauth2/auth", &r);
+    r.assert(403);
+    assert_eq!(r.error_code(), "link_used");
+    let later = link(&mut ada).await;
+    s.clock.advance(std::time::Duration::from_secs(61));
+    let token = later.split("cloakroom_link=").nth(1).unwrap();
+    let r = forwarded(format!("/files/report.pdf?cloakroom_link={token}")).await;
+    doc.check("get", "/auth/verify", &r);
+    assert_eq!(r.error_code(), "link_expired");
+
     // oauth2-proxy's other endpoints.
     let r = ada.get("/oauth2/userinfo").await;
     doc.check("get", "/oauth2/userinfo", &r);
@@ -577,6 +673,16 @@ async fn documented_answers_match_real_ones() {
     // A store outage, and a store that hangs.
     let (s, observed) = start_observed_with(|raw| raw.request_timeout_secs = 1).await;
     let mut b = s.signed_up("dee").await;
+    let link = b
+        .post_json(
+            "/api/links",
+            &json!({ "url": "https://app.example.com/files/report.pdf" }),
+        )
+        .await
+        .json()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let hold = observed.hold_next_load();
     let r = b.get("/api/session").await;
     doc.check("get", "/api/session", &r);
@@ -596,6 +702,20 @@ async fn documented_answers_match_real_ones() {
             "{method} {path}"
         );
     }
+    let r = s
+        .browser()
+        .req("GET", "/auth/verify")
+        .without("origin")
+        .without("sec-fetch-site")
+        .header("x-original-url", &link)
+        .send()
+        .await;
+    doc.check("get", "/auth/verify", &r);
+    assert_eq!(
+        r.error_code(),
+        "store_unavailable",
+        "a link, the store down"
+    );
     let r = b.get("/readyz").await;
     doc.check("get", "/readyz", &r);
     r.assert(503);

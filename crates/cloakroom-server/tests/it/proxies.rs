@@ -285,14 +285,14 @@ async fn traefik_forward_auth_contract() {
 
 /// Which example proxy a test runs behind.
 #[derive(Clone, Copy, Debug)]
-enum Proxy {
+pub(crate) enum Proxy {
     Nginx,
     Caddy,
 }
 
 /// Cloakroom behind the example config of `proxy`, in front of the echo app; `None` when the
 /// proxy is not installed (a skip).
-async fn behind(proxy: Proxy) -> Option<(TestServer, u16, Guarded, tempfile::TempDir)> {
+pub(crate) async fn behind(proxy: Proxy) -> Option<(TestServer, u16, Guarded, tempfile::TempDir)> {
     match proxy {
         Proxy::Nginx => require("nginx", &["-v"])?,
         Proxy::Caddy => require("caddy", &["version"])?,
@@ -309,7 +309,7 @@ async fn behind(proxy: Proxy) -> Option<(TestServer, u16, Guarded, tempfile::Tem
 }
 
 /// A browser signed up as `username` through the proxy.
-async fn signed_up_through(s: &TestServer, proxy_port: u16, username: &str) -> Browser {
+pub(crate) async fn signed_up_through(s: &TestServer, proxy_port: u16, username: &str) -> Browser {
     let mut b = through(s, proxy_port);
     b.post_json(
         "/api/signup",

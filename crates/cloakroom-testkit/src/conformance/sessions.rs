@@ -10,9 +10,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cloakroom_core::link::LinkId;
 use cloakroom_core::{
-    AuthMethod, Clock, Lifetime, ManualClock, NewSession, Policy, SaveOutcome, SessionHandle,
-    SessionManager, SessionStore, SessionToken, StoreError, UpdateError, UserId, ValidationError,
+    AuthMethod, Clock, DeleteScope, IssuedSession, Lifetime, ManualClock, NewSession, Policy,
+    SaveOutcome, SessionHandle, SessionManager, SessionStore, SessionToken, StoreError,
+    UpdateError, UserId, ValidationError,
 };
 
 use super::{issue, user};
@@ -68,7 +70,11 @@ macro_rules! conformance_suite {
                 ten_thousand_sessions_for_one_user,
                 raw_token_never_appears_in_stored_data,
                 two_managers_share_revocation,
-                change_generation_moves_on_every_change
+                change_generation_moves_on_every_change,
+                consumed_links_are_used_once,
+                concurrent_uses_of_a_link_have_one_winner,
+                consumed_links_disappear_after_expiry,
+                revocation_epoch_moves_with_every_revoke_all
             );
         }
     };
@@ -785,6 +791,159 @@ pub async fn change_generation_moves_on_every_change(h: &impl Harness) {
         "delete_for_user",
         store.change_generation().await.expect("generation"),
     );
+}
+
+/// A single-use link's record: the first `consume_link` wins, every later one (of that id)
+/// loses, and other ids are unaffected.
+pub async fn consumed_links_are_used_once(h: &impl Harness) {
+    let (store, _, clock) = setup(h);
+    let expires = clock.now().saturating_add(Duration::from_secs(600));
+    let (a, b) = (LinkId::generate(), LinkId::generate());
+    assert!(store.consume_link(&a, expires).await.expect("consume"));
+    assert!(!store.consume_link(&a, expires).await.expect("again"));
+    // Even with another expiry: a record is never replaced.
+    let later = expires.saturating_add(Duration::from_secs(3600));
+    assert!(
+        !store
+            .consume_link(&a, later)
+            .await
+            .expect("again, later expiry")
+    );
+    assert!(store.consume_link(&b, expires).await.expect("another link"));
+    // A purge before the expiry keeps the records.
+    store.purge_expired(clock.now()).await.expect("purge");
+    assert!(!store.consume_link(&a, expires).await.expect("after purge"));
+}
+
+/// Many instances present one single-use link at once: exactly one is told it was first.
+pub async fn concurrent_uses_of_a_link_have_one_winner(h: &impl Harness) {
+    const N: usize = 32;
+    let (store, _, clock) = setup(h);
+    let expires = clock.now().saturating_add(Duration::from_secs(600));
+    for _ in 0..3 {
+        let id = LinkId::generate();
+        let barrier = Arc::new(tokio::sync::Barrier::new(N));
+        let tasks: Vec<_> = (0..N)
+            .map(|_| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.consume_link(&id, expires).await.expect("consume")
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for t in tasks {
+            winners += usize::from(t.await.expect("task"));
+        }
+        assert_eq!(
+            winners, 1,
+            "{winners} of {N} concurrent uses were told they were first"
+        );
+    }
+}
+
+/// A consumed link's record is kept while the link lives and gone once it has expired and the
+/// store was purged: nothing of it is left in the backend.
+pub async fn consumed_links_disappear_after_expiry(h: &impl Harness) {
+    let (store, _, clock) = setup(h);
+    let short = LinkId::generate();
+    let long = LinkId::generate();
+    let soon = clock.now().saturating_add(Duration::from_secs(5));
+    let later = clock.now().saturating_add(Duration::from_secs(3600));
+    assert!(store.consume_link(&short, soon).await.expect("consume"));
+    assert!(store.consume_link(&long, later).await.expect("consume"));
+    let dump = h.dump().await;
+    // However the backend writes the id: raw, base64url (a Redis key) or hex (a SQL dump).
+    let traces = |id: &LinkId| {
+        [
+            id.as_bytes().to_vec(),
+            id.to_string().into_bytes(),
+            hex(id.as_bytes()).into_bytes(),
+        ]
+    };
+    assert!(
+        traces(&short).iter().any(|t| contains(&dump, t)),
+        "the harness's dump does not show consumed links"
+    );
+    clock.advance(Duration::from_secs(6));
+    store.purge_expired(clock.now()).await.expect("purge");
+    let dump = h.dump().await;
+    for t in traces(&short) {
+        assert!(
+            !contains(&dump, &t),
+            "an expired link's record is still stored"
+        );
+    }
+    assert!(
+        traces(&long).iter().any(|t| contains(&dump, t)),
+        "a live link's record was purged"
+    );
+    assert!(!store.consume_link(&long, later).await.expect("live one"));
+}
+
+/// Every revoke-all moves the user's revocation epoch on — in either scope, with or without
+/// sessions — and nothing else does.
+pub async fn revocation_epoch_moves_with_every_revoke_all(h: &impl Harness) {
+    let (store, manager, _) = setup(h);
+    let (alice, bob) = (user("alice"), user("bob"));
+    let epoch = |u: UserId| {
+        let store = store.clone();
+        async move { store.revocation_epoch(&u).await.expect("epoch") }
+    };
+    assert_eq!(epoch(alice.clone()).await, 0, "never revoked");
+    // Sign-ins, updates, rotations and single sign-outs leave it alone.
+    let a = issue(&manager, &alice).await;
+    let b = issue(&manager, &alice).await;
+    let rotated = saved_then_rotated(&store, &manager, &a).await;
+    manager.revoke(&b.session.id).await.expect("revoke one");
+    assert_eq!(epoch(alice.clone()).await, 0, "moved without a revoke-all");
+    // "Log out of all other devices" moves it.
+    store
+        .delete_for_user(&alice, DeleteScope::AllExcept(&rotated.session.id))
+        .await
+        .expect("revoke others");
+    let first = epoch(alice.clone()).await;
+    assert!(first > 0, "a revoke-others did not move the epoch");
+    // "Log out everywhere" moves it again, and so does one with nothing left to end.
+    manager
+        .revoke_all_for_user(&alice, None)
+        .await
+        .expect("revoke all");
+    let second = epoch(alice.clone()).await;
+    assert!(second > first, "a revoke-all did not move the epoch");
+    manager
+        .revoke_all_for_user(&alice, None)
+        .await
+        .expect("revoke all, no sessions");
+    assert!(
+        epoch(alice.clone()).await > second,
+        "a revoke-all without sessions did not move the epoch"
+    );
+    assert_eq!(
+        epoch(bob).await,
+        0,
+        "another user's revocations moved bob's epoch"
+    );
+}
+
+/// `issued` after a data update (a save) and a rotation.
+async fn saved_then_rotated(
+    store: &Arc<dyn SessionStore>,
+    manager: &SessionManager,
+    issued: &IssuedSession,
+) -> IssuedSession {
+    manager
+        .update_data(&issued.session.id, |d| d.insert("k", &1))
+        .await
+        .expect("update")
+        .expect("small");
+    let current = store
+        .load(&issued.session.id)
+        .await
+        .expect("load")
+        .expect("present");
+    manager.rotate(&current).await.expect("rotate")
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
