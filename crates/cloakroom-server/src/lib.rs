@@ -18,13 +18,16 @@
 //!   kind Cloakroom issues. A new token kind goes here.
 //! * [`cli`] — the `cloakroom` command and its admin operations.
 //! * [`config`] — settings from defaults, a TOML file, `CLOAKROOM_*` variables and flags.
+//! * `oidc/` — OpenID providers (`[[oidc]]`): their configuration, checked at start-up. The
+//!   sign-in flow that will use them is not built yet.
 //! * `state.rs` — [`AppState`], opened from the settings; `server.rs` — [`Server`];
 //!   `data_dir.rs` — the data directory: its database, its lock ([`DataDirLock`]).
 //!
 //! [`app`] builds the whole router from an [`AppState`], so tests drive the real thing on
 //! port 0; [`Server`] adds binding, background upkeep and graceful shutdown.
 //!
-//! What it deliberately does not do (yet): send mail, federate logins (OIDC), or share
+//! What it deliberately does not do (yet): send mail, federate logins (OIDC: providers are
+//! configured and checked, the flow is not built), or share
 //! throttling counters across instances.
 
 mod accounts;
@@ -34,6 +37,7 @@ mod data_dir;
 mod error_chain;
 mod events;
 mod metrics;
+mod oidc;
 mod server;
 mod state;
 pub mod tokens;
