@@ -133,6 +133,21 @@ pub struct Account {
     pub display_name: Option<String>,
 }
 
+/// An identity at an OpenID provider, linked to an account: the provider's `(iss, sub)` pair,
+/// which is the only stable name an OpenID Connect identity has (an email address can change
+/// hands; `sub` is never reassigned within an issuer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedIdentity {
+    /// The provider's issuer URL, exactly as its ID tokens' `iss` spell it.
+    pub issuer: String,
+    /// The provider's `sub` for this person.
+    pub subject: String,
+    /// The account it signs in to.
+    pub account: UserId,
+    /// When it was linked.
+    pub linked_at: Timestamp,
+}
+
 /// Length of an encoded [`InviteCode`]: 32 bytes in base64url without padding.
 pub const INVITE_CODE_LEN: usize = TOKEN_LEN;
 
@@ -231,6 +246,9 @@ pub enum AccountError {
     /// someone probing codes.
     #[error("the invitation is not valid")]
     InvalidInvite,
+    /// This provider identity (issuer and subject) is already linked to an account.
+    #[error("this identity is already linked to an account")]
+    IdentityTaken,
     /// The store failed; see [`StoreError`].
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -287,6 +305,8 @@ pub trait AccountStore: Send + Sync + fmt::Debug + 'static {
     ///   the new account.
     /// * An invitation the account was created with stays used — deleting an account never
     ///   gives its invitation back — but no longer names the account.
+    /// * Its linked provider identities go with it: signing in with one of them afterwards
+    ///   finds no account.
     /// * The store does not touch sessions: ending them (first, so that no session outlives
     ///   its account) is the caller's job.
     async fn delete(&self, id: &UserId) -> Result<bool, StoreError>;
@@ -318,6 +338,40 @@ pub trait AccountStore: Send + Sync + fmt::Debug + 'static {
         account: &Account,
         now: Timestamp,
     ) -> Result<(), AccountError>;
+
+    /// Links a provider identity to the existing account `identity.account`. Fails with
+    /// [`AccountError::IdentityTaken`] if `(issuer, subject)` is linked already, to this
+    /// account or another (atomically: of concurrent links of one identity at most one
+    /// succeeds). An account may have any number of identities.
+    async fn link_identity(&self, identity: &LinkedIdentity) -> Result<(), AccountError>;
+
+    /// Creates `account` and links `identity` to it (whose `account` must be `account.id`),
+    /// both or neither: [`AccountError::UsernameTaken`] or [`AccountError::IdentityTaken`]
+    /// leave the store as it was. A first sign-in through a provider can therefore never
+    /// leave an account that no identity signs in to, even when two such sign-ins race.
+    async fn create_with_identity(
+        &self,
+        account: &Account,
+        identity: &LinkedIdentity,
+    ) -> Result<(), AccountError>;
+
+    /// The account `(issuer, subject)` is linked to, if any. Issuer and subject compare
+    /// exactly (byte for byte), as OpenID Connect compares them.
+    async fn by_identity(&self, issuer: &str, subject: &str)
+    -> Result<Option<Account>, StoreError>;
+
+    /// The identities linked to `account`, oldest link first.
+    async fn identities(&self, account: &UserId) -> Result<Vec<LinkedIdentity>, StoreError>;
+
+    /// Removes the link `(issuer, subject)` from `account`. Returns whether it was linked to
+    /// that account (a link to another account is left alone). Whether the account keeps a
+    /// way to sign in is the caller's rule, not the store's.
+    async fn unlink_identity(
+        &self,
+        account: &UserId,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Whether the backend is reachable.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use cloakroom_core::accounts::{
-    Account, AccountError, AccountStore, InviteHash, PasswordHash, Username,
+    Account, AccountError, AccountStore, InviteHash, LinkedIdentity, PasswordHash, Username,
 };
 use cloakroom_core::{StoreError, Timestamp, UserId};
 use tokio_postgres::Row;
@@ -22,6 +22,7 @@ pub struct PostgresAccounts {
     store: PostgresStore,
     table: String,
     invites: String,
+    identities: String,
 }
 
 impl PostgresAccounts {
@@ -29,10 +30,12 @@ impl PostgresAccounts {
     pub fn new(store: PostgresStore) -> Self {
         let table = format!("{}.accounts", quoted(store.schema()));
         let invites = format!("{}.invites", quoted(store.schema()));
+        let identities = format!("{}.linked_identities", quoted(store.schema()));
         Self {
             store,
             table,
             invites,
+            identities,
         }
     }
 }
@@ -45,6 +48,48 @@ impl PostgresAccounts {
             "INSERT INTO {} ({COLUMNS}, username_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (username_key) DO NOTHING",
             self.table
+        )
+    }
+
+    /// Runs `claim` (a statement that must change one row: an invitation marked used, an
+    /// identity linked) and then inserts `a`, in one transaction. If the claim changes
+    /// nothing the answer is `refused`, if the username is taken `UsernameTaken`; either way
+    /// the transaction rolls back and the store is as it was.
+    async fn claim_and_create(
+        &self,
+        claim: &str,
+        params: &[&(dyn ToSql + Sync)],
+        refused: AccountError,
+        a: &Account,
+    ) -> Result<(), AccountError> {
+        let insert = self.insert_sql();
+        let row = InsertRow::new(a);
+        self.store
+            .with_client(|mut client| async move {
+                let tx = client.transaction().await.map_err(db_error)?;
+                let stmt = tx.prepare_cached(claim).await.map_err(db_error)?;
+                if tx.execute(&stmt, params).await.map_err(db_error)? == 0 {
+                    tx.rollback().await.map_err(db_error)?;
+                    return Ok(Err(refused));
+                }
+                let stmt = tx.prepare_cached(&insert).await.map_err(db_error)?;
+                if tx.execute(&stmt, &row.params()).await.map_err(db_error)? == 0 {
+                    tx.rollback().await.map_err(db_error)?;
+                    return Ok(Err(AccountError::UsernameTaken));
+                }
+                tx.commit().await.map_err(db_error)?;
+                Ok(Ok(()))
+            })
+            .await?
+    }
+
+    /// The insert `link_identity` and `create_with_identity` share; the primary key decides
+    /// races.
+    fn insert_identity_sql(&self) -> String {
+        format!(
+            "INSERT INTO {} (issuer, subject, account_id, linked_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (issuer, subject) DO NOTHING",
+            self.identities
         )
     }
 }
@@ -205,9 +250,10 @@ impl AccountStore for PostgresAccounts {
         // together.
         let sql = format!(
             "WITH gone AS (DELETE FROM {} WHERE id = $1 RETURNING id),
-                  unmarked AS (UPDATE {} SET used_by = NULL WHERE used_by IN (SELECT id FROM gone))
+                  unmarked AS (UPDATE {} SET used_by = NULL WHERE used_by IN (SELECT id FROM gone)),
+                  unlinked AS (DELETE FROM {} WHERE account_id = $1)
              SELECT count(*) FROM gone",
-            self.table, self.invites
+            self.table, self.invites, self.identities
         );
         let rows = self.store.query(&sql, &[&id.as_str()]).await?;
         let n: i64 = rows
@@ -217,6 +263,95 @@ impl AccountStore for PostgresAccounts {
             .map_err(db_error)?
             .unwrap_or(0);
         Ok(n == 1)
+    }
+
+    async fn link_identity(&self, i: &LinkedIdentity) -> Result<(), AccountError> {
+        let n = self
+            .store
+            .execute(
+                &self.insert_identity_sql(),
+                &[
+                    &i.issuer,
+                    &i.subject,
+                    &i.account.as_str(),
+                    &i.linked_at.as_unix_millis(),
+                ],
+            )
+            .await?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(AccountError::IdentityTaken)
+        }
+    }
+
+    async fn create_with_identity(
+        &self,
+        a: &Account,
+        i: &LinkedIdentity,
+    ) -> Result<(), AccountError> {
+        // One transaction: the identity row goes in first and holds its key, so a concurrent
+        // first sign-in with the same identity waits for this one and then finds it taken.
+        let linked_at = i.linked_at.as_unix_millis();
+        self.claim_and_create(
+            &self.insert_identity_sql(),
+            &[&i.issuer, &i.subject, &i.account.as_str(), &linked_at],
+            AccountError::IdentityTaken,
+            a,
+        )
+        .await
+    }
+
+    async fn by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<Account>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} WHERE id = \
+             (SELECT account_id FROM {} WHERE issuer = $1 AND subject = $2)",
+            self.table, self.identities
+        );
+        let rows = self.store.query(&sql, &[&issuer, &subject]).await?;
+        rows.first().map(read_row).transpose()
+    }
+
+    async fn identities(&self, account: &UserId) -> Result<Vec<LinkedIdentity>, StoreError> {
+        let sql = format!(
+            "SELECT issuer, subject, linked_at FROM {} WHERE account_id = $1 \
+             ORDER BY linked_at, issuer, subject",
+            self.identities
+        );
+        self.store
+            .query(&sql, &[&account.as_str()])
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(LinkedIdentity {
+                    issuer: row.try_get(0).map_err(db_error)?,
+                    subject: row.try_get(1).map_err(db_error)?,
+                    account: account.clone(),
+                    linked_at: Timestamp::from_unix_millis(row.try_get(2).map_err(db_error)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn unlink_identity(
+        &self,
+        account: &UserId,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "DELETE FROM {} WHERE issuer = $1 AND subject = $2 AND account_id = $3",
+            self.identities
+        );
+        Ok(self
+            .store
+            .execute(&sql, &[&issuer, &subject, &account.as_str()])
+            .await?
+            == 1)
     }
 
     async fn create_invite(
@@ -257,31 +392,14 @@ impl AccountStore for PostgresAccounts {
              WHERE hash = $1 AND used_at IS NULL AND expires_at > $2",
             self.invites
         );
-        let insert = self.insert_sql();
-        let row = InsertRow::new(a);
-        self.store
-            .with_client(|mut client| async move {
-                let tx = client.transaction().await.map_err(db_error)?;
-                let stmt = tx.prepare_cached(&redeem).await.map_err(db_error)?;
-                let now = now.as_unix_millis();
-                let used = tx
-                    .execute(&stmt, &[&&hash.as_bytes()[..], &now, &a.id.as_str()])
-                    .await
-                    .map_err(db_error)?;
-                if used == 0 {
-                    tx.rollback().await.map_err(db_error)?;
-                    return Ok(Err(AccountError::InvalidInvite));
-                }
-                let stmt = tx.prepare_cached(&insert).await.map_err(db_error)?;
-                let inserted = tx.execute(&stmt, &row.params()).await.map_err(db_error)?;
-                if inserted == 0 {
-                    tx.rollback().await.map_err(db_error)?;
-                    return Ok(Err(AccountError::UsernameTaken));
-                }
-                tx.commit().await.map_err(db_error)?;
-                Ok(Ok(()))
-            })
-            .await?
+        let now = now.as_unix_millis();
+        self.claim_and_create(
+            &redeem,
+            &[&&hash.as_bytes()[..], &now, &a.id.as_str()],
+            AccountError::InvalidInvite,
+            a,
+        )
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -95,6 +95,17 @@ const MIGRATIONS: &[&str] = &[
         user_id text PRIMARY KEY,
         epoch   bigint NOT NULL
     );",
+    // 7 (issue 13, OpenID Connect): provider identities linked to accounts. `(issuer,
+    // subject)` is the identity's only stable name, compared byte for byte. A step of its
+    // own, so that branches adding other tables can be renumbered around it.
+    "CREATE TABLE {s}.linked_identities (
+        issuer     text NOT NULL,
+        subject    text NOT NULL,
+        account_id text NOT NULL,
+        linked_at  bigint NOT NULL,
+        PRIMARY KEY (issuer, subject)
+    );
+    CREATE INDEX linked_identities_by_account ON {s}.linked_identities (account_id, linked_at);",
 ];
 
 /// A schema that a newer build migrated.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use cloakroom_core::origin::Origin;
 use cloakroom_core::{Lifetime, Policy};
 
+pub use crate::oidc::provider::{OidcProvider, OidcProviderConfig};
 pub use crate::tokens::keys::KeyAlgorithm;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -145,6 +146,11 @@ impl std::fmt::Debug for SecretUrl {
 /// table (`[branding]` with `name = …`), whose entries are spelled `CLOAKROOM_BRANDING_NAME`
 /// and `--branding-name`, and listed in [`SETTINGS`] as `branding.name`. Related settings
 /// that only mean something together read better grouped in a file.
+///
+/// Last, `lists { name: Vec<Entry>; }`: arrays of tables (`[[oidc]]`), read from the file
+/// only. An entry is several values that only mean something together and there may be any
+/// number of them, which neither one variable nor one flag can spell; they are not in
+/// [`SETTINGS`], and the example file documents them under their own test.
 macro_rules! settings {
     (
         $(
@@ -164,6 +170,14 @@ macro_rules! settings {
                 )*
             }
         )*
+        $(
+            lists {
+                $(
+                    $(#[doc = $ldoc:literal])*
+                    $list:ident : Vec<$Entry:ty> ;
+                )*
+            }
+        )?
     ) => {
         /// Raw configuration, as files, environment and flags spell it. Every field has a
         /// default.
@@ -172,6 +186,7 @@ macro_rules! settings {
         pub struct RawConfig {
             $( $(#[doc = $doc])* pub $name: $ty, )*
             $( $(#[doc = $tdoc])* pub $table: $Table, )*
+            $($( $(#[doc = $ldoc])* pub $list: Vec<$Entry>, )*)?
         }
 
         impl Default for RawConfig {
@@ -179,6 +194,7 @@ macro_rules! settings {
                 Self {
                     $( $name: $default, )*
                     $( $table: $Table::default(), )*
+                    $($( $list: Vec::new(), )*)?
                 }
             }
         }
@@ -244,6 +260,9 @@ macro_rules! settings {
             $( (stringify!($name), $sample), )*
             $( $( (concat!(stringify!($table), ".", stringify!($field)), $fsample), )* )*
         ];
+
+        /// The arrays of tables (`[[oidc]]`): file-only, so not in [`SETTINGS`].
+        pub const LISTS: &[&str] = &[ $($( stringify!($list), )*)? ];
     };
 }
 
@@ -382,6 +401,10 @@ settings! {
     /// cookie then travels in clear text (and browsers refuse `__Host-` cookies over it).
     danger_allow_http: bool = false, sample "true",
         #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
+    /// A first sign-in through an OpenID provider (`[[oidc]]`) with an identity no account is
+    /// linked to creates an account; `false`: it is refused with a page saying so.
+    oidc_signup: bool = true, sample "false",
+        #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
 
     [
         /// How the pages look, so they fit the site they protect: `[branding]` in a file.
@@ -398,6 +421,11 @@ settings! {
         /// not start without it) and served at `/static/branding.css`.
         css_file: Option<PathBuf> = None, sample r#""/etc/cloakroom/branding.css""#,
             #[arg(num_args = 1, value_name = "FILE")];
+    }
+
+    lists {
+        /// OpenID providers to sign in with (`[[oidc]]` tables; see [`OidcProviderConfig`]).
+        oidc: Vec<OidcProviderConfig>;
     }
 }
 
@@ -641,6 +669,10 @@ pub struct Settings {
     pub password_reset_ttl: Duration,
     /// How the pages look.
     pub branding: BrandingSettings,
+    /// OpenID providers, in the order the file lists them (the login page's order).
+    pub oidc: Vec<OidcProvider>,
+    /// Whether a first OpenID sign-in creates an account.
+    pub oidc_signup: bool,
 }
 
 /// The checked `[branding]` settings.
@@ -757,6 +789,7 @@ pub fn unknown_environment() -> Vec<String> {
                 setting_of_env(rest).is_none()
                     && !matches!(rest, "CONFIG" | "LOG" | "REQUIRE_SERVICES")
                     && !rest.starts_with("TEST_")
+                    && !crate::oidc::provider::is_secret_variable(rest)
             })
         })
         .collect()
@@ -1016,6 +1049,9 @@ impl RawConfig {
             signup_limit_per_network: self.signup_limit_per_network,
             metrics_listen,
             branding: self.branding.checked()?,
+            oidc: crate::oidc::provider::check_all(&self.oidc, &|name| std::env::var(name).ok())
+                .map_err(|e| invalid("oidc", e))?,
+            oidc_signup: self.oidc_signup,
             mail,
             password_reset_ttl: Duration::from_secs(self.password_reset_ttl_secs),
         })
@@ -1163,6 +1199,36 @@ mod tests {
         }
         // Every value shown is one the server accepts.
         from_toml(&uncommented).settings().unwrap();
+    }
+
+    /// `[[oidc]]` is not in `SETTINGS` (a list of tables has no variable or flag); the example
+    /// file still documents it, and its commented example is one the server accepts.
+    #[test]
+    fn the_example_file_documents_oidc_providers() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/cloakroom.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let block: String = text
+            .lines()
+            .skip_while(|l| *l != "#[[oidc]]")
+            .take_while(|l| l.starts_with('#') && !l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[1..]))
+            .collect();
+        assert!(
+            block.starts_with("[[oidc]]"),
+            "{path} shows an [[oidc]] table"
+        );
+        let raw = from_toml(&block);
+        assert_eq!(raw.oidc.len(), 1);
+        let fields = serde_json::to_value(&raw.oidc[0]).unwrap();
+        for field in fields.as_object().unwrap().keys() {
+            assert!(block.contains(&format!("\n{field} = ")), "{field} is shown");
+        }
+        // The secret file it names does not exist here; without it the table is accepted.
+        let mut raw = raw;
+        raw.oidc[0].client_secret_file = None;
+        let s = raw.settings().unwrap();
+        assert_eq!(s.oidc[0].display_name, "Google");
+        assert!(text.contains("CLOAKROOM_OIDC_GOOGLE_CLIENT_SECRET"));
     }
 
     #[test]

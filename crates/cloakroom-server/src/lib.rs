@@ -19,14 +19,17 @@
 //! * [`mail`] — outgoing mail: templates, the outbox's sender, SMTP or the log.
 //! * [`cli`] — the `cloakroom` command and its admin operations.
 //! * [`config`] — settings from defaults, a TOML file, `CLOAKROOM_*` variables and flags.
+//! * `oidc/` — OpenID providers (`[[oidc]]`): their configuration, checked at start-up. The
+//!   sign-in flow that will use them is not built yet.
 //! * `state.rs` — [`AppState`], opened from the settings; `server.rs` — [`Server`];
 //!   `data_dir.rs` — the data directory: its database, its lock ([`DataDirLock`]).
 //!
 //! [`app`] builds the whole router from an [`AppState`], so tests drive the real thing on
 //! port 0; [`Server`] adds binding, background upkeep and graceful shutdown.
 //!
-//! What it deliberately does not do (yet): federate logins (OIDC), or share throttling
-//! counters across instances.
+//! What it deliberately does not do (yet): federate logins (OIDC: providers are
+//! configured and checked, the flow is not built), or share
+//! throttling counters across instances.
 
 mod accounts;
 pub mod cli;
@@ -36,6 +39,7 @@ mod error_chain;
 mod events;
 pub mod mail;
 mod metrics;
+mod oidc;
 mod server;
 mod state;
 pub mod tokens;

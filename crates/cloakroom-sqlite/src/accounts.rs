@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use cloakroom_core::accounts::{
-    Account, AccountError, AccountStore, InviteHash, PasswordHash, Username,
+    Account, AccountError, AccountStore, InviteHash, LinkedIdentity, PasswordHash, Username,
 };
 use cloakroom_core::{StoreError, Timestamp, UserId};
 use rusqlite::{OptionalExtension, Row, params};
@@ -67,6 +67,22 @@ fn insert(conn: &rusqlite::Connection, a: &Account) -> rusqlite::Result<bool> {
         a.email,
         a.display_name,
         a.username.key(),
+    ])
+    .map(|n| n == 1)
+}
+
+/// The insert [`AccountStore::link_identity`] and [`AccountStore::create_with_identity`]
+/// share; the primary key decides races. Returns whether the row went in.
+fn insert_identity(conn: &rusqlite::Connection, i: &LinkedIdentity) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "INSERT INTO linked_identities (issuer, subject, account_id, linked_at)
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (issuer, subject) DO NOTHING",
+    )?
+    .execute(params![
+        i.issuer,
+        i.subject,
+        i.account.as_str(),
+        i.linked_at.as_unix_millis()
     ])
     .map(|n| n == 1)
 }
@@ -208,9 +224,124 @@ impl AccountStore for SqliteAccounts {
                 // One write transaction: the invitation's mark and the account go together.
                 conn.prepare_cached("UPDATE invites SET used_by = NULL WHERE used_by = ?1")?
                     .execute([&id])?;
+                conn.prepare_cached("DELETE FROM linked_identities WHERE account_id = ?1")?
+                    .execute([&id])?;
                 conn.prepare_cached("DELETE FROM accounts WHERE id = ?1")?
                     .execute([&id])
                     .map(|n| n == 1)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn link_identity(&self, identity: &LinkedIdentity) -> Result<(), AccountError> {
+        let identity = identity.clone();
+        let linked = self
+            .db
+            .write(move |conn| insert_identity(conn, &identity))
+            .await
+            .map_err(store_error)?;
+        if linked {
+            Ok(())
+        } else {
+            Err(AccountError::IdentityTaken)
+        }
+    }
+
+    async fn create_with_identity(
+        &self,
+        account: &Account,
+        identity: &LinkedIdentity,
+    ) -> Result<(), AccountError> {
+        let (a, identity) = (account.clone(), identity.clone());
+        self.db
+            .write(move |conn| {
+                // One write transaction (holding the database's write lock): the identity is
+                // checked before the insert, so a refusal has nothing to undo.
+                let taken = conn
+                    .prepare_cached(
+                        "SELECT 1 FROM linked_identities WHERE issuer = ?1 AND subject = ?2",
+                    )?
+                    .exists(params![identity.issuer, identity.subject])?;
+                if taken {
+                    return Ok(Err(AccountError::IdentityTaken));
+                }
+                if !insert(conn, &a)? {
+                    return Ok(Err(AccountError::UsernameTaken));
+                }
+                if insert_identity(conn, &identity)? {
+                    Ok(Ok(()))
+                } else {
+                    // Cannot happen under the write lock; failing rolls the insert back.
+                    Err(rusqlite::Error::StatementChangedRows(0))
+                }
+            })
+            .await
+            .map_err(store_error)?
+    }
+
+    async fn by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<Account>, StoreError> {
+        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
+        let row = self
+            .db
+            .read(move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM accounts WHERE id = (SELECT account_id FROM \
+                     linked_identities WHERE issuer = ?1 AND subject = ?2)"
+                ))?
+                .query_row([issuer, subject], read_row)
+                .optional()
+            })
+            .await
+            .map_err(store_error)?;
+        row.map(decoded).transpose()
+    }
+
+    async fn identities(&self, account: &UserId) -> Result<Vec<LinkedIdentity>, StoreError> {
+        let id = account.clone();
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT issuer, subject, linked_at FROM linked_identities \
+                     WHERE account_id = ?1 ORDER BY linked_at, issuer, subject",
+                )?
+                .query_map([id.as_str()], |row| {
+                    Ok(LinkedIdentity {
+                        issuer: row.get(0)?,
+                        subject: row.get(1)?,
+                        account: id.clone(),
+                        linked_at: Timestamp::from_unix_millis(row.get(2)?),
+                    })
+                })?
+                .collect()
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn unlink_identity(
+        &self,
+        account: &UserId,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError> {
+        let (id, issuer, subject) = (
+            account.as_str().to_owned(),
+            issuer.to_owned(),
+            subject.to_owned(),
+        );
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "DELETE FROM linked_identities \
+                     WHERE issuer = ?1 AND subject = ?2 AND account_id = ?3",
+                )?
+                .execute([issuer, subject, id])
+                .map(|n| n == 1)
             })
             .await
             .map_err(store_error)

@@ -92,6 +92,18 @@ const MIGRATIONS: &[&str] = &[
         user_id TEXT PRIMARY KEY NOT NULL,
         epoch   INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 7 (issue 13, OpenID Connect): provider identities linked to accounts. `(issuer,
+    // subject)` is the identity's only stable name; compared byte for byte (BINARY collation),
+    // as OpenID Connect compares them. A step of its own, so that branches adding other
+    // tables can be renumbered around it.
+    "CREATE TABLE linked_identities (
+        issuer     TEXT NOT NULL,
+        subject    TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        linked_at  INTEGER NOT NULL,
+        PRIMARY KEY (issuer, subject)
+    ) WITHOUT ROWID;
+    CREATE INDEX linked_identities_by_account ON linked_identities (account_id, linked_at);",
 ];
 
 /// The schema version this build writes.

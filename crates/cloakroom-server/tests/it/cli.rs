@@ -441,3 +441,45 @@ async fn configuration_mistakes_are_visible() {
         "columns line up: {starts:?}\n{out}"
     );
 }
+
+/// Issue 13: `[[oidc]]` providers are checked at start-up (an issuer over plain http is named
+/// as the problem), and a valid one is refused while the sign-in flow is not built, rather
+/// than accepted and silently ignored.
+#[test]
+fn oidc_providers_are_checked_and_not_silently_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |issuer: &str| {
+        let config = dir.path().join("cloakroom.toml");
+        std::fs::write(
+            &config,
+            format!("[[oidc]]\nid = \"corp\"\nissuer = \"{issuer}\"\nclient_id = \"c\"\n"),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env_remove("CLOAKROOM_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that accepted the table would serve for ever: give it a bound.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("the server started with [[oidc]] {issuer}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = run("http://login.example.com");
+    assert!(err.contains("`oidc`") && err.contains("https://"), "{err}");
+    let err = run("https://login.example.com");
+    assert!(err.contains("not available in this build"), "{err}");
+}

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloakroom_core::accounts::AccountStore;
+use cloakroom_core::accounts::{AccountStore, LinkedIdentity};
 use cloakroom_core::{SessionHandle, Timestamp, UserId};
 
 use super::user;
@@ -33,7 +33,10 @@ macro_rules! account_conformance_suite {
                 invites_create_one_account_each,
                 invites_expire_and_unknown_invites_are_refused,
                 invites_survive_a_taken_username,
-                invites_are_redeemed_once_even_under_concurrency
+                invites_are_redeemed_once_even_under_concurrency,
+                identities_link_to_one_account_each,
+                first_sign_ins_create_account_and_link_together,
+                identities_unlink_and_go_with_their_account
             );
         }
     };
@@ -380,4 +383,205 @@ pub async fn invites_are_redeemed_once_even_under_concurrency(h: &impl AccountHa
     }
     assert_eq!(created, 1);
     assert_eq!(store.list().await.expect("list").len(), before + 1);
+}
+
+fn identity(issuer: &str, subject: &str, account: &UserId, at: Timestamp) -> LinkedIdentity {
+    LinkedIdentity {
+        issuer: issuer.to_owned(),
+        subject: subject.to_owned(),
+        account: account.clone(),
+        linked_at: at,
+    }
+}
+
+const GOOGLE: &str = "https://accounts.google.com";
+const OTHER: &str = "https://login.example.net";
+
+/// An identity finds its account; `(issuer, subject)` is linked at most once, even under
+/// concurrency; issuer and subject compare exactly (another issuer's `sub`, or another case,
+/// is another identity); an account may have several identities, listed oldest first.
+pub async fn identities_link_to_one_account_each(h: &impl AccountHarness) {
+    use cloakroom_core::accounts::AccountError;
+    let store = h.accounts();
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let (ann, bob) = (account("ann", at), account("bob", at));
+    store.create(&ann).await.expect("create");
+    store.create(&bob).await.expect("create");
+    assert_eq!(store.by_identity(GOOGLE, "1").await.expect("lookup"), None);
+
+    let first = identity(GOOGLE, "1", &ann.id, at);
+    store.link_identity(&first).await.expect("link");
+    assert_eq!(
+        store.by_identity(GOOGLE, "1").await.expect("lookup"),
+        Some(ann.clone())
+    );
+    for (issuer, subject) in [
+        (OTHER, "1"),
+        (GOOGLE, "10"),
+        ("https://accounts.google.com/", "1"),
+    ] {
+        assert_eq!(
+            store.by_identity(issuer, subject).await.expect("lookup"),
+            None,
+            "{issuer} {subject}"
+        );
+    }
+    let err = store
+        .link_identity(&identity(GOOGLE, "1", &bob.id, at))
+        .await
+        .expect_err("taken");
+    assert!(matches!(err, AccountError::IdentityTaken), "{err:?}");
+    let err = store.link_identity(&first).await.expect_err("taken");
+    assert!(matches!(err, AccountError::IdentityTaken), "{err:?}");
+
+    let later = identity(
+        OTHER,
+        "1",
+        &ann.id,
+        Timestamp::from_unix_millis(1_700_000_000_500),
+    );
+    store
+        .link_identity(&later)
+        .await
+        .expect("a second identity");
+    assert_eq!(
+        store.identities(&ann.id).await.expect("list"),
+        vec![first, later]
+    );
+    assert_eq!(store.identities(&bob.id).await.expect("list"), vec![]);
+
+    let racers = (0..8).map(|n| {
+        let store = store.clone();
+        let to = if n % 2 == 0 {
+            ann.id.clone()
+        } else {
+            bob.id.clone()
+        };
+        tokio::spawn(async move {
+            store
+                .link_identity(&identity(GOOGLE, "raced", &to, at))
+                .await
+                .is_ok()
+        })
+    });
+    let mut won = 0;
+    for r in racers {
+        won += usize::from(r.await.expect("join"));
+    }
+    assert_eq!(won, 1, "one identity, one link");
+}
+
+/// `create_with_identity` makes the account and the link together, or neither: a taken
+/// identity creates no account, a taken username links nothing; of concurrent first sign-ins
+/// with one identity exactly one creates an account.
+pub async fn first_sign_ins_create_account_and_link_together(h: &impl AccountHarness) {
+    use cloakroom_core::accounts::{AccountError, Username};
+    let store = h.accounts();
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let cat = account("cat", at);
+    store
+        .create_with_identity(&cat, &identity(GOOGLE, "c", &cat.id, at))
+        .await
+        .expect("create");
+    assert_eq!(
+        store.by_identity(GOOGLE, "c").await.expect("lookup"),
+        Some(cat.clone())
+    );
+
+    let dan = account("dan", at);
+    let err = store
+        .create_with_identity(&dan, &identity(GOOGLE, "c", &dan.id, at))
+        .await
+        .expect_err("identity taken");
+    assert!(matches!(err, AccountError::IdentityTaken), "{err:?}");
+    let dan_name = Username::parse("dan").expect("name");
+    assert_eq!(store.by_username(&dan_name).await.expect("lookup"), None);
+
+    let cat2 = account("CAT", at);
+    let err = store
+        .create_with_identity(&cat2, &identity(GOOGLE, "c2", &cat2.id, at))
+        .await
+        .expect_err("username taken");
+    assert!(matches!(err, AccountError::UsernameTaken), "{err:?}");
+    assert_eq!(store.by_identity(GOOGLE, "c2").await.expect("lookup"), None);
+
+    let racers = (0..8).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let a = account(&format!("racer{n}"), at);
+            store
+                .create_with_identity(&a, &identity(OTHER, "same", &a.id, at))
+                .await
+                .is_ok()
+        })
+    });
+    let mut won = 0;
+    for r in racers {
+        won += usize::from(r.await.expect("join"));
+    }
+    assert_eq!(won, 1, "one identity, one account");
+    let racers_left = store
+        .list()
+        .await
+        .expect("list")
+        .iter()
+        .filter(|a| a.username.as_str().starts_with("racer"))
+        .count();
+    assert_eq!(racers_left, 1, "the losers left no account behind");
+}
+
+/// Unlinking removes only the named link of the named account; deleting an account removes
+/// its links, so its identities find nothing afterwards.
+pub async fn identities_unlink_and_go_with_their_account(h: &impl AccountHarness) {
+    let store = h.accounts();
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let (eve, fay) = (account("eve", at), account("fay", at));
+    store.create(&eve).await.expect("create");
+    store.create(&fay).await.expect("create");
+    store
+        .link_identity(&identity(GOOGLE, "e", &eve.id, at))
+        .await
+        .expect("link");
+    store
+        .link_identity(&identity(OTHER, "e", &eve.id, at))
+        .await
+        .expect("link");
+    store
+        .link_identity(&identity(GOOGLE, "f", &fay.id, at))
+        .await
+        .expect("link");
+
+    assert!(
+        !store
+            .unlink_identity(&fay.id, GOOGLE, "e")
+            .await
+            .expect("unlink"),
+        "another account's link is left alone"
+    );
+    assert!(
+        store
+            .unlink_identity(&eve.id, GOOGLE, "e")
+            .await
+            .expect("unlink")
+    );
+    assert!(
+        !store
+            .unlink_identity(&eve.id, GOOGLE, "e")
+            .await
+            .expect("unlink twice")
+    );
+    assert_eq!(store.by_identity(GOOGLE, "e").await.expect("lookup"), None);
+    assert_eq!(
+        store.by_identity(OTHER, "e").await.expect("lookup"),
+        Some(eve.clone())
+    );
+
+    assert!(store.delete(&eve.id).await.expect("delete"));
+    assert_eq!(store.by_identity(OTHER, "e").await.expect("lookup"), None);
+    assert_eq!(store.identities(&eve.id).await.expect("list"), vec![]);
+    assert_eq!(
+        store.by_identity(GOOGLE, "f").await.expect("lookup"),
+        Some(fay),
+        "another account keeps its links"
+    );
 }
