@@ -124,9 +124,8 @@ impl Sender {
         } else {
             self.policy.after_failure(attempt, now)
         };
-        self.outbox
-            .mark_failed(id, attempt, &reason, retry_at, now)
-            .await?;
+        // Said before it is recorded: whoever sees the failure in the outbox (an operator
+        // with `mail list`, or a process killed right after) finds it in the log as well.
         match retry_at {
             Some(at) => {
                 crate::metrics::mail("retry");
@@ -144,6 +143,9 @@ impl Sender {
                 );
             }
         }
+        self.outbox
+            .mark_failed(id, attempt, &reason, retry_at, now)
+            .await?;
         Ok(retry_at)
     }
 }
