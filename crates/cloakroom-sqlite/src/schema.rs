@@ -92,6 +92,10 @@ const MIGRATIONS: &[&str] = &[
         user_id TEXT PRIMARY KEY NOT NULL,
         epoch   INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 7: email verification. `email` (present since 2, never written before) is stored in
+    // its normalised form, so an index on it serves password-reset lookups by address.
+    "ALTER TABLE accounts ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX accounts_by_email ON accounts (email) WHERE email IS NOT NULL;",
 ];
 
 /// The schema version this build writes.
