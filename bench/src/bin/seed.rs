@@ -133,7 +133,13 @@ async fn create_accounts(accounts: &SqliteAccounts, users: &[BenchUser]) -> anyh
             disabled: false,
             created_at: now,
             password_changed_at: now,
-            email: Some(format!("{}@example.com", user.username)),
+            // Verified, so forward auth sends `Remote-Email` as a real deployment would.
+            email: cloakroom_core::mail::EmailAddress::parse(&format!(
+                "{}@example.com",
+                user.username
+            ))
+            .ok(),
+            email_verified: true,
             display_name: None,
         };
         match accounts.create(&account).await {

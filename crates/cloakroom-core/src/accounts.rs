@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::clock::Timestamp;
+use crate::mail::EmailAddress;
 use crate::random::random_array;
 use crate::session::UserId;
 use crate::store::StoreError;
@@ -127,8 +128,12 @@ pub struct Account {
     pub created_at: Timestamp,
     /// When the password was last set.
     pub password_changed_at: Timestamp,
-    /// An email address, if known (for `Remote-Email` in forward auth).
-    pub email: Option<String>,
+    /// An email address, if the user gave one. Mail goes to it only once it is verified,
+    /// and only a verified address reaches apps (`Remote-Email`, the service JWT).
+    pub email: Option<EmailAddress>,
+    /// Whether the owner of `email` followed a verification link sent to it. Always `false`
+    /// without an address.
+    pub email_verified: bool,
     /// A display name, if known (for `Remote-Name`).
     pub display_name: Option<String>,
 }
@@ -146,6 +151,15 @@ pub struct LinkedIdentity {
     pub account: UserId,
     /// When it was linked.
     pub linked_at: Timestamp,
+}
+
+impl Account {
+    /// The address, if it is verified: the only one mail with a link may go to, and the only
+    /// one apps are told (an unverified address is merely a claim, and an app trusting it
+    /// could be talked into treating one user as another).
+    pub fn verified_email(&self) -> Option<&EmailAddress> {
+        self.email.as_ref().filter(|_| self.email_verified)
+    }
 }
 
 /// Length of an encoded [`InviteCode`]: 32 bytes in base64url without padding.
@@ -288,6 +302,36 @@ pub trait AccountStore: Send + Sync + fmt::Debug + 'static {
         expected: &PasswordHash,
         new: &PasswordHash,
     ) -> Result<bool, StoreError>;
+
+    /// Sets (`Some`) or removes (`None`) the account's email address, and marks it
+    /// unverified in the same write, even when the address is the one it already had: a
+    /// change must never inherit the old address's verification. Returns whether the account
+    /// exists.
+    async fn set_email(
+        &self,
+        id: &UserId,
+        email: Option<&EmailAddress>,
+    ) -> Result<bool, StoreError>;
+
+    /// Marks the account's address verified, but only if it is still exactly `email` (as
+    /// [`EmailAddress`] normalises it): a verification link for an address the user has since
+    /// replaced must not verify the new one. Returns whether it was marked (also `true` if it
+    /// was already verified).
+    async fn mark_email_verified(
+        &self,
+        id: &UserId,
+        email: &EmailAddress,
+    ) -> Result<bool, StoreError>;
+
+    /// The accounts whose address is `email`, ordered by username key, verified or not
+    /// (callers decide what an unverified address may be used for).
+    ///
+    /// The comparison is on the normalised form: the domain without regard to case (as DNS
+    /// has it), the local part exactly (RFC 5321 lets a mail server tell `Bob` from `bob`,
+    /// and treating them as one could send one person's reset link to another). Addresses are
+    /// not unique: refusing a sign-up because an address is taken would tell anyone which
+    /// addresses have accounts.
+    async fn by_email(&self, email: &EmailAddress) -> Result<Vec<Account>, StoreError>;
 
     /// Disables or enables an account. Returns whether the account exists.
     async fn set_disabled(&self, id: &UserId, disabled: bool) -> Result<bool, StoreError>;

@@ -34,4 +34,8 @@ pub struct ServiceClaims {
     /// user is the link's maker, and `sid` is the link's id. Absent (false) for sessions.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub link: bool,
+    /// The user's email address, present only once the user has verified it: an app may
+    /// take it as the user's, which it could not do with an address anyone can type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }

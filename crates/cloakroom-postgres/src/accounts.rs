@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use cloakroom_core::accounts::{
     Account, AccountError, AccountStore, InviteHash, LinkedIdentity, PasswordHash, Username,
 };
+use cloakroom_core::mail::EmailAddress;
 use cloakroom_core::{StoreError, Timestamp, UserId};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -12,8 +13,7 @@ use tokio_postgres::types::ToSql;
 use crate::schema::quoted;
 use crate::store::{PostgresStore, db_error};
 
-const COLUMNS: &str =
-    "id, username, password_hash, disabled, created_at, password_changed_at, email, display_name";
+const COLUMNS: &str = "id, username, password_hash, disabled, created_at, password_changed_at, email, display_name, email_verified";
 
 /// Accounts in PostgreSQL. Built from a connected [`PostgresStore`] (whose migrations created
 /// the table), so one pool serves both.
@@ -45,7 +45,7 @@ impl PostgresAccounts {
     /// `username_key` decides races between sign-ups.
     fn insert_sql(&self) -> String {
         format!(
-            "INSERT INTO {} ({COLUMNS}, username_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            "INSERT INTO {} ({COLUMNS}, username_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (username_key) DO NOTHING",
             self.table
         )
@@ -102,8 +102,9 @@ struct InsertRow<'a> {
     disabled: bool,
     created_at: i64,
     password_changed_at: i64,
-    email: &'a Option<String>,
+    email: Option<&'a str>,
     display_name: &'a Option<String>,
+    email_verified: bool,
     key: String,
 }
 
@@ -116,13 +117,14 @@ impl<'a> InsertRow<'a> {
             disabled: a.disabled,
             created_at: a.created_at.as_unix_millis(),
             password_changed_at: a.password_changed_at.as_unix_millis(),
-            email: &a.email,
+            email: a.email.as_ref().map(EmailAddress::as_str),
             display_name: &a.display_name,
+            email_verified: a.email.is_some() && a.email_verified,
             key: a.username.key(),
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
         [
             &self.id,
             &self.username,
@@ -130,8 +132,9 @@ impl<'a> InsertRow<'a> {
             &self.disabled,
             &self.created_at,
             &self.password_changed_at,
-            self.email,
+            &self.email,
             self.display_name,
+            &self.email_verified,
             &self.key,
         ]
     }
@@ -158,8 +161,14 @@ fn read_row(row: &Row) -> Result<Account, StoreError> {
         disabled: row.try_get(3).map_err(|e| corrupt(e.to_string()))?,
         created_at: millis(4)?,
         password_changed_at: millis(5)?,
-        email: row.try_get(6).map_err(|e| corrupt(e.to_string()))?,
+        email: row
+            .try_get::<_, Option<String>>(6)
+            .map_err(|e| corrupt(e.to_string()))?
+            .map(|e| EmailAddress::parse(&e))
+            .transpose()
+            .map_err(|e| corrupt(format!("email: {e}")))?,
         display_name: row.try_get(7).map_err(|e| corrupt(e.to_string()))?,
+        email_verified: row.try_get(8).map_err(|e| corrupt(e.to_string()))?,
     })
 }
 
@@ -228,6 +237,48 @@ impl AccountStore for PostgresAccounts {
             .execute(&sql, &[&id.as_str(), &expected.expose(), &new.expose()])
             .await?
             == 1)
+    }
+
+    async fn set_email(
+        &self,
+        id: &UserId,
+        email: Option<&EmailAddress>,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE {} SET email = $2, email_verified = false WHERE id = $1",
+            self.table
+        );
+        let email = email.map(EmailAddress::as_str);
+        Ok(self.store.execute(&sql, &[&id.as_str(), &email]).await? == 1)
+    }
+
+    async fn mark_email_verified(
+        &self,
+        id: &UserId,
+        email: &EmailAddress,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE {} SET email_verified = true WHERE id = $1 AND email = $2",
+            self.table
+        );
+        Ok(self
+            .store
+            .execute(&sql, &[&id.as_str(), &email.as_str()])
+            .await?
+            == 1)
+    }
+
+    async fn by_email(&self, email: &EmailAddress) -> Result<Vec<Account>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} WHERE email = $1 ORDER BY username_key",
+            self.table
+        );
+        self.store
+            .query(&sql, &[&email.as_str()])
+            .await?
+            .iter()
+            .map(read_row)
+            .collect()
     }
 
     async fn set_disabled(&self, id: &UserId, disabled: bool) -> Result<bool, StoreError> {

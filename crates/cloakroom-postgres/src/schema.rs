@@ -106,6 +106,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (issuer, subject)
     );
     CREATE INDEX linked_identities_by_account ON {s}.linked_identities (account_id, linked_at);",
+    // 8: email verification. `email` (present since 2, never written before) is stored in
+    // its normalised form, so an index on it serves password-reset lookups by address.
+    "ALTER TABLE {s}.accounts ADD COLUMN email_verified boolean NOT NULL DEFAULT false;
+    CREATE INDEX accounts_by_email ON {s}.accounts (email) WHERE email IS NOT NULL;",
 ];
 
 /// A schema that a newer build migrated.

@@ -4,14 +4,14 @@ use async_trait::async_trait;
 use cloakroom_core::accounts::{
     Account, AccountError, AccountStore, InviteHash, LinkedIdentity, PasswordHash, Username,
 };
+use cloakroom_core::mail::EmailAddress;
 use cloakroom_core::{StoreError, Timestamp, UserId};
 use rusqlite::{OptionalExtension, Row, params};
 
 use crate::db::Database;
 use crate::store::{corrupt, store_error};
 
-const COLUMNS: &str =
-    "id, username, password_hash, disabled, created_at, password_changed_at, email, display_name";
+const COLUMNS: &str = "id, username, password_hash, disabled, created_at, password_changed_at, email, display_name, email_verified";
 
 /// Accounts in a SQLite [`Database`] (usually the same one that holds the sessions).
 #[derive(Debug, Clone)]
@@ -35,6 +35,7 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Account, String>> {
     let password_changed_at = Timestamp::from_unix_millis(row.get(5)?);
     let email: Option<String> = row.get(6)?;
     let display_name: Option<String> = row.get(7)?;
+    let email_verified: bool = row.get(8)?;
     Ok((|| {
         Ok(Account {
             id: UserId::new(id).map_err(|e| format!("id: {e}"))?,
@@ -43,7 +44,11 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Account, String>> {
             disabled,
             created_at,
             password_changed_at,
-            email,
+            email: email
+                .map(|e| EmailAddress::parse(&e))
+                .transpose()
+                .map_err(|e| format!("email: {e}"))?,
+            email_verified,
             display_name,
         })
     })())
@@ -54,7 +59,7 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Account, String>> {
 /// row went in.
 fn insert(conn: &rusqlite::Connection, a: &Account) -> rusqlite::Result<bool> {
     conn.prepare_cached(&format!(
-        "INSERT INTO accounts ({COLUMNS}, username_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO accounts ({COLUMNS}, username_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (username_key) DO NOTHING"
     ))?
     .execute(params![
@@ -64,8 +69,9 @@ fn insert(conn: &rusqlite::Connection, a: &Account) -> rusqlite::Result<bool> {
         a.disabled,
         a.created_at.as_unix_millis(),
         a.password_changed_at.as_unix_millis(),
-        a.email,
+        a.email.as_ref().map(EmailAddress::as_str),
         a.display_name,
+        a.email.is_some() && a.email_verified,
         a.username.key(),
     ])
     .map(|n| n == 1)
@@ -188,6 +194,58 @@ impl AccountStore for SqliteAccounts {
             })
             .await
             .map_err(store_error)
+    }
+
+    async fn set_email(
+        &self,
+        id: &UserId,
+        email: Option<&EmailAddress>,
+    ) -> Result<bool, StoreError> {
+        let (id, email) = (id.as_str().to_owned(), email.map(|e| e.as_str().to_owned()));
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE accounts SET email = ?2, email_verified = 0 WHERE id = ?1",
+                )?
+                .execute(params![id, email])
+                .map(|n| n == 1)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn mark_email_verified(
+        &self,
+        id: &UserId,
+        email: &EmailAddress,
+    ) -> Result<bool, StoreError> {
+        let (id, email) = (id.as_str().to_owned(), email.as_str().to_owned());
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE accounts SET email_verified = 1 WHERE id = ?1 AND email = ?2",
+                )?
+                .execute(params![id, email])
+                .map(|n| n == 1)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn by_email(&self, email: &EmailAddress) -> Result<Vec<Account>, StoreError> {
+        let email = email.as_str().to_owned();
+        let rows = self
+            .db
+            .read(move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM accounts WHERE email = ?1 ORDER BY username_key"
+                ))?
+                .query_map([email], read_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .map_err(store_error)?;
+        rows.into_iter().map(decoded).collect()
     }
 
     async fn set_disabled(&self, id: &UserId, disabled: bool) -> Result<bool, StoreError> {

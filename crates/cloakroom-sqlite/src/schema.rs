@@ -104,6 +104,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (issuer, subject)
     ) WITHOUT ROWID;
     CREATE INDEX linked_identities_by_account ON linked_identities (account_id, linked_at);",
+    // 8: email verification. `email` (present since 2, never written before) is stored in
+    // its normalised form, so an index on it serves password-reset lookups by address.
+    "ALTER TABLE accounts ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX accounts_by_email ON accounts (email) WHERE email IS NOT NULL;",
 ];
 
 /// The schema version this build writes.

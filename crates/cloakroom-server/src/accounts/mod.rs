@@ -6,7 +6,9 @@
 //! follows is the web layer's job (`crate::web`), so a new way to sign in (a mail link, OIDC)
 //! reuses these rules without reaching into request state. A new account rule goes here.
 
+pub(crate) mod email;
 pub mod passwords;
+pub(crate) mod reset;
 pub(crate) mod throttle;
 
 use std::net::IpAddr;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use cloakroom_core::accounts::{
     Account, AccountError, AccountStore, InvalidUsername, InviteCode, Username,
 };
+use cloakroom_core::mail::{EmailAddress, InvalidEmailAddress};
 use cloakroom_core::{
     Clock, SessionData, SessionHandle, SessionManager, StoreError, Timestamp, UserId,
 };
@@ -30,7 +33,7 @@ use throttle::{AccountKey, Throttle};
 pub mod session_keys {
     /// The username.
     pub const USERNAME: &str = "username";
-    /// The email address, if known.
+    /// The email address, only once verified (it reaches apps as `Remote-Email`).
     pub const EMAIL: &str = "email";
     /// The display name, if known.
     pub const NAME: &str = "name";
@@ -79,6 +82,9 @@ pub(crate) enum AccountsError {
     /// A new password that breaks the rules.
     #[error(transparent)]
     WeakPassword(#[from] WeakPassword),
+    /// An email address that is not one.
+    #[error(transparent)]
+    InvalidEmail(#[from] InvalidEmailAddress),
     /// The account store failed.
     #[error("account store failure")]
     Store(#[from] StoreError),
@@ -249,6 +255,7 @@ impl Accounts {
         ip: Option<IpAddr>,
         c: &Credentials,
         invite: Option<&str>,
+        email: Option<&str>,
     ) -> Result<Account, AccountsError> {
         let invite = match mode {
             SignupMode::Closed => {
@@ -266,6 +273,7 @@ impl Accounts {
         };
         let username = Username::parse(&c.username).inspect_err(|_| metrics::signup("invalid"))?;
         check_new_password(&c.password, &username).inspect_err(|_| metrics::signup("invalid"))?;
+        let email = parse_optional_email(email).inspect_err(|_| metrics::signup("invalid"))?;
         self.throttle.signup(ip).map_err(|wait| {
             metrics::throttled();
             metrics::signup("throttled");
@@ -283,7 +291,8 @@ impl Accounts {
             .transpose()?;
         let hash = self.passwords.hash(&c.password).await?;
         let now = self.clock.now();
-        let account = new_account(username, hash, now);
+        let mut account = new_account(username, hash, now);
+        account.email = email;
         let created = match &invite {
             Some(code) => {
                 self.store
@@ -302,6 +311,34 @@ impl Accounts {
         metrics::signup("success");
         tracing::info!(user = %account.username, invited = invite.is_some(), "signup");
         Ok(account)
+    }
+
+    /// Checks a new password for `account` against the sign-up rules and hashes it (for a
+    /// password set by a reset link, where there is no current password to check).
+    pub(crate) async fn hash_new_password(
+        &self,
+        account: &Account,
+        new: &Password,
+    ) -> Result<cloakroom_core::accounts::PasswordHash, AccountsError> {
+        check_new_password(new, &account.username)?;
+        Ok(self.passwords.hash(new).await?)
+    }
+
+    /// Counts a reset request from `ip`, or refuses it with how long to wait. Said to the
+    /// client: it depends on the network only, never on whether the account exists.
+    pub(crate) fn throttle_reset_request(&self, ip: Option<IpAddr>) -> Result<(), AccountsError> {
+        self.throttle.reset_request(ip).map_err(|wait| {
+            metrics::throttled();
+            AccountsError::Throttled(wait)
+        })
+    }
+
+    /// Whether another reset mail may go to `account` now. Never said to the client (that
+    /// would tell which accounts exist): a refused request just sends nothing.
+    pub(crate) fn may_mail_reset(&self, account: &Account) -> bool {
+        self.throttle
+            .reset_mail(AccountKey::of(account.id.as_str()))
+            .is_ok()
     }
 
     /// Verifies the current password of `user` and hashes the new one; nothing is saved yet.
@@ -443,8 +480,8 @@ pub(crate) fn session_data(account: &Account) -> SessionData {
     let mut data = SessionData::default();
     // Small, known-size values: these inserts cannot exceed the data limit.
     let _ = data.insert(session_keys::USERNAME, account.username.as_str());
-    if let Some(email) = &account.email {
-        let _ = data.insert(session_keys::EMAIL, email);
+    if let Some(email) = account.verified_email() {
+        let _ = data.insert(session_keys::EMAIL, email.as_str());
     }
     if let Some(name) = &account.display_name {
         let _ = data.insert(session_keys::NAME, name);
@@ -466,8 +503,19 @@ pub(crate) fn new_account(
         created_at: now,
         password_changed_at: now,
         email: None,
+        email_verified: false,
         display_name: None,
     }
+}
+
+/// An address as typed in a form or a JSON field, where leaving it out (or blank) means none.
+pub(crate) fn parse_optional_email(
+    text: Option<&str>,
+) -> Result<Option<EmailAddress>, InvalidEmailAddress> {
+    text.map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(EmailAddress::parse)
+        .transpose()
 }
 
 /// A fresh, random, never-reused user id.

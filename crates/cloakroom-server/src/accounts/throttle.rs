@@ -35,6 +35,11 @@
 //! - **Sign-up** is counted per network, success or not: 10 free, then 1 s doubling to at most
 //!   15 minutes; forgotten after a quiet hour. This also bounds how fast a client can probe
 //!   which usernames are taken (see `SignupMode`).
+//! - **Password-reset requests** are counted per network like sign-ups (the one refusal a
+//!   requester sees, since it says nothing about any account), and reset *mails* per account:
+//!   3 free, then 1 minute doubling to at most 15 minutes, forgotten after a quiet hour. That
+//!   second limit is applied out of sight — a refused mail is simply not sent — because saying
+//!   so would tell which accounts exist; it keeps anyone from filling a user's mailbox.
 //! - **Unknown usernames are counted exactly like real ones**, so throttling reveals nothing
 //!   about which accounts exist.
 //!
@@ -105,6 +110,19 @@ impl Limits {
     /// quiet hour.
     pub(crate) const SIGNUP: Self = Self {
         free_failures: 10,
+        forget_after: Duration::from_secs(3600),
+        ..Self::PAIR
+    };
+
+    /// Password-reset requests per network, whatever the account: 10 free, then 1 s doubling
+    /// up to 15 minutes; forgotten after a quiet hour.
+    pub(crate) const RESET_REQUEST: Self = Self::SIGNUP;
+
+    /// Reset mails per account: 3 free (a lost mail, a retry), then 1 minute doubling up to
+    /// 15 minutes; forgotten after a quiet hour. Stops anyone filling a user's mailbox.
+    pub(crate) const RESET_MAIL: Self = Self {
+        free_failures: 3,
+        base_delay: Duration::from_secs(60),
         forget_after: Duration::from_secs(3600),
         ..Self::PAIR
     };
@@ -268,6 +286,8 @@ struct Tables {
     networks: Table<Network>,
     accounts: Table<AccountKey>,
     signups: Table<Option<Network>>,
+    reset_requests: Table<Option<Network>>,
+    reset_mails: Table<AccountKey>,
 }
 
 /// A password attempt that has been counted. Dropped without [`succeeded`](Self::succeeded)
@@ -323,6 +343,8 @@ impl Throttle {
                 networks: Table::new(Limits::NETWORK, capacity),
                 accounts: Table::new(Limits::ACCOUNT, capacity),
                 signups: Table::new(signup, capacity),
+                reset_requests: Table::new(Limits::RESET_REQUEST, capacity),
+                reset_mails: Table::new(Limits::RESET_MAIL, capacity),
             }),
         }
     }
@@ -368,6 +390,18 @@ impl Throttle {
             .reserve(ip.map(Network::of), self.clock.now())
     }
 
+    /// Counts a password-reset request from `ip`, or refuses it with how long to wait.
+    pub(crate) fn reset_request(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
+        self.tables
+            .reset_requests
+            .reserve(ip.map(Network::of), self.clock.now())
+    }
+
+    /// Counts a reset mail to `account`, or refuses it with how long to wait.
+    pub(crate) fn reset_mail(&self, account: AccountKey) -> Result<(), Duration> {
+        self.tables.reset_mails.reserve(account, self.clock.now())
+    }
+
     /// Forgets stale entries (run periodically so memory stays bounded).
     pub(crate) fn prune(&self) {
         let now = self.clock.now();
@@ -376,6 +410,8 @@ impl Throttle {
         t.networks.prune(now);
         t.accounts.prune(now);
         t.signups.prune(now);
+        t.reset_requests.prune(now);
+        t.reset_mails.prune(now);
     }
 }
 

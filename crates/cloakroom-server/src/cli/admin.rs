@@ -8,16 +8,22 @@
 
 use std::fmt::Write as _;
 use std::io::BufRead;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cloakroom_core::accounts::{Account, AccountStore, InviteCode, Username};
 use cloakroom_core::origin::Origin;
 use cloakroom_core::{SessionManager, SystemClock};
 
-use crate::accounts::new_account;
+use crate::accounts::email::send_verification;
 use crate::accounts::passwords::{Password, Passwords, check_new_password};
+use crate::accounts::reset::reset_link;
+use crate::accounts::{new_account, parse_optional_email};
+use crate::config::Settings;
+use crate::mail::Mailer;
 use crate::metrics;
 use crate::state::Stores;
+use crate::tokens::links::Links;
 use crate::web::device::{label, rfc3339};
 
 /// An admin command failed; the message says why.
@@ -34,6 +40,20 @@ pub enum AdminError {
 
 pub(crate) fn fail(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> AdminError {
     AdminError::Failed(e.into())
+}
+
+/// The server's link keys, from `settings`' data directory, signing for its public URL.
+pub(crate) fn open_links(
+    settings: &Settings,
+    now: cloakroom_core::Timestamp,
+) -> Result<Links, AdminError> {
+    Links::open(
+        &settings.data_dir,
+        settings.public_origin.clone(),
+        settings.password_reset_ttl,
+        now,
+    )
+    .map_err(fail)
 }
 
 /// Admin operations over opened stores.
@@ -54,22 +74,46 @@ impl Admin {
         account_named(self.stores.accounts.as_ref(), name).await
     }
 
-    /// `user add NAME`: the password is the first line of `password_source`.
+    /// `user add NAME [--email ADDRESS]`: the password is the first line of
+    /// `password_source`. With an address, a verification link is queued for it, signed with
+    /// the server's link keys from `settings`' data directory.
     pub async fn user_add(
         &self,
         name: &str,
+        email: Option<&str>,
         password_source: impl BufRead,
+        settings: &Settings,
     ) -> Result<String, AdminError> {
         let username = Username::parse(name).map_err(fail)?;
+        let email = parse_optional_email(email).map_err(fail)?;
         let password = first_line(password_source)?;
         check_new_password(&password, &username).map_err(fail)?;
         let hash = Passwords::new(1).hash(&password).await.map_err(fail)?;
-        let account = new_account(username, hash, self.sessions.now());
+        let now = self.sessions.now();
+        let mut account = new_account(username, hash, now);
+        account.email = email;
         self.stores.accounts.create(&account).await.map_err(fail)?;
-        Ok(format!(
-            "created user {} ({})\n",
-            account.username, account.id
-        ))
+        let mut out = format!("created user {} ({})\n", account.username, account.id);
+        if let Some(address) = &account.email {
+            let links = open_links(settings, now)?;
+            let mailer = Mailer::open(
+                &settings.mail,
+                self.stores.outbox.clone(),
+                Arc::new(SystemClock),
+                &settings.public_origin,
+            )
+            .map_err(fail)?;
+            let id = send_verification(&links, &mailer, &account, now)
+                .await
+                .map_err(fail)?;
+            if let Some(id) = id {
+                let _ = writeln!(
+                    out,
+                    "queued verification mail {id} to {address}; a running `cloakroom serve` delivers it"
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// `user set-password NAME`: sets a new password (the first line of `password_source`)
@@ -99,6 +143,33 @@ impl Admin {
         Ok(format!(
             "set the password of {}; ended {ended} session(s)\n",
             account.username
+        ))
+    }
+
+    /// `user reset-link NAME`: prints a password-reset link for the account (the URL on the
+    /// first line, for scripts), and when it expires.
+    pub async fn user_reset_link(
+        &self,
+        name: &str,
+        settings: &Settings,
+    ) -> Result<String, AdminError> {
+        let account = self.account(name).await?;
+        if account.disabled {
+            return Err(fail(format!(
+                "{} is disabled: the link would be refused",
+                account.username
+            )));
+        }
+        let now = self.sessions.now();
+        let links = open_links(settings, now)?;
+        let (url, minted) = reset_link(&links, &self.sessions, &account, now)
+            .await
+            .map_err(fail)?;
+        tracing::info!(user = %account.username, "password-reset link printed by an administrator");
+        Ok(format!(
+            "{url}\nreset link for {}: works once, until {}\n",
+            account.username,
+            rfc3339(minted.expires_at)
         ))
     }
 

@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use cloakroom_core::{SessionManager, SystemClock};
 
-use super::admin::{AdminError, account_named, fail};
+use super::admin::{AdminError, account_named, fail, open_links};
 use crate::config::Settings;
 use crate::state::Stores;
 use crate::tokens::download;
-use crate::tokens::links::Links;
 use crate::web::device::rfc3339;
 
 /// What `links create` was asked for.
@@ -48,13 +47,7 @@ pub async fn create(
     let sessions = SessionManager::from_arc(stores.sessions.clone()).with_clock(SystemClock);
     let now = sessions.now();
     // The server's own keys, from the data directory.
-    let links = Links::open(
-        &settings.data_dir,
-        settings.public_origin.clone(),
-        settings.password_reset_ttl,
-        now,
-    )
-    .map_err(fail)?;
+    let links = open_links(settings, now)?;
     let made = download::create(
         &links,
         &sessions,

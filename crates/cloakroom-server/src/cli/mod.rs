@@ -224,10 +224,21 @@ enum UserCommand {
     Add {
         /// The username.
         username: String,
+        /// An email address for password resets. A verification link is mailed to it (a
+        /// running `cloakroom serve` delivers it); it is used only once verified.
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
     },
     /// Set a new password for an account and end all its sessions (for a user who forgot
     /// theirs). The password is read as for `add`.
     SetPassword {
+        /// The username.
+        username: String,
+    },
+    /// Print a password-reset link for an account (for a user with no verified email address).
+    /// It works once, for `password_reset_ttl_secs`, and dies when the password changes or
+    /// the user logs out everywhere. Hand it over only to the account's owner.
+    ResetLink {
         /// The username.
         username: String,
     },
@@ -334,11 +345,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::User { cmd, .. } => {
                 let admin = Admin::new(Stores::open_existing(&settings).await?);
                 let out = match cmd {
-                    UserCommand::Add { username } => {
-                        admin.user_add(&username, new_password()?).await?
+                    UserCommand::Add { username, email } => {
+                        admin
+                            .user_add(&username, email.as_deref(), new_password()?, &settings)
+                            .await?
                     }
                     UserCommand::SetPassword { username } => {
                         admin.user_set_password(&username, new_password()?).await?
+                    }
+                    UserCommand::ResetLink { username } => {
+                        admin.user_reset_link(&username, &settings).await?
                     }
                     UserCommand::Invite { expires_in_days } => {
                         if settings.signup != crate::config::SignupMode::Invite {

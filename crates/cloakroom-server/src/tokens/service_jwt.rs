@@ -58,7 +58,7 @@ pub(crate) struct Identity {
     pub(crate) username: String,
     /// The display name, if known.
     pub(crate) name: Option<String>,
-    /// The email address, if known.
+    /// The email address, only once verified (headers and the JWT's `email` claim).
     pub(crate) email: Option<String>,
 }
 
@@ -203,7 +203,7 @@ impl Minter {
         audience: &str,
         now: Timestamp,
     ) -> Result<ForwardHeaders, MintError> {
-        let token = self.mint(subject, &who.username, audience, now)?;
+        let token = self.mint(subject, who, audience, now)?;
         let value = |v: &str| HeaderValue::from_str(v).ok();
         Ok(ForwardHeaders {
             user: value(&who.username),
@@ -216,7 +216,7 @@ impl Minter {
     fn mint(
         &self,
         subject: &Subject<'_>,
-        username: &str,
+        who: &Identity,
         audience: &str,
         now: Timestamp,
     ) -> Result<String, MintError> {
@@ -234,12 +234,13 @@ impl Minter {
             iss: self.issuer.clone(),
             aud: audience.to_owned(),
             sub: subject.user.to_owned(),
-            preferred_username: username.to_owned(),
+            preferred_username: who.username.clone(),
             sid: subject.sid.to_owned(),
             iat,
             exp: iat + i64::try_from(self.ttl.as_secs()).unwrap_or(60),
             jti: URL_SAFE_NO_PAD.encode(jti),
             link: subject.link,
+            email: who.email.clone(),
         };
         Ok(jsonwebtoken::encode(
             &header,

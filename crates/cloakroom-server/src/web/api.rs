@@ -53,6 +53,11 @@ pub(crate) struct SignupRequest {
     /// otherwise.
     #[serde(default)]
     pub(crate) invite: Option<String>,
+    /// An email address for password resets (`name@domain`). A verification link is mailed
+    /// to it; it is used (and shown to apps) only once verified.
+    #[serde(default)]
+    #[schema(format = Email)]
+    pub(crate) email: Option<String>,
 }
 
 /// `POST /api/password`.
@@ -173,7 +178,7 @@ fn session_view(s: &cloakroom_core::Session) -> SessionView {
     }
 }
 
-fn session_response(account: &Account, session: &Session) -> SessionResponse {
+pub(crate) fn session_response(account: &Account, session: &Session) -> SessionResponse {
     SessionResponse {
         user: account.into(),
         session: session_view(session.record()),
@@ -206,6 +211,7 @@ pub(crate) async fn signup(
         ip,
         &creds,
         req.invite.as_deref(),
+        req.email.as_deref(),
         req.remember,
     )
     .await?;

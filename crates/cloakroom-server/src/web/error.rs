@@ -132,9 +132,9 @@ impl WebError {
                 | AccountsError::InvalidInvite => StatusCode::FORBIDDEN,
                 AccountsError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
                 AccountsError::UsernameTaken => StatusCode::CONFLICT,
-                AccountsError::InvalidUsername(_) | AccountsError::WeakPassword(_) => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
+                AccountsError::InvalidUsername(_)
+                | AccountsError::WeakPassword(_)
+                | AccountsError::InvalidEmail(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 AccountsError::UnknownAccount => StatusCode::UNAUTHORIZED,
                 AccountsError::Busy(_) | AccountsError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
@@ -180,6 +180,7 @@ impl WebError {
                 AccountsError::InvalidInvite => "invalid_invite",
                 AccountsError::InvalidUsername(_) => "invalid_username",
                 AccountsError::WeakPassword(_) => "weak_password",
+                AccountsError::InvalidEmail(_) => "invalid_email",
                 AccountsError::Store(_) => "store_unavailable",
             },
             Self::Body { code, .. } => code,

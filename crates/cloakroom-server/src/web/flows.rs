@@ -10,7 +10,7 @@ use cloakroom_core::accounts::Account;
 
 use crate::accounts::passwords::{Busy, Password};
 use crate::accounts::session_keys;
-use crate::accounts::{self, AccountsError, Credentials};
+use crate::accounts::{self, AccountsError, Credentials, email};
 use crate::state::AppState;
 use crate::web::error::WebError;
 use crate::{events, metrics};
@@ -89,12 +89,20 @@ pub(crate) async fn signup(
     ip: Option<IpAddr>,
     credentials: &Credentials,
     invite: Option<&str>,
+    email: Option<&str>,
     remember: bool,
 ) -> Result<(Account, Session), WebError> {
     let account = state
         .accounts
-        .signup(state.settings.signup, ip, credentials, invite)
+        .signup(state.settings.signup, ip, credentials, invite, email)
         .await?;
+    // The account exists whatever happens to the mail: a failure here is the operator's to
+    // fix (it is logged), and the user can have another link sent.
+    if let Err(e) =
+        email::send_verification(&state.links, &state.mailer, &account, state.clock.now()).await
+    {
+        tracing::error!(error = %crate::error_chain::chain(&e), user = %account.username, "could not queue the verification mail");
+    }
     let session = start_session(auth, &account, remember).await?;
     Ok((account, session))
 }

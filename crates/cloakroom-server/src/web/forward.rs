@@ -321,10 +321,10 @@ pub(crate) struct ForwardingHeaders {
     headers(
         ("Remote-User" = String, description = "The username (Authelia's name)"),
         ("Remote-Name" = String, description = "The display name, if known"),
-        ("Remote-Email" = String, description = "The email address, if known"),
+        ("Remote-Email" = String, description = "The account's email address, only once verified"),
         ("X-Auth-Request-User" = String, description = "The username (oauth2-proxy's name)"),
         ("X-Auth-Request-Preferred-Username" = String, description = "The username"),
-        ("X-Auth-Request-Email" = String, description = "The email address, if known"),
+        ("X-Auth-Request-Email" = String, description = "The account's email address, only once verified"),
         ("X-Cloakroom-Jwt" = String, description = "A short-lived service JWT for the app, \
             signed with a key from `/.well-known/jwks.json`"),
     )
@@ -552,7 +552,7 @@ fn link_allowed(
     let who = Identity {
         username: account.username.as_str().to_owned(),
         name: account.display_name.clone(),
-        email: account.email.clone(),
+        email: account.verified_email().map(|e| e.as_str().to_owned()),
     };
     let headers = state
         .minter

@@ -22,6 +22,7 @@ pub(crate) mod openapi;
 pub(crate) mod ops;
 pub(crate) mod pages;
 pub(crate) mod redirect;
+pub(crate) mod reset;
 pub(crate) mod site;
 pub(crate) mod when;
 
@@ -77,6 +78,11 @@ pub fn app(state: AppState) -> Router {
         .route("/api/password", post(api::change_password))
         .route("/api/account", delete(api::delete_account))
         .route("/api/links", post(api::create_link))
+        .route("/api/password-reset", post(reset::password_reset_request))
+        .route(
+            "/api/password-reset/complete",
+            post(reset::password_reset_complete),
+        )
         .layer(layer.clone())
         // Outside the session layer, so that its refusals are rendered too.
         .layer(middleware::map_response(|r| render(Format::Json, r)));

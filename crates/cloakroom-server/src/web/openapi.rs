@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use utoipa::OpenApi as _;
 
 use crate::config::Settings;
-use crate::web::{api, forward, ops};
+use crate::web::{api, forward, ops, reset};
 
 /// The operations, schemas and tags utoipa generates from the handlers' annotations.
 #[derive(Debug, utoipa::OpenApi)]
@@ -36,6 +36,7 @@ use crate::web::{api, forward, ops};
     paths(
         api::signup, api::login, api::logout, api::current, api::sessions, api::revoke,
         api::revoke_others, api::change_password, api::delete_account, api::create_link,
+        reset::password_reset_request, reset::password_reset_complete,
         forward::verify, forward::oauth2_auth, forward::oauth2_sign_in, forward::oauth2_sign_out,
         forward::oauth2_sign_out_confirmed, forward::oauth2_userinfo,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::jwks,
@@ -174,8 +175,8 @@ const OWN: &[(&str, &[Refusal])] = &[
             ),
             refusal(
                 422,
-                &["invalid_username", "weak_password"],
-                "The username or the password breaks the rules.",
+                &["invalid_username", "weak_password", "invalid_email"],
+                "The username, the password or the email address breaks the rules.",
             ),
             refusal(
                 429,
@@ -238,6 +239,38 @@ const OWN: &[(&str, &[Refusal])] = &[
                 429,
                 &["too_many_attempts"],
                 "Too many wrong current passwords; see `Retry-After`.",
+            ),
+            BUSY,
+        ],
+    ),
+    (
+        "password_reset_request",
+        &[refusal(
+            429,
+            &["too_many_attempts"],
+            "Too many reset requests from this network; see `Retry-After`. Never said for one \
+             account: that would tell which accounts exist.",
+        )],
+    ),
+    (
+        "password_reset_complete",
+        &[
+            refusal(
+                400,
+                &["invalid_reset_link", "reset_link_expired"],
+                "The token is not a reset link of this server (`invalid_reset_link`), or it has \
+                 expired (`reset_link_expired`): ask for a new one.",
+            ),
+            refusal(403, &["account_disabled"], "The account is disabled."),
+            refusal(
+                410,
+                &["reset_link_used"],
+                "The link was used, or the password or the sessions changed since it was sent.",
+            ),
+            refusal(
+                422,
+                &["weak_password"],
+                "The new password breaks the rules.",
             ),
             BUSY,
         ],

@@ -189,6 +189,7 @@ fn signup_field(e: &WebError) -> Option<&'static str> {
             Some("username")
         }
         WebError::Accounts(AccountsError::WeakPassword(_)) => Some("password"),
+        WebError::Accounts(AccountsError::InvalidEmail(_)) => Some("email"),
         // The code field is shown whenever one of these comes back (a refused code is not
         // carried again), so the error has a place.
         WebError::Accounts(AccountsError::InvalidInvite | AccountsError::InviteRequired) => {
@@ -348,6 +349,8 @@ struct EntryForm {
     csrf: Option<String>,
     /// Sign-up only: a well-formed invitation code from the link, carried in a hidden field.
     invite: Option<String>,
+    /// Sign-up only: the address as typed, shown again after a refusal.
+    email: String,
 }
 
 #[derive(Template)]
@@ -440,6 +443,7 @@ fn entry_form(
         next: next.as_str().to_owned(),
         csrf: None,
         invite,
+        email: String::new(),
     };
     let notice = q.notice.as_deref().and_then(Notice::parse);
     entry_page(entry, state, StatusCode::OK, form, notice)
@@ -485,6 +489,7 @@ pub(crate) async fn login_submit(
                 next: next.as_str().to_owned(),
                 csrf: csrf_of(&auth).await,
                 invite: None,
+                email: String::new(),
             };
             let mut response = entry_page(Entry::Login, &state, e.status(), shown, None);
             add_retry_after(&mut response, &e);
@@ -519,6 +524,7 @@ fn signup_closed(state: &AppState, next: &ReturnTo) -> Response {
         next: next.as_str().to_owned(),
         csrf: None,
         invite: None,
+        email: String::new(),
     };
     let page = SignupPage {
         site: &state.site,
@@ -540,6 +546,8 @@ pub(crate) struct SignupForm {
     next: Option<String>,
     /// The invitation code (hidden, from the link, or typed).
     invite: Option<String>,
+    /// An optional email address.
+    email: Option<String>,
 }
 
 /// `POST /signup`.
@@ -555,9 +563,17 @@ pub(crate) async fn signup_submit(
         password: form.password,
     };
     let result = if creds.password.same_as(&form.confirm) {
-        flows::signup(&state, &auth, ip, &creds, form.invite.as_deref(), false)
-            .await
-            .map(drop)
+        flows::signup(
+            &state,
+            &auth,
+            ip,
+            &creds,
+            form.invite.as_deref(),
+            form.email.as_deref(),
+            false,
+        )
+        .await
+        .map(drop)
     } else {
         Err(WebError::mismatch("The two passwords differ."))
     };
@@ -576,6 +592,7 @@ pub(crate) async fn signup_submit(
                 next: next.as_str().to_owned(),
                 csrf: csrf_of(&auth).await,
                 invite,
+                email: form.email.unwrap_or_default(),
             };
             let mut response = entry_page(Entry::Signup, &state, e.status(), shown, None);
             add_retry_after(&mut response, &e);

@@ -16,7 +16,11 @@ use crate::support::{
 
 const APP: &str = "https://app.example.com";
 
-fn nginx_style<'a>(b: &'a mut Browser, method: &str, url: &str) -> crate::support::Req<'a> {
+pub(crate) fn nginx_style<'a>(
+    b: &'a mut Browser,
+    method: &str,
+    url: &str,
+) -> crate::support::Req<'a> {
     b.req("GET", "/auth/verify")
         .without("origin")
         .without("sec-fetch-site")

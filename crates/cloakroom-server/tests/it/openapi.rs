@@ -345,11 +345,65 @@ async fn documented_answers_match_real_ones() {
         (creds("ada", PASSWORD), "username_taken"),
         (creds("bob", "short"), "weak_password"),
         (creds("no spaces allowed", PASSWORD), "invalid_username"),
+        (
+            json!({ "username": "eve", "password": PASSWORD, "email": "not-an-address" }),
+            "invalid_email",
+        ),
     ] {
         let r = s.browser().post_json("/api/signup", &body).await;
         doc.check("post", "/api/signup", &r);
         assert_eq!(r.error_code(), code);
     }
+    // Password reset: the one answer to every request, and a link's refusals and success.
+    let r = s
+        .browser()
+        .post_json("/api/password-reset", &json!({ "login": "ada" }))
+        .await;
+    doc.check("post", "/api/password-reset", &r);
+    r.assert(202);
+    let complete =
+        |token: &str, password: &str| json!({ "token": token, "new_password": password });
+    let r = s
+        .browser()
+        .post_json(
+            "/api/password-reset/complete",
+            &complete("garbage", PASSWORD),
+        )
+        .await;
+    doc.check("post", "/api/password-reset/complete", &r);
+    assert_eq!(r.error_code(), "invalid_reset_link");
+    s.signed_up("rita").await;
+    let rita = s
+        .state
+        .account_store()
+        .by_username(&cloakroom_core::accounts::Username::parse("rita").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let epoch = s.state.sessions().revocation_epoch(&rita.id).await.unwrap();
+    let reset = cloakroom_core::link::PasswordReset::new(
+        rita.id.clone(),
+        cloakroom_core::link::ResetFingerprint::of(&rita.id, &rita.password_hash, epoch),
+    );
+    let (link, _) = s
+        .state
+        .links()
+        .reset_url(&reset, cloakroom_core::Clock::now(&s.clock))
+        .unwrap();
+    let token = link.split_once("?token=").unwrap().1.to_owned();
+    for (password, status) in [
+        ("short", 422),
+        ("a new passphrase for rita", 200),
+        (PASSWORD, 410),
+    ] {
+        let r = s
+            .browser()
+            .post_json("/api/password-reset/complete", &complete(&token, password))
+            .await;
+        doc.check("post", "/api/password-reset/complete", &r);
+        r.assert(status);
+    }
+
     let mut fresh = s.browser();
     let r = fresh
         .post_json("/api/login", &creds("ada", "not the password"))

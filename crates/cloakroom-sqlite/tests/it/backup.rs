@@ -20,6 +20,7 @@ async fn add_account(db: &Database, name: &str) {
             created_at: now,
             password_changed_at: now,
             email: None,
+            email_verified: false,
             display_name: None,
         })
         .await

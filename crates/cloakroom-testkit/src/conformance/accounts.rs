@@ -36,7 +36,9 @@ macro_rules! account_conformance_suite {
                 invites_are_redeemed_once_even_under_concurrency,
                 identities_link_to_one_account_each,
                 first_sign_ins_create_account_and_link_together,
-                identities_unlink_and_go_with_their_account
+                identities_unlink_and_go_with_their_account,
+                email_changes_reset_verification_and_stale_verifications_fail,
+                accounts_are_found_by_email_with_the_domain_in_any_case
             );
         }
     };
@@ -51,7 +53,11 @@ fn account(name: &str, at: Timestamp) -> cloakroom_core::accounts::Account {
         disabled: false,
         created_at: at,
         password_changed_at: at,
-        email: Some(format!("{name}@example.com")),
+        email: Some(
+            cloakroom_core::mail::EmailAddress::parse(&format!("{name}@example.com"))
+                .expect("address"),
+        ),
+        email_verified: false,
         display_name: None,
     }
 }
@@ -583,5 +589,132 @@ pub async fn identities_unlink_and_go_with_their_account(h: &impl AccountHarness
         store.by_identity(GOOGLE, "f").await.expect("lookup"),
         Some(fay),
         "another account keeps its links"
+    );
+}
+
+/// An address is stored as given and unverified; verifying needs the address still to be the
+/// one the link was for; any change, even to the same address, starts unverified again.
+pub async fn email_changes_reset_verification_and_stale_verifications_fail(
+    h: &impl AccountHarness,
+) {
+    use cloakroom_core::mail::EmailAddress;
+    let store = h.accounts();
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let erin = account("erin", at);
+    store.create(&erin).await.expect("create");
+    let first = EmailAddress::parse("erin@example.com").expect("address");
+    let second = EmailAddress::parse("erin@other.example").expect("address");
+    let read = || async { store.by_id(&erin.id).await.expect("by id").expect("exists") };
+
+    let a = read().await;
+    assert_eq!(a.email.as_ref(), Some(&first));
+    assert!(!a.email_verified, "a new address starts unverified");
+
+    assert!(
+        store
+            .mark_email_verified(&erin.id, &first)
+            .await
+            .expect("verify")
+    );
+    assert!(read().await.email_verified);
+    assert!(
+        store
+            .mark_email_verified(&erin.id, &first)
+            .await
+            .expect("verify"),
+        "verifying twice is not an error"
+    );
+
+    assert!(store.set_email(&erin.id, Some(&second)).await.expect("set"));
+    let a = read().await;
+    assert_eq!(a.email.as_ref(), Some(&second));
+    assert!(!a.email_verified, "a changed address is not verified");
+    assert!(
+        !store
+            .mark_email_verified(&erin.id, &first)
+            .await
+            .expect("verify"),
+        "a link for the old address must not verify the new one"
+    );
+    assert!(!read().await.email_verified);
+
+    assert!(
+        store
+            .mark_email_verified(&erin.id, &second)
+            .await
+            .expect("verify")
+    );
+    assert!(store.set_email(&erin.id, Some(&second)).await.expect("set"));
+    assert!(
+        !read().await.email_verified,
+        "setting the address again resets verification"
+    );
+
+    assert!(store.set_email(&erin.id, None).await.expect("clear"));
+    let a = read().await;
+    assert_eq!(a.email, None);
+    assert!(!a.email_verified);
+    assert!(
+        !store
+            .mark_email_verified(&erin.id, &second)
+            .await
+            .expect("verify")
+    );
+
+    assert!(
+        !store
+            .set_email(&user("nobody"), Some(&first))
+            .await
+            .expect("set")
+    );
+    assert!(
+        !store
+            .mark_email_verified(&user("nobody"), &first)
+            .await
+            .expect("verify")
+    );
+}
+
+/// `by_email` finds every account with the address (domain in any case, local part exact),
+/// verified or not, ordered by username; an account created verified keeps the flag.
+pub async fn accounts_are_found_by_email_with_the_domain_in_any_case(h: &impl AccountHarness) {
+    use cloakroom_core::mail::EmailAddress;
+    let store = h.accounts();
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let shared = EmailAddress::parse("Team@Example.COM").expect("address");
+    let mut zed = account("zed", at);
+    zed.email = Some(shared.clone());
+    zed.email_verified = true;
+    let mut amy = account("amy", at);
+    amy.email = Some(shared.clone());
+    let mut nobody = account("nomail", at);
+    nobody.email = None;
+    for a in [&zed, &amy, &nobody] {
+        store.create(a).await.expect("create");
+    }
+    let found = store
+        .by_email(&EmailAddress::parse("Team@example.com").expect("address"))
+        .await
+        .expect("lookup");
+    let names: Vec<_> = found.iter().map(|a| a.username.as_str()).collect();
+    assert_eq!(names, ["amy", "zed"]);
+    assert_eq!(found[1], zed, "created verified, stays verified");
+    assert!(!found[0].email_verified);
+    assert!(
+        store
+            .by_email(&EmailAddress::parse("team@example.com").expect("address"))
+            .await
+            .expect("lookup")
+            .is_empty(),
+        "the local part is compared exactly"
+    );
+    assert_eq!(
+        store
+            .by_id(&nobody.id)
+            .await
+            .expect("by id")
+            .expect("exists")
+            .email,
+        None
     );
 }

@@ -1,0 +1,257 @@
+//! Password reset by mail: `POST /api/password-reset` asks for a link,
+//! `POST /api/password-reset/complete` uses it.
+//!
+//! # What a stranger learns: nothing
+//!
+//! A request answers `202` with one fixed body whatever the login names: an account with a
+//! verified address, one without, a disabled one, or nobody. So that the time to answer says
+//! nothing either, the answer is sent before anything that depends on the account happens:
+//! the lookup, the link and the mail run in a task of their own. The only refusal a request can
+//! meet is the per-network throttle, which depends on the network alone. The per-account limit
+//! on reset mails is applied in that task, where refusing is silent.
+//!
+//! # Using a link
+//!
+//! The link is a `PasswordReset` token (see `cloakroom_core::link`) whose fingerprint binds it
+//! to the account's password hash and revocation epoch at the time it was made. Completing a
+//! reset ends every session of the account — which moves the epoch — and then swaps the hash
+//! only if it is still the one the link was made for (a compare-and-set in the store), so of two
+//! uses of one link at once, exactly one sets a password. The other, and every later use, gets
+//! `410`. The user is then signed in with a fresh session on this device, and a "your password
+//! was changed" notice goes to the verified address.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use cloakroom_axum::{Auth, Session};
+use cloakroom_core::accounts::{Account, Username};
+use cloakroom_core::link::{LinkError, PasswordReset};
+use cloakroom_core::mail::EmailAddress;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::accounts::AccountsError;
+use crate::accounts::passwords::Password;
+use crate::accounts::reset::{self, ResetLinkError};
+use crate::mail::{Mail, MailError};
+use crate::state::AppState;
+use crate::web::api::{SessionResponse, session_response};
+use crate::web::error::{ApiJson, WebError};
+use crate::web::{ClientAddr, flows};
+use crate::{events, metrics};
+
+/// `POST /api/password-reset`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ResetRequest {
+    /// The username, or the account's email address.
+    pub(crate) login: String,
+}
+
+/// The one answer to every reset request.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ResetAccepted {
+    /// What happens next, for the person who asked.
+    pub(crate) message: &'static str,
+}
+
+const ACCEPTED: &str = "If an account matches and has a verified email address, a link to reset its password is on its way. It works once, for a limited time.";
+
+/// `POST /api/password-reset/complete`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ResetComplete {
+    /// The `token` from the link.
+    pub(crate) token: String,
+    /// The new password (same rules as sign-up).
+    #[schema(value_type = String, format = Password)]
+    pub(crate) new_password: Password,
+}
+
+/// Asks for a password-reset link by mail.
+///
+/// Always `202` with the same body, whether or not an account matches; a link is mailed only
+/// to an account's verified address. An account without one can be given a link by an
+/// administrator (`cloakroom user reset-link USER`).
+#[utoipa::path(post, path = "/api/password-reset", tag = "accounts", request_body = ResetRequest,
+    security((), ("session_cookie" = [])),
+    responses(
+        (status = 202, description = "Accepted; a link is mailed if an account with a verified address matches (the same answer either way)", body = ResetAccepted),
+    ))]
+pub(crate) async fn password_reset_request(
+    State(state): State<AppState>,
+    ClientAddr(ip): ClientAddr,
+    ApiJson(req): ApiJson<ResetRequest>,
+) -> Result<(StatusCode, Json<ResetAccepted>), WebError> {
+    state.accounts.throttle_reset_request(ip)?;
+    // Nothing that depends on the account may happen before the answer (see the module docs).
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = mail_reset_links(&task_state, &req.login).await {
+            tracing::error!(error = %crate::error_chain::chain(&e), "could not send a password-reset mail");
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ResetAccepted { message: ACCEPTED }),
+    ))
+}
+
+/// Why a reset mail could not be sent (logged, never answered).
+#[derive(Debug, thiserror::Error)]
+enum ResetMailError {
+    #[error("looking up the account")]
+    Store(#[from] cloakroom_core::StoreError),
+    #[error(transparent)]
+    Link(#[from] ResetLinkError),
+    #[error("queueing the reset mail")]
+    Mail(#[from] MailError),
+}
+
+/// The accounts `login` names: the one with that username, or (when it has an `@`, which no
+/// username has) those with that address.
+async fn named(state: &AppState, login: &str) -> Result<Vec<Account>, cloakroom_core::StoreError> {
+    let store = state.accounts.store();
+    if let Ok(username) = Username::parse(login) {
+        return Ok(store.by_username(&username).await?.into_iter().collect());
+    }
+    match EmailAddress::parse(login) {
+        Ok(address) => store.by_email(&address).await,
+        Err(_) => Ok(Vec::new()),
+    }
+}
+
+async fn mail_reset_links(state: &AppState, login: &str) -> Result<(), ResetMailError> {
+    let now = state.clock.now();
+    for account in named(state, login).await? {
+        let Some(to) = account.verified_email() else {
+            continue;
+        };
+        if account.disabled || !state.accounts.may_mail_reset(&account) {
+            continue;
+        }
+        let (link, _) = reset::reset_link(&state.links, &state.sessions, &account, now).await?;
+        state
+            .mailer
+            .enqueue(Mail::PasswordReset {
+                to: to.clone(),
+                username: account.username.as_str().to_owned(),
+                link,
+                expires_in: state.links.reset_ttl(),
+            })
+            .await?;
+        tracing::info!(user = %account.username, "password-reset link mailed");
+    }
+    Ok(())
+}
+
+/// Sets a new password with a reset link, ends every session of the account, and signs in
+/// here with a new one.
+#[utoipa::path(post, path = "/api/password-reset/complete", tag = "accounts", request_body = ResetComplete,
+    security((), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "Password set; every other session ended; signed in with a new session (the cookie is set)", body = SessionResponse),
+    ))]
+pub(crate) async fn password_reset_complete(
+    State(state): State<AppState>,
+    auth: Auth,
+    ClientAddr(ip): ClientAddr,
+    ApiJson(req): ApiJson<ResetComplete>,
+) -> Result<Json<SessionResponse>, WebError> {
+    let (account, session) = complete(&state, &auth, ip, &req.token, &req.new_password).await?;
+    Ok(Json(session_response(&account, &session)))
+}
+
+fn refused(status: StatusCode, code: &'static str, message: &str) -> WebError {
+    WebError::Body {
+        status,
+        code,
+        message: message.to_owned(),
+    }
+}
+
+fn used() -> WebError {
+    refused(
+        StatusCode::GONE,
+        "reset_link_used",
+        "This reset link was already used, or the password or sessions changed since it was sent. Ask for a new link if you still need one.",
+    )
+}
+
+fn bad_link(e: &LinkError) -> WebError {
+    if e.is_expired() {
+        refused(
+            StatusCode::BAD_REQUEST,
+            "reset_link_expired",
+            "This reset link has expired. Ask for a new one.",
+        )
+    } else {
+        refused(
+            StatusCode::BAD_REQUEST,
+            "invalid_reset_link",
+            "This is not a valid reset link. Ask for a new one.",
+        )
+    }
+}
+
+/// Uses a reset link (see the module docs for the order of steps and why).
+pub(crate) async fn complete(
+    state: &AppState,
+    auth: &Auth,
+    ip: Option<std::net::IpAddr>,
+    token: &str,
+    new_password: &Password,
+) -> Result<(Account, Session), WebError> {
+    let now = state.clock.now();
+    let link = state
+        .links
+        .verify::<PasswordReset>(token, now)
+        .map_err(|e| bad_link(&e))?;
+    let store = state.accounts.store();
+    // A deleted account's link is as dead as a used one.
+    let account = store.by_id(link.claims.user()).await?.ok_or_else(used)?;
+    if !link
+        .claims
+        .is_current(&reset::fingerprint(&state.sessions, &account).await?)
+    {
+        return Err(used());
+    }
+    if account.disabled {
+        return Err(AccountsError::AccountDisabled.into());
+    }
+    let hash = state
+        .accounts
+        .hash_new_password(&account, new_password)
+        .await?;
+    // Sessions first: a failure after this leaves the old password with every session ended,
+    // never the new password beside a thief's session.
+    let ended = state
+        .sessions
+        .revoke_all_for_user(&account.id, None)
+        .await?;
+    metrics::revoked("password_change", ended);
+    if !store
+        .upgrade_password(&account.id, &account.password_hash, &hash)
+        .await?
+    {
+        // Another use of this link (or another change) got there first.
+        return Err(used());
+    }
+    // The compare-and-set above swapped the hash; this records when.
+    store.set_password(&account.id, &hash, now).await?;
+    events::password_changed(account.username.as_str(), ip, ended);
+    if let Some(to) = account.verified_email() {
+        let notice = Mail::PasswordChanged {
+            to: to.clone(),
+            username: account.username.as_str().to_owned(),
+        };
+        if let Err(e) = state.mailer.enqueue(notice).await {
+            tracing::error!(error = %crate::error_chain::chain(&e), user = %account.username, "could not queue the password-changed notice");
+        }
+    }
+    let account = Account {
+        password_hash: hash,
+        password_changed_at: now,
+        ..account
+    };
+    let session = flows::start_session(auth, &account, false).await?;
+    Ok((account, session))
+}
