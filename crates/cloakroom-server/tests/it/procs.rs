@@ -81,7 +81,7 @@ pub async fn echo_upstream() -> u16 {
 
 /// A `cloakroom serve` process on a fresh data directory, its stderr collected.
 pub struct ServeProcess {
-    child: Child,
+    child: KilledOnDrop,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     pub port: u16,
@@ -117,7 +117,7 @@ impl ServeProcess {
         for _ in 0..200 {
             if reqwest::get(format!("{base}/healthz")).await.is_ok() {
                 return Self {
-                    child,
+                    child: KilledOnDrop(Some(child)),
                     base,
                     port,
                     dir,
@@ -135,7 +135,7 @@ impl ServeProcess {
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.get().id()
     }
 
     /// Runs an admin command on the same data directory; returns its stderr.
@@ -154,8 +154,9 @@ impl ServeProcess {
     /// Kills the server (SIGKILL: no shutdown, no flushing, as in a crash) and hands back its
     /// data directory and what it had logged.
     pub fn kill(mut self) -> (tempfile::TempDir, String) {
-        self.child.kill().unwrap();
-        let out = self.child.wait_with_output().unwrap();
+        let mut child = self.child.take();
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
         (self.dir, String::from_utf8(out.stderr).unwrap())
     }
 
@@ -165,13 +166,38 @@ impl ServeProcess {
     }
 
     /// [`stop`](Self::stop), handing back the data directory instead of removing it.
-    pub fn stop_keeping_dir(self) -> (String, tempfile::TempDir) {
+    pub fn stop_keeping_dir(mut self) -> (String, tempfile::TempDir) {
+        let child = self.child.take();
         std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
-        let out = self.child.wait_with_output().unwrap();
+        let out = child.wait_with_output().unwrap();
         (String::from_utf8(out.stderr).unwrap(), self.dir)
+    }
+}
+
+/// A server process that a panicking test leaves behind is killed, not leaked (a leaked one
+/// keeps its port, and the test runner's output pipe, open).
+struct KilledOnDrop(Option<Child>);
+
+impl KilledOnDrop {
+    fn get(&self) -> &Child {
+        self.0.as_ref().unwrap()
+    }
+
+    /// The process, for a test that stops it itself.
+    fn take(&mut self) -> Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
