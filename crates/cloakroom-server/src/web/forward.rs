@@ -635,11 +635,13 @@ pub(crate) async fn verify(
     State(state): State<AppState>,
     Checked(fwd): Checked,
     ClientAddr(ip): ClientAddr,
-    session: Option<Session>,
+    auth: Auth,
 ) -> Result<Response, WebError> {
     if let Some(answer) = by_link(&state, &fwd, ip, StatusCode::OK).await {
         return answer;
     }
+    // Validated only now: a link decides alone, so its request costs no session lookup.
+    let session = auth.session().await?;
     decide(&state, &fwd, session, StatusCode::OK)
 }
 
@@ -658,11 +660,13 @@ pub(crate) async fn oauth2_auth(
     State(state): State<AppState>,
     Checked(fwd): Checked,
     ClientAddr(ip): ClientAddr,
-    session: Option<Session>,
+    auth: Auth,
 ) -> Result<Response, WebError> {
     if let Some(answer) = by_link(&state, &fwd, ip, StatusCode::ACCEPTED).await {
         return answer;
     }
+    // Validated only now: a link decides alone, so its request costs no session lookup.
+    let session = auth.session().await?;
     decide(&state, &fwd, session, StatusCode::ACCEPTED)
 }
 
