@@ -10,7 +10,10 @@
 //   CLOAKROOM_E2E_ARTIFACTS  where the screenshot goes (default: a new temporary directory)
 //   CLOAKROOM_E2E_CLOCK_DIR  where to ask the server's test clock to move on (set by `e2e.rs`,
 //                            whose server reads time from a clock it controls); without it, the
-//                            test that needs an expired session is skipped
+//                            test that needs an expired session is skipped. The same directory
+//                            is where mail is asked for (`mail-request`, answered with
+//                            `mail.json`): without it, the test that follows mailed links is
+//                            skipped
 //
 // Run: `CLOAKROOM_E2E_BASE_URL=http://localhost:8080 npm test` (from this directory) against a
 // server started by hand, or `cargo test -p cloakroom-server e2e`, which starts one. Every run
@@ -238,6 +241,35 @@ async function advanceServerClock(seconds) {
   assert.ok(!existsSync(file), 'the server moved its clock on');
 }
 
+/**
+ * The messages to `address` whose subject contains `subject`, once there are `n`: asks the
+ * harness of `e2e.rs` for what its SMTP sink holds (`mail-request`, answered with `mail.json`,
+ * each message as Python's `email` package decodes it).
+ */
+async function mailsTo(address, subject, n = 1) {
+  const request = join(CLOCK_DIR, 'mail-request');
+  for (let attempt = 0; attempt < 100; attempt++) {
+    writeFileSync(`${request}.tmp`, '');
+    renameSync(`${request}.tmp`, request);
+    for (let i = 0; i < 100 && existsSync(request); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(!existsSync(request), 'the harness answered the mail request');
+    const found = JSON.parse(readFileSync(join(CLOCK_DIR, 'mail.json'), 'utf8')).filter(
+      (m) => m.headers.To === address && m.headers.Subject.includes(subject),
+    );
+    if (found.length >= n) return found;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.fail(`no ${JSON.stringify(subject)} mail to ${address}`);
+}
+
+/** The link in a message's text body that contains `path`. */
+function linkIn(message, path) {
+  const line = message.text.split('\n').find((l) => l.includes(path));
+  assert.ok(line, `a ${path} link in: ${message.text}`);
+  assert.ok(line.trim().startsWith(url(path)), `the link is on this server: ${line}`);
+  return line.trim();
+}
+
 /** The rows of "Your devices", as { label, current } in page order. */
 async function devices(page) {
   const rows = page.locator('ul.devices > li');
@@ -384,6 +416,77 @@ test('changing the password signs out other devices and rotates this session', a
   assert.match(await fresh.page.getByRole('alert').textContent(), /Invalid username or password\./);
   assert.equal(await sessionCookie(fresh.context), undefined, 'the old password does not log in');
   await logIn(fresh.page, name, newPassword);
+});
+
+test('a forgotten password is reset from the mailed link, without JavaScript', { skip: !CLOCK_DIR && 'no mail sink to read' }, async () => {
+  const name = user('rhea');
+  const address = `${name}@example.com`;
+  const newPassword = 'a passphrase from the reset link';
+  const laptop = await device({ javaScriptEnabled: false });
+  await laptop.page.goto(url('/signup'));
+  await laptop.page.getByLabel('Username').fill(name);
+  await laptop.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await laptop.page.getByLabel('Repeat the password').fill(PASSWORD);
+  await laptop.page.getByLabel('Email address (optional)').fill(address);
+  await laptop.page.getByRole('button', { name: 'Create account' }).click();
+  await laptop.page.waitForURL(url('/'));
+  // Only a confirmed address gets reset links: confirm it from its mail, in this browser.
+  const [confirm] = await mailsTo(address, 'Confirm');
+  await laptop.page.goto(linkIn(confirm, '/verify-email?token='));
+  assert.equal(
+    await laptop.page.getByRole('status').textContent(),
+    `Your email address ${address} is confirmed.`,
+  );
+  const phone = await device({ userAgent: PHONE_UA });
+  await logIn(phone.page, name);
+
+  // Another browser, script off, whose user forgot the password.
+  const fresh = await device({ javaScriptEnabled: false });
+  await fresh.page.goto(url('/login'));
+  await fresh.page.getByRole('link', { name: 'Forgot your password?' }).click();
+  await fresh.page.waitForURL(url('/password-reset'));
+  await fresh.page.getByLabel('Username or email address').fill(address);
+  await fresh.page.getByRole('button', { name: 'Send the link' }).click();
+  assert.match(await fresh.page.getByRole('status').textContent(), /a link to reset its password is on its way/);
+
+  const [mail] = await mailsTo(address, 'Reset');
+  assert.equal(mail.headers.From, 'login@example.com');
+  const link = linkIn(mail, '/password-reset?token=');
+  const requests = [];
+  fresh.page.on('request', (r) => requests.push(r));
+  const opened = await fresh.page.goto(link);
+  assert.equal(opened.status(), 200);
+  assert.equal(opened.headers()['referrer-policy'], 'no-referrer', 'the token stays out of Referer');
+  assert.equal(await fresh.page.getByRole('heading', { level: 1 }).textContent(), 'Choose a new password');
+  await fresh.page.getByLabel('New password', { exact: true }).fill(newPassword);
+  await fresh.page.getByLabel('Repeat the new password').fill(newPassword);
+  await fresh.page.getByRole('button', { name: 'Set the new password' }).click();
+  await fresh.page.waitForURL(url('/?notice=password-reset'));
+  assert.equal(
+    await fresh.page.getByRole('status').textContent(),
+    'Your new password is set. Every other device was signed out.',
+  );
+  await expectHome(fresh.page, name);
+  for (const r of requests) {
+    assert.ok(r.url().startsWith(ORIGIN), `nothing but this server was asked: ${r.url()}`);
+    const referer = await r.headerValue('referer');
+    assert.ok(!referer?.includes('token='), `no request carried the token in Referer: ${r.url()}`);
+  }
+
+  // Every other session ended; the old password is gone; the link is spent.
+  await expectSignedOut(phone.page, 'the phone', 'ended');
+  await expectSignedOut(laptop.page, 'the laptop', 'ended');
+  const again = await device({ javaScriptEnabled: false });
+  const reused = await again.page.goto(link);
+  assert.equal(reused.status(), 410, 'a used link is gone');
+  assert.match(await again.page.getByRole('alert').textContent(), /already used/);
+  assert.ok(await again.page.getByRole('button', { name: 'Send a new link' }).isVisible(), 'a new link is offered');
+  await again.page.goto(url('/login'));
+  await fillLogin(again.page, name, PASSWORD);
+  await again.page.getByRole('alert').waitFor();
+  assert.equal(await sessionCookie(again.context), undefined, 'the old password does not sign in');
+  await logIn(again.page, name, newPassword);
+  await mailsTo(address, 'password was changed');
 });
 
 test('login: errors inline, username kept, password never echoed, then back to `next`', async () => {

@@ -6,7 +6,9 @@
 //! that `SameSite` cookies do not stop. Older browsers and some privacy tools send no Fetch
 //! Metadata; then the `Origin` header (or, failing that, `Referer`) must equal a configured
 //! origin *exactly* — no prefix or suffix matching, so `https://app.example.com.evil.net` and
-//! `http://app.example.com` are foreign, and the opaque `null` origin is refused. A request that
+//! `http://app.example.com` are foreign, and the opaque `null` origin is refused (unless Fetch
+//! Metadata vouches `same-origin`: a browser sends `Origin: null` for a form on a page of ours
+//! served with `Referrer-Policy: no-referrer`). A request that
 //! carries none of these headers is refused as well: every browser sends at least one of them
 //! on a cross-origin unsafe request, and non-browser clients can set `Origin` explicitly.
 //!
@@ -177,8 +179,11 @@ impl OriginPolicy {
             }
             // The browser vouches for same-origin; a present Origin must still agree, which
             // also catches a page served under a hostname other than the configured one.
+            // `null` names no other host: it is what a browser sends for a form on one of our
+            // own pages served with `Referrer-Policy: no-referrer` (an opaque origin — a
+            // sandboxed frame, a `data:` URL — is never `same-origin` with anything).
             return match source.origin {
-                None => Ok(()),
+                None | Some(b"null") => Ok(()),
                 Some(origin) => self.check_origin(origin),
             };
         }
@@ -293,6 +298,31 @@ mod tests {
                 p.check(src(None, Some(bad), None)),
                 Err(CrossOriginRefusal::ForeignOrigin),
                 "{bad}"
+            );
+        }
+        assert_eq!(
+            p.check(src(None, Some("null"), None)),
+            Err(CrossOriginRefusal::NullOrigin)
+        );
+    }
+
+    /// A page sent with `Referrer-Policy: no-referrer` (the password-reset page, whose
+    /// address holds a token) makes the browser send `Origin: null` on its own form's POST,
+    /// while `Sec-Fetch-Site` still says `same-origin`. Regression: that form was refused
+    /// ("came from a page with no origin"), seen in Chromium.
+    #[test]
+    fn a_null_origin_vouched_same_origin_by_fetch_metadata_is_ours() {
+        let p = policy();
+        assert_eq!(
+            p.check(src(Some("same-origin"), Some("null"), None)),
+            Ok(())
+        );
+        // A sandboxed frame or a data: URL has an opaque origin of its own: the browser
+        // calls it cross-site, and without Fetch Metadata nothing vouches for a null origin.
+        for site in ["cross-site", "same-site"] {
+            assert!(
+                p.check(src(Some(site), Some("null"), None)).is_err(),
+                "{site}"
             );
         }
         assert_eq!(

@@ -397,6 +397,10 @@ settings! {
         #[arg(num_args = 1, value_name = "DIR")];
     /// Lifetime of password-reset links, in seconds (at most 1800).
     password_reset_ttl_secs: u64 = 1800, sample "900", #[arg(value_name = "SECS")];
+    /// Sign-in needs a verified email address: sign-up then asks for an address, and a
+    /// sign-in before its link is followed is refused with a way to have the link sent again.
+    require_verified_email: bool = false, sample "true",
+        #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
     /// **Dangerous.** Allow an `http://` public URL on a host other than loopback: the session
     /// cookie then travels in clear text (and browsers refuse `__Host-` cookies over it).
     danger_allow_http: bool = false, sample "true",
@@ -667,6 +671,8 @@ pub struct Settings {
     pub mail: crate::mail::MailSettings,
     /// How long a password-reset link lives.
     pub password_reset_ttl: Duration,
+    /// Whether sign-in needs a verified email address.
+    pub require_verified_email: bool,
     /// How the pages look.
     pub branding: BrandingSettings,
     /// OpenID providers, in the order the file lists them (the login page's order).
@@ -1054,6 +1060,7 @@ impl RawConfig {
             oidc_signup: self.oidc_signup,
             mail,
             password_reset_ttl: Duration::from_secs(self.password_reset_ttl_secs),
+            require_verified_email: self.require_verified_email,
         })
     }
 

@@ -96,6 +96,18 @@ pub(crate) fn password_changed(username: &str, ip: Option<IpAddr>, ended: u64) {
     );
 }
 
+/// An account's email address was changed (`verified: false`) or verified (`verified: true`).
+/// The address itself is not logged: the account store has it.
+pub(crate) fn email_changed(username: &str, ip: Option<IpAddr>, verified: bool) {
+    tracing::info!(
+        target: TARGET,
+        event = if verified { "email_verified" } else { "email_changed" },
+        username,
+        ip = %ip_text(ip),
+        "email address {}", if verified { "verified" } else { "changed" }
+    );
+}
+
 /// An administrator disabled an account; `ended` sessions ended with it.
 pub(crate) fn account_disabled(username: &str, ended: u64) {
     tracing::warn!(

@@ -85,6 +85,16 @@ pub(crate) enum AccountsError {
     /// An email address that is not one.
     #[error(transparent)]
     InvalidEmail(#[from] InvalidEmailAddress),
+    /// Sign-up without an address where sign-in needs a verified one
+    /// (`require_verified_email`).
+    #[error("Enter your email address: this server sends a link to it before you can sign in.")]
+    EmailRequired,
+    /// A correct password, but sign-in needs a verified address and the account has none
+    /// (said only after a correct password, like [`AccountDisabled`](Self::AccountDisabled)).
+    #[error(
+        "Confirm your email address before signing in: follow the link we mailed you, or have a new one sent."
+    )]
+    EmailNotVerified,
     /// The account store failed.
     #[error("account store failure")]
     Store(#[from] StoreError),
@@ -256,6 +266,7 @@ impl Accounts {
         c: &Credentials,
         invite: Option<&str>,
         email: Option<&str>,
+        email_required: bool,
     ) -> Result<Account, AccountsError> {
         let invite = match mode {
             SignupMode::Closed => {
@@ -274,6 +285,10 @@ impl Accounts {
         let username = Username::parse(&c.username).inspect_err(|_| metrics::signup("invalid"))?;
         check_new_password(&c.password, &username).inspect_err(|_| metrics::signup("invalid"))?;
         let email = parse_optional_email(email).inspect_err(|_| metrics::signup("invalid"))?;
+        if email_required && email.is_none() {
+            metrics::signup("invalid");
+            return Err(AccountsError::EmailRequired);
+        }
         self.throttle.signup(ip).map_err(|wait| {
             metrics::throttled();
             metrics::signup("throttled");
@@ -381,7 +396,7 @@ impl Accounts {
     /// Checks the password of a signed-in user again, throttled exactly like a login (the
     /// attempt counts from its start, per account and network): a stolen session must not
     /// become a way to guess the password faster than the login page allows.
-    async fn reauthenticate(
+    pub(crate) async fn reauthenticate(
         &self,
         user: &UserId,
         ip: Option<IpAddr>,

@@ -54,7 +54,8 @@ pub(crate) struct SignupRequest {
     #[serde(default)]
     pub(crate) invite: Option<String>,
     /// An email address for password resets (`name@domain`). A verification link is mailed
-    /// to it; it is used (and shown to apps) only once verified.
+    /// to it; it is used (and shown to apps) only once verified. Required where sign-in needs
+    /// a verified address (`require_verified_email`).
     #[serde(default)]
     #[schema(format = Email)]
     pub(crate) email: Option<String>,
@@ -78,6 +79,12 @@ pub(crate) struct UserView {
     pub(crate) id: String,
     /// Username.
     pub(crate) username: String,
+    /// The account's email address, if it has one, verified or not.
+    #[schema(format = Email)]
+    pub(crate) email: Option<String>,
+    /// Whether `email` is verified (only a verified address is used for password resets and
+    /// shown to apps).
+    pub(crate) email_verified: bool,
 }
 
 impl From<&Account> for UserView {
@@ -85,9 +92,25 @@ impl From<&Account> for UserView {
         Self {
             id: a.id.to_string(),
             username: a.username.to_string(),
+            email: a.email.as_ref().map(|e| e.as_str().to_owned()),
+            email_verified: a.email.is_some() && a.email_verified,
         }
     }
 }
+
+/// The answer to a sign-up where sign-in needs a verified address
+/// (`require_verified_email`): the account exists, and waits for its link.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct VerificationPending {
+    /// Always `true`: no session was started.
+    pub(crate) email_verification_required: bool,
+    /// What to do next.
+    pub(crate) message: &'static str,
+}
+
+/// What sign-up says when the account must verify its address before signing in.
+pub(crate) const CHECK_YOUR_MAIL: &str =
+    "Your account is created. We sent a link to your email address: follow it, then sign in.";
 
 /// The current session.
 #[derive(Debug, Serialize, ToSchema)]
@@ -194,13 +217,14 @@ pub(crate) fn session_response(account: &Account, session: &Session) -> SessionR
     security((), ("session_cookie" = [])),
     responses(
         (status = 201, description = "Account created; the session cookie is set", body = SessionResponse),
+        (status = 202, description = "Account created, but sign-in needs a verified address (`require_verified_email`): a link was mailed to it, and no session was started", body = VerificationPending),
     ))]
 pub(crate) async fn signup(
     State(state): State<AppState>,
     auth: Auth,
     ClientAddr(ip): ClientAddr,
     ApiJson(req): ApiJson<SignupRequest>,
-) -> Result<(StatusCode, Json<SessionResponse>), WebError> {
+) -> Result<Response, WebError> {
     let creds = Credentials {
         username: req.username,
         password: req.password,
@@ -215,10 +239,21 @@ pub(crate) async fn signup(
         req.remember,
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(session_response(&account, &session)),
-    ))
+    Ok(match session {
+        Some(session) => (
+            StatusCode::CREATED,
+            Json(session_response(&account, &session)),
+        )
+            .into_response(),
+        None => (
+            StatusCode::ACCEPTED,
+            Json(VerificationPending {
+                email_verification_required: true,
+                message: CHECK_YOUR_MAIL,
+            }),
+        )
+            .into_response(),
+    })
 }
 
 /// Signs in with a username and password.

@@ -119,6 +119,15 @@ impl WebError {
         }
     }
 
+    /// A refusal of the client's own: `status` (a 4xx), a stable `code`, and a sentence.
+    pub(crate) fn refused(status: StatusCode, code: &'static str, message: &str) -> Self {
+        Self::Body {
+            status,
+            code,
+            message: message.to_owned(),
+        }
+    }
+
     /// The status this error answers with.
     pub(crate) fn status(&self) -> StatusCode {
         match self {
@@ -129,12 +138,14 @@ impl WebError {
                 | AccountsError::AccountDisabled
                 | AccountsError::SignupClosed
                 | AccountsError::InviteRequired
-                | AccountsError::InvalidInvite => StatusCode::FORBIDDEN,
+                | AccountsError::InvalidInvite
+                | AccountsError::EmailNotVerified => StatusCode::FORBIDDEN,
                 AccountsError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
                 AccountsError::UsernameTaken => StatusCode::CONFLICT,
                 AccountsError::InvalidUsername(_)
                 | AccountsError::WeakPassword(_)
-                | AccountsError::InvalidEmail(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                | AccountsError::InvalidEmail(_)
+                | AccountsError::EmailRequired => StatusCode::UNPROCESSABLE_ENTITY,
                 AccountsError::UnknownAccount => StatusCode::UNAUTHORIZED,
                 AccountsError::Busy(_) | AccountsError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
@@ -181,6 +192,8 @@ impl WebError {
                 AccountsError::InvalidUsername(_) => "invalid_username",
                 AccountsError::WeakPassword(_) => "weak_password",
                 AccountsError::InvalidEmail(_) => "invalid_email",
+                AccountsError::EmailRequired => "email_required",
+                AccountsError::EmailNotVerified => "email_not_verified",
                 AccountsError::Store(_) => "store_unavailable",
             },
             Self::Body { code, .. } => code,

@@ -64,6 +64,12 @@ pub(crate) async fn login(
         .login(ip, credentials)
         .await
         .inspect_err(|e| refused(&credentials.username, ip, e))?;
+    if state.settings.require_verified_email && account.verified_email().is_none() {
+        metrics::login("email_not_verified");
+        let e = AccountsError::EmailNotVerified;
+        refused(account.username.as_str(), ip, &e);
+        return Err(e.into());
+    }
     let session = start_session(auth, &account, remember).await?;
     // `cloakroom user disable` sets the flag, then ends every session. A disable that ran
     // after the password check but before our session existed missed it, so look again now
@@ -82,7 +88,9 @@ pub(crate) async fn login(
 }
 
 /// Creates an account (if the configured sign-up mode allows, with `invite` where it asks for
-/// an invitation) and starts its session.
+/// an invitation), mails the link that verifies its address, if it has one, and starts its
+/// session — unless sign-in needs a verified address (`require_verified_email`): then the
+/// account waits for its link, and there is no session (`None`).
 pub(crate) async fn signup(
     state: &AppState,
     auth: &Auth,
@@ -91,10 +99,18 @@ pub(crate) async fn signup(
     invite: Option<&str>,
     email: Option<&str>,
     remember: bool,
-) -> Result<(Account, Session), WebError> {
+) -> Result<(Account, Option<Session>), WebError> {
+    let required = state.settings.require_verified_email;
     let account = state
         .accounts
-        .signup(state.settings.signup, ip, credentials, invite, email)
+        .signup(
+            state.settings.signup,
+            ip,
+            credentials,
+            invite,
+            email,
+            required,
+        )
         .await?;
     // The account exists whatever happens to the mail: a failure here is the operator's to
     // fix (it is logged), and the user can have another link sent.
@@ -103,8 +119,11 @@ pub(crate) async fn signup(
     {
         tracing::error!(error = %crate::error_chain::chain(&e), user = %account.username, "could not queue the verification mail");
     }
+    if required {
+        return Ok((account, None));
+    }
     let session = start_session(auth, &account, remember).await?;
-    Ok((account, session))
+    Ok((account, Some(session)))
 }
 
 /// Deletes the account of `session`'s user, after checking their password again (throttled
@@ -174,6 +193,9 @@ fn refused(username: &str, ip: Option<IpAddr>, e: &AccountsError) {
         }
         AccountsError::WrongPassword => events::login_failed(username, ip, "wrong_password"),
         AccountsError::AccountDisabled => events::login_failed(username, ip, "account_disabled"),
+        AccountsError::EmailNotVerified => {
+            events::login_failed(username, ip, "email_not_verified");
+        }
         AccountsError::Throttled(wait) => {
             events::throttled(username, ip, accounts::ceil_secs(*wait));
         }

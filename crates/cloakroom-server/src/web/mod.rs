@@ -2,7 +2,7 @@
 //!
 //! | group | routes | errors as |
 //! | --- | --- | --- |
-//! | [`pages`] | `/`, `/login`, `/signup`, `/logout`, `/account/…`, and any unknown path | HTML pages (JSON for a 404 that is not for a browser) |
+//! | [`pages`] (and the pages of [`reset`] and [`email`]) | `/`, `/login`, `/signup`, `/logout`, `/account/…`, `/password-reset`, `/verify-email`, and any unknown path | HTML pages (JSON for a 404 that is not for a browser) |
 //! | [`api`] | `/api/…` (OpenAPI at `/openapi.json`) | JSON |
 //! | [`forward`] | `/auth/verify`, Authelia's and oauth2-proxy's endpoints | JSON, in the proxy's dialect |
 //! | [`ops`] | `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, JWKS, stylesheets | JSON |
@@ -15,6 +15,7 @@
 pub(crate) mod api;
 pub(crate) mod client_ip;
 pub(crate) mod device;
+pub(crate) mod email;
 pub(crate) mod error;
 pub(crate) mod flows;
 pub(crate) mod forward;
@@ -83,6 +84,9 @@ pub fn app(state: AppState) -> Router {
             "/api/password-reset/complete",
             post(reset::password_reset_complete),
         )
+        .route("/api/email", post(email::change_api))
+        .route("/api/email/verify", post(email::verify_api))
+        .route("/api/email/resend", post(email::resend_api))
         .layer(layer.clone())
         // Outside the session layer, so that its refusals are rendered too.
         .layer(middleware::map_response(|r| render(Format::Json, r)));
@@ -110,6 +114,17 @@ pub fn app(state: AppState) -> Router {
             "/account/delete",
             get(pages::delete_page).post(pages::delete_submit),
         )
+        .route(
+            "/account/email",
+            get(email::email_page_get).post(email::email_submit),
+        )
+        .route("/account/email/resend", post(email::resend_own))
+        .route(
+            "/password-reset",
+            get(reset::reset_page).post(reset::reset_submit),
+        )
+        .route("/verify-email", get(email::verify_page))
+        .route("/verify-email/resend", post(email::resend_submit))
         // Inside the session layer, so that an error page knows who is signed in.
         .layer(middleware::from_fn(pages::mark_visitor))
         .layer(layer.clone())

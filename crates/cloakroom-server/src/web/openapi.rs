@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use utoipa::OpenApi as _;
 
 use crate::config::Settings;
-use crate::web::{api, forward, ops, reset};
+use crate::web::{api, email, forward, ops, reset};
 
 /// The operations, schemas and tags utoipa generates from the handlers' annotations.
 #[derive(Debug, utoipa::OpenApi)]
@@ -37,6 +37,7 @@ use crate::web::{api, forward, ops, reset};
         api::signup, api::login, api::logout, api::current, api::sessions, api::revoke,
         api::revoke_others, api::change_password, api::delete_account, api::create_link,
         reset::password_reset_request, reset::password_reset_complete,
+        email::change_api, email::verify_api, email::resend_api,
         forward::verify, forward::oauth2_auth, forward::oauth2_sign_in, forward::oauth2_sign_out,
         forward::oauth2_sign_out_confirmed, forward::oauth2_userinfo,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::jwks,
@@ -175,8 +176,14 @@ const OWN: &[(&str, &[Refusal])] = &[
             ),
             refusal(
                 422,
-                &["invalid_username", "weak_password", "invalid_email"],
-                "The username, the password or the email address breaks the rules.",
+                &[
+                    "invalid_username",
+                    "weak_password",
+                    "invalid_email",
+                    "email_required",
+                ],
+                "The username, the password or the email address breaks the rules, or the \
+                 address is missing where sign-in needs a verified one (`email_required`).",
             ),
             refusal(
                 429,
@@ -196,8 +203,11 @@ const OWN: &[(&str, &[Refusal])] = &[
             ),
             refusal(
                 403,
-                &["account_disabled"],
-                "The account is disabled (said only after a correct password).",
+                &["account_disabled", "email_not_verified"],
+                "The account is disabled (`account_disabled`), or sign-in needs a verified \
+                 email address and the account has none yet (`email_not_verified`: follow the \
+                 mailed link, or `POST /api/email/resend`); both said only after a correct \
+                 password.",
             ),
             refusal(
                 429,
@@ -274,6 +284,54 @@ const OWN: &[(&str, &[Refusal])] = &[
             ),
             BUSY,
         ],
+    ),
+    (
+        "change_api",
+        &[
+            refusal(403, &["wrong_password"], "The password is wrong."),
+            refusal(
+                422,
+                &["invalid_email"],
+                "The address is not one (`name@domain`), or is missing.",
+            ),
+            refusal(
+                429,
+                &["too_many_attempts"],
+                "Too many wrong passwords; see `Retry-After`.",
+            ),
+            BUSY,
+        ],
+    ),
+    (
+        "verify_api",
+        &[
+            refusal(
+                400,
+                &["invalid_verification_link", "verification_link_expired"],
+                "The token is not a verification link of this server \
+                 (`invalid_verification_link`), or it has expired \
+                 (`verification_link_expired`): have a new one sent.",
+            ),
+            refusal(
+                410,
+                &["verification_link_used"],
+                "The link was used, or the account's address changed since it was sent.",
+            ),
+            refusal(
+                503,
+                &["store_unavailable"],
+                "The account store is unavailable.",
+            ),
+        ],
+    ),
+    (
+        "resend_api",
+        &[refusal(
+            429,
+            &["too_many_attempts"],
+            "Too many requests from this network; see `Retry-After`. Never said for one \
+             account: that would tell which accounts exist.",
+        )],
     ),
     (
         "delete_account",

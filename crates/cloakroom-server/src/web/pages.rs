@@ -51,6 +51,25 @@ pub(crate) fn render(status: StatusCode, page: &impl Template) -> Response {
     }
 }
 
+/// A page whose address holds a secret (a reset or verification link's token): sent with
+/// `Referrer-Policy: no-referrer`, so the address goes out in no `Referer`, and
+/// `Cache-Control: no-store`, so no cache keeps it. (Its own forms then post with
+/// `Origin: null`, which the origin policy accepts only when Fetch Metadata says
+/// `same-origin`.)
+pub(crate) fn render_secret(status: StatusCode, page: &impl Template) -> Response {
+    let mut response = render(status, page);
+    let h = response.headers_mut();
+    h.insert(
+        header::REFERRER_POLICY,
+        axum::http::HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
 // --- Error pages ---------------------------------------------------------------------------
 
 /// An error page, for refusals outside a form.
@@ -95,6 +114,7 @@ fn error_title(status: StatusCode) -> &'static str {
         403 => "Not allowed",
         404 => "Page not found",
         409 => "Please try again",
+        410 => "This link no longer works",
         429 => "Too many attempts",
         503 => "Temporarily unavailable",
         _ => "Something went wrong",
@@ -140,14 +160,14 @@ pub(crate) async fn not_found(
 
 /// A refused form's error: its sentence, and the field it is about, if it is about one.
 #[derive(Debug, Default)]
-struct FormError {
+pub(crate) struct FormError {
     field: Option<&'static str>,
     message: Option<String>,
 }
 
 impl FormError {
     /// `e`, placed by `field_of` (which knows the form's fields).
-    fn of(e: &WebError, field_of: fn(&WebError) -> Option<&'static str>) -> Self {
+    pub(crate) fn of(e: &WebError, field_of: fn(&WebError) -> Option<&'static str>) -> Self {
         Self {
             field: field_of(e),
             message: Some(e.message()),
@@ -155,19 +175,19 @@ impl FormError {
     }
 
     /// The error under `field`, if it is there.
-    fn on(&self, field: &str) -> Option<&str> {
+    pub(crate) fn on(&self, field: &str) -> Option<&str> {
         self.message
             .as_deref()
             .filter(|_| self.field == Some(field))
     }
 
     /// The error above the form, if it is about no one field.
-    fn general(&self) -> Option<&str> {
+    pub(crate) fn general(&self) -> Option<&str> {
         self.message.as_deref().filter(|_| self.field.is_none())
     }
 }
 
-fn is_mismatch(e: &WebError) -> bool {
+pub(crate) fn is_mismatch(e: &WebError) -> bool {
     matches!(
         e,
         WebError::Body {
@@ -189,7 +209,9 @@ fn signup_field(e: &WebError) -> Option<&'static str> {
             Some("username")
         }
         WebError::Accounts(AccountsError::WeakPassword(_)) => Some("password"),
-        WebError::Accounts(AccountsError::InvalidEmail(_)) => Some("email"),
+        WebError::Accounts(AccountsError::InvalidEmail(_) | AccountsError::EmailRequired) => {
+            Some("email")
+        }
         // The code field is shown whenever one of these comes back (a refused code is not
         // carried again), so the error has a place.
         WebError::Accounts(AccountsError::InvalidInvite | AccountsError::InviteRequired) => {
@@ -213,7 +235,7 @@ fn delete_field(e: &WebError) -> Option<&'static str> {
     matches!(e, WebError::Accounts(AccountsError::WrongPassword)).then_some("password")
 }
 
-fn add_retry_after(response: &mut Response, e: &WebError) {
+pub(crate) fn add_retry_after(response: &mut Response, e: &WebError) {
     if let Some(secs) = e.retry_after() {
         response
             .headers_mut()
@@ -226,7 +248,7 @@ fn add_retry_after(response: &mut Response, e: &WebError) {
 /// A line on the login page saying why the visitor is there. Carried in `?notice=`, which
 /// anyone can put in a link: it only ever selects one of these fixed sentences.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Notice {
+pub(crate) enum Notice {
     /// After "Sign out".
     SignedOut,
     /// A personal page found the session expired (idle or at its maximum length).
@@ -288,7 +310,7 @@ pub(crate) fn signed_out_url() -> String {
     Notice::SignedOut.login_url()
 }
 
-fn login_redirect(next: &str, notice: Option<Notice>) -> Response {
+pub(crate) fn login_redirect(next: &str, notice: Option<Notice>) -> Response {
     let mut target = format!(
         "/login?next={}",
         url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
@@ -301,7 +323,7 @@ fn login_redirect(next: &str, notice: Option<Notice>) -> Response {
 }
 
 /// Who asks for a personal page.
-enum Visitor {
+pub(crate) enum Visitor {
     /// Someone signed in: the page is theirs.
     SignedIn(Session),
     /// Anyone else, with the response that sends them on.
@@ -311,7 +333,7 @@ enum Visitor {
 /// The session a personal page needs; without one, the response that sends the visitor to
 /// sign in (and back to `next`), saying why if their session ended. A store that cannot tell
 /// is an error, never "signed out" (fail closed).
-fn personal(session: Result<Session, Rejection>, next: &str) -> Visitor {
+pub(crate) fn personal(session: Result<Session, Rejection>, next: &str) -> Visitor {
     match session {
         Ok(session) => Visitor::SignedIn(session),
         Err(Rejection::Unauthenticated(why)) => {
@@ -351,6 +373,8 @@ struct EntryForm {
     invite: Option<String>,
     /// Sign-up only: the address as typed, shown again after a refusal.
     email: String,
+    /// Login only: the password was right, but the address must be verified first.
+    unverified: bool,
 }
 
 #[derive(Template)]
@@ -360,6 +384,8 @@ struct LoginPage<'a> {
     nav: Option<Nav>,
     form: EntryForm,
     notice: Option<&'static str>,
+    /// The password was right but the address is not verified: offer a new link.
+    unverified: bool,
 }
 
 #[derive(Template)]
@@ -372,6 +398,8 @@ struct SignupPage<'a> {
     closed: bool,
     /// Sign-up needs an invitation: carry the code, or ask for it.
     by_invite: bool,
+    /// Sign-in needs a verified address, so the address is not optional.
+    email_required: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -394,6 +422,7 @@ fn entry_page(
             &LoginPage {
                 site,
                 nav: None,
+                unverified: form.unverified,
                 form,
                 notice: notice.map(Notice::text),
             },
@@ -406,6 +435,7 @@ fn entry_page(
                 form,
                 closed: false,
                 by_invite: state.settings.signup == SignupMode::Invite,
+                email_required: state.settings.require_verified_email,
             },
         ),
     }
@@ -444,6 +474,7 @@ fn entry_form(
         csrf: None,
         invite,
         email: String::new(),
+        unverified: false,
     };
     let notice = q.notice.as_deref().and_then(Notice::parse);
     entry_page(entry, state, StatusCode::OK, form, notice)
@@ -490,6 +521,7 @@ pub(crate) async fn login_submit(
                 csrf: csrf_of(&auth).await,
                 invite: None,
                 email: String::new(),
+                unverified: matches!(e, WebError::Accounts(AccountsError::EmailNotVerified)),
             };
             let mut response = entry_page(Entry::Login, &state, e.status(), shown, None);
             add_retry_after(&mut response, &e);
@@ -498,7 +530,7 @@ pub(crate) async fn login_submit(
     }
 }
 
-async fn csrf_of(auth: &Auth) -> Option<String> {
+pub(crate) async fn csrf_of(auth: &Auth) -> Option<String> {
     auth.session().await.ok().flatten().map(|s| s.csrf_token())
 }
 
@@ -525,6 +557,7 @@ fn signup_closed(state: &AppState, next: &ReturnTo) -> Response {
         csrf: None,
         invite: None,
         email: String::new(),
+        unverified: false,
     };
     let page = SignupPage {
         site: &state.site,
@@ -532,6 +565,7 @@ fn signup_closed(state: &AppState, next: &ReturnTo) -> Response {
         form,
         closed: true,
         by_invite: false,
+        email_required: false,
     };
     render(StatusCode::FORBIDDEN, &page)
 }
@@ -573,12 +607,14 @@ pub(crate) async fn signup_submit(
             false,
         )
         .await
-        .map(drop)
+        .map(|(_, session)| session.is_some())
     } else {
         Err(WebError::mismatch("The two passwords differ."))
     };
     match result {
-        Ok(()) => Redirect::to(next.as_str()).into_response(),
+        Ok(true) => Redirect::to(next.as_str()).into_response(),
+        // Sign-in waits for the address to be verified.
+        Ok(false) => crate::web::email::check_your_mail(&state),
         Err(WebError::Accounts(AccountsError::SignupClosed)) => signup_closed(&state, &next),
         Err(e) => {
             // A refused code is not carried again: the form then asks for one.
@@ -593,6 +629,7 @@ pub(crate) async fn signup_submit(
                 csrf: csrf_of(&auth).await,
                 invite,
                 email: form.email.unwrap_or_default(),
+                unverified: false,
             };
             let mut response = entry_page(Entry::Signup, &state, e.status(), shown, None);
             add_retry_after(&mut response, &e);
@@ -612,6 +649,7 @@ pub(crate) async fn logout(auth: Auth) -> Result<Response, WebError> {
 #[derive(Template)]
 #[template(path = "home.html")]
 struct HomePage<'a> {
+    notice: Option<&'static str>,
     site: &'a Site,
     nav: Option<Nav>,
     csrf: String,
@@ -626,11 +664,22 @@ struct HomePage<'a> {
     remember: bool,
 }
 
+/// `?notice=` on the account home: only `password-reset`, after a reset link set a new
+/// password (anything else shows nothing).
+#[derive(Debug, Deserialize)]
+pub(crate) struct HomeQuery {
+    notice: Option<String>,
+}
+
+/// What the home page says after a reset link set the password and signed the user in.
+pub(crate) const PASSWORD_RESET_DONE: &str = "/?notice=password-reset";
+
 /// `GET /`: the account home, or a redirect to sign in.
 pub(crate) async fn home(
     State(state): State<AppState>,
     style: Style,
     session: Result<Session, Rejection>,
+    WebQuery(q): WebQuery<HomeQuery>,
 ) -> Response {
     let session = match personal(session, "/") {
         Visitor::SignedIn(s) => s,
@@ -638,7 +687,10 @@ pub(crate) async fn home(
     };
     let r = session.record();
     let now = state.clock.now();
+    let notice = (q.notice.as_deref() == Some("password-reset"))
+        .then_some("Your new password is set. Every other device was signed out.");
     let page = HomePage {
+        notice,
         site: &state.site,
         csrf: session.csrf_token(),
         username: flows::username(&session),

@@ -1,5 +1,5 @@
-//! Password reset by mail: `POST /api/password-reset` asks for a link,
-//! `POST /api/password-reset/complete` uses it.
+//! Password reset by mail: `POST /api/password-reset` (or the form at `/password-reset`) asks
+//! for a link, `POST /api/password-reset/complete` (or the form the link opens) uses it.
 //!
 //! # What a stranger learns: nothing
 //!
@@ -19,10 +19,21 @@
 //! uses of one link at once, exactly one sets a password. The other, and every later use, gets
 //! `410`. The user is then signed in with a fresh session on this device, and a "your password
 //! was changed" notice goes to the verified address.
+//!
+//! # The page a link opens
+//!
+//! `GET /password-reset?token=…` checks the link before showing the form, so a dead link says
+//! so at once — with a form that asks for a new one — rather than after a new password was
+//! typed. The token then travels in the form's body, not in a URL. The page is sent with
+//! `Referrer-Policy: no-referrer` and `Cache-Control: no-store`, and loads nothing from
+//! another origin, so the token in its address reaches no one else: not through `Referer`,
+//! not from a shared cache.
 
+use askama::Template;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
 use cloakroom_axum::{Auth, Session};
 use cloakroom_core::accounts::{Account, Username};
 use cloakroom_core::link::{LinkError, PasswordReset};
@@ -36,7 +47,9 @@ use crate::accounts::reset::{self, ResetLinkError};
 use crate::mail::{Mail, MailError};
 use crate::state::AppState;
 use crate::web::api::{SessionResponse, session_response};
-use crate::web::error::{ApiJson, WebError};
+use crate::web::error::{ApiJson, WebError, WebForm, WebQuery};
+use crate::web::pages::{self, FormError, Nav};
+use crate::web::site::Site;
 use crate::web::{ClientAddr, flows};
 use crate::{events, metrics};
 
@@ -81,18 +94,24 @@ pub(crate) async fn password_reset_request(
     ClientAddr(ip): ClientAddr,
     ApiJson(req): ApiJson<ResetRequest>,
 ) -> Result<(StatusCode, Json<ResetAccepted>), WebError> {
-    state.accounts.throttle_reset_request(ip)?;
-    // Nothing that depends on the account may happen before the answer (see the module docs).
-    let task_state = state.clone();
-    tokio::spawn(async move {
-        if let Err(e) = mail_reset_links(&task_state, &req.login).await {
-            tracing::error!(error = %crate::error_chain::chain(&e), "could not send a password-reset mail");
-        }
-    });
+    request(&state, ip, req.login)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ResetAccepted { message: ACCEPTED }),
     ))
+}
+
+/// Counts the request against its network, then mails links in a task of its own: nothing
+/// that depends on the account may happen before the answer (see the module docs).
+fn request(state: &AppState, ip: Option<std::net::IpAddr>, login: String) -> Result<(), WebError> {
+    state.accounts.throttle_reset_request(ip)?;
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = mail_reset_links(&task_state, &login).await {
+            tracing::error!(error = %crate::error_chain::chain(&e), "could not send a password-reset mail");
+        }
+    });
+    Ok(())
 }
 
 /// Why a reset mail could not be sent (logged, never answered).
@@ -160,16 +179,8 @@ pub(crate) async fn password_reset_complete(
     Ok(Json(session_response(&account, &session)))
 }
 
-fn refused(status: StatusCode, code: &'static str, message: &str) -> WebError {
-    WebError::Body {
-        status,
-        code,
-        message: message.to_owned(),
-    }
-}
-
 fn used() -> WebError {
-    refused(
+    WebError::refused(
         StatusCode::GONE,
         "reset_link_used",
         "This reset link was already used, or the password or sessions changed since it was sent. Ask for a new link if you still need one.",
@@ -178,18 +189,44 @@ fn used() -> WebError {
 
 fn bad_link(e: &LinkError) -> WebError {
     if e.is_expired() {
-        refused(
+        WebError::refused(
             StatusCode::BAD_REQUEST,
             "reset_link_expired",
             "This reset link has expired. Ask for a new one.",
         )
     } else {
-        refused(
+        WebError::refused(
             StatusCode::BAD_REQUEST,
             "invalid_reset_link",
             "This is not a valid reset link. Ask for a new one.",
         )
     }
+}
+
+/// The account a reset link is for, if the link works now: signed by us, unexpired, and
+/// minted for the account's current state.
+async fn account_of(state: &AppState, token: &str) -> Result<Account, WebError> {
+    let link = state
+        .links
+        .verify::<PasswordReset>(token, state.clock.now())
+        .map_err(|e| bad_link(&e))?;
+    // A deleted account's link is as dead as a used one.
+    let account = state
+        .accounts
+        .store()
+        .by_id(link.claims.user())
+        .await?
+        .ok_or_else(used)?;
+    if !link
+        .claims
+        .is_current(&reset::fingerprint(&state.sessions, &account).await?)
+    {
+        return Err(used());
+    }
+    if account.disabled {
+        return Err(AccountsError::AccountDisabled.into());
+    }
+    Ok(account)
 }
 
 /// Uses a reset link (see the module docs for the order of steps and why).
@@ -201,22 +238,8 @@ pub(crate) async fn complete(
     new_password: &Password,
 ) -> Result<(Account, Session), WebError> {
     let now = state.clock.now();
-    let link = state
-        .links
-        .verify::<PasswordReset>(token, now)
-        .map_err(|e| bad_link(&e))?;
+    let account = account_of(state, token).await?;
     let store = state.accounts.store();
-    // A deleted account's link is as dead as a used one.
-    let account = store.by_id(link.claims.user()).await?.ok_or_else(used)?;
-    if !link
-        .claims
-        .is_current(&reset::fingerprint(&state.sessions, &account).await?)
-    {
-        return Err(used());
-    }
-    if account.disabled {
-        return Err(AccountsError::AccountDisabled.into());
-    }
     let hash = state
         .accounts
         .hash_new_password(&account, new_password)
@@ -254,4 +277,175 @@ pub(crate) async fn complete(
     };
     let session = flows::start_session(auth, &account, false).await?;
     Ok((account, session))
+}
+
+// --- The pages -----------------------------------------------------------------------------
+
+/// `/password-reset`: asking for a link (no token), or choosing the new password (a token).
+#[derive(Template)]
+#[template(path = "password_reset.html")]
+struct ResetPage<'a> {
+    site: &'a Site,
+    nav: Option<Nav>,
+    csrf: Option<String>,
+    /// The link's token, carried in a hidden field: the form that sets the password.
+    token: Option<String>,
+    /// Whose password it sets, for password managers.
+    username: Option<String>,
+    /// The asking form: what was typed.
+    login: String,
+    notice: Option<&'static str>,
+    error: FormError,
+}
+
+impl<'a> ResetPage<'a> {
+    fn ask(site: &'a Site, nav: Option<Nav>, csrf: Option<String>) -> Self {
+        Self {
+            site,
+            nav,
+            csrf,
+            token: None,
+            username: None,
+            login: String::new(),
+            notice: None,
+            error: FormError::default(),
+        }
+    }
+}
+
+/// `?token=` on `/password-reset`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct TokenQuery {
+    token: Option<String>,
+}
+
+/// Whether `e` says the link itself is no good (rather than the password typed with it).
+fn is_dead_link(e: &WebError) -> bool {
+    matches!(
+        e,
+        WebError::Body {
+            code: "reset_link_used" | "reset_link_expired" | "invalid_reset_link",
+            ..
+        }
+    ) || matches!(e, WebError::Accounts(AccountsError::AccountDisabled))
+}
+
+fn reset_field(e: &WebError) -> Option<&'static str> {
+    match e {
+        WebError::Accounts(AccountsError::WeakPassword(_)) => Some("new_password"),
+        e if pages::is_mismatch(e) => Some("confirm"),
+        _ => None,
+    }
+}
+
+/// `GET /password-reset`: the form that asks for a link, or — with `?token=` from one — the
+/// form that sets the new password, once the link is known to work. A link that does not is
+/// answered with its status (400 expired or not ours, 410 used) and the asking form.
+pub(crate) async fn reset_page(
+    State(state): State<AppState>,
+    auth: Auth,
+    WebQuery(q): WebQuery<TokenQuery>,
+) -> Result<Response, WebError> {
+    let session = auth.session().await.ok().flatten();
+    let nav = session.as_ref().map(pages::nav);
+    let csrf = session.as_ref().map(Session::csrf_token);
+    let mut page = ResetPage::ask(&state.site, nav, csrf);
+    let Some(token) = q.token else {
+        return Ok(pages::render_secret(StatusCode::OK, &page));
+    };
+    match account_of(&state, &token).await {
+        Ok(account) => {
+            page.token = Some(token);
+            page.username = Some(account.username.as_str().to_owned());
+            Ok(pages::render_secret(StatusCode::OK, &page))
+        }
+        Err(e) if is_dead_link(&e) => {
+            page.error = FormError::of(&e, |_| None);
+            Ok(pages::render_secret(e.status(), &page))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The form of `/password-reset`: `login` asks for a link; `token` with the new password
+/// (twice) uses one.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ResetForm {
+    #[serde(default)]
+    login: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    new_password: Option<Password>,
+    #[serde(default)]
+    confirm: Option<Password>,
+}
+
+/// `POST /password-reset`.
+pub(crate) async fn reset_submit(
+    State(state): State<AppState>,
+    auth: Auth,
+    ClientAddr(ip): ClientAddr,
+    WebForm(form): WebForm<ResetForm>,
+) -> Result<Response, WebError> {
+    let session = auth.session().await.ok().flatten();
+    let nav = session.as_ref().map(pages::nav);
+    let csrf = session.as_ref().map(Session::csrf_token);
+    let mut page = ResetPage::ask(&state.site, nav, csrf);
+    let Some(token) = form.token else {
+        let login = form.login.unwrap_or_default();
+        let result = if login.trim().is_empty() {
+            Err(WebError::refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "missing_login",
+                "Enter your username or email address.",
+            ))
+        } else {
+            request(&state, ip, login.clone())
+        };
+        page.login = login;
+        return Ok(match result {
+            Ok(()) => {
+                page.notice = Some(ACCEPTED);
+                pages::render_secret(StatusCode::OK, &page)
+            }
+            Err(e) => {
+                page.error = FormError::of(&e, |_| None);
+                let mut response = pages::render_secret(e.status(), &page);
+                pages::add_retry_after(&mut response, &e);
+                response
+            }
+        });
+    };
+    let (Some(new_password), Some(confirm)) = (form.new_password, form.confirm) else {
+        return Err(WebError::refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_password",
+            "Enter the new password twice.",
+        ));
+    };
+    let result = if new_password.same_as(&confirm) {
+        complete(&state, &auth, ip, &token, &new_password).await
+    } else {
+        Err(WebError::mismatch("The two new passwords differ."))
+    };
+    match result {
+        Ok(_) => Ok(Redirect::to(pages::PASSWORD_RESET_DONE).into_response()),
+        Err(e) if is_dead_link(&e) => {
+            page.error = FormError::of(&e, |_| None);
+            Ok(pages::render_secret(e.status(), &page))
+        }
+        Err(e) if reset_field(&e).is_some() || e.retry_after().is_some() => {
+            // The link still works: the same form again, the error under its field.
+            if let Ok(account) = account_of(&state, &token).await {
+                page.username = Some(account.username.as_str().to_owned());
+            }
+            page.token = Some(token);
+            page.error = FormError::of(&e, reset_field);
+            let mut response = pages::render_secret(e.status(), &page);
+            pages::add_retry_after(&mut response, &e);
+            Ok(response)
+        }
+        Err(e) => Err(e),
+    }
 }

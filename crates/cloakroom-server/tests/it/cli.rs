@@ -319,7 +319,8 @@ async fn a_near_cached_server_sees_cli_revocations() {
 
 /// Issue 18: a user who forgot their password had no way back until mail exists. An
 /// administrator sets a new one with `cloakroom user set-password`; every session of the
-/// user ends with it, and the login page says whom to ask.
+/// user ends with it. The login page leads to the reset page, which says whom to ask when the
+/// account has no address to mail a link to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_administrator_can_set_a_forgotten_password() {
     let s = start().await;
@@ -327,7 +328,14 @@ async fn an_administrator_can_set_a_forgotten_password() {
     let page = s.browser().get("/login").await;
     assert!(
         page.body
-            .contains("Forgot your password? Ask your administrator"),
+            .contains(r#"<a href="/password-reset">Forgot your password?</a>"#),
+        "{}",
+        page.body
+    );
+    let page = s.browser().get("/password-reset").await;
+    assert!(
+        page.body
+            .contains("No email address on your account? Ask your administrator"),
         "{}",
         page.body
     );

@@ -14,6 +14,10 @@
 //! A scenario that needs time to pass (a session that idles out) writes a number of seconds to
 //! the file `advance` in `CLOAKROOM_E2E_CLOCK_DIR`; this test moves the clock on by that much
 //! and removes the file, which tells the script it is done.
+//!
+//! The server mails through a real SMTP sink (aiosmtpd, as in the mail tests). A scenario that
+//! follows a mailed link writes the file `mail-request` there; this test answers with
+//! `mail.json`, every message the sink holds, decoded, and removes the request.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -81,7 +85,10 @@ async fn pages_work_in_a_real_browser() {
         return cloakroom_testkit::skip(format!("browser tests: {why}")).unwrap_or(());
     }
 
-    let server = start_for_browser().await;
+    let Some(sink) = crate::procs::SmtpSink::start().await else {
+        return;
+    };
+    let server = start_for_browser(Some(sink.url())).await;
     let base = server.state.settings().public_origin.as_str().to_owned();
     let temp = tempfile::tempdir().unwrap();
     // The screenshot goes with the temporary directory unless CLOAKROOM_E2E_ARTIFACTS names a
@@ -93,6 +100,7 @@ async fn pages_work_in_a_real_browser() {
     let clock_dir = temp.path().join("clock");
     std::fs::create_dir_all(&clock_dir).unwrap();
     let advance = clock_dir.join("advance");
+    let mail_request = clock_dir.join("mail-request");
     // One file for both streams keeps the output in the order it was written.
     let log_path = temp.path().join("node.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -121,6 +129,13 @@ async fn pages_work_in_a_real_browser() {
             let secs: u64 = text.trim().parse().unwrap();
             server.clock.advance(Duration::from_secs(secs));
             std::fs::remove_file(&advance).unwrap();
+        }
+        if mail_request.exists() {
+            let messages = serde_json::to_vec(&sink.messages()).unwrap();
+            let tmp = clock_dir.join("mail.json.tmp");
+            std::fs::write(&tmp, messages).unwrap();
+            std::fs::rename(&tmp, clock_dir.join("mail.json")).unwrap();
+            std::fs::remove_file(&mail_request).unwrap();
         }
         if started.elapsed() > DEADLINE {
             let _ = child.kill();

@@ -30,3 +30,4 @@ mod procs;
 mod proxies;
 mod reset;
 mod support;
+mod verify_email;

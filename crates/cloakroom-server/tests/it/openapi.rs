@@ -118,8 +118,11 @@ fn router_routes() -> Vec<(String, String)> {
 
 /// The routes the document leaves out: pages and the stylesheet, for people, not programs.
 fn is_page(path: &str) -> bool {
-    matches!(path, "/" | "/login" | "/signup" | "/logout")
-        || path.starts_with("/account/")
+    matches!(
+        path,
+        "/" | "/login" | "/signup" | "/logout" | "/password-reset" | "/verify-email"
+    ) || path.starts_with("/account/")
+        || path.starts_with("/verify-email/")
         || path.starts_with("/static/")
 }
 
@@ -401,6 +404,57 @@ async fn documented_answers_match_real_ones() {
             .post_json("/api/password-reset/complete", &complete(&token, password))
             .await;
         doc.check("post", "/api/password-reset/complete", &r);
+        r.assert(status);
+    }
+
+    // Email: a change (refused, then made), its verification, a new link.
+    let change =
+        |password: &str| json!({ "email": "ada@example.com", "current_password": password });
+    let r = ada
+        .post_json("/api/email", &change("not the password"))
+        .await;
+    doc.check("post", "/api/email", &r);
+    assert_eq!(r.error_code(), "wrong_password");
+    let r = ada.post_json("/api/email", &change(PASSWORD)).await;
+    doc.check("post", "/api/email", &r);
+    r.assert(200);
+    let r = s
+        .browser()
+        .post_json("/api/email/resend", &json!({ "login": "ada" }))
+        .await;
+    doc.check("post", "/api/email/resend", &r);
+    r.assert(202);
+    let r = s
+        .browser()
+        .post_json("/api/email/verify", &json!({ "token": "garbage" }))
+        .await;
+    doc.check("post", "/api/email/verify", &r);
+    assert_eq!(r.error_code(), "invalid_verification_link");
+    let ada_account = s
+        .state
+        .account_store()
+        .by_username(&cloakroom_core::accounts::Username::parse("ada").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let (link, _) = s
+        .state
+        .links()
+        .verify_email_url(
+            &cloakroom_core::link::EmailVerification::new(
+                ada_account.id.clone(),
+                ada_account.email.as_ref().unwrap(),
+            ),
+            cloakroom_core::Clock::now(&s.clock),
+        )
+        .unwrap();
+    let token = link.split_once("?token=").unwrap().1.to_owned();
+    for status in [200, 410] {
+        let r = s
+            .browser()
+            .post_json("/api/email/verify", &json!({ "token": token }))
+            .await;
+        doc.check("post", "/api/email/verify", &r);
         r.assert(status);
     }
 

@@ -38,6 +38,20 @@ async fn verified_user(s: &TestServer, name: &str, email: &str) -> crate::suppor
     b
 }
 
+/// A reset link for `account` as it is now, minted as the server mints them.
+async fn reset_link_now(s: &TestServer, account: &cloakroom_core::accounts::Account) -> String {
+    let now = cloakroom_core::Clock::now(&s.clock);
+    let epoch = s
+        .state
+        .sessions()
+        .revocation_epoch(&account.id)
+        .await
+        .unwrap();
+    let fp = cloakroom_core::link::ResetFingerprint::of(&account.id, &account.password_hash, epoch);
+    let reset = cloakroom_core::link::PasswordReset::new(account.id.clone(), fp);
+    s.state.links().reset_url(&reset, now).unwrap().0
+}
+
 fn link_in(message: &serde_json::Value) -> String {
     let text = message["text"].as_str().unwrap();
     text.lines()
@@ -58,7 +72,7 @@ fn mails_to(sink: &SmtpSink, to: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-async fn wait_for_mail(
+pub(crate) async fn wait_for_mail(
     sink: &SmtpSink,
     to: &str,
     subject_has: &str,
@@ -212,14 +226,7 @@ async fn bad_expired_and_overtaken_links_are_refused() {
         .await
         .unwrap()
         .unwrap();
-    let now = cloakroom_core::Clock::now(&s.clock);
-    let make = || async {
-        let epoch = s.state.sessions().revocation_epoch(&out.id).await.unwrap();
-        let fp = cloakroom_core::link::ResetFingerprint::of(&out.id, &out.password_hash, epoch);
-        let reset = cloakroom_core::link::PasswordReset::new(out.id.clone(), fp);
-        token_of(&s.state.links().reset_url(&reset, now).unwrap().0)
-    };
-    let token = make().await;
+    let token = token_of(&reset_link_now(&s, &out).await);
     let complete = |token: String, password: &'static str| {
         let s = &s;
         async move {
@@ -253,13 +260,7 @@ async fn bad_expired_and_overtaken_links_are_refused() {
     r.assert(400);
     assert_eq!(r.error_code(), "reset_link_expired");
 
-    let fresh = {
-        let now = cloakroom_core::Clock::now(&s.clock);
-        let epoch = s.state.sessions().revocation_epoch(&out.id).await.unwrap();
-        let fp = cloakroom_core::link::ResetFingerprint::of(&out.id, &out.password_hash, epoch);
-        let reset = cloakroom_core::link::PasswordReset::new(out.id.clone(), fp);
-        token_of(&s.state.links().reset_url(&reset, now).unwrap().0)
-    };
+    let fresh = token_of(&reset_link_now(&s, &out).await);
     // Logging out everywhere (the admin's `sessions revoke`) moves the epoch.
     s.state
         .sessions()
@@ -359,4 +360,185 @@ async fn the_cli_prints_a_working_reset_link() {
         .await;
     r.assert(200);
     b.get("/api/session").await.assert(401);
+}
+
+/// The pages, as a browser without JavaScript meets them: the login page links to
+/// `/password-reset`; its form asks for a link (the same sentence whoever is named); the
+/// mailed link opens a form that carries the token in its body and keeps the address out of
+/// `Referer` and caches; a mismatched or weak password comes back under its field with the
+/// link still working; the right one sets the password, signs in here (home says so) and ends
+/// the old session; the used link is then a 410 page that offers a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reset_pages_work_without_javascript() {
+    let Some(sink) = SmtpSink::start().await else {
+        return;
+    };
+    let s = server_sending_to(&sink).await;
+    let mut old = verified_user(&s, "ada", "ada@example.com").await;
+    let mut b = s.browser();
+
+    let login = b.get("/login").await;
+    assert!(
+        login
+            .body
+            .contains(r#"<a href="/password-reset">Forgot your password?</a>"#),
+        "{}",
+        login.body
+    );
+    let ask = b.get("/password-reset").await;
+    ask.assert(200);
+    assert!(ask.body.contains(r#"name="login""#), "{}", ask.body);
+    let mut answers = Vec::new();
+    for who in ["ada", "nobody"] {
+        let r = b.form("/password-reset", &[("login", who)]).await;
+        r.assert(200);
+        assert!(
+            r.body
+                .contains("a link to reset its password is on its way"),
+            "{}",
+            r.body
+        );
+        answers.push(r.body.replace(&format!(r#"value="{who}""#), ""));
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "the page says nothing about who exists"
+    );
+    let mail = wait_for_mail(&sink, "ada@example.com", "Reset", 1).await;
+    let link = link_in(&mail[0]);
+    let path = link.strip_prefix(crate::support::ORIGIN).unwrap();
+    let token = token_of(&link);
+
+    let form = b.get(path).await;
+    form.assert(200);
+    assert_eq!(
+        form.header("referrer-policy").as_deref(),
+        Some("no-referrer")
+    );
+    assert_eq!(form.header("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(
+        cloakroom_testkit::http::hidden(&form.body, "token").as_deref(),
+        Some(token.as_str())
+    );
+    assert!(
+        form.body.contains(r#"action="/password-reset""#),
+        "{}",
+        form.body
+    );
+    assert!(
+        !form.body.contains("https://"),
+        "nothing loads from elsewhere: {}",
+        form.body
+    );
+
+    let r = b
+        .form(
+            "/password-reset",
+            &[
+                ("token", &token),
+                ("new_password", NEW_PASSWORD),
+                ("confirm", "something else entirely"),
+            ],
+        )
+        .await;
+    r.assert(422);
+    assert!(r.body.contains(r#"id="confirm-error""#), "{}", r.body);
+    assert_eq!(
+        cloakroom_testkit::http::hidden(&r.body, "token").as_deref(),
+        Some(token.as_str())
+    );
+    let r = b
+        .form(
+            "/password-reset",
+            &[
+                ("token", &token),
+                ("new_password", "short"),
+                ("confirm", "short"),
+            ],
+        )
+        .await;
+    r.assert(422);
+    assert!(r.body.contains(r#"id="new_password-error""#), "{}", r.body);
+
+    let r = b
+        .form(
+            "/password-reset",
+            &[
+                ("token", &token),
+                ("new_password", NEW_PASSWORD),
+                ("confirm", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    r.assert(303);
+    assert_eq!(r.location(), "/?notice=password-reset");
+    let home = b.get("/?notice=password-reset").await;
+    home.assert(200);
+    assert!(
+        home.body.contains("Your new password is set."),
+        "{}",
+        home.body
+    );
+    assert!(home.body.contains("Hello, ada"), "{}", home.body);
+    old.get("/api/session").await.assert(401);
+
+    let again = s.browser().get(path).await;
+    again.assert(410);
+    assert!(again.body.contains("already used"), "{}", again.body);
+    assert!(
+        again.body.contains(r#"name="login""#),
+        "offers a new link: {}",
+        again.body
+    );
+    assert_eq!(
+        again.header("referrer-policy").as_deref(),
+        Some("no-referrer")
+    );
+    let r = s
+        .browser()
+        .form(
+            "/password-reset",
+            &[
+                ("token", &token),
+                ("new_password", "yet another passphrase"),
+                ("confirm", "yet another passphrase"),
+            ],
+        )
+        .await;
+    r.assert(410);
+
+    let bad = s.browser().get("/password-reset?token=not-a-token").await;
+    bad.assert(400);
+    assert!(bad.body.contains("not a valid reset link"), "{}", bad.body);
+    assert!(bad.body.contains(r#"name="login""#), "{}", bad.body);
+}
+
+/// An expired link's page says so (400) and offers a new one.
+#[tokio::test]
+async fn an_expired_link_page_offers_a_new_one() {
+    let s = start().await;
+    verified_user(&s, "ada", "ada@example.com").await;
+    let out = s
+        .state
+        .account_store()
+        .by_username(&Username::parse("ada").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let link = reset_link_now(&s, &out).await;
+    let path = link
+        .strip_prefix(crate::support::ORIGIN)
+        .unwrap()
+        .to_owned();
+    s.browser().get(&path).await.assert(200);
+    s.clock.advance(Duration::from_secs(31 * 60));
+    let r = s.browser().get(&path).await;
+    r.assert(400);
+    assert!(
+        r.body
+            .contains("This reset link has expired. Ask for a new one."),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("Send a new link"), "{}", r.body);
 }

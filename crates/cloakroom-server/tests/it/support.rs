@@ -136,7 +136,7 @@ pub async fn start_observed_with(
 /// its public URL. The browser must reach it at exactly that origin (form posts from any other
 /// are refused), and `localhost` is where browsers accept a `Secure`, `__Host-` cookie over
 /// plain HTTP — the README's quickstart setup.
-pub async fn start_for_browser() -> TestServer {
+pub async fn start_for_browser(smtp_url: Option<String>) -> TestServer {
     // The port has to be known before the settings are built, so it is picked, released and
     // bound again. Another test binding port 0 in between could take it; then pick again.
     let mut attempts = 0;
@@ -152,6 +152,10 @@ pub async fn start_for_browser() -> TestServer {
             // The browser suite signs up a few dozen users from one address; its subject is
             // the pages, not the sign-up throttle (tested in accounts_hardening).
             raw.signup_limit_per_network = 1000;
+            if let Some(url) = &smtp_url {
+                raw.smtp_url = Some(url.parse().unwrap());
+                raw.mail_from = Some("login@example.com".into());
+            }
         };
         match try_start(edit, |s| s).await {
             Ok(server) => return server,
