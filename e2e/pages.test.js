@@ -489,6 +489,26 @@ test('a forgotten password is reset from the mailed link, without JavaScript', {
   await mailsTo(address, 'password was changed');
 });
 
+test('"Sign in with" an OpenID provider, without JavaScript, ends in a local session', { skip: !CLOCK_DIR && 'no provider' }, async () => {
+  const name = user('olga');
+  const { context, page } = await device({ javaScriptEnabled: false });
+  await page.goto(loginFor('/account/sessions'));
+  await page.getByRole('link', { name: 'Sign in with Fixture ID' }).click();
+  // The provider's own page, on its own origin.
+  assert.notEqual(new URL(page.url()).origin, ORIGIN, 'at the provider');
+  await page.getByLabel('Login').fill(name);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(url('/account/sessions'));
+  assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Your devices');
+  const ours = (await context.cookies(BASE)).map((c) => c.name);
+  assert.deepEqual(ours, [COOKIE], 'the session cookie only: the pre-login cookie is gone');
+  await expectSignedIn(page, name);
+  // Sign out here ends the local session, as for any other.
+  await page.getByRole('navigation', { name: 'Account' }).getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL(url('/login?notice=signed-out'));
+  await expectSignedOut(page);
+});
+
 test('login: errors inline, username kept, password never echoed, then back to `next`', async () => {
   const name = user('edda');
   const wrong = 'Wrong-Password-Never-Echoed';

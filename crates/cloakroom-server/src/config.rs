@@ -1214,27 +1214,34 @@ mod tests {
     fn the_example_file_documents_oidc_providers() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/cloakroom.toml");
         let text = std::fs::read_to_string(path).unwrap();
-        let block: String = text
-            .lines()
-            .skip_while(|l| *l != "#[[oidc]]")
-            .take_while(|l| l.starts_with('#') && !l.starts_with("# "))
-            .map(|l| format!("{}\n", &l[1..]))
+        let lines: Vec<&str> = text.lines().collect();
+        let blocks: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| **l == "#[[oidc]]")
+            .map(|(i, _)| {
+                lines[i..]
+                    .iter()
+                    .take_while(|l| l.starts_with('#') && !l.starts_with("# "))
+                    .map(|l| format!("{}\n", &l[1..]))
+                    .collect()
+            })
             .collect();
-        assert!(
-            block.starts_with("[[oidc]]"),
-            "{path} shows an [[oidc]] table"
-        );
-        let raw = from_toml(&block);
-        assert_eq!(raw.oidc.len(), 1);
+        assert!(blocks.len() >= 2, "{path} shows [[oidc]] tables");
+        let all = blocks.concat();
+        let raw = from_toml(&all);
+        assert_eq!(raw.oidc.len(), blocks.len());
+        // Every field is shown in one of the tables.
         let fields = serde_json::to_value(&raw.oidc[0]).unwrap();
         for field in fields.as_object().unwrap().keys() {
-            assert!(block.contains(&format!("\n{field} = ")), "{field} is shown");
+            assert!(all.contains(&format!("\n{field} = ")), "{field} is shown");
         }
-        // The secret file it names does not exist here; without it the table is accepted.
+        // The secret file it names does not exist here; without it the tables are accepted.
         let mut raw = raw;
         raw.oidc[0].client_secret_file = None;
         let s = raw.settings().unwrap();
         assert_eq!(s.oidc[0].display_name, "Google");
+        assert_eq!(s.oidc[1].display_name, "Microsoft");
         assert!(text.contains("CLOAKROOM_OIDC_GOOGLE_CLIENT_SECRET"));
     }
 

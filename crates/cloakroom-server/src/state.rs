@@ -91,6 +91,9 @@ pub enum StartupError {
     /// Mail cannot be set up (a template file, the SMTP transport).
     #[error(transparent)]
     Mail(#[from] MailSetupError),
+    /// The OpenID pre-login key cannot be read or created.
+    #[error(transparent)]
+    OidcKey(#[from] crate::oidc::prelogin::PreLoginKeyError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}")]
     Listen {
@@ -131,6 +134,8 @@ pub struct Inner {
     pub(crate) mailer: Mailer,
     /// Single-use link tokens (reset, verification, download).
     pub(crate) links: Links,
+    /// OpenID providers to sign in through, and the pre-login key.
+    pub(crate) oidc: crate::oidc::Oidc,
 }
 
 impl Deref for AppState {
@@ -293,6 +298,7 @@ impl AppState {
             settings.password_reset_ttl,
             clock.now(),
         )?;
+        let oidc = crate::oidc::Oidc::open(&settings.oidc, &settings.data_dir, &clock)?;
         let mailer = Mailer::open(
             &settings.mail,
             stores.outbox.clone(),
@@ -320,6 +326,7 @@ impl AppState {
                 site,
                 mailer,
                 links,
+                oidc,
                 sessions,
                 clock,
                 settings,

@@ -37,6 +37,10 @@ pub mod session_keys {
     pub const EMAIL: &str = "email";
     /// The display name, if known.
     pub const NAME: &str = "name";
+    /// The issuer of the OpenID provider the session was signed in through, if any.
+    pub const OIDC_ISSUER: &str = "oidc_iss";
+    /// The provider's session id (`sid`) for it, which a back-channel logout names.
+    pub const OIDC_SID: &str = "oidc_sid";
 }
 
 /// Why an account flow refused. Every variant but [`Store`](Self::Store) is the client's to
@@ -337,6 +341,15 @@ impl Accounts {
     ) -> Result<cloakroom_core::accounts::PasswordHash, AccountsError> {
         check_new_password(new, &account.username)?;
         Ok(self.passwords.hash(new).await?)
+    }
+
+    /// A hash of a random password nobody knows: the password of an account made by a sign-in
+    /// through an OpenID provider (a reset link to its verified address can set a real one).
+    pub(crate) async fn hash_unknown_password(
+        &self,
+    ) -> Result<cloakroom_core::accounts::PasswordHash, AccountsError> {
+        let unknown = Password::new(SessionHandle::generate().as_str().to_owned());
+        Ok(self.passwords.hash(&unknown).await?)
     }
 
     /// Counts a reset request from `ip`, or refuses it with how long to wait. Said to the

@@ -319,15 +319,6 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let raw = RawConfig::load(cli.config.as_deref(), cli.command.flags())?;
     let settings = raw.settings()?;
-    // The `[[oidc]]` tables are read and checked, but the sign-in flow that uses them is not
-    // built yet (issue 13): a server that accepted them and showed no button would leave the
-    // operator guessing, so it refuses to start instead.
-    if matches!(cli.command, Command::Serve(_)) && !settings.oidc.is_empty() {
-        anyhow::bail!(
-            "configuration: `oidc`: signing in through OpenID providers is not available in \
-             this build yet; remove the [[oidc]] tables to start"
-        );
-    }
     init_logging(settings.json_logs);
     for name in crate::config::unknown_environment() {
         tracing::warn!(

@@ -21,8 +21,18 @@ pub(crate) const DEFAULT_SCOPES: [&str; 3] = ["openid", "email", "profile"];
 pub struct OidcProviderConfig {
     /// Names the provider in URLs (`/oidc/{id}/login`): `[a-z0-9-]+`.
     pub id: String,
+    /// A known provider, which fills in `issuer` and `display_name`: `google`, `gitlab`, or
+    /// `microsoft` (with `tenant`). `github` is refused: GitHub is OAuth 2.0, not OpenID
+    /// Connect, and has no ID token to verify.
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// The Microsoft Entra tenant id (a GUID), for `preset = "microsoft"`.
+    #[serde(default)]
+    pub tenant: Option<String>,
     /// The issuer URL; discovery is fetched from `<issuer>/.well-known/openid-configuration`.
-    pub issuer: String,
+    /// Required unless a preset gives it.
+    #[serde(default)]
+    pub issuer: Option<String>,
     /// The client id the provider gave this server.
     pub client_id: String,
     /// A file holding the client secret (else `CLOAKROOM_OIDC_<ID>_CLIENT_SECRET`; with
@@ -99,6 +109,44 @@ pub(crate) fn is_secret_variable(rest: &str) -> bool {
         })
 }
 
+/// A preset's issuer and display name.
+fn preset(id: &str, name: &str, tenant: Option<&str>) -> Result<(String, &'static str), Problem> {
+    match name {
+        "google" => Ok(("https://accounts.google.com".into(), "Google")),
+        "gitlab" => Ok(("https://gitlab.com".into(), "GitLab")),
+        "microsoft" => {
+            let tenant = tenant.ok_or_else(|| {
+                format!("{id}: preset \"microsoft\" needs tenant (the directory's tenant id)")
+            })?;
+            // The multi-tenant endpoints issue ID tokens whose `iss` names each user's own
+            // tenant, which no fixed issuer matches: one tenant per provider table.
+            if matches!(tenant, "common" | "organizations" | "consumers")
+                || tenant.is_empty()
+                || !tenant
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return Err(format!(
+                    "{id}: tenant {tenant:?} must be one directory's tenant id (not \
+                     \"common\", \"organizations\" or \"consumers\": their ID tokens name \
+                     each user's own tenant as issuer)"
+                ));
+            }
+            Ok((
+                format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+                "Microsoft",
+            ))
+        }
+        "github" => Err(format!(
+            "{id}: GitHub signs in with OAuth 2.0, not OpenID Connect: there is no ID token to \
+             verify, so it is not supported (see the README)"
+        )),
+        other => Err(format!(
+            "{id}: unknown preset {other:?} (known: google, gitlab, microsoft)"
+        )),
+    }
+}
+
 impl OidcProviderConfig {
     /// Checks one provider; `env` looks a variable up (the process environment, or a test's).
     pub(crate) fn checked(
@@ -116,8 +164,28 @@ impl OidcProviderConfig {
                 "id {id:?} must be 1 to 32 of a-z, 0-9 and '-' (it appears in URLs)"
             ));
         }
-        let issuer = url::Url::parse(&self.issuer)
-            .map_err(|e| format!("{id}: issuer {:?}: {e}", self.issuer))?;
+        let (issuer_text, preset_name) = match (self.preset.as_deref(), self.issuer.as_deref()) {
+            (Some(p), given) => {
+                let (issuer, name) = preset(id, p, self.tenant.as_deref())?;
+                if given.is_some_and(|g| g.trim_end_matches('/') != issuer) {
+                    return Err(format!(
+                        "{id}: issuer differs from preset {p:?}'s ({issuer}); keep one of them"
+                    ));
+                }
+                (issuer, Some(name))
+            }
+            (None, Some(issuer)) => (issuer.to_owned(), None),
+            (None, None) => {
+                return Err(format!(
+                    "{id}: issuer is missing (or name a preset: google, gitlab, microsoft)"
+                ));
+            }
+        };
+        if self.tenant.is_some() && self.preset.as_deref() != Some("microsoft") {
+            return Err(format!("{id}: tenant is only for preset = \"microsoft\""));
+        }
+        let issuer = url::Url::parse(&issuer_text)
+            .map_err(|e| format!("{id}: issuer {issuer_text:?}: {e}"))?;
         let loopback = issuer
             .host()
             .is_some_and(|h| crate::config::is_loopback_host(&h));
@@ -133,7 +201,7 @@ impl OidcProviderConfig {
             return Err(format!(
                 "{id}: issuer {:?} must be an https:// URL (http:// only on loopback) with no \
                  credentials, query or fragment",
-                self.issuer
+                issuer_text
             ));
         }
         if self.client_id.trim().is_empty() {
@@ -179,6 +247,7 @@ impl OidcProviderConfig {
             .as_deref()
             .map(str::trim)
             .filter(|n| !n.is_empty())
+            .or(preset_name)
             .unwrap_or(id)
             .to_owned();
         if display_name.chars().count() > 64 || display_name.chars().any(char::is_control) {
@@ -221,7 +290,9 @@ mod tests {
     fn provider(issuer: &str) -> OidcProviderConfig {
         OidcProviderConfig {
             id: "google".into(),
-            issuer: issuer.into(),
+            preset: None,
+            tenant: None,
+            issuer: Some(issuer.into()),
             client_id: "client".into(),
             client_secret_file: None,
             scopes: default_scopes(),
@@ -231,6 +302,56 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn presets_fill_in_the_issuer_and_name() {
+        let with = |preset: &str, tenant: Option<&str>| OidcProviderConfig {
+            preset: Some(preset.into()),
+            tenant: tenant.map(Into::into),
+            issuer: None,
+            display_name: None,
+            ..provider("https://unused.example")
+        };
+        let g = with("google", None).checked(&no_env).unwrap();
+        assert_eq!(g.issuer.as_str(), "https://accounts.google.com/");
+        assert_eq!(g.display_name, "Google");
+        let m = with("microsoft", Some("9188040d-6c67-4c5b-b112-36a304b66dad"))
+            .checked(&no_env)
+            .unwrap();
+        assert_eq!(
+            m.issuer.as_str(),
+            "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0"
+        );
+        assert_eq!(
+            with("gitlab", None).checked(&no_env).unwrap().display_name,
+            "GitLab"
+        );
+        for (bad, says) in [
+            (with("github", None), "OAuth 2.0, not OpenID Connect"),
+            (with("microsoft", None), "needs tenant"),
+            (with("microsoft", Some("common")), "not \"common\""),
+            (with("yahoo", None), "unknown preset"),
+            (with("google", Some("x")), "tenant is only for"),
+        ] {
+            let e = bad.checked(&no_env).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+        let mut clash = with("google", None);
+        clash.issuer = Some("https://evil.example".into());
+        assert!(
+            clash
+                .checked(&no_env)
+                .unwrap_err()
+                .contains("differs from preset")
+        );
+        let mut none = with("google", None);
+        none.preset = None;
+        assert!(
+            none.checked(&no_env)
+                .unwrap_err()
+                .contains("issuer is missing")
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub(crate) mod email;
 pub(crate) mod error;
 pub(crate) mod flows;
 pub(crate) mod forward;
+pub(crate) mod oidc;
 pub(crate) mod openapi;
 pub(crate) mod ops;
 pub(crate) mod pages;
@@ -124,6 +125,8 @@ pub fn app(state: AppState) -> Router {
             get(reset::reset_page).post(reset::reset_submit),
         )
         .route("/verify-email", get(email::verify_page))
+        .route("/oidc/{id}/login", get(oidc::login))
+        .route("/oidc/{id}/callback", get(oidc::callback))
         .route("/verify-email/resend", post(email::resend_submit))
         // Inside the session layer, so that an error page knows who is signed in.
         .layer(middleware::from_fn(pages::mark_visitor))
@@ -151,6 +154,15 @@ pub fn app(state: AppState) -> Router {
         .layer(layer.clone().danger_disable_csrf())
         .layer(middleware::map_response(|r| render(Format::Json, r)));
 
+    // A provider posts logout tokens from its own servers: no browser, no Origin, no session —
+    // the token's signature is the whole authentication.
+    let provider_calls = Router::new()
+        .route(
+            "/oidc/{id}/backchannel-logout",
+            post(oidc::backchannel_logout),
+        )
+        .layer(middleware::map_response(|r| render(Format::Json, r)));
+
     let mut ops = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/openapi.json", get(ops::openapi))
@@ -176,6 +188,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api)
         .merge(pages)
         .merge(forward)
+        .merge(provider_calls)
         .merge(ops)
         .fallback_service(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

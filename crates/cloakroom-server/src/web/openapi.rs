@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use utoipa::OpenApi as _;
 
 use crate::config::Settings;
-use crate::web::{api, email, forward, ops, reset};
+use crate::web::{api, email, forward, oidc, ops, reset};
 
 /// The operations, schemas and tags utoipa generates from the handlers' annotations.
 #[derive(Debug, utoipa::OpenApi)]
@@ -37,7 +37,7 @@ use crate::web::{api, email, forward, ops, reset};
         api::signup, api::login, api::logout, api::current, api::sessions, api::revoke,
         api::revoke_others, api::change_password, api::delete_account, api::create_link,
         reset::password_reset_request, reset::password_reset_complete,
-        email::change_api, email::verify_api, email::resend_api,
+        email::change_api, email::verify_api, email::resend_api, oidc::backchannel_logout,
         forward::verify, forward::oauth2_auth, forward::oauth2_sign_in, forward::oauth2_sign_out,
         forward::oauth2_sign_out_confirmed, forward::oauth2_userinfo,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::jwks,
@@ -54,6 +54,7 @@ use crate::web::{api, email, forward, ops, reset};
         (name = "forward-auth", description = "The decision a reverse proxy asks for before letting a request through: \
             Cloakroom's own endpoint and Authelia's"),
         (name = "oauth2-proxy", description = "oauth2-proxy's endpoints, for proxies configured for it"),
+        (name = "oidc", description = "Signing in through OpenID providers: the endpoint a provider calls"),
         (name = "operations", description = "Health, readiness, metrics, keys, this document"),
     ),
 )]
@@ -332,6 +333,35 @@ const OWN: &[(&str, &[Refusal])] = &[
             "Too many requests from this network; see `Retry-After`. Never said for one \
              account: that would tell which accounts exist.",
         )],
+    ),
+    (
+        "backchannel_logout",
+        &[
+            refusal(
+                400,
+                &["invalid_logout_token", "malformed_body"],
+                "The logout token is not a valid one from this provider (signature, `iss`, \
+                 `aud`, `iat`, the logout event, `sub`), or was used already; or the body \
+                 does not parse.",
+            ),
+            refusal(
+                415,
+                &["unsupported_media_type"],
+                "The body is not `application/x-www-form-urlencoded`.",
+            ),
+            refusal(422, &["invalid_body"], "The body has no `logout_token`."),
+            refusal(404, &["not_found"], "No provider has this id."),
+            refusal(
+                502,
+                &["oidc_unavailable"],
+                "The provider's keys cannot be fetched.",
+            ),
+            refusal(
+                503,
+                &["store_unavailable"],
+                "The session store is unavailable.",
+            ),
+        ],
     ),
     (
         "delete_account",

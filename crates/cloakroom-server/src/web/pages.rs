@@ -386,6 +386,8 @@ struct LoginPage<'a> {
     notice: Option<&'static str>,
     /// The password was right but the address is not verified: offer a new link.
     unverified: bool,
+    /// `(id, name)` of each OpenID provider: a "Sign in with …" button each.
+    providers: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -423,6 +425,7 @@ fn entry_page(
                 site,
                 nav: None,
                 unverified: form.unverified,
+                providers: state.oidc.buttons(),
                 form,
                 notice: notice.map(Notice::text),
             },

@@ -17,13 +17,15 @@
 //!
 //! The server mails through a real SMTP sink (aiosmtpd, as in the mail tests). A scenario that
 //! follows a mailed link writes the file `mail-request` there; this test answers with
-//! `mail.json`, every message the sink holds, decoded, and removes the request.
+//! `mail.json`, every message the sink holds, decoded, and removes the request. It signs in
+//! through a real OpenID provider too (`e2e/oidc-provider.mjs`, see `oidc.rs`), shown on the
+//! login page as "Fixture ID".
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::start_for_browser;
+use crate::support::start_at;
 
 const SCRIPT: &str = "pages.test.js";
 const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
@@ -88,7 +90,20 @@ async fn pages_work_in_a_real_browser() {
     let Some(sink) = crate::procs::SmtpSink::start().await else {
         return;
     };
-    let server = start_for_browser(Some(sink.url())).await;
+    // The OpenID provider registers the server's redirect URI, so the port comes first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(provider) = crate::oidc::Provider::start(port) else {
+        return;
+    };
+    let server = start_at(port, |raw| {
+        crate::support::for_browser(raw, Some(&sink.url()));
+        raw.oidc = vec![crate::oidc::fixture_config(&provider)];
+    })
+    .await;
     let base = server.state.settings().public_origin.as_str().to_owned();
     let temp = tempfile::tempdir().unwrap();
     // The screenshot goes with the temporary directory unless CLOAKROOM_E2E_ARTIFACTS names a

@@ -22,6 +22,7 @@ mod leaving;
 mod links;
 mod mail;
 mod messages;
+mod oidc;
 mod openapi;
 mod ops;
 mod packaging;

@@ -123,6 +123,7 @@ fn is_page(path: &str) -> bool {
         "/" | "/login" | "/signup" | "/logout" | "/password-reset" | "/verify-email"
     ) || path.starts_with("/account/")
         || path.starts_with("/verify-email/")
+        || (path.starts_with("/oidc/") && !path.ends_with("/backchannel-logout"))
         || path.starts_with("/static/")
 }
 
@@ -457,6 +458,16 @@ async fn documented_answers_match_real_ones() {
         doc.check("post", "/api/email/verify", &r);
         r.assert(status);
     }
+
+    // A provider's back-channel logout, to a provider this server does not have.
+    let r = s
+        .browser()
+        .req("POST", "/oidc/nobody/backchannel-logout")
+        .body("logout_token=x", "application/x-www-form-urlencoded")
+        .send()
+        .await;
+    doc.check("post", "/oidc/{id}/backchannel-logout", &r);
+    r.assert(404);
 
     let mut fresh = s.browser();
     let r = fresh

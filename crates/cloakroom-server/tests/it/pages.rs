@@ -276,7 +276,7 @@ async fn pages_escape_user_controlled_text() {
 /// another loopback spelling is sent to the public URL instead; API calls are left alone.
 #[tokio::test]
 async fn pages_at_another_loopback_spelling_go_to_the_public_url() {
-    let s = crate::support::start_for_browser(None).await;
+    let s = crate::support::start_for_browser().await;
     let public = s.state.settings().public_origin.as_str().to_owned();
     let port = public.rsplit(':').next().unwrap().to_owned();
     let http = reqwest::Client::builder()

@@ -136,7 +136,7 @@ pub async fn start_observed_with(
 /// its public URL. The browser must reach it at exactly that origin (form posts from any other
 /// are refused), and `localhost` is where browsers accept a `Secure`, `__Host-` cookie over
 /// plain HTTP — the README's quickstart setup.
-pub async fn start_for_browser(smtp_url: Option<String>) -> TestServer {
+pub async fn start_for_browser() -> TestServer {
     // The port has to be known before the settings are built, so it is picked, released and
     // bound again. Another test binding port 0 in between could take it; then pick again.
     let mut attempts = 0;
@@ -149,13 +149,7 @@ pub async fn start_for_browser(smtp_url: Option<String>) -> TestServer {
         let edit = |raw: &mut RawConfig| {
             raw.listen = format!("127.0.0.1:{port}");
             raw.public_url = Some(format!("http://localhost:{port}"));
-            // The browser suite signs up a few dozen users from one address; its subject is
-            // the pages, not the sign-up throttle (tested in accounts_hardening).
-            raw.signup_limit_per_network = 1000;
-            if let Some(url) = &smtp_url {
-                raw.smtp_url = Some(url.parse().unwrap());
-                raw.mail_from = Some("login@example.com".into());
-            }
+            for_browser(raw, None);
         };
         match try_start(edit, |s| s).await {
             Ok(server) => return server,
@@ -166,6 +160,36 @@ pub async fn start_for_browser(smtp_url: Option<String>) -> TestServer {
             Err(e) => panic!("cannot start a server for the browser: {e}"),
         }
     }
+}
+
+/// The settings of a server a browser suite drives: mail to `smtp_url`, if given.
+pub fn for_browser(raw: &mut RawConfig, smtp_url: Option<&str>) {
+    // The browser suite signs up a few dozen users from one address; its subject is the
+    // pages, not the sign-up throttle (tested in accounts_hardening).
+    raw.signup_limit_per_network = 1000;
+    if let Some(url) = smtp_url {
+        raw.smtp_url = Some(url.parse().unwrap());
+        raw.mail_from = Some("login@example.com".into());
+    }
+}
+
+/// A server listening on `127.0.0.1:port` with the public URL `http://localhost:port`, for
+/// peers that must know the server's address before it starts (an OpenID provider registers
+/// its redirect URI).
+pub async fn start_at(port: u16, edit: impl FnOnce(&mut RawConfig)) -> TestServer {
+    let mut s = try_start(
+        |raw| {
+            raw.listen = format!("127.0.0.1:{port}");
+            raw.public_url = Some(format!("http://localhost:{port}"));
+            edit(raw);
+        },
+        |s| s,
+    )
+    .await
+    .unwrap();
+    // Requests go to the public URL's spelling: pages at another one are redirected to it.
+    s.base = format!("http://localhost:{port}");
+    s
 }
 
 async fn start_full(
@@ -218,9 +242,11 @@ impl TestServer {
         self.browser_with_ua(CHROME_UA)
     }
 
-    /// A browser on [`ORIGIN`] that sends the session's CSRF token from `/api/session`.
+    /// A browser on the server's public origin ([`ORIGIN`] unless the test chose another)
+    /// that sends the session's CSRF token from `/api/session`.
     pub fn browser_with_ua(&self, ua: &str) -> Browser {
-        Browser::new(Client::new(&self.base, ORIGIN).with_user_agent(ua))
+        let origin = self.state.settings().public_origin.as_str().to_owned();
+        Browser::new(Client::new(&self.base, &origin).with_user_agent(ua))
             .csrf_from("/api/session", "csrf_token")
     }
 

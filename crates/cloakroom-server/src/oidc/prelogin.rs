@@ -1,0 +1,228 @@
+//! The pre-login cookie: what the callback needs to finish a sign-in the login route started —
+//! the provider, `state`, `nonce`, the PKCE verifier and where to go afterwards — kept in the
+//! browser that started it, not in a table.
+//!
+//! `<payload>.<mac>`, both base64url: the payload is JSON, the MAC an HMAC-SHA256 over a
+//! domain string and the payload under a key of its own (`<data_dir>/oidc-prelogin.key`, 32
+//! random bytes, made once, readable by the server's user only). The MAC makes it unforgeable;
+//! the cookie being `__Host-`, HttpOnly and `SameSite=Lax` binds it to this browser; its
+//! `exp` (10 minutes) bounds it; and its random id, recorded as used at the callback (the
+//! session store's consumed-link records), makes it work once even if it were copied.
+//!
+//! The payload is not encrypted: what it holds is useless without the code the provider sends
+//! only to this browser's callback, and the PKCE verifier proves to the provider that the one
+//! who exchanges the code started the flow.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cloakroom_core::Timestamp;
+use cloakroom_core::link::LinkId;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// How long a sign-in may take at the provider.
+pub(crate) const LIFETIME: std::time::Duration = std::time::Duration::from_secs(600);
+/// The cookie's value is at most this long (a longer one is refused unread).
+const MAX_LEN: usize = 4096;
+const DOMAIN: &[u8] = b"cloakroom oidc pre-login v1\0";
+
+/// What the login route leaves for the callback.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct PreLogin {
+    /// The provider's id.
+    pub(crate) provider: String,
+    /// The `state` sent to the provider.
+    pub(crate) state: String,
+    /// The `nonce` the ID token must carry.
+    pub(crate) nonce: String,
+    /// The PKCE verifier.
+    pub(crate) verifier: String,
+    /// Where to go after sign-in (already checked: a local path or an allowed URL).
+    pub(crate) next: String,
+    /// When it stops working, in Unix seconds.
+    pub(crate) exp: i64,
+    /// Its id, recorded as used at the callback.
+    pub(crate) id: String,
+}
+
+/// Why a pre-login cookie was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum PreLoginError {
+    /// Not there: the sign-in started in another browser, or long ago.
+    #[error("no pre-login cookie")]
+    Missing,
+    /// Not one of ours, or altered.
+    #[error("the pre-login cookie is not valid")]
+    Invalid,
+    /// Too old.
+    #[error("the pre-login cookie has expired")]
+    Expired,
+}
+
+/// The MAC key.
+#[derive(Clone)]
+pub(crate) struct PreLoginKey([u8; 32]);
+
+impl std::fmt::Debug for PreLoginKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PreLoginKey([redacted])")
+    }
+}
+
+/// Why the key could not be had.
+#[derive(Debug, thiserror::Error)]
+#[error("the OpenID pre-login key {}", path.display())]
+pub struct PreLoginKeyError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+impl PreLoginKey {
+    /// Reads `<data_dir>/oidc-prelogin.key`, making it (owner-only) if it does not exist.
+    pub(crate) fn open(data_dir: &Path) -> Result<Self, PreLoginKeyError> {
+        let path = data_dir.join("oidc-prelogin.key");
+        let err = |source| PreLoginKeyError {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
+                .map(Self)
+                .map_err(|_| {
+                    err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "not 32 bytes: remove it to have a new one made",
+                    ))
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| err(std::io::Error::other(e)))?;
+                write_new(&path, &key).map_err(err)?;
+                Ok(Self(key))
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        #[allow(clippy::expect_used)] // HMAC takes a key of any length.
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("any key length");
+        mac.update(DOMAIN);
+        mac
+    }
+
+    /// The cookie value for `p`.
+    pub(crate) fn seal(&self, p: &PreLogin) -> String {
+        #[allow(clippy::expect_used)] // Strings and an integer always serialise.
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(p).expect("serialisable"));
+        let mut mac = self.mac();
+        mac.update(payload.as_bytes());
+        let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{payload}.{tag}")
+    }
+
+    /// The pre-login state in `value`, if it is ours, unaltered and unexpired at `now`.
+    pub(crate) fn open_value(
+        &self,
+        value: &str,
+        now: Timestamp,
+    ) -> Result<PreLogin, PreLoginError> {
+        if value.len() > MAX_LEN {
+            return Err(PreLoginError::Invalid);
+        }
+        let (payload, tag) = value.split_once('.').ok_or(PreLoginError::Invalid)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| PreLoginError::Invalid)?;
+        let mut mac = self.mac();
+        mac.update(payload.as_bytes());
+        // Constant-time comparison.
+        mac.verify_slice(&tag).map_err(|_| PreLoginError::Invalid)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| PreLoginError::Invalid)?;
+        let p: PreLogin = serde_json::from_slice(&json).map_err(|_| PreLoginError::Invalid)?;
+        if now.as_unix_secs() >= p.exp {
+            return Err(PreLoginError::Expired);
+        }
+        Ok(p)
+    }
+}
+
+impl PreLogin {
+    /// Its id, as the consumed-link records take it.
+    pub(crate) fn link_id(&self) -> Option<LinkId> {
+        LinkId::parse(&self.id)
+    }
+}
+
+#[cfg(unix)]
+fn write_new(path: &Path, key: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(key)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_new(path: &Path, key: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(exp: i64) -> PreLogin {
+        PreLogin {
+            provider: "fixture".into(),
+            state: "s".into(),
+            nonce: "n".into(),
+            verifier: "v".into(),
+            next: "/".into(),
+            exp,
+            id: LinkId::generate().to_string(),
+        }
+    }
+
+    #[test]
+    fn sealed_state_opens_once_unaltered_and_unexpired() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = PreLoginKey::open(dir.path()).unwrap();
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let p = sample(2_000);
+        let value = key.seal(&p);
+        assert_eq!(key.open_value(&value, now), Ok(p.clone()));
+        // The same key again from the file.
+        let again = PreLoginKey::open(dir.path()).unwrap();
+        assert!(again.open_value(&value, now).is_ok());
+        // Altered payload or tag, another key, expiry, garbage.
+        let (payload, tag) = value.split_once('.').unwrap();
+        let mut altered = payload.to_owned().into_bytes();
+        altered[3] ^= 1;
+        let altered = format!("{}.{tag}", String::from_utf8_lossy(&altered));
+        assert_eq!(key.open_value(&altered, now), Err(PreLoginError::Invalid));
+        let other = PreLoginKey::open(tempfile::tempdir().unwrap().path()).unwrap();
+        assert_eq!(other.open_value(&value, now), Err(PreLoginError::Invalid));
+        assert_eq!(
+            key.open_value(&value, Timestamp::from_unix_millis(2_000_000)),
+            Err(PreLoginError::Expired)
+        );
+        for bad in ["", ".", "a.b", &"x".repeat(5000)] {
+            assert_eq!(
+                key.open_value(bad, now),
+                Err(PreLoginError::Invalid),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Signing in through OpenID providers: `GET /oidc/{id}/login`, `GET /oidc/{id}/callback`
+//! (pages) and `POST /oidc/{id}/backchannel-logout` (for the provider). The protocol is in
+//! [`crate::oidc`]; this is what the server does with its outcome.
+//!
+//! # Accounts
+//!
+//! A verified sign-in names `(issuer, subject)`. The account linked to it signs in. With none,
+//! and `oidc_signup = true` (the default), an account is made and linked in one step (so a
+//! race of two first sign-ins makes one account): its username from the provider's
+//! `preferred_username`, else the address's local part, else its name — cut to the username
+//! rules and made unique with a number —, its address only if the provider says it is
+//! verified, and a random password nobody knows. With `oidc_signup = false` the sign-in is
+//! refused with a page that says so. A disabled account is refused as at a password login, and
+//! so is one without a verified address where `require_verified_email` asks for one.
+//!
+//! The session records the provider's issuer and its `sid`, so that a back-channel logout
+//! ends exactly the sessions that sign-in made.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use cloakroom_axum::Auth;
+use cloakroom_core::AuthMethod;
+use cloakroom_core::accounts::{Account, AccountError, LinkedIdentity, Username};
+use cloakroom_core::mail::EmailAddress;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::accounts::{self, AccountsError, session_keys};
+use crate::oidc::flow::{self, CallbackQuery, Claims, FlowError, SignedIn};
+use crate::oidc::logout::{self, LogoutError};
+use crate::oidc::{Oidc, Provider};
+use crate::state::AppState;
+use crate::web::ClientAddr;
+use crate::web::error::{WebError, WebForm, WebQuery};
+use crate::web::redirect::ReturnTo;
+use crate::{events, metrics};
+
+/// The pre-login cookie's name: the session cookie's, with `-oidc` (so `__Host-` too).
+pub(crate) fn prelogin_cookie_name(session_cookie: &str) -> String {
+    format!("{session_cookie}-oidc")
+}
+
+fn provider(oidc: &Oidc, id: Result<Path<String>, PathRejection>) -> Result<&Provider, WebError> {
+    id.ok()
+        .and_then(|Path(id)| oidc.provider(&id))
+        .ok_or(WebError::NotFound("No such sign-in provider."))
+}
+
+/// `<public_url>/oidc/{id}/callback`, the `redirect_uri` registered at the provider.
+fn redirect_uri(state: &AppState, id: &str) -> String {
+    format!(
+        "{}/oidc/{id}/callback",
+        state.settings.public_origin.as_str().trim_end_matches('/')
+    )
+}
+
+fn set_cookie(name: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax"
+    ))
+    .ok()
+}
+
+fn flow_error(provider: &Provider, e: &FlowError) -> WebError {
+    let name = &provider.config.display_name;
+    let (status, code, message) = match e {
+        FlowError::Refused(_) => (
+            StatusCode::FORBIDDEN,
+            "oidc_refused",
+            format!("{name} did not sign you in. Try again, or sign in another way."),
+        ),
+        FlowError::Discovery(_) | FlowError::Exchange(_) => (
+            StatusCode::BAD_GATEWAY,
+            "oidc_unavailable",
+            format!("{name} cannot be reached right now. Try again in a moment."),
+        ),
+        FlowError::IdToken(_) => (
+            StatusCode::BAD_GATEWAY,
+            "oidc_invalid_answer",
+            format!("The answer from {name} could not be verified, so you were not signed in. Try again."),
+        ),
+        _ => (
+            StatusCode::BAD_REQUEST,
+            "oidc_state",
+            "This sign-in cannot be finished: it was started in another browser or more than 10 minutes ago, or it was finished already. Start again.".to_owned(),
+        ),
+    };
+    WebError::refused(status, code, &message)
+}
+
+/// `?next=` (or `?rd=`) on the login route.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LoginQuery {
+    next: Option<String>,
+    rd: Option<String>,
+}
+
+/// `GET /oidc/{id}/login`: to the provider, with `state`, `nonce` and a PKCE challenge whose
+/// verifier waits in the pre-login cookie.
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    WebQuery(q): WebQuery<LoginQuery>,
+) -> Result<Response, WebError> {
+    let provider = provider(&state.oidc, id)?;
+    let next = ReturnTo::parse(
+        q.rd.as_deref().or(q.next.as_deref()),
+        &state.settings.redirect_hosts,
+    );
+    let redirect = redirect_uri(&state, &provider.config.id);
+    let (url, cookie) = flow::start(
+        &state.oidc,
+        provider,
+        &redirect,
+        next.as_str().to_owned(),
+        state.clock.now(),
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(provider = %provider.config.id, error = %crate::error_chain::chain(&e), "starting an OpenID sign-in");
+        flow_error(provider, &e)
+    })?;
+    let mut response = Redirect::to(&url).into_response();
+    let name = prelogin_cookie_name(&state.settings.cookie_name);
+    let max_age = crate::oidc::prelogin::LIFETIME.as_secs();
+    if let Some(v) = set_cookie(&name, &cookie, max_age) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
+/// `GET /oidc/{id}/callback`: checks what came back (see `oidc::flow`), then signs in to the
+/// linked account, or a new one. The pre-login cookie goes, whatever the outcome.
+pub(crate) async fn callback(
+    State(state): State<AppState>,
+    auth: Auth,
+    ClientAddr(ip): ClientAddr,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    WebQuery(q): WebQuery<CallbackQuery>,
+) -> Result<Response, WebError> {
+    let provider = provider(&state.oidc, id)?;
+    let name = prelogin_cookie_name(&state.settings.cookie_name);
+    let redirect = redirect_uri(&state, &provider.config.id);
+    let outcome = flow::finish(
+        &state.oidc,
+        provider,
+        &state.sessions,
+        &*state.clock,
+        &redirect,
+        cookie_value(&headers, &name),
+        q,
+    )
+    .await;
+    let result = match outcome {
+        Ok(signed_in) => sign_in(&state, &auth, provider, ip, &signed_in)
+            .await
+            .map(|()| Redirect::to(&signed_in.next).into_response()),
+        Err(FlowError::Store(e)) => Err(WebError::Store(e)),
+        Err(e) => {
+            metrics::login("oidc_refused");
+            if e.is_upstream() || matches!(e, FlowError::IdToken(_)) {
+                tracing::error!(provider = %provider.config.id, error = %crate::error_chain::chain(&e), "an OpenID sign-in failed");
+            } else {
+                tracing::warn!(provider = %provider.config.id, error = %e, "an OpenID sign-in was refused");
+            }
+            Err(flow_error(provider, &e))
+        }
+    };
+    let mut response = match result {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    if let Some(v) = set_cookie(&name, "", 0) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(response)
+}
+
+/// The username a new account gets: from the provider's claims, within the rules, made
+/// unique by the caller.
+fn username_base(claims: &Claims) -> String {
+    let email_local = claims
+        .email()
+        .and_then(|e| e.as_str().split_once('@').map(|(l, _)| l.to_owned()));
+    let name = claims
+        .name()
+        .and_then(|n| n.get(None))
+        .map(|n| n.as_str().replace(' ', "."));
+    let candidates = claims
+        .preferred_username()
+        .map(|u| u.as_str().to_owned())
+        .into_iter()
+        .chain(email_local)
+        .chain(name);
+    for candidate in candidates {
+        let cleaned: String = candidate
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .skip_while(|c| !c.is_ascii_alphanumeric())
+            .take(28)
+            .collect();
+        if Username::parse(&cleaned).is_ok() {
+            return cleaned;
+        }
+    }
+    "user".to_owned()
+}
+
+/// The account linked to the sign-in, or a new one (see the module docs).
+async fn account_for(
+    state: &AppState,
+    provider: &Provider,
+    claims: &Claims,
+) -> Result<Account, WebError> {
+    let store = state.accounts.store();
+    let issuer = claims.issuer().as_str();
+    let subject = claims.subject().as_str();
+    if let Some(account) = store.by_identity(issuer, subject).await? {
+        return Ok(account);
+    }
+    if !state.settings.oidc_signup {
+        return Err(WebError::refused(
+            StatusCode::FORBIDDEN,
+            "oidc_signup_closed",
+            &format!(
+                "No account here is linked to this {} account, and new accounts cannot be made this way. Sign in with your password, or ask an administrator.",
+                provider.config.display_name
+            ),
+        ));
+    }
+    let now = state.clock.now();
+    let hash = state.accounts.hash_unknown_password().await?;
+    let email = claims
+        .email()
+        .filter(|_| claims.email_verified() == Some(true))
+        .and_then(|e| EmailAddress::parse(e.as_str()).ok());
+    let base = username_base(claims);
+    for attempt in 0..12u32 {
+        let name = match attempt {
+            0 => base.clone(),
+            1..=8 => format!("{base}-{}", attempt + 1),
+            _ => format!(
+                "{base}-{}",
+                &cloakroom_core::SessionHandle::generate().as_str()[..6]
+            ),
+        };
+        let Ok(username) = Username::parse(&name) else {
+            continue;
+        };
+        let mut account = accounts::new_account(username, hash.clone(), now);
+        account.email = email.clone();
+        account.email_verified = email.is_some();
+        account.display_name = claims
+            .name()
+            .and_then(|n| n.get(None))
+            .map(|n| n.as_str().chars().take(100).collect());
+        let identity = LinkedIdentity {
+            issuer: issuer.to_owned(),
+            subject: subject.to_owned(),
+            account: account.id.clone(),
+            linked_at: now,
+        };
+        match store.create_with_identity(&account, &identity).await {
+            Ok(()) => {
+                metrics::signup("oidc");
+                tracing::info!(user = %account.username, provider = %provider.config.id, "signup through an OpenID provider");
+                return Ok(account);
+            }
+            Err(AccountError::UsernameTaken) => {}
+            // A first sign-in racing this one linked the identity: use its account.
+            Err(AccountError::IdentityTaken) => {
+                return store
+                    .by_identity(issuer, subject)
+                    .await?
+                    .ok_or(WebError::Accounts(AccountsError::UnknownAccount));
+            }
+            Err(e) => return Err(AccountsError::from(e).into()),
+        }
+    }
+    Err(WebError::refused(
+        StatusCode::CONFLICT,
+        "username_taken",
+        "No free username could be found for this account. Ask an administrator.",
+    ))
+}
+
+/// Signs in to the sign-in's account with a new session that records the provider.
+async fn sign_in(
+    state: &AppState,
+    auth: &Auth,
+    provider: &Provider,
+    ip: Option<std::net::IpAddr>,
+    signed_in: &SignedIn,
+) -> Result<(), WebError> {
+    let claims = &signed_in.claims;
+    let account = account_for(state, provider, claims).await?;
+    if account.disabled {
+        metrics::login("disabled");
+        events::login_failed(account.username.as_str(), ip, "account_disabled");
+        return Err(AccountsError::AccountDisabled.into());
+    }
+    if state.settings.require_verified_email && account.verified_email().is_none() {
+        metrics::login("email_not_verified");
+        events::login_failed(account.username.as_str(), ip, "email_not_verified");
+        return Err(AccountsError::EmailNotVerified.into());
+    }
+    let mut data = accounts::session_data(&account);
+    // Small values: these inserts stay within the data limit.
+    let _ = data.insert(session_keys::OIDC_ISSUER, claims.issuer().as_str());
+    if let Some(sid) = &signed_in.sid {
+        let _ = data.insert(session_keys::OIDC_SID, sid);
+    }
+    let method = AuthMethod::new(format!("oidc:{}", provider.config.id))
+        .unwrap_or_else(|_| AuthMethod::password());
+    let session = auth
+        .login(auth.new_session(account.id.clone(), method).data(data))
+        .await?;
+    if state.accounts.is_disabled(&account.id).await? {
+        let _ = session.logout().await;
+        return Err(AccountsError::AccountDisabled.into());
+    }
+    metrics::login("success");
+    events::login(account.username.as_str(), session.handle().as_str(), ip);
+    Ok(())
+}
+
+/// The form a provider posts to the back-channel logout endpoint.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct LogoutForm {
+    /// The logout token: a JWT signed by the provider.
+    pub(crate) logout_token: String,
+}
+
+/// Back-channel logout (OpenID Connect Back-Channel Logout 1.0), for the provider: the user
+/// signed out there, so every session that sign-in made here ends — on every instance, at the
+/// next request.
+#[utoipa::path(post, path = "/oidc/{id}/backchannel-logout", tag = "oidc",
+    params(("id" = String, Path, description = "The provider's id, as configured")),
+    request_body(content = LogoutForm, content_type = "application/x-www-form-urlencoded"),
+    security(()),
+    responses((status = 200, description = "Accepted: the sessions of that sign-in have ended (also when there were none)")))]
+pub(crate) async fn backchannel_logout(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    WebForm(form): WebForm<LogoutForm>,
+) -> Result<Response, WebError> {
+    let provider = provider(&state.oidc, id)?;
+    let now = state.clock.now();
+    let logout = logout::verify(provider, &state.sessions, &form.logout_token, now)
+        .await
+        .map_err(|e| match e {
+            LogoutError::Store(s) => WebError::Store(s),
+            LogoutError::Discovery(d) => {
+                tracing::error!(provider = %provider.config.id, error = %crate::error_chain::chain(&d), "verifying a logout token");
+                WebError::refused(
+                    StatusCode::BAD_GATEWAY,
+                    "oidc_unavailable",
+                    "The provider's keys cannot be fetched right now.",
+                )
+            }
+            other => {
+                tracing::warn!(provider = %provider.config.id, error = %other, "a logout token was refused");
+                WebError::refused(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_logout_token",
+                    &format!("The logout token was refused: {other}."),
+                )
+            }
+        })?;
+    let ended = end_sessions(&state, &logout).await?;
+    metrics::revoked("oidc_backchannel_logout", ended);
+    tracing::info!(provider = %provider.config.id, ended, "back-channel logout");
+    Ok((
+        StatusCode::OK,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+    )
+        .into_response())
+}
+
+/// Ends the sessions a logout token names: those of the linked account signed in through this
+/// issuer — with this `sid`, when it names one.
+async fn end_sessions(state: &AppState, logout: &logout::Logout) -> Result<u64, WebError> {
+    let Some(subject) = &logout.subject else {
+        // Without `sub` the account is unknown: sessions are not indexed by `sid`.
+        return Err(WebError::refused(
+            StatusCode::BAD_REQUEST,
+            "invalid_logout_token",
+            "A logout token without sub is not supported.",
+        ));
+    };
+    let Some(account) = state
+        .accounts
+        .store()
+        .by_identity(&logout.issuer, subject)
+        .await?
+    else {
+        return Ok(0);
+    };
+    let mut ended = 0;
+    for session in state.sessions.list_for_user(&account.id).await? {
+        let data = &session.data;
+        let issuer = data.get::<String>(session_keys::OIDC_ISSUER).ok().flatten();
+        let sid = data.get::<String>(session_keys::OIDC_SID).ok().flatten();
+        let same_sign_in = issuer.as_deref() == Some(logout.issuer.as_str())
+            && logout.sid.as_ref().is_none_or(|s| sid.as_ref() == Some(s));
+        if same_sign_in && state.sessions.revoke(&session.id).await? {
+            ended += 1;
+        }
+    }
+    Ok(ended)
+}
