@@ -409,6 +409,11 @@ settings! {
     /// linked to creates an account; `false`: it is refused with a page saying so.
     oidc_signup: bool = true, sample "false",
         #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
+    /// A first sign-in through an OpenID provider signs in to the local account with the same
+    /// email address — and links it — when both the provider and this server have that address
+    /// verified. Off: such a user links the provider from "Sign-in methods" while signed in.
+    oidc_link_by_email: bool = false, sample "true",
+        #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
 
     [
         /// How the pages look, so they fit the site they protect: `[branding]` in a file.
@@ -679,6 +684,8 @@ pub struct Settings {
     pub oidc: Vec<OidcProvider>,
     /// Whether a first OpenID sign-in creates an account.
     pub oidc_signup: bool,
+    /// Whether a first OpenID sign-in links to the account with the same verified address.
+    pub oidc_link_by_email: bool,
 }
 
 /// The checked `[branding]` settings.
@@ -1058,6 +1065,7 @@ impl RawConfig {
             oidc: crate::oidc::provider::check_all(&self.oidc, &|name| std::env::var(name).ok())
                 .map_err(|e| invalid("oidc", e))?,
             oidc_signup: self.oidc_signup,
+            oidc_link_by_email: self.oidc_link_by_email,
             mail,
             password_reset_ttl: Duration::from_secs(self.password_reset_ttl_secs),
             require_verified_email: self.require_verified_email,

@@ -108,6 +108,19 @@ pub(crate) fn email_changed(username: &str, ip: Option<IpAddr>, verified: bool) 
     );
 }
 
+/// A sign-in through an OpenID provider, or a logout token from one, was refused; `reason`
+/// is a stable code (`oidc_state`, `oidc_invalid_answer`, `invalid_logout_token`, …).
+pub(crate) fn oidc_refused(provider: &str, ip: Option<IpAddr>, reason: &'static str) {
+    tracing::warn!(
+        target: TARGET,
+        event = "oidc_refused",
+        provider,
+        ip = %ip_text(ip),
+        reason,
+        "OpenID sign-in or logout refused"
+    );
+}
+
 /// An administrator disabled an account; `ended` sessions ended with it.
 pub(crate) fn account_disabled(username: &str, ended: u64) {
     tracing::warn!(

@@ -70,7 +70,13 @@ pub(crate) enum DiscoveryError {
 struct Cached {
     metadata: CoreProviderMetadata,
     fresh_until: Timestamp,
-    keys_fetched_at: Timestamp,
+}
+
+#[derive(Default)]
+struct Cache {
+    cached: Option<Cached>,
+    /// When a token's unknown `kid` last made the keys be fetched.
+    unknown_kid_refresh: Option<Timestamp>,
 }
 
 /// One provider's documents, fetched when first needed and refreshed as they go stale.
@@ -79,7 +85,7 @@ pub(crate) struct Discovery {
     http: ProviderClient,
     clock: std::sync::Arc<dyn Clock>,
     // Held across the fetch: concurrent logins wait for one fetch rather than each making one.
-    cache: Mutex<Option<Cached>>,
+    cache: Mutex<Cache>,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -124,7 +130,7 @@ impl Discovery {
             issuer,
             http,
             clock,
-            cache: Mutex::new(None),
+            cache: Mutex::new(Cache::default()),
         }
     }
 
@@ -132,12 +138,12 @@ impl Discovery {
     pub(crate) async fn metadata(&self) -> Result<CoreProviderMetadata, DiscoveryError> {
         let mut cache = self.cache.lock().await;
         let now = self.clock.now();
-        if let Some(c) = cache.as_ref().filter(|c| now < c.fresh_until) {
+        if let Some(c) = cache.cached.as_ref().filter(|c| now < c.fresh_until) {
             return Ok(c.metadata.clone());
         }
         let fetched = self.fetch(now).await?;
         let metadata = fetched.metadata.clone();
-        *cache = Some(fetched);
+        cache.cached = Some(fetched);
         Ok(metadata)
     }
 
@@ -150,14 +156,15 @@ impl Discovery {
         let mut cache = self.cache.lock().await;
         let now = self.clock.now();
         if cache
-            .as_ref()
-            .is_some_and(|c| now.duration_since(c.keys_fetched_at) < UNKNOWN_KID_PAUSE)
+            .unknown_kid_refresh
+            .is_some_and(|at| now.duration_since(at) < UNKNOWN_KID_PAUSE)
         {
             return Ok(None);
         }
+        cache.unknown_kid_refresh = Some(now);
         let fetched = self.fetch(now).await?;
         let metadata = fetched.metadata.clone();
-        *cache = Some(fetched);
+        cache.cached = Some(fetched);
         Ok(Some(metadata))
     }
 
@@ -221,7 +228,6 @@ impl Discovery {
         Ok(Cached {
             metadata,
             fresh_until: now.saturating_add(doc_fresh.min(keys_fresh)),
-            keys_fetched_at: now,
         })
     }
 }

@@ -125,6 +125,7 @@ pub(crate) async fn start(
     provider: &Provider,
     redirect: &str,
     next: String,
+    link: Option<String>,
     now: Timestamp,
 ) -> Result<(String, String), FlowError> {
     let metadata = provider.discovery.metadata().await?;
@@ -150,6 +151,7 @@ pub(crate) async fn start(
         next,
         exp: now.as_unix_secs() + lifetime,
         id: LinkId::generate().to_string(),
+        link,
     };
     Ok((url.to_string(), oidc.key.seal(&pre)))
 }
@@ -176,6 +178,8 @@ pub(crate) struct SignedIn {
     pub(crate) sid: Option<String>,
     /// Where the visitor goes next.
     pub(crate) next: String,
+    /// The account to connect the identity to, when that is what was started.
+    pub(crate) link: Option<String>,
 }
 
 /// The `sid` claim of a JWT whose signature was verified already (`openidconnect`'s core
@@ -297,5 +301,6 @@ pub(crate) async fn finish(
         claims,
         sid: sid_of(&id_token.to_string()),
         next: pre.next,
+        link: pre.link,
     })
 }

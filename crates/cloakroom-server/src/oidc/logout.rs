@@ -5,10 +5,14 @@
 //! A logout token is a JWT signed by the provider's key, as an ID token is, checked here with
 //! `jsonwebtoken` against the same cached JWKS (`openidconnect` has no logout tokens): an
 //! asymmetric algorithm only, the key named by `kid` (an unknown one refetches the keys, as for
-//! ID tokens), `typ` `logout+jwt` when present, `iss` this provider, `aud` our client id, `iat`
+//! ID tokens), `iss` this provider, `aud` our client id, `iat`
 //! not ahead of our clock and not older than [`MAX_AGE`], `exp` if present, the back-channel
 //! logout event, no `nonce` (which would make it an ID token), and `sub` or `sid`. Its `jti`
 //! is recorded as used (the consumed-link records), so a captured token cannot be replayed.
+//!
+//! `typ` is not checked: the specification only recommends `logout+jwt`, providers send
+//! `JWT` or others, and what tells a logout token from an ID token is what is checked — the
+//! event present, and no `nonce`.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -133,13 +137,6 @@ pub(crate) async fn verify(
             "the algorithm {:?} is not accepted",
             header.alg
         )));
-    }
-    if header
-        .typ
-        .as_deref()
-        .is_some_and(|t| !t.eq_ignore_ascii_case("logout+jwt"))
-    {
-        return Err(invalid("typ is not logout+jwt"));
     }
     let metadata = provider.discovery.metadata().await?;
     let issuer = metadata.issuer().as_str().to_owned();

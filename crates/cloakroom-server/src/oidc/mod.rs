@@ -95,6 +95,18 @@ impl Oidc {
         self.providers.iter().find(|p| p.config.id == id)
     }
 
+    /// What the pages call provider `id` (the id itself for one no longer configured).
+    pub(crate) fn display_name(&self, id: &str) -> String {
+        self.provider(id)
+            .map_or_else(|| id.to_owned(), |p| p.config.display_name.clone())
+    }
+
+    /// The provider whose issuer is `issuer` (as a linked identity records it).
+    pub(crate) fn by_issuer(&self, issuer: &str) -> Option<&Provider> {
+        let issuer = url::Url::parse(issuer).ok()?;
+        self.providers.iter().find(|p| p.config.issuer == issuer)
+    }
+
     /// `(id, display name)` of each provider, for the login page's buttons.
     pub(crate) fn buttons(&self) -> Vec<(String, String)> {
         self.providers

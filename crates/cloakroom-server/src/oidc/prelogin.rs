@@ -46,6 +46,10 @@ pub(crate) struct PreLogin {
     pub(crate) exp: i64,
     /// Its id, recorded as used at the callback.
     pub(crate) id: String,
+    /// Set when a signed-in user connects the provider to their account: that account's id
+    /// (the callback then links instead of signing in, and only for that same user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) link: Option<String>,
 }
 
 /// Why a pre-login cookie was refused.
@@ -191,6 +195,7 @@ mod tests {
             next: "/".into(),
             exp,
             id: LinkId::generate().to_string(),
+            link: None,
         }
     }
 

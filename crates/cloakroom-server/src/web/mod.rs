@@ -120,6 +120,8 @@ pub fn app(state: AppState) -> Router {
             get(email::email_page_get).post(email::email_submit),
         )
         .route("/account/email/resend", post(email::resend_own))
+        .route("/account/connections", get(oidc::connections_page))
+        .route("/account/connections/disconnect", post(oidc::disconnect))
         .route(
             "/password-reset",
             get(reset::reset_page).post(reset::reset_submit),

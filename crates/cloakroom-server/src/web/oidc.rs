@@ -32,9 +32,9 @@ use crate::oidc::flow::{self, CallbackQuery, Claims, FlowError, SignedIn};
 use crate::oidc::logout::{self, LogoutError};
 use crate::oidc::{Oidc, Provider};
 use crate::state::AppState;
-use crate::web::ClientAddr;
 use crate::web::error::{WebError, WebForm, WebQuery};
 use crate::web::redirect::ReturnTo;
+use crate::web::{ClientAddr, flows};
 use crate::{events, metrics};
 
 /// The pre-login cookie's name: the session cookie's, with `-oidc` (so `__Host-` too).
@@ -61,6 +61,16 @@ fn set_cookie(name: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
         "{name}={value}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax"
     ))
     .ok()
+}
+
+/// The stable code of a refused sign-in, for its page and its security event.
+fn flow_code(e: &FlowError) -> &'static str {
+    match e {
+        FlowError::Refused(_) => "oidc_refused",
+        FlowError::Discovery(_) | FlowError::Exchange(_) => "oidc_unavailable",
+        FlowError::IdToken(_) => "oidc_invalid_answer",
+        _ => "oidc_state",
+    }
 }
 
 fn flow_error(provider: &Provider, e: &FlowError) -> WebError {
@@ -90,31 +100,45 @@ fn flow_error(provider: &Provider, e: &FlowError) -> WebError {
     WebError::refused(status, code, &message)
 }
 
-/// `?next=` (or `?rd=`) on the login route.
+/// `?next=` (or `?rd=`) on the login route; `?connect=1` to connect the provider to the
+/// signed-in account instead of signing in.
 #[derive(Debug, Deserialize)]
 pub(crate) struct LoginQuery {
     next: Option<String>,
     rd: Option<String>,
+    connect: Option<u8>,
 }
 
 /// `GET /oidc/{id}/login`: to the provider, with `state`, `nonce` and a PKCE challenge whose
 /// verifier waits in the pre-login cookie.
 pub(crate) async fn login(
     State(state): State<AppState>,
+    session: Option<cloakroom_axum::Session>,
     id: Result<Path<String>, PathRejection>,
     WebQuery(q): WebQuery<LoginQuery>,
 ) -> Result<Response, WebError> {
     let provider = provider(&state.oidc, id)?;
-    let next = ReturnTo::parse(
+    let mut next = ReturnTo::parse(
         q.rd.as_deref().or(q.next.as_deref()),
         &state.settings.redirect_hosts,
     );
+    let link = match (q.connect.is_some(), &session) {
+        (false, _) => None,
+        (true, Some(session)) => {
+            next = ReturnTo::parse(Some(CONNECTED), &state.settings.redirect_hosts);
+            Some(session.user_id().as_str().to_owned())
+        }
+        (true, None) => {
+            return Ok(Redirect::to("/login?next=%2Faccount%2Fconnections").into_response());
+        }
+    };
     let redirect = redirect_uri(&state, &provider.config.id);
     let (url, cookie) = flow::start(
         &state.oidc,
         provider,
         &redirect,
         next.as_str().to_owned(),
+        link,
         state.clock.now(),
     )
     .await
@@ -169,12 +193,16 @@ pub(crate) async fn callback(
     )
     .await;
     let result = match outcome {
+        Ok(signed_in) if signed_in.link.is_some() => connect(&state, &auth, provider, &signed_in)
+            .await
+            .map(|()| Redirect::to(&signed_in.next).into_response()),
         Ok(signed_in) => sign_in(&state, &auth, provider, ip, &signed_in)
             .await
             .map(|()| Redirect::to(&signed_in.next).into_response()),
         Err(FlowError::Store(e)) => Err(WebError::Store(e)),
         Err(e) => {
             metrics::login("oidc_refused");
+            events::oidc_refused(&provider.config.id, ip, flow_code(&e));
             if e.is_upstream() || matches!(e, FlowError::IdToken(_)) {
                 tracing::error!(provider = %provider.config.id, error = %crate::error_chain::chain(&e), "an OpenID sign-in failed");
             } else {
@@ -191,6 +219,93 @@ pub(crate) async fn callback(
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     Ok(response)
+}
+
+/// Where connecting a provider ends.
+const CONNECTED: &str = "/account/connections?notice=connected";
+
+/// Links the sign-in's identity to the signed-in account that started the connection (and
+/// only if it is still that account's browser).
+async fn connect(
+    state: &AppState,
+    auth: &Auth,
+    provider: &Provider,
+    signed_in: &SignedIn,
+) -> Result<(), WebError> {
+    let session = auth.session().await?;
+    let Some(session) = session.filter(|s| Some(s.user_id().as_str()) == signed_in.link.as_deref())
+    else {
+        return Err(WebError::refused(
+            StatusCode::BAD_REQUEST,
+            "oidc_state",
+            "This connection was started by another account, or you signed out meanwhile. Sign in and start again.",
+        ));
+    };
+    let claims = &signed_in.claims;
+    let (issuer, subject) = (claims.issuer().as_str(), claims.subject().as_str());
+    let store = state.accounts.store();
+    match store.by_identity(issuer, subject).await? {
+        Some(linked) if &linked.id == session.user_id() => return Ok(()),
+        Some(_) => {
+            return Err(WebError::refused(
+                StatusCode::CONFLICT,
+                "identity_taken",
+                &format!(
+                    "This {} account is already connected to another account here.",
+                    provider.config.display_name
+                ),
+            ));
+        }
+        None => {}
+    }
+    let identity = LinkedIdentity {
+        issuer: issuer.to_owned(),
+        subject: subject.to_owned(),
+        account: session.user_id().clone(),
+        linked_at: state.clock.now(),
+    };
+    match store.link_identity(&identity).await {
+        Ok(()) => {
+            tracing::info!(user = %flows::username(&session), provider = %provider.config.id, "OpenID identity connected");
+            Ok(())
+        }
+        Err(AccountError::IdentityTaken) => Err(WebError::refused(
+            StatusCode::CONFLICT,
+            "identity_taken",
+            &format!(
+                "This {} account is already connected to another account here.",
+                provider.config.display_name
+            ),
+        )),
+        Err(e) => Err(AccountsError::from(e).into()),
+    }
+}
+
+/// With `oidc_link_by_email`, the one local account whose verified address is the one the
+/// provider vouches for.
+async fn account_by_verified_email(
+    state: &AppState,
+    claims: &Claims,
+) -> Result<Option<Account>, WebError> {
+    if !state.settings.oidc_link_by_email || claims.email_verified() != Some(true) {
+        return Ok(None);
+    }
+    let Some(address) = claims
+        .email()
+        .and_then(|e| EmailAddress::parse(e.as_str()).ok())
+    else {
+        return Ok(None);
+    };
+    let mut found: Vec<Account> = state
+        .accounts
+        .store()
+        .by_email(&address)
+        .await?
+        .into_iter()
+        .filter(|a| a.verified_email() == Some(&address))
+        .collect();
+    // Two accounts with one address: linking either would be a guess.
+    Ok((found.len() == 1).then(|| found.remove(0)))
 }
 
 /// The username a new account gets: from the provider's claims, within the rules, made
@@ -234,6 +349,28 @@ async fn account_for(
     let subject = claims.subject().as_str();
     if let Some(account) = store.by_identity(issuer, subject).await? {
         return Ok(account);
+    }
+    if let Some(account) = account_by_verified_email(state, claims).await? {
+        let identity = LinkedIdentity {
+            issuer: issuer.to_owned(),
+            subject: subject.to_owned(),
+            account: account.id.clone(),
+            linked_at: state.clock.now(),
+        };
+        match store.link_identity(&identity).await {
+            Ok(()) => {
+                tracing::info!(user = %account.username, provider = %provider.config.id, "OpenID identity linked by verified email");
+                return Ok(account);
+            }
+            // A sign-in racing this one linked it first: to whichever account it chose.
+            Err(AccountError::IdentityTaken) => {
+                return store
+                    .by_identity(issuer, subject)
+                    .await?
+                    .ok_or(WebError::Accounts(AccountsError::UnknownAccount));
+            }
+            Err(e) => return Err(AccountsError::from(e).into()),
+        }
     }
     if !state.settings.oidc_signup {
         return Err(WebError::refused(
@@ -358,6 +495,7 @@ pub(crate) struct LogoutForm {
     responses((status = 200, description = "Accepted: the sessions of that sign-in have ended (also when there were none)")))]
 pub(crate) async fn backchannel_logout(
     State(state): State<AppState>,
+    ClientAddr(ip): ClientAddr,
     id: Result<Path<String>, PathRejection>,
     WebForm(form): WebForm<LogoutForm>,
 ) -> Result<Response, WebError> {
@@ -376,6 +514,7 @@ pub(crate) async fn backchannel_logout(
                 )
             }
             other => {
+                events::oidc_refused(&provider.config.id, ip, "invalid_logout_token");
                 tracing::warn!(provider = %provider.config.id, error = %other, "a logout token was refused");
                 WebError::refused(
                     StatusCode::BAD_REQUEST,
@@ -425,4 +564,161 @@ async fn end_sessions(state: &AppState, logout: &logout::Logout) -> Result<u64, 
         }
     }
     Ok(ended)
+}
+
+// --- "Sign-in methods": connected providers ------------------------------------------------
+
+struct Connection {
+    name: String,
+    issuer: String,
+    subject: String,
+    linked_at: String,
+    linked_words: String,
+}
+
+#[derive(askama::Template)]
+#[template(path = "connections.html")]
+struct ConnectionsPage<'a> {
+    site: &'a crate::web::site::Site,
+    nav: Option<crate::web::pages::Nav>,
+    csrf: String,
+    notice: Option<&'static str>,
+    error: Option<String>,
+    connected: Vec<Connection>,
+    /// Only one is connected: disconnecting it needs the password, so the account keeps a
+    /// way to sign in.
+    last: bool,
+    available: Vec<(String, String)>,
+}
+
+/// `?notice=` on the connections page.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ConnectionsQuery {
+    notice: Option<String>,
+}
+
+async fn connections_page_for(
+    state: &AppState,
+    session: &cloakroom_axum::Session,
+    status: StatusCode,
+    notice: Option<&'static str>,
+    error: Option<String>,
+) -> Result<Response, WebError> {
+    let identities = state.accounts.store().identities(session.user_id()).await?;
+    let now = state.clock.now();
+    let connected: Vec<Connection> = identities
+        .iter()
+        .map(|i| Connection {
+            name: state
+                .oidc
+                .by_issuer(&i.issuer)
+                .map_or_else(|| i.issuer.clone(), |p| p.config.display_name.clone()),
+            issuer: i.issuer.clone(),
+            subject: i.subject.clone(),
+            linked_at: crate::web::device::rfc3339(i.linked_at),
+            linked_words: crate::web::when::at(
+                i.linked_at,
+                now,
+                crate::web::when::Style::INTERNATIONAL,
+            ),
+        })
+        .collect();
+    let available = state
+        .oidc
+        .buttons()
+        .into_iter()
+        .filter(|(id, _)| {
+            state.oidc.provider(id).is_some_and(|p| {
+                !identities
+                    .iter()
+                    .any(|i| url::Url::parse(&i.issuer).ok().as_ref() == Some(&p.config.issuer))
+            })
+        })
+        .collect();
+    Ok(crate::web::pages::render(
+        status,
+        &ConnectionsPage {
+            site: &state.site,
+            nav: Some(crate::web::pages::nav(session)),
+            csrf: session.csrf_token(),
+            notice,
+            error,
+            last: connected.len() == 1,
+            connected,
+            available,
+        },
+    ))
+}
+
+/// `GET /account/connections`: the providers connected to the account, a "Disconnect" for
+/// each and a "Connect" for the others.
+pub(crate) async fn connections_page(
+    State(state): State<AppState>,
+    session: Result<cloakroom_axum::Session, cloakroom_axum::Rejection>,
+    WebQuery(q): WebQuery<ConnectionsQuery>,
+) -> Result<Response, WebError> {
+    let session = match crate::web::pages::personal(session, "/account/connections") {
+        crate::web::pages::Visitor::SignedIn(s) => s,
+        crate::web::pages::Visitor::Away(away) => return Ok(away),
+    };
+    let notice = match q.notice.as_deref() {
+        Some("connected") => Some("Connected. You can now sign in with it."),
+        Some("disconnected") => Some("Disconnected."),
+        _ => None,
+    };
+    connections_page_for(&state, &session, StatusCode::OK, notice, None).await
+}
+
+/// The disconnect form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DisconnectForm {
+    issuer: String,
+    subject: String,
+    password: Option<crate::accounts::passwords::Password>,
+}
+
+/// `POST /account/connections/disconnect`: unlinks one identity. The last one only with the
+/// password (checked and throttled like a login), so that the account never loses its last
+/// way to sign in.
+pub(crate) async fn disconnect(
+    State(state): State<AppState>,
+    session: Option<cloakroom_axum::Session>,
+    ClientAddr(ip): ClientAddr,
+    form: Result<WebForm<DisconnectForm>, WebError>,
+) -> Result<Response, WebError> {
+    let Some(session) = session else {
+        return Ok(crate::web::pages::login_redirect(
+            "/account/connections",
+            None,
+        ));
+    };
+    let WebForm(form) = form?;
+    let store = state.accounts.store();
+    let identities = store.identities(session.user_id()).await?;
+    if identities.len() <= 1 {
+        let checked = match &form.password {
+            Some(p) => state
+                .accounts
+                .reauthenticate(session.user_id(), ip, p)
+                .await
+                .map(drop),
+            None => Err(AccountsError::WrongPassword),
+        };
+        if let Err(e) = checked {
+            let e = WebError::from(e);
+            let message = match e {
+                WebError::Accounts(AccountsError::WrongPassword) => "Your password is wrong. This is your last connected account: without your password you could not sign in any more.".to_owned(),
+                ref other => other.message(),
+            };
+            let mut response =
+                connections_page_for(&state, &session, e.status(), None, Some(message)).await?;
+            crate::web::pages::add_retry_after(&mut response, &e);
+            return Ok(response);
+        }
+    }
+    store
+        .unlink_identity(session.user_id(), &form.issuer, &form.subject)
+        .await?;
+    tracing::info!(user = %flows::username(&session), issuer = %form.issuer, "OpenID identity disconnected");
+    Ok(Redirect::to("/account/connections?notice=disconnected").into_response())
 }

@@ -653,6 +653,8 @@ pub(crate) async fn logout(auth: Auth) -> Result<Response, WebError> {
 #[template(path = "home.html")]
 struct HomePage<'a> {
     notice: Option<&'static str>,
+    /// OpenID providers are configured: link to "Sign-in methods".
+    oidc: bool,
     site: &'a Site,
     nav: Option<Nav>,
     csrf: String,
@@ -694,6 +696,7 @@ pub(crate) async fn home(
         .then_some("Your new password is set. Every other device was signed out.");
     let page = HomePage {
         notice,
+        oidc: !state.oidc.buttons().is_empty(),
         site: &state.site,
         csrf: session.csrf_token(),
         username: flows::username(&session),
@@ -711,6 +714,8 @@ pub(crate) async fn home(
 
 struct DeviceRow {
     id: String,
+    /// The OpenID provider it signed in with, if not a password.
+    via: Option<String>,
     current: bool,
     label: String,
     ip: String,
@@ -760,6 +765,11 @@ pub(crate) async fn sessions_page(
     let devices = list
         .iter()
         .map(|s| DeviceRow {
+            via: s
+                .auth_method
+                .as_str()
+                .strip_prefix("oidc:")
+                .map(|id| state.oidc.display_name(id)),
             id: s.handle.to_string(),
             current: s.id == session.record().id,
             label: label(s.user_agent.as_deref()),

@@ -23,6 +23,7 @@ mod links;
 mod mail;
 mod messages;
 mod oidc;
+mod oidc_faults;
 mod openapi;
 mod ops;
 mod packaging;

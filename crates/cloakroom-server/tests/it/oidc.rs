@@ -527,3 +527,177 @@ async fn a_back_channel_logout_ends_that_sign_in() {
         victim.get("/api/session").await.assert(200);
     }
 }
+
+async fn verified(s: &TestServer, name: &str, email: &str, verify: bool) {
+    let mut b = s.browser();
+    b.post_json(
+        "/api/signup",
+        &json!({ "username": name, "password": crate::support::PASSWORD, "email": email }),
+    )
+    .await
+    .assert(201);
+    if verify {
+        let a = account(s, name).await.unwrap();
+        assert!(
+            s.state
+                .account_store()
+                .mark_email_verified(&a.id, a.email.as_ref().unwrap())
+                .await
+                .unwrap()
+        );
+    }
+}
+
+/// With `oidc_link_by_email`, a first sign-in whose address the provider verified signs in to
+/// the local account with that verified address, and links it. A local address that is not
+/// verified is no proof: a new account is made instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linking_by_email_needs_both_sides_verified() {
+    let Some((s, _provider)) = with_provider(|raw| raw.oidc_link_by_email = true).await else {
+        return;
+    };
+    verified(&s, "gloria", "grace@example.com", true).await;
+    verified(&s, "hank", "henry@example.com", false).await;
+
+    let mut b = s.browser();
+    sign_in(&mut b, &mut ProviderBrowser::new(), "grace", "/")
+        .await
+        .assert(303);
+    assert_eq!(
+        b.get("/api/session").await.json()["user"]["username"],
+        "gloria"
+    );
+    let gloria = account(&s, "gloria").await.unwrap();
+    let ids = s
+        .state
+        .account_store()
+        .identities(&gloria.id)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1, "linked");
+
+    let mut b = s.browser();
+    sign_in(&mut b, &mut ProviderBrowser::new(), "henry", "/")
+        .await
+        .assert(303);
+    assert_eq!(
+        b.get("/api/session").await.json()["user"]["username"],
+        "henry"
+    );
+    let hank = account(&s, "hank").await.unwrap();
+    assert!(
+        s.state
+            .account_store()
+            .identities(&hank.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A signed-in user connects the provider from "Sign-in methods", then signs in with it; an
+/// identity connected to another account is refused (409); disconnecting the last one needs
+/// the password, so the account keeps a way to sign in. The device list says how each device
+/// signed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_and_disconnecting_from_the_account() {
+    let Some((s, _provider)) = with_provider(|_| {}).await else {
+        return;
+    };
+    let mut jane = s.signed_up("jane").await;
+    let page = jane.get("/account/connections").await;
+    page.assert(200);
+    assert!(page.body.contains("Connect Fixture ID"), "{}", page.body);
+
+    let r = connect(&mut jane, "jane-at-provider").await;
+    r.assert(303);
+    assert_eq!(r.location(), "/account/connections?notice=connected");
+    let page = jane.get("/account/connections?notice=connected").await;
+    assert!(page.body.contains("Disconnect Fixture ID"), "{}", page.body);
+    // Now the provider signs in to jane's account.
+    let mut elsewhere = s.browser();
+    sign_in(
+        &mut elsewhere,
+        &mut ProviderBrowser::new(),
+        "jane-at-provider",
+        "/",
+    )
+    .await
+    .assert(303);
+    assert_eq!(
+        elsewhere.get("/api/session").await.json()["user"]["username"],
+        "jane"
+    );
+    let devices = jane.get("/account/sessions").await;
+    assert!(devices.body.contains("with Fixture ID"), "{}", devices.body);
+
+    // An identity that signs in to another account cannot be connected to this one.
+    sign_in(&mut s.browser(), &mut ProviderBrowser::new(), "kim", "/")
+        .await
+        .assert(303);
+    let r = connect(&mut jane, "kim").await;
+    r.assert(409);
+    assert!(
+        r.body.contains("already connected to another account"),
+        "{}",
+        r.body
+    );
+
+    // Disconnecting the last one: the password, or nothing happens.
+    let jane_account = account(&s, "jane").await.unwrap();
+    let id = &s
+        .state
+        .account_store()
+        .identities(&jane_account.id)
+        .await
+        .unwrap()[0];
+    let csrf = jane.page_csrf("/account/connections").await;
+    let fields = |password: &'static str| {
+        vec![
+            ("csrf_token", csrf.clone()),
+            ("issuer", id.issuer.clone()),
+            ("subject", id.subject.clone()),
+            ("password", password.to_owned()),
+        ]
+    };
+    for wrong in ["", "not the password at all"] {
+        let pairs = fields(wrong);
+        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = jane.form("/account/connections/disconnect", &refs).await;
+        assert_eq!(r.status.as_u16(), 403, "{}", r.body);
+        assert!(r.body.contains("last connected account"), "{}", r.body);
+    }
+    assert_eq!(
+        s.state
+            .account_store()
+            .identities(&jane_account.id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let pairs = fields(crate::support::PASSWORD);
+    let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = jane.form("/account/connections/disconnect", &refs).await;
+    r.assert(303);
+    assert!(
+        s.state
+            .account_store()
+            .identities(&jane_account.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Connects the provider's `login` to the account signed in in `b`; the callback's answer.
+async fn connect(b: &mut crate::support::Browser, login: &str) -> cloakroom_testkit::http::Reply {
+    let start = b.get("/oidc/fixture/login?connect=1").await;
+    start.assert(303);
+    let cookie = prelogin_cookie(&start);
+    let back = ProviderBrowser::new()
+        .authorize(&start.location(), login)
+        .await;
+    let path = format!("{}?{}", back.path(), back.query().unwrap());
+    b.req("GET", &path).raw_cookie(&cookie).send().await
+}
