@@ -93,7 +93,8 @@ pub(crate) enum FlowError {
 }
 
 impl FlowError {
-    /// Whether the provider or the network is to blame (a 502), rather than the request.
+    /// Whether the provider or the network is to blame, rather than the request (logged as
+    /// an error, not a refusal).
     pub(crate) fn is_upstream(&self) -> bool {
         matches!(self, Self::Discovery(_) | Self::Exchange(_))
     }

@@ -81,13 +81,15 @@ fn flow_error(provider: &Provider, e: &FlowError) -> WebError {
             "oidc_refused",
             format!("{name} did not sign you in. Try again, or sign in another way."),
         ),
+        // 4xx, as every refusal of a sign-in (a page for a person; never a 5xx that monitoring
+        // would blame on this server): 424, the sign-in depended on the provider, which failed.
         FlowError::Discovery(_) | FlowError::Exchange(_) => (
-            StatusCode::BAD_GATEWAY,
+            StatusCode::FAILED_DEPENDENCY,
             "oidc_unavailable",
             format!("{name} cannot be reached right now. Try again in a moment."),
         ),
         FlowError::IdToken(_) => (
-            StatusCode::BAD_GATEWAY,
+            StatusCode::UNAUTHORIZED,
             "oidc_invalid_answer",
             format!("The answer from {name} could not be verified, so you were not signed in. Try again."),
         ),
@@ -224,6 +226,17 @@ pub(crate) async fn callback(
 /// Where connecting a provider ends.
 const CONNECTED: &str = "/account/connections?notice=connected";
 
+fn taken_elsewhere(provider: &Provider) -> WebError {
+    WebError::refused(
+        StatusCode::CONFLICT,
+        "identity_taken",
+        &format!(
+            "This {} account is already connected to another account here.",
+            provider.config.display_name
+        ),
+    )
+}
+
 /// Links the sign-in's identity to the signed-in account that started the connection (and
 /// only if it is still that account's browser).
 async fn connect(
@@ -246,16 +259,7 @@ async fn connect(
     let store = state.accounts.store();
     match store.by_identity(issuer, subject).await? {
         Some(linked) if &linked.id == session.user_id() => return Ok(()),
-        Some(_) => {
-            return Err(WebError::refused(
-                StatusCode::CONFLICT,
-                "identity_taken",
-                &format!(
-                    "This {} account is already connected to another account here.",
-                    provider.config.display_name
-                ),
-            ));
-        }
+        Some(_) => return Err(taken_elsewhere(provider)),
         None => {}
     }
     let identity = LinkedIdentity {
@@ -269,14 +273,7 @@ async fn connect(
             tracing::info!(user = %flows::username(&session), provider = %provider.config.id, "OpenID identity connected");
             Ok(())
         }
-        Err(AccountError::IdentityTaken) => Err(WebError::refused(
-            StatusCode::CONFLICT,
-            "identity_taken",
-            &format!(
-                "This {} account is already connected to another account here.",
-                provider.config.display_name
-            ),
-        )),
+        Err(AccountError::IdentityTaken) => Err(taken_elsewhere(provider)),
         Err(e) => Err(AccountsError::from(e).into()),
     }
 }
@@ -338,6 +335,16 @@ fn username_base(claims: &Claims) -> String {
     "user".to_owned()
 }
 
+/// The account a racing sign-in linked the identity to, after this one found none.
+async fn linked_meanwhile(state: &AppState, claims: &Claims) -> Result<Account, WebError> {
+    state
+        .accounts
+        .store()
+        .by_identity(claims.issuer().as_str(), claims.subject().as_str())
+        .await?
+        .ok_or(WebError::Accounts(AccountsError::UnknownAccount))
+}
+
 /// The account linked to the sign-in, or a new one (see the module docs).
 async fn account_for(
     state: &AppState,
@@ -363,12 +370,7 @@ async fn account_for(
                 return Ok(account);
             }
             // A sign-in racing this one linked it first: to whichever account it chose.
-            Err(AccountError::IdentityTaken) => {
-                return store
-                    .by_identity(issuer, subject)
-                    .await?
-                    .ok_or(WebError::Accounts(AccountsError::UnknownAccount));
-            }
+            Err(AccountError::IdentityTaken) => return linked_meanwhile(state, claims).await,
             Err(e) => return Err(AccountsError::from(e).into()),
         }
     }
@@ -422,12 +424,7 @@ async fn account_for(
             }
             Err(AccountError::UsernameTaken) => {}
             // A first sign-in racing this one linked the identity: use its account.
-            Err(AccountError::IdentityTaken) => {
-                return store
-                    .by_identity(issuer, subject)
-                    .await?
-                    .ok_or(WebError::Accounts(AccountsError::UnknownAccount));
-            }
+            Err(AccountError::IdentityTaken) => return linked_meanwhile(state, claims).await,
             Err(e) => return Err(AccountsError::from(e).into()),
         }
     }
@@ -507,8 +504,9 @@ pub(crate) async fn backchannel_logout(
             LogoutError::Store(s) => WebError::Store(s),
             LogoutError::Discovery(d) => {
                 tracing::error!(provider = %provider.config.id, error = %crate::error_chain::chain(&d), "verifying a logout token");
+                // Back-Channel Logout 1.0: a logout that failed is answered 400.
                 WebError::refused(
-                    StatusCode::BAD_GATEWAY,
+                    StatusCode::BAD_REQUEST,
                     "oidc_unavailable",
                     "The provider's keys cannot be fetched right now.",
                 )

@@ -339,10 +339,11 @@ const OWN: &[(&str, &[Refusal])] = &[
         &[
             refusal(
                 400,
-                &["invalid_logout_token", "malformed_body"],
+                &["invalid_logout_token", "malformed_body", "oidc_unavailable"],
                 "The logout token is not a valid one from this provider (signature, `iss`, \
-                 `aud`, `iat`, the logout event, `sub`), or was used already; or the body \
-                 does not parse.",
+                 `aud`, `iat`, the logout event, `sub`), or was used already; the body does \
+                 not parse; or the provider's keys cannot be fetched (`oidc_unavailable`): \
+                 Back-Channel Logout answers every failed logout with 400.",
             ),
             refusal(
                 415,
@@ -351,11 +352,6 @@ const OWN: &[(&str, &[Refusal])] = &[
             ),
             refusal(422, &["invalid_body"], "The body has no `logout_token`."),
             refusal(404, &["not_found"], "No provider has this id."),
-            refusal(
-                502,
-                &["oidc_unavailable"],
-                "The provider's keys cannot be fetched.",
-            ),
             refusal(
                 503,
                 &["store_unavailable"],

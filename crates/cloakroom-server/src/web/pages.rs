@@ -115,6 +115,7 @@ fn error_title(status: StatusCode) -> &'static str {
         404 => "Page not found",
         409 => "Please try again",
         410 => "This link no longer works",
+        424 => "The sign-in provider did not answer",
         429 => "Too many attempts",
         503 => "Temporarily unavailable",
         _ => "Something went wrong",

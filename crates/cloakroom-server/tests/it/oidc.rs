@@ -701,3 +701,28 @@ async fn connect(b: &mut crate::support::Browser, login: &str) -> cloakroom_test
     let path = format!("{}?{}", back.path(), back.query().unwrap());
     b.req("GET", &path).raw_cookie(&cookie).send().await
 }
+
+/// Where sign-in needs a verified address, a provider's sign-in without one is refused with
+/// the page that says so (and no session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_sign_in_without_a_verified_address_is_refused_where_one_is_required() {
+    let Some((s, _provider)) = with_provider(|raw| raw.require_verified_email = true).await else {
+        return;
+    };
+    let mut b = s.browser();
+    let r = sign_in(&mut b, &mut ProviderBrowser::new(), "unverified-zed", "/").await;
+    r.assert(403);
+    assert!(
+        r.body
+            .contains("Confirm your email address before signing in"),
+        "{}",
+        r.body
+    );
+    b.get("/api/session").await.assert(401);
+    // With the provider's verified address, it works.
+    let mut b = s.browser();
+    sign_in(&mut b, &mut ProviderBrowser::new(), "yves", "/")
+        .await
+        .assert(303);
+    b.get("/api/session").await.assert(200);
+}

@@ -222,8 +222,8 @@ fn forge_unsigned(header: &Value, claims: &Value, signature: &str) -> String {
     )
 }
 
-/// Each forgery is refused with the "could not be verified" page (502: the provider's answer
-/// is at fault, not the visitor), signs nobody in and makes no account; the honest token then
+/// Each forgery is refused with the "could not be verified" page (401: not signed in, with a
+/// page that says why), signs nobody in and makes no account; the honest token then
 /// works. Breaks if any one ID-token check is dropped: signature and key (a key never
 /// published; `alg: none`; HS256 keyed with the public key), `iss`, `aud`, `exp`, `iat`,
 /// `nonce`, `at_hash`.
@@ -332,7 +332,7 @@ async fn forged_id_tokens_are_refused() {
         let token = forge(&claims(&s, &provider.issuer, &started.nonce));
         provider.faults.lock().unwrap().id_token = Some(token);
         let (r, mut b) = started.callback().await;
-        assert_eq!(r.status.as_u16(), 502, "{what}: {}", r.body);
+        assert_eq!(r.status.as_u16(), 401, "{what}: {}", r.body);
         assert!(
             r.body.contains("could not be verified"),
             "{what}: {}",
@@ -394,7 +394,7 @@ async fn a_rotated_key_is_fetched_once_and_unknown_ones_are_rate_limited() {
     // Made-up kids, within the minute: refused, with no further fetch.
     for i in 0..5 {
         let r = sign_in_with(Key::new(&format!("made-up-{i}"))).await;
-        assert_eq!(r.status.as_u16(), 502, "{}", r.body);
+        assert_eq!(r.status.as_u16(), 401, "{}", r.body);
     }
     assert_eq!(provider.faults.lock().unwrap().jwks_fetches, 2);
     // A minute later, one more fetch is allowed.
@@ -466,4 +466,41 @@ async fn a_logout_token_works_once() {
     assert_eq!(r.status.as_u16(), 400, "{}", r.body);
     assert!(r.body.contains("used already"), "{}", r.body);
     second.get("/api/session").await.assert(200);
+}
+
+/// A provider that does not answer is a page that says so (424), not a server error; password
+/// sign-in is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_is_down_is_a_page_that_says_so() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = start_at(port, |raw| {
+        raw.oidc = vec![cloakroom_server::config::OidcProviderConfig {
+            id: "down".into(),
+            preset: None,
+            tenant: None,
+            // Port 9 (discard): nothing listens there.
+            issuer: Some("http://127.0.0.1:9".into()),
+            client_id: "cloakroom".into(),
+            client_secret_file: None,
+            scopes: vec!["openid".into()],
+            display_name: Some("Down ID".into()),
+        }];
+    })
+    .await;
+    let r = s.browser().get("/oidc/down/login").await;
+    assert_eq!(r.status.as_u16(), 424, "{}", r.body);
+    assert!(
+        r.body.contains("Down ID cannot be reached right now"),
+        "{}",
+        r.body
+    );
+    s.signed_up("patty")
+        .await
+        .get("/api/session")
+        .await
+        .assert(200);
 }
