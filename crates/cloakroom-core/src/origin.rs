@@ -182,9 +182,9 @@ impl OriginPolicy {
             // `null` names no other host: it is what a browser sends for a form on one of our
             // own pages served with `Referrer-Policy: no-referrer` (an opaque origin — a
             // sandboxed frame, a `data:` URL — is never `same-origin` with anything).
-            return match source.origin {
-                None | Some(b"null") => Ok(()),
-                Some(origin) => self.check_origin(origin),
+            return match (site, source.origin) {
+                (_, None) | (b"same-origin", Some(b"null")) => Ok(()),
+                (_, Some(origin)) => self.check_origin(origin),
             };
         }
         if let Some(origin) = source.origin {
@@ -319,7 +319,9 @@ mod tests {
         );
         // A sandboxed frame or a data: URL has an opaque origin of its own: the browser
         // calls it cross-site, and without Fetch Metadata nothing vouches for a null origin.
-        for site in ["cross-site", "same-site"] {
+        // `none` (typed in the address bar, a bookmark) comes with no page origin at all: a
+        // `null` with it vouches for nothing.
+        for site in ["cross-site", "same-site", "none"] {
             assert!(
                 p.check(src(Some(site), Some("null"), None)).is_err(),
                 "{site}"

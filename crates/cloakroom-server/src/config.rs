@@ -406,7 +406,9 @@ settings! {
     danger_allow_http: bool = false, sample "true",
         #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
     /// A first sign-in through an OpenID provider (`[[oidc]]`) with an identity no account is
-    /// linked to creates an account; `false`: it is refused with a page saying so.
+    /// linked to creates an account — where sign-up is open (`signup = "open"`): a closed or
+    /// invitation-only server never lets a stranger in through a provider. `false`: such a
+    /// sign-in is always refused with a page saying so.
     oidc_signup: bool = true, sample "false",
         #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
     /// A first sign-in through an OpenID provider signs in to the local account with the same

@@ -39,6 +39,8 @@ pub mod session_keys {
     pub const NAME: &str = "name";
     /// The issuer of the OpenID provider the session was signed in through, if any.
     pub const OIDC_ISSUER: &str = "oidc_iss";
+    /// The provider's subject (`sub`) it signed in as.
+    pub const OIDC_SUBJECT: &str = "oidc_sub";
     /// The provider's session id (`sid`) for it, which a back-channel logout names.
     pub const OIDC_SID: &str = "oidc_sid";
 }
@@ -341,6 +343,16 @@ impl Accounts {
     ) -> Result<cloakroom_core::accounts::PasswordHash, AccountsError> {
         check_new_password(new, &account.username)?;
         Ok(self.passwords.hash(new).await?)
+    }
+
+    /// Counts a sign-up from `ip` that does not go through [`signup`](Self::signup) (a first
+    /// sign-in through an OpenID provider), or refuses it with how long to wait.
+    pub(crate) fn throttle_signup(&self, ip: Option<IpAddr>) -> Result<(), AccountsError> {
+        self.throttle.signup(ip).map_err(|wait| {
+            metrics::throttled();
+            metrics::signup("throttled");
+            AccountsError::Throttled(wait)
+        })
     }
 
     /// A hash of a random password nobody knows: the password of an account made by a sign-in

@@ -73,7 +73,8 @@ pub(crate) enum FlowError {
     #[error("the callback has no code")]
     NoCode,
     /// The provider answered with an error (`access_denied`, say).
-    #[error("the provider refused: {0}")]
+    // Debug-quoted: the text comes from the callback's query, and must not forge log lines.
+    #[error("the provider refused: {0:?}")]
     Refused(String),
     /// `iss` names another issuer (a mix-up attack, or a misconfiguration).
     #[error("the callback's iss {0:?} is not this provider's")]

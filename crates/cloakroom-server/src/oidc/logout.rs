@@ -6,9 +6,12 @@
 //! `jsonwebtoken` against the same cached JWKS (`openidconnect` has no logout tokens): an
 //! asymmetric algorithm only, the key named by `kid` (an unknown one refetches the keys, as for
 //! ID tokens), `iss` this provider, `aud` our client id, `iat`
-//! not ahead of our clock and not older than [`MAX_AGE`], `exp` if present, the back-channel
+//! not ahead of our clock and not older than [`MAX_AGE`], `exp` (required), the back-channel
 //! logout event, no `nonce` (which would make it an ID token), and `sub` or `sid`. Its `jti`
-//! is recorded as used (the consumed-link records), so a captured token cannot be replayed.
+//! is recorded as used (the consumed-link records) before any session ends, so a captured
+//! token cannot be replayed to end later sessions. (The price: if the store fails between the
+//! record and the revocation, the provider's retry is refused as a replay — but the store the
+//! revocation needs is the one that just failed.)
 //!
 //! `typ` is not checked: the specification only recommends `logout+jwt`, providers send
 //! `JWT` or others, and what tells a logout token from an ID token is what is checked — the
@@ -113,7 +116,7 @@ fn decode(
     validation.leeway = LEEWAY.as_secs();
     validation.set_issuer(&[issuer]);
     validation.set_audience(&[client_id]);
-    validation.required_spec_claims = ["iss", "aud"]
+    validation.required_spec_claims = ["iss", "aud", "exp"]
         .into_iter()
         .map(String::from)
         .collect::<HashSet<_>>();

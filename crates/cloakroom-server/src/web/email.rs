@@ -7,10 +7,12 @@
 //! `cloakroom_core::link`) is bound to the account, the exact address and "not verified yet".
 //! Following it marks the address verified only if the account still holds that address (a
 //! compare-and-set in the store), so a link for an address since replaced verifies nothing,
-//! and a second use finds the state moved on: `410`. Opening the link verifies — a `GET` with
-//! an effect, on purpose: the link proves that whoever reads that mailbox received it, which
-//! is all verification means, so even a mail scanner that opens it does no harm. It does not
-//! sign anyone in.
+//! and a second use finds the state moved on: `410`. Opening the link only shows which
+//! account and address it confirms, with a button (a `POST`) that does it: a mail scanner
+//! that opens every link must not confirm an address for whoever typed it into their own
+//! account — which would hand that account a "verified" address that is someone else's, to
+//! show apps and, with `oidc_link_by_email`, to have the real owner's provider sign-in linked
+//! to. It does not sign anyone in.
 //!
 //! # Changing
 //!
@@ -78,6 +80,26 @@ fn bad_link(e: &LinkError) -> WebError {
     }
 }
 
+/// The account and address a verification link is for, if it works now.
+async fn check(state: &AppState, token: &str) -> Result<(Account, EmailAddress), WebError> {
+    let link = state
+        .links
+        .verify::<EmailVerification>(token, state.clock.now())
+        .map_err(|e| bad_link(&e))?;
+    let account = state
+        .accounts
+        .store()
+        .by_id(link.claims.user())
+        .await?
+        .ok_or_else(used)?;
+    let address = account.email.clone().ok_or_else(used)?;
+    let now = EmailFingerprint::of(&account.id, &address, account.email_verified);
+    if !link.claims.is_current(&now) {
+        return Err(used());
+    }
+    Ok((account, address))
+}
+
 /// Verifies the address a link was sent to (see the module docs). Returns the account, its
 /// address now verified.
 async fn verify(
@@ -85,15 +107,13 @@ async fn verify(
     ip: Option<std::net::IpAddr>,
     token: &str,
 ) -> Result<Account, WebError> {
-    let link = state
-        .links
-        .verify::<EmailVerification>(token, state.clock.now())
-        .map_err(|e| bad_link(&e))?;
-    let store = state.accounts.store();
-    let account = store.by_id(link.claims.user()).await?.ok_or_else(used)?;
-    let address = account.email.clone().ok_or_else(used)?;
-    let now = EmailFingerprint::of(&account.id, &address, account.email_verified);
-    if !link.claims.is_current(&now) || !store.mark_email_verified(&account.id, &address).await? {
+    let (account, address) = check(state, token).await?;
+    if !state
+        .accounts
+        .store()
+        .mark_email_verified(&account.id, &address)
+        .await?
+    {
         return Err(used());
     }
     events::email_changed(account.username.as_str(), ip, true);
@@ -339,6 +359,8 @@ struct VerifyPage<'a> {
     title: &'static str,
     notice: Option<String>,
     error: Option<String>,
+    /// The link's token, carried into the confirm form.
+    confirm: Option<String>,
     /// Offer to send a new link.
     resend: bool,
     signed_in: bool,
@@ -354,6 +376,7 @@ impl<'a> VerifyPage<'a> {
             title,
             notice: None,
             error: None,
+            confirm: None,
             resend: false,
             signed_in: session.is_some(),
             login: String::new(),
@@ -374,20 +397,56 @@ pub(crate) struct TokenQuery {
     token: Option<String>,
 }
 
-/// `GET /verify-email?token=…`: verifies the address (see the module docs) and says so; a
-/// link that does not work is answered with its status (400 expired or not ours, 410 used or
-/// overtaken) and a way to have a new one sent.
+/// `GET /verify-email?token=…`: which account and address the link confirms, and the button
+/// that does it (see the module docs); a link that does not work is answered with its status
+/// (400 expired or not ours, 410 used or overtaken) and a way to have a new one sent.
 pub(crate) async fn verify_page(
     State(state): State<AppState>,
-    mut session: Option<Session>,
-    ClientAddr(ip): ClientAddr,
+    session: Option<Session>,
     WebQuery(q): WebQuery<TokenQuery>,
 ) -> Result<Response, WebError> {
     let result = match q.token {
-        Some(token) => verify(&state, ip, &token).await,
+        Some(token) => check(&state, &token).await.map(|c| (c, token)),
         None => Err(bad_link(&LinkError::Malformed)),
     };
     match result {
+        Ok(((account, address), token)) => {
+            let mut page =
+                VerifyPage::new(&state.site, session.as_ref(), "Confirm your email address");
+            page.notice = Some(format!(
+                "Confirm that {address} is the email address of the account {}.",
+                account.username
+            ));
+            page.confirm = Some(token);
+            Ok(pages::render_secret(StatusCode::OK, &page))
+        }
+        Err(e @ WebError::Body { .. }) => Ok(dead_link(&state, session.as_ref(), &e)),
+        Err(e) => Err(e),
+    }
+}
+
+fn dead_link(state: &AppState, session: Option<&Session>, e: &WebError) -> Response {
+    let mut page = VerifyPage::new(&state.site, session, "This link does not work");
+    page.error = Some(e.message());
+    page.resend = true;
+    pages::render_secret(e.status(), &page)
+}
+
+/// The confirm form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ConfirmForm {
+    #[serde(default)]
+    token: String,
+}
+
+/// `POST /verify-email`: confirms the address and says so.
+pub(crate) async fn verify_submit(
+    State(state): State<AppState>,
+    mut session: Option<Session>,
+    ClientAddr(ip): ClientAddr,
+    WebForm(form): WebForm<ConfirmForm>,
+) -> Result<Response, WebError> {
+    match verify(&state, ip, &form.token).await {
         Ok(account) => {
             let mut page =
                 VerifyPage::new(&state.site, session.as_ref(), "Email address confirmed");
@@ -398,15 +457,9 @@ pub(crate) async fn verify_page(
                 format!("Your email address {address} is confirmed. You can sign in now.")
             });
             refresh_session(session.as_mut(), &account).await?;
-            Ok(pages::render_secret(StatusCode::OK, &page))
+            Ok(pages::render(StatusCode::OK, &page))
         }
-        Err(e @ WebError::Body { .. }) => {
-            let mut page =
-                VerifyPage::new(&state.site, session.as_ref(), "This link does not work");
-            page.error = Some(e.message());
-            page.resend = true;
-            Ok(pages::render_secret(e.status(), &page))
-        }
+        Err(e @ WebError::Body { .. }) => Ok(dead_link(&state, session.as_ref(), &e)),
         Err(e) => Err(e),
     }
 }

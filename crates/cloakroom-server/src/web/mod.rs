@@ -121,12 +121,16 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/account/email/resend", post(email::resend_own))
         .route("/account/connections", get(oidc::connections_page))
+        .route("/account/connections/connect", post(oidc::connect_start))
         .route("/account/connections/disconnect", post(oidc::disconnect))
         .route(
             "/password-reset",
             get(reset::reset_page).post(reset::reset_submit),
         )
-        .route("/verify-email", get(email::verify_page))
+        .route(
+            "/verify-email",
+            get(email::verify_page).post(email::verify_submit),
+        )
         .route("/oidc/{id}/login", get(oidc::login))
         .route("/oidc/{id}/callback", get(oidc::callback))
         .route("/verify-email/resend", post(email::resend_submit))

@@ -11,10 +11,13 @@
 //! rules and made unique with a number —, its address only if the provider says it is
 //! verified, and a random password nobody knows. With `oidc_signup = false` the sign-in is
 //! refused with a page that says so. A disabled account is refused as at a password login, and
-//! so is one without a verified address where `require_verified_email` asks for one.
+//! so is one without a verified address where `require_verified_email` asks for one. New
+//! accounts are made only where sign-up is open (`signup = "open"` as well as `oidc_signup`),
+//! counted against the same per-network limit as the sign-up form: a provider is no way
+//! around a closed or invitation-only server.
 //!
-//! The session records the provider's issuer and its `sid`, so that a back-channel logout
-//! ends exactly the sessions that sign-in made.
+//! The session records the provider's issuer, the subject and its `sid`, so that a
+//! back-channel logout ends exactly the sessions that sign-in made.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -102,44 +105,41 @@ fn flow_error(provider: &Provider, e: &FlowError) -> WebError {
     WebError::refused(status, code, &message)
 }
 
-/// `?next=` (or `?rd=`) on the login route; `?connect=1` to connect the provider to the
-/// signed-in account instead of signing in.
+/// `?next=` (or `?rd=`) on the login route.
 #[derive(Debug, Deserialize)]
 pub(crate) struct LoginQuery {
     next: Option<String>,
     rd: Option<String>,
-    connect: Option<u8>,
 }
 
 /// `GET /oidc/{id}/login`: to the provider, with `state`, `nonce` and a PKCE challenge whose
 /// verifier waits in the pre-login cookie.
 pub(crate) async fn login(
     State(state): State<AppState>,
-    session: Option<cloakroom_axum::Session>,
     id: Result<Path<String>, PathRejection>,
     WebQuery(q): WebQuery<LoginQuery>,
 ) -> Result<Response, WebError> {
     let provider = provider(&state.oidc, id)?;
-    let mut next = ReturnTo::parse(
+    let next = ReturnTo::parse(
         q.rd.as_deref().or(q.next.as_deref()),
         &state.settings.redirect_hosts,
     );
-    let link = match (q.connect.is_some(), &session) {
-        (false, _) => None,
-        (true, Some(session)) => {
-            next = ReturnTo::parse(Some(CONNECTED), &state.settings.redirect_hosts);
-            Some(session.user_id().as_str().to_owned())
-        }
-        (true, None) => {
-            return Ok(Redirect::to("/login?next=%2Faccount%2Fconnections").into_response());
-        }
-    };
-    let redirect = redirect_uri(&state, &provider.config.id);
+    to_provider(&state, provider, next.as_str().to_owned(), None).await
+}
+
+/// To the provider, with a fresh pre-login cookie (see `oidc::flow::start`).
+async fn to_provider(
+    state: &AppState,
+    provider: &Provider,
+    next: String,
+    link: Option<String>,
+) -> Result<Response, WebError> {
+    let redirect = redirect_uri(state, &provider.config.id);
     let (url, cookie) = flow::start(
         &state.oidc,
         provider,
         &redirect,
-        next.as_str().to_owned(),
+        next,
         link,
         state.clock.now(),
     )
@@ -225,6 +225,70 @@ pub(crate) async fn callback(
 
 /// Where connecting a provider ends.
 const CONNECTED: &str = "/account/connections?notice=connected";
+
+/// How recent a sign-in must be to connect a provider without typing the password again.
+const FRESH_SIGN_IN: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// The form that starts connecting a provider.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ConnectForm {
+    provider: String,
+    #[serde(default)]
+    password: Option<crate::accounts::passwords::Password>,
+}
+
+/// `POST /account/connections/connect`: to the provider, to connect it to this account. A
+/// form with the CSRF token (so no other site can start it), and the password again unless
+/// the user signed in during the last [`FRESH_SIGN_IN`] — a connected provider is a way into
+/// the account, and a session left open must not be enough to add one.
+pub(crate) async fn connect_start(
+    State(state): State<AppState>,
+    session: Option<cloakroom_axum::Session>,
+    ClientAddr(ip): ClientAddr,
+    form: Result<WebForm<ConnectForm>, WebError>,
+) -> Result<Response, WebError> {
+    let Some(session) = session else {
+        return Ok(crate::web::pages::login_redirect(
+            "/account/connections",
+            None,
+        ));
+    };
+    let WebForm(form) = form?;
+    let provider = state
+        .oidc
+        .provider(&form.provider)
+        .ok_or(WebError::NotFound("No such sign-in provider."))?;
+    let fresh = state.clock.now().duration_since(session.record().auth_time) <= FRESH_SIGN_IN;
+    if !fresh {
+        let checked = match form.password.as_ref() {
+            Some(p) => state
+                .accounts
+                .reauthenticate(session.user_id(), ip, p)
+                .await
+                .map(drop)
+                .map_err(WebError::from),
+            None => Err(WebError::refused(
+                StatusCode::FORBIDDEN,
+                "password_required",
+                "Enter your password to connect another account (or sign in again first).",
+            )),
+        };
+        if let Err(e) = checked {
+            let message = e.message();
+            let mut response =
+                connections_page_for(&state, &session, e.status(), None, Some(message)).await?;
+            crate::web::pages::add_retry_after(&mut response, &e);
+            return Ok(response);
+        }
+    }
+    to_provider(
+        &state,
+        provider,
+        CONNECTED.to_owned(),
+        Some(session.user_id().as_str().to_owned()),
+    )
+    .await
+}
 
 fn taken_elsewhere(provider: &Provider) -> WebError {
     WebError::refused(
@@ -349,6 +413,7 @@ async fn linked_meanwhile(state: &AppState, claims: &Claims) -> Result<Account, 
 async fn account_for(
     state: &AppState,
     provider: &Provider,
+    ip: Option<std::net::IpAddr>,
     claims: &Claims,
 ) -> Result<Account, WebError> {
     let store = state.accounts.store();
@@ -374,7 +439,8 @@ async fn account_for(
             Err(e) => return Err(AccountsError::from(e).into()),
         }
     }
-    if !state.settings.oidc_signup {
+    // A provider is no way around a closed or invitation-only sign-up.
+    if !state.settings.oidc_signup || state.settings.signup != crate::config::SignupMode::Open {
         return Err(WebError::refused(
             StatusCode::FORBIDDEN,
             "oidc_signup_closed",
@@ -384,6 +450,7 @@ async fn account_for(
             ),
         ));
     }
+    state.accounts.throttle_signup(ip)?;
     let now = state.clock.now();
     let hash = state.accounts.hash_unknown_password().await?;
     let email = claims
@@ -444,7 +511,7 @@ async fn sign_in(
     signed_in: &SignedIn,
 ) -> Result<(), WebError> {
     let claims = &signed_in.claims;
-    let account = account_for(state, provider, claims).await?;
+    let account = account_for(state, provider, ip, claims).await?;
     if account.disabled {
         metrics::login("disabled");
         events::login_failed(account.username.as_str(), ip, "account_disabled");
@@ -458,6 +525,7 @@ async fn sign_in(
     let mut data = accounts::session_data(&account);
     // Small values: these inserts stay within the data limit.
     let _ = data.insert(session_keys::OIDC_ISSUER, claims.issuer().as_str());
+    let _ = data.insert(session_keys::OIDC_SUBJECT, claims.subject().as_str());
     if let Some(sid) = &signed_in.sid {
         let _ = data.insert(session_keys::OIDC_SID, sid);
     }
@@ -554,8 +622,15 @@ async fn end_sessions(state: &AppState, logout: &logout::Logout) -> Result<u64, 
     for session in state.sessions.list_for_user(&account.id).await? {
         let data = &session.data;
         let issuer = data.get::<String>(session_keys::OIDC_ISSUER).ok().flatten();
+        let sub = data
+            .get::<String>(session_keys::OIDC_SUBJECT)
+            .ok()
+            .flatten();
         let sid = data.get::<String>(session_keys::OIDC_SID).ok().flatten();
+        // This identity's sign-ins only (an account may have two at one provider), and with
+        // a `sid`, only that provider session's.
         let same_sign_in = issuer.as_deref() == Some(logout.issuer.as_str())
+            && sub.as_deref() == Some(subject.as_str())
             && logout.sid.as_ref().is_none_or(|s| sid.as_ref() == Some(s));
         if same_sign_in && state.sessions.revoke(&session.id).await? {
             ended += 1;

@@ -692,7 +692,7 @@ async fn connecting_and_disconnecting_from_the_account() {
 
 /// Connects the provider's `login` to the account signed in in `b`; the callback's answer.
 async fn connect(b: &mut crate::support::Browser, login: &str) -> cloakroom_testkit::http::Reply {
-    let start = b.get("/oidc/fixture/login?connect=1").await;
+    let start = start_connect(b, "").await;
     start.assert(303);
     let cookie = prelogin_cookie(&start);
     let back = ProviderBrowser::new()
@@ -700,6 +700,67 @@ async fn connect(b: &mut crate::support::Browser, login: &str) -> cloakroom_test
         .await;
     let path = format!("{}?{}", back.path(), back.query().unwrap());
     b.req("GET", &path).raw_cookie(&cookie).send().await
+}
+
+/// Presses "Connect Fixture ID" on "Sign-in methods", with `password` typed (or not).
+async fn start_connect(
+    b: &mut crate::support::Browser,
+    password: &str,
+) -> cloakroom_testkit::http::Reply {
+    let csrf = b.page_csrf("/account/connections").await;
+    b.form(
+        "/account/connections/connect",
+        &[
+            ("csrf_token", &csrf),
+            ("provider", "fixture"),
+            ("password", password),
+        ],
+    )
+    .await
+}
+
+/// Connecting is a form with the CSRF token (no other site can start it: a GET does not), and
+/// needs the password again once the sign-in is older than 5 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_needs_a_fresh_sign_in_or_the_password() {
+    let Some((s, _provider)) = with_provider(|_| {}).await else {
+        return;
+    };
+    let mut lee = s.signed_up("lee").await;
+    // Another site cannot start it.
+    let r = lee
+        .req("POST", "/account/connections/connect")
+        .header("sec-fetch-site", "cross-site")
+        .body("provider=fixture", "application/x-www-form-urlencoded")
+        .send()
+        .await;
+    r.assert(403);
+    s.clock.advance(std::time::Duration::from_secs(6 * 60));
+    for wrong in ["", "not the password at all"] {
+        let r = start_connect(&mut lee, wrong).await;
+        assert_eq!(r.status.as_u16(), 403, "{}", r.body);
+    }
+    start_connect(&mut lee, crate::support::PASSWORD)
+        .await
+        .assert(303);
+}
+
+/// Where sign-up is closed (or by invitation), a provider is no way in: an identity no account
+/// is linked to is refused, even with `oidc_signup` on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_server_makes_no_account_through_a_provider() {
+    let Some((s, _provider)) = with_provider(|raw| {
+        raw.signup = Some(cloakroom_server::config::SignupMode::Closed);
+    })
+    .await
+    else {
+        return;
+    };
+    let mut b = s.browser();
+    let r = sign_in(&mut b, &mut ProviderBrowser::new(), "mallory", "/").await;
+    r.assert(403);
+    assert!(account(&s, "mallory").await.is_none());
+    b.get("/api/session").await.assert(401);
 }
 
 /// Where sign-in needs a verified address, a provider's sign-in without one is refused with

@@ -23,6 +23,19 @@ fn verify_path(message: &serde_json::Value) -> String {
     link.trim().strip_prefix(ORIGIN).unwrap().to_owned()
 }
 
+/// Opens the link at `path` in `b` and presses its "Confirm" button; the answer to the press.
+async fn confirm(b: &mut crate::support::Browser, path: &str) -> cloakroom_testkit::http::Reply {
+    let page = b.get(path).await;
+    page.assert(200);
+    let token = cloakroom_testkit::http::hidden(&page.body, "token").expect("a confirm form");
+    let mut fields = vec![("token", token)];
+    if let Some(csrf) = cloakroom_testkit::http::hidden(&page.body, "csrf_token") {
+        fields.push(("csrf_token", csrf));
+    }
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    b.form("/verify-email", &fields).await
+}
+
 fn token_of(path: &str) -> String {
     path.split_once("?token=").unwrap().1.to_owned()
 }
@@ -65,17 +78,31 @@ async fn the_mailed_link_verifies_the_address_once() {
     assert_eq!(r.json()["user"]["email_verified"], false);
     let path = verify_path(&mails(&sink, "ada@example.com", CONFIRM, 1).await[0]);
 
+    // Opening the link confirms nothing by itself (a mail scanner opens every link): it says
+    // which account and address, and the button does it.
     let page = b.get(&path).await;
     page.assert(200);
     assert!(
         page.body
-            .contains("Your email address ada@example.com is confirmed."),
+            .contains("Confirm that ada@example.com is the email address of the account ada."),
         "{}",
         page.body
     );
     assert_eq!(
         page.header("referrer-policy").as_deref(),
         Some("no-referrer")
+    );
+    assert!(
+        !account(&s, "ada").await.email_verified,
+        "not by opening it"
+    );
+    let done = confirm(&mut b, &path).await;
+    done.assert(200);
+    assert!(
+        done.body
+            .contains("Your email address ada@example.com is confirmed."),
+        "{}",
+        done.body
     );
     assert!(account(&s, "ada").await.email_verified);
     assert_eq!(
@@ -151,7 +178,7 @@ async fn changing_the_address_needs_the_password_and_tells_the_old_one() {
     let s = server_sending_to(&sink).await;
     let mut b = signed_up_with(&s, "ada", "ada@example.com").await;
     let first = verify_path(&mails(&sink, "ada@example.com", CONFIRM, 1).await[0]);
-    b.get(&first).await.assert(200);
+    confirm(&mut b, &first).await.assert(200);
 
     let r = b
         .post_json(
@@ -203,7 +230,7 @@ async fn changing_the_address_needs_the_password_and_tells_the_old_one() {
     // The first link is spent; a link for the new address verifies it.
     s.browser().get(&first).await.assert(410);
     let second = verify_path(&mails(&sink, "ada@new.example", CONFIRM, 1).await[0]);
-    s.browser().get(&second).await.assert(200);
+    confirm(&mut s.browser(), &second).await.assert(200);
     assert!(account(&s, "ada").await.email_verified);
 
     // The page: wrong password under its field; then a change.
@@ -279,7 +306,7 @@ async fn a_new_link_can_be_asked_for_without_saying_who_exists() {
     assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
     let all = mails(&sink, "ada@example.com", CONFIRM, 3).await;
     let newest = verify_path(all.last().unwrap());
-    s.browser().get(&newest).await.assert(200);
+    confirm(&mut s.browser(), &newest).await.assert(200);
     s.browser()
         .post_json("/api/email/resend", &json!({ "login": "ada" }))
         .await
@@ -391,7 +418,9 @@ async fn sign_in_can_require_a_verified_address() {
     assert!(r.body.contains("Check your mail"), "{}", r.body);
     assert!(r.session_cookie().is_none());
 
-    s.browser().get(&verify_path(&sent[1])).await.assert(200);
+    confirm(&mut s.browser(), &verify_path(&sent[1]))
+        .await
+        .assert(200);
     s.browser()
         .post_json("/api/login", &login)
         .await
