@@ -101,6 +101,15 @@ pub enum Mail {
         /// The account's username.
         username: String,
     },
+    /// "A sign-in method was connected to your account", to its verified address.
+    IdentityConnected {
+        /// The account's verified address.
+        to: EmailAddress,
+        /// The account's username.
+        username: String,
+        /// What the pages call the provider.
+        provider: String,
+    },
     /// `cloakroom mail test ADDRESS`.
     Test {
         /// Where to send it.
@@ -115,6 +124,7 @@ impl Mail {
             Self::VerifyEmail { .. } => Kind::VerifyEmail,
             Self::EmailChanged { .. } => Kind::EmailChanged,
             Self::PasswordChanged { .. } => Kind::PasswordChanged,
+            Self::IdentityConnected { .. } => Kind::IdentityConnected,
             Self::Test { .. } => Kind::Test,
         }
     }
@@ -125,6 +135,7 @@ impl Mail {
             | Self::VerifyEmail { to, .. }
             | Self::EmailChanged { to, .. }
             | Self::PasswordChanged { to, .. }
+            | Self::IdentityConnected { to, .. }
             | Self::Test { to } => to,
         }
     }
@@ -272,6 +283,12 @@ impl Mailer {
                 vars.new_address = new_address.as_str();
             }
             Mail::PasswordChanged { username, .. } => vars.username = username,
+            Mail::IdentityConnected {
+                username, provider, ..
+            } => {
+                vars.username = username;
+                vars.provider = provider;
+            }
             Mail::Test { .. } => {}
         }
         let rendered = self.inner.templates.render(kind, &vars)?;

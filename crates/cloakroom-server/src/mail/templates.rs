@@ -31,15 +31,17 @@ pub(crate) enum Kind {
     VerifyEmail,
     EmailChanged,
     PasswordChanged,
+    IdentityConnected,
     Test,
 }
 
 impl Kind {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::PasswordReset,
         Self::VerifyEmail,
         Self::EmailChanged,
         Self::PasswordChanged,
+        Self::IdentityConnected,
         Self::Test,
     ];
 
@@ -50,6 +52,7 @@ impl Kind {
             Self::VerifyEmail => "verify_email",
             Self::EmailChanged => "email_changed",
             Self::PasswordChanged => "password_changed",
+            Self::IdentityConnected => "identity_connected",
             Self::Test => "test",
         }
     }
@@ -68,6 +71,7 @@ impl Kind {
             ],
             Self::EmailChanged => &["product", "public_url", "to", "username", "new_address"],
             Self::PasswordChanged => ACCOUNT,
+            Self::IdentityConnected => &["product", "public_url", "to", "username", "provider"],
             Self::Test => &["product", "public_url", "to"],
         }
     }
@@ -91,6 +95,7 @@ pub(crate) struct Vars<'a> {
     pub(crate) link: &'a str,
     pub(crate) expires_in: &'a str,
     pub(crate) new_address: &'a str,
+    pub(crate) provider: &'a str,
 }
 
 impl Vars<'_> {
@@ -103,6 +108,7 @@ impl Vars<'_> {
             "link" => self.link,
             "expires_in" => self.expires_in,
             "new_address" => self.new_address,
+            "provider" => self.provider,
             _ => "",
         }
     }
@@ -384,6 +390,7 @@ macro_rules! builtins {
             link: &'a str,
             expires_in: &'a str,
             new_address: &'a str,
+            provider: &'a str,
         }
 
         impl<'a> From<&'a Vars<'a>> for $ty<'a> {
@@ -396,6 +403,7 @@ macro_rules! builtins {
                     link: v.link,
                     expires_in: v.expires_in,
                     new_address: v.new_address,
+                    provider: v.provider,
                 }
             }
         }
@@ -411,6 +419,8 @@ builtins! {
     EmailChangedHtml = "mail/email_changed.html";
     PasswordChangedText = "mail/password_changed.txt";
     PasswordChangedHtml = "mail/password_changed.html";
+    IdentityConnectedText = "mail/identity_connected.txt";
+    IdentityConnectedHtml = "mail/identity_connected.html";
     TestText = "mail/test.txt";
     TestHtml = "mail/test.html";
 }
@@ -433,6 +443,10 @@ fn builtin(kind: Kind, v: &Vars<'_>) -> askama::Result<(String, String)> {
         Kind::PasswordChanged => (
             PasswordChangedText::from(v).render()?,
             PasswordChangedHtml::from(v).render()?,
+        ),
+        Kind::IdentityConnected => (
+            IdentityConnectedText::from(v).render()?,
+            IdentityConnectedHtml::from(v).render()?,
         ),
         Kind::Test => (TestText::from(v).render()?, TestHtml::from(v).render()?),
     })
@@ -457,6 +471,7 @@ mod tests {
             Kind::VerifyEmail => files!("verify_email"),
             Kind::EmailChanged => files!("email_changed"),
             Kind::PasswordChanged => files!("password_changed"),
+            Kind::IdentityConnected => files!("identity_connected"),
             Kind::Test => files!("test"),
         }
     }
@@ -470,6 +485,7 @@ mod tests {
             link: "https://login.example.com/password-reset?token=a.b.c&x=\"1\"",
             expires_in: "30 minutes",
             new_address: "new@example.com",
+            provider: "Google <Workspace>",
         }
     }
 

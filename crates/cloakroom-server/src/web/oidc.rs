@@ -259,27 +259,17 @@ pub(crate) async fn connect_start(
         .provider(&form.provider)
         .ok_or(WebError::NotFound("No such sign-in provider."))?;
     let fresh = state.clock.now().duration_since(session.record().auth_time) <= FRESH_SIGN_IN;
-    if !fresh {
-        let checked = match form.password.as_ref() {
-            Some(p) => state
-                .accounts
-                .reauthenticate(session.user_id(), ip, p)
-                .await
-                .map(drop)
-                .map_err(WebError::from),
-            None => Err(WebError::refused(
-                StatusCode::FORBIDDEN,
-                "password_required",
-                "Enter your password to connect another account (or sign in again first).",
-            )),
-        };
-        if let Err(e) = checked {
-            let message = e.message();
-            let mut response =
-                connections_page_for(&state, &session, e.status(), None, Some(message)).await?;
-            crate::web::pages::add_retry_after(&mut response, &e);
-            return Ok(response);
-        }
+    if !fresh
+        && let Some(refused) = password_again(
+            &state,
+            &session,
+            ip,
+            form.password.as_ref(),
+            "Enter your password to connect another account: you signed in more than 5 minutes ago.",
+        )
+        .await?
+    {
+        return Ok(refused);
     }
     to_provider(
         &state,
@@ -288,6 +278,23 @@ pub(crate) async fn connect_start(
         Some(session.user_id().as_str().to_owned()),
     )
     .await
+}
+
+/// Tells the account's verified address that a provider can now sign in to it: a way into the
+/// account was added, and its owner should hear of it if it was not them. A failure to queue
+/// is logged; the connection stands.
+async fn notify_connected(state: &AppState, account: &Account, provider: &Provider) {
+    let Some(to) = account.verified_email() else {
+        return;
+    };
+    let notice = crate::mail::Mail::IdentityConnected {
+        to: to.clone(),
+        username: account.username.as_str().to_owned(),
+        provider: provider.config.display_name.clone(),
+    };
+    if let Err(e) = state.mailer.enqueue(notice).await {
+        tracing::error!(error = %crate::error_chain::chain(&e), user = %account.username, "could not queue the sign-in-method notice");
+    }
 }
 
 fn taken_elsewhere(provider: &Provider) -> WebError {
@@ -335,6 +342,9 @@ async fn connect(
     match store.link_identity(&identity).await {
         Ok(()) => {
             tracing::info!(user = %flows::username(&session), provider = %provider.config.id, "OpenID identity connected");
+            if let Some(account) = store.by_id(session.user_id()).await? {
+                notify_connected(state, &account, provider).await;
+            }
             Ok(())
         }
         Err(AccountError::IdentityTaken) => Err(taken_elsewhere(provider)),
@@ -432,6 +442,7 @@ async fn account_for(
         match store.link_identity(&identity).await {
             Ok(()) => {
                 tracing::info!(user = %account.username, provider = %provider.config.id, "OpenID identity linked by verified email");
+                notify_connected(state, &account, provider).await;
                 return Ok(account);
             }
             // A sign-in racing this one linked it first: to whichever account it chose.
@@ -742,6 +753,37 @@ pub(crate) async fn connections_page(
     connections_page_for(&state, &session, StatusCode::OK, notice, None).await
 }
 
+/// Checks the password typed again on "Sign-in methods" (throttled like a login). `None`
+/// when it is right; else the page again with `wrong` (or the throttle's message) above it.
+async fn password_again(
+    state: &AppState,
+    session: &cloakroom_axum::Session,
+    ip: Option<std::net::IpAddr>,
+    password: Option<&crate::accounts::passwords::Password>,
+    wrong: &str,
+) -> Result<Option<Response>, WebError> {
+    let checked = match password {
+        Some(p) => state
+            .accounts
+            .reauthenticate(session.user_id(), ip, p)
+            .await
+            .map(drop)
+            .map_err(WebError::from),
+        None => Err(AccountsError::WrongPassword.into()),
+    };
+    let Err(e) = checked else {
+        return Ok(None);
+    };
+    let message = match e {
+        WebError::Accounts(AccountsError::WrongPassword) => wrong.to_owned(),
+        ref other => other.message(),
+    };
+    let mut response =
+        connections_page_for(state, session, e.status(), None, Some(message)).await?;
+    crate::web::pages::add_retry_after(&mut response, &e);
+    Ok(Some(response))
+}
+
 /// The disconnect form.
 #[derive(Debug, Deserialize)]
 pub(crate) struct DisconnectForm {
@@ -768,26 +810,17 @@ pub(crate) async fn disconnect(
     let WebForm(form) = form?;
     let store = state.accounts.store();
     let identities = store.identities(session.user_id()).await?;
-    if identities.len() <= 1 {
-        let checked = match &form.password {
-            Some(p) => state
-                .accounts
-                .reauthenticate(session.user_id(), ip, p)
-                .await
-                .map(drop),
-            None => Err(AccountsError::WrongPassword),
-        };
-        if let Err(e) = checked {
-            let e = WebError::from(e);
-            let message = match e {
-                WebError::Accounts(AccountsError::WrongPassword) => "Your password is wrong. This is your last connected account: without your password you could not sign in any more.".to_owned(),
-                ref other => other.message(),
-            };
-            let mut response =
-                connections_page_for(&state, &session, e.status(), None, Some(message)).await?;
-            crate::web::pages::add_retry_after(&mut response, &e);
-            return Ok(response);
-        }
+    if identities.len() <= 1
+        && let Some(refused) = password_again(
+            &state,
+            &session,
+            ip,
+            form.password.as_ref(),
+            "Your password is wrong. This is your last connected account: without your password you could not sign in any more.",
+        )
+        .await?
+    {
+        return Ok(refused);
     }
     store
         .unlink_identity(session.user_id(), &form.issuer, &form.subject)

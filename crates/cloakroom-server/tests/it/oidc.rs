@@ -549,11 +549,22 @@ async fn verified(s: &TestServer, name: &str, email: &str, verify: bool) {
 }
 
 /// With `oidc_link_by_email`, a first sign-in whose address the provider verified signs in to
-/// the local account with that verified address, and links it. A local address that is not
-/// verified is no proof: a new account is made instead.
+/// the local account with that verified address, and links it — and that address is told a
+/// sign-in method was added. A local address that is not verified is no proof: a new account
+/// is made instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linking_by_email_needs_both_sides_verified() {
-    let Some((s, _provider)) = with_provider(|raw| raw.oidc_link_by_email = true).await else {
+    let Some(sink) = crate::procs::SmtpSink::start().await else {
+        return;
+    };
+    let url = sink.url();
+    let Some((s, _provider)) = with_provider(move |raw| {
+        raw.oidc_link_by_email = true;
+        raw.smtp_url = Some(url.parse().unwrap());
+        raw.mail_from = Some("login@example.com".into());
+    })
+    .await
+    else {
         return;
     };
     verified(&s, "gloria", "grace@example.com", true).await;
@@ -575,6 +586,14 @@ async fn linking_by_email_needs_both_sides_verified() {
         .await
         .unwrap();
     assert_eq!(ids.len(), 1, "linked");
+    let notice = crate::reset::wait_for_mail(&sink, "grace@example.com", "sign-in method", 1).await;
+    assert!(
+        notice[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("with Fixture ID"),
+        "{notice:?}"
+    );
 
     let mut b = s.browser();
     sign_in(&mut b, &mut ProviderBrowser::new(), "henry", "/")
