@@ -6,7 +6,9 @@
 //! day; [`DEFAULT_FRESH`] without the header). A token signed by a key the cache does not know
 //! — the provider rotated — refetches the keys at once, but at most once per
 //! [`UNKNOWN_KID_PAUSE`]: a stream of tokens with made-up `kid`s must not turn this server into
-//! a flood of requests to the provider.
+//! a flood of requests to the provider. A failed fetch is remembered for [`FAILURE_PAUSE`]:
+//! while a provider is down or slow, sign-ins through it are refused at once rather than each
+//! holding the cache's lock for the whole timeout in turn.
 
 use std::time::Duration;
 
@@ -24,6 +26,9 @@ pub(crate) const MAX_FRESH: Duration = Duration::from_secs(24 * 3600);
 pub(crate) const DEFAULT_FRESH: Duration = Duration::from_secs(3600);
 /// The least time between two key refreshes for an unknown `kid`.
 pub(crate) const UNKNOWN_KID_PAUSE: Duration = Duration::from_secs(60);
+/// How long a failed fetch is remembered: within it, sign-ins through the provider are
+/// refused at once instead of each waiting for the provider in turn.
+pub(crate) const FAILURE_PAUSE: Duration = Duration::from_secs(10);
 
 /// Why a provider's documents could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +67,9 @@ pub(crate) enum DiscoveryError {
         /// As the document says.
         found: String,
     },
+    /// A fetch failed less than [`FAILURE_PAUSE`] ago; the provider is not asked again yet.
+    #[error("the provider failed moments ago ({0}); not asking again yet")]
+    RecentlyFailed(String),
     /// The document's `jwks_uri` is not usable.
     #[error("the discovery document's jwks_uri {0:?} is not an https URL (or http on loopback)")]
     JwksUri(String),
@@ -77,6 +85,8 @@ struct Cache {
     cached: Option<Cached>,
     /// When a token's unknown `kid` last made the keys be fetched.
     unknown_kid_refresh: Option<Timestamp>,
+    /// When the last fetch failed, and why.
+    failed: Option<(Timestamp, String)>,
 }
 
 /// One provider's documents, fetched when first needed and refreshed as they go stale.
@@ -141,7 +151,19 @@ impl Discovery {
         if let Some(c) = cache.cached.as_ref().filter(|c| now < c.fresh_until) {
             return Ok(c.metadata.clone());
         }
-        let fetched = self.fetch(now).await?;
+        if let Some((at, why)) = &cache.failed
+            && now.duration_since(*at) < FAILURE_PAUSE
+        {
+            return Err(DiscoveryError::RecentlyFailed(why.clone()));
+        }
+        let fetched = match self.fetch(now).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                cache.failed = Some((now, e.to_string()));
+                return Err(e);
+            }
+        };
+        cache.failed = None;
         let metadata = fetched.metadata.clone();
         cache.cached = Some(fetched);
         Ok(metadata)

@@ -66,6 +66,10 @@ struct Faults {
     access_token: String,
     /// How often the JWKS was fetched.
     jwks_fetches: u32,
+    /// Answer discovery with 503.
+    discovery_down: bool,
+    /// How often discovery was asked for.
+    discovery_fetches: u32,
 }
 
 struct FaultyProvider {
@@ -94,9 +98,16 @@ impl FaultyProvider {
         let app = axum::Router::new()
             .route(
                 "/.well-known/openid-configuration",
-                get(move || {
+                get(move |State(f): State<Arc<Mutex<Faults>>>| {
                     let d = discovery.clone();
-                    async move { Json(d) }
+                    async move {
+                        let mut f = f.lock().unwrap();
+                        f.discovery_fetches += 1;
+                        if f.discovery_down {
+                            return Err(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+                        }
+                        Ok(Json(d))
+                    }
                 }),
             )
             .route(
@@ -503,4 +514,29 @@ async fn a_provider_that_is_down_is_a_page_that_says_so() {
         .get("/api/session")
         .await
         .assert(200);
+}
+
+/// A provider whose discovery fails is not asked again for a few seconds: sign-ins through it
+/// are refused at once (424) instead of each waiting on it in turn; once it is back, and the
+/// pause is over, sign-in works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_provider_is_not_asked_again_at_once() {
+    let key = Key::new("k1");
+    let provider = FaultyProvider::start(key.clone()).await;
+    provider.faults.lock().unwrap().discovery_down = true;
+    let s = server_for(&provider).await;
+    for _ in 0..3 {
+        let r = s.browser().get("/oidc/faulty/login").await;
+        assert_eq!(r.status.as_u16(), 424, "{}", r.body);
+    }
+    assert_eq!(provider.faults.lock().unwrap().discovery_fetches, 1);
+    s.clock.advance(std::time::Duration::from_secs(11));
+    s.browser().get("/oidc/faulty/login").await;
+    assert_eq!(provider.faults.lock().unwrap().discovery_fetches, 2);
+    provider.faults.lock().unwrap().discovery_down = false;
+    s.clock.advance(std::time::Duration::from_secs(11));
+    let started = start(&s).await;
+    let c = claims(&s, &provider.issuer, &started.nonce);
+    provider.faults.lock().unwrap().id_token = Some(key.sign(&c));
+    started.callback().await.0.assert(303);
 }
