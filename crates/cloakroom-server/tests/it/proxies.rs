@@ -50,7 +50,15 @@ fn through(s: &TestServer, proxy_port: u16) -> Browser {
     b
 }
 
-async fn start_nginx(dir: &Path, proxy_port: u16, cloakroom: &str, app_port: u16) -> Guarded {
+/// nginx on `proxy_port`, or `None` if it could not listen there: the port was free when it
+/// was picked, but another test may have bound it since (then whatever answers on it is not
+/// nginx — a test once sent its requests to another test's echo app and failed confusingly).
+async fn start_nginx(
+    dir: &Path,
+    proxy_port: u16,
+    cloakroom: &str,
+    app_port: u16,
+) -> Option<Guarded> {
     let server = adapted(
         &example("nginx/cloakroom.conf"),
         proxy_port,
@@ -78,9 +86,15 @@ async fn start_nginx(dir: &Path, proxy_port: u16, cloakroom: &str, app_port: u16
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let guard = Guarded(child);
+    let mut guard = Guarded(child);
     wait_for_port(proxy_port).await;
-    guard
+    // nginx that failed to bind exits at once; give it the moment to.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    if guard.0.try_wait().unwrap().is_some() {
+        eprintln!("nginx could not listen on {proxy_port} (taken meanwhile); trying another port");
+        return None;
+    }
+    Some(guard)
 }
 
 async fn start_caddy(dir: &Path, proxy_port: u16, cloakroom: &str, app_port: u16) -> Guarded {
@@ -215,11 +229,7 @@ async fn nginx_auth_request() {
     let Some(()) = require("nginx", &["-v"]) else {
         return;
     };
-    let proxy_port = free_port();
-    let s = cloakroom_behind(proxy_port).await;
-    let app = echo_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _nginx = start_nginx(dir.path(), proxy_port, &cloakroom_addr(&s), app).await;
+    let (s, proxy_port, _nginx, _dir) = behind(Proxy::Nginx).await.unwrap();
     scenario(&s, proxy_port, "nginx").await;
 }
 
@@ -297,15 +307,24 @@ pub(crate) async fn behind(proxy: Proxy) -> Option<(TestServer, u16, Guarded, te
         Proxy::Nginx => require("nginx", &["-v"])?,
         Proxy::Caddy => require("caddy", &["version"])?,
     }
-    let proxy_port = free_port();
-    let s = cloakroom_behind(proxy_port).await;
-    let app = echo_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let guard = match proxy {
-        Proxy::Nginx => start_nginx(dir.path(), proxy_port, &cloakroom_addr(&s), app).await,
-        Proxy::Caddy => start_caddy(dir.path(), proxy_port, &cloakroom_addr(&s), app).await,
-    };
-    Some((s, proxy_port, guard, dir))
+    // Cloakroom must know the proxy's port before the proxy starts; if the proxy then cannot
+    // listen there, everything starts again on another port.
+    for _ in 0..5 {
+        let proxy_port = free_port();
+        let s = cloakroom_behind(proxy_port).await;
+        let app = echo_upstream().await;
+        let dir = tempfile::tempdir().unwrap();
+        let guard = match proxy {
+            Proxy::Nginx => start_nginx(dir.path(), proxy_port, &cloakroom_addr(&s), app).await,
+            Proxy::Caddy => {
+                Some(start_caddy(dir.path(), proxy_port, &cloakroom_addr(&s), app).await)
+            }
+        };
+        if let Some(guard) = guard {
+            return Some((s, proxy_port, guard, dir));
+        }
+    }
+    panic!("{proxy:?} could not listen on any of five free ports")
 }
 
 /// A browser signed up as `username` through the proxy.
