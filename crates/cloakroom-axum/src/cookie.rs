@@ -95,28 +95,11 @@ impl CookiePolicy {
     /// header block, the scan is one pass without allocation, and a limit on the whole header
     /// would be the same hole with a larger cookie.
     pub(crate) fn presented(&self, headers: &HeaderMap) -> Presented {
-        let name = self.name.as_bytes();
-        let mut found: Option<&[u8]> = None;
-        let pairs = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .flat_map(|line| line.as_bytes().split(|&b| b == b';'));
-        for pair in pairs {
-            let Some((n, value)) = split_pair(pair) else {
-                continue;
-            };
-            if n != name {
-                continue;
-            }
-            if found.is_some() {
-                return Presented::Duplicate;
-            }
-            found = Some(value);
-        }
-        match found {
-            None => Presented::Absent,
+        match find_cookie(headers, &self.name) {
+            Err(DuplicateCookie) => Presented::Duplicate,
+            Ok(None) => Presented::Absent,
             // A non-ASCII byte in our value fails both steps: the token is base64url.
-            Some(value) => std::str::from_utf8(value)
+            Ok(Some(value)) => std::str::from_utf8(value)
                 .ok()
                 .and_then(|v| SessionToken::parse(v).ok())
                 .map_or(Presented::Malformed, Presented::Token),
@@ -161,6 +144,41 @@ impl CookiePolicy {
         }
         c.to_string()
     }
+}
+
+/// The same cookie name was presented more than once: which one the browser meant cannot be
+/// known, and an attacker who could plant a second one would love us to guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuplicateCookie;
+
+/// The value of the cookie `name` among every `Cookie` header, read as bytes the way the
+/// session cookie is (see [`CookiePolicy::presented`]'s notes: a sibling site's non-ASCII
+/// cookie in the same header must not hide ours): `Ok(None)` when absent, an error when
+/// presented twice. For an application's own companion cookies, such as a sign-in's
+/// pre-login state.
+pub fn find_cookie<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h [u8]>, DuplicateCookie> {
+    let name = name.as_bytes();
+    let mut found: Option<&[u8]> = None;
+    let pairs = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|line| line.as_bytes().split(|&b| b == b';'));
+    for pair in pairs {
+        let Some((n, value)) = split_pair(pair) else {
+            continue;
+        };
+        if n != name {
+            continue;
+        }
+        if found.is_some() {
+            return Err(DuplicateCookie);
+        }
+        found = Some(value);
+    }
+    Ok(found)
 }
 
 /// One `name=value` pair of a `Cookie` header, split at the first `=`, with the optional

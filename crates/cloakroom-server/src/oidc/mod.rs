@@ -107,6 +107,11 @@ impl Oidc {
         self.providers.iter().find(|p| p.config.issuer == issuer)
     }
 
+    /// Whether any provider is configured.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
+
     /// `(id, display name)` of each provider, for the login page's buttons.
     pub(crate) fn buttons(&self) -> Vec<(String, String)> {
         self.providers

@@ -65,19 +65,17 @@ fn used() -> WebError {
 }
 
 fn bad_link(e: &LinkError) -> WebError {
-    if e.is_expired() {
-        WebError::refused(
-            StatusCode::BAD_REQUEST,
+    WebError::bad_link(
+        e,
+        (
             "verification_link_expired",
             "This link has expired. Have a new one sent.",
-        )
-    } else {
-        WebError::refused(
-            StatusCode::BAD_REQUEST,
+        ),
+        (
             "invalid_verification_link",
             "This is not a valid confirmation link. Have a new one sent.",
-        )
-    }
+        ),
+    )
 }
 
 /// The account and address a verification link is for, if it works now.

@@ -128,6 +128,18 @@ impl WebError {
         }
     }
 
+    /// A single-use link whose token did not verify: `expired` when it is past its lifetime,
+    /// `invalid` for anything else (not ours, altered, another kind), each a code and a
+    /// sentence (both 400).
+    pub(crate) fn bad_link(
+        e: &cloakroom_core::link::LinkError,
+        expired: (&'static str, &str),
+        invalid: (&'static str, &str),
+    ) -> Self {
+        let (code, message) = if e.is_expired() { expired } else { invalid };
+        Self::refused(StatusCode::BAD_REQUEST, code, message)
+    }
+
     /// The status this error answers with.
     pub(crate) fn status(&self) -> StatusCode {
         match self {

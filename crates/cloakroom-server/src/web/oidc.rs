@@ -160,15 +160,13 @@ async fn to_provider(
     Ok(response)
 }
 
+/// The pre-login cookie's value: read as the session cookie is (a sibling site's non-ASCII
+/// cookie in the same header does not hide it), and none at all when presented twice.
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
+    cloakroom_axum::find_cookie(headers, name)
+        .ok()
+        .flatten()
+        .and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// `GET /oidc/{id}/callback`: checks what came back (see `oidc::flow`), then signs in to the

@@ -697,7 +697,7 @@ pub(crate) async fn home(
         .then_some("Your new password is set. Every other device was signed out.");
     let page = HomePage {
         notice,
-        oidc: !state.oidc.buttons().is_empty(),
+        oidc: !state.oidc.is_empty(),
         site: &state.site,
         csrf: session.csrf_token(),
         username: flows::username(&session),

@@ -188,19 +188,17 @@ fn used() -> WebError {
 }
 
 fn bad_link(e: &LinkError) -> WebError {
-    if e.is_expired() {
-        WebError::refused(
-            StatusCode::BAD_REQUEST,
+    WebError::bad_link(
+        e,
+        (
             "reset_link_expired",
             "This reset link has expired. Ask for a new one.",
-        )
-    } else {
-        WebError::refused(
-            StatusCode::BAD_REQUEST,
+        ),
+        (
             "invalid_reset_link",
             "This is not a valid reset link. Ask for a new one.",
-        )
-    }
+        ),
+    )
 }
 
 /// The account a reset link is for, if the link works now: signed by us, unexpired, and

@@ -38,15 +38,6 @@ fn jwt_claims(jwt: &str) -> serde_json::Value {
     .unwrap()
 }
 
-async fn account(s: &TestServer, name: &str) -> cloakroom_core::accounts::Account {
-    s.state
-        .account_store()
-        .by_username(&Username::parse(name).unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-}
-
 /// Sign-up with an address stores it (domain lower-cased) unverified and mails a
 /// verification link to it; the link is this server's, for this account and this address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +53,7 @@ async fn signing_up_with_an_email_mails_a_verification_link_to_it() {
     )
     .await
     .assert(201);
-    let ada = account(&s, "ada").await;
+    let ada = s.account("ada").await.unwrap();
     assert_eq!(
         ada.email.as_ref().map(EmailAddress::as_str),
         Some("Ada@example.com")
@@ -160,7 +151,7 @@ async fn a_malformed_email_is_refused_at_sign_up() {
     )
     .await
     .assert(303);
-    assert_eq!(account(&s, "ada").await.email, None);
+    assert_eq!(s.account("ada").await.unwrap().email, None);
 }
 
 /// Apps are told an address (`Remote-Email`, `X-Auth-Request-Email`, the service JWT's
@@ -187,7 +178,7 @@ async fn only_a_verified_email_reaches_apps() {
     let jwt = r.header("x-cloakroom-jwt").unwrap();
     assert!(!jwt_claims(&jwt).as_object().unwrap().contains_key("email"));
 
-    let ada = account(&s, "ada").await;
+    let ada = s.account("ada").await.unwrap();
     assert!(
         s.state
             .account_store()

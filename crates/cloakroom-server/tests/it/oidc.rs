@@ -8,7 +8,6 @@
 use std::io::BufRead as _;
 use std::process::{Command, Stdio};
 
-use cloakroom_core::accounts::Username;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -224,15 +223,12 @@ pub(crate) async fn sign_in(
     let back = op.authorize(&start.location(), login).await;
     assert_eq!(back.path(), "/oidc/fixture/callback", "{back}");
     let path = format!("{}?{}", back.path(), back.query().unwrap());
-    b.req("GET", &path).raw_cookie(&cookie).send().await
-}
-
-async fn account(s: &TestServer, name: &str) -> Option<cloakroom_core::accounts::Account> {
-    s.state
-        .account_store()
-        .by_username(&Username::parse(name).unwrap())
+    // A sibling site's cookie with a non-ASCII value shares the header line: it must not hide
+    // ours (regression: the pre-login cookie was read as text, and this refused the sign-in).
+    b.req("GET", &path)
+        .raw_cookie(&format!("theme=café; {cookie}"))
+        .send()
         .await
-        .unwrap()
 }
 
 /// The first sign-in makes an account (the provider's username, its verified address) linked
@@ -285,7 +281,7 @@ async fn a_first_sign_in_makes_the_account_and_the_next_one_finds_it() {
     assert_eq!(me.json()["user"]["email"], "alice@example.com");
     assert_eq!(me.json()["user"]["email_verified"], true);
     assert_eq!(me.json()["session"]["auth_method"], "oidc:fixture");
-    let alice = account(&s, "alice").await.unwrap();
+    let alice = s.account("alice").await.unwrap();
     let ids = s.state.account_store().identities(&alice.id).await.unwrap();
     assert_eq!(ids.len(), 1);
     assert_eq!(ids[0].subject, "alice");
@@ -299,7 +295,7 @@ async fn a_first_sign_in_makes_the_account_and_the_next_one_finds_it() {
         other.get("/api/session").await.json()["user"]["id"],
         alice.id.as_str()
     );
-    assert!(account(&s, "alice-2").await.is_none());
+    assert!(s.account("alice-2").await.is_none());
 
     // An address the provider does not vouch for is not taken.
     sign_in(
@@ -310,7 +306,7 @@ async fn a_first_sign_in_makes_the_account_and_the_next_one_finds_it() {
     )
     .await
     .assert(303);
-    let bob = account(&s, "unverified-bob").await.unwrap();
+    let bob = s.account("unverified-bob").await.unwrap();
     assert_eq!(bob.email, None);
 
     // A taken username gets a number.
@@ -318,7 +314,7 @@ async fn a_first_sign_in_makes_the_account_and_the_next_one_finds_it() {
     sign_in(&mut s.browser(), &mut ProviderBrowser::new(), "carol", "/")
         .await
         .assert(303);
-    assert!(account(&s, "carol-2").await.is_some());
+    assert!(s.account("carol-2").await.is_some());
 }
 
 /// The callback refuses what this browser did not start: no pre-login cookie, a `state` that
@@ -408,7 +404,7 @@ async fn without_oidc_signup_an_unknown_identity_is_refused() {
         "{}",
         r.body
     );
-    assert!(account(&s, "dave").await.is_none());
+    assert!(s.account("dave").await.is_none());
     b.get("/api/session").await.assert(401);
 }
 
@@ -428,7 +424,7 @@ async fn a_back_channel_logout_ends_that_sign_in() {
     sign_in(&mut phone, &mut ProviderBrowser::new(), "erin", "/")
         .await
         .assert(303);
-    let erin = account(&s, "erin").await.unwrap();
+    let erin = s.account("erin").await.unwrap();
     let laptop_handle = laptop.get("/api/session").await.json()["session"]["id"]
         .as_str()
         .unwrap()
@@ -537,7 +533,7 @@ async fn verified(s: &TestServer, name: &str, email: &str, verify: bool) {
     .await
     .assert(201);
     if verify {
-        let a = account(s, name).await.unwrap();
+        let a = s.account(name).await.unwrap();
         assert!(
             s.state
                 .account_store()
@@ -578,7 +574,7 @@ async fn linking_by_email_needs_both_sides_verified() {
         b.get("/api/session").await.json()["user"]["username"],
         "gloria"
     );
-    let gloria = account(&s, "gloria").await.unwrap();
+    let gloria = s.account("gloria").await.unwrap();
     let ids = s
         .state
         .account_store()
@@ -603,7 +599,7 @@ async fn linking_by_email_needs_both_sides_verified() {
         b.get("/api/session").await.json()["user"]["username"],
         "henry"
     );
-    let hank = account(&s, "hank").await.unwrap();
+    let hank = s.account("hank").await.unwrap();
     assert!(
         s.state
             .account_store()
@@ -663,7 +659,7 @@ async fn connecting_and_disconnecting_from_the_account() {
     );
 
     // Disconnecting the last one: the password, or nothing happens.
-    let jane_account = account(&s, "jane").await.unwrap();
+    let jane_account = s.account("jane").await.unwrap();
     let id = &s
         .state
         .account_store()
@@ -778,7 +774,7 @@ async fn a_closed_server_makes_no_account_through_a_provider() {
     let mut b = s.browser();
     let r = sign_in(&mut b, &mut ProviderBrowser::new(), "mallory", "/").await;
     r.assert(403);
-    assert!(account(&s, "mallory").await.is_none());
+    assert!(s.account("mallory").await.is_none());
     b.get("/api/session").await.assert(401);
 }
 

@@ -238,6 +238,15 @@ async fn try_start(
 }
 
 impl TestServer {
+    /// The account named `name`, if there is one.
+    pub async fn account(&self, name: &str) -> Option<cloakroom_core::accounts::Account> {
+        self.state
+            .account_store()
+            .by_username(&cloakroom_core::accounts::Username::parse(name).unwrap())
+            .await
+            .unwrap()
+    }
+
     pub fn browser(&self) -> Browser {
         self.browser_with_ua(CHROME_UA)
     }

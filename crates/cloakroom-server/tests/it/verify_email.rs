@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use cloakroom_core::accounts::Username;
 use serde_json::json;
 
 use crate::email::server_sending_to;
@@ -38,15 +37,6 @@ async fn confirm(b: &mut crate::support::Browser, path: &str) -> cloakroom_testk
 
 fn token_of(path: &str) -> String {
     path.split_once("?token=").unwrap().1.to_owned()
-}
-
-async fn account(s: &TestServer, name: &str) -> cloakroom_core::accounts::Account {
-    s.state
-        .account_store()
-        .by_username(&Username::parse(name).unwrap())
-        .await
-        .unwrap()
-        .unwrap()
 }
 
 const CONFIRM: &str = "Confirm";
@@ -93,7 +83,7 @@ async fn the_mailed_link_verifies_the_address_once() {
         Some("no-referrer")
     );
     assert!(
-        !account(&s, "ada").await.email_verified,
+        !s.account("ada").await.unwrap().email_verified,
         "not by opening it"
     );
     let done = confirm(&mut b, &path).await;
@@ -104,7 +94,7 @@ async fn the_mailed_link_verifies_the_address_once() {
         "{}",
         done.body
     );
-    assert!(account(&s, "ada").await.email_verified);
+    assert!(s.account("ada").await.unwrap().email_verified);
     assert_eq!(
         b.get("/api/session").await.json()["user"]["email_verified"],
         true
@@ -164,7 +154,7 @@ async fn the_mailed_link_verifies_the_address_once() {
         .await;
     r.assert(400);
     assert_eq!(r.error_code(), "verification_link_expired");
-    assert!(!account(&s, "cyd").await.email_verified);
+    assert!(!s.account("cyd").await.unwrap().email_verified);
 }
 
 /// A change needs the password; the new address is unverified, gets its link, and apps stop
@@ -197,7 +187,7 @@ async fn changing_the_address_needs_the_password_and_tells_the_old_one() {
     r.assert(422);
     assert_eq!(r.error_code(), "invalid_email");
     assert_eq!(
-        account(&s, "ada").await.email.unwrap().as_str(),
+        s.account("ada").await.unwrap().email.unwrap().as_str(),
         "ada@example.com"
     );
 
@@ -231,7 +221,7 @@ async fn changing_the_address_needs_the_password_and_tells_the_old_one() {
     s.browser().get(&first).await.assert(410);
     let second = verify_path(&mails(&sink, "ada@new.example", CONFIRM, 1).await[0]);
     confirm(&mut s.browser(), &second).await.assert(200);
-    assert!(account(&s, "ada").await.email_verified);
+    assert!(s.account("ada").await.unwrap().email_verified);
 
     // The page: wrong password under its field; then a change.
     let page = b.get("/account/email").await;
