@@ -151,11 +151,10 @@ impl CookiePolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DuplicateCookie;
 
-/// The value of the cookie `name` among every `Cookie` header, read as bytes the way the
-/// session cookie is (see [`CookiePolicy::presented`]'s notes: a sibling site's non-ASCII
-/// cookie in the same header must not hide ours): `Ok(None)` when absent, an error when
-/// presented twice. For an application's own companion cookies, such as a sign-in's
-/// pre-login state.
+/// The value of the cookie `name` among every `Cookie` header, read as bytes, as the session
+/// cookie is: a sibling site's non-ASCII cookie in the same header must not hide ours, so
+/// every other pair is skipped unread. `Ok(None)` when absent, an error when presented twice.
+/// For an application's own companion cookies, such as a sign-in's pre-login state.
 pub fn find_cookie<'h>(
     headers: &'h HeaderMap,
     name: &str,
