@@ -361,7 +361,7 @@ impl RequestState {
                         if let Err(ValidationError::Unknown) = &result {
                             unknown_session_presented();
                         }
-                        result.map(Arc::new).map_err(Rejection::from_validation)
+                        result.map_err(Rejection::from_validation)
                     }
                 }
             })

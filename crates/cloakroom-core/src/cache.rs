@@ -1,194 +1,495 @@
-//! The near-cache: validated sessions kept in this process, so the hot path touches no disk
-//! and no network.
+//! The session cache: hot sessions kept in this process, so the session check touches no disk
+//! and no network, without ever serving a session that was revoked.
 //!
-//! DESIGN.md allows a cache in front of a shared store only on three conditions, and this one
-//! is built around them:
+//! [`CachedStore`] wraps any [`SessionStore`] and is itself one, so everything above it (the
+//! manager, the axum layer, the server) is unchanged, and the store conformance suite runs
+//! through it unchanged too. A cache may answer `load` only when it knows of every write to the
+//! backend; there are two ways to know, and they are the two modes:
 //!
-//! 1. **A revocation in this process removes the entry before the revoking call returns.**
-//!    Every revoking path of the [`SessionManager`](crate::SessionManager) (revoke, revoke all,
-//!    rotate, login over an old cookie, data updates) invalidates the cache after the store
-//!    call and before returning. An entry being loaded concurrently cannot slip back in: loads
-//!    are only cached if no invalidation happened while they were in flight (an epoch counter
-//!    is read before the load and checked after the insert).
-//! 2. **A revocation in another instance reaches this one within a bounded time.** The store
-//!    keeps a change generation ([`SessionStore::change_generation`]) that moves on every
-//!    delete, rotation and save. Before using the cache, a validation makes sure the generation
-//!    was read no longer than the poll interval ago — reading it itself if needed — and any
-//!    change clears the cache. So a session revoked elsewhere is refused here at most one poll
-//!    interval after the revocation returned (plus, on Redis, the moment between a delete and
-//!    its generation bump). If the generation cannot be read, validation fails closed.
-//! 3. **An entry never outlives the session's expiry.** The manager checks idle and absolute
-//!    expiry on every use; a cached record that looks expired is dropped and the store asked,
-//!    so a session kept alive on another instance is not refused here by a stale copy.
+//! - **Exact** ([`CachedStore::exact`]): this process is the backend's only writer (SQLite in
+//!   the data directory, which the server locks; see DESIGN.md), so every write passes through
+//!   this wrapper, which invalidates or updates the entry when the write returns. Nothing can
+//!   change behind it: the cache is as exact as the store.
+//! - **Push** ([`CachedStore::push`]): several instances write to a shared backend (Redis,
+//!   PostgreSQL), which announces every change on an invalidation feed (Redis pub/sub published
+//!   by the same script as the write, PostgreSQL `NOTIFY` in the writing transaction). The
+//!   backend's listener drives an [`Invalidator`]. While the feed is not connected — before
+//!   the first subscription, after any error — the cache is empty and bypassed: exact, not
+//!   stale. A revocation made elsewhere reaches this instance one delivery later (measured by
+//!   `bench/run --store redis`); its own writes are seen at once.
 //!
-//! The cache is off unless enabled with
-//! [`SessionManager::with_near_cache`](crate::SessionManager::with_near_cache): with it, "the
-//! very next request fails on every instance" becomes "every request after the poll interval",
-//! a trade each deployment should make knowingly.
+//! Three rules make both modes safe against the races of a concurrent server:
+//!
+//! 1. **Invalidate after the write, never before.** Invalidating first would let a concurrent
+//!    load re-cache the old record before the write lands.
+//! 2. **A load that raced an invalidation is not cached.** Every invalidation moves an epoch on
+//!    *before* removing entries; a miss reads the epoch before asking the store and, after
+//!    inserting what it read, removes it again if the epoch moved meanwhile. Either the
+//!    invalidation's removal comes after the insert, or the insert sees the new epoch.
+//! 3. **Bounded in count and bytes.** Each entry weighs its estimated size (see
+//!    [`Session::approx_size`]), but at least `max_bytes / max_entries`, so the total weight
+//!    bound enforces both limits; eviction is quick_cache's S3-FIFO (a CLOCK-like queue that
+//!    resists scans). An evicted session is simply read from the store again.
+//!
+//! Hits return the shared `Arc<Session>`: no copy of the record on the hot path. A touch
+//! replaces the entry with an updated copy (copy-on-write), once per touch interval.
 
+use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
+use async_trait::async_trait;
+use quick_cache::Weighter;
+use quick_cache::sync::{Cache, DefaultLifecycle};
 
+use crate::clock::Timestamp;
+use crate::link::LinkId;
 use crate::session::{Session, UserId};
 use crate::store::memory::IdHasher;
+use crate::store::{DeleteScope, SaveOutcome, SessionStore, StoreError};
 use crate::token::SessionId;
 
-/// Near-cache settings.
+/// Bounds of a [`CachedStore`].
 ///
 /// ```
-/// use std::time::Duration;
-/// use cloakroom_core::NearCache;
+/// use cloakroom_core::CacheLimits;
 ///
-/// let cache = NearCache::new(Duration::from_millis(100)).with_max_entries(50_000);
-/// assert_eq!(cache.poll_interval, Duration::from_millis(100));
+/// let limits = CacheLimits::default().with_max_entries(50_000).with_max_bytes(32 << 20);
+/// assert_eq!(limits.max_entries, 50_000);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct NearCache {
-    /// The longest a revocation made elsewhere can go unnoticed here.
-    pub poll_interval: Duration,
-    /// Most sessions kept; past it the cache starts over. Default: 100,000.
+pub struct CacheLimits {
+    /// Most sessions kept. Default: 100,000.
     pub max_entries: usize,
+    /// Most bytes kept, by [`Session::approx_size`]. Default: 64 MiB.
+    pub max_bytes: u64,
 }
 
-impl NearCache {
-    /// A cache that notices changes made elsewhere within `poll_interval`.
-    pub fn new(poll_interval: Duration) -> Self {
+impl Default for CacheLimits {
+    fn default() -> Self {
         Self {
-            poll_interval,
             max_entries: 100_000,
+            max_bytes: 64 << 20,
         }
     }
+}
 
-    /// Sets the size bound.
+impl CacheLimits {
+    /// Sets the count bound (at least 1).
     #[must_use]
     pub fn with_max_entries(mut self, max: usize) -> Self {
         self.max_entries = max.max(1);
         self
     }
+
+    /// Sets the byte bound (at least 1 KiB).
+    #[must_use]
+    pub fn with_max_bytes(mut self, max: u64) -> Self {
+        self.max_bytes = max.max(1024);
+        self
+    }
+
+    /// The weight of the lightest entry: `max_bytes / max_entries`, so that the byte bound
+    /// also bounds the count.
+    fn floor(&self) -> u64 {
+        (self.max_bytes / u64::try_from(self.max_entries).unwrap_or(u64::MAX)).max(1)
+    }
 }
 
-pub(crate) struct Cache {
-    config: NearCache,
-    entries: DashMap<SessionId, Arc<Session>, BuildHasherDefault<IdHasher>>,
-    /// Moves on every invalidation; a load that saw another value must not be cached.
+/// Counts of cache lookups since start, for metrics. Read with [`CachedStore::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Loads answered from the cache.
+    pub hits: u64,
+    /// Loads that read the store and may have filled the cache.
+    pub misses: u64,
+    /// Loads that read the store because the cache was unusable (push feed down).
+    pub bypassed: u64,
+    /// Sessions held now.
+    pub entries: u64,
+    /// Their estimated bytes (the weight the byte bound limits).
+    pub bytes: u64,
+}
+
+#[derive(Clone)]
+struct Weigh {
+    floor: u64,
+}
+
+impl Weighter<SessionId, Arc<Session>> for Weigh {
+    fn weight(&self, _id: &SessionId, session: &Arc<Session>) -> u64 {
+        u64::try_from(session.approx_size())
+            .unwrap_or(u64::MAX)
+            .max(self.floor)
+    }
+}
+
+type Entries = Cache<
+    SessionId,
+    Arc<Session>,
+    Weigh,
+    BuildHasherDefault<IdHasher>,
+    DefaultLifecycle<SessionId, Arc<Session>>,
+>;
+
+/// How the cache learns of writes it did not make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coherence {
+    /// There are none.
+    Exact,
+    /// From the backend's invalidation feed.
+    Push,
+}
+
+struct Shared {
+    entries: Entries,
+    coherence: Coherence,
+    /// Moves on every invalidation, before entries are removed (rule 2).
     epoch: AtomicU64,
-    /// The store generation the entries reflect (`u64::MAX` before the first read).
-    generation: AtomicU64,
-    /// Nanoseconds after `base` at which the generation was last read (the read's start).
-    polled_at: AtomicU64,
-    base: Instant,
-    /// Set if the store cannot report a generation: the cache then stays unused.
-    unsupported: AtomicBool,
+    /// Whether `load` may answer from (and fill) the cache. Always true for exact; for push,
+    /// true only while the feed is connected.
+    usable: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    bypassed: AtomicU64,
 }
 
-impl std::fmt::Debug for Cache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache")
-            .field("config", &self.config)
-            .field("entries", &self.entries.len())
-            .finish()
-    }
-}
-
-/// What a poll is due to do: read the generation, starting now.
-#[derive(Clone, Copy)]
-pub(crate) struct PollTicket(u64);
-
-impl Cache {
-    pub(crate) fn new(config: NearCache) -> Self {
-        Self {
-            config,
-            entries: DashMap::default(),
-            epoch: AtomicU64::new(0),
-            generation: AtomicU64::new(u64::MAX),
-            polled_at: AtomicU64::new(0),
-            base: Instant::now(),
-            unsupported: AtomicBool::new(false),
-        }
-    }
-
-    fn elapsed_nanos(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    pub(crate) fn usable(&self) -> bool {
-        !self.unsupported.load(Ordering::Relaxed)
-    }
-
-    /// `Some` if the generation must be read before the cache may be used.
-    pub(crate) fn poll_due(&self) -> Option<PollTicket> {
-        let now = self.elapsed_nanos();
-        let interval = u64::try_from(self.config.poll_interval.as_nanos()).unwrap_or(u64::MAX);
-        let never = self.generation.load(Ordering::Acquire) == u64::MAX;
-        (never || now.saturating_sub(self.polled_at.load(Ordering::Acquire)) >= interval)
-            .then_some(PollTicket(now))
-    }
-
-    /// Records a generation read that started at `ticket`.
-    pub(crate) fn polled(&self, ticket: PollTicket, generation: Option<u64>) {
-        let Some(generation) = generation else {
-            self.unsupported.store(true, Ordering::Relaxed);
-            self.clear();
-            return;
-        };
-        if self.generation.swap(generation, Ordering::AcqRel) != generation {
-            self.clear();
-        }
-        self.polled_at.fetch_max(ticket.0, Ordering::AcqRel);
-    }
-
-    pub(crate) fn epoch(&self) -> u64 {
+impl Shared {
+    fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
 
-    pub(crate) fn get(&self, id: &SessionId) -> Option<Arc<Session>> {
-        self.entries.get(id).map(|e| e.value().clone())
+    fn usable(&self) -> bool {
+        self.usable.load(Ordering::Acquire)
     }
 
-    /// Caches a session loaded while the epoch was `epoch`, unless something was invalidated
-    /// meanwhile.
-    pub(crate) fn insert(&self, epoch: u64, session: Session) {
-        if self.entries.len() >= self.config.max_entries {
-            self.clear();
+    /// Caches a record read while the epoch was `epoch`, unless an invalidation came between.
+    fn insert(&self, epoch: u64, session: Arc<Session>) {
+        if !self.usable() || self.epoch() != epoch {
+            return;
         }
         let id = session.id;
-        self.entries.insert(id, Arc::new(session));
-        // An invalidation bumps the epoch *before* removing entries: if it came after our
-        // check, its removal comes after our insert; if before, we see it here.
+        self.entries.insert(id, session);
         if self.epoch() != epoch {
             self.entries.remove(&id);
         }
     }
 
-    /// Replaces an entry still present (after a touch).
-    pub(crate) fn refresh(&self, session: Session) {
-        if let Some(mut e) = self.entries.get_mut(&session.id) {
-            *e = Arc::new(session);
-        }
-    }
-
-    pub(crate) fn invalidate(&self, id: &SessionId) {
+    fn invalidate(&self, id: &SessionId) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.entries.remove(id);
     }
 
-    pub(crate) fn invalidate_user(&self, user: &UserId, except: Option<&SessionId>) {
+    fn invalidate_user(&self, user: &UserId) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.entries
-            .retain(|id, s| &s.user_id != user || Some(id) == except);
+        self.entries.retain(|_, s| &s.user_id != user);
     }
 
-    pub(crate) fn clear(&self) {
+    fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.entries.clear();
     }
+}
 
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+/// A [`SessionStore`] with a bounded in-process cache of sessions in front of another one. See
+/// the [module documentation](self) for the two modes and their guarantees. Clones share the
+/// cache.
+#[derive(Clone)]
+pub struct CachedStore {
+    inner: Arc<dyn SessionStore>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for CachedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedStore")
+            .field("inner", &self.inner)
+            .field("coherence", &self.shared.coherence)
+            .field("usable", &self.shared.usable())
+            .field("entries", &self.shared.entries.len())
+            .finish()
+    }
+}
+
+impl CachedStore {
+    /// An exact cache over `inner`, for a backend this process alone writes to (memory, or
+    /// SQLite under the data directory's lock). Every write must go through the returned store
+    /// (or its clones): a write made around it would not be seen until the entry is evicted.
+    pub fn exact(inner: Arc<dyn SessionStore>, limits: CacheLimits) -> Self {
+        Self::with(inner, limits, Coherence::Exact, true)
+    }
+
+    /// A cache over a shared backend, kept exact by the backend's invalidation feed. Returns
+    /// the store and the [`Invalidator`] for the backend's listener to drive; until that
+    /// reports [`connected`](Invalidator::connected), every load reads the store.
+    pub fn push(inner: Arc<dyn SessionStore>, limits: CacheLimits) -> (Self, Invalidator) {
+        let store = Self::with(inner, limits, Coherence::Push, false);
+        let invalidator = Invalidator {
+            shared: store.shared.clone(),
+        };
+        (store, invalidator)
+    }
+
+    fn with(
+        inner: Arc<dyn SessionStore>,
+        limits: CacheLimits,
+        coherence: Coherence,
+        usable: bool,
+    ) -> Self {
+        let entries = Cache::with(
+            limits.max_entries.min(1 << 20),
+            limits.max_bytes,
+            Weigh {
+                floor: limits.floor(),
+            },
+            BuildHasherDefault::default(),
+            DefaultLifecycle::default(),
+        );
+        Self {
+            inner,
+            shared: Arc::new(Shared {
+                entries,
+                coherence,
+                epoch: AtomicU64::new(0),
+                usable: AtomicBool::new(usable),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+                bypassed: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Lookup counts and the cache's size now.
+    pub fn stats(&self) -> CacheStats {
+        let s = &self.shared;
+        CacheStats {
+            hits: s.hits.load(Ordering::Relaxed),
+            misses: s.misses.load(Ordering::Relaxed),
+            bypassed: s.bypassed.load(Ordering::Relaxed),
+            entries: u64::try_from(s.entries.len()).unwrap_or(u64::MAX),
+            bytes: s.entries.weight(),
+        }
+    }
+
+    /// Whether loads are answered from the cache now (always, in exact mode; in push mode,
+    /// while the feed is connected).
+    pub fn is_active(&self) -> bool {
+        self.shared.usable()
+    }
+
+    /// Forgets what `change` names: for a write made around this store that its writer
+    /// announces (the admin CLI, writing to SQLite beside the running server, tells the server
+    /// before it reports success).
+    pub fn invalidate(&self, change: &Invalidation) {
+        match change {
+            Invalidation::Session(id) => self.shared.invalidate(id),
+            Invalidation::User(user) => self.shared.invalidate_user(user),
+        }
+    }
+
+    /// Forgets every cached session.
+    pub fn invalidate_all(&self) {
+        self.shared.clear();
+    }
+}
+
+#[async_trait]
+impl SessionStore for CachedStore {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn create(&self, session: &Session) -> Result<(), StoreError> {
+        self.inner.create(session).await
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
+        let s = &self.shared;
+        if !s.usable() {
+            s.bypassed.fetch_add(1, Ordering::Relaxed);
+            return self.inner.load(id).await;
+        }
+        if let Some(hit) = s.entries.get(id) {
+            s.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(hit));
+        }
+        s.misses.fetch_add(1, Ordering::Relaxed);
+        let epoch = s.epoch();
+        let loaded = self.inner.load(id).await?;
+        if let Some(session) = &loaded {
+            s.insert(epoch, session.clone());
+        }
+        Ok(loaded)
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionId,
+        last_seen_at: Timestamp,
+        idle_expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let s = &self.shared;
+        let epoch = s.epoch();
+        let touched = self.inner.touch(id, last_seen_at, idle_expires_at).await;
+        match touched {
+            Ok(true) => {
+                // The store's rule, applied to the copy: clamped, never backwards.
+                if let Some(cached) = s.entries.peek(id) {
+                    let mut updated = Session::clone(&cached);
+                    updated.last_seen_at = updated.last_seen_at.max(last_seen_at);
+                    updated.idle_expires_at = updated
+                        .idle_expires_at
+                        .max(idle_expires_at.min(updated.absolute_expires_at));
+                    s.insert(epoch, Arc::new(updated));
+                }
+            }
+            _ => s.invalidate(id),
+        }
+        touched
+    }
+
+    async fn save(&self, session: &Session) -> Result<SaveOutcome, StoreError> {
+        let result = self.inner.save(session).await;
+        // Whatever happened, the cached copy may no longer be the latest.
+        self.shared.invalidate(&session.id);
+        result
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let result = self.inner.delete(id).await;
+        self.shared.invalidate(id);
+        result
+    }
+
+    async fn rotate(&self, old: &SessionId, new: &Session) -> Result<(), StoreError> {
+        let result = self.inner.rotate(old, new).await;
+        self.shared.invalidate(old);
+        result
+    }
+
+    async fn list_for_user(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.inner.list_for_user(user, now).await
+    }
+
+    async fn delete_for_user(
+        &self,
+        user: &UserId,
+        scope: DeleteScope<'_>,
+    ) -> Result<u64, StoreError> {
+        let result = self.inner.delete_for_user(user, scope).await;
+        // The kept session (AllExcept) goes too: it is simply read again.
+        self.shared.invalidate_user(user);
+        result
+    }
+
+    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        // Expired entries are refused by the manager whether cached or not, and evicted in
+        // time; the purge itself changes nothing a check could see.
+        self.inner.purge_expired(now).await
+    }
+
+    async fn consume_link(&self, id: &LinkId, expires_at: Timestamp) -> Result<bool, StoreError> {
+        self.inner.consume_link(id, expires_at).await
+    }
+
+    async fn revocation_epoch(&self, user: &UserId) -> Result<u64, StoreError> {
+        self.inner.revocation_epoch(user).await
+    }
+
+    async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
+        self.inner.count_live(now).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+/// What a shared backend announces on its invalidation feed: a change to one session (a delete,
+/// a rotation away from it, a save or a touch), or to every session of a user (a revoke-all).
+///
+/// The wire form is text, so that both Redis pub/sub and PostgreSQL `NOTIFY` carry it as is:
+/// `s <64 hex digits of the session id>` or `u <user id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Invalidation {
+    /// One session changed or went.
+    Session(SessionId),
+    /// Sessions of this user went.
+    User(UserId),
+}
+
+impl Invalidation {
+    /// The wire form.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Session(id) => format!("s {}", id.to_hex()),
+            Self::User(user) => format!("u {}", user.as_str()),
+        }
+    }
+
+    /// Reads the wire form; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.split_once(' ')? {
+            ("s", hex) => SessionId::from_hex(hex).ok().map(Self::Session),
+            ("u", user) => UserId::new(user).ok().map(Self::User),
+            _ => None,
+        }
+    }
+}
+
+/// The handle a backend's invalidation listener drives (see [`CachedStore::push`]).
+///
+/// The listener's duty: call [`connected`](Self::connected) once its subscription is confirmed,
+/// [`apply`](Self::apply) every message in order, and [`disconnected`](Self::disconnected) the
+/// moment it can no longer be sure it hears every message (an error, a closed connection, a
+/// lagging buffer). The cache is used only in between.
+#[derive(Clone)]
+pub struct Invalidator {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Invalidator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Invalidator")
+            .field("connected", &self.shared.usable())
+            .finish()
+    }
+}
+
+impl Invalidator {
+    /// The feed is subscribed: every change from now on will be delivered. What the cache held
+    /// before may have missed some, so it starts empty.
+    pub fn connected(&self) {
+        self.shared.clear();
+        self.shared.usable.store(true, Ordering::Release);
+    }
+
+    /// The feed is lost: stop using the cache, and forget it.
+    pub fn disconnected(&self) {
+        self.shared.usable.store(false, Ordering::Release);
+        self.shared.clear();
+    }
+
+    /// Whether the feed is connected.
+    pub fn is_connected(&self) -> bool {
+        self.shared.usable()
+    }
+
+    /// Applies one message from the feed. A message that does not parse clears the whole
+    /// cache: a feed this process cannot read must not leave it stale.
+    pub fn apply(&self, message: &str) {
+        match Invalidation::parse(message) {
+            Some(Invalidation::Session(id)) => self.shared.invalidate(&id),
+            Some(Invalidation::User(user)) => self.shared.invalidate_user(&user),
+            None => self.shared.clear(),
+        }
     }
 }

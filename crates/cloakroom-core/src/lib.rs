@@ -80,7 +80,7 @@ mod session;
 pub mod store;
 mod token;
 
-pub use cache::NearCache;
+pub use cache::{CacheLimits, CacheStats, CachedStore, Invalidation, Invalidator};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use csrf::CsrfSecret;
 pub use manager::{

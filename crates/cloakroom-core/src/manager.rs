@@ -9,7 +9,6 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::cache::{Cache, NearCache};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::csrf::CsrfSecret;
 use crate::link::LinkId;
@@ -179,7 +178,6 @@ pub struct SessionManager {
     clock: Arc<dyn Clock>,
     policy: Policy,
     observer: Option<Arc<dyn ValidationObserver>>,
-    cache: Option<Arc<Cache>>,
 }
 
 impl fmt::Debug for SessionManager {
@@ -189,7 +187,6 @@ impl fmt::Debug for SessionManager {
             .field("clock", &self.clock)
             .field("policy", &self.policy)
             .field("observed", &self.observer.is_some())
-            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -207,7 +204,6 @@ impl SessionManager {
             clock: Arc::new(SystemClock),
             policy: Policy::default(),
             observer: None,
-            cache: None,
         }
     }
 
@@ -223,20 +219,6 @@ impl SessionManager {
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
         self
-    }
-
-    /// Keeps validated sessions in this process (see [`NearCache`] for the guarantees and the
-    /// trade-off). Needs a store that reports a change generation; with one that does not, the
-    /// cache stays unused.
-    #[must_use]
-    pub fn with_near_cache(mut self, config: NearCache) -> Self {
-        self.cache = Some(Arc::new(Cache::new(config)));
-        self
-    }
-
-    /// How many sessions the near-cache holds (0 without one).
-    pub fn cached_sessions(&self) -> usize {
-        self.cache.as_ref().map_or(0, |c| c.len())
     }
 
     /// Reports every validation to `observer` (metrics).
@@ -291,11 +273,7 @@ impl SessionManager {
             version: 1,
         };
         match replacing {
-            Some(old) => {
-                let result = self.store.rotate(old, &session).await;
-                self.invalidate(old);
-                result?;
-            }
+            Some(old) => self.store.rotate(old, &session).await?,
             None => self.store.create(&session).await?,
         }
         Ok(IssuedSession { token, session })
@@ -317,17 +295,20 @@ impl SessionManager {
             version: 1,
             ..current.clone()
         };
-        let result = self.store.rotate(&current.id, &session).await;
-        self.invalidate(&current.id);
-        result?;
+        self.store.rotate(&current.id, &session).await?;
         Ok(IssuedSession { token, session })
     }
 
     /// Checks a presented cookie value: parse → hash → load → expiry → throttled touch.
     ///
     /// The token is parsed strictly before anything else, so garbage never reaches the store.
-    /// At most one store write happens per [`Policy::touch_interval`] per session.
-    pub async fn validate(&self, cookie_value: Option<&str>) -> Result<Session, ValidationError> {
+    /// At most one store write happens per [`Policy::touch_interval`] per session. The record
+    /// is shared, not copied: behind a [`CachedStore`](crate::CachedStore) a valid check
+    /// allocates nothing but the store call's future.
+    pub async fn validate(
+        &self,
+        cookie_value: Option<&str>,
+    ) -> Result<Arc<Session>, ValidationError> {
         let parsed = cookie_value
             .ok_or(ValidationError::Missing)
             .and_then(|raw| SessionToken::parse(raw).map_err(ValidationError::Malformed));
@@ -343,63 +324,43 @@ impl SessionManager {
     }
 
     /// [`validate`](Self::validate) for an already parsed token.
-    pub async fn validate_token(&self, token: &SessionToken) -> Result<Session, ValidationError> {
+    pub async fn validate_token(
+        &self,
+        token: &SessionToken,
+    ) -> Result<Arc<Session>, ValidationError> {
         let Some(observer) = &self.observer else {
             return self.validate_unobserved(token).await;
         };
         let started = std::time::Instant::now();
         let outcome = self.validate_unobserved(token).await;
-        observer.validated(outcome.as_ref(), started.elapsed());
+        observer.validated(outcome.as_deref(), started.elapsed());
         outcome
     }
 
-    async fn validate_unobserved(&self, token: &SessionToken) -> Result<Session, ValidationError> {
-        let id = token.id();
-        let cache = match &self.cache {
-            Some(c) if c.usable() => {
-                if let Some(ticket) = c.poll_due() {
-                    // Fail closed: without a fresh generation the cache cannot be trusted.
-                    let generation = self.store.change_generation().await?;
-                    c.polled(ticket, generation);
-                }
-                c.usable().then_some(c)
-            }
-            _ => None,
-        };
-        let now = self.clock.now();
-        if let Some(c) = cache
-            && let Some(cached) = c.get(&id)
-        {
-            if cached.is_live(now) {
-                return self.touch_if_due(Session::clone(&cached), now, cache).await;
-            }
-            // Perhaps kept alive on another instance: ask the store.
-            c.invalidate(&id);
-        }
-        let epoch = cache.map(|c| c.epoch());
+    async fn validate_unobserved(
+        &self,
+        token: &SessionToken,
+    ) -> Result<Arc<Session>, ValidationError> {
         let session = self
             .store
-            .load(&id)
+            .load(&token.id())
             .await?
             .ok_or(ValidationError::Unknown)?;
+        let now = self.clock.now();
         match session.expiry_at(now) {
             Some(Expiry::Absolute) => return Err(ValidationError::AbsoluteExpired),
             Some(Expiry::Idle) => return Err(ValidationError::IdleExpired),
             None => {}
         }
-        if let (Some(c), Some(epoch)) = (cache, epoch) {
-            c.insert(epoch, session.clone());
-        }
-        self.touch_if_due(session, now, cache).await
+        self.touch_if_due(session, now).await
     }
 
-    /// The throttled last-seen write.
+    /// The throttled last-seen write; the record is copied only when it is written.
     async fn touch_if_due(
         &self,
-        mut session: Session,
+        session: Arc<Session>,
         now: Timestamp,
-        cache: Option<&Arc<Cache>>,
-    ) -> Result<Session, ValidationError> {
+    ) -> Result<Arc<Session>, ValidationError> {
         if now.duration_since(session.last_seen_at) < self.policy.touch_interval {
             return Ok(session);
         }
@@ -407,23 +368,12 @@ impl SessionManager {
         let idle = lifetime.idle_expiry(now, session.absolute_expires_at);
         if !self.store.touch(&session.id, now, idle).await? {
             // Revoked between the load and the touch: revocation wins.
-            if let Some(c) = cache {
-                c.invalidate(&session.id);
-            }
             return Err(ValidationError::Unknown);
         }
-        session.last_seen_at = now;
-        session.idle_expires_at = session.idle_expires_at.max(idle);
-        if let Some(c) = cache {
-            c.refresh(session.clone());
-        }
-        Ok(session)
-    }
-
-    fn invalidate(&self, id: &SessionId) {
-        if let Some(c) = &self.cache {
-            c.invalidate(id);
-        }
+        let mut touched = Arc::unwrap_or_clone(session);
+        touched.last_seen_at = now;
+        touched.idle_expires_at = touched.idle_expires_at.max(idle);
+        Ok(Arc::new(touched))
     }
 
     /// Applies `f` to the session's data and saves it, retrying on concurrent modification so
@@ -437,7 +387,8 @@ impl SessionManager {
         mut f: impl FnMut(&mut SessionData) -> R + Send,
     ) -> Result<R, UpdateError> {
         for _ in 0..self.policy.max_update_attempts {
-            let mut session = self.store.load(id).await?.ok_or(UpdateError::Gone)?;
+            let loaded = self.store.load(id).await?.ok_or(UpdateError::Gone)?;
+            let mut session = Arc::unwrap_or_clone(loaded);
             if !session.is_live(self.clock.now()) {
                 return Err(UpdateError::Gone);
             }
@@ -446,10 +397,7 @@ impl SessionManager {
             if session.data == before {
                 return Ok(out);
             }
-            let saved = self.store.save(&session).await;
-            // Whatever happened, the cached copy is no longer the latest.
-            self.invalidate(id);
-            match saved? {
+            match self.store.save(&session).await? {
                 SaveOutcome::Saved => return Ok(out),
                 SaveOutcome::VersionConflict => continue,
                 SaveOutcome::NotFound => return Err(UpdateError::Gone),
@@ -460,9 +408,7 @@ impl SessionManager {
 
     /// Ends one session. Returns whether it existed.
     pub async fn revoke(&self, id: &SessionId) -> Result<bool, StoreError> {
-        let result = self.store.delete(id).await;
-        self.invalidate(id);
-        result
+        self.store.delete(id).await
     }
 
     /// Ends the session of `user` whose public handle is `handle` ("your devices" → revoke).
@@ -487,11 +433,7 @@ impl SessionManager {
         except: Option<&SessionId>,
     ) -> Result<u64, StoreError> {
         let scope = except.map_or(DeleteScope::All, DeleteScope::AllExcept);
-        let result = self.store.delete_for_user(user, scope).await;
-        if let Some(c) = &self.cache {
-            c.invalidate_user(user, except);
-        }
-        result
+        self.store.delete_for_user(user, scope).await
     }
 
     /// The user's live sessions, most recently used first.

@@ -266,6 +266,43 @@ impl Session {
     pub fn expires_at(&self) -> Timestamp {
         self.idle_expires_at.min(self.absolute_expires_at)
     }
+
+    /// The bytes this record takes in memory, estimated: the struct, its strings, and its
+    /// data with the allocator's and the map's per-item overhead. What a session cache's byte
+    /// bound counts ([`CacheLimits`](crate::CacheLimits)).
+    pub fn approx_size(&self) -> usize {
+        // An `Arc`'s two counters, and one allocation's rounding per heap string.
+        const ARC: usize = 16;
+        const ALLOC: usize = 16;
+        let text = |s: &str| if s.is_empty() { 0 } else { s.len() + ALLOC };
+        std::mem::size_of::<Self>()
+            + ARC
+            + text(self.user_id.as_str())
+            + text(self.auth_method.as_str())
+            + self.user_agent.as_deref().map_or(0, text)
+            + map_size(self.data.as_map())
+    }
+}
+
+/// A B-tree map node's share per entry (keys, values and edges), roughly.
+const MAP_ENTRY: usize = 48;
+
+fn map_size(map: &Map<String, Value>) -> usize {
+    map.iter()
+        .map(|(k, v)| MAP_ENTRY + k.len() + value_size(v))
+        .sum()
+}
+
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(s) => s.len() + 16,
+        Value::Array(items) => items
+            .iter()
+            .map(|i| std::mem::size_of::<Value>() + value_size(i))
+            .sum(),
+        Value::Object(m) => map_size(m),
+    }
 }
 
 /// Truncates a user agent to at most [`MAX_USER_AGENT_LEN`] bytes on a character boundary.

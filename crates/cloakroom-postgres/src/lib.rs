@@ -63,6 +63,7 @@
 
 mod accounts;
 mod config;
+pub mod invalidation;
 mod outbox;
 mod schema;
 mod store;

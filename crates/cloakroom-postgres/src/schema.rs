@@ -110,6 +110,18 @@ const MIGRATIONS: &[&str] = &[
     // its normalised form, so an index on it serves password-reset lookups by address.
     "ALTER TABLE {s}.accounts ADD COLUMN email_verified boolean NOT NULL DEFAULT false;
     CREATE INDEX accounts_by_email ON {s}.accounts (email) WHERE email IS NOT NULL;",
+    // 9: the invalidation feed of push-mode session caches. Every change to a session row
+    // (a save, a touch) and every removal (a delete, a revoke-all, a rotation, a purge) sends
+    // `s <id in hex>` on the schema's channel ({c}), in the writing transaction: PostgreSQL
+    // delivers it when, and only if, that transaction commits, in commit order.
+    "CREATE FUNCTION {s}.announce_session_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify(TG_ARGV[0], 's ' || encode(OLD.id, 'hex'));
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER sessions_announce AFTER UPDATE OR DELETE ON {s}.sessions
+        FOR EACH ROW EXECUTE FUNCTION {s}.announce_session_change('{c}');",
+    // 3 (the change generation) is no longer written, since push caches replaced polling.
 ];
 
 /// A schema that a newer build migrated.
@@ -124,6 +136,18 @@ pub(crate) struct TooNew {
 pub(crate) fn quoted(schema: &str) -> String {
     // The configuration allows only [a-z0-9_], so quoting cannot be escaped from.
     format!("\"{schema}\"")
+}
+
+/// The `NOTIFY` channel of `schema`'s session changes: a channel name is an identifier of at
+/// most 63 bytes, which `cloakroom_sessions_` and a schema name of up to 63 would overflow, so
+/// the schema is represented by a digest.
+pub(crate) fn channel(schema: &str) -> String {
+    let digest = Sha256::digest(schema.as_bytes());
+    let mut out = String::from("cloakroom_sessions_");
+    for b in &digest[..8] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// The advisory lock key for migrating `schema`: stable across processes and builds.
@@ -176,7 +200,8 @@ pub(crate) async fn migrate(
             .into());
         }
         if found == from {
-            tx.batch_execute(&sql.replace("{s}", &s)).await?;
+            tx.batch_execute(&sql.replace("{s}", &s).replace("{c}", &channel(schema)))
+                .await?;
             tx.execute(
                 &format!("INSERT INTO {s}.schema_migrations (version) VALUES ($1)"),
                 &[&(from + 1)],

@@ -37,6 +37,8 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: Pool,
+    /// For the invalidation feed's own connection.
+    pg: tokio_postgres::Config,
     schema: String,
     command_timeout: Duration,
     sql: Sql,
@@ -62,8 +64,6 @@ struct Sql {
     delete_user: String,
     delete_user_except: String,
     purge: String,
-    generation: String,
-    bump: String,
     consume_link: String,
     epoch: String,
 }
@@ -71,21 +71,13 @@ struct Sql {
 impl Sql {
     fn new(schema: &str) -> Self {
         let t = format!("{}.sessions", quoted(schema));
-        let g = format!("{}.change_generation", quoted(schema));
         let l = format!("{}.consumed_links", quoted(schema));
         let e = format!("{}.revocation_epochs", quoted(schema));
-        // Every statement that removes or changes a session moves the change generation in the
-        // same statement (data-modifying CTEs always run), so a near-cache that reads the new
-        // value is guaranteed to find the change.
-        let bump = |changed: &str| {
-            format!(
-                "bumped AS (UPDATE {g} SET n = n + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM {changed}))"
-            )
-        };
+        // Every change to a row is announced by the `sessions_announce` trigger (migration 9),
+        // in the same transaction; the statements need not say so.
         let counted_delete = |condition: &str| {
             format!(
-                "WITH deleted AS (DELETE FROM {t} WHERE {condition} RETURNING 1), {} SELECT count(*) FROM deleted",
-                bump("deleted")
+                "WITH deleted AS (DELETE FROM {t} WHERE {condition} RETURNING 1) SELECT count(*) FROM deleted"
             )
         };
         // A revoke-all moves the user's epoch in the same statement as the deletion ($1 is the
@@ -94,9 +86,8 @@ impl Sql {
             format!(
                 "WITH epoch AS (INSERT INTO {e} AS r (user_id, epoch) VALUES ($1, 1)
                      ON CONFLICT (user_id) DO UPDATE SET epoch = r.epoch + 1),
-                 deleted AS (DELETE FROM {t} WHERE {condition} RETURNING 1), {}
-                 SELECT count(*) FROM deleted",
-                bump("deleted")
+                 deleted AS (DELETE FROM {t} WHERE {condition} RETURNING 1)
+                 SELECT count(*) FROM deleted"
             )
         };
         Self {
@@ -119,16 +110,13 @@ impl Sql {
                          remember = $8, user_agent = $9, ip = $10, csrf_secret = $11,
                          data = $12, version = version + 1
                      WHERE id = $1 AND version = $2
-                     RETURNING 1), {}
-                 SELECT (SELECT count(*) FROM updated), EXISTS (SELECT 1 FROM {t} WHERE id = $1)",
-                bump("updated")
+                     RETURNING 1)
+                 SELECT (SELECT count(*) FROM updated), EXISTS (SELECT 1 FROM {t} WHERE id = $1)"
             ),
             delete: counted_delete("id = $1"),
             list: format!("SELECT {COLUMNS} FROM {t} WHERE user_id = $1 AND expires_at > $2"),
             delete_user: revoke_user("user_id = $1"),
             delete_user_except: revoke_user("user_id = $1 AND id <> $2"),
-            generation: format!("SELECT n FROM {g} WHERE id = 1"),
-            bump: format!("UPDATE {g} SET n = n + 1 WHERE id = 1"),
             // The consumed links go with the sessions: one statement for the upkeep to run.
             purge: format!(
                 "WITH links AS (DELETE FROM {l} WHERE expires_at <= $1)
@@ -259,6 +247,7 @@ impl PostgresStore {
         let store = Self {
             inner: Arc::new(Inner {
                 pool,
+                pg: config.pg.clone(),
                 sql: Sql::new(&config.schema),
                 schema: config.schema,
                 command_timeout: config.command_timeout,
@@ -266,6 +255,14 @@ impl PostgresStore {
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    pub(crate) fn pg_config(&self) -> &tokio_postgres::Config {
+        &self.inner.pg
+    }
+
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.inner.command_timeout
     }
 
     /// Applies any missing migrations (done by [`connect`](Self::connect); safe to run from
@@ -409,10 +406,10 @@ impl SessionStore for PostgresStore {
         }
     }
 
-    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    async fn load(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
         let id = id.as_bytes().as_slice();
         let rows = self.query(&self.inner.sql.load, &[&id]).await?;
-        rows.first().map(read_row).transpose()
+        Ok(rows.first().map(read_row).transpose()?.map(Arc::new))
     }
 
     async fn touch(
@@ -488,9 +485,6 @@ impl SessionStore for PostgresStore {
                 }
                 let delete = tx.prepare_cached(&sql.delete).await.map_err(db_error)?;
                 tx.query(&delete, &[&old]).await.map_err(db_error)?;
-                // The new row changed the world even if there was no old one to delete.
-                let bump = tx.prepare_cached(&sql.bump).await.map_err(db_error)?;
-                tx.execute(&bump, &[]).await.map_err(db_error)?;
                 tx.commit().await.map_err(db_error)?;
                 Ok(true)
             })
@@ -534,11 +528,6 @@ impl SessionStore for PostgresStore {
                     .await
             }
         }
-    }
-
-    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
-        let n = self.count(&self.inner.sql.generation, &[]).await?;
-        Ok(Some(n))
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {

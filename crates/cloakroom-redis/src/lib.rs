@@ -127,6 +127,7 @@
 
 mod config;
 mod conn;
+pub mod invalidation;
 mod record;
 mod scripts;
 mod store;

@@ -54,9 +54,10 @@ impl Keys {
         format!("{}{{u:{user}}}:idx", self.prefix)
     }
 
-    /// The change generation near-caches poll (one key for the whole prefix).
-    pub(crate) fn generation(&self) -> String {
-        format!("{}generation", self.prefix)
+    /// The pub/sub channel every change to a session record is announced on (one for the
+    /// whole prefix; see [`crate::invalidation`]).
+    pub(crate) fn channel(&self) -> String {
+        format!("{}invalidations", self.prefix)
     }
 
     pub(crate) fn epoch(&self, user: &str) -> String {

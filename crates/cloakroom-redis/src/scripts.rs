@@ -4,6 +4,11 @@
 //! orders the single-slot steps so that a crash between them errs on the safe side (see the
 //! crate docs, "Invariants").
 //!
+//! Every script that changes or removes a session record also publishes `s <id>` on the
+//! store's invalidation channel, in the same atomic step, so a push-mode session cache on any
+//! instance hears of the change (see [`crate::invalidation`]). `PUBLISH` names no key, so it is
+//! allowed in a script on Cluster, where the message reaches every node's subscribers.
+//!
 //! Timestamps travel as decimal milliseconds. Lua numbers are doubles, exact to 2^53 ms (the
 //! year 287,396), so comparisons are exact; values written back are either the caller's or the
 //! stored strings, chosen by comparison, so no stored timestamp is ever re-formatted.
@@ -64,7 +69,7 @@ return 1
     )
 });
 
-/// `KEYS[1]` record. `ARGV`: last_seen idle_expiry cap grace.
+/// `KEYS[1]` record. `ARGV`: last_seen idle_expiry cap grace channel id_hex.
 ///
 /// Returns `{0}` if there is no record, `{1}` when done, or `{2, user, expiry}` without
 /// writing anything when the touch would move the record's expiry past both its current one
@@ -88,12 +93,13 @@ local new_ls_s = f[2]
 if tonumber(ARGV[1]) > ls then new_ls_s = ARGV[1] end
 redis.call('HSET', KEYS[1], 'ls', new_ls_s, 'ie', new_ie_s)
 if new_exp > old_exp then redis.call('PEXPIREAT', KEYS[1], fmt(new_exp + tonumber(ARGV[4]))) end
+redis.call('PUBLISH', ARGV[5], 's ' .. ARGV[6])
 return {1}
 ",
     )
 });
 
-/// `KEYS[1]` record. `ARGV`: expected_v new_v ls ie ae b cap grace.
+/// `KEYS[1]` record. `ARGV`: expected_v new_v ls ie ae b cap grace channel id_hex.
 ///
 /// Returns `{0}` not found, `{1}` version conflict, `{2}` saved, or `{3, user, expiry}` (nothing
 /// written) when the new expiry needs the index raised first, as for [`TOUCH`]. User and handle
@@ -109,24 +115,26 @@ local new_exp = math.min(tonumber(ARGV[4]), tonumber(ARGV[5]))
 if new_exp > old_exp and new_exp > tonumber(ARGV[7]) then return {3, f[1], fmt(new_exp)} end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'ls', ARGV[3], 'ie', ARGV[4], 'ae', ARGV[5], 'b', ARGV[6])
 redis.call('PEXPIREAT', KEYS[1], fmt(new_exp + tonumber(ARGV[8])))
+redis.call('PUBLISH', ARGV[9], 's ' .. ARGV[10])
 return {2}
 ",
     )
 });
 
-/// `KEYS[1]` record. Deletes it; returns its user (empty if the field is missing) or nil if
-/// there was no record.
+/// `KEYS[1]` record. `ARGV`: channel id_hex. Deletes it; returns its user (empty if the field
+/// is missing) or nil if there was no record.
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 local u = redis.call('HGET', KEYS[1], 'u')
 if redis.call('DEL', KEYS[1]) == 0 then return false end
+redis.call('PUBLISH', ARGV[1], 's ' .. ARGV[2])
 return u or ''
 ",
     )
 });
 
-/// `KEYS[1]` record. `ARGV`: now. Deletes the record if it is expired at `now`. Returns 0 if
+/// `KEYS[1]` record. `ARGV`: now channel id_hex. Deletes the record if it is expired at `now`. Returns 0 if
 /// there is no record, 1 if it is live (untouched), 2 if it was deleted.
 pub(crate) static PURGE_ONE: LazyLock<Script> = LazyLock::new(|| {
     script(
@@ -135,6 +143,7 @@ local f = redis.call('HMGET', KEYS[1], 'ie', 'ae')
 if not f[1] then return 0 end
 if math.min(tonumber(f[1]), tonumber(f[2])) > tonumber(ARGV[1]) then return 1 end
 redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], 's ' .. ARGV[3])
 return 2
 ",
     )

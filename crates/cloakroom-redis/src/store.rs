@@ -61,6 +61,10 @@ struct Inner {
     command_timeout: Duration,
     cluster: bool,
     prefix: String,
+    /// `keys.channel()`, built once: every write script names it.
+    channel: String,
+    /// Where a subscriber may connect: the server, or the Cluster's seed nodes.
+    urls: Vec<String>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -182,6 +186,11 @@ impl RedisStore {
                 grace_ms: i64::try_from(config.expiry_grace.as_millis()).unwrap_or(i64::MAX),
                 command_timeout: config.command_timeout,
                 cluster: matches!(config.topology, Topology::Cluster(_)),
+                channel: Keys::new(&config.key_prefix).channel(),
+                urls: match &config.topology {
+                    Topology::Standalone(url) => vec![url.clone()],
+                    Topology::Cluster(seeds) => seeds.clone(),
+                },
                 prefix: config.key_prefix,
             }),
         })
@@ -331,7 +340,7 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
-    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    async fn load(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(self.inner.keys.record(id));
         let fields: HashMap<String, String> = self.query(cmd).await?;
@@ -339,7 +348,7 @@ impl SessionStore for RedisStore {
             return Ok(None);
         }
         record::decode(*id, &fields)
-            .map(Some)
+            .map(|s| Some(Arc::new(s)))
             .map_err(|e| StoreError::Corrupt {
                 store: STORE,
                 source: Box::new(e),
@@ -360,7 +369,9 @@ impl SessionStore for RedisStore {
             inv.arg(ms(last_seen_at))
                 .arg(ms(idle_expires_at))
                 .arg(cap)
-                .arg(self.inner.grace_ms);
+                .arg(self.inner.grace_ms)
+                .arg(&self.inner.channel)
+                .arg(&member);
             let mut conn = self.conn();
             let reply: Vec<Value> = self
                 .bounded(async move { inv.invoke_async(&mut conn).await })
@@ -399,7 +410,9 @@ impl SessionStore for RedisStore {
                 .arg(ms(session.absolute_expires_at))
                 .arg(&body)
                 .arg(cap)
-                .arg(self.inner.grace_ms);
+                .arg(self.inner.grace_ms)
+                .arg(&self.inner.channel)
+                .arg(&member);
             let mut conn = self.conn();
             let reply: Vec<Value> = self
                 .bounded(async move { inv.invoke_async(&mut conn).await })
@@ -407,10 +420,7 @@ impl SessionStore for RedisStore {
             match step(reply, 3)? {
                 Step::Done(0) => return Ok(SaveOutcome::NotFound),
                 Step::Done(1) => return Ok(SaveOutcome::VersionConflict),
-                Step::Done(2) => {
-                    self.bump_generation().await?;
-                    return Ok(SaveOutcome::Saved);
-                }
+                Step::Done(2) => return Ok(SaveOutcome::Saved),
                 Step::Done(other) => return Err(unexpected(format!("save status {other}"))),
                 Step::Raise { user, target } => {
                     self.raise_index(&user, &member, target).await?;
@@ -422,11 +432,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
-        let inv = DELETE.key(self.inner.keys.record(id));
-        let mut conn = self.conn();
-        let user: Option<String> = self
-            .bounded(async move { inv.invoke_async(&mut conn).await })
-            .await?;
+        let user = self.delete_record(&id.to_hex()).await?;
         let Some(user) = user else {
             return Ok(false);
         };
@@ -439,7 +445,6 @@ impl SessionStore for RedisStore {
         {
             tracing::warn!(error = %e, "session deleted but its index entry was not");
         }
-        self.bump_generation().await?;
         Ok(true)
     }
 
@@ -514,29 +519,16 @@ impl SessionStore for RedisStore {
             .into_iter()
             .filter(|m| Some(m) != keep.as_ref())
             .collect();
-        let record_keys: Vec<String> = doomed.iter().map(|m| keys.record_hex(m)).collect();
+        // One script per record, so each deletion announces itself atomically.
         let deleted = self
-            .bulk(record_keys, |key| {
-                let mut del = redis::cmd("DEL");
-                del.arg(key);
-                self.query::<u64>(del)
+            .bulk(doomed.iter().cloned(), |member| async move {
+                Ok(u64::from(self.delete_record(&member).await?.is_some()))
             })
             .await?;
         // Records first, entries second: an interruption leaves entries without records (which
         // listing cleans up), never a live record its user's index has forgotten.
         self.zrem(&index, &doomed).await?;
-        let deleted: u64 = deleted.into_iter().sum();
-        if deleted > 0 {
-            self.bump_generation().await?;
-        }
-        Ok(deleted)
-    }
-
-    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
-        let mut get = redis::cmd("GET");
-        get.arg(self.inner.keys.generation());
-        let n: Option<u64> = self.query(get).await?;
-        Ok(Some(n.unwrap_or(0)))
+        Ok(deleted.into_iter().sum())
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
@@ -610,12 +602,27 @@ impl RedisStore {
         Ok(keys)
     }
 
-    /// Moves the change generation forward, after the change it announces: a near-cache that
-    /// reads the new value is guaranteed to find the change in the store.
-    async fn bump_generation(&self) -> Result<(), StoreError> {
-        let mut incr = redis::cmd("INCR");
-        incr.arg(self.inner.keys.generation());
-        self.query::<u64>(incr).await.map(drop)
+    /// Deletes one record by its id's hex, announcing it (the [`DELETE`] script). Returns
+    /// its user (empty if the field was missing), or `None` if there was no record.
+    async fn delete_record(&self, hex: &str) -> Result<Option<String>, StoreError> {
+        let mut inv = DELETE.key(self.inner.keys.record_hex(hex));
+        inv.arg(&self.inner.channel).arg(hex);
+        let mut conn = self.conn();
+        self.bounded(async move { inv.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// The channel this store announces changes on.
+    pub fn invalidation_channel(&self) -> &str {
+        &self.inner.channel
+    }
+
+    pub(crate) fn urls(&self) -> &[String] {
+        &self.inner.urls
+    }
+
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.inner.command_timeout
     }
 
     /// Purges one user's index: every entry scored at or before `now` (by the invariant, every
@@ -625,14 +632,10 @@ impl RedisStore {
         let mut range = redis::cmd("ZRANGEBYSCORE");
         range.arg(index).arg("-inf").arg(ms(now));
         let candidates: Vec<String> = self.query(range).await?;
-        let record_keys: Vec<String> = candidates
-            .iter()
-            .map(|m| self.inner.keys.record_hex(m))
-            .collect();
         let outcomes = self
-            .bulk(record_keys, |key| {
-                let mut inv = PURGE_ONE.key(key);
-                inv.arg(ms(now));
+            .bulk(candidates.iter().cloned(), |member| {
+                let mut inv = PURGE_ONE.key(self.inner.keys.record_hex(&member));
+                inv.arg(ms(now)).arg(&self.inner.channel).arg(member);
                 let mut conn = self.conn();
                 self.bounded(async move { inv.invoke_async::<i64>(&mut conn).await })
             })

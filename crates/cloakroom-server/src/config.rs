@@ -55,6 +55,21 @@ pub enum SameSiteSetting {
     Strict,
 }
 
+/// How session checks use the in-process session cache (`session_cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionCacheMode {
+    /// Exact: this process is the store's only writer (SQLite, memory), so it sees every write
+    /// itself. The default for those stores; it changes no guarantee.
+    Exact,
+    /// Kept exact by the shared store's invalidation feed (Redis pub/sub, PostgreSQL `NOTIFY`):
+    /// a revocation made on another instance is refused here once delivered (milliseconds;
+    /// see DESIGN.md). Opt-in for `redis`, `redis-cluster` and `postgres`.
+    Push,
+    /// No cache: every check reads the store.
+    Off,
+}
+
 /// Who may create an account through `/signup` and `/api/signup`.
 ///
 /// Left unset, sign-up is `open` when the public URL is on a loopback host (`localhost`,
@@ -329,10 +344,16 @@ settings! {
         sample "604800", #[arg(value_name = "SECS")];
     /// Minimum seconds between two last-seen writes of a session.
     touch_interval_secs: u64 = 60, sample "30", #[arg(value_name = "SECS")];
-    /// Keep validated sessions in this process, re-reading the store's change generation at
-    /// most this many milliseconds apart: a revocation made by another instance (or the admin
-    /// CLI) is then seen within this bound. Unset: no near-cache, every check asks the store.
-    session_cache_ms: Option<u64> = None, sample "100", #[arg(num_args = 1, value_name = "MS")];
+    /// The in-process session cache: `exact` (the default for the sqlite and memory stores,
+    /// whose only writer is this server), `push` (opt-in for redis, redis-cluster and
+    /// postgres: kept exact by the store's invalidation feed) or `off` (every check reads the
+    /// store; the default for the shared stores).
+    session_cache: Option<SessionCacheMode> = None, sample r#""off""#,
+        #[arg(num_args = 1, value_name = "MODE")];
+    /// Most sessions the session cache keeps.
+    session_cache_max_entries: usize = 100_000, sample "20000", #[arg(value_name = "N")];
+    /// Most bytes the session cache keeps, by each session's estimated size.
+    session_cache_max_bytes: u64 = 64 << 20, sample "16777216", #[arg(value_name = "BYTES")];
     /// Who may create accounts: `closed` (administrators, with `cloakroom user add`), `open`
     /// (anyone, throttled per network; taken usernames are then public) or `invite` (whoever
     /// holds a single-use code from `cloakroom user invite`). Default: `open` when the public
@@ -571,6 +592,9 @@ fn describe(error: &figment::Error) -> String {
                 _ => "configuration".to_owned(),
             };
             let what = match &e.kind {
+                Kind::UnknownField(field, _) if field == "session_cache_ms" => {
+                    SESSION_CACHE_MS_REPLACED.to_owned()
+                }
                 Kind::UnknownField(field, _) => format!(
                     "unknown setting `{field}` (`cloakroom serve --help` and \
                      examples/cloakroom.toml list them)"
@@ -644,8 +668,10 @@ pub struct Settings {
     pub same_site: cloakroom_axum::SameSite,
     /// Session lifecycle policy.
     pub policy: Policy,
-    /// The near-cache, if enabled.
-    pub session_cache: Option<cloakroom_core::NearCache>,
+    /// The session cache's mode, resolved for the session store.
+    pub session_cache: SessionCacheMode,
+    /// The session cache's bounds.
+    pub session_cache_limits: cloakroom_core::CacheLimits,
     /// Who may create accounts.
     pub signup: SignupMode,
     /// Concurrent password hashes.
@@ -792,6 +818,14 @@ fn parse_listen(text: &str) -> Result<SocketAddr, std::net::AddrParseError> {
     })
 }
 
+/// What `session_cache_ms`, the polling near-cache's setting, is refused with: it promised a
+/// revocation elsewhere would be seen "within N ms", which the push cache replaced with a
+/// measured bound, and on SQLite with no delay at all.
+const SESSION_CACHE_MS_REPLACED: &str = "`session_cache_ms` (the polling near-cache) was \
+    replaced by `session_cache` = \"exact\" | \"push\" | \"off\" (flag --session-cache, \
+    variable CLOAKROOM_SESSION_CACHE): exact is the default for sqlite and memory, push keeps a \
+    cache exact on redis and postgres";
+
 /// `CLOAKROOM_*` environment variables that name no setting (a typo such as
 /// `CLOAKROOM_PUBLIK_URL` would otherwise be ignored in silence). Variables of other tools
 /// (`CLOAKROOM_TEST_*`, `CLOAKROOM_REQUIRE_SERVICES`) and the two that are not settings
@@ -829,12 +863,44 @@ fn setting_of_env(rest: &str) -> Option<&'static str> {
 }
 
 impl RawConfig {
+    /// `session_cache`, with its default for the session store, checked against it: `exact`
+    /// needs a store this process alone writes to, `push` a store with an invalidation feed.
+    fn session_cache_mode(&self) -> Result<SessionCacheMode, ConfigError> {
+        let single_writer = matches!(
+            self.session_store,
+            SessionStoreKind::Sqlite | SessionStoreKind::Memory
+        );
+        match (self.session_cache, single_writer) {
+            (None, true) => Ok(SessionCacheMode::Exact),
+            (None, false) => Ok(SessionCacheMode::Off),
+            (Some(SessionCacheMode::Exact), false) => Err(invalid(
+                "session_cache",
+                "`exact` needs a store this server alone writes to (sqlite, memory); with a \
+                 shared store use `push`, which the store's invalidation feed keeps exact",
+            )),
+            (Some(SessionCacheMode::Push), true) => Err(invalid(
+                "session_cache",
+                "`push` is for the shared stores (redis, redis-cluster, postgres); sqlite and \
+                 memory have one writer, so their cache is `exact`",
+            )),
+            (Some(mode), _) => Ok(mode),
+        }
+    }
+
     /// Layers defaults, an optional TOML file, `CLOAKROOM_*` variables and `overrides` (the
     /// command-line flags that were given).
     pub fn load(
         file: Option<&std::path::Path>,
         overrides: &impl Serialize,
     ) -> Result<Self, ConfigError> {
+        if std::env::var_os("CLOAKROOM_SESSION_CACHE_MS").is_some() {
+            return Err(invalid(
+                "session_cache_ms",
+                format!(
+                    "(environment variable CLOAKROOM_SESSION_CACHE_MS): {SESSION_CACHE_MS_REPLACED}"
+                ),
+            ));
+        }
         let mut figment = Figment::from(Serialized::defaults(Self::default()));
         if let Some(path) = file {
             // Absolute, so messages name the file whatever the working directory; exact,
@@ -1046,9 +1112,10 @@ impl RawConfig {
                 SameSiteSetting::Strict => cloakroom_axum::SameSite::Strict,
             },
             policy,
-            session_cache: self
-                .session_cache_ms
-                .map(|ms| cloakroom_core::NearCache::new(Duration::from_millis(ms))),
+            session_cache: self.session_cache_mode()?,
+            session_cache_limits: cloakroom_core::CacheLimits::default()
+                .with_max_entries(self.session_cache_max_entries)
+                .with_max_bytes(self.session_cache_max_bytes),
             signup,
             hash_workers,
             jwt_algorithm: self.jwt_algorithm,
@@ -1253,6 +1320,53 @@ mod tests {
         assert_eq!(s.oidc[0].display_name, "Google");
         assert_eq!(s.oidc[1].display_name, "Microsoft");
         assert!(text.contains("CLOAKROOM_OIDC_GOOGLE_CLIENT_SECRET"));
+    }
+
+    /// Issue 14: the polling near-cache's setting is refused with a message naming its
+    /// replacement, and each cache mode only with the stores it is exact for.
+    #[test]
+    fn session_cache_modes_and_the_setting_they_replaced() {
+        let file = std::env::temp_dir().join(format!("cloakroom-{}.toml", std::process::id()));
+        std::fs::write(&file, "session_cache_ms = 100\n").unwrap();
+        let e = RawConfig::load(Some(&file), &Flags::default())
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_file(&file).unwrap();
+        assert!(
+            e.contains("`session_cache` = \"exact\" | \"push\" | \"off\""),
+            "{e}"
+        );
+
+        let mode = |store, cache| {
+            RawConfig {
+                session_store: store,
+                session_cache: cache,
+                redis_url: Some("redis://127.0.0.1:6379".into()),
+                postgres_url: Some("postgres://localhost/test".into()),
+                ..RawConfig::default()
+            }
+            .settings()
+            .map(|s| s.session_cache)
+            .map_err(|e| e.to_string())
+        };
+        use SessionCacheMode::{Exact, Off, Push};
+        use SessionStoreKind::{Memory, Postgres, Redis, Sqlite};
+        assert_eq!(mode(Sqlite, None), Ok(Exact));
+        assert_eq!(mode(Memory, None), Ok(Exact));
+        assert_eq!(mode(Redis, None), Ok(Off));
+        assert_eq!(mode(Postgres, None), Ok(Off));
+        assert_eq!(mode(Redis, Some(Push)), Ok(Push));
+        assert_eq!(mode(Sqlite, Some(Off)), Ok(Off));
+        assert!(
+            mode(Sqlite, Some(Push))
+                .unwrap_err()
+                .contains("shared stores")
+        );
+        assert!(
+            mode(Postgres, Some(Exact))
+                .unwrap_err()
+                .contains("use `push`")
+        );
     }
 
     #[test]

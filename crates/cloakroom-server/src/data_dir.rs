@@ -136,4 +136,22 @@ impl DataDirLock {
             .map_err(err)?;
         Ok(Self { _file: file })
     }
+
+    /// [`acquire`](Self::acquire), waiting up to `patience` for a holder to let go: for the
+    /// server, which may find an admin command holding the lock for the second it takes
+    /// (see [`crate::admin_socket`]). Another server keeps it, and is reported.
+    pub fn acquire_waiting(
+        dir: &Path,
+        patience: std::time::Duration,
+    ) -> Result<Self, StartupError> {
+        let started = std::time::Instant::now();
+        loop {
+            match Self::acquire(dir) {
+                Err(StartupError::Locked { .. }) if started.elapsed() < patience => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
 }

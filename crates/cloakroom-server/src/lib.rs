@@ -32,6 +32,7 @@
 //! throttling counters across instances.
 
 mod accounts;
+mod admin_socket;
 pub mod cli;
 pub mod config;
 mod data_dir;

@@ -37,6 +37,15 @@ pub(crate) const FORWARD_AUTH: &str = "cloakroom_forward_auth_total";
 pub(crate) const STORE_WRITES: &str = "cloakroom_session_store_writes_total";
 /// Mail delivery attempts, by outcome (`sent`, `retry`, `failed`).
 pub(crate) const MAIL: &str = "cloakroom_mail_total";
+/// Session cache lookups, by result: `hit` (answered from process memory), `miss` (read the
+/// store, then cached), `bypass` (read the store because a push cache's feed was down).
+pub(crate) const SESSION_CACHE: &str = "cloakroom_session_cache_total";
+/// Sessions in the session cache.
+pub(crate) const SESSION_CACHE_ENTRIES: &str = "cloakroom_session_cache_entries";
+/// Their estimated bytes (what `session_cache_max_bytes` bounds).
+pub(crate) const SESSION_CACHE_BYTES: &str = "cloakroom_session_cache_bytes";
+/// Whether the session cache is in use (1), or bypassed because its feed is down (0).
+pub(crate) const SESSION_CACHE_ACTIVE: &str = "cloakroom_session_cache_active";
 /// Download links, by outcome: `created`, `opened`, or the refusal's code (`link_used`, …).
 pub(crate) const DOWNLOAD_LINKS: &str = "cloakroom_download_links_total";
 
@@ -231,6 +240,21 @@ pub(crate) fn store_error(store: &'static str) {
     counter!(STORE_ERRORS, "store" => store).increment(1);
 }
 
+/// Publishes the session cache's counts. The cache keeps them in its own atomics, so the hot
+/// path pays one relaxed add per lookup; the registry is only touched here, at scrape time.
+pub(crate) fn session_cache(cache: &cloakroom_core::CachedStore) {
+    let stats = cache.stats();
+    counter!(SESSION_CACHE, "result" => "hit").absolute(stats.hits);
+    counter!(SESSION_CACHE, "result" => "miss").absolute(stats.misses);
+    counter!(SESSION_CACHE, "result" => "bypass").absolute(stats.bypassed);
+    #[allow(clippy::cast_precision_loss)] // Gauges; far below 2^53.
+    {
+        gauge!(SESSION_CACHE_ENTRIES).set(stats.entries as f64);
+        gauge!(SESSION_CACHE_BYTES).set(stats.bytes as f64);
+    }
+    gauge!(SESSION_CACHE_ACTIVE).set(if cache.is_active() { 1.0 } else { 0.0 });
+}
+
 /// Sets the live-session gauge.
 pub(crate) fn active_sessions(n: u64) {
     #[allow(clippy::cast_precision_loss)] // A gauge; 2^53 sessions is not a concern.
@@ -264,7 +288,7 @@ impl SessionStore for CountingStore {
         wrote("create");
         self.inner.create(s).await
     }
-    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    async fn load(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
         self.inner.load(id).await
     }
     async fn touch(
@@ -308,9 +332,6 @@ impl SessionStore for CountingStore {
     }
     async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {
         self.inner.count_live(now).await
-    }
-    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
-        self.inner.change_generation().await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await

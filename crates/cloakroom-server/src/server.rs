@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::{SessionCacheMode, SessionStoreKind};
 use crate::metrics;
 use crate::state::{AppState, StartupError};
 
@@ -13,6 +14,9 @@ use crate::state::{AppState, StartupError};
 pub struct Server {
     listener: tokio::net::TcpListener,
     metrics_listener: Option<tokio::net::TcpListener>,
+    /// Where admin commands announce their session writes, when the session cache relies on
+    /// this process being SQLite's only writer (see [`crate::admin_socket`]).
+    admin_socket: Option<tokio::net::UnixListener>,
     state: AppState,
 }
 
@@ -26,17 +30,32 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartupError>
 }
 
 impl Server {
-    /// Binds the configured address (port 0 picks a free one), and the metrics address if
-    /// one is configured.
+    /// Binds the configured address (port 0 picks a free one), the metrics address if one is
+    /// configured, and — with an exact session cache over SQLite — the admin socket in the data
+    /// directory. The caller holds the data directory's lock ([`crate::DataDirLock`]).
     pub async fn bind(state: AppState) -> Result<Self, StartupError> {
         let listener = bind(state.settings.listen).await?;
         let metrics_listener = match state.settings.metrics_listen {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
+        let exact_over_sqlite = state.settings.session_store == SessionStoreKind::Sqlite
+            && state.settings.session_cache == SessionCacheMode::Exact;
+        let admin_socket = if exact_over_sqlite {
+            let dir = &state.settings.data_dir;
+            Some(
+                crate::admin_socket::bind(dir).map_err(|source| StartupError::AdminSocket {
+                    path: crate::data_dir::shown(&crate::admin_socket::socket_path(dir)),
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             listener,
             metrics_listener,
+            admin_socket,
             state,
         })
     }
@@ -61,6 +80,13 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let upkeep = tokio::spawn(upkeep(self.state.clone()));
+        let admin = match (self.admin_socket, self.state.session_cache()) {
+            (Some(listener), Some(cache)) => Some(tokio::spawn(crate::admin_socket::serve(
+                listener,
+                cache.clone(),
+            ))),
+            _ => None,
+        };
         let (mail_stop, mail_stopped) = tokio::sync::watch::channel(false);
         let mail = self.state.mailer.start(mail_stopped);
         let metrics_upkeep = tokio::spawn(async {
@@ -95,6 +121,9 @@ impl Server {
         let _ = mail.await;
         upkeep.abort();
         metrics_upkeep.abort();
+        if let Some(admin) = admin {
+            admin.abort();
+        }
         Ok(())
     }
 }

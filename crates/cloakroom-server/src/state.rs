@@ -6,14 +6,17 @@ use std::sync::Arc;
 
 use cloakroom_core::accounts::AccountStore;
 use cloakroom_core::mail::MailOutbox;
-use cloakroom_core::{Clock, MemoryStore, SessionManager, SessionStore, StoreError, SystemClock};
+use cloakroom_core::{
+    CachedStore, Clock, Invalidator, MemoryStore, SessionManager, SessionStore, StoreError,
+    SystemClock,
+};
 use cloakroom_postgres::{PostgresAccounts, PostgresOutbox, PostgresStore};
 use cloakroom_redis::RedisStore;
 use cloakroom_sqlite::{Database, DbError, SqliteAccounts, SqliteOutbox, SqliteStore};
 
 use crate::accounts::Accounts;
 use crate::accounts::passwords::Passwords;
-use crate::config::{AccountStoreKind, SessionStoreKind, Settings};
+use crate::config::{AccountStoreKind, SessionCacheMode, SessionStoreKind, Settings};
 use crate::data_dir::{database_path, ensure_data_dir, require_existing, uses_sqlite};
 use crate::mail::{MailSetupError, Mailer};
 use crate::metrics;
@@ -94,6 +97,19 @@ pub enum StartupError {
     /// The OpenID pre-login key cannot be read or created.
     #[error(transparent)]
     OidcKey(#[from] crate::oidc::prelogin::PreLoginKeyError),
+    /// The admin socket, which admin commands tell of their session writes so that the exact
+    /// session cache stays exact, cannot be created in the data directory.
+    #[error(
+        "cannot create the admin socket {path} (a Unix socket path must be under 108 bytes: \
+         use a shorter data_dir, or session_cache = \"off\")"
+    )]
+    AdminSocket {
+        /// The socket's path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}")]
     Listen {
@@ -118,6 +134,8 @@ pub struct Inner {
     pub(crate) settings: Settings,
     /// The session lifecycle.
     pub(crate) sessions: SessionManager,
+    /// The session cache under it, if `session_cache` is not `off`.
+    pub(crate) session_cache: Option<CachedStore>,
     /// Sign-up, login, password change, with their throttling and hashing pool.
     pub(crate) accounts: Accounts,
     /// Client address resolution.
@@ -152,9 +170,14 @@ impl AppState {
         &self.inner.settings
     }
 
-    /// The session manager (with the near-cache, if configured).
+    /// The session manager (over the session cache, if configured).
     pub fn sessions(&self) -> &SessionManager {
         &self.inner.sessions
+    }
+
+    /// The session cache, unless `session_cache = "off"`.
+    pub fn session_cache(&self) -> Option<&CachedStore> {
+        self.inner.session_cache.as_ref()
     }
 
     /// The account store.
@@ -196,6 +219,28 @@ pub struct Stores {
     pub accounts: Arc<dyn AccountStore>,
     /// The mail outbox, beside the accounts.
     pub outbox: Arc<dyn MailOutbox>,
+    /// The session store's invalidation feed, for a push cache (shared stores only).
+    pub feed: Option<InvalidationFeed>,
+}
+
+/// Where a push cache hears of the changes other instances make: the shared session store's
+/// invalidation feed (see `cloakroom_redis::invalidation`, `cloakroom_postgres::invalidation`).
+#[derive(Debug, Clone)]
+pub enum InvalidationFeed {
+    /// Redis pub/sub, published by the store's write scripts.
+    Redis(RedisStore),
+    /// PostgreSQL `NOTIFY`, sent by a trigger in the writing transaction.
+    Postgres(PostgresStore),
+}
+
+impl InvalidationFeed {
+    /// Runs the feed for `invalidator` on the current runtime, for the process's life.
+    fn spawn(self, invalidator: Invalidator) {
+        match self {
+            Self::Redis(store) => drop(tokio::spawn(store.feed_invalidations(invalidator))),
+            Self::Postgres(store) => drop(tokio::spawn(store.feed_invalidations(invalidator))),
+        }
+    }
 }
 
 impl Stores {
@@ -208,9 +253,17 @@ impl Stores {
 
     /// Opens the configured stores for an admin command: when a store is in SQLite, the data
     /// directory must already hold a Cloakroom database (checked read-only); none is created.
+    ///
+    /// Session writes to SQLite are announced to a running server, so that its exact session
+    /// cache stays exact (see [`crate::admin_socket`]).
     pub async fn open_existing(settings: &Settings) -> Result<Self, StartupError> {
         require_existing(settings)?;
-        Self::connect(settings).await
+        let mut stores = Self::connect(settings).await?;
+        if settings.session_store == SessionStoreKind::Sqlite {
+            stores.sessions =
+                crate::admin_socket::AnnouncingStore::wrap(stores.sessions, &settings.data_dir);
+        }
+        Ok(stores)
     }
 
     async fn connect(settings: &Settings) -> Result<Self, StartupError> {
@@ -230,16 +283,23 @@ impl Stores {
             Some(config) => Some(PostgresStore::connect(config.clone()).await?),
             None => None,
         };
-        let sessions: Arc<dyn SessionStore> =
+        let (sessions, feed): (Arc<dyn SessionStore>, _) =
             match (settings.session_store, &settings.redis, &postgres, &db) {
                 (SessionStoreKind::Sqlite, _, _, Some(db)) => {
-                    Arc::new(SqliteStore::new(db.clone()))
+                    (Arc::new(SqliteStore::new(db.clone())), None)
                 }
-                (SessionStoreKind::Memory, ..) => Arc::new(MemoryStore::new()),
+                (SessionStoreKind::Memory, ..) => (Arc::new(MemoryStore::new()), None),
                 (SessionStoreKind::Redis | SessionStoreKind::RedisCluster, Some(config), ..) => {
-                    Arc::new(RedisStore::connect(config.clone()).await?)
+                    let store = RedisStore::connect(config.clone()).await?;
+                    (
+                        Arc::new(store.clone()),
+                        Some(InvalidationFeed::Redis(store)),
+                    )
                 }
-                (SessionStoreKind::Postgres, _, Some(pg), _) => Arc::new(pg.clone()),
+                (SessionStoreKind::Postgres, _, Some(pg), _) => (
+                    Arc::new(pg.clone()),
+                    Some(InvalidationFeed::Postgres(pg.clone())),
+                ),
                 // `Settings` always carries the connection a store kind needs.
                 (kind, ..) => {
                     return Err(StartupError::Misconfigured(format!(
@@ -270,6 +330,7 @@ impl Stores {
             sessions,
             accounts,
             outbox,
+            feed,
         })
     }
 }
@@ -305,13 +366,33 @@ impl AppState {
             clock.clone(),
             &settings.public_origin,
         )?;
-        let mut sessions = SessionManager::from_arc(metrics::CountingStore::wrap(stores.sessions))
+        // The cache sits above the write counter, which counts what reaches the store.
+        let counted = metrics::CountingStore::wrap(stores.sessions);
+        let limits = settings.session_cache_limits;
+        let session_cache = match settings.session_cache {
+            SessionCacheMode::Off => None,
+            SessionCacheMode::Exact => Some(CachedStore::exact(counted.clone(), limits)),
+            SessionCacheMode::Push => {
+                let feed = stores.feed.ok_or_else(|| {
+                    StartupError::Misconfigured(
+                        "session_cache = \"push\" needs a session store with an invalidation \
+                         feed (redis, redis-cluster, postgres)"
+                            .into(),
+                    )
+                })?;
+                let (cache, invalidator) = CachedStore::push(counted.clone(), limits);
+                feed.spawn(invalidator);
+                Some(cache)
+            }
+        };
+        let store: Arc<dyn SessionStore> = match &session_cache {
+            Some(cache) => Arc::new(cache.clone()),
+            None => counted,
+        };
+        let sessions = SessionManager::from_arc(store)
             .with_clock(clock.clone())
             .with_policy(settings.policy)
             .with_observer(metrics::Observer::shared());
-        if let Some(cache) = settings.session_cache {
-            sessions = sessions.with_near_cache(cache);
-        }
         Ok(Self {
             inner: Arc::new(Inner {
                 minter,
@@ -328,6 +409,7 @@ impl AppState {
                 links,
                 oidc,
                 sessions,
+                session_cache,
                 clock,
                 settings,
             }),

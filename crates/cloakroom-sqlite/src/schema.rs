@@ -44,7 +44,9 @@ const MIGRATIONS: &[&str] = &[
         email               TEXT,
         display_name        TEXT
     ) WITHOUT ROWID;",
-    // 3: the change generation near-caches poll (one row).
+    // 3: the change generation the polling near-cache read (one row). Unused since the
+    // session cache became exact (the server is SQLite's only writer); kept, as migrations
+    // are never rewritten.
     "CREATE TABLE change_generation (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         n  INTEGER NOT NULL

@@ -1,5 +1,7 @@
 //! [`SqliteStore`]: the [`SessionStore`] contract on SQLite.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use cloakroom_core::link::LinkId;
 use cloakroom_core::store::{BoxError, IpColumn, SessionRow, version_column};
@@ -128,13 +130,6 @@ fn insert(conn: &Connection, s: &Session, version: i64) -> rusqlite::Result<bool
     Ok(n == 1)
 }
 
-/// Moves the change generation forward, in the same transaction as the change it announces.
-fn bump_generation(conn: &Connection) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE change_generation SET n = n + 1 WHERE id = 1")?
-        .execute([])
-        .map(drop)
-}
-
 #[async_trait]
 impl SessionStore for SqliteStore {
     fn name(&self) -> &'static str {
@@ -156,7 +151,7 @@ impl SessionStore for SqliteStore {
         }
     }
 
-    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    async fn load(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
         let id = *id;
         let row = self
             .db
@@ -167,7 +162,7 @@ impl SessionStore for SqliteStore {
             })
             .await
             .map_err(store_error)?;
-        row.transpose()
+        Ok(row.transpose()?.map(Arc::new))
     }
 
     async fn touch(
@@ -223,7 +218,6 @@ impl SessionStore for SqliteStore {
                         s.data.to_json(),
                     ])?;
                 if n == 1 {
-                    bump_generation(conn)?;
                     return Ok(SaveOutcome::Saved);
                 }
                 let exists = conn
@@ -247,9 +241,6 @@ impl SessionStore for SqliteStore {
                     .prepare_cached("DELETE FROM sessions WHERE id = ?1")?
                     .execute([&id.as_bytes()[..]])?
                     == 1;
-                if deleted {
-                    bump_generation(conn)?;
-                }
                 Ok(deleted)
             })
             .await
@@ -269,7 +260,6 @@ impl SessionStore for SqliteStore {
                 }
                 conn.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
                     .execute([&old.as_bytes()[..]])?;
-                bump_generation(conn)?;
                 Ok(true)
             })
             .await
@@ -326,9 +316,6 @@ impl SessionStore for SqliteStore {
                         .prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND id <> ?2")?
                         .execute(params![user, &id.as_bytes()[..]])?,
                 };
-                if n > 0 {
-                    bump_generation(conn)?;
-                }
                 Ok(n as u64)
             })
             .await
@@ -373,17 +360,6 @@ impl SessionStore for SqliteStore {
                     .query_row([&user], |r| r.get::<_, i64>(0))
                     .optional()
                     .map(|e| e.map_or(0, |e| e.max(0) as u64))
-            })
-            .await
-            .map_err(store_error)
-    }
-
-    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
-        self.db
-            .read(|conn| {
-                conn.prepare_cached("SELECT n FROM change_generation WHERE id = 1")?
-                    .query_row([], |r| r.get::<_, i64>(0))
-                    .map(|n| Some(n.max(0) as u64))
             })
             .await
             .map_err(store_error)

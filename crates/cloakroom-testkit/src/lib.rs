@@ -93,6 +93,7 @@
 // Test support: a failed expectation is how a test fails, with its message.
 #![allow(clippy::expect_used)]
 
+pub mod cache;
 pub mod conformance;
 #[cfg(feature = "http")]
 pub mod http;

@@ -1,5 +1,6 @@
 //! [`ObservedStore`]: a store wrapper for tests of what sits on top of a store.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
@@ -18,7 +19,6 @@ pub struct ObservedStore<S = MemoryStore> {
     inner: S,
     loads: AtomicU64,
     writes: AtomicU64,
-    generation_reads: AtomicU64,
     live_counts: AtomicU64,
     unavailable: AtomicBool,
     writes_unavailable: AtomicBool,
@@ -59,7 +59,6 @@ impl<S: SessionStore> ObservedStore<S> {
             inner,
             loads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
-            generation_reads: AtomicU64::new(0),
             live_counts: AtomicU64::new(0),
             unavailable: AtomicBool::new(false),
             writes_unavailable: AtomicBool::new(false),
@@ -99,11 +98,6 @@ impl<S: SessionStore> ObservedStore<S> {
     /// How many `load`s reached the store.
     pub fn loads(&self) -> u64 {
         self.loads.load(Ordering::SeqCst)
-    }
-
-    /// How many times the change generation was read.
-    pub fn generation_reads(&self) -> u64 {
-        self.generation_reads.load(Ordering::SeqCst)
     }
 
     /// How many writes (create, touch, save, delete, rotate, delete-for-user, purge, consumed
@@ -158,7 +152,7 @@ impl<S: SessionStore> SessionStore for ObservedStore<S> {
         self.write()?;
         self.inner.create(s).await
     }
-    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    async fn load(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
         self.check()?;
         self.loads.fetch_add(1, Ordering::SeqCst);
         let found = self.inner.load(id).await;
@@ -214,11 +208,6 @@ impl<S: SessionStore> SessionStore for ObservedStore<S> {
         self.check()?;
         self.live_counts.fetch_add(1, Ordering::SeqCst);
         self.inner.count_live(now).await
-    }
-    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
-        self.check()?;
-        self.generation_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.change_generation().await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()

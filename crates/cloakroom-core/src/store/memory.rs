@@ -32,9 +32,9 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    sessions: DashMap<SessionId, Session, BuildHasherDefault<IdHasher>>,
+    /// Shared records: a load hands out the `Arc`, a write replaces it (copy-on-write).
+    sessions: DashMap<SessionId, Arc<Session>, BuildHasherDefault<IdHasher>>,
     by_user: DashMap<UserId, HashSet<SessionId, BuildHasherDefault<IdHasher>>>,
-    generation: std::sync::atomic::AtomicU64,
     /// Consumed single-use links and when each expires.
     links: DashMap<LinkId, Timestamp>,
     /// Revocation epochs of users who were ever revoked (never forgotten: one small entry
@@ -70,7 +70,7 @@ impl MemoryStore {
             .inner
             .sessions
             .iter()
-            .map(|r| r.value().clone())
+            .map(|r| Session::clone(r.value()))
             .collect();
         let index: Vec<(UserId, Vec<SessionId>)> = self
             .inner
@@ -94,12 +94,6 @@ impl MemoryStore {
             out.extend_from_slice(&epoch.value().to_be_bytes());
         }
         out
-    }
-
-    fn changed(&self) {
-        self.inner
-            .generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn unindex(&self, user: &UserId, id: &SessionId) {
@@ -134,14 +128,14 @@ impl SessionStore for MemoryStore {
         match self.inner.sessions.entry(session.id) {
             dashmap::Entry::Occupied(_) => return Err(StoreError::AlreadyExists { store: STORE }),
             dashmap::Entry::Vacant(v) => {
-                v.insert(session.clone());
+                v.insert(Arc::new(session.clone()));
             }
         }
         ids.insert(session.id);
         Ok(())
     }
 
-    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    async fn load(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
         Ok(self.inner.sessions.get(id).map(|r| r.value().clone()))
     }
 
@@ -151,9 +145,10 @@ impl SessionStore for MemoryStore {
         last_seen_at: Timestamp,
         idle_expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let Some(mut s) = self.inner.sessions.get_mut(id) else {
+        let Some(mut stored) = self.inner.sessions.get_mut(id) else {
             return Ok(false);
         };
+        let s = Arc::make_mut(&mut stored);
         s.last_seen_at = s.last_seen_at.max(last_seen_at);
         s.idle_expires_at = s
             .idle_expires_at
@@ -169,14 +164,12 @@ impl SessionStore for MemoryStore {
             return Ok(SaveOutcome::VersionConflict);
         }
         let (user_id, handle) = (stored.user_id.clone(), stored.handle.clone());
-        *stored = Session {
+        *stored = Arc::new(Session {
             user_id,
             handle,
             version: session.version + 1,
             ..session.clone()
-        };
-        drop(stored);
-        self.changed();
+        });
         Ok(SaveOutcome::Saved)
     }
 
@@ -185,7 +178,6 @@ impl SessionStore for MemoryStore {
             return Ok(false);
         };
         self.unindex(&removed.user_id, id);
-        self.changed();
         Ok(true)
     }
 
@@ -203,7 +195,7 @@ impl SessionStore for MemoryStore {
         match self.inner.sessions.entry(new.id) {
             dashmap::Entry::Occupied(_) => return Err(StoreError::AlreadyExists { store: STORE }),
             dashmap::Entry::Vacant(v) => {
-                v.insert(new.clone());
+                v.insert(Arc::new(new.clone()));
             }
         }
         ids.insert(new.id);
@@ -211,7 +203,6 @@ impl SessionStore for MemoryStore {
         if let Some((_, s)) = removed.filter(|(_, s)| s.user_id != new.user_id) {
             self.unindex(&s.user_id, old);
         }
-        self.changed();
         Ok(())
     }
 
@@ -227,7 +218,7 @@ impl SessionStore for MemoryStore {
             .iter()
             .filter_map(|id| self.inner.sessions.get(id))
             .filter(|s| s.is_live(now))
-            .map(|s| s.value().clone())
+            .map(|s| Session::clone(s.value()))
             .collect())
     }
 
@@ -257,9 +248,6 @@ impl SessionStore for MemoryStore {
         });
         drop(ids);
         self.inner.by_user.remove_if(user, |_, ids| ids.is_empty());
-        if removed > 0 {
-            self.changed();
-        }
         Ok(removed)
     }
 
@@ -298,14 +286,6 @@ impl SessionStore for MemoryStore {
 
     async fn revocation_epoch(&self, user: &UserId) -> Result<u64, StoreError> {
         Ok(self.inner.epochs.get(user).map_or(0, |e| *e))
-    }
-
-    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
-        Ok(Some(
-            self.inner
-                .generation
-                .load(std::sync::atomic::Ordering::SeqCst),
-        ))
     }
 
     async fn count_live(&self, now: Timestamp) -> Result<Option<u64>, StoreError> {

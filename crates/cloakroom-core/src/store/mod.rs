@@ -22,6 +22,7 @@ pub(crate) mod memory;
 mod row;
 
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -163,7 +164,10 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// record past its expiry may still be returned (the caller judges expiry) or may already
     /// be gone; it is never returned after [`delete`](Self::delete) or
     /// [`delete_for_user`](Self::delete_for_user) removed it.
-    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
+    ///
+    /// The record is shared (`Arc`): a store that keeps records in memory hands out its own
+    /// copy without cloning it, and callers change a record only through the store.
+    async fn load(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError>;
 
     /// Records activity: sets `last_seen_at` and `idle_expires_at` of an existing session.
     ///
@@ -274,18 +278,6 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// - A user who was never revoked has epoch 0. A backend may forget an epoch that has not
     ///   moved for [`EPOCH_RETENTION`] and answer 0 again.
     async fn revocation_epoch(&self, user: &UserId) -> Result<u64, StoreError>;
-
-    /// A counter that moves forward whenever a session is deleted, rotated or saved through
-    /// *any* store object on this backend (any instance, any process), or `None` if the backend
-    /// keeps none. A near-cache polls it to learn, within its poll interval, that what it holds
-    /// may be stale (see [`NearCache`](crate::NearCache)).
-    ///
-    /// Contract (when `Some`): after `delete`, `delete_for_user` (that removed something),
-    /// `rotate` or a successful `save` returns, every later call on any instance returns a
-    /// larger value. It must be cheap: one small read.
-    async fn change_generation(&self) -> Result<Option<u64>, StoreError> {
-        Ok(None)
-    }
 
     /// How many sessions are live at `now`, if the backend can tell cheaply (for an
     /// "active sessions" gauge). The default says it cannot.

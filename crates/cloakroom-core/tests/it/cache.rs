@@ -1,306 +1,312 @@
-//! The near-cache: fast where it may be, never wrong where it must not be.
+//! The session cache: a hit reads nothing and copies nothing, and nothing it holds outlives a
+//! revocation — exact mode at once, push mode once the feed delivers, and no cache at all
+//! while the feed is down.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use cloakroom_core::{
-    AuthMethod, Clock, ManualClock, MemoryStore, NearCache, NewSession, SessionManager, Timestamp,
-    UserId, ValidationError,
+    AuthMethod, CacheLimits, CachedStore, Clock, Invalidation, ManualClock, MemoryStore,
+    NewSession, SessionData, SessionManager, SessionStore, Timestamp, UserId, ValidationError,
 };
 use cloakroom_testkit::ObservedStore;
-
-const FOREVER: Duration = Duration::from_secs(3600);
 
 fn alice() -> UserId {
     UserId::new("alice").unwrap()
 }
 
-struct Two {
-    store: Arc<ObservedStore>,
+struct Exact {
+    backend: Arc<ObservedStore<MemoryStore>>,
+    cache: CachedStore,
     clock: ManualClock,
-    /// Instance A: no cache.
-    plain: SessionManager,
-    /// Instance B: a near-cache over the same store.
-    cached: SessionManager,
+    manager: SessionManager,
 }
 
-fn two(poll: Duration) -> Two {
-    let store = Arc::new(ObservedStore::new(MemoryStore::new()));
+fn exact(limits: CacheLimits) -> Exact {
+    let backend = Arc::new(ObservedStore::new(MemoryStore::new()));
+    let cache = CachedStore::exact(backend.clone(), limits);
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_700_000_000_000));
-    let plain = SessionManager::from_arc(store.clone()).with_clock(clock.clone());
-    let cached = SessionManager::from_arc(store.clone())
-        .with_clock(clock.clone())
-        .with_near_cache(NearCache::new(poll));
-    Two {
-        store,
+    let manager = SessionManager::new(cache.clone()).with_clock(clock.clone());
+    Exact {
+        backend,
+        cache,
         clock,
-        plain,
-        cached,
+        manager,
     }
 }
 
-#[tokio::test]
-async fn cached_validations_do_not_reach_the_store() {
-    let t = two(FOREVER);
-    let issued = t
-        .plain
-        .issue(NewSession::new(alice(), AuthMethod::password()), None)
-        .await
-        .unwrap();
-    let cookie = issued.token.expose_cookie_value();
-    t.cached.validate(Some(&cookie)).await.unwrap();
-    let loads = t.store.loads();
-    for _ in 0..100 {
-        assert_eq!(
-            t.cached.validate(Some(&cookie)).await.unwrap().user_id,
-            alice()
-        );
-    }
-    assert_eq!(t.store.loads(), loads, "a cached session was loaded again");
-    assert_eq!(t.cached.cached_sessions(), 1);
-}
-
-#[tokio::test]
-async fn revocations_in_this_process_are_instant() {
-    let t = two(FOREVER);
-    let m = &t.cached;
-    let a = m
-        .issue(NewSession::new(alice(), AuthMethod::password()), None)
-        .await
-        .unwrap();
-    let b = m
-        .issue(NewSession::new(alice(), AuthMethod::password()), None)
-        .await
-        .unwrap();
-    let c = m
-        .issue(NewSession::new(alice(), AuthMethod::password()), None)
-        .await
-        .unwrap();
-    for s in [&a, &b, &c] {
-        m.validate(Some(&s.token.expose_cookie_value()))
-            .await
-            .unwrap();
-    }
-    m.revoke(&a.session.id).await.unwrap();
-    assert!(matches!(
-        m.validate(Some(&a.token.expose_cookie_value())).await,
-        Err(ValidationError::Unknown)
-    ));
-    m.revoke_all_for_user(&alice(), Some(&c.session.id))
-        .await
-        .unwrap();
-    assert!(matches!(
-        m.validate(Some(&b.token.expose_cookie_value())).await,
-        Err(ValidationError::Unknown)
-    ));
-    m.validate(Some(&c.token.expose_cookie_value()))
-        .await
-        .unwrap();
-    let current = m
-        .validate(Some(&c.token.expose_cookie_value()))
-        .await
-        .unwrap();
-    let rotated = m.rotate(&current).await.unwrap();
-    assert!(
-        m.validate(Some(&c.token.expose_cookie_value()))
-            .await
-            .is_err(),
-        "rotated-away token still cached"
-    );
-    m.validate(Some(&rotated.token.expose_cookie_value()))
-        .await
-        .unwrap();
-    // Login over a cached cookie kills it too.
-    let d = m
-        .issue(
-            NewSession::new(alice(), AuthMethod::password()),
-            Some(&rotated.session.id),
-        )
-        .await
-        .unwrap();
-    assert!(
-        m.validate(Some(&rotated.token.expose_cookie_value()))
-            .await
-            .is_err()
-    );
-    m.validate(Some(&d.token.expose_cookie_value()))
-        .await
-        .unwrap();
-}
-
-#[tokio::test]
-async fn revocations_elsewhere_are_seen_within_the_poll_interval() {
-    // A zero interval means "re-read the generation before every cached use": the bound at its
-    // tightest, so a revocation elsewhere is refused on the very next request.
-    let t = two(Duration::ZERO);
-    let issued = t
-        .plain
-        .issue(NewSession::new(alice(), AuthMethod::password()), None)
-        .await
-        .unwrap();
-    let cookie = issued.token.expose_cookie_value();
-    t.cached.validate(Some(&cookie)).await.unwrap();
-    t.plain.revoke(&issued.session.id).await.unwrap();
-    assert!(matches!(
-        t.cached.validate(Some(&cookie)).await,
-        Err(ValidationError::Unknown)
-    ));
-
-    // With a long interval the cached copy is used until the next poll: that is the documented
-    // staleness, and why the cache is opt-in.
-    let t = two(FOREVER);
-    let issued = t
-        .plain
-        .issue(NewSession::new(alice(), AuthMethod::password()), None)
-        .await
-        .unwrap();
-    let cookie = issued.token.expose_cookie_value();
-    t.cached.validate(Some(&cookie)).await.unwrap();
-    t.plain.revoke(&issued.session.id).await.unwrap();
-    assert!(
-        t.cached.validate(Some(&cookie)).await.is_ok(),
-        "within the interval the cache may be stale"
-    );
-}
-
-#[tokio::test]
-async fn data_changes_elsewhere_are_seen_within_the_poll_interval() {
-    let t = two(Duration::ZERO);
-    let issued = t
-        .plain
-        .issue(NewSession::new(alice(), AuthMethod::password()), None)
-        .await
-        .unwrap();
-    let cookie = issued.token.expose_cookie_value();
-    t.cached.validate(Some(&cookie)).await.unwrap();
-    t.plain
-        .update_data(&issued.session.id, |d| d.insert("theme", "dark"))
-        .await
-        .unwrap()
-        .unwrap();
-    let s = t.cached.validate(Some(&cookie)).await.unwrap();
-    assert_eq!(
-        s.data.get::<String>("theme").unwrap().as_deref(),
-        Some("dark")
-    );
-    // And this instance's own updates are visible at once.
-    t.cached
-        .update_data(&issued.session.id, |d| d.insert("theme", "light"))
-        .await
-        .unwrap()
-        .unwrap();
-    let s = t.cached.validate(Some(&cookie)).await.unwrap();
-    assert_eq!(
-        s.data.get::<String>("theme").unwrap().as_deref(),
-        Some("light")
-    );
-}
-
-#[tokio::test]
-async fn a_stale_expiry_is_checked_against_the_store() {
-    let t = two(FOREVER);
-    let issued = t
-        .plain
-        .issue(NewSession::new(alice(), AuthMethod::password()), None)
-        .await
-        .unwrap();
-    let cookie = issued.token.expose_cookie_value();
-    t.cached.validate(Some(&cookie)).await.unwrap();
-    // The user keeps working through the other instance, which slides the idle expiry.
-    t.clock.advance(Duration::from_secs(20 * 60));
-    t.plain.validate(Some(&cookie)).await.unwrap();
-    t.clock.advance(Duration::from_secs(20 * 60));
-    // The cached copy says "idle for 40 minutes"; the store knows better.
-    t.cached.validate(Some(&cookie)).await.unwrap();
-    // And a session that really expired is refused.
-    t.clock.advance(Duration::from_secs(31 * 60));
-    assert!(matches!(
-        t.cached.validate(Some(&cookie)).await,
-        Err(ValidationError::IdleExpired)
-    ));
-}
-
-#[tokio::test]
-async fn touches_still_happen_and_refresh_the_cache() {
-    let t = two(FOREVER);
-    let issued = t
-        .cached
-        .issue(NewSession::new(alice(), AuthMethod::password()), None)
-        .await
-        .unwrap();
-    let cookie = issued.token.expose_cookie_value();
-    t.cached.validate(Some(&cookie)).await.unwrap();
-    let writes = t.store.writes();
-    t.clock.advance(Duration::from_secs(61));
-    let s = t.cached.validate(Some(&cookie)).await.unwrap();
-    assert_eq!(s.last_seen_at, t.clock.now());
-    assert_eq!(t.store.writes(), writes + 1);
-    t.cached.validate(Some(&cookie)).await.unwrap();
-    assert_eq!(
-        t.store.writes(),
-        writes + 1,
-        "the refreshed entry is not touched again"
-    );
-}
-
-#[tokio::test]
-async fn a_store_that_cannot_be_asked_fails_closed() {
-    let t = two(Duration::ZERO);
-    let issued = t
-        .plain
-        .issue(NewSession::new(alice(), AuthMethod::password()), None)
-        .await
-        .unwrap();
-    let cookie = issued.token.expose_cookie_value();
-    t.cached.validate(Some(&cookie)).await.unwrap();
-    t.store.set_unavailable(true);
-    assert!(matches!(
-        t.cached.validate(Some(&cookie)).await,
-        Err(ValidationError::Store(_))
-    ));
-}
-
-#[tokio::test]
-async fn polls_are_rate_limited_by_the_interval() {
-    let t = two(FOREVER);
-    let issued = t
-        .plain
-        .issue(NewSession::new(alice(), AuthMethod::password()), None)
-        .await
-        .unwrap();
-    let cookie = issued.token.expose_cookie_value();
-    for _ in 0..50 {
-        t.cached.validate(Some(&cookie)).await.unwrap();
-    }
-    assert_eq!(t.store.generation_reads(), 1);
-}
-
-/// Regression guard for the subtle case: a validation loads the session, the session is
-/// revoked (in this process) while that load is still in flight, and only then does the
-/// validation put what it loaded into the cache. It must not stay there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_load_in_flight_during_a_revocation_is_not_cached() {
-    let store = Arc::new(ObservedStore::new(MemoryStore::new()));
-    let m = SessionManager::from_arc(store.clone()).with_near_cache(NearCache::new(FOREVER));
+async fn login(m: &SessionManager) -> (String, cloakroom_core::Session) {
     let issued = m
         .issue(NewSession::new(alice(), AuthMethod::password()), None)
         .await
         .unwrap();
-    let cookie = issued.token.expose_cookie_value();
-    let mut hold = store.hold_next_load();
+    (issued.token.expose_cookie_value(), issued.session)
+}
+
+#[tokio::test]
+async fn hits_read_nothing_and_copy_nothing() {
+    let t = exact(CacheLimits::default());
+    let (cookie, _) = login(&t.manager).await;
+    let first = t.manager.validate(Some(&cookie)).await.unwrap();
+    let loads = t.backend.loads();
+    for _ in 0..100 {
+        let again = t.manager.validate(Some(&cookie)).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "a hit copied the record");
+    }
+    assert_eq!(
+        t.backend.loads(),
+        loads,
+        "a cached session was loaded again"
+    );
+    let stats = t.cache.stats();
+    assert_eq!((stats.hits, stats.misses, stats.entries), (100, 1, 1));
+}
+
+#[tokio::test]
+async fn every_revocation_in_this_process_is_seen_at_once() {
+    let t = exact(CacheLimits::default());
+    let valid = |cookie: String| {
+        let m = t.manager.clone();
+        async move { m.validate(Some(&cookie)).await }
+    };
+
+    let (c, s) = login(&t.manager).await;
+    valid(c.clone()).await.unwrap();
+    t.manager.revoke(&s.id).await.unwrap();
+    assert!(matches!(valid(c).await, Err(ValidationError::Unknown)));
+
+    let (c, s) = login(&t.manager).await;
+    valid(c.clone()).await.unwrap();
+    t.manager
+        .revoke_handle(&s.user_id, &s.handle)
+        .await
+        .unwrap();
+    assert!(matches!(valid(c).await, Err(ValidationError::Unknown)));
+
+    let (keep, kept) = login(&t.manager).await;
+    let (gone, _) = login(&t.manager).await;
+    valid(keep.clone()).await.unwrap();
+    valid(gone.clone()).await.unwrap();
+    t.manager
+        .revoke_all_for_user(&alice(), Some(&kept.id))
+        .await
+        .unwrap();
+    assert!(matches!(valid(gone).await, Err(ValidationError::Unknown)));
+    valid(keep.clone())
+        .await
+        .expect("the kept session stays valid");
+
+    let rotated = t.manager.rotate(&kept).await.unwrap();
+    assert!(matches!(valid(keep).await, Err(ValidationError::Unknown)));
+    valid(rotated.token.expose_cookie_value()).await.unwrap();
+
+    let (c, s) = login(&t.manager).await;
+    valid(c.clone()).await.unwrap();
+    t.manager
+        .update_data(&s.id, |d| d.insert("role", "admin"))
+        .await
+        .unwrap()
+        .unwrap();
+    let seen = valid(c).await.unwrap();
+    assert_eq!(
+        seen.data.get::<String>("role").unwrap().as_deref(),
+        Some("admin")
+    );
+}
+
+#[tokio::test]
+async fn a_touch_is_written_once_and_updates_the_cached_copy() {
+    let t = exact(CacheLimits::default());
+    let (cookie, _) = login(&t.manager).await;
+    t.manager.validate(Some(&cookie)).await.unwrap();
+    t.clock.advance(Duration::from_secs(120));
+    let writes = t.backend.writes();
+    let touched = t.manager.validate(Some(&cookie)).await.unwrap();
+    assert_eq!(touched.last_seen_at, t.clock.now());
+    for _ in 0..10 {
+        let again = t.manager.validate(Some(&cookie)).await.unwrap();
+        assert_eq!(
+            again.last_seen_at,
+            t.clock.now(),
+            "the cached copy is stale"
+        );
+    }
+    assert_eq!(t.backend.writes(), writes + 1, "one touch per interval");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_in_flight_during_a_revocation_is_not_cached() {
+    let t = exact(CacheLimits::default());
+    let (cookie, session) = login(&t.manager).await;
+    let mut hold = t.backend.hold_next_load();
     let slow = {
-        let (m, cookie) = (m.clone(), cookie.clone());
+        let (m, cookie) = (t.manager.clone(), cookie.clone());
         tokio::spawn(async move { m.validate(Some(&cookie)).await })
     };
     hold.entered().await;
-    m.revoke(&issued.session.id).await.unwrap();
+    t.manager.revoke(&session.id).await.unwrap();
     hold.release();
-    // The in-flight validation started before the revocation and may still answer "valid"…
+    // The validation started before the revocation and may still answer "valid"…
     let _ = slow.await.unwrap();
     // …but nothing it loaded may outlive the revocation in the cache.
     assert!(matches!(
-        m.validate(Some(&cookie)).await,
+        t.manager.validate(Some(&cookie)).await,
         Err(ValidationError::Unknown)
     ));
-    assert_eq!(m.cached_sessions(), 0);
+    assert_eq!(t.cache.stats().entries, 0);
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_asked_still_fails_closed_on_a_miss() {
+    let t = exact(CacheLimits::default());
+    let (cookie, _) = login(&t.manager).await;
+    t.backend.set_unavailable(true);
+    assert!(matches!(
+        t.manager.validate(Some(&cookie)).await,
+        Err(ValidationError::Store(_))
+    ));
+}
+
+/// The byte bound holds whatever the sessions weigh, and the count bound whatever their
+/// number; evicted sessions are read again, never refused.
+#[tokio::test]
+async fn the_memory_bound_is_enforced() {
+    let limits = CacheLimits::default()
+        .with_max_entries(1_000)
+        .with_max_bytes(256 * 1024);
+    let t = exact(limits);
+    let mut heavy = SessionData::default();
+    heavy.insert("blob", &"x".repeat(4_000)).unwrap();
+    let mut cookies = Vec::new();
+    for _ in 0..300 {
+        let issued = t
+            .manager
+            .issue(
+                NewSession::new(alice(), AuthMethod::password()).data(heavy.clone()),
+                None,
+            )
+            .await
+            .unwrap();
+        let cookie = issued.token.expose_cookie_value();
+        t.manager.validate(Some(&cookie)).await.unwrap();
+        cookies.push(cookie);
+    }
+    let stats = t.cache.stats();
+    assert!(stats.bytes <= limits.max_bytes, "{stats:?}");
+    assert!(stats.entries < 300, "nothing was evicted: {stats:?}");
+    assert!(stats.entries > 20, "the cache keeps too little: {stats:?}");
+    for cookie in &cookies {
+        t.manager
+            .validate(Some(cookie))
+            .await
+            .expect("evicted, not refused");
+    }
+
+    // Light sessions: the count bound.
+    let t = exact(CacheLimits::default().with_max_entries(50));
+    for _ in 0..500 {
+        let (cookie, _) = login(&t.manager).await;
+        t.manager.validate(Some(&cookie)).await.unwrap();
+    }
+    let stats = t.cache.stats();
+    assert!(stats.entries <= 50, "{stats:?}");
+}
+
+#[tokio::test]
+async fn session_size_estimate_counts_the_data() {
+    let t = exact(CacheLimits::default());
+    let (_, light) = login(&t.manager).await;
+    let mut data = SessionData::default();
+    data.insert("blob", &"x".repeat(10_000)).unwrap();
+    let heavy = cloakroom_core::Session {
+        data,
+        ..light.clone()
+    };
+    assert!(light.approx_size() < 1_000, "{}", light.approx_size());
+    assert!(heavy.approx_size() > 10_000);
+}
+
+struct Push {
+    backend: Arc<ObservedStore<MemoryStore>>,
+    cache: CachedStore,
+    feed: cloakroom_core::Invalidator,
+    manager: SessionManager,
+}
+
+fn push() -> Push {
+    let backend = Arc::new(ObservedStore::new(MemoryStore::new()));
+    let (cache, feed) = CachedStore::push(backend.clone(), CacheLimits::default());
+    let manager = SessionManager::new(cache.clone());
+    Push {
+        backend,
+        cache,
+        feed,
+        manager,
+    }
+}
+
+#[tokio::test]
+async fn a_push_cache_is_bypassed_until_its_feed_connects_and_after_it_drops() {
+    let t = push();
+    let (cookie, _) = login(&t.manager).await;
+    for _ in 0..3 {
+        t.manager.validate(Some(&cookie)).await.unwrap();
+    }
+    assert_eq!(t.backend.loads(), 3, "used before the feed connected");
+    assert!(!t.cache.is_active());
+
+    t.feed.connected();
+    for _ in 0..3 {
+        t.manager.validate(Some(&cookie)).await.unwrap();
+    }
+    assert_eq!(t.backend.loads(), 4, "one miss, then hits");
+
+    t.feed.disconnected();
+    assert_eq!(t.cache.stats().entries, 0, "a lost feed empties the cache");
+    for _ in 0..3 {
+        t.manager.validate(Some(&cookie)).await.unwrap();
+    }
+    assert_eq!(t.backend.loads(), 7, "used while the feed was down");
+    let stats = t.cache.stats();
+    assert_eq!((stats.hits, stats.misses, stats.bypassed), (2, 1, 6));
+}
+
+#[tokio::test]
+async fn a_push_cache_applies_what_the_feed_says() {
+    let t = push();
+    t.feed.connected();
+    let (cookie, session) = login(&t.manager).await;
+    t.manager.validate(Some(&cookie)).await.unwrap();
+    // Changed elsewhere: straight in the backend, around the cache.
+    assert!(t.backend.delete(&session.id).await.unwrap());
+    t.manager
+        .validate(Some(&cookie))
+        .await
+        .expect("not yet announced: still cached");
+    t.feed.apply(&Invalidation::Session(session.id).encode());
+    assert!(matches!(
+        t.manager.validate(Some(&cookie)).await,
+        Err(ValidationError::Unknown)
+    ));
+
+    // A user's sessions, and a message nobody can read, which must not leave anything.
+    let (a, _) = login(&t.manager).await;
+    t.manager.validate(Some(&a)).await.unwrap();
+    assert_eq!(t.cache.stats().entries, 1);
+    t.feed.apply(&Invalidation::User(alice()).encode());
+    assert_eq!(t.cache.stats().entries, 0);
+    t.manager.validate(Some(&a)).await.unwrap();
+    t.feed.apply("garbage");
+    assert_eq!(t.cache.stats().entries, 0);
+}
+
+#[test]
+fn invalidation_messages_round_trip_and_refuse_garbage() {
+    let id = cloakroom_core::SessionToken::generate().id();
+    for m in [Invalidation::Session(id), Invalidation::User(alice())] {
+        assert_eq!(Invalidation::parse(&m.encode()), Some(m));
+    }
+    for bad in ["", "s", "s 12", "x abc", "u ", "h"] {
+        assert_eq!(Invalidation::parse(bad), None, "{bad:?}");
+    }
 }

@@ -32,3 +32,10 @@ async fn memory() -> Option<Memory> {
 }
 
 cloakroom_testkit::conformance_suite!(conformance_memory, memory());
+// Through an exact cache (as the server runs the memory store only in tests; the contract must
+// hold through any cache all the same).
+cloakroom_testkit::conformance_suite!(conformance_memory_exact_cache, async {
+    memory()
+        .await
+        .map(cloakroom_testkit::conformance::Cached::exact)
+});

@@ -84,3 +84,51 @@ async fn an_unreachable_server_is_unavailable_within_seconds() {
     assert_eq!(err.store(), "postgres");
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+/// Issue 14: a push cache whose `LISTEN` connection is terminated is emptied and bypassed at
+/// once, never serving what it held while it could miss a revocation, and is used again once
+/// the feed has listened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_cache_without_its_feed_fails_exact_not_stale() {
+    use cloakroom_testkit::cache::{push_cache, wait_active};
+    let Some((store, _guard)) = support::store().await else {
+        return;
+    };
+    let cache = push_cache(std::sync::Arc::new(store.clone()), |feed| {
+        store.clone().feed_invalidations(feed)
+    })
+    .await;
+    let manager = SessionManager::new(cache.clone());
+    let issued = manager
+        .issue(
+            NewSession::new(UserId::new("alice").unwrap(), AuthMethod::password()),
+            None,
+        )
+        .await
+        .unwrap();
+    let cookie = issued.token.expose_cookie_value();
+    manager.validate(Some(&cookie)).await.unwrap();
+    manager.validate(Some(&cookie)).await.unwrap();
+    assert_eq!(cache.stats().hits, 1);
+
+    let listener = format!("cloakroom-feed {}", store.invalidation_channel());
+    let killed: i64 = support::admin()
+        .await
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&listener],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "the listener is one connection");
+    wait_active(&cache, false).await;
+    assert_eq!(cache.stats().entries, 0);
+    // Revoked meanwhile: nothing cached may answer for it once the feed is back.
+    manager.revoke(&issued.session.id).await.unwrap();
+    wait_active(&cache, true).await;
+    assert!(matches!(
+        manager.validate(Some(&cookie)).await,
+        Err(ValidationError::Unknown)
+    ));
+}

@@ -15,10 +15,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cloakroom_core::{
-    AuthMethod, NewSession, SessionManager, SessionStore, UserId, ValidationError,
+    AuthMethod, CachedStore, NewSession, SessionManager, SessionStore, UserId, ValidationError,
 };
 use cloakroom_postgres::PostgresStore;
-use cloakroom_testkit::conformance::Harness;
+use cloakroom_testkit::conformance::sessions::push_caches_stay_exact;
+use cloakroom_testkit::conformance::{Cached, Harness};
 
 struct Postgres {
     store: PostgresStore,
@@ -74,6 +75,38 @@ async fn postgres() -> Option<Postgres> {
 }
 
 cloakroom_testkit::conformance_suite!(conformance_postgres, postgres());
+
+/// `store` behind a push cache whose `LISTEN` is in place.
+async fn push_cached(store: PostgresStore) -> CachedStore {
+    cloakroom_testkit::cache::push_cache(Arc::new(store.clone()), |feed| {
+        store.feed_invalidations(feed)
+    })
+    .await
+}
+
+async fn postgres_push() -> Option<Cached<Postgres>> {
+    let harness = postgres().await?;
+    let store = Arc::new(push_cached(harness.store.clone()).await);
+    Some(Cached::new(harness, store))
+}
+
+cloakroom_testkit::conformance_suite!(conformance_postgres_push_cache, postgres_push());
+cloakroom_testkit::conformance_suite!(conformance_postgres_exact_cache, async {
+    postgres().await.map(Cached::exact)
+});
+
+/// Two instances with push caches over one schema: every change through one reaches the other
+/// by `NOTIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_cached_instances_stay_exact() {
+    let Some((a, guard)) = support::store().await else {
+        return;
+    };
+    let b = PostgresStore::connect(support::config(&guard.0))
+        .await
+        .unwrap();
+    push_caches_stay_exact(push_cached(a).await, push_cached(b).await).await;
+}
 
 /// Two instances, each with its own pool, over one schema: a revocation on one is refused by
 /// the other on its next validate.

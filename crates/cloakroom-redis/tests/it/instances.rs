@@ -1,16 +1,27 @@
-//! Two server instances, each with its own store object and connection, over one Redis.
+//! Two server instances, each with its own store object and connection, over one Redis:
+//! without a cache, every revocation is seen on the other's very next request; with push
+//! caches, once the invalidation feed delivers it.
 
-use cloakroom_core::{AuthMethod, NearCache, NewSession, SessionManager, UserId, ValidationError};
+use std::sync::Arc;
+
+use cloakroom_core::{
+    AuthMethod, CachedStore, NewSession, SessionManager, UserId, ValidationError,
+};
 use cloakroom_redis::{RedisConfig, RedisStore};
+use cloakroom_testkit::conformance::sessions::push_caches_stay_exact;
 
 use crate::support;
 
-async fn two_instances_share_revocation(a: RedisStore, b: RedisStore, cache: Option<NearCache>) {
-    let (mut first, mut second) = (SessionManager::new(a), SessionManager::new(b));
-    if let Some(cache) = cache {
-        first = first.with_near_cache(cache);
-        second = second.with_near_cache(cache);
-    }
+/// `store` behind a push cache whose feed is connected.
+pub(crate) async fn push_cached(store: RedisStore) -> CachedStore {
+    cloakroom_testkit::cache::push_cache(Arc::new(store.clone()), |feed| {
+        store.feed_invalidations(feed)
+    })
+    .await
+}
+
+async fn two_instances_share_revocation(a: RedisStore, b: RedisStore) {
+    let (first, second) = (SessionManager::new(a), SessionManager::new(b));
     // A user of its own per run: the cluster test runs this twice under one prefix.
     let alice = UserId::new(format!(
         "alice-{}",
@@ -62,20 +73,19 @@ async fn two_instances_share_revocation_standalone() {
         return;
     };
     let b = support::standalone_store(&prefix).await.unwrap();
-    two_instances_share_revocation(a, b, None).await;
+    two_instances_share_revocation(a, b).await;
 }
 
-/// The same with a near-cache on both instances polling before every use: revocations on one
-/// instance still reach the other on its very next request, through the store's generation.
+/// Push caches on both instances: every change through one reaches the other by pub/sub.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_near_cached_instances_share_revocation() {
+async fn push_cached_instances_stay_exact_standalone() {
     let prefix = support::unique_prefix();
     let _cleanup = support::PrefixGuard(prefix.clone());
     let Some(a) = support::standalone_store(&prefix).await else {
         return;
     };
     let b = support::standalone_store(&prefix).await.unwrap();
-    two_instances_share_revocation(a, b, Some(NearCache::new(std::time::Duration::ZERO))).await;
+    push_caches_stay_exact(push_cached(a).await, push_cached(b).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +102,11 @@ async fn two_instances_share_revocation_cluster() {
             .unwrap();
         RedisStore::connect(config).await.unwrap()
     };
-    two_instances_share_revocation(connect().await, connect().await, None).await;
-    let cache = NearCache::new(std::time::Duration::ZERO);
-    two_instances_share_revocation(connect().await, connect().await, Some(cache)).await;
+    two_instances_share_revocation(connect().await, connect().await).await;
+    // On Cluster, a script's PUBLISH reaches the subscribers of every node.
+    push_caches_stay_exact(
+        push_cached(connect().await).await,
+        push_cached(connect().await).await,
+    )
+    .await;
 }

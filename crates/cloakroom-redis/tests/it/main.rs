@@ -76,3 +76,20 @@ async fn cluster() -> Option<RedisHarness> {
 
 cloakroom_testkit::conformance_suite!(conformance_redis, standalone());
 cloakroom_testkit::conformance_suite!(conformance_cluster, cluster());
+
+/// A harness whose store is behind a push cache with its feed connected.
+async fn push(
+    harness: Option<RedisHarness>,
+) -> Option<cloakroom_testkit::conformance::Cached<RedisHarness>> {
+    let harness = harness?;
+    let store = Arc::new(instances::push_cached(harness.store.clone()).await);
+    Some(cloakroom_testkit::conformance::Cached::new(harness, store))
+}
+
+cloakroom_testkit::conformance_suite!(conformance_redis_push_cache, push(standalone().await));
+cloakroom_testkit::conformance_suite!(conformance_cluster_push_cache, push(cluster().await));
+cloakroom_testkit::conformance_suite!(conformance_redis_exact_cache, async {
+    standalone()
+        .await
+        .map(cloakroom_testkit::conformance::Cached::exact)
+});

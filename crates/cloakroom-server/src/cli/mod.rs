@@ -557,8 +557,20 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
     // Held until the process ends: `cloakroom restore` and a second server on this directory
     // are refused while it is.
     crate::data_dir::ensure_data_dir(&settings.data_dir)?;
-    let _lock = crate::data_dir::DataDirLock::acquire(&settings.data_dir)?;
+    let _lock = crate::data_dir::DataDirLock::acquire_waiting(
+        &settings.data_dir,
+        std::time::Duration::from_secs(5),
+    )?;
     let state = AppState::open(settings).await?;
+    tracing::info!(
+        session_cache = ?state.settings().session_cache,
+        "session cache: {}",
+        match state.settings().session_cache {
+            crate::config::SessionCacheMode::Exact => "exact (this server is the store's only writer)",
+            crate::config::SessionCacheMode::Push => "push (kept exact by the store's invalidation feed)",
+            crate::config::SessionCacheMode::Off => "off (every check reads the store)",
+        }
+    );
     let server = Server::bind(state).await?;
     tracing::info!(listen = %server.local_addr(), public_url = %public, "cloakroom is serving on {public}");
     // Whether strangers can create accounts is the first thing an operator should know.

@@ -221,6 +221,9 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
             Err(e) => metrics::store_error(e.store()),
         }
     }
+    if let Some(cache) = state.session_cache() {
+        metrics::session_cache(cache);
+    }
     match metrics::handle() {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

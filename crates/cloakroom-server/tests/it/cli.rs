@@ -201,6 +201,28 @@ fn startup_errors_are_clear_and_not_panics() {
     }
 }
 
+/// Issue 14: the polling near-cache's setting is refused, by flag and by variable, naming the
+/// setting that replaced it; the server does not start.
+#[test]
+fn session_cache_ms_is_refused_naming_session_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: Option<(&str, &str)>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloakroom"));
+        cmd.args(args).arg("--data-dir").arg(dir.path());
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (ok, err) = run(&["serve", "--session-cache-ms", "100"], None);
+    assert!(!ok && err.contains("--session-cache"), "{err}");
+    let (ok, err) = run(&["serve"], Some(("CLOAKROOM_SESSION_CACHE_MS", "100")));
+    assert!(!ok && err.contains("`session_cache` = \"exact\""), "{err}");
+    let (ok, err) = run(&["serve", "--session-cache", "push"], None);
+    assert!(!ok && err.contains("shared stores"), "{err}");
+}
+
 #[test]
 fn a_config_file_and_environment_are_honoured() {
     let dir = tempfile::tempdir().unwrap();
@@ -293,28 +315,77 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(log.contains("shut down cleanly"), "{log}");
 }
 
-/// With the near-cache on, the admin CLI (another process) revoking sessions is noticed within
-/// the poll interval — here zero, so on the very next request.
+/// Issue 14: with the exact session cache (the default on SQLite), an admin command in another
+/// process revoking sessions is seen on the very next request: the command announces its
+/// write on the server's admin socket and reports success only once the server dropped the
+/// cached session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_near_cached_server_sees_cli_revocations() {
-    let s = crate::support::start_with(|raw| raw.session_cache_ms = Some(0)).await;
+async fn an_exact_cached_server_sees_cli_revocations_on_the_next_request() {
+    let s = crate::support::start().await;
+    if s.state.settings().session_store != cloakroom_server::config::SessionStoreKind::Sqlite {
+        return; // The admin socket is SQLite's; shared stores announce through the store.
+    }
     let mut b = s.signed_up("vera").await;
     for _ in 0..3 {
         b.get("/api/session").await.assert(200);
     }
-    assert_eq!(
-        s.state.sessions().cached_sessions(),
-        1,
+    let cache = s.state.session_cache().expect("exact by default");
+    assert!(
+        cache.stats().hits >= 2,
         "the session is served from the cache"
     );
+    let run = |args: &'static [&'static str]| {
+        let (dir, env) = (s.dir.path().to_owned(), s.env.clone());
+        tokio::task::spawn_blocking(move || cloakroom(&dir, &env, args, ""))
+    };
+    let (ok, out, err) = run(&["sessions", "revoke", "--user", "vera"])
+        .await
+        .unwrap();
+    assert!(ok, "{out}{err}");
+    b.get("/api/session").await.assert(401);
+
+    let mut b = s
+        .logged_in("vera", cloakroom_testkit::http::CHROME_UA)
+        .await;
+    b.get("/api/session").await.assert(200);
+    b.get("/api/session").await.assert(200);
+    let (ok, out, err) = run(&["user", "disable", "vera"]).await.unwrap();
+    assert!(ok, "{out}{err}");
+    b.get("/api/session").await.assert(401);
+}
+
+/// An admin command that cannot tell the running server about a session write refuses to make
+/// it: here something holds the data directory's lock (as a server does) but answers on no
+/// admin socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_write_the_server_cannot_hear_of_is_refused_before_it_is_made() {
+    let s = crate::support::start().await;
+    if s.state.settings().session_store != cloakroom_server::config::SessionStoreKind::Sqlite {
+        return;
+    }
+    let mut b = s.signed_up("wilma").await;
+    b.get("/api/session").await.assert(200);
+    std::fs::remove_file(s.dir.path().join("cloakroom.sock")).unwrap();
     let (dir, env) = (s.dir.path().to_owned(), s.env.clone());
     let (ok, out, err) = tokio::task::spawn_blocking(move || {
-        cloakroom(&dir, &env, &["sessions", "revoke", "--user", "vera"], "")
+        cloakroom(&dir, &env, &["sessions", "revoke", "--user", "wilma"], "")
     })
     .await
     .unwrap();
-    assert!(ok, "{out}{err}");
-    b.get("/api/session").await.assert(401);
+    assert!(!ok, "{out}{err}");
+    assert!(err.contains("admin socket"), "{err}");
+    assert!(err.contains("could not be told"), "{err}");
+    // Nothing was revoked behind the server's back.
+    b.get("/api/session").await.assert(200);
+    assert_eq!(
+        s.state
+            .sessions()
+            .list_for_user(&s.account("wilma").await.unwrap().id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// Issue 18: a user who forgot their password had no way back until mail exists. An

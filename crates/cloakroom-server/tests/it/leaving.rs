@@ -270,7 +270,9 @@ async fn the_admin_deletes_a_user_after_confirmation() {
     let mut laptop = s.signed_up("wim").await;
     let mut phone = s.logged_in("wim", ANDROID).await;
     let id = user_id(&s, "wim").await.unwrap();
-    let admin = Admin::new(Stores::open(s.state.settings()).await.unwrap());
+    // As the admin command opens them: beside the running server, its session writes are
+    // announced to the server's cache.
+    let admin = Admin::new(Stores::open_existing(s.state.settings()).await.unwrap());
 
     let e = admin.user_delete("wim", |_| Ok(false)).await.unwrap_err();
     assert_eq!(e.to_string(), "not confirmed; wim was not deleted");

@@ -31,5 +31,6 @@ mod pages;
 mod procs;
 mod proxies;
 mod reset;
+mod revocation;
 mod support;
 mod verify_email;

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::support::{PASSWORD, start, start_observed};
+use crate::support::{PASSWORD, start, start_observed_with};
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
@@ -79,7 +79,12 @@ async fn openapi_describes_every_api_route() {
 
 #[tokio::test]
 async fn a_store_outage_fails_closed_and_readiness_says_which() {
-    let (s, observed) = start_observed().await;
+    // Without the session cache, which (exact, over a store nobody else writes) would go on
+    // answering for sessions it holds: the point here is what a store failure does.
+    let (s, observed) = start_observed_with(|raw| {
+        raw.session_cache = Some(cloakroom_server::config::SessionCacheMode::Off);
+    })
+    .await;
     let mut b = s.signed_up("sam").await;
     b.get("/api/session").await.assert(200);
     observed.set_unavailable(true);

@@ -37,6 +37,9 @@ pub struct TestServer {
     pub clock: ManualClock,
     pub dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
+    /// Held as `cloakroom serve` holds it: admin commands run beside this server announce
+    /// their session writes to it instead of writing around its session cache.
+    _lock: cloakroom_server::DataDirLock,
     /// Removes this server's keys and schema from the shared Redis and PostgreSQL.
     _cleanup: Option<(PrefixGuard, SchemaGuard)>,
 }
@@ -216,6 +219,8 @@ async fn try_start(
     edit(&mut raw);
     let settings = raw.settings().unwrap();
     let clock = ManualClock::starting_now();
+    cloakroom_server::ensure_data_dir(&settings.data_dir).unwrap();
+    let lock = cloakroom_server::DataDirLock::acquire(&settings.data_dir).unwrap();
     let stores = wrap(Stores::open(&settings).await.unwrap());
     let state = AppState::new(settings, stores, Arc::new(clock.clone())).unwrap();
     let server = Server::bind(state.clone()).await?;
@@ -233,6 +238,7 @@ async fn try_start(
         clock,
         dir,
         _stop: stop,
+        _lock: lock,
         _cleanup: cleanup,
     })
 }

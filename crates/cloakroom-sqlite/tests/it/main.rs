@@ -88,6 +88,12 @@ async fn memory() -> Option<Sqlite> {
 
 cloakroom_testkit::conformance_suite!(conformance_sqlite_file, file());
 cloakroom_testkit::conformance_suite!(conformance_sqlite_memory, memory());
+// Through the exact cache the server puts in front of SQLite by default.
+cloakroom_testkit::conformance_suite!(conformance_sqlite_file_exact_cache, async {
+    file()
+        .await
+        .map(cloakroom_testkit::conformance::Cached::exact)
+});
 
 struct Accounts(cloakroom_sqlite::SqliteAccounts);
 
@@ -104,35 +110,6 @@ async fn accounts() -> Option<Accounts> {
 }
 
 cloakroom_testkit::account_conformance_suite!(conformance_sqlite_accounts, accounts());
-
-/// Two processes' worth of store objects on one database file (the server and the admin CLI),
-/// the first with a near-cache polling before every use: a revocation through the second is
-/// refused by the first on its very next request.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_near_cache_sees_revocations_from_another_connection() {
-    use cloakroom_core::{
-        AuthMethod, NearCache, NewSession, SessionManager, UserId, ValidationError,
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let server = SessionManager::new(SqliteStore::new(Database::open(&path).unwrap()))
-        .with_near_cache(NearCache::new(std::time::Duration::ZERO));
-    let cli = SessionManager::new(SqliteStore::new(Database::open(&path).unwrap()));
-    let alice = UserId::new("alice").unwrap();
-    let issued = server
-        .issue(NewSession::new(alice.clone(), AuthMethod::password()), None)
-        .await
-        .unwrap();
-    let cookie = issued.token.expose_cookie_value();
-    server.validate(Some(&cookie)).await.unwrap();
-    server.validate(Some(&cookie)).await.unwrap();
-    assert_eq!(server.cached_sessions(), 1);
-    cli.revoke_all_for_user(&alice, None).await.unwrap();
-    assert!(matches!(
-        server.validate(Some(&cookie)).await,
-        Err(ValidationError::Unknown)
-    ));
-}
 
 struct Outbox {
     db: Database,

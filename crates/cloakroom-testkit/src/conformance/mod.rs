@@ -29,7 +29,7 @@ pub mod sessions;
 
 pub use accounts::AccountHarness;
 pub use outbox::OutboxHarness;
-pub use sessions::Harness;
+pub use sessions::{Cached, Harness};
 
 use cloakroom_core::{AuthMethod, IssuedSession, NewSession, SessionManager, UserId};
 

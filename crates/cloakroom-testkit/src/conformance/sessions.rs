@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloakroom_core::link::LinkId;
 use cloakroom_core::{
     AuthMethod, Clock, DeleteScope, IssuedSession, Lifetime, ManualClock, NewSession, Policy,
-    SaveOutcome, SessionHandle, SessionManager, SessionStore, SessionToken, StoreError,
+    SaveOutcome, Session, SessionHandle, SessionManager, SessionStore, SessionToken, StoreError,
     UpdateError, UserId, ValidationError,
 };
 
@@ -70,7 +70,6 @@ macro_rules! conformance_suite {
                 ten_thousand_sessions_for_one_user,
                 raw_token_never_appears_in_stored_data,
                 two_managers_share_revocation,
-                change_generation_moves_on_every_change,
                 consumed_links_are_used_once,
                 concurrent_uses_of_a_link_have_one_winner,
                 consumed_links_disappear_after_expiry,
@@ -120,7 +119,7 @@ pub async fn create_never_overwrites(h: &impl Harness) {
         .await
         .expect("load")
         .expect("still there");
-    assert_eq!(stored, original);
+    assert_eq!(*stored, original);
     assert!(
         store
             .list_for_user(&user("mallory"), manager.now())
@@ -223,7 +222,7 @@ pub async fn concurrent_updates_lose_nothing(h: &impl Harness) {
 pub async fn version_conflict_is_detected(h: &impl Harness) {
     let (store, manager, _) = setup(h);
     let s = issue(&manager, &user("alice")).await.session;
-    let mut a = store.load(&s.id).await.expect("load").expect("present");
+    let mut a = Session::clone(&store.load(&s.id).await.expect("load").expect("present"));
     let mut b = a.clone();
     a.data.insert("writer", "a").expect("small data");
     b.data.insert("writer", "b").expect("small data");
@@ -243,7 +242,7 @@ pub async fn version_conflict_is_detected(h: &impl Harness) {
     );
     assert_eq!(stored.version, s.version + 1);
     // A save at the new version goes through.
-    let mut c = stored.clone();
+    let mut c = Session::clone(&stored);
     c.data.insert("writer", "c").expect("small data");
     assert_eq!(store.save(&c).await.expect("save c"), SaveOutcome::Saved);
     assert_eq!(
@@ -744,55 +743,6 @@ pub async fn two_managers_share_revocation(h: &impl Harness) {
     assert!(matches!(err, ValidationError::Unknown), "{err:?}");
 }
 
-/// If the store keeps a change generation, every delete, revoke-all, rotation and save moves it
-/// forward; touches and reads need not.
-pub async fn change_generation_moves_on_every_change(h: &impl Harness) {
-    let (store, manager, _) = setup(h);
-    let Some(mut last) = store.change_generation().await.expect("generation") else {
-        return;
-    };
-    let alice = user("alice");
-    let mut moved = |label: &str, now: Option<u64>| {
-        let now = now.expect("a store that keeps a generation keeps it");
-        assert!(
-            now > last,
-            "{label} did not move the generation ({last} -> {now})"
-        );
-        last = now;
-    };
-    let a = issue(&manager, &alice).await;
-    manager
-        .update_data(&a.session.id, |d| d.insert("k", &1))
-        .await
-        .expect("update")
-        .expect("small");
-    moved("save", store.change_generation().await.expect("generation"));
-    let current = store
-        .load(&a.session.id)
-        .await
-        .expect("load")
-        .expect("present");
-    let rotated = manager.rotate(&current).await.expect("rotate");
-    moved(
-        "rotate",
-        store.change_generation().await.expect("generation"),
-    );
-    manager.revoke(&rotated.session.id).await.expect("revoke");
-    moved(
-        "delete",
-        store.change_generation().await.expect("generation"),
-    );
-    issue(&manager, &alice).await;
-    manager
-        .revoke_all_for_user(&alice, None)
-        .await
-        .expect("revoke all");
-    moved(
-        "delete_for_user",
-        store.change_generation().await.expect("generation"),
-    );
-}
-
 /// A single-use link's record: the first `consume_link` wins, every later one (of that id)
 /// loses, and other ids are unaffected.
 pub async fn consumed_links_are_used_once(h: &impl Harness) {
@@ -952,4 +902,192 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A harness whose store is a [`CachedStore`](cloakroom_core::CachedStore) over another
+/// harness's: the whole suite then checks the contract *through* the cache, which must change
+/// nothing a caller can observe.
+pub struct Cached<H> {
+    harness: H,
+    store: Arc<dyn SessionStore>,
+}
+
+impl<H> std::fmt::Debug for Cached<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cached")
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl<H: Harness> Cached<H> {
+    /// The harness's store behind an exact cache with small bounds (256 sessions), so the
+    /// suite's larger checks run through eviction too. Every "instance" of a check shares the
+    /// one cache, as every request of one process does.
+    pub fn exact(harness: H) -> Self {
+        let limits = cloakroom_core::CacheLimits::default().with_max_entries(256);
+        let store = Arc::new(cloakroom_core::CachedStore::exact(harness.store(), limits));
+        Self { harness, store }
+    }
+
+    /// The harness behind `store`: a push cache the backend's test built over the harness's
+    /// store, with its invalidation feed connected.
+    pub fn new(harness: H, store: Arc<dyn SessionStore>) -> Self {
+        Self { harness, store }
+    }
+
+    /// The harness underneath.
+    pub fn inner(&self) -> &H {
+        &self.harness
+    }
+}
+
+#[async_trait]
+impl<H: Harness> Harness for Cached<H> {
+    fn store(&self) -> Arc<dyn SessionStore> {
+        self.store.clone()
+    }
+
+    async fn dump(&self) -> Vec<u8> {
+        self.harness.dump().await
+    }
+
+    async fn dump_raw(&self) -> Vec<u8> {
+        self.harness.dump_raw().await
+    }
+}
+
+/// How long a push cache may take to hear of a change made elsewhere, in these checks: far
+/// above the measured delivery time on loopback (see `bench/run --store redis`), so a pass
+/// means "delivered", not "fast".
+pub const PUSH_BOUND: Duration = Duration::from_secs(2);
+
+/// Waits until `check` holds, polling every millisecond, for at most [`PUSH_BOUND`]; returns
+/// how long it took.
+async fn within_bound<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < PUSH_BOUND,
+            "{what}: not seen by the other instance within {PUSH_BOUND:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Two instances over one shared backend, each with its own push cache (`a` and `b`, feeds
+/// connected): a change made through one is seen by the other once delivered — a revocation,
+/// a revoke-all, a data update, and a touch (without which the other's cached copy would look
+/// idle-expired while the session is in use) — and each instance's own changes at once.
+pub async fn push_caches_stay_exact(
+    a: cloakroom_core::CachedStore,
+    b: cloakroom_core::CachedStore,
+) {
+    let b_cache = b.clone();
+    let clock = ManualClock::starting_now();
+    let policy = Policy::default().with_standard(Lifetime {
+        idle: Duration::from_secs(600),
+        absolute: Duration::from_secs(12 * 3600),
+    });
+    let first = SessionManager::new(a)
+        .with_clock(clock.clone())
+        .with_policy(policy);
+    let second = SessionManager::new(b)
+        .with_clock(clock.clone())
+        .with_policy(policy);
+    let alice = user("alice");
+    let issued = issue(&first, &alice).await;
+    let cookie = issued.token.expose_cookie_value();
+    for _ in 0..2 {
+        second.validate(Some(&cookie)).await.expect("cached on b");
+    }
+    // A feed that kept dropping would pass every check below by reading the store each time.
+    assert_eq!(b_cache.stats().hits, 1, "b's cache is not used");
+
+    // A data update through a.
+    first
+        .update_data(&issued.session.id, |d| d.insert("k", "v"))
+        .await
+        .expect("update")
+        .expect("small");
+    within_bound("a data update", || async {
+        second
+            .validate(Some(&cookie))
+            .await
+            .expect("valid")
+            .data
+            .get::<String>("k")
+            .expect("string")
+            .is_some()
+    })
+    .await;
+
+    // A touch through a, then time that would idle-expire b's old copy.
+    clock.advance(Duration::from_secs(400));
+    first.validate(Some(&cookie)).await.expect("touched on a");
+    let touched = clock.now();
+    within_bound("a touch", || async {
+        second
+            .validate(Some(&cookie))
+            .await
+            .expect("valid")
+            .last_seen_at
+            >= touched
+    })
+    .await;
+    clock.advance(Duration::from_secs(400));
+    second
+        .validate(Some(&cookie))
+        .await
+        .expect("kept alive on a: not idle-expired on b");
+
+    // A revocation through a; b's own revocation is refused by b at once.
+    first.revoke(&issued.session.id).await.expect("revoke");
+    within_bound("a revocation", || async {
+        matches!(
+            second.validate(Some(&cookie)).await,
+            Err(ValidationError::Unknown)
+        )
+    })
+    .await;
+    let own = issue(&first, &alice).await;
+    let own_cookie = own.token.expose_cookie_value();
+    second.validate(Some(&own_cookie)).await.expect("valid");
+    second.revoke(&own.session.id).await.expect("revoke on b");
+    assert!(
+        matches!(
+            second.validate(Some(&own_cookie)).await,
+            Err(ValidationError::Unknown)
+        ),
+        "an instance's own revocation must be seen at once"
+    );
+
+    // A revoke-all through a.
+    let mut cookies = Vec::new();
+    for _ in 0..3 {
+        let s = issue(&first, &alice).await;
+        let c = s.token.expose_cookie_value();
+        second.validate(Some(&c)).await.expect("cached on b");
+        cookies.push(c);
+    }
+    first
+        .revoke_all_for_user(&alice, None)
+        .await
+        .expect("revoke all");
+    for c in &cookies {
+        within_bound("a revoke-all", || async {
+            second.validate(Some(c)).await.is_err()
+        })
+        .await;
+    }
+    let stats = b_cache.stats();
+    assert!(b_cache.is_active(), "the feed is down: {stats:?}");
+    assert_eq!(stats.bypassed, 0, "b's feed dropped: {stats:?}");
 }
