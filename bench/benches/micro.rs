@@ -14,11 +14,16 @@
 //!   their crates exist. `random` presents a different session each time; `hot` the same one.
 //!   The manager's clock is pinned, so no validation is due a last-seen write: this is the read
 //!   path (the HTTP harness measures writes).
-//! * `jwt_verify/<alg>/{typical,fat}` — `jsonwebtoken::decode` with signature, algorithm, `exp`,
-//!   `nbf`, `iss` and `aud` checks, over 1,000 distinct tokens with the same claims shape.
+//! * `jwt_verify/<alg>/{typical,fat}` — the baselines' verifier (`cloakroom_bench::jwt::Verifier`,
+//!   AWS-LC): algorithm, signature, `exp`, `nbf`, `iss` and `aud` checks, over 1,000 distinct
+//!   tokens with the same claims shape.
+//! * `jwt_verify_jsonwebtoken/<alg>/typical` — the same tokens through `jsonwebtoken::decode` on
+//!   its RustCrypto backend, the verifier the baselines used before: the reference that shows
+//!   what choosing AWS-LC changes.
 //! * `session_create/{memory,sqlite}` — `SessionManager::issue` (three CSPRNG draws, SHA-256,
 //!   create-if-absent). SQLite waits for its fsync: one durable commit per session, sequentially.
-//! * `service_jwt/mint_eddsa` — signing the short-lived EdDSA JWT the edge would hand a service.
+//! * `service_jwt/mint_eddsa` — signing the short-lived EdDSA JWT the edge hands a service (the
+//!   product's claims).
 //! * `argon2id/{hash,verify}` — the server's password pool, m=19456 KiB, t=2, p=1.
 //!
 //! Sizes via `CLOAKROOM_BENCH_SESSIONS` (memory store, default 1,000,000) and
@@ -33,7 +38,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cloakroom_bench::fixtures::{BenchUser, Picker, issue_many, new_session};
-use cloakroom_bench::jwt::{Alg, ServiceClaims, fat_claims, typical_claims};
+use cloakroom_bench::jwt::{Alg, fat_claims, mint_service_token, service_claims, typical_claims};
 use cloakroom_bench::stores::{self, Backend};
 use cloakroom_bench::wire;
 use cloakroom_core::{Clock, ManualClock, SessionManager, SessionStore, TOKEN_LEN};
@@ -234,22 +239,12 @@ fn remove_sessions(fx: &'static Fixture) {
 }
 
 fn jwt_verify(c: &mut Criterion) {
-    let mut group = c.benchmark_group("jwt_verify");
     let now = cloakroom_core::SystemClock.now();
+    let mut group = c.benchmark_group("jwt_verify");
     for alg in Alg::ALL {
-        let signer = alg.signer().expect("benchmark keys");
         let verifier = alg.verifier().expect("benchmark keys");
         for (kind, fat) in [("typical", false), ("fat", true)] {
-            let tokens: Vec<String> = (0..JWTS)
-                .map(|n| {
-                    if fat {
-                        signer.sign(&fat_claims(n, now))
-                    } else {
-                        signer.sign(&typical_claims(n, now))
-                    }
-                    .expect("signing")
-                })
-                .collect();
+            let tokens = jwt_tokens(alg, fat, now);
             let mut picker = Picker::new(0x5eed);
             group.bench_function(BenchmarkId::new(alg.name(), kind), |b| {
                 b.iter(|| {
@@ -260,6 +255,34 @@ fn jwt_verify(c: &mut Criterion) {
         }
     }
     group.finish();
+    let mut group = c.benchmark_group("jwt_verify_jsonwebtoken");
+    for alg in Alg::ALL {
+        let verifier = alg.jsonwebtoken_verifier().expect("benchmark keys");
+        let tokens = jwt_tokens(alg, false, now);
+        let mut picker = Picker::new(0x5eed);
+        group.bench_function(BenchmarkId::new(alg.name(), "typical"), |b| {
+            b.iter(|| {
+                let claims = verifier.verify(&tokens[picker.index(JWTS)]);
+                assert!(black_box(claims).is_ok(), "a benchmark token failed");
+            });
+        });
+    }
+    group.finish();
+}
+
+/// [`JWTS`] distinct tokens of `alg`, typical or fat.
+fn jwt_tokens(alg: Alg, fat: bool, now: cloakroom_core::Timestamp) -> Vec<String> {
+    let signer = alg.signer().expect("benchmark keys");
+    (0..JWTS)
+        .map(|n| {
+            if fat {
+                signer.sign(&fat_claims(n, now))
+            } else {
+                signer.sign(&typical_claims(n, now))
+            }
+            .expect("signing")
+        })
+        .collect()
 }
 
 fn session_create(c: &mut Criterion) {
@@ -305,19 +328,18 @@ fn session_create(c: &mut Criterion) {
 fn service_jwt(c: &mut Criterion) {
     let mut group = c.benchmark_group("service_jwt");
     let signer = Alg::EdDsa.signer().expect("benchmark keys");
+    let user = BenchUser::numbered(42);
     group.bench_function("mint_eddsa", |b| {
         b.iter(|| {
             let iat = cloakroom_core::SystemClock.now().as_unix_secs();
-            let claims = ServiceClaims {
-                iss: "https://cloakroom.example.com",
-                sub: "bench-id-000042",
-                aud: "orders",
-                exp: iat + 60,
+            let claims = service_claims(
+                "https://cloakroom.example.com",
+                "https://orders.example.com",
+                &user,
+                "Xq3v0cJ2m9tB1kW8pL5aZg",
                 iat,
-                username: "bench-user-000042",
-                sid: "Xq3v0cJ2m9tB1kW8pL5aZg",
-            };
-            black_box(signer.sign_typed("svc+jwt", &claims).expect("signing"));
+            );
+            black_box(mint_service_token(&signer, &claims).expect("signing"));
         });
     });
     group.finish();

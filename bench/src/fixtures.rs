@@ -33,13 +33,21 @@ impl BenchUser {
             username: format!("bench-user-{n:06}"),
         }
     }
+
+    /// The account's email address (`bench-seed` creates it verified).
+    pub fn email(&self) -> String {
+        format!("{}@example.com", self.username)
+    }
 }
 
-/// What the server records for a password login of `user`, from client number `n`.
+/// What the server records for a password login of `user`, from client number `n`: the
+/// session data of an account with a verified email address and no display name, which is
+/// what `bench-seed` creates (forward auth then answers every identity header from it).
 pub fn new_session(user: &BenchUser, n: usize) -> NewSession {
     let mut data = SessionData::default();
-    // A short string under a known key: cannot exceed the data limit.
+    // Short strings under known keys: cannot exceed the data limit.
     let _ = data.insert(keys::USERNAME, &user.username);
+    let _ = data.insert(keys::EMAIL, &user.email());
     #[allow(clippy::cast_possible_truncation)] // Spreads clients over 10.x.y.z; wrapping is fine.
     let ip = IpAddr::V4(Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8));
     NewSession::new(user.id.clone(), AuthMethod::password())

@@ -5,8 +5,16 @@
 //!
 //! * `GET /noauth` — 200 at once: the cost of HTTP itself on this machine.
 //! * `GET /jwt/{hs256,rs256,eddsa,es256}` — verifies the `Authorization: Bearer` JWT with
-//!   `jsonwebtoken` (signature, algorithm, `exp`, `nbf`, `iss`, `aud`) and answers like a
-//!   forward-auth endpoint: 200 with `Remote-User`/`Remote-Email` headers, or 401.
+//!   AWS-LC (`cloakroom_bench::jwt::Verifier`: algorithm, signature, `exp`, `nbf`, `iss`, `aud`)
+//!   and answers like a forward-auth endpoint: 200 with `Remote-User`/`Remote-Email` headers
+//!   taken from the claims, or 401.
+//! * `GET /jwt-forward/{hs256,rs256,eddsa,es256}` — the same verification, answering 200 with
+//!   the header set Cloakroom's `/auth/verify` answers in the benchmark (`Remote-User`,
+//!   `Remote-Name`, `Remote-Email`, `X-Auth-Request-User`, `X-Auth-Request-Preferred-Username`,
+//!   `X-Auth-Request-Email`, `X-Cloakroom-Jwt`), values as long as Cloakroom's for a `bench-seed`
+//!   user, so both sides write the same response bytes. The values, the service JWT included,
+//!   are built once at start-up and cloned per response, as the fastest implementation would
+//!   (Cloakroom caches its per session and audience, too).
 //! * `GET /session-model` (with `--data-dir`) — a *model* of forward auth built from
 //!   Cloakroom's library crates alone: `cloakroom-axum`'s `SessionLayer` over the SQLite store
 //!   in that data directory, answering 200 with `Remote-User` or 401. It shows what session
@@ -23,15 +31,16 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
 use cloakroom_axum::{Session, SessionLayer};
-use cloakroom_bench::jwt::{Alg, Verifier};
-use cloakroom_core::SessionManager;
+use cloakroom_bench::fixtures::BenchUser;
+use cloakroom_bench::jwt::{self, Alg, Verifier};
 use cloakroom_core::origin::Origin;
+use cloakroom_core::{Clock, HANDLE_LEN, SessionManager, SystemClock};
 use cloakroom_server::database_path;
 use cloakroom_server::session_keys as keys;
 use cloakroom_sqlite::{Database, SqliteStore};
@@ -48,9 +57,69 @@ struct Cli {
     /// A Cloakroom data directory: serve `/session-model` over its SQLite sessions.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// `iss` and `aud` of the service JWT `/jwt-forward` answers with: the public URL of the
+    /// Cloakroom instance it stands beside, whose service JWTs carry it in both (default: this
+    /// server's own URL, the same length for any loopback port above 9999).
+    #[arg(long)]
+    service_issuer: Option<String>,
 }
 
-struct Verifiers(Vec<(Alg, Verifier)>);
+struct Baseline {
+    verifiers: Vec<(Alg, Verifier)>,
+    forward: ForwardHeaders,
+}
+
+impl Baseline {
+    fn verifier(&self, alg: Alg) -> Option<&Verifier> {
+        self.verifiers
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, v)| v)
+    }
+}
+
+/// What `/jwt-forward` adds to a 200, validated once.
+struct ForwardHeaders {
+    user: HeaderValue,
+    name: HeaderValue,
+    email: HeaderValue,
+    jwt: HeaderValue,
+}
+
+impl ForwardHeaders {
+    /// The headers Cloakroom answers for a `bench-seed` session: its users have a verified
+    /// email address and no display name (so `Remote-Name` is the username), and its service
+    /// JWT is EdDSA-signed (the server's default key) with the product's claims.
+    fn new(issuer: &str) -> anyhow::Result<Self> {
+        let user = BenchUser::numbered(0);
+        // Any well-formed handle: only its length matters here.
+        let sid = "S".repeat(HANDLE_LEN);
+        let claims = jwt::service_claims(
+            issuer,
+            issuer,
+            &user,
+            &sid,
+            SystemClock.now().as_unix_secs(),
+        );
+        let token = jwt::mint_service_token(&Alg::EdDsa.signer()?, &claims)?;
+        Ok(Self {
+            user: HeaderValue::from_str(&user.username)?,
+            name: HeaderValue::from_str(&user.username)?,
+            email: HeaderValue::from_str(&user.email())?,
+            jwt: HeaderValue::from_str(&token)?,
+        })
+    }
+}
+
+const REMOTE_USER: HeaderName = HeaderName::from_static("remote-user");
+const REMOTE_NAME: HeaderName = HeaderName::from_static("remote-name");
+const REMOTE_EMAIL: HeaderName = HeaderName::from_static("remote-email");
+const X_AUTH_REQUEST_USER: HeaderName = HeaderName::from_static("x-auth-request-user");
+const X_AUTH_REQUEST_PREFERRED_USERNAME: HeaderName =
+    HeaderName::from_static("x-auth-request-preferred-username");
+const X_AUTH_REQUEST_EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
+const X_CLOAKROOM_JWT: HeaderName =
+    HeaderName::from_static(cloakroom_core::service_token::JWT_HEADER);
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -58,22 +127,50 @@ fn main() -> anyhow::Result<()> {
         cli.listen.ip().is_loopback(),
         "benchmarks listen on loopback only"
     );
-    let verifiers = Arc::new(Verifiers(
-        Alg::ALL
-            .into_iter()
-            .map(|a| a.verifier().map(|v| (a, v)))
-            .collect::<Result<_, _>>()
-            .context("loading the benchmark keys")?,
-    ));
+    let verifiers = Alg::ALL
+        .into_iter()
+        .map(|a| a.verifier().map(|v| (a, v)))
+        .collect::<Result<_, _>>()
+        .context("loading the benchmark keys")?;
     // The same runtime `cloakroom serve` builds: multi-threaded, one worker per CPU.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let mut app = Router::new()
-            .route("/noauth", get(noauth))
-            .route("/jwt/{alg}", get(jwt))
-            .with_state(verifiers);
+        let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+        let addr = listener.local_addr()?;
+        let issuer = cli
+            .service_issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let state = Arc::new(Baseline {
+            verifiers,
+            forward: ForwardHeaders::new(&issuer).context("minting the service JWT")?,
+        });
+        let mut app = Router::new().route("/noauth", get(noauth));
+        // One static route per algorithm, as a service would have: no path parameter to
+        // extract and decode per request. The request is taken whole, so its headers are read
+        // in place rather than cloned by a `HeaderMap` extractor.
+        for alg in Alg::ALL {
+            app = app
+                .route(
+                    &format!("/jwt/{}", alg.name()),
+                    get(
+                        move |State(s): State<Arc<Baseline>>, r: Request| async move {
+                            jwt_claims(&s, alg, r.headers())
+                        },
+                    ),
+                )
+                .route(
+                    &format!("/jwt-forward/{}", alg.name()),
+                    get(
+                        move |State(s): State<Arc<Baseline>>, r: Request| async move {
+                            jwt_forward(&s, alg, r.headers())
+                        },
+                    ),
+                );
+        }
+        let mut app = app.with_state(state);
         if let Some(dir) = &cli.data_dir {
             let db = Database::open(database_path(dir)).context("opening the data directory")?;
             let manager = SessionManager::new(SqliteStore::new(db));
@@ -84,8 +181,7 @@ fn main() -> anyhow::Result<()> {
                     .layer(SessionLayer::new(manager, origin)),
             );
         }
-        let listener = tokio::net::TcpListener::bind(cli.listen).await?;
-        announce(listener.local_addr()?);
+        announce(addr);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown())
             .await?;
@@ -117,7 +213,7 @@ async fn session_model(session: Option<Session>) -> Response {
         .flatten()
         .and_then(|u| HeaderValue::try_from(u).ok());
     if let Some(v) = user {
-        response.headers_mut().insert("remote-user", v);
+        response.headers_mut().insert(REMOTE_USER, v);
     }
     response
 }
@@ -126,31 +222,49 @@ async fn noauth() -> StatusCode {
     StatusCode::OK
 }
 
-async fn jwt(
-    State(verifiers): State<Arc<Verifiers>>,
-    Path(alg): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let Some(verifier) = Alg::from_name(&alg)
-        .and_then(|a| verifiers.0.iter().find(|(b, _)| *b == a))
-        .map(|(_, v)| v)
-    else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
+/// The bearer token's claims, if `alg`'s verifier accepts it.
+fn verified(state: &Baseline, alg: Alg, headers: &HeaderMap) -> Option<jwt::Claims> {
     let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(claims) = token.and_then(|t| verifier.verify(t).ok()) else {
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    state.verifier(alg)?.verify(token).ok()
+}
+
+fn jwt_claims(state: &Baseline, alg: Alg, headers: &HeaderMap) -> Response {
+    let Some(claims) = verified(state, alg, headers) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
     let mut response = StatusCode::OK.into_response();
     let h = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&claims.sub) {
-        h.insert("remote-user", v);
+        h.insert(REMOTE_USER, v);
     }
     if let Ok(v) = HeaderValue::from_str(&claims.email) {
-        h.insert("remote-email", v);
+        h.insert(REMOTE_EMAIL, v);
     }
+    response
+}
+
+fn jwt_forward(state: &Baseline, alg: Alg, headers: &HeaderMap) -> Response {
+    if verified(state, alg, headers).is_none() {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let f = &state.forward;
+    let mut response = StatusCode::OK.into_response();
+    let h = response.headers_mut();
+    // Cloakroom's order and names (`web/forward.rs`, `allowed`).
+    for name in [
+        REMOTE_USER,
+        X_AUTH_REQUEST_USER,
+        X_AUTH_REQUEST_PREFERRED_USERNAME,
+    ] {
+        h.insert(name, f.user.clone());
+    }
+    h.insert(REMOTE_NAME, f.name.clone());
+    h.insert(REMOTE_EMAIL, f.email.clone());
+    h.insert(X_AUTH_REQUEST_EMAIL, f.email.clone());
+    h.insert(X_CLOAKROOM_JWT, f.jwt.clone());
     response
 }

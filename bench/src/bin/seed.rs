@@ -8,8 +8,9 @@
 //! * `jwt-<alg>.txt` — `--jwts` distinct typical bearer tokens per algorithm, for the baselines;
 //! * `sizes.json` — bytes on the wire of the session cookie and of typical and fat JWTs.
 //!
-//! Run it before `cloakroom serve` starts on the same directory (or while it runs: SQLite's WAL
-//! and busy timeout let both write).
+//! Run it before `cloakroom serve` starts on the same directory: a running server holds an
+//! exclusive lock on its data directory. `bench/run` copies the seeded directory for every
+//! further server it starts, so all of them hold the same accounts (and, on SQLite, sessions).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -134,11 +135,7 @@ async fn create_accounts(accounts: &SqliteAccounts, users: &[BenchUser]) -> anyh
             created_at: now,
             password_changed_at: now,
             // Verified, so forward auth sends `Remote-Email` as a real deployment would.
-            email: cloakroom_core::mail::EmailAddress::parse(&format!(
-                "{}@example.com",
-                user.username
-            ))
-            .ok(),
+            email: cloakroom_core::mail::EmailAddress::parse(&user.email()).ok(),
             email_verified: true,
             display_name: None,
         };
