@@ -44,6 +44,7 @@ use quick_cache::Weighter;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 
 use crate::clock::Timestamp;
+use crate::counter::Counter;
 use crate::link::LinkId;
 use crate::session::{Session, UserId};
 use crate::store::memory::IdHasher;
@@ -152,9 +153,9 @@ struct Shared {
     /// Whether `load` may answer from (and fill) the cache. Always true for exact; for push,
     /// true only while the feed is connected.
     usable: AtomicBool,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    bypassed: AtomicU64,
+    hits: Counter,
+    misses: Counter,
+    bypassed: Counter,
 }
 
 impl Shared {
@@ -255,9 +256,9 @@ impl CachedStore {
                 coherence,
                 epoch: AtomicU64::new(0),
                 usable: AtomicBool::new(usable),
-                hits: AtomicU64::new(0),
-                misses: AtomicU64::new(0),
-                bypassed: AtomicU64::new(0),
+                hits: Counter::default(),
+                misses: Counter::default(),
+                bypassed: Counter::default(),
             }),
         }
     }
@@ -266,9 +267,9 @@ impl CachedStore {
     pub fn stats(&self) -> CacheStats {
         let s = &self.shared;
         CacheStats {
-            hits: s.hits.load(Ordering::Relaxed),
-            misses: s.misses.load(Ordering::Relaxed),
-            bypassed: s.bypassed.load(Ordering::Relaxed),
+            hits: s.hits.get(),
+            misses: s.misses.get(),
+            bypassed: s.bypassed.get(),
             entries: u64::try_from(s.entries.len()).unwrap_or(u64::MAX),
             bytes: s.entries.weight(),
         }
@@ -309,14 +310,14 @@ impl SessionStore for CachedStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
         let s = &self.shared;
         if !s.usable() {
-            s.bypassed.fetch_add(1, Ordering::Relaxed);
+            s.bypassed.add(1);
             return self.inner.load(id).await;
         }
         if let Some(hit) = s.entries.get(id) {
-            s.hits.fetch_add(1, Ordering::Relaxed);
+            s.hits.add(1);
             return Ok(Some(hit));
         }
-        s.misses.fetch_add(1, Ordering::Relaxed);
+        s.misses.add(1);
         let epoch = s.epoch();
         let loaded = self.inner.load(id).await?;
         if let Some(session) = &loaded {

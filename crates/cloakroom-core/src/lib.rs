@@ -68,6 +68,7 @@
 pub mod accounts;
 mod cache;
 mod clock;
+mod counter;
 pub mod csrf;
 pub mod link;
 pub mod mail;
@@ -82,6 +83,7 @@ mod token;
 
 pub use cache::{CacheLimits, CacheStats, CachedStore, Invalidation, Invalidator};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use counter::Counter;
 pub use csrf::CsrfSecret;
 pub use manager::{
     IssuedSession, NewSession, SessionManager, UpdateError, ValidationError, ValidationObserver,

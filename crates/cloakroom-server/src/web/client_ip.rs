@@ -21,6 +21,9 @@ use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 use ipnet::IpNet;
 
+const X_FORWARDED_FOR: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-forwarded-for");
+
 /// Resolves client addresses given the trusted proxy ranges.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ClientIp {
@@ -55,7 +58,7 @@ impl ClientIp {
                 peer,
                 parts
                     .headers
-                    .get_all("x-forwarded-for")
+                    .get_all(X_FORWARDED_FOR)
                     .iter()
                     .filter_map(|v| v.to_str().ok()),
             ),

@@ -302,10 +302,15 @@ static SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
     ),
 ];
 
-/// Adds [`SECURITY_HEADERS`] and the site's `csp` to every response, leaving any a handler
-/// set itself, and `Strict-Transport-Security` when the public URL is https (`hsts`, built
-/// once at start-up): after one visit a browser never tries this host over plain http again,
-/// so the cookie cannot be stripped off a downgraded connection.
+/// Marks a response that only a reverse proxy reads (a forward-auth decision that lets a
+/// request through): [`security_headers`] leaves it alone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProxyOnly;
+
+/// Adds [`SECURITY_HEADERS`] and the site's `csp` to every response a browser may read,
+/// leaving any a handler set itself, and `Strict-Transport-Security` when the public URL is
+/// https (`hsts`, built once at start-up): after one visit a browser never tries this host
+/// over plain http again, so the cookie cannot be stripped off a downgraded connection.
 async fn security_headers(
     csp: HeaderValue,
     hsts: Option<HeaderValue>,
@@ -313,6 +318,9 @@ async fn security_headers(
     next: Next,
 ) -> Response {
     let mut response = next.run(request).await;
+    if response.extensions().get::<ProxyOnly>().is_some() {
+        return response;
+    }
     let h = response.headers_mut();
     h.reserve(SECURITY_HEADERS.len() + 2);
     h.entry(header::CONTENT_SECURITY_POLICY).or_insert(csp);

@@ -221,6 +221,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
             Err(e) => metrics::store_error(e.store()),
         }
     }
+    metrics::publish_hot();
     if let Some(cache) = state.session_cache() {
         metrics::session_cache(cache);
     }

@@ -807,3 +807,43 @@ async fn finding_14_sign_out_by_get_needs_a_same_origin_navigation_with_a_valid_
     assert_eq!(r.location(), "https://cloakroom.test/bye");
     c.get("/api/session").await.assert(401);
 }
+
+/// Issue 14: an answer that lets a request through goes to the proxy alone, so it carries the
+/// identity headers and none of the headers that protect a page (250 bytes on every check for
+/// nobody); a refusal, which Traefik and Caddy hand to the browser, keeps them.
+#[tokio::test]
+async fn only_answers_a_browser_may_read_carry_page_headers() {
+    let s = start().await;
+    let mut b = s.signed_up("pia").await;
+    let ok = nginx_style(&mut b, "GET", "https://app.example.com/")
+        .send()
+        .await;
+    ok.assert(200);
+    assert!(ok.header("remote-user").is_some());
+    for page_header in [
+        "content-security-policy",
+        "x-frame-options",
+        "referrer-policy",
+    ] {
+        assert!(
+            ok.header(page_header).is_none(),
+            "{page_header} on a 2xx for the proxy"
+        );
+    }
+    assert_eq!(ok.header("cache-control").as_deref(), Some("no-store"));
+    let mut anonymous = s.browser();
+    let refused = traefik_style(&mut anonymous, "/api/authz/forward-auth", "GET", true)
+        .send()
+        .await;
+    refused.assert(302);
+    for page_header in [
+        "content-security-policy",
+        "x-frame-options",
+        "referrer-policy",
+    ] {
+        assert!(
+            refused.header(page_header).is_some(),
+            "{page_header} missing on a refusal"
+        );
+    }
+}
