@@ -47,9 +47,8 @@ use crate::clock::Timestamp;
 use crate::counter::Counter;
 use crate::link::LinkId;
 use crate::session::{Session, UserId};
-use crate::store::memory::IdHasher;
 use crate::store::{DeleteScope, SaveOutcome, SessionStore, StoreError};
-use crate::token::SessionId;
+use crate::token::{SessionId, SessionIdHasher};
 
 /// Bounds of a [`CachedStore`].
 ///
@@ -132,7 +131,7 @@ type Entries = Cache<
     SessionId,
     Arc<Session>,
     Weigh,
-    BuildHasherDefault<IdHasher>,
+    BuildHasherDefault<SessionIdHasher>,
     DefaultLifecycle<SessionId, Arc<Session>>,
 >;
 

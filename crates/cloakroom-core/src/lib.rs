@@ -94,4 +94,6 @@ pub use session::{
     SessionData, UserId, truncate_user_agent,
 };
 pub use store::{DeleteScope, MemoryStore, SaveOutcome, SessionStore, StoreError};
-pub use token::{HANDLE_LEN, SessionHandle, SessionId, SessionToken, TOKEN_LEN, TokenError};
+pub use token::{
+    HANDLE_LEN, SessionHandle, SessionId, SessionIdHasher, SessionToken, TOKEN_LEN, TokenError,
+};

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,7 +12,7 @@ use super::{DeleteScope, SaveOutcome, SessionStore, StoreError};
 use crate::clock::Timestamp;
 use crate::link::LinkId;
 use crate::session::{Session, UserId};
-use crate::token::SessionId;
+use crate::token::{SessionId, SessionIdHasher};
 
 const STORE: &str = "memory";
 
@@ -33,8 +33,8 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     /// Shared records: a load hands out the `Arc`, a write replaces it (copy-on-write).
-    sessions: DashMap<SessionId, Arc<Session>, BuildHasherDefault<IdHasher>>,
-    by_user: DashMap<UserId, HashSet<SessionId, BuildHasherDefault<IdHasher>>>,
+    sessions: DashMap<SessionId, Arc<Session>, BuildHasherDefault<SessionIdHasher>>,
+    by_user: DashMap<UserId, HashSet<SessionId, BuildHasherDefault<SessionIdHasher>>>,
     /// Consumed single-use links and when each expires.
     links: DashMap<LinkId, Timestamp>,
     /// Revocation epochs of users who were ever revoked (never forgotten: one small entry
@@ -300,26 +300,5 @@ impl SessionStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
-    }
-}
-
-/// Session ids are SHA-256 outputs of server-generated random tokens: already uniformly
-/// distributed, and never chosen by a client (an attacker can only make lookups miss). Folding
-/// the bytes into one word is therefore as good a hash as any, and SipHash over 32 bytes would
-/// be wasted work on the hottest path in the system.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
-        }
     }
 }

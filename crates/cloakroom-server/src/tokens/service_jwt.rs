@@ -9,22 +9,28 @@
 //! reused until half its life has passed. Reuse never weakens revocation: the session is
 //! validated on every forward-auth check before a cached token is handed out.
 //!
-//! The cache is bounded in both directions an attacker could push: an entry's key is the
-//! session id and a SHA-256 of the audience (fixed size, however long the audience), and at
-//! most [`MAX_CACHED`] entries are kept. When it is full a new token is simply not cached
-//! until the periodic prune drops stale ones (within half a token lifetime): clearing it
-//! instead would let one user minting for endless wildcard audiences evict everyone else's.
+//! The cache is looked up on every check, so it is keyed by the session id alone (its own
+//! hash: ids are uniform already) and holds a few audiences per session, compared exactly —
+//! no digest, no general-purpose hash of a 64-byte key per request (issue 14's profile). It is
+//! bounded in every direction an attacker could push: at most [`MAX_AUDIENCES`] audiences per
+//! session, an audience longer than [`MAX_CACHED_AUDIENCE`] bytes is never kept (an app's
+//! origin is far shorter), and at most [`MAX_CACHED`] entries in all. When it is full a new
+//! token is simply not cached until the periodic prune drops stale ones (within half a token
+//! lifetime): clearing it instead would let one user minting for endless wildcard audiences
+//! evict everyone else's.
 
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::http::HeaderValue;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloakroom_core::link::LinkId;
-use cloakroom_core::{Session, SessionId, Timestamp, UserId};
+use cloakroom_core::{Session, SessionId, SessionIdHasher, Timestamp, UserId};
 use dashmap::DashMap;
-use sha2::Digest as _;
 
 use crate::tokens::keys::{KeyAlgorithm, KeyError, KeyRing};
 
@@ -33,8 +39,11 @@ pub(crate) use cloakroom_core::service_token::{ServiceClaims, TOKEN_TYPE};
 /// Most cached tokens (about a kilobyte each: the JWT and the identity headers).
 pub(crate) const MAX_CACHED: usize = 10_000;
 
-/// A cache key: the session and a digest of the audience, the same size for any audience.
-type CacheKey = (SessionId, [u8; 32]);
+/// Most audiences cached for one session (one app per proxy host; most sessions use one).
+pub(crate) const MAX_AUDIENCES: usize = 4;
+
+/// Longest audience cached, in bytes.
+pub(crate) const MAX_CACHED_AUDIENCE: usize = 255;
 
 /// Why a token could not be minted.
 #[derive(Debug, thiserror::Error)]
@@ -84,14 +93,10 @@ struct Subject<'a> {
 }
 
 struct Cached {
+    /// Compared exactly: a token for another app must never be handed out.
+    audience: Box<str>,
     headers: Arc<ForwardHeaders>,
     refresh_at: Timestamp,
-}
-
-fn cache_key(session: SessionId, audience: &str) -> CacheKey {
-    // SHA-256, not a fast hash: the digest stands for the audience (no copy of it is kept), so
-    // two audiences must never share one — a token for the wrong app.
-    (session, sha2::Sha256::digest(audience.as_bytes()).into())
 }
 
 /// Mints and caches service JWTs.
@@ -99,7 +104,9 @@ pub(crate) struct Minter {
     issuer: String,
     ttl: Duration,
     keys: RwLock<Arc<KeyRing>>,
-    cache: DashMap<CacheKey, Cached>,
+    cache: DashMap<SessionId, Vec<Cached>, BuildHasherDefault<SessionIdHasher>>,
+    /// Entries in all the vectors above.
+    cached: AtomicUsize,
 }
 
 impl std::fmt::Debug for Minter {
@@ -119,7 +126,8 @@ impl Minter {
             issuer,
             ttl: ttl.min(crate::tokens::keys::MAX_TOKEN_TTL),
             keys: RwLock::new(Arc::new(keys)),
-            cache: DashMap::new(),
+            cache: DashMap::default(),
+            cached: AtomicUsize::new(0),
         }
     }
 
@@ -151,8 +159,8 @@ impl Minter {
         now: Timestamp,
         identity: impl FnOnce() -> Identity,
     ) -> Result<Arc<ForwardHeaders>, MintError> {
-        let key = cache_key(session.id, audience);
-        if let Some(c) = self.cache.get(&key)
+        if let Some(entries) = self.cache.get(&session.id)
+            && let Some(c) = entries.iter().find(|c| &*c.audience == audience)
             && now < c.refresh_at
         {
             return Ok(c.headers.clone());
@@ -164,16 +172,44 @@ impl Minter {
             link: false,
         };
         let headers = Arc::new(self.headers(&subject, &who, audience, now)?);
+        if audience.len() <= MAX_CACHED_AUDIENCE {
+            self.remember(session.id, audience, &headers, now);
+        }
+        Ok(headers)
+    }
+
+    /// Caches `headers`: a refresh replaces its entry (and so never grows the cache); a new
+    /// entry is added only while the session and the cache have room (see the module docs).
+    fn remember(
+        &self,
+        id: SessionId,
+        audience: &str,
+        headers: &Arc<ForwardHeaders>,
+        now: Timestamp,
+    ) {
         let entry = Cached {
+            audience: audience.into(),
             headers: headers.clone(),
             refresh_at: now.saturating_add(self.ttl / 2),
         };
-        // Full: serve without caching (see the module docs). A refresh of an existing key
-        // replaces its entry and so never grows the cache.
-        if self.cache.len() < MAX_CACHED || self.cache.contains_key(&key) {
-            self.cache.insert(key, entry);
+        if let Some(mut entries) = self.cache.get_mut(&id) {
+            if let Some(old) = entries.iter_mut().find(|c| *c.audience == *audience) {
+                *old = entry;
+            } else if entries.len() < MAX_AUDIENCES && self.reserve() {
+                entries.push(entry);
+            }
+        } else if self.reserve() {
+            self.cache.insert(id, vec![entry]);
         }
-        Ok(headers)
+    }
+
+    /// Counts one more entry, if the cache has room for it.
+    fn reserve(&self) -> bool {
+        self.cached
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_CACHED).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// The forward-auth headers for a request a download link let through: the link's maker,
@@ -204,12 +240,31 @@ impl Minter {
         now: Timestamp,
     ) -> Result<ForwardHeaders, MintError> {
         let token = self.mint(subject, who, audience, now)?;
-        let value = |v: &str| HeaderValue::from_str(v).ok();
+        let name = who.name.as_deref().unwrap_or(&who.username);
+        // All the values in one buffer: a check's clones of them then count on one shared
+        // reference count, and hyper copies them from neighbouring memory (issue 14's profile
+        // had a cache miss per value).
+        let parts = [
+            who.username.as_str(),
+            name,
+            who.email.as_deref().unwrap_or(""),
+            &token,
+        ];
+        let mut buffer = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ranges = [0..0, 0..0, 0..0, 0..0];
+        for (part, range) in parts.iter().zip(&mut ranges) {
+            let start = buffer.len();
+            buffer.extend_from_slice(part.as_bytes());
+            *range = start..buffer.len();
+        }
+        let buffer = Bytes::from(buffer);
+        let [user, name, email, jwt] =
+            ranges.map(|r| HeaderValue::from_maybe_shared(buffer.slice(r)).ok());
         Ok(ForwardHeaders {
-            user: value(&who.username),
-            name: value(who.name.as_deref().unwrap_or(&who.username)),
-            email: who.email.as_deref().and_then(value),
-            jwt: HeaderValue::from_str(&token).map_err(|_| MintError::NotAHeader)?,
+            user,
+            name,
+            email: who.email.as_ref().and(email),
+            jwt: jwt.ok_or(MintError::NotAHeader)?,
         })
     }
 
@@ -251,7 +306,19 @@ impl Minter {
 
     /// Drops cached tokens that would be re-minted anyway.
     pub(crate) fn prune(&self, now: Timestamp) {
-        self.cache.retain(|_, c| c.refresh_at > now);
+        self.cache.retain(|_, entries| {
+            let before = entries.len();
+            entries.retain(|c| c.refresh_at > now);
+            self.cached
+                .fetch_sub(before - entries.len(), Ordering::AcqRel);
+            !entries.is_empty()
+        });
+    }
+
+    /// How many tokens are cached.
+    #[cfg(test)]
+    fn cached(&self) -> usize {
+        self.cached.load(Ordering::Acquire)
     }
 }
 
@@ -292,21 +359,50 @@ mod tests {
                 .forward_headers(&session, &audience, now, identity)
                 .unwrap();
         }
-        assert!(
-            minter.cache.len() <= 10_000,
-            "{} cached tokens",
-            minter.cache.len()
+        assert_eq!(
+            minter.cached(),
+            MAX_AUDIENCES,
+            "one session holds a few audiences"
         );
-        assert_eq!(minter.cache.len(), MAX_CACHED);
-        // However long the audience, a key is a session id and a digest.
-        assert!(std::mem::size_of::<CacheKey>() <= 64);
+        // However long the audience, none is kept past the bound.
         let long = format!("https://{}.example.com", "a".repeat(4000));
+        let other = SessionManager::new(MemoryStore::new())
+            .issue(
+                NewSession::new(UserId::new("u2").unwrap(), AuthMethod::password()),
+                None,
+            )
+            .await
+            .unwrap()
+            .session;
         minter
-            .forward_headers(&session, &long, now, identity)
+            .forward_headers(&other, &long, now, identity)
             .unwrap();
-        assert_eq!(minter.cache.len(), MAX_CACHED);
+        assert_eq!(minter.cached(), MAX_AUDIENCES);
+        // Many sessions: bounded in all.
+        let manager = SessionManager::new(MemoryStore::new());
+        for i in 0..(MAX_CACHED / MAX_AUDIENCES + 100) {
+            let s = manager
+                .issue(
+                    NewSession::new(
+                        UserId::new(format!("v{i}")).unwrap(),
+                        AuthMethod::password(),
+                    ),
+                    None,
+                )
+                .await
+                .unwrap()
+                .session;
+            for a in 0..MAX_AUDIENCES {
+                let audience = format!("https://app{a}.example.com");
+                minter
+                    .forward_headers(&s, &audience, now, identity)
+                    .unwrap();
+            }
+        }
+        assert_eq!(minter.cached(), MAX_CACHED);
         // Once stale entries are pruned, tokens are cached again.
         minter.prune(now.saturating_add(Duration::from_secs(31)));
-        assert_eq!(minter.cache.len(), 0);
+        assert_eq!(minter.cached(), 0);
+        assert!(minter.cache.is_empty());
     }
 }
