@@ -302,10 +302,14 @@ static SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
     ),
 ];
 
-/// Marks a response that only a reverse proxy reads (a forward-auth decision that lets a
-/// request through): [`security_headers`] leaves it alone.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ProxyOnly;
+/// Whether only a reverse proxy reads `response`: a forward-auth answer that lets a request
+/// through, which always carries a service JWT and goes to no browser (see
+/// `forward::allowed`). A header, not a response extension, marks it: inserting the first
+/// extension allocates a map, on every check.
+pub(crate) fn for_the_proxy(response: &Response) -> bool {
+    const JWT: HeaderName = HeaderName::from_static(cloakroom_core::service_token::JWT_HEADER);
+    response.status().is_success() && response.headers().contains_key(JWT)
+}
 
 /// Adds [`SECURITY_HEADERS`] and the site's `csp` to every response a browser may read,
 /// leaving any a handler set itself, and `Strict-Transport-Security` when the public URL is
@@ -318,7 +322,7 @@ async fn security_headers(
     next: Next,
 ) -> Response {
     let mut response = next.run(request).await;
-    if response.extensions().get::<ProxyOnly>().is_some() {
+    if for_the_proxy(&response) {
         return response;
     }
     let h = response.headers_mut();
