@@ -1,9 +1,9 @@
 //! The invalidation feed: what a push-mode session cache ([`CachedStore::push`]) listens to.
 //!
 //! Every script that changes or removes a record publishes `s <id>` on the store's channel in
-//! the same atomic step (see [`crate::scripts`]). [`RedisStore::feed_invalidations`] subscribes
-//! to that channel on a connection of its own and applies each message to the cache, in the
-//! order Redis delivers them.
+//! the same atomic step. [`RedisStore::feed_invalidations`] subscribes to that channel on a
+//! connection of its own and applies each message to the cache, in the order Redis delivers
+//! them.
 //!
 //! Plain pub/sub rather than `CLIENT TRACKING`: tracking announces keys *read* by this client,
 //! which would need RESP3 or a redirect connection per node and invalidates on every touch of

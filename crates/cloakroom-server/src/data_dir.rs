@@ -139,7 +139,7 @@ impl DataDirLock {
 
     /// [`acquire`](Self::acquire), waiting up to `patience` for a holder to let go: for the
     /// server, which may find an admin command holding the lock for the second it takes
-    /// (see [`crate::admin_socket`]). Another server keeps it, and is reported.
+    /// (see DESIGN.md, "The session cache"). Another server keeps it, and is reported.
     pub fn acquire_waiting(
         dir: &Path,
         patience: std::time::Duration,

@@ -255,7 +255,7 @@ impl Stores {
     /// directory must already hold a Cloakroom database (checked read-only); none is created.
     ///
     /// Session writes to SQLite are announced to a running server, so that its exact session
-    /// cache stays exact (see [`crate::admin_socket`]).
+    /// cache stays exact (see DESIGN.md, "The session cache").
     pub async fn open_existing(settings: &Settings) -> Result<Self, StartupError> {
         require_existing(settings)?;
         let mut stores = Self::connect(settings).await?;
