@@ -66,7 +66,7 @@
 //! ```
 
 pub mod accounts;
-mod cache;
+pub mod cache;
 mod clock;
 mod counter;
 pub mod csrf;
