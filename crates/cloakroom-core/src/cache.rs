@@ -25,7 +25,11 @@
 //! 2. **A load that raced an invalidation is not cached.** Every invalidation moves an epoch on
 //!    *before* removing entries; a miss reads the epoch before asking the store and, after
 //!    inserting what it read, removes it again if the epoch moved meanwhile. Either the
-//!    invalidation's removal comes after the insert, or the insert sees the new epoch.
+//!    invalidation's removal comes after the insert, or the insert sees the new epoch. Epochs
+//!    are striped by session id (one per [`EPOCH_STRIPES`]th of the ids; a user's or the whole
+//!    cache's invalidation moves them all), so that on a busy push feed — every touch on every
+//!    instance is a message — a load is discarded only for a change near its own session, not
+//!    for any change anywhere.
 //! 3. **Bounded in count and bytes.** Each entry weighs its estimated size (see
 //!    [`Session::approx_size`]), but at least `max_bytes / max_entries`, so the total weight
 //!    bound enforces both limits; eviction is quick_cache's S3-FIFO (a CLOCK-like queue that
@@ -127,6 +131,14 @@ impl Weighter<SessionId, Arc<Session>> for Weigh {
     }
 }
 
+/// How many epochs the ids are spread over (see rule 2 in the module docs).
+pub const EPOCH_STRIPES: usize = 64;
+
+/// The stripe of `id`: its first byte (ids are SHA-256 outputs, so uniform).
+fn stripe(id: &SessionId) -> usize {
+    usize::from(id.as_bytes()[0]) % EPOCH_STRIPES
+}
+
 type Entries = Cache<
     SessionId,
     Arc<Session>,
@@ -147,8 +159,8 @@ enum Coherence {
 struct Shared {
     entries: Entries,
     coherence: Coherence,
-    /// Moves on every invalidation, before entries are removed (rule 2).
-    epoch: AtomicU64,
+    /// Move on every invalidation, before entries are removed (rule 2); one per stripe of ids.
+    epochs: [AtomicU64; EPOCH_STRIPES],
     /// Whether `load` may answer from (and fill) the cache. Always true for exact; for push,
     /// true only while the feed is connected.
     usable: AtomicBool,
@@ -158,8 +170,14 @@ struct Shared {
 }
 
 impl Shared {
-    fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+    fn epoch(&self, id: &SessionId) -> u64 {
+        self.epochs[stripe(id)].load(Ordering::Acquire)
+    }
+
+    fn bump_all(&self) {
+        for e in &self.epochs {
+            e.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     fn usable(&self) -> bool {
@@ -168,28 +186,28 @@ impl Shared {
 
     /// Caches a record read while the epoch was `epoch`, unless an invalidation came between.
     fn insert(&self, epoch: u64, session: Arc<Session>) {
-        if !self.usable() || self.epoch() != epoch {
+        let id = session.id;
+        if !self.usable() || self.epoch(&id) != epoch {
             return;
         }
-        let id = session.id;
         self.entries.insert(id, session);
-        if self.epoch() != epoch {
+        if self.epoch(&id) != epoch {
             self.entries.remove(&id);
         }
     }
 
     fn invalidate(&self, id: &SessionId) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.epochs[stripe(id)].fetch_add(1, Ordering::AcqRel);
         self.entries.remove(id);
     }
 
     fn invalidate_user(&self, user: &UserId) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.bump_all();
         self.entries.retain(|_, s| &s.user_id != user);
     }
 
     fn clear(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.bump_all();
         self.entries.clear();
     }
 }
@@ -253,7 +271,7 @@ impl CachedStore {
             shared: Arc::new(Shared {
                 entries,
                 coherence,
-                epoch: AtomicU64::new(0),
+                epochs: std::array::from_fn(|_| AtomicU64::new(0)),
                 usable: AtomicBool::new(usable),
                 hits: Counter::default(),
                 misses: Counter::default(),
@@ -317,7 +335,7 @@ impl SessionStore for CachedStore {
             return Ok(Some(hit));
         }
         s.misses.add(1);
-        let epoch = s.epoch();
+        let epoch = s.epoch(id);
         let loaded = self.inner.load(id).await?;
         if let Some(session) = &loaded {
             s.insert(epoch, session.clone());
@@ -332,7 +350,7 @@ impl SessionStore for CachedStore {
         idle_expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
         let s = &self.shared;
-        let epoch = s.epoch();
+        let epoch = s.epoch(id);
         let touched = self.inner.touch(id, last_seen_at, idle_expires_at).await;
         match touched {
             Ok(true) => {

@@ -156,6 +156,36 @@ async fn a_load_in_flight_during_a_revocation_is_not_cached() {
     assert_eq!(t.cache.stats().entries, 0);
 }
 
+/// Epochs are striped by id: a busy feed of changes to other sessions must not keep every
+/// load out of the cache (on a push feed, every touch on every instance is a change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_another_session_does_not_keep_a_load_out_of_the_cache() {
+    use cloakroom_core::cache::EPOCH_STRIPES;
+    let stripe = |s: &cloakroom_core::Session| usize::from(s.id.as_bytes()[0]) % EPOCH_STRIPES;
+    let t = exact(CacheLimits::default());
+    let (cookie, session) = login(&t.manager).await;
+    let other = loop {
+        let (_, other) = login(&t.manager).await;
+        if stripe(&other) != stripe(&session) {
+            break other;
+        }
+    };
+    let mut hold = t.backend.hold_next_load();
+    let slow = {
+        let (m, cookie) = (t.manager.clone(), cookie.clone());
+        tokio::spawn(async move { m.validate(Some(&cookie)).await })
+    };
+    hold.entered().await;
+    t.manager.revoke(&other.id).await.unwrap();
+    hold.release();
+    slow.await.unwrap().unwrap();
+    assert_eq!(
+        t.cache.stats().entries,
+        1,
+        "the load was kept out by another's change"
+    );
+}
+
 #[tokio::test]
 async fn a_store_that_cannot_be_asked_still_fails_closed_on_a_miss() {
     let t = exact(CacheLimits::default());
