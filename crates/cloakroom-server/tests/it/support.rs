@@ -105,6 +105,8 @@ fn shared_stores(raw: &mut RawConfig) -> Vec<(String, String)> {
     raw.account_store = cloakroom_server::config::AccountStoreKind::Postgres;
     raw.postgres_url = Some(value("CLOAKROOM_POSTGRES_URL"));
     raw.postgres_schema = value("CLOAKROOM_POSTGRES_SCHEMA");
+    // With the push cache on: every check of the suite then runs through it and its feed.
+    raw.session_cache = Some(cloakroom_server::config::SessionCacheMode::Push);
     env
 }
 
