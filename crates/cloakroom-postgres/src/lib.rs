@@ -39,8 +39,10 @@
 //!
 //! * No TLS in this build (`NoTls`): connect over a private network or a local socket, or
 //!   wrap the connector when a deployment needs it.
-//! * No `LISTEN`/`NOTIFY` cache invalidation: every validate reads the row, so a revocation is
-//!   visible on every instance at once. A near-cache is a separate layer over any store.
+//! * No cache of its own: every `load` reads the row, so a revocation is visible on every
+//!   instance at once. A push-mode `CachedStore` may sit in front of it; the store only
+//!   announces every change to a session row (`NOTIFY` from a trigger, in the writing
+//!   transaction) and [`invalidation`] listens for a cache.
 //! * No sqlx: its SQLite driver would collide with `cloakroom-sqlite`'s `rusqlite`.
 //!
 //! # Example

@@ -48,7 +48,8 @@ const MIGRATIONS: &[&str] = &[
         email               text,
         display_name        text
     );",
-    // 3: the change generation near-caches poll (one row).
+    // 3: the change generation the polling near-cache read (one row); unused since push
+    // caches replaced polling (see 9), kept: migrations are never rewritten.
     "CREATE TABLE {s}.change_generation (
         id integer PRIMARY KEY CHECK (id = 1),
         n  bigint NOT NULL
@@ -121,7 +122,6 @@ const MIGRATIONS: &[&str] = &[
     END $$;
     CREATE TRIGGER sessions_announce AFTER UPDATE OR DELETE ON {s}.sessions
         FOR EACH ROW EXECUTE FUNCTION {s}.announce_session_change('{c}');",
-    // 3 (the change generation) is no longer written, since push caches replaced polling.
 ];
 
 /// A schema that a newer build migrated.

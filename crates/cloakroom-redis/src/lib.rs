@@ -101,9 +101,10 @@
 //! * No TLS (`rediss://`) in this build: the `redis` crate's rustls support would add a TLS
 //!   stack to every build of the workspace. Run Redis on a private network or behind a TLS
 //!   tunnel; adding a `tls` feature (rustls on `ring`) is a small change when needed.
-//! * No Sentinel, no client-side caching, no pub/sub: revocation is a delete, which every
-//!   instance sees on its next load. A near-cache with cross-instance invalidation is a
-//!   separate layer over any store (see the design document).
+//! * No Sentinel, no `CLIENT TRACKING`: revocation is a delete, which every instance sees on
+//!   its next load. A push-mode `CachedStore` may sit in front of the store; for it, every
+//!   write script also publishes the change on a channel, and [`invalidation`] subscribes
+//!   (see the design document).
 //! * No reads from replicas: a replica may still hold a session its master just revoked.
 //!
 //! # Example
