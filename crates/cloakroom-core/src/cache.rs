@@ -147,18 +147,8 @@ type Entries = Cache<
     DefaultLifecycle<SessionId, Arc<Session>>,
 >;
 
-/// How the cache learns of writes it did not make.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Coherence {
-    /// There are none.
-    Exact,
-    /// From the backend's invalidation feed.
-    Push,
-}
-
 struct Shared {
     entries: Entries,
-    coherence: Coherence,
     /// Move on every invalidation, before entries are removed (rule 2); one per stripe of ids.
     epochs: [AtomicU64; EPOCH_STRIPES],
     /// Whether `load` may answer from (and fill) the cache. Always true for exact; for push,
@@ -225,7 +215,6 @@ impl fmt::Debug for CachedStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedStore")
             .field("inner", &self.inner)
-            .field("coherence", &self.shared.coherence)
             .field("usable", &self.shared.usable())
             .field("entries", &self.shared.entries.len())
             .finish()
@@ -237,26 +226,21 @@ impl CachedStore {
     /// SQLite under the data directory's lock). Every write must go through the returned store
     /// (or its clones): a write made around it would not be seen until the entry is evicted.
     pub fn exact(inner: Arc<dyn SessionStore>, limits: CacheLimits) -> Self {
-        Self::with(inner, limits, Coherence::Exact, true)
+        Self::with(inner, limits, true)
     }
 
     /// A cache over a shared backend, kept exact by the backend's invalidation feed. Returns
     /// the store and the [`Invalidator`] for the backend's listener to drive; until that
     /// reports [`connected`](Invalidator::connected), every load reads the store.
     pub fn push(inner: Arc<dyn SessionStore>, limits: CacheLimits) -> (Self, Invalidator) {
-        let store = Self::with(inner, limits, Coherence::Push, false);
+        let store = Self::with(inner, limits, false);
         let invalidator = Invalidator {
             shared: store.shared.clone(),
         };
         (store, invalidator)
     }
 
-    fn with(
-        inner: Arc<dyn SessionStore>,
-        limits: CacheLimits,
-        coherence: Coherence,
-        usable: bool,
-    ) -> Self {
+    fn with(inner: Arc<dyn SessionStore>, limits: CacheLimits, usable: bool) -> Self {
         let entries = Cache::with(
             limits.max_entries.min(1 << 20),
             limits.max_bytes,
@@ -270,7 +254,6 @@ impl CachedStore {
             inner,
             shared: Arc::new(Shared {
                 entries,
-                coherence,
                 epochs: std::array::from_fn(|_| AtomicU64::new(0)),
                 usable: AtomicBool::new(usable),
                 hits: Counter::default(),
@@ -494,11 +477,6 @@ impl Invalidator {
     pub fn disconnected(&self) {
         self.shared.usable.store(false, Ordering::Release);
         self.shared.clear();
-    }
-
-    /// Whether the feed is connected.
-    pub fn is_connected(&self) -> bool {
-        self.shared.usable()
     }
 
     /// Applies one message from the feed. A message that does not parse clears the whole

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use cloakroom_core::Invalidator;
+use cloakroom_core::store::BoxError;
 use futures_util::StreamExt as _;
 use tokio_postgres::AsyncMessage;
 
@@ -25,8 +26,6 @@ pub const LIVENESS: Duration = Duration::from_millis(500);
 
 /// The wait before reconnecting after a failure.
 const RETRY: Duration = Duration::from_millis(200);
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl PostgresStore {
     /// The `NOTIFY` channel this store's changes are announced on.
