@@ -223,6 +223,41 @@ fn session_cache_ms_is_refused_naming_session_cache() {
     assert!(!ok && err.contains("shared stores"), "{err}");
 }
 
+/// Issue 14: an admin command holds the data directory's lock while it writes sessions with no
+/// server running; a server started meanwhile waits for the lock instead of failing (README),
+/// and one that finds it held for good says who holds it.
+#[test]
+fn a_server_waits_for_an_admin_command_holding_the_lock() {
+    use std::io::{BufRead as _, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let lock = cloakroom_server::DataDirLock::acquire(dir.path()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the server gave up while the lock was held for a moment"
+    );
+    drop(lock);
+    let stderr = child.stderr.take().unwrap();
+    let serving = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains("cloakroom is serving on"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        serving,
+        "the server did not start once the lock was released"
+    );
+}
+
 #[test]
 fn a_config_file_and_environment_are_honoured() {
     let dir = tempfile::tempdir().unwrap();

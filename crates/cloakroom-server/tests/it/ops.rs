@@ -38,6 +38,12 @@ async fn health_readiness_and_metrics() {
         "cloakroom_session_revocations_total{reason=\"logout\"}",
         "cloakroom_signups_total{outcome=\"success\"}",
         "cloakroom_session_store_writes_total{op=\"create\"}",
+        // Issue 14: the session cache's counts, published at scrape time (README).
+        "cloakroom_session_cache_total{result=\"hit\"}",
+        "cloakroom_session_cache_total{result=\"miss\"}",
+        "cloakroom_session_cache_entries",
+        "cloakroom_session_cache_bytes",
+        "cloakroom_session_cache_active",
     ] {
         assert!(
             m.body.contains(name),
