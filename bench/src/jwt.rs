@@ -477,6 +477,7 @@ pub fn service_claims(
         jti: "bench-jti-0123456789ab".to_owned(),
         link: false,
         email: Some(user.email()),
+        groups: Vec::new(),
     }
 }
 

@@ -16,6 +16,10 @@ use cloakroom_core::SessionToken;
 /// The prefix browsers enforce host-only, secure, path-`/` cookies for.
 pub const HOST_PREFIX: &str = "__Host-";
 
+/// The prefix browsers enforce secure cookies for: what a cookie with a `Domain` can carry
+/// (`__Host-` forbids one).
+pub const SECURE_PREFIX: &str = "__Secure-";
+
 /// The default cookie name.
 pub const DEFAULT_COOKIE_NAME: &str = "__Host-cloakroom";
 
@@ -45,6 +49,8 @@ pub(crate) struct CookiePolicy {
     pub(crate) same_site: SameSite,
     /// `false` only through `danger_insecure_cookie`: no `Secure`, no `__Host-` prefix.
     pub(crate) secure: bool,
+    /// The `Domain` attribute, when one session serves every host under a domain.
+    pub(crate) domain: Option<String>,
 }
 
 impl Default for CookiePolicy {
@@ -53,6 +59,7 @@ impl Default for CookiePolicy {
             name: DEFAULT_COOKIE_NAME.to_owned(),
             same_site: SameSite::Lax,
             secure: true,
+            domain: None,
         }
     }
 }
@@ -63,6 +70,7 @@ impl fmt::Debug for CookiePolicy {
             .field("name", &self.name)
             .field("same_site", &self.same_site)
             .field("secure", &self.secure)
+            .field("domain", &self.domain)
             .finish()
     }
 }
@@ -127,6 +135,9 @@ impl CookiePolicy {
     fn render(&self, value: &str, max_age: Option<u64>) -> String {
         let mut c = cookie::Cookie::new(self.name.clone(), value.to_owned());
         c.set_path("/");
+        if let Some(domain) = &self.domain {
+            c.set_domain(domain.clone());
+        }
         c.set_http_only(true);
         c.set_secure(self.secure);
         c.set_same_site(match self.same_site {
@@ -362,6 +373,29 @@ mod tests {
                 h.append(header::COOKIE, HeaderValue::from_bytes(line).unwrap());
             }
             let _ = CookiePolicy::default().presented(&h);
+        }
+    }
+
+    #[test]
+    fn a_domain_cookie_says_its_domain_and_stays_secure() {
+        let p = CookiePolicy {
+            name: "__Secure-cloakroom".into(),
+            domain: Some("example.com".into()),
+            ..CookiePolicy::default()
+        };
+        let t = SessionToken::generate();
+        for value in [p.set_cookie(&t, None), p.removal_cookie()] {
+            let v = value.to_str().unwrap();
+            assert!(v.starts_with("__Secure-cloakroom="), "{v}");
+            for attr in [
+                "Domain=example.com",
+                "Secure",
+                "HttpOnly",
+                "SameSite=Lax",
+                "Path=/",
+            ] {
+                assert!(v.contains(attr), "{v}");
+            }
         }
     }
 

@@ -306,7 +306,12 @@ impl Auth {
     /// Logs in: issues a new session and sets its cookie. Whatever session cookie the client
     /// presented is deleted in the same step, so a token planted before login is worthless
     /// after it (session fixation defence).
+    ///
+    /// Refused on a request the layer let through without an origin check
+    /// ([`SessionLayer::with_non_browser_sign_in`](crate::SessionLayer::with_non_browser_sign_in)):
+    /// nothing proves it came from our own pages, so it may not set a cookie (login CSRF).
     pub async fn login(&self, new: NewSession) -> Result<Session, Rejection> {
+        self.require_verified_origin()?;
         let replacing = self.state.presented_id();
         let issued = self
             .state
@@ -320,6 +325,48 @@ impl Auth {
             state: self.state.clone(),
             record,
         })
+    }
+
+    /// Starts a native app's session and hands its token back instead of setting a cookie
+    /// (the app sends it as `Authorization: Bearer`; see
+    /// [`SessionLayer::with_bearer_sessions`](crate::SessionLayer::with_bearer_sessions)).
+    /// The session is marked as a bearer session, whatever `new` says. Nothing the request
+    /// presented is replaced: a native sign-in is a new device.
+    pub async fn issue_bearer(
+        &self,
+        new: NewSession,
+    ) -> Result<(cloakroom_core::SessionToken, Session), Rejection> {
+        let issued = self.state.config.manager.issue(new.bearer(), None).await?;
+        let record = Arc::new(issued.session);
+        Ok((
+            issued.token,
+            Session {
+                state: self.state.clone(),
+                record,
+            },
+        ))
+    }
+
+    /// Whether the request passed the origin check, or needed none (a safe method, a bearer
+    /// token). `Err` with the refusal the check would have given otherwise: a browser's
+    /// sign-in on a route that also signs native apps in calls this before anything else.
+    pub fn require_verified_origin(&self) -> Result<(), Rejection> {
+        if self
+            .state
+            .origin_unverified
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            Err(Rejection::CrossOrigin(
+                cloakroom_core::origin::CrossOriginRefusal::NoSourceInformation,
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether the request's session came as a bearer token (a native app's).
+    pub fn is_bearer(&self) -> bool {
+        self.state.source == crate::layer::Source::Bearer
     }
 
     /// Logs out whatever session the request carries (a no-op without one) and removes the

@@ -19,7 +19,9 @@ use cloakroom_core::{Session, SessionManager, SessionToken, ValidationError};
 use tokio::sync::OnceCell;
 use tower::{Layer, Service};
 
-use crate::cookie::{CookiePolicy, HOST_PREFIX, Presented, SameSite, valid_cookie_name};
+use crate::cookie::{
+    CookiePolicy, HOST_PREFIX, Presented, SECURE_PREFIX, SameSite, valid_cookie_name,
+};
 use crate::csrf;
 use crate::rejection::{Rejection, Unauthenticated};
 
@@ -64,6 +66,22 @@ pub(crate) struct Config {
     pub(crate) csrf: bool,
     pub(crate) max_form_bytes: usize,
     client_ip: Option<ClientIpFn>,
+    /// Whether `Authorization: Bearer` carries sessions, and what other schemes get.
+    bearer: Option<OtherSchemes>,
+    /// Whether unsafe requests carrying nothing a browser sends may pass, unverified.
+    non_browser: bool,
+}
+
+/// What a layer taking bearer tokens does with an `Authorization` header of another scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OtherSchemes {
+    /// Refuse it (401): the routes are the session server's own, where any `Authorization`
+    /// is meant for it.
+    Refuse,
+    /// Leave it alone: the routes answer for another app (forward auth), whose own `Basic`
+    /// or API-key headers pass by.
+    Ignore,
 }
 
 impl Config {
@@ -92,6 +110,8 @@ impl fmt::Debug for SessionLayer {
             .field("origins", &c.origins)
             .field("csrf", &c.csrf)
             .field("max_form_bytes", &c.max_form_bytes)
+            .field("bearer", &c.bearer)
+            .field("non_browser", &c.non_browser)
             .finish_non_exhaustive()
     }
 }
@@ -112,6 +132,8 @@ impl SessionLayer {
                 csrf: true,
                 max_form_bytes: DEFAULT_MAX_FORM_BYTES,
                 client_ip: None,
+                bearer: None,
+                non_browser: false,
             }),
         }
     }
@@ -129,6 +151,8 @@ impl SessionLayer {
                     csrf: c.csrf,
                     max_form_bytes: c.max_form_bytes,
                     client_ip: c.client_ip.clone(),
+                    bearer: c.bearer,
+                    non_browser: c.non_browser,
                 };
                 f(&mut copy);
                 self.config = Arc::new(copy);
@@ -145,13 +169,40 @@ impl SessionLayer {
     /// should stop the program at start-up, not produce broken cookies.
     #[must_use]
     pub fn with_cookie_name(self, name: &str) -> Self {
-        let full = if name.starts_with(HOST_PREFIX) {
-            name.to_owned()
-        } else {
-            format!("{HOST_PREFIX}{name}")
-        };
-        assert!(valid_cookie_name(&full), "invalid cookie name {full:?}");
-        self.edit(|c| c.cookie.name = full)
+        let base = name
+            .strip_prefix(HOST_PREFIX)
+            .or_else(|| name.strip_prefix(SECURE_PREFIX))
+            .unwrap_or(name)
+            .to_owned();
+        assert!(valid_cookie_name(&base), "invalid cookie name {base:?}");
+        self.edit(|c| c.cookie.name = prefixed(&base, c.cookie.domain.is_some(), c.cookie.secure))
+    }
+
+    /// One session for every host under `domain` (`example.com`): the cookie gets
+    /// `Domain=example.com`, and since `__Host-` forbids a domain, the `__Secure-` prefix
+    /// instead (`__Secure-cloakroom`), which still makes browsers refuse it without `Secure`.
+    ///
+    /// The price: every subdomain receives the cookie and can set one of that name — a
+    /// forgotten or taken-over subdomain included. Use it for a portal in front of apps on
+    /// subdomains one operator controls; the host-only default is safer everywhere else.
+    /// CSRF checks are unchanged: the subdomains are same-*site*, not same-origin, and only
+    /// the configured origins may send state-changing requests.
+    ///
+    /// # Panics
+    /// If `domain` is not a plain lower-case host name (a configuration bug).
+    #[must_use]
+    pub fn with_cookie_domain(self, domain: &str) -> Self {
+        assert!(
+            !domain.is_empty()
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b)),
+            "invalid cookie domain {domain:?}"
+        );
+        self.edit(|c| {
+            c.cookie.domain = Some(domain.to_owned());
+            c.cookie.name = prefixed(base_name(&c.cookie.name), true, c.cookie.secure);
+        })
     }
 
     /// Sets the cookie's `SameSite` attribute. Default: [`SameSite::Lax`].
@@ -183,6 +234,31 @@ impl SessionLayer {
         self.edit(|c| c.client_ip = Some(Arc::new(f)))
     }
 
+    /// Also takes sessions from `Authorization: Bearer <token>`, for native apps, whose
+    /// sessions are issued with [`Auth::issue_bearer`](crate::Auth::issue_bearer) and marked
+    /// as such (a browser's cookie token is never accepted as a bearer token, nor a native
+    /// app's in a cookie). A bearer request is exempt from the CSRF checks: the header is
+    /// never sent by a browser on its own, so no other site can make one. A request with
+    /// both a session cookie and a bearer token is refused (400); a malformed `Authorization`
+    /// — two tokens, an over-long one, or with [`OtherSchemes::Refuse`] another scheme — gets
+    /// 401 with `WWW-Authenticate: Bearer … error="invalid_request"` (RFC 6750). Default: off.
+    #[must_use]
+    pub fn with_bearer_sessions(self, other_schemes: OtherSchemes) -> Self {
+        self.edit(|c| c.bearer = Some(other_schemes))
+    }
+
+    /// Lets a state-changing request that carries none of what a browser sends — no session
+    /// cookie, no bearer token, no `Origin`, `Referer` or `Sec-Fetch-Site` — through the
+    /// origin check *unverified*: a native app's sign-in. Nothing ambient comes with such a
+    /// request, so it can abuse no one's session; and it can set no cookie either (a login
+    /// CSRF would need one): [`Auth::login`](crate::Auth::login) refuses it, while
+    /// [`Auth::issue_bearer`](crate::Auth::issue_bearer) answers with a token. For the
+    /// routes that sign native apps in, and no others. Default: off.
+    #[must_use]
+    pub fn with_non_browser_sign_in(self) -> Self {
+        self.edit(|c| c.non_browser = true)
+    }
+
     /// **Dangerous.** Turns off both CSRF defences (origin and token) for the routes under
     /// this layer. Only for routes that change nothing or do their own checks, such as a
     /// forward-auth endpoint answering a reverse proxy. Default: on.
@@ -198,15 +274,30 @@ impl SessionLayer {
     pub fn danger_insecure_cookie(self) -> Self {
         self.edit(|c| {
             c.cookie.secure = false;
-            if let Some(rest) = c.cookie.name.strip_prefix(HOST_PREFIX) {
-                c.cookie.name = rest.to_owned();
-            }
+            c.cookie.name = base_name(&c.cookie.name).to_owned();
         })
     }
 
     /// The cookie name in use.
     pub fn cookie_name(&self) -> &str {
         &self.config.cookie.name
+    }
+}
+
+/// A cookie name without its prefix.
+fn base_name(name: &str) -> &str {
+    name.strip_prefix(HOST_PREFIX)
+        .or_else(|| name.strip_prefix(SECURE_PREFIX))
+        .unwrap_or(name)
+}
+
+/// The cookie's full name: `__Host-` when host-only, `__Secure-` with a domain, none when
+/// insecure (browsers refuse either prefix without `Secure`).
+fn prefixed(base: &str, domain: bool, secure: bool) -> String {
+    match (secure, domain) {
+        (false, _) => base.to_owned(),
+        (true, false) => format!("{HOST_PREFIX}{base}"),
+        (true, true) => format!("{SECURE_PREFIX}{base}"),
     }
 }
 
@@ -256,7 +347,16 @@ where
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
             let state = Arc::new(RequestState::new(config.clone(), &parts));
-            let body = if config.csrf && !is_safe_method(parts.method.as_str()) {
+            if let Some(rejection) = state.refused.clone() {
+                let mut response = rejection.into_response();
+                state.finish(&mut response);
+                return Ok(response);
+            }
+            let checked = config.csrf
+                && !is_safe_method(parts.method.as_str())
+                && state.source != Source::Bearer
+                && !(config.non_browser && state.sent_nothing_a_browser_sends(&parts));
+            let body = if checked {
                 match csrf::enforce(&config, &state, &parts, body).await {
                     Ok(body) => body,
                     Err(rejection) => {
@@ -265,6 +365,11 @@ where
                     }
                 }
             } else {
+                if config.csrf && !is_safe_method(parts.method.as_str()) {
+                    state
+                        .origin_unverified
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 body
             };
             parts.extensions.insert(state.clone());
@@ -304,9 +409,76 @@ fn unknown_session_presented() {
 
 /// What a request carried and what the handler changed; shared between the layer and the
 /// extractors through the request extensions.
+/// Where the request's session token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The session cookie (or none at all).
+    Cookie,
+    /// `Authorization: Bearer`.
+    Bearer,
+}
+
+/// What the `Authorization` header says, for a layer that takes bearer tokens.
+enum BearerHeader {
+    /// No header, or another scheme where those are ignored.
+    Absent,
+    /// One well-formed token.
+    Token(SessionToken),
+    /// Anything else.
+    Malformed,
+}
+
+/// The longest `Authorization` value read: the scheme, a space and a token, with room.
+const MAX_AUTHORIZATION: usize = 128;
+
+fn bearer_header(headers: &axum::http::HeaderMap, other: OtherSchemes) -> BearerHeader {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return BearerHeader::Absent;
+    };
+    let is_bearer = |v: &HeaderValue| {
+        v.as_bytes()
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"bearer "))
+    };
+    if values.next().is_some() {
+        // Two headers: which is meant cannot be known, whatever their schemes.
+        return if other == OtherSchemes::Ignore
+            && !headers.get_all(header::AUTHORIZATION).iter().any(is_bearer)
+        {
+            BearerHeader::Absent
+        } else {
+            BearerHeader::Malformed
+        };
+    }
+    if !is_bearer(value) {
+        return match other {
+            OtherSchemes::Ignore => BearerHeader::Absent,
+            OtherSchemes::Refuse => BearerHeader::Malformed,
+        };
+    }
+    let bytes = value.as_bytes();
+    if bytes.len() > MAX_AUTHORIZATION {
+        return BearerHeader::Malformed;
+    }
+    // One token, nothing around it: `Bearer a, Bearer b` or `Bearer a b` is refused, not
+    // read as its first token.
+    std::str::from_utf8(&bytes[7..])
+        .ok()
+        .and_then(|t| SessionToken::parse(t).ok())
+        .map_or(BearerHeader::Malformed, BearerHeader::Token)
+}
+
 pub(crate) struct RequestState {
     pub(crate) config: Arc<Config>,
     presented: Presented,
+    /// Where `presented` came from.
+    pub(crate) source: Source,
+    /// A refusal decided from the headers alone, before anything else runs.
+    refused: Option<Rejection>,
+    /// An unsafe request let through without an origin check (a native sign-in): it may not
+    /// set a cookie.
+    pub(crate) origin_unverified: std::sync::atomic::AtomicBool,
     /// Shared, not copied: every extractor of the request sees the one record.
     validated: OnceCell<Result<Arc<Session>, Rejection>>,
     changes: Mutex<Changes>,
@@ -329,13 +501,44 @@ enum CookieChange {
 
 impl RequestState {
     fn new(config: Arc<Config>, parts: &Parts) -> Self {
-        let presented = config.cookie.presented(&parts.headers);
+        let cookie = config.cookie.presented(&parts.headers);
+        let bearer = config.bearer.map_or(BearerHeader::Absent, |other| {
+            bearer_header(&parts.headers, other)
+        });
+        let (presented, source, refused) = match bearer {
+            BearerHeader::Absent => (cookie, Source::Cookie, None),
+            BearerHeader::Token(_) | BearerHeader::Malformed if cookie != Presented::Absent => (
+                Presented::Absent,
+                Source::Bearer,
+                Some(Rejection::AmbiguousCredentials),
+            ),
+            BearerHeader::Token(token) => (Presented::Token(token), Source::Bearer, None),
+            BearerHeader::Malformed => (
+                Presented::Absent,
+                Source::Bearer,
+                Some(Rejection::Unauthenticated(Unauthenticated::MalformedBearer)),
+            ),
+        };
         Self {
             config,
             presented,
+            source,
+            refused,
+            origin_unverified: std::sync::atomic::AtomicBool::new(false),
             validated: OnceCell::new(),
             changes: Mutex::default(),
         }
+    }
+
+    /// Whether an unsafe request carries nothing a browser sends with one: no session (cookie
+    /// or bearer), no `Origin`, `Referer` or `Sec-Fetch-Site`.
+    fn sent_nothing_a_browser_sends(&self, parts: &Parts) -> bool {
+        let h = &parts.headers;
+        self.presented == Presented::Absent
+            && self.source == Source::Cookie
+            && !h.contains_key(header::ORIGIN)
+            && !h.contains_key(header::REFERER)
+            && !h.contains_key("sec-fetch-site")
     }
 
     fn changes(&self) -> std::sync::MutexGuard<'_, Changes> {
@@ -361,7 +564,14 @@ impl RequestState {
                         if let Err(ValidationError::Unknown) = &result {
                             unknown_session_presented();
                         }
-                        result.map_err(Rejection::from_validation)
+                        // A token works only the way its session was issued: a browser's
+                        // cookie token is no bearer token, a native app's no cookie.
+                        match result {
+                            Ok(s) if s.is_bearer() != (self.source == Source::Bearer) => {
+                                Err(Rejection::Unauthenticated(Unauthenticated::UnknownSession))
+                            }
+                            other => other.map_err(Rejection::from_validation),
+                        }
                     }
                 }
             })
@@ -406,8 +616,29 @@ impl RequestState {
     /// Writes cookie changes and caching rules onto the response.
     fn finish(&self, response: &mut Response) {
         let changes = self.changes();
+        let unauthorized = response.status() == axum::http::StatusCode::UNAUTHORIZED;
         let headers = response.headers_mut();
-        match &changes.cookie {
+        if self.source == Source::Bearer && unauthorized {
+            // RFC 6750 §3: say which scheme, and why this one failed.
+            let value = if matches!(
+                self.refused,
+                Some(Rejection::Unauthenticated(Unauthenticated::MalformedBearer))
+            ) {
+                "Bearer realm=\"cloakroom\", error=\"invalid_request\", \
+                 error_description=\"one Bearer token of 43 characters\""
+            } else {
+                "Bearer realm=\"cloakroom\", error=\"invalid_token\", \
+                 error_description=\"the session has ended or never existed\""
+            };
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        }
+        let cookie = if self.source == Source::Bearer {
+            // A native app holds its token itself: there is no cookie to set or remove.
+            &None
+        } else {
+            &changes.cookie
+        };
+        match cookie {
             Some(CookieChange::Set { token, session }) => {
                 let max_age = session.remember.then(|| {
                     session

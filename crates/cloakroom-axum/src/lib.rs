@@ -77,8 +77,12 @@ mod extract;
 mod layer;
 mod rejection;
 
-pub use cookie::{DEFAULT_COOKIE_NAME, DuplicateCookie, HOST_PREFIX, SameSite, find_cookie};
+pub use cookie::{
+    DEFAULT_COOKIE_NAME, DuplicateCookie, HOST_PREFIX, SECURE_PREFIX, SameSite, find_cookie,
+};
 pub use csrf::{CSRF_FORM_FIELD, CSRF_HEADER};
 pub use extract::{Auth, CurrentUser, Session};
-pub use layer::{DEFAULT_MAX_FORM_BYTES, SECURITY_TARGET, SessionLayer, SessionService};
+pub use layer::{
+    DEFAULT_MAX_FORM_BYTES, OtherSchemes, SECURITY_TARGET, SessionLayer, SessionService,
+};
 pub use rejection::{Rejection, Unauthenticated};

@@ -38,6 +38,9 @@ pub enum Unauthenticated {
     AbsoluteExpired,
     /// The session was revoked while this request was being handled.
     Revoked,
+    /// The `Authorization` header is not one `Bearer` with one well-formed session token:
+    /// another scheme (where only bearer tokens are taken), two tokens, an over-long one.
+    MalformedBearer,
 }
 
 impl Unauthenticated {
@@ -51,6 +54,7 @@ impl Unauthenticated {
             Self::IdleExpired => "idle_expired",
             Self::AbsoluteExpired => "absolute_expired",
             Self::Revoked => "revoked",
+            Self::MalformedBearer => "malformed_bearer",
         }
     }
 
@@ -74,6 +78,9 @@ impl Unauthenticated {
             }
             Self::Revoked => {
                 "Your session was ended while this request was being handled. Please sign in again."
+            }
+            Self::MalformedBearer => {
+                "The Authorization header must be `Bearer <session token>`: one token of 43 characters from a native sign-in."
             }
         }
     }
@@ -109,6 +116,9 @@ impl Unauthenticated {
 pub enum Rejection {
     /// 401: the handler needs a session and there is none.
     Unauthenticated(Unauthenticated),
+    /// 400: the request carries both a session cookie and a bearer token. Which one it means
+    /// cannot be known, so neither is used.
+    AmbiguousCredentials,
     /// 403: a state-changing request that did not come from our own pages.
     CrossOrigin(CrossOriginRefusal),
     /// 403: a state-changing request from a page at another origin than ours — most often
@@ -149,7 +159,7 @@ impl Rejection {
             | Self::CsrfTokenMissing
             | Self::CsrfTokenInvalid => StatusCode::FORBIDDEN,
             Self::FormTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::InvalidData(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidData(_) | Self::AmbiguousCredentials => StatusCode::BAD_REQUEST,
             Self::Contended => StatusCode::CONFLICT,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
@@ -161,6 +171,7 @@ impl Rejection {
         match self {
             Self::Unauthenticated(_) => "unauthenticated",
             Self::CrossOrigin(_) | Self::ForeignOrigin { .. } => "cross_origin_request",
+            Self::AmbiguousCredentials => "ambiguous_credentials",
             Self::CsrfTokenMissing => "csrf_token_missing",
             Self::CsrfTokenInvalid => "csrf_token_invalid",
             Self::FormTooLarge { .. } => "payload_too_large",
@@ -182,6 +193,10 @@ impl Rejection {
                 "This request was refused because it came from {received}, but this site is \
                  {expected}. Open {expected} and try again."
             ),
+            Self::AmbiguousCredentials => "This request carries both a session cookie and a \
+                bearer token. Send one: the cookie from a browser, the bearer token from a \
+                native app."
+                .to_owned(),
             Self::CsrfTokenMissing => {
                 "This request was refused because it has no CSRF token. Send it in the \
                  X-CSRF-Token header or the csrf_token form field."

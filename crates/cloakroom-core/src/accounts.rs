@@ -113,6 +113,67 @@ impl fmt::Debug for PasswordHash {
     }
 }
 
+/// Longest accepted group name.
+pub const MAX_GROUP_LEN: usize = 64;
+
+/// Why a group name was refused. The message is a sentence for the person who typed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "A group name is 1 to {MAX_GROUP_LEN} characters: letters, digits, dots, dashes or underscores, starting with a letter or digit."
+)]
+pub struct InvalidGroupName;
+
+/// The name of a group of accounts (`admins`, `media.editors`), as access rules
+/// (`subject = ["group:admins"]`), the `Remote-Groups` header and the service JWT's `groups`
+/// claim spell it.
+///
+/// Compared exactly, case included: a group is an operator's label, and folding case would
+/// make `Admins` and `admins` one group in the rules but two in an app that compares the
+/// header. The alphabet leaves out `,` (the header's separator), `:` (the rules' `group:`
+/// prefix) and whitespace, so a name reaches every consumer unescaped.
+///
+/// ```
+/// use cloakroom_core::accounts::GroupName;
+///
+/// assert_eq!(GroupName::parse("media.editors").unwrap().as_str(), "media.editors");
+/// assert!(GroupName::parse("a,b").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupName(String);
+
+impl GroupName {
+    /// Checks a group name.
+    pub fn parse(text: &str) -> Result<Self, InvalidGroupName> {
+        let b = text.as_bytes();
+        let ok = (1..=MAX_GROUP_LEN).contains(&b.len())
+            && b[0].is_ascii_alphanumeric()
+            && b.iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'));
+        if ok {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(InvalidGroupName)
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+impl fmt::Debug for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GroupName({:?})", self.0)
+    }
+}
+
 /// A user account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -350,10 +411,28 @@ pub trait AccountStore: Send + Sync + fmt::Debug + 'static {
     /// * An invitation the account was created with stays used — deleting an account never
     ///   gives its invitation back — but no longer names the account.
     /// * Its linked provider identities go with it: signing in with one of them afterwards
-    ///   finds no account.
+    ///   finds no account; so do its group memberships.
     /// * The store does not touch sessions: ending them (first, so that no session outlives
     ///   its account) is the caller's job.
     async fn delete(&self, id: &UserId) -> Result<bool, StoreError>;
+
+    /// The groups `account` is a member of, ordered by name; empty for an account without
+    /// groups and for one that does not exist.
+    async fn groups(&self, account: &UserId) -> Result<Vec<GroupName>, StoreError>;
+
+    /// Adds `account` to each of `add` and removes it from each of `remove`, in one atomic
+    /// write; adding a membership it has, or removing one it lacks, is not an error. A name in
+    /// both lists ends up removed. Returns whether the account exists (and nothing changes
+    /// when it does not). [`delete`](Self::delete) removes the account's memberships with it.
+    async fn update_groups(
+        &self,
+        account: &UserId,
+        add: &[GroupName],
+        remove: &[GroupName],
+    ) -> Result<bool, StoreError>;
+
+    /// Every group with at least one member, with its number of members, ordered by name.
+    async fn group_sizes(&self) -> Result<Vec<(GroupName, u64)>, StoreError>;
 
     /// Records an unused invitation, valid while the clock reads before `expires_at`;
     /// `created_at` is kept for the record. Only the hash is given, and only the hash is

@@ -90,8 +90,8 @@ pub use manager::{
 };
 pub use policy::{Lifetime, Policy};
 pub use session::{
-    AuthMethod, Expiry, InvalidValue, MAX_DATA_LEN, MAX_USER_AGENT_LEN, MAX_USER_ID_LEN, Session,
-    SessionData, UserId, truncate_user_agent,
+    AuthMethod, BEARER_KEY, Expiry, InvalidValue, MAX_DATA_LEN, MAX_USER_AGENT_LEN,
+    MAX_USER_ID_LEN, Session, SessionData, UserId, truncate_user_agent,
 };
 pub use store::{DeleteScope, MemoryStore, SaveOutcome, SessionStore, StoreError};
 pub use token::{

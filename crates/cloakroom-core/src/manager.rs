@@ -90,6 +90,7 @@ pub struct NewSession {
     user_agent: Option<String>,
     ip: Option<IpAddr>,
     data: SessionData,
+    bearer: bool,
 }
 
 impl NewSession {
@@ -102,7 +103,17 @@ impl NewSession {
             user_agent: None,
             ip: None,
             data: SessionData::default(),
+            bearer: false,
         }
+    }
+
+    /// A session for a native app, whose token travels as `Authorization: Bearer` instead of
+    /// in a cookie (see [`Session::is_bearer`]). Recorded on the session, so that a browser's
+    /// cookie token is never accepted as a bearer token and a native app's never as a cookie.
+    #[must_use]
+    pub fn bearer(mut self) -> Self {
+        self.bearer = true;
+        self
     }
 
     /// Whether this is a "remember me" login (default: no).
@@ -272,6 +283,16 @@ impl SessionManager {
             data: new.data,
             version: 1,
         };
+        let mut session = session;
+        if new.bearer {
+            session
+                .data
+                .insert(crate::session::BEARER_KEY, &true)
+                .map_err(|e| StoreError::Backend {
+                    store: "session data",
+                    source: Box::new(e),
+                })?;
+        }
         match replacing {
             Some(old) => self.store.rotate(old, &session).await?,
             None => self.store.create(&session).await?,

@@ -38,4 +38,8 @@ pub struct ServiceClaims {
     /// take it as the user's, which it could not do with an address anyone can type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// The user's groups, ordered by name, read when the token was minted (a group change
+    /// reaches the next token). Absent (empty) for a user in no group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }

@@ -244,7 +244,17 @@ pub struct Session {
     pub version: u64,
 }
 
+/// The data key that marks a native app's session (see [`Session::is_bearer`]). Reserved:
+/// an application writing it would change how its session may be presented.
+pub const BEARER_KEY: &str = "cloakroom.bearer";
+
 impl Session {
+    /// Whether the session belongs to a native app, presenting its token as
+    /// `Authorization: Bearer` — never in a cookie; a browser's session is the reverse.
+    pub fn is_bearer(&self) -> bool {
+        matches!(self.data.get::<bool>(BEARER_KEY), Ok(Some(true)))
+    }
+
     /// Which limit the session has reached at `now`, if any. The absolute limit wins when
     /// both have passed, since it is the one no activity could have avoided.
     pub fn expiry_at(&self, now: Timestamp) -> Option<Expiry> {

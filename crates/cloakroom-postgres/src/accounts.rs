@@ -3,7 +3,8 @@
 
 use async_trait::async_trait;
 use cloakroom_core::accounts::{
-    Account, AccountError, AccountStore, InviteHash, LinkedIdentity, PasswordHash, Username,
+    Account, AccountError, AccountStore, GroupName, InviteHash, LinkedIdentity, PasswordHash,
+    Username,
 };
 use cloakroom_core::mail::EmailAddress;
 use cloakroom_core::{StoreError, Timestamp, UserId};
@@ -23,6 +24,7 @@ pub struct PostgresAccounts {
     table: String,
     invites: String,
     identities: String,
+    groups: String,
 }
 
 impl PostgresAccounts {
@@ -31,11 +33,13 @@ impl PostgresAccounts {
         let table = format!("{}.accounts", quoted(store.schema()));
         let invites = format!("{}.invites", quoted(store.schema()));
         let identities = format!("{}.linked_identities", quoted(store.schema()));
+        let groups = format!("{}.account_groups", quoted(store.schema()));
         Self {
             store,
             table,
             invites,
             identities,
+            groups,
         }
     }
 }
@@ -138,6 +142,14 @@ impl<'a> InsertRow<'a> {
             &self.key,
         ]
     }
+}
+
+/// A stored group name, checked again on the way out like every other column.
+fn group_name(name: &str) -> Result<GroupName, StoreError> {
+    GroupName::parse(name).map_err(|e| StoreError::Corrupt {
+        store: "postgres",
+        source: format!("group name {name:?}: {e}").into(),
+    })
 }
 
 fn read_row(row: &Row) -> Result<Account, StoreError> {
@@ -302,9 +314,10 @@ impl AccountStore for PostgresAccounts {
         let sql = format!(
             "WITH gone AS (DELETE FROM {} WHERE id = $1 RETURNING id),
                   unmarked AS (UPDATE {} SET used_by = NULL WHERE used_by IN (SELECT id FROM gone)),
-                  unlinked AS (DELETE FROM {} WHERE account_id = $1)
+                  unlinked AS (DELETE FROM {} WHERE account_id = $1),
+                  ungrouped AS (DELETE FROM {} WHERE account_id = $1)
              SELECT count(*) FROM gone",
-            self.table, self.invites, self.identities
+            self.table, self.invites, self.identities, self.groups
         );
         let rows = self.store.query(&sql, &[&id.as_str()]).await?;
         let n: i64 = rows
@@ -314,6 +327,76 @@ impl AccountStore for PostgresAccounts {
             .map_err(db_error)?
             .unwrap_or(0);
         Ok(n == 1)
+    }
+
+    async fn groups(&self, account: &UserId) -> Result<Vec<GroupName>, StoreError> {
+        let sql = format!(
+            "SELECT group_name FROM {} WHERE account_id = $1 ORDER BY group_name",
+            self.groups
+        );
+        self.store
+            .query(&sql, &[&account.as_str()])
+            .await?
+            .iter()
+            .map(|row| group_name(row.try_get(0).map_err(db_error)?))
+            .collect()
+    }
+
+    async fn update_groups(
+        &self,
+        account: &UserId,
+        add: &[GroupName],
+        remove: &[GroupName],
+    ) -> Result<bool, StoreError> {
+        let add: Vec<&str> = add.iter().map(GroupName::as_str).collect();
+        let remove: Vec<&str> = remove.iter().map(GroupName::as_str).collect();
+        // One statement, so one transaction. The account row is share-locked, so a deletion
+        // waits for it; a name in both lists is only deleted (the CTEs see one snapshot).
+        let sql = format!(
+            "WITH acct AS (SELECT id FROM {} WHERE id = $1 FOR SHARE),
+                  removed AS (DELETE FROM {g} WHERE account_id IN (SELECT id FROM acct)
+                              AND group_name = ANY($3::text[])),
+                  added AS (INSERT INTO {g} (account_id, group_name)
+                            SELECT acct.id, n FROM acct, unnest($2::text[]) AS n
+                            WHERE n <> ALL($3::text[])
+                            ON CONFLICT DO NOTHING)
+             SELECT count(*) FROM acct",
+            self.table,
+            g = self.groups
+        );
+        let rows = self
+            .store
+            .query(&sql, &[&account.as_str(), &add, &remove])
+            .await?;
+        let n: i64 = rows
+            .first()
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(db_error)?
+            .unwrap_or(0);
+        Ok(n == 1)
+    }
+
+    async fn group_sizes(&self) -> Result<Vec<(GroupName, u64)>, StoreError> {
+        // Joined with the accounts: a membership added while its account was being deleted
+        // (the deletion's snapshot predates it) names no account and counts for nothing.
+        let sql = format!(
+            "SELECT g.group_name, count(*) FROM {} g JOIN {} a ON a.id = g.account_id
+             GROUP BY g.group_name ORDER BY g.group_name",
+            self.groups, self.table
+        );
+        self.store
+            .query(&sql, &[])
+            .await?
+            .iter()
+            .map(|row| {
+                let n: i64 = row.try_get(1).map_err(db_error)?;
+                Ok((
+                    group_name(row.try_get(0).map_err(db_error)?)?,
+                    u64::try_from(n).unwrap_or(0),
+                ))
+            })
+            .collect()
     }
 
     async fn link_identity(&self, i: &LinkedIdentity) -> Result<(), AccountError> {

@@ -122,6 +122,14 @@ const MIGRATIONS: &[&str] = &[
     END $$;
     CREATE TRIGGER sessions_announce AFTER UPDATE OR DELETE ON {s}.sessions
         FOR EACH ROW EXECUTE FUNCTION {s}.announce_session_change('{c}');",
+    // 10 (issue 15, access rules): group memberships. Names compare exactly (C collation), as
+    // the rules and the `Remote-Groups` header compare them.
+    "CREATE TABLE {s}.account_groups (
+        account_id text NOT NULL,
+        group_name text COLLATE \"C\" NOT NULL,
+        PRIMARY KEY (account_id, group_name)
+    );
+    CREATE INDEX account_groups_by_group ON {s}.account_groups (group_name);",
 ];
 
 /// A schema that a newer build migrated.

@@ -21,7 +21,9 @@
 //! announcement costs nothing per check and a few hundred microseconds per admin write.
 //!
 //! The protocol is one line each way: `s <session id hex>` or `u <user id>` (the
-//! [`Invalidation`] wire form), answered by `ok`. The socket is created mode 0600 in the data
+//! [`Invalidation`] wire form), answered by `ok`. `u` also drops the user's cached identity
+//! (see [`crate::identity`]): admin commands announce their account writes (groups, disabling,
+//! deletion) the same way. The socket is created mode 0600 in the data
 //! directory (0700), so only the account that owns the database can use it; what it allows —
 //! dropping cache entries — costs a store read at worst.
 
@@ -41,6 +43,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::OnceCell;
 
 use crate::data_dir::DataDirLock;
+use crate::identity::{IdentityCache, WriteNotice};
 use crate::state::StartupError;
 
 /// The socket inside the data directory.
@@ -69,8 +72,35 @@ pub(crate) fn bind(data_dir: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// What an announcement drops: cached sessions, and cached identities when there are any.
+#[derive(Debug, Clone)]
+pub(crate) struct Caches {
+    pub(crate) sessions: Option<CachedStore>,
+    pub(crate) identities: Option<Arc<IdentityCache>>,
+}
+
+impl Caches {
+    fn invalidate(&self, change: &Invalidation) {
+        if let Some(sessions) = &self.sessions {
+            sessions.invalidate(change);
+        }
+        if let (Some(identities), Invalidation::User(user)) = (&self.identities, change) {
+            identities.invalidate(user);
+        }
+    }
+
+    fn invalidate_all(&self) {
+        if let Some(sessions) = &self.sessions {
+            sessions.invalidate_all();
+        }
+        if let Some(identities) = &self.identities {
+            identities.invalidate_all();
+        }
+    }
+}
+
 /// Answers announcements for as long as the server runs.
-pub(crate) async fn serve(listener: UnixListener, cache: CachedStore) {
+pub(crate) async fn serve(listener: UnixListener, cache: Caches) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -89,7 +119,7 @@ pub(crate) async fn serve(listener: UnixListener, cache: CachedStore) {
     }
 }
 
-async fn answer(stream: UnixStream, cache: &CachedStore) {
+async fn answer(stream: UnixStream, cache: &Caches) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_LINE)).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -153,20 +183,19 @@ enum Writer {
     BesideServer(ServerLink),
 }
 
-/// The admin commands' session store: SQLite, with every write announced to a running server
-/// (see the [module documentation](self)).
-#[derive(Debug, Clone)]
-pub(crate) struct AnnouncingStore {
-    inner: Arc<dyn SessionStore>,
+/// An admin command's link to the running server, shared by its session and account stores:
+/// the lock (no server) or the server's socket, settled before the first write.
+#[derive(Debug)]
+pub(crate) struct Announcer {
     data_dir: PathBuf,
-    writer: Arc<OnceCell<Writer>>,
+    writer: OnceCell<Writer>,
 }
 
 /// A write could not be announced to the running server.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "the running server (which holds the data directory's lock) could not be told about a \
-     session change on its admin socket {path}"
+     change on its admin socket {path}"
 )]
 struct NotAnnounced {
     path: String,
@@ -174,18 +203,17 @@ struct NotAnnounced {
     source: io::Error,
 }
 
-impl AnnouncingStore {
-    pub(crate) fn wrap(inner: Arc<dyn SessionStore>, data_dir: &Path) -> Arc<dyn SessionStore> {
+impl Announcer {
+    pub(crate) fn new(data_dir: &Path) -> Arc<Self> {
         Arc::new(Self {
-            inner,
             data_dir: data_dir.to_owned(),
-            writer: Arc::new(OnceCell::new()),
+            writer: OnceCell::new(),
         })
     }
 
-    fn unavailable(&self, source: io::Error) -> StoreError {
+    fn unavailable(&self, store: &'static str, source: io::Error) -> StoreError {
         StoreError::Unavailable {
-            store: self.inner.name(),
+            store,
             source: Box::new(NotAnnounced {
                 path: crate::data_dir::shown(&socket_path(&self.data_dir)),
                 source,
@@ -194,7 +222,7 @@ impl AnnouncingStore {
     }
 
     /// Before the first write: take the lock, or make sure the server that holds it answers.
-    async fn writer(&self) -> Result<&Writer, StoreError> {
+    async fn writer(&self, store: &'static str) -> Result<&Writer, StoreError> {
         self.writer
             .get_or_try_init(|| async {
                 match DataDirLock::acquire(&self.data_dir) {
@@ -203,13 +231,56 @@ impl AnnouncingStore {
                         let link = ServerLink {
                             path: socket_path(&self.data_dir),
                         };
-                        link.send("ping").await.map_err(|e| self.unavailable(e))?;
+                        link.send("ping")
+                            .await
+                            .map_err(|e| self.unavailable(store, e))?;
                         Ok(Writer::BesideServer(link))
                     }
-                    Err(e) => Err(self.unavailable(io::Error::other(e.to_string()))),
+                    Err(e) => Err(self.unavailable(store, io::Error::other(e.to_string()))),
                 }
             })
             .await
+    }
+
+    /// Tells a running server of `change` (nothing when none runs).
+    async fn announce(&self, store: &'static str, change: &Invalidation) -> Result<(), StoreError> {
+        if let Writer::BesideServer(link) = self.writer(store).await? {
+            link.send(&change.encode())
+                .await
+                .map_err(|e| self.unavailable(store, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Account writes, announced as `u <user id>`: the server drops the user's cached identity
+/// (and cached sessions, which costs a reload at worst).
+#[async_trait]
+impl WriteNotice for Announcer {
+    async fn before(&self) -> Result<(), StoreError> {
+        self.writer("sqlite").await.map(drop)
+    }
+
+    async fn after(&self, user: &UserId) -> Result<(), StoreError> {
+        self.announce("sqlite", &Invalidation::User(user.clone()))
+            .await
+    }
+}
+
+/// The admin commands' session store: SQLite, with every write announced to a running server
+/// (see the [module documentation](self)).
+#[derive(Debug, Clone)]
+pub(crate) struct AnnouncingStore {
+    inner: Arc<dyn SessionStore>,
+    announcer: Arc<Announcer>,
+}
+
+impl AnnouncingStore {
+    pub(crate) fn wrap(
+        inner: Arc<dyn SessionStore>,
+        announcer: Arc<Announcer>,
+    ) -> Arc<dyn SessionStore> {
+        Arc::new(Self { inner, announcer })
     }
 
     /// Runs a write, then announces `change` if a server runs.
@@ -218,14 +289,11 @@ impl AnnouncingStore {
         change: Invalidation,
         write: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let writer = self.writer().await?;
+        let store = self.inner.name();
+        self.announcer.writer(store).await?;
         let result = write.await;
-        if let Writer::BesideServer(link) = writer {
-            // Announced whatever the outcome: a failed write may still have landed.
-            link.send(&change.encode())
-                .await
-                .map_err(|e| self.unavailable(e))?;
-        }
+        // Announced whatever the outcome: a failed write may still have landed.
+        self.announcer.announce(store, &change).await?;
         result
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use cloakroom_core::origin::Origin;
 use cloakroom_core::{Lifetime, Policy};
 
+pub use crate::access::{AccessRuleConfig, AccessRules, DefaultPolicy, RulePolicy};
 pub use crate::oidc::provider::{OidcProvider, OidcProviderConfig};
 pub use crate::tokens::keys::KeyAlgorithm;
 use figment::Figment;
@@ -325,6 +326,13 @@ settings! {
     /// JWTs, only for these and the public URL's own origin; any other host gets 403.
     app_origins: Vec<String> = Vec::new(), sample r#"["https://grafana.example.com"]"#,
         #[arg(value_delimiter = ',', value_name = "ORIGINS")];
+    /// One sign-in for every app under a domain (`example.com`): the session cookie becomes
+    /// `__Secure-<cookie_name>` with `Domain=<cookie_domain>`, sent to every subdomain, the
+    /// public URL is the portal the apps send users to, and `app_origins` defaults to
+    /// `https://*.<cookie_domain>`. Unset: a `__Host-` cookie for the public URL's host alone
+    /// — the default, since any subdomain (a taken-over one too) receives a domain cookie.
+    cookie_domain: Option<String> = None, sample r#""localhost""#,
+        #[arg(num_args = 1, value_name = "DOMAIN")];
     /// Session cookie name (the `__Host-` prefix is always kept).
     cookie_name: String = cloakroom_axum::DEFAULT_COOKIE_NAME.into(), sample r#""ticket""#,
         #[arg(value_name = "NAME")];
@@ -372,6 +380,12 @@ settings! {
     /// Hosts the login page may send users back to (`rd`); default: the public URL's host.
     redirect_hosts: Vec<String> = Vec::new(), sample r#"["app.example.com"]"#,
         #[arg(value_delimiter = ',', value_name = "HOSTS")];
+    /// Forward auth when no `[[access_rules]]` rule matches: `allow` any signed-in user, or
+    /// `deny`.
+    default_policy: DefaultPolicy = DefaultPolicy::Allow, sample r#""deny""#;
+    /// The group whose members may use the admin API (`/api/admin/…`).
+    admin_group: String = "cloakroom-admins".into(), sample r#""ops""#,
+        #[arg(value_name = "GROUP")];
     /// Refuse unsafe forwarded requests that a browser marked cross-site.
     forward_auth_csrf: bool = true, sample "false",
         #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
@@ -458,6 +472,9 @@ settings! {
     lists {
         /// OpenID providers to sign in with (`[[oidc]]` tables; see [`OidcProviderConfig`]).
         oidc: Vec<OidcProviderConfig>;
+        /// Forward-auth access rules (`[[access_rules]]` tables, first match wins; see
+        /// [`AccessRuleConfig`]).
+        access_rules: Vec<AccessRuleConfig>;
     }
 }
 
@@ -538,6 +555,40 @@ impl AppOrigins {
     pub fn is_public_only(&self) -> bool {
         self.exact.is_empty() && self.wildcards.is_empty()
     }
+}
+
+/// Checks `cookie_domain`: a DNS name of at least two labels (`example.com`; a bare `com` would
+/// hand the cookie to every site under it, were browsers not to refuse it), lower-cased, that
+/// the public URL's host is on — the portal must receive the cookie it sets.
+fn cookie_domain(text: &str, public: &Origin) -> Result<String, ConfigError> {
+    let domain = text.trim().trim_start_matches('.').to_ascii_lowercase();
+    let labels_ok = domain.split('.').all(|l| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    });
+    let localhost = domain == "localhost";
+    if !labels_ok || (!domain.contains('.') && !localhost) || domain.len() > 253 {
+        return Err(invalid(
+            "cookie_domain",
+            format!("{text:?} is not a domain name of at least two labels, such as example.com"),
+        ));
+    }
+    let host = url::Url::parse(public.as_str())
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    if host != domain && !host.ends_with(&format!(".{domain}")) {
+        return Err(invalid(
+            "cookie_domain",
+            format!(
+                "{domain:?} does not contain the public URL's host {host:?}: the portal must \
+                 receive the cookie it sets (public_url = \"https://auth.{domain}\", say)"
+            ),
+        ));
+    }
+    Ok(domain)
 }
 
 /// A configuration problem, naming the setting (and, for a file, the file).
@@ -662,6 +713,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// The apps forward auth serves.
     pub app_origins: AppOrigins,
+    /// The domain the session cookie is for, when one sign-in serves its subdomains.
+    pub cookie_domain: Option<String>,
     /// Cookie name.
     pub cookie_name: String,
     /// Cookie `SameSite`.
@@ -684,6 +737,10 @@ pub struct Settings {
     pub jwt_audience: Option<String>,
     /// Hosts `rd` may point at.
     pub redirect_hosts: Vec<String>,
+    /// Forward-auth access rules, compiled.
+    pub access_rules: std::sync::Arc<AccessRules>,
+    /// Members may use the admin API.
+    pub admin_group: cloakroom_core::accounts::GroupName,
     /// Forward-auth CSRF check.
     pub forward_auth_csrf: bool,
     /// JSON logs.
@@ -1064,12 +1121,21 @@ impl RawConfig {
         if !(1..=crate::tokens::keys::MAX_TOKEN_TTL.as_secs()).contains(&self.jwt_ttl_secs) {
             return Err(invalid("jwt_ttl_secs", "must be between 1 and 300"));
         }
+        let cookie_domain = self
+            .cookie_domain
+            .as_deref()
+            .map(|d| cookie_domain(d, &public_origin))
+            .transpose()?;
         let mut redirect_hosts = self.redirect_hosts.clone();
         if redirect_hosts.is_empty()
             && let Ok(url) = url::Url::parse(public_origin.as_str())
             && let Some(host) = url.host_str()
         {
             redirect_hosts.push(host.to_owned());
+        }
+        // In domain mode every app under the cookie domain is a place to return to.
+        if let Some(domain) = &cookie_domain {
+            redirect_hosts.push(format!(".{domain}"));
         }
         let signup = self.signup.unwrap_or_else(|| {
             if is_loopback(&public_origin) {
@@ -1084,8 +1150,18 @@ impl RawConfig {
             Some(n) => n,
             None => (cpus / 2).max(1),
         };
-        let app_origins = AppOrigins::parse(&self.app_origins, public_origin.clone())
+        let mut app_origins = self.app_origins.clone();
+        if let Some(domain) = &cookie_domain
+            && app_origins.is_empty()
+        {
+            app_origins.push(format!("https://*.{domain}"));
+        }
+        let app_origins = AppOrigins::parse(&app_origins, public_origin.clone())
             .map_err(|e| invalid("app_origins", e))?;
+        let access_rules = AccessRules::compile(&self.access_rules, self.default_policy)
+            .map_err(|e| refused("access_rules", e))?;
+        let admin_group = cloakroom_core::accounts::GroupName::parse(&self.admin_group)
+            .map_err(|e| invalid("admin_group", format!("{:?}: {e}", self.admin_group)))?;
         let mail = self.mail_settings()?;
         if !(1..=cloakroom_core::link::PasswordReset::MAX_LIFETIME.as_secs())
             .contains(&self.password_reset_ttl_secs)
@@ -1106,6 +1182,9 @@ impl RawConfig {
             postgres,
             trusted_proxies,
             app_origins,
+            cookie_domain,
+            access_rules: std::sync::Arc::new(access_rules),
+            admin_group,
             cookie_name: name.to_owned(),
             same_site: match self.same_site {
                 SameSiteSetting::Lax => cloakroom_axum::SameSite::Lax,
@@ -1320,6 +1399,42 @@ mod tests {
         assert_eq!(s.oidc[0].display_name, "Google");
         assert_eq!(s.oidc[1].display_name, "Microsoft");
         assert!(text.contains("CLOAKROOM_OIDC_GOOGLE_CLIENT_SECRET"));
+    }
+
+    /// `[[access_rules]]` is file-only too; the example file's commented tables show every
+    /// field and are rules the server compiles.
+    #[test]
+    fn the_example_file_documents_access_rules() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/cloakroom.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let blocks: String = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| **l == "#[[access_rules]]")
+            .flat_map(|(i, _)| {
+                lines[i..]
+                    .iter()
+                    .take_while(|l| l.starts_with('#') && !l.starts_with("# "))
+                    .map(|l| format!("{}\n", &l[1..]))
+            })
+            .collect();
+        let raw = from_toml(&blocks);
+        assert!(
+            raw.access_rules.len() >= 2,
+            "{path} shows [[access_rules]] tables"
+        );
+        let fields = serde_json::to_value(&raw.access_rules[1]).unwrap();
+        for field in fields.as_object().unwrap().keys() {
+            assert!(
+                blocks.contains(&format!("\n{field} = ")),
+                "{field} is shown"
+            );
+        }
+        assert_eq!(
+            raw.settings().unwrap().access_rules.len(),
+            raw.access_rules.len()
+        );
     }
 
     /// Issue 14: the polling near-cache's setting is refused with a message naming its

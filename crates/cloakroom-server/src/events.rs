@@ -204,3 +204,38 @@ pub(crate) fn link_refused(reason: &'static str, link: &str, ip: Option<IpAddr>)
         "download link refused"
     );
 }
+
+/// An access rule refused a forwarded request (`user` is `None` for an anonymous one).
+pub(crate) fn access_denied(user: Option<&str>, url: Option<&str>) {
+    tracing::info!(
+        target: TARGET,
+        event = "access_denied",
+        user = user.unwrap_or("-"),
+        url = url.unwrap_or("-"),
+        "access rule refused a request"
+    );
+}
+
+/// An account's groups changed (`by`: `cli` or the admin's username).
+pub(crate) fn groups_changed(
+    user: &str,
+    added: &[cloakroom_core::accounts::GroupName],
+    removed: &[cloakroom_core::accounts::GroupName],
+    by: &str,
+) {
+    let list = |g: &[cloakroom_core::accounts::GroupName]| {
+        g.iter()
+            .map(cloakroom_core::accounts::GroupName::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    tracing::info!(
+        target: TARGET,
+        event = "groups_changed",
+        user,
+        added = %list(added),
+        removed = %list(removed),
+        by,
+        "account groups changed"
+    );
+}

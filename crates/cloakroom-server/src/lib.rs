@@ -31,6 +31,7 @@
 //! configured and checked, the flow is not built), or share
 //! throttling counters across instances.
 
+pub mod access;
 mod accounts;
 mod admin_socket;
 pub mod cli;
@@ -38,6 +39,7 @@ pub mod config;
 mod data_dir;
 mod error_chain;
 mod events;
+mod identity;
 pub mod mail;
 mod metrics;
 mod oidc;

@@ -127,6 +127,7 @@ struct HotPath {
     forward_allowed: Counter,
     forward_unauthenticated: Counter,
     forward_csrf: Counter,
+    forward_denied: Counter,
 }
 
 fn hot() -> &'static HotPath {
@@ -150,6 +151,7 @@ fn hot() -> &'static HotPath {
             forward_allowed: f("allowed"),
             forward_unauthenticated: f("unauthenticated"),
             forward_csrf: f("csrf"),
+            forward_denied: f("denied"),
         }
     })
 }
@@ -205,6 +207,8 @@ pub(crate) enum ForwardOutcome {
     Unauthenticated,
     /// Refused as a cross-site state change.
     Csrf,
+    /// Refused by an access rule.
+    Denied,
 }
 
 /// Counts a login attempt.
@@ -234,6 +238,7 @@ pub(crate) fn forward_auth(outcome: ForwardOutcome) {
         ForwardOutcome::Allowed => return h.allowed_count.add(1),
         ForwardOutcome::Unauthenticated => &h.forward_unauthenticated,
         ForwardOutcome::Csrf => &h.forward_csrf,
+        ForwardOutcome::Denied => &h.forward_denied,
     }
     .increment(1);
 }

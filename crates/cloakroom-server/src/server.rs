@@ -80,13 +80,13 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let upkeep = tokio::spawn(upkeep(self.state.clone()));
-        let admin = match (self.admin_socket, self.state.session_cache()) {
-            (Some(listener), Some(cache)) => Some(tokio::spawn(crate::admin_socket::serve(
-                listener,
-                cache.clone(),
-            ))),
-            _ => None,
-        };
+        let admin = self.admin_socket.map(|listener| {
+            let caches = crate::admin_socket::Caches {
+                sessions: self.state.session_cache().cloned(),
+                identities: self.state.identities.cache().cloned(),
+            };
+            tokio::spawn(crate::admin_socket::serve(listener, caches))
+        });
         let (mail_stop, mail_stopped) = tokio::sync::watch::channel(false);
         let mail = self.state.mailer.start(mail_stopped);
         let metrics_upkeep = tokio::spawn(async {

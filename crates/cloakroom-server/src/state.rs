@@ -138,6 +138,8 @@ pub struct Inner {
     pub(crate) session_cache: Option<CachedStore>,
     /// Sign-up, login, password change, with their throttling and hashing pool.
     pub(crate) accounts: Accounts,
+    /// Who each session's user is, read per check (cached when exact).
+    pub(crate) identities: crate::identity::Identities,
     /// Client address resolution.
     pub(crate) client_ip: ClientIp,
     /// The clock everything reads.
@@ -210,6 +212,14 @@ impl AppState {
     }
 }
 
+/// Whether the server caches identities (see [`crate::identity`]): only as the accounts' one
+/// writer, with the admin socket that admin commands announce their writes on.
+pub(crate) fn identities_cached(settings: &Settings) -> bool {
+    settings.session_store == SessionStoreKind::Sqlite
+        && settings.session_cache == SessionCacheMode::Exact
+        && settings.account_store == AccountStoreKind::Sqlite
+}
+
 /// The stores a configuration names, opened and checked.
 #[derive(Debug, Clone)]
 pub struct Stores {
@@ -259,9 +269,13 @@ impl Stores {
     pub async fn open_existing(settings: &Settings) -> Result<Self, StartupError> {
         require_existing(settings)?;
         let mut stores = Self::connect(settings).await?;
+        let announcer = crate::admin_socket::Announcer::new(&settings.data_dir);
         if settings.session_store == SessionStoreKind::Sqlite {
             stores.sessions =
-                crate::admin_socket::AnnouncingStore::wrap(stores.sessions, &settings.data_dir);
+                crate::admin_socket::AnnouncingStore::wrap(stores.sessions, announcer.clone());
+        }
+        if identities_cached(settings) {
+            stores.accounts = crate::identity::NoticedAccounts::wrap(stores.accounts, announcer);
         }
         Ok(stores)
     }
@@ -393,11 +407,14 @@ impl AppState {
             .with_clock(clock.clone())
             .with_policy(settings.policy)
             .with_observer(metrics::Observer::shared());
+        let (identities, account_store) =
+            crate::identity::Identities::new(stores.accounts, identities_cached(&settings));
         Ok(Self {
             inner: Arc::new(Inner {
                 minter,
+                identities,
                 accounts: Accounts::new(
-                    stores.accounts,
+                    account_store,
                     Passwords::new(settings.hash_workers),
                     clock.clone(),
                     settings.signup_limit_per_network,

@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use cloakroom_core::accounts::{
-    Account, AccountError, AccountStore, InviteHash, LinkedIdentity, PasswordHash, Username,
+    Account, AccountError, AccountStore, GroupName, InviteHash, LinkedIdentity, PasswordHash,
+    Username,
 };
 use cloakroom_core::mail::EmailAddress;
 use cloakroom_core::{StoreError, Timestamp, UserId};
@@ -52,6 +53,11 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Account, String>> {
             display_name,
         })
     })())
+}
+
+/// A stored group name, checked again on the way out like every other column.
+fn group_name(name: &str) -> Result<GroupName, StoreError> {
+    GroupName::parse(name).map_err(|e| corrupt(format!("group name {name:?}: {e}").into()))
 }
 
 /// The insert [`AccountStore::create`] and [`AccountStore::redeem_invite_and_create`] share.
@@ -284,12 +290,87 @@ impl AccountStore for SqliteAccounts {
                     .execute([&id])?;
                 conn.prepare_cached("DELETE FROM linked_identities WHERE account_id = ?1")?
                     .execute([&id])?;
+                conn.prepare_cached("DELETE FROM account_groups WHERE account_id = ?1")?
+                    .execute([&id])?;
                 conn.prepare_cached("DELETE FROM accounts WHERE id = ?1")?
                     .execute([&id])
                     .map(|n| n == 1)
             })
             .await
             .map_err(store_error)
+    }
+
+    async fn groups(&self, account: &UserId) -> Result<Vec<GroupName>, StoreError> {
+        let id = account.as_str().to_owned();
+        let names = self
+            .db
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT group_name FROM account_groups WHERE account_id = ?1 \
+                     ORDER BY group_name",
+                )?
+                .query_map([id], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .map_err(store_error)?;
+        names.iter().map(|n| group_name(n)).collect()
+    }
+
+    async fn update_groups(
+        &self,
+        account: &UserId,
+        add: &[GroupName],
+        remove: &[GroupName],
+    ) -> Result<bool, StoreError> {
+        let id = account.as_str().to_owned();
+        let add: Vec<String> = add.iter().map(|g| g.as_str().to_owned()).collect();
+        let remove: Vec<String> = remove.iter().map(|g| g.as_str().to_owned()).collect();
+        self.db
+            .write(move |conn| {
+                // One write transaction (the writer's), with the account's existence checked
+                // inside it: a concurrent deletion cannot leave memberships behind.
+                let exists = conn
+                    .prepare_cached("SELECT 1 FROM accounts WHERE id = ?1")?
+                    .exists([&id])?;
+                if !exists {
+                    return Ok(false);
+                }
+                for g in &add {
+                    conn.prepare_cached(
+                        "INSERT INTO account_groups (account_id, group_name) VALUES (?1, ?2) \
+                         ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![id, g])?;
+                }
+                for g in &remove {
+                    conn.prepare_cached(
+                        "DELETE FROM account_groups WHERE account_id = ?1 AND group_name = ?2",
+                    )?
+                    .execute(params![id, g])?;
+                }
+                Ok(true)
+            })
+            .await
+            .map_err(store_error)
+    }
+
+    async fn group_sizes(&self) -> Result<Vec<(GroupName, u64)>, StoreError> {
+        let rows = self
+            .db
+            .read(|conn| {
+                conn.prepare_cached(
+                    "SELECT group_name, count(*) FROM account_groups \
+                     GROUP BY group_name ORDER BY group_name",
+                )?
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|(n, c)| Ok((group_name(n)?, u64::try_from(*c).unwrap_or(0))))
+            .collect()
     }
 
     async fn link_identity(&self, identity: &LinkedIdentity) -> Result<(), AccountError> {

@@ -110,6 +110,14 @@ const MIGRATIONS: &[&str] = &[
     // its normalised form, so an index on it serves password-reset lookups by address.
     "ALTER TABLE accounts ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX accounts_by_email ON accounts (email) WHERE email IS NOT NULL;",
+    // 9 (issue 15, access rules): group memberships. Names compare exactly (BINARY), as the
+    // rules and the `Remote-Groups` header compare them.
+    "CREATE TABLE account_groups (
+        account_id TEXT NOT NULL,
+        group_name TEXT NOT NULL,
+        PRIMARY KEY (account_id, group_name)
+    ) WITHOUT ROWID;
+    CREATE INDEX account_groups_by_group ON account_groups (group_name);",
 ];
 
 /// The schema version this build writes.

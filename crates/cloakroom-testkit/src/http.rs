@@ -276,6 +276,17 @@ impl Request<'_> {
         self
     }
 
+    /// Adds a header, keeping any of that name (to send it twice).
+    ///
+    /// # Panics
+    /// If the name or value is not valid.
+    pub fn add_header(mut self, name: &str, value: &str) -> Self {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .unwrap_or_else(|e| panic!("{name:?} is not a header name: {e}"));
+        self.headers.append(name, header_value(value));
+        self
+    }
+
     /// Removes a header (one the client sends by default, such as `origin`).
     pub fn without(mut self, name: &str) -> Self {
         self.headers.remove(name);

@@ -43,6 +43,8 @@ pub mod session_keys {
     pub const OIDC_SUBJECT: &str = "oidc_sub";
     /// The provider's session id (`sid`) for it, which a back-channel logout names.
     pub const OIDC_SID: &str = "oidc_sid";
+    /// A native app's name for the device it runs on ("Pixel 8"), for "Your devices".
+    pub const DEVICE_NAME: &str = "device_name";
 }
 
 /// Why an account flow refused. Every variant but [`Store`](Self::Store) is the client's to

@@ -11,7 +11,7 @@ use std::io::BufRead;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloakroom_core::accounts::{Account, AccountStore, InviteCode, Username};
+use cloakroom_core::accounts::{Account, AccountStore, GroupName, InviteCode, Username};
 use cloakroom_core::origin::Origin;
 use cloakroom_core::{SessionManager, SystemClock};
 
@@ -54,6 +54,14 @@ pub(crate) fn open_links(
         now,
     )
     .map_err(fail)
+}
+
+/// Group names as given on the command line, checked.
+pub(crate) fn group_names(names: &[String]) -> Result<Vec<GroupName>, AdminError> {
+    names
+        .iter()
+        .map(|n| GroupName::parse(n).map_err(|e| fail(format!("{n:?}: {e}"))))
+        .collect()
 }
 
 /// Admin operations over opened stores.
@@ -209,6 +217,139 @@ impl Admin {
                 rfc3339(a.created_at)
             );
         }
+        Ok(out)
+    }
+
+    /// `user groups NAME [--add G]… [--remove G]…`: changes the account's groups in one
+    /// write, then shows them. A running server reads them on the user's next request.
+    pub async fn user_groups(
+        &self,
+        name: &str,
+        add: &[GroupName],
+        remove: &[GroupName],
+    ) -> Result<String, AdminError> {
+        let account = self.account(name).await?;
+        if !(add.is_empty() && remove.is_empty()) {
+            let found = self
+                .stores
+                .accounts
+                .update_groups(&account.id, add, remove)
+                .await
+                .map_err(fail)?;
+            if !found {
+                return Err(AdminError::NoSuchUser(name.to_owned()));
+            }
+            crate::events::groups_changed(account.username.as_str(), add, remove, "cli");
+        }
+        let groups = self
+            .stores
+            .accounts
+            .groups(&account.id)
+            .await
+            .map_err(fail)?;
+        let names: Vec<&str> = groups.iter().map(GroupName::as_str).collect();
+        Ok(format!(
+            "{}: {}\n",
+            account.username,
+            if names.is_empty() {
+                "(no groups)".to_owned()
+            } else {
+                names.join(", ")
+            }
+        ))
+    }
+
+    /// `group list`: every group with members, and how many.
+    pub async fn group_list(&self) -> Result<String, AdminError> {
+        let mut out = format!("{:<40} {}\n", "GROUP", "MEMBERS");
+        for (group, n) in self.stores.accounts.group_sizes().await.map_err(fail)? {
+            let _ = writeln!(out, "{:<40} {n}", group.as_str());
+        }
+        Ok(out)
+    }
+
+    /// `rules test [--user NAME] --url URL [--method M]`: the rule that decides the request
+    /// and its decision, as forward auth would reach it (the user's groups from the store).
+    pub async fn rules_test(
+        &self,
+        settings: &Settings,
+        user: Option<&str>,
+        url: &str,
+        method: &str,
+    ) -> Result<String, AdminError> {
+        use crate::access::{AccessRequest, Outcome, Who, normalize_path};
+        let parsed = url::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| fail(format!("{url:?} is not an http(s) URL")))?;
+        let method = method.to_ascii_uppercase();
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(fail(format!("{method:?} is not an HTTP method")));
+        }
+        let account = match user {
+            Some(name) => Some(self.account(name).await?),
+            None => None,
+        };
+        let groups = match &account {
+            Some(a) => self.stores.accounts.groups(&a.id).await.map_err(fail)?,
+            None => Vec::new(),
+        };
+        let path = normalize_path(parsed.path());
+        let request = AccessRequest {
+            host: parsed.host_str().unwrap_or_default(),
+            path: &path,
+            method: &method,
+        };
+        let who = account.as_ref().map(|a| Who {
+            username: a.username.as_str(),
+            groups: &groups,
+        });
+        let rules = &settings.access_rules;
+        let decision = rules.decide(&request, who.as_ref());
+        let mut out = String::new();
+        let group_list: Vec<&str> = groups.iter().map(GroupName::as_str).collect();
+        let _ = writeln!(
+            out,
+            "request: {method} {} (path as matched: {path})",
+            parsed.as_str()
+        );
+        let _ = match &account {
+            Some(a) if a.disabled => writeln!(
+                out,
+                "user:    {} (disabled: refused whatever the rules say)",
+                a.username
+            ),
+            Some(a) => writeln!(
+                out,
+                "user:    {} (groups: {})",
+                a.username,
+                if group_list.is_empty() {
+                    "none".to_owned()
+                } else {
+                    group_list.join(", ")
+                }
+            ),
+            None => writeln!(out, "user:    anonymous"),
+        };
+        let _ = match decision.rule {
+            Some(n) => writeln!(out, "rule:    {}", rules.describe(n)),
+            None => writeln!(
+                out,
+                "rule:    none matched: default_policy = {}",
+                match rules.default_policy() {
+                    crate::access::DefaultPolicy::Allow => "allow",
+                    crate::access::DefaultPolicy::Deny => "deny",
+                }
+            ),
+        };
+        let verdict = match decision.outcome {
+            Outcome::Bypass => "bypass (let through without a session)",
+            Outcome::Allow => "allow",
+            Outcome::Deny if account.is_some() => "deny (403: signed in, but no access)",
+            Outcome::Deny => "deny (403)",
+            Outcome::SignIn => "sign in first (401: to the login page)",
+        };
+        let _ = writeln!(out, "decision: {verdict}");
         Ok(out)
     }
 

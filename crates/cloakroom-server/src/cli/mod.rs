@@ -111,6 +111,43 @@ enum Command {
         #[command(flatten)]
         flags: Flags,
     },
+    /// Groups of accounts, for access rules and the admin API.
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCommand,
+        #[command(flatten)]
+        flags: Flags,
+    },
+    /// Check the access rules of the configuration.
+    Rules {
+        #[command(subcommand)]
+        cmd: RulesCommand,
+        #[command(flatten)]
+        flags: Flags,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// Every group with members, and how many.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Say which access rule decides a request and what it decides, as forward auth would.
+    Test {
+        /// Who asks (their account's groups are read from the store); without it, an
+        /// anonymous request.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// The URL asked for.
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// The method.
+        #[arg(long, value_name = "METHOD", default_value = "GET")]
+        method: String,
+    },
 }
 
 impl Command {
@@ -124,7 +161,9 @@ impl Command {
             | Self::Backup { flags, .. }
             | Self::Restore { flags, .. }
             | Self::Mail { flags, .. }
-            | Self::Links { flags, .. } => flags,
+            | Self::Links { flags, .. }
+            | Self::Group { flags, .. }
+            | Self::Rules { flags, .. } => flags,
         }
     }
 }
@@ -157,7 +196,9 @@ fn flags_taken_by(path: &[&str]) -> Option<Vec<&'static str>> {
         }
         // A link is signed for the public URL's Cloakroom and checked against app_origins.
         ["links", ..] => taken.extend(STORES.iter().chain(&["public_url", "app_origins"])),
-        ["sessions" | "mail", ..] => taken.extend(STORES),
+        ["sessions" | "mail" | "group", ..] => taken.extend(STORES),
+        // The rules come from the configuration; a user's groups from the store.
+        ["rules", ..] => taken.extend(STORES.iter().chain(&["public_url", "default_policy"])),
         ["keys", ..] => taken.push("data_dir"),
         ["backup" | "restore", ..] => taken.extend(["data_dir", "account_store"]),
         _ => {}
@@ -228,6 +269,21 @@ enum UserCommand {
         /// running `cloakroom serve` delivers it); it is used only once verified.
         #[arg(long, value_name = "ADDRESS")]
         email: Option<String>,
+        /// A group to put the account in (repeat for several).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+    },
+    /// Show an account's groups, after adding and removing any given; the change takes
+    /// effect on the user's next request, on every session.
+    Groups {
+        /// The username.
+        username: String,
+        /// A group to add the account to (repeat for several).
+        #[arg(long, value_name = "GROUP")]
+        add: Vec<String>,
+        /// A group to remove the account from (repeat for several).
+        #[arg(long, value_name = "GROUP")]
+        remove: Vec<String>,
     },
     /// Set a new password for an account and end all its sessions (for a user who forgot
     /// theirs). The password is read as for `add`.
@@ -336,10 +392,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::User { cmd, .. } => {
                 let admin = Admin::new(Stores::open_existing(&settings).await?);
                 let out = match cmd {
-                    UserCommand::Add { username, email } => {
-                        admin
+                    UserCommand::Add {
+                        username,
+                        email,
+                        groups,
+                    } => {
+                        let groups = admin::group_names(&groups)?;
+                        let mut out = admin
                             .user_add(&username, email.as_deref(), new_password()?, &settings)
-                            .await?
+                            .await?;
+                        if !groups.is_empty() {
+                            out.push_str(&admin.user_groups(&username, &groups, &[]).await?);
+                        }
+                        out
+                    }
+                    UserCommand::Groups {
+                        username,
+                        add,
+                        remove,
+                    } => {
+                        let (add, remove) = (admin::group_names(&add)?, admin::group_names(&remove)?);
+                        admin.user_groups(&username, &add, &remove).await?
                     }
                     UserCommand::SetPassword { username } => {
                         admin.user_set_password(&username, new_password()?).await?
@@ -414,6 +487,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     user: &user,
                 };
                 print(&links::create(&stores, &settings, &link).await?);
+                Ok(())
+            }
+            Command::Group {
+                cmd: GroupCommand::List,
+                ..
+            } => {
+                let admin = Admin::new(Stores::open_existing(&settings).await?);
+                print(&admin.group_list().await?);
+                Ok(())
+            }
+            Command::Rules {
+                cmd: RulesCommand::Test { user, url, method },
+                ..
+            } => {
+                let admin = Admin::new(Stores::open_existing(&settings).await?);
+                print(
+                    &admin
+                        .rules_test(&settings, user.as_deref(), &url, &method)
+                        .await?,
+                );
                 Ok(())
             }
             Command::Sessions { cmd, .. } => {

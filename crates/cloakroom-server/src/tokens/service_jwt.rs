@@ -60,16 +60,7 @@ pub(crate) enum MintError {
     NotAHeader,
 }
 
-/// Who the user is, as forward auth tells the app (computed once per cached token).
-#[derive(Debug, Clone)]
-pub(crate) struct Identity {
-    /// The username.
-    pub(crate) username: String,
-    /// The display name, if known.
-    pub(crate) name: Option<String>,
-    /// The email address, only once verified (headers and the JWT's `email` claim).
-    pub(crate) email: Option<String>,
-}
+pub(crate) use crate::identity::Identity;
 
 /// Everything forward auth adds to an answer, ready to copy into the response: header values
 /// are validated once, when the token is minted, not on every check.
@@ -81,6 +72,8 @@ pub(crate) struct ForwardHeaders {
     pub(crate) name: Option<HeaderValue>,
     /// `Remote-Email`, `X-Auth-Request-Email`.
     pub(crate) email: Option<HeaderValue>,
+    /// `Remote-Groups`, `X-Auth-Request-Groups` (comma-separated), when the user has any.
+    pub(crate) groups: Option<HeaderValue>,
     /// `X-Cloakroom-Jwt`.
     pub(crate) jwt: HeaderValue,
 }
@@ -95,6 +88,9 @@ struct Subject<'a> {
 struct Cached {
     /// Compared exactly: a token for another app must never be handed out.
     audience: Box<str>,
+    /// Who the token says the user is; compared with who they are now on every hit, so a
+    /// group change or a new verified address is never hidden behind a cached token.
+    identity: Arc<Identity>,
     headers: Arc<ForwardHeaders>,
     refresh_at: Timestamp,
 }
@@ -149,31 +145,32 @@ impl Minter {
         Ok(())
     }
 
-    /// The forward-auth headers for `session` and `audience`, with a service JWT reused from
-    /// the cache while it has more than half its life left. `identity` is asked only when a
-    /// token has to be minted.
+    /// The forward-auth headers for `session`, its user's current `identity` and `audience`,
+    /// with a service JWT reused from the cache while it has more than half its life left and
+    /// still says who the user is now.
     pub(crate) fn forward_headers(
         &self,
         session: &Session,
+        identity: &Arc<Identity>,
         audience: &str,
         now: Timestamp,
-        identity: impl FnOnce() -> Identity,
     ) -> Result<Arc<ForwardHeaders>, MintError> {
         if let Some(entries) = self.cache.get(&session.id)
             && let Some(c) = entries.iter().find(|c| &*c.audience == audience)
             && now < c.refresh_at
+            // The same cached identity is the same allocation; a reloaded one is compared.
+            && (Arc::ptr_eq(&c.identity, identity) || *c.identity == **identity)
         {
             return Ok(c.headers.clone());
         }
-        let who = identity();
         let subject = Subject {
             user: session.user_id.as_str(),
             sid: session.handle.as_str(),
             link: false,
         };
-        let headers = Arc::new(self.headers(&subject, &who, audience, now)?);
+        let headers = Arc::new(self.headers(&subject, identity, audience, now)?);
         if audience.len() <= MAX_CACHED_AUDIENCE {
-            self.remember(session.id, audience, &headers, now);
+            self.remember(session.id, audience, identity, &headers, now);
         }
         Ok(headers)
     }
@@ -184,11 +181,13 @@ impl Minter {
         &self,
         id: SessionId,
         audience: &str,
+        identity: &Arc<Identity>,
         headers: &Arc<ForwardHeaders>,
         now: Timestamp,
     ) {
         let entry = Cached {
             audience: audience.into(),
+            identity: identity.clone(),
             headers: headers.clone(),
             refresh_at: now.saturating_add(self.ttl / 2),
         };
@@ -244,26 +243,29 @@ impl Minter {
         // All the values in one buffer: a check's clones of them then count on one shared
         // reference count, and hyper copies them from neighbouring memory (issue 14's profile
         // had a cache miss per value).
+        let groups = who.groups_joined();
         let parts = [
             who.username.as_str(),
             name,
             who.email.as_deref().unwrap_or(""),
+            &groups,
             &token,
         ];
         let mut buffer = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-        let mut ranges = [0..0, 0..0, 0..0, 0..0];
+        let mut ranges = [0..0, 0..0, 0..0, 0..0, 0..0];
         for (part, range) in parts.iter().zip(&mut ranges) {
             let start = buffer.len();
             buffer.extend_from_slice(part.as_bytes());
             *range = start..buffer.len();
         }
         let buffer = Bytes::from(buffer);
-        let [user, name, email, jwt] =
+        let [user, name, email, group_list, jwt] =
             ranges.map(|r| HeaderValue::from_maybe_shared(buffer.slice(r)).ok());
         Ok(ForwardHeaders {
             user,
             name,
             email: who.email.as_ref().and(email),
+            groups: (!who.groups.is_empty()).then_some(group_list).flatten(),
             jwt: jwt.ok_or(MintError::NotAHeader)?,
         })
     }
@@ -296,6 +298,7 @@ impl Minter {
             jti: URL_SAFE_NO_PAD.encode(jti),
             link: subject.link,
             email: who.email.clone(),
+            groups: who.groups.iter().map(|g| g.as_str().to_owned()).collect(),
         };
         Ok(jsonwebtoken::encode(
             &header,
@@ -348,15 +351,16 @@ mod tests {
             .await
             .unwrap()
             .session;
-        let identity = || Identity {
+        let identity = &Arc::new(Identity {
             username: "u1".into(),
             name: None,
             email: None,
-        };
+            groups: Vec::new(),
+        });
         for i in 0..12_000 {
             let audience = format!("https://{i:0>63}.example.com");
             minter
-                .forward_headers(&session, &audience, now, identity)
+                .forward_headers(&session, identity, &audience, now)
                 .unwrap();
         }
         assert_eq!(
@@ -375,7 +379,7 @@ mod tests {
             .unwrap()
             .session;
         minter
-            .forward_headers(&other, &long, now, identity)
+            .forward_headers(&other, identity, &long, now)
             .unwrap();
         assert_eq!(minter.cached(), MAX_AUDIENCES);
         // Many sessions: bounded in all.
@@ -395,7 +399,7 @@ mod tests {
             for a in 0..MAX_AUDIENCES {
                 let audience = format!("https://app{a}.example.com");
                 minter
-                    .forward_headers(&s, &audience, now, identity)
+                    .forward_headers(&s, identity, &audience, now)
                     .unwrap();
             }
         }

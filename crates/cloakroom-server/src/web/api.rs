@@ -19,7 +19,7 @@ use crate::accounts::Credentials;
 use crate::accounts::passwords::Password;
 use crate::state::AppState;
 use crate::tokens::download;
-use crate::web::device::{label, rfc3339};
+use crate::web::device::rfc3339;
 use crate::web::error::{ApiJson, WebError};
 use crate::web::flows;
 use crate::web::{CLEAR_SITE_DATA, ClientAddr};
@@ -36,6 +36,46 @@ pub(crate) struct LoginRequest {
     /// Keep the session for 30 days of inactivity (90 at most) instead of 30 minutes.
     #[serde(default)]
     pub(crate) remember: bool,
+    /// `browser` (the default: the session cookie is set) or `native`: a native app, which
+    /// gets the session token in the answer and sends it as `Authorization: Bearer`. A native
+    /// sign-in needs no `Origin`: it sets no cookie, so no other site can use it.
+    #[serde(default)]
+    pub(crate) client: ClientKind,
+    /// A native app's name for its device ("Pixel 8"), shown under "Your devices"; 1 to 64
+    /// characters.
+    pub(crate) device_name: Option<String>,
+}
+
+/// Who signs in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ClientKind {
+    /// A browser: the session is a cookie.
+    #[default]
+    Browser,
+    /// A native app: the session is a bearer token.
+    Native,
+}
+
+/// What `POST /api/login` answers: a browser's session, or a native app's token.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, clippy::large_enum_variant)] // Described, never built: the handler answers one of the two.
+pub(crate) enum LoginAnswer {
+    /// A browser (`"client": "browser"`, the default): the session cookie is set.
+    Browser(SessionResponse),
+    /// A native app (`"client": "native"`): no cookie.
+    Native(NativeSession),
+}
+
+/// A native app's session (`POST /api/login` with `"client": "native"`).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct NativeSession {
+    /// The session token (43 characters): send it as `Authorization: Bearer <token>`. It is
+    /// shown once; Cloakroom keeps only its hash.
+    pub(crate) session_token: String,
+    /// When the session ends at the latest (RFC 3339); inactivity ends it sooner.
+    pub(crate) expires_at: String,
 }
 
 /// A new account for `POST /api/signup`.
@@ -260,20 +300,52 @@ pub(crate) async fn signup(
 #[utoipa::path(post, path = "/api/login", tag = "sessions", request_body = LoginRequest,
     security((), ("session_cookie" = [])),
     responses(
-        (status = 200, description = "Logged in; the session cookie is set (a new one: any session the request carried is replaced)", body = SessionResponse),
+        (status = 200, description = "Logged in. A browser: the session cookie is set (a new one: any session the request carried is replaced), and the body is a `SessionResponse`. A native app (`\"client\": \"native\"`): no cookie, and the body is a `NativeSession` with the bearer token", body = LoginAnswer),
     ))]
 pub(crate) async fn login(
     State(state): State<AppState>,
     auth: Auth,
     ClientAddr(ip): ClientAddr,
     ApiJson(req): ApiJson<LoginRequest>,
-) -> Result<Json<SessionResponse>, WebError> {
+) -> Result<Response, WebError> {
+    let client = match req.client {
+        ClientKind::Browser => flows::Client::Browser {
+            remember: req.remember,
+        },
+        ClientKind::Native => flows::Client::Native {
+            device_name: device_name(req.device_name.as_deref())?,
+        },
+    };
     let creds = Credentials {
         username: req.username,
         password: req.password,
     };
-    let (account, session) = flows::login(&state, &auth, ip, &creds, req.remember).await?;
-    Ok(Json(session_response(&account, &session)))
+    let (account, session, token) = flows::login(&state, &auth, ip, &creds, &client).await?;
+    Ok(match token {
+        Some(token) => Json(NativeSession {
+            session_token: token.expose_cookie_value(),
+            expires_at: rfc3339(session.record().absolute_expires_at),
+        })
+        .into_response(),
+        None => Json(session_response(&account, &session)).into_response(),
+    })
+}
+
+/// A native app's device name: 1 to 64 characters, none of them control characters; absent,
+/// "Native app".
+fn device_name(name: Option<&str>) -> Result<String, WebError> {
+    let Some(name) = name.map(str::trim) else {
+        return Ok("Native app".to_owned());
+    };
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(WebError::Body {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_device_name",
+            message: "A device name is 1 to 64 characters, none of them control characters."
+                .to_owned(),
+        });
+    }
+    Ok(name.to_owned())
 }
 
 /// Ends this session and clears the cookie.
@@ -319,7 +391,7 @@ pub(crate) async fn sessions(session: Session) -> Result<Json<Vec<DeviceView>>, 
                 last_seen_at: rfc3339(s.last_seen_at),
                 ip: s.ip.map(|ip| ip.to_string()),
                 user_agent: s.user_agent.clone(),
-                device: label(s.user_agent.as_deref()),
+                device: crate::web::device::session_label(s),
             })
             .collect(),
     ))

@@ -6,6 +6,18 @@
 use cloakroom_core::Timestamp;
 
 /// "Browser on OS" from a user agent, or "Unknown device".
+/// A session's device as "Your devices" names it: a native app's own name for it ("Pixel 8,
+/// app"), else what its user agent says.
+pub(crate) fn session_label(s: &cloakroom_core::Session) -> String {
+    match s
+        .data
+        .get::<String>(crate::accounts::session_keys::DEVICE_NAME)
+    {
+        Ok(Some(name)) if s.is_bearer() => format!("{name} (app)"),
+        _ => label(s.user_agent.as_deref()),
+    }
+}
+
 pub(crate) fn label(user_agent: Option<&str>) -> String {
     let Some(ua) = user_agent.filter(|ua| !ua.trim().is_empty()) else {
         return "Unknown device".to_owned();

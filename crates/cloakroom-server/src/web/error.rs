@@ -58,6 +58,13 @@ pub(crate) enum WebError {
     /// No such thing (a session handle that is not yours, …); the message says what.
     #[error("{0}")]
     NotFound(&'static str),
+    /// An access rule refused the request (forward auth, the admin API): 403, and never a
+    /// way to the login page for someone signed in — signing in again changes nothing.
+    #[error("{}", denied_message(.user.as_deref()))]
+    Denied {
+        /// Who is signed in, if anyone.
+        user: Option<String>,
+    },
     /// A forward-auth refusal: the proxy passes the status on.
     #[error("{message}")]
     Forward {
@@ -182,6 +189,7 @@ impl WebError {
                 }
             },
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Denied { .. } => StatusCode::FORBIDDEN,
             Self::Store(_) | Self::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -219,6 +227,7 @@ impl WebError {
             },
             Self::NotFound(_) => "not_found",
             Self::Forward { .. } => "forward_auth",
+            Self::Denied { .. } => "access_denied",
             Self::Store(_) => "store_unavailable",
             Self::TimedOut => "timed_out",
         }
@@ -448,6 +457,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for WebForm<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, WebError> {
         Ok(Self(axum::Form::<T>::from_request(req, state).await?.0))
+    }
+}
+
+fn denied_message(user: Option<&str>) -> String {
+    match user {
+        Some(user) => format!(
+            "You are signed in as {user}, but your account has no access to this page. Ask your \
+             administrator for access, or sign in as someone else."
+        ),
+        None => "This page is not open to anyone.".to_owned(),
     }
 }
 

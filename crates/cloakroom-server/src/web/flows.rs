@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 
 use cloakroom_axum::{Auth, Session};
-use cloakroom_core::AuthMethod;
 use cloakroom_core::accounts::Account;
+use cloakroom_core::{AuthMethod, SessionToken};
 
 use crate::accounts::passwords::{Busy, Password};
 use crate::accounts::session_keys;
@@ -26,6 +26,42 @@ pub(crate) async fn start_session(
         .remember(remember)
         .data(accounts::session_data(account));
     Ok(auth.login(new).await?)
+}
+
+/// Who is signing in: a browser (a cookie) or a native app (a bearer token).
+#[derive(Debug, Clone)]
+pub(crate) enum Client {
+    /// A browser, with "remember me" or not.
+    Browser {
+        /// A persistent session.
+        remember: bool,
+    },
+    /// A native app, with the name its user will see under "Your devices".
+    Native {
+        /// "Pixel 8".
+        device_name: String,
+    },
+}
+
+/// A native app's session: issued, not set as a cookie; its token goes back in the answer.
+async fn start_native_session(
+    auth: &Auth,
+    account: &Account,
+    device_name: &str,
+) -> Result<(SessionToken, Session), WebError> {
+    let mut data = accounts::session_data(account);
+    data.insert(accounts::session_keys::DEVICE_NAME, &device_name)
+        .map_err(|e| WebError::Body {
+            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_body",
+            message: format!("The device name was refused: {e}."),
+        })?;
+    // Native sessions live as long as a remembered browser's: an app signs in once.
+    let new = auth
+        .new_session(account.id.clone(), AuthMethod::password())
+        .remember(true)
+        .data(data);
+    Ok(auth.issue_bearer(new).await?)
 }
 
 /// Changes the password of the session's user: the account rules first, then every other
@@ -57,8 +93,12 @@ pub(crate) async fn login(
     auth: &Auth,
     ip: Option<IpAddr>,
     credentials: &Credentials,
-    remember: bool,
-) -> Result<(Account, Session), WebError> {
+    client: &Client,
+) -> Result<(Account, Session, Option<SessionToken>), WebError> {
+    if matches!(client, Client::Browser { .. }) {
+        // Before the password is even looked at: a browser's sign-in must come from our pages.
+        auth.require_verified_origin()?;
+    }
     let account = state
         .accounts
         .login(ip, credentials)
@@ -70,7 +110,13 @@ pub(crate) async fn login(
         refused(account.username.as_str(), ip, &e);
         return Err(e.into());
     }
-    let session = start_session(auth, &account, remember).await?;
+    let (session, token) = match client {
+        Client::Browser { remember } => (start_session(auth, &account, *remember).await?, None),
+        Client::Native { device_name } => {
+            let (token, session) = start_native_session(auth, &account, device_name).await?;
+            (session, Some(token))
+        }
+    };
     // `cloakroom user disable` sets the flag, then ends every session. A disable that ran
     // after the password check but before our session existed missed it, so look again now
     // that it exists: either the disable's revocation saw the session, or this sees the flag.
@@ -84,7 +130,7 @@ pub(crate) async fn login(
     }
     metrics::login("success");
     events::login(account.username.as_str(), session.handle().as_str(), ip);
-    Ok((account, session))
+    Ok((account, session, token))
 }
 
 /// Creates an account (if the configured sign-up mode allows, with `invite` where it asks for

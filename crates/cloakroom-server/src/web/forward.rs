@@ -50,6 +50,7 @@ use cloakroom_core::origin::{Origin, is_safe_method};
 use cloakroom_core::service_token::JWT_HEADER;
 use serde::Deserialize;
 
+use crate::access::{AccessRequest, Decision, DefaultPolicy, Outcome, Who};
 use crate::accounts::session_keys as keys;
 use crate::state::AppState;
 use crate::tokens::download;
@@ -335,6 +336,8 @@ pub(crate) struct ForwardingHeaders {
         ("X-Auth-Request-User" = String, description = "The username (oauth2-proxy's name)"),
         ("X-Auth-Request-Preferred-Username" = String, description = "The username"),
         ("X-Auth-Request-Email" = String, description = "The account's email address, only once verified"),
+        ("Remote-Groups" = String, description = "The user's groups, comma-separated, when they are in any (Authelia's name)"),
+        ("X-Auth-Request-Groups" = String, description = "The user's groups, comma-separated, when they are in any (oauth2-proxy's name)"),
         ("X-Cloakroom-Jwt" = String, description = "A short-lived service JWT for the app, \
             signed with a key from `/.well-known/jwks.json`"),
     )
@@ -383,7 +386,15 @@ impl FromRequestParts<AppState> for Checked {
                 message: "This host is not one of the protected apps (app_origins).".into(),
             });
         }
+        // A native app's bearer token is never sent by a browser on its own: no other site
+        // can make a request carry it.
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().get(..7))
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"bearer "));
         if state.settings.forward_auth_csrf
+            && !bearer
             && let Err(why) = forwarded_csrf(&parts.headers, &fwd)
         {
             metrics::forward_auth(metrics::ForwardOutcome::Csrf);
@@ -423,50 +434,135 @@ const X_AUTH_REQUEST_EMAIL: HeaderName = HeaderName::from_static("x-auth-request
 const X_AUTH_REQUEST_PREFERRED_USERNAME: HeaderName =
     HeaderName::from_static("x-auth-request-preferred-username");
 const X_CLOAKROOM_JWT: HeaderName = HeaderName::from_static(JWT_HEADER);
+const REMOTE_GROUPS: HeaderName = HeaderName::from_static("remote-groups");
+const X_AUTH_REQUEST_GROUPS: HeaderName = HeaderName::from_static("x-auth-request-groups");
 
 /// The shared decision: `success` is the status to answer a valid session with (200, or 202
 /// for oauth2-proxy).
-fn decide(
+async fn decide(
     state: &AppState,
     fwd: &ForwardedRequest,
     session: Option<Session>,
     success: StatusCode,
 ) -> Result<Response, WebError> {
-    let Some(session) = session else {
-        metrics::forward_auth(metrics::ForwardOutcome::Unauthenticated);
-        return Ok(match fwd.flavor {
-            Flavor::Nginx => {
-                // Rendered here, not by the group: the refusal carries where to sign in.
-                let mut r = sign_in_first().render(&Format::Json);
-                if let Ok(v) = HeaderValue::from_str(&login_url(state, fwd)) {
-                    r.headers_mut().insert(header::LOCATION, v);
-                }
-                r
-            }
-            Flavor::Forwarded if fwd.accepts_html => {
-                // 302 keeps a GET a GET; 303 turns a POST into a GET of the login page.
-                let status = if is_safe_method(&fwd.method) {
-                    StatusCode::FOUND
-                } else {
-                    StatusCode::SEE_OTHER
-                };
-                (status, [(header::LOCATION, login_url(state, fwd))]).into_response()
-            }
-            _ => return Err(sign_in_first()),
-        });
+    // Who the user is now, not when they signed in: a session whose account is gone or
+    // disabled lets nobody through.
+    let signed_in = match session {
+        Some(session) => state
+            .identities
+            .of(session.user_id())
+            .await?
+            .map(|identity| (session, identity)),
+        None => None,
     };
-    let record = session.record();
-    let identity = || Identity {
-        username: flows::username(&session),
-        name: session.get::<String>(keys::NAME).ok().flatten(),
-        email: session.get::<String>(keys::EMAIL).ok().flatten(),
+    let Some((session, identity)) = signed_in else {
+        return match access(state, fwd, None).outcome {
+            Outcome::Deny => Ok(denied(state, fwd, None)),
+            _ => to_sign_in(state, fwd),
+        };
     };
+    match access(state, fwd, Some(&identity)).outcome {
+        Outcome::Allow | Outcome::Bypass => {}
+        // A rule refused this user: 403, never the login page (signing in again would change
+        // nothing, and a redirect there loops).
+        Outcome::Deny | Outcome::SignIn => return Ok(denied(state, fwd, Some(&identity))),
+    }
     let headers = state
         .minter
-        .forward_headers(record, audience(state, fwd), state.clock.now(), identity)
+        .forward_headers(
+            session.record(),
+            &identity,
+            audience(state, fwd),
+            state.clock.now(),
+        )
         .map_err(|e| mint_failed(&e))?;
     metrics::forward_auth(metrics::ForwardOutcome::Allowed);
     Ok(allowed(success, &headers))
+}
+
+/// What the access rules say about the forwarded request for `who` (anonymous: `None`).
+/// Without rules, the default policy decides, and the path is never looked at.
+fn access(state: &AppState, fwd: &ForwardedRequest, who: Option<&Identity>) -> Decision {
+    let rules = &state.settings.access_rules;
+    if rules.is_empty() {
+        let outcome = match (rules.default_policy(), who) {
+            (DefaultPolicy::Deny, _) => Outcome::Deny,
+            (DefaultPolicy::Allow, Some(_)) => Outcome::Allow,
+            (DefaultPolicy::Allow, None) => Outcome::SignIn,
+        };
+        return Decision {
+            rule: None,
+            outcome,
+        };
+    }
+    let url = fwd.url.as_ref();
+    let public = url::Url::parse(state.settings.public_origin.as_str()).ok();
+    let host = url
+        .or(public.as_ref())
+        .and_then(url::Url::host_str)
+        .unwrap_or_default();
+    let path = crate::access::normalize_path(url.map_or("/", url::Url::path));
+    let request = AccessRequest {
+        host,
+        path: &path,
+        method: &fwd.method,
+    };
+    let who = who.map(|i| Who {
+        username: &i.username,
+        groups: &i.groups,
+    });
+    rules.decide(&request, who.as_ref())
+}
+
+/// A request a rule refused: 403, in the proxy's dialect. A browser behind Traefik or Caddy
+/// (which pass the answer through) gets the page that says who is signed in; nginx gets the
+/// JSON refusal, which its configuration turns into a redirect to `/access-denied`.
+fn denied(state: &AppState, fwd: &ForwardedRequest, who: Option<&Identity>) -> Response {
+    metrics::forward_auth(metrics::ForwardOutcome::Denied);
+    let url = fwd.url.as_ref().map(url::Url::as_str);
+    events::access_denied(who.map(|i| i.username.as_str()), url);
+    let error = WebError::Denied {
+        user: who.map(|i| i.username.clone()),
+    };
+    let mut response = if fwd.flavor == Flavor::Forwarded && fwd.accepts_html {
+        pages::denied_page(&state.site, who.map(|i| i.username.as_str()), url)
+    } else {
+        error.render(&Format::Json)
+    };
+    if let Some(who) = who
+        && let Ok(v) = HeaderValue::from_str(&who.username)
+    {
+        response.headers_mut().insert(X_CLOAKROOM_DENIED, v);
+    }
+    response
+}
+
+/// Names the signed-in user a rule refused, for the proxy's logs and error page.
+const X_CLOAKROOM_DENIED: HeaderName = HeaderName::from_static("x-cloakroom-denied");
+
+/// No valid session: where to sign in, in the proxy's dialect.
+fn to_sign_in(state: &AppState, fwd: &ForwardedRequest) -> Result<Response, WebError> {
+    metrics::forward_auth(metrics::ForwardOutcome::Unauthenticated);
+    Ok(match fwd.flavor {
+        Flavor::Nginx => {
+            // Rendered here, not by the group: the refusal carries where to sign in.
+            let mut r = sign_in_first().render(&Format::Json);
+            if let Ok(v) = HeaderValue::from_str(&login_url(state, fwd)) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Flavor::Forwarded if fwd.accepts_html => {
+            // 302 keeps a GET a GET; 303 turns a POST into a GET of the login page.
+            let status = if is_safe_method(&fwd.method) {
+                StatusCode::FOUND
+            } else {
+                StatusCode::SEE_OTHER
+            };
+            (status, [(header::LOCATION, login_url(state, fwd))]).into_response()
+        }
+        _ => return Err(sign_in_first()),
+    })
 }
 
 /// The service JWT's audience: `jwt_audience` if set, else the app's origin (the public
@@ -499,7 +595,7 @@ fn allowed(success: StatusCode, headers: &ForwardHeaders) -> Response {
     let h = response.headers_mut();
     // Room for all of them at once: growing the map insert by insert reallocated it twice per
     // check (3 % of a check in the profile).
-    h.reserve(9);
+    h.reserve(11);
     if let Some(user) = &headers.user {
         for name in [
             REMOTE_USER,
@@ -515,6 +611,10 @@ fn allowed(success: StatusCode, headers: &ForwardHeaders) -> Response {
     if let Some(email) = &headers.email {
         h.insert(REMOTE_EMAIL, email.clone());
         h.insert(X_AUTH_REQUEST_EMAIL, email.clone());
+    }
+    if let Some(groups) = &headers.groups {
+        h.insert(REMOTE_GROUPS, groups.clone());
+        h.insert(X_AUTH_REQUEST_GROUPS, groups.clone());
     }
     h.insert(X_CLOAKROOM_JWT, headers.jwt.clone());
     response
@@ -553,12 +653,12 @@ async fn by_link(
     )
     .await;
     Some(match opened {
-        Ok(opened) => link_allowed(state, fwd, &opened, ip, success),
+        Ok(opened) => link_allowed(state, fwd, &opened, ip, success).await,
         Err(refusal) => link_refused(fwd, refusal, ip),
     })
 }
 
-fn link_allowed(
+async fn link_allowed(
     state: &AppState,
     fwd: &ForwardedRequest,
     opened: &download::Opened,
@@ -566,10 +666,12 @@ fn link_allowed(
     success: StatusCode,
 ) -> Result<Response, WebError> {
     let account = &opened.account;
+    let groups = state.account_store().groups(&account.id).await?;
     let who = Identity {
         username: account.username.as_str().to_owned(),
         name: account.display_name.clone(),
         email: account.verified_email().map(|e| e.as_str().to_owned()),
+        groups,
     };
     let headers = state
         .minter
@@ -657,9 +759,14 @@ pub(crate) async fn verify(
     if let Some(answer) = by_link(&state, &fwd, ip, StatusCode::OK).await {
         return answer;
     }
+    // A bypassed request is one for anybody, signed in or not: no session lookup.
+    if access(&state, &fwd, None).outcome == Outcome::Bypass {
+        metrics::forward_auth(metrics::ForwardOutcome::Allowed);
+        return Ok(StatusCode::OK.into_response());
+    }
     // Validated only now: a link decides alone, so its request costs no session lookup.
     let session = auth.session().await?;
-    decide(&state, &fwd, session, StatusCode::OK)
+    decide(&state, &fwd, session, StatusCode::OK).await
 }
 
 /// May this request through? (oauth2-proxy's contract)
@@ -682,9 +789,14 @@ pub(crate) async fn oauth2_auth(
     if let Some(answer) = by_link(&state, &fwd, ip, StatusCode::ACCEPTED).await {
         return answer;
     }
+    // A bypassed request is one for anybody, signed in or not: no session lookup.
+    if access(&state, &fwd, None).outcome == Outcome::Bypass {
+        metrics::forward_auth(metrics::ForwardOutcome::Allowed);
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
     // Validated only now: a link decides alone, so its request costs no session lookup.
     let session = auth.session().await?;
-    decide(&state, &fwd, session, StatusCode::ACCEPTED)
+    decide(&state, &fwd, session, StatusCode::ACCEPTED).await
 }
 
 /// `?rd=` on oauth2-proxy's sign-in and sign-out.

@@ -3,7 +3,7 @@
 //! | group | routes | errors as |
 //! | --- | --- | --- |
 //! | [`pages`] (and the pages of [`reset`] and [`email`]) | `/`, `/login`, `/signup`, `/logout`, `/account/…`, `/password-reset`, `/verify-email`, and any unknown path | HTML pages (JSON for a 404 that is not for a browser) |
-//! | [`api`] | `/api/…` (OpenAPI at `/openapi.json`) | JSON |
+//! | [`api`], [`admin`] | `/api/…`, `/api/admin/…` (OpenAPI at `/openapi.json`) | JSON |
 //! | [`forward`] | `/auth/verify`, Authelia's and oauth2-proxy's endpoints | JSON, in the proxy's dialect |
 //! | [`ops`] | `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, JWKS, stylesheets | JSON |
 //!
@@ -12,6 +12,7 @@
 //! until it has). Handlers fail with a [`WebError`](error::WebError); the group's renderer
 //! (see [`error`]) writes it, once.
 
+pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod client_ip;
 pub(crate) mod device;
@@ -35,7 +36,7 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{any, delete, get, post};
-use cloakroom_axum::SessionLayer;
+use cloakroom_axum::{OtherSchemes, SessionLayer};
 
 use crate::state::AppState;
 use error::{Format, WebError, render};
@@ -52,6 +53,9 @@ pub fn app(state: AppState) -> Router {
         .with_same_site(settings.same_site)
         .with_max_form_bytes(MAX_BODY_BYTES)
         .with_client_ip(move |parts| client_ip.of(parts));
+    if let Some(domain) = &settings.cookie_domain {
+        layer = layer.with_cookie_domain(domain);
+    }
     for origin in &settings.allowed_origins {
         layer = layer.with_allowed_origin(origin.clone());
     }
@@ -69,9 +73,15 @@ pub fn app(state: AppState) -> Router {
     let csp = state.site.csp.clone();
     let site = state.site.clone();
 
+    // The API takes native apps' bearer tokens as well as cookies; only the sign-in itself
+    // lets a request without any browser's headers through (it then sets no cookie).
+    let api_layer = layer.clone().with_bearer_sessions(OtherSchemes::Refuse);
+    let sign_in = Router::new()
+        .route("/api/login", post(api::login))
+        .layer(api_layer.clone().with_non_browser_sign_in())
+        .layer(middleware::map_response(|r| render(Format::Json, r)));
     let api = Router::new()
         .route("/api/signup", post(api::signup))
-        .route("/api/login", post(api::login))
         .route("/api/logout", post(api::logout))
         .route("/api/session", get(api::current))
         .route("/api/sessions", get(api::sessions))
@@ -88,7 +98,14 @@ pub fn app(state: AppState) -> Router {
         .route("/api/email", post(email::change_api))
         .route("/api/email/verify", post(email::verify_api))
         .route("/api/email/resend", post(email::resend_api))
-        .layer(layer.clone())
+        .route("/api/admin/users", get(admin::users))
+        .route("/api/admin/users/{username}", get(admin::user))
+        .route(
+            "/api/admin/users/{username}/groups",
+            post(admin::change_groups),
+        )
+        .route("/api/admin/groups", get(admin::groups))
+        .layer(api_layer)
         // Outside the session layer, so that its refusals are rendered too.
         .layer(middleware::map_response(|r| render(Format::Json, r)));
 
@@ -100,6 +117,7 @@ pub fn app(state: AppState) -> Router {
             get(pages::signup_page).post(pages::signup_submit),
         )
         .route("/logout", post(pages::logout))
+        .route("/access-denied", get(pages::access_denied))
         .route("/oauth2/sign_out", post(forward::oauth2_sign_out_confirmed))
         .route("/account/sessions", get(pages::sessions_page))
         .route(
@@ -157,7 +175,12 @@ pub fn app(state: AppState) -> Router {
         .route("/oauth2/sign_in", get(forward::oauth2_sign_in))
         .route("/oauth2/sign_out", get(forward::oauth2_sign_out))
         .route("/oauth2/userinfo", get(forward::oauth2_userinfo))
-        .layer(layer.clone().danger_disable_csrf())
+        .layer(
+            layer
+                .clone()
+                .danger_disable_csrf()
+                .with_bearer_sessions(OtherSchemes::Ignore),
+        )
         .layer(middleware::map_response(|r| render(Format::Json, r)));
 
     // A provider posts logout tokens from its own servers: no browser, no Origin, no session —
@@ -192,6 +215,7 @@ pub fn app(state: AppState) -> Router {
 
     Router::new()
         .merge(api)
+        .merge(sign_in)
         .merge(pages)
         .merge(forward)
         .merge(provider_calls)

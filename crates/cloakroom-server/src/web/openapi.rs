@@ -22,14 +22,16 @@ use serde_json::{Value, json};
 use utoipa::OpenApi as _;
 
 use crate::config::Settings;
-use crate::web::{api, email, forward, oidc, ops, reset};
+use crate::web::{admin, api, email, forward, oidc, ops, reset};
 
 /// The operations, schemas and tags utoipa generates from the handlers' annotations.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     info(title = "Cloakroom", description = "Server-side sessions: accounts, sign-in, your devices, sign out \
         everywhere; forward auth for reverse proxies, with short-lived service JWTs.\n\n\
-        Authentication is the session cookie only (`session_cookie`). A state-changing request must come from \
+        Authentication is the session cookie (`session_cookie`), or, for a native app, its session token as \
+        `Authorization: Bearer` (`bearer_token`, from `POST /api/login` with `\"client\": \"native\"`) on `/api/…` and \
+        forward auth; a bearer request needs no CSRF token, and one carrying both is refused (400). A state-changing request must come from \
         the server's own origin (Fetch Metadata `Sec-Fetch-Site`, else `Origin`) and, when it carries a session \
         cookie, the session's CSRF token in `X-CSRF-Token`. Every error body is `{\"error\": \"<code>\", \
         \"message\": \"…\"}`; each response lists the codes it can hold."),
@@ -41,6 +43,7 @@ use crate::web::{api, email, forward, oidc, ops, reset};
         forward::verify, forward::oauth2_auth, forward::oauth2_sign_in, forward::oauth2_sign_out,
         forward::oauth2_sign_out_confirmed, forward::oauth2_userinfo,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::jwks,
+        admin::users, admin::user, admin::change_groups, admin::groups,
     ),
     components(
         schemas(api::ErrorBody),
@@ -56,6 +59,7 @@ use crate::web::{api, email, forward, oidc, ops, reset};
         (name = "oauth2-proxy", description = "oauth2-proxy's endpoints, for proxies configured for it"),
         (name = "oidc", description = "Signing in through OpenID providers: the endpoint a provider calls"),
         (name = "operations", description = "Health, readiness, metrics, keys, this document"),
+        (name = "admin", description = "Accounts and their groups, for members of `admin_group` only"),
     ),
 )]
 struct ApiDoc;
@@ -82,6 +86,13 @@ pub(crate) fn document(settings: &Settings) -> Value {
             "description": "The session cookie, set by sign-up and login: an opaque random token \
                 (`Secure`, `HttpOnly`, `Path=/`, `SameSite=Lax` unless configured `Strict`; the \
                 `__Host-` prefix by default). Its name is the `cookie_name` setting.",
+        },
+        "bearer_token": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A native app's session token (43 characters), from `POST /api/login` with \
+                `\"client\": \"native\"`. Accepted wherever the session cookie is, on `/api/…` and forward \
+                auth; never by the pages. A browser's cookie token is not accepted here, nor this one as a cookie.",
         }
     });
     if let Some(paths) = doc["paths"].as_object_mut() {
@@ -156,9 +167,45 @@ const BUSY: Refusal = refusal(
      unavailable.",
 );
 
+const NOT_ADMIN: Refusal = refusal(
+    403,
+    &["access_denied"],
+    "Signed in, but not a member of `admin_group`.",
+);
+
+const ACCOUNTS_DOWN: Refusal = refusal(
+    503,
+    &["store_unavailable"],
+    "The account store is unavailable.",
+);
+
 /// The refusals an operation (by operation id) makes itself; those of the layers in front of
 /// it are added by [`layer_refusals`].
 const OWN: &[(&str, &[Refusal])] = &[
+    ("users", &[NOT_ADMIN, ACCOUNTS_DOWN]),
+    ("groups", &[NOT_ADMIN, ACCOUNTS_DOWN]),
+    (
+        "user",
+        &[
+            NOT_ADMIN,
+            refusal(404, &["not_found"], "No account has this username."),
+            ACCOUNTS_DOWN,
+        ],
+    ),
+    (
+        "change_groups",
+        &[
+            NOT_ADMIN,
+            refusal(404, &["not_found"], "No account has this username."),
+            refusal(
+                422,
+                &["invalid_group"],
+                "A group name breaks the rules (1 to 64 letters, digits, `.`, `-`, `_`, \
+                 starting with a letter or digit).",
+            ),
+            ACCOUNTS_DOWN,
+        ],
+    ),
     (
         "signup",
         &[
@@ -414,6 +461,14 @@ const FORWARD_AUTH: &[Refusal] = &[
         "The forwarding headers do not describe a request.",
     ),
     refusal(
+        403,
+        &["access_denied"],
+        "An access rule (`[[access_rules]]`, `default_policy`) refuses the request: for a \
+         signed-in user `X-Cloakroom-Denied` names them (nginx's configuration sends the \
+         browser to `/access-denied`); a browser behind Traefik or Caddy gets that page as \
+         the answer. Never a way to the login page for someone signed in.",
+    ),
+    refusal(
         401,
         &["forward_auth"],
         "No valid session: sign in first. In nginx's dialect (`X-Original-URL`) the answer \
@@ -493,6 +548,13 @@ fn layer_refusals(group: Group, method: &str, op: &Value) -> Vec<Refusal> {
             401,
             &["unauthenticated"],
             "No session, or it has ended (signed out, revoked or expired): sign in again.",
+        ));
+    }
+    if reads_session && matches!(group, Group::Api | Group::Forward) {
+        refusals.push(refusal(
+            400,
+            &["ambiguous_credentials"],
+            "The request carries both a session cookie and `Authorization: Bearer`: send one.",
         ));
     }
     if checks_csrf(group, method) {

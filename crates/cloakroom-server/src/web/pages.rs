@@ -20,7 +20,7 @@ use crate::accounts::passwords::Password;
 use crate::accounts::{AccountsError, Credentials};
 use crate::config::SignupMode;
 use crate::state::AppState;
-use crate::web::device::{label, relative, rfc3339};
+use crate::web::device::{relative, rfc3339};
 use crate::web::error::{self, Format, WebError, WebForm, WebQuery};
 use crate::web::redirect::ReturnTo;
 use crate::web::site::Site;
@@ -515,7 +515,10 @@ pub(crate) async fn login_submit(
         username: form.username,
         password: form.password,
     };
-    match flows::login(&state, &auth, ip, &creds, form.remember.is_some()).await {
+    let client = flows::Client::Browser {
+        remember: form.remember.is_some(),
+    };
+    match flows::login(&state, &auth, ip, &creds, &client).await {
         Ok(_) => Redirect::to(next.as_str()).into_response(),
         Err(e) => {
             let shown = EntryForm {
@@ -704,7 +707,7 @@ pub(crate) async fn home(
         auth_time: rfc3339(r.auth_time),
         auth_time_relative: relative(r.auth_time, now),
         auth_time_at: when::at(r.auth_time, now, style),
-        device: label(r.user_agent.as_deref()),
+        device: crate::web::device::session_label(r),
         expires_at: rfc3339(r.absolute_expires_at),
         expires_at_words: when::at(r.absolute_expires_at, now, style),
         remember: r.remember,
@@ -773,7 +776,7 @@ pub(crate) async fn sessions_page(
                 .map(|id| state.oidc.display_name(id)),
             id: s.handle.to_string(),
             current: s.id == session.record().id,
-            label: label(s.user_agent.as_deref()),
+            label: crate::web::device::session_label(s),
             ip: s
                 .ip
                 .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
@@ -1076,4 +1079,81 @@ mod tests {
         assert_eq!(signup_field(&mismatch), Some("confirm"));
         assert_eq!(FormError::default().general(), None);
     }
+}
+
+/// The page that tells a signed-in user a rule refused them: who they are, what they may not
+/// open, and a way to sign out (to sign in as someone else). Never a redirect to the login
+/// page, which would loop.
+#[derive(askama::Template)]
+#[template(path = "access_denied.html")]
+struct DeniedPage<'a> {
+    site: &'a Site,
+    nav: Option<Nav>,
+    user: Option<&'a str>,
+    url: Option<&'a str>,
+    /// For the sign-out form, when the page is served on the portal with the session.
+    csrf: Option<String>,
+}
+
+/// The refusal page as forward auth answers it to a browser behind Traefik or Caddy (the
+/// proxy shows it on the app's host, where there is no form to post).
+pub(crate) fn denied_page(site: &Site, user: Option<&str>, url: Option<&str>) -> Response {
+    render(
+        StatusCode::FORBIDDEN,
+        &DeniedPage {
+            site,
+            nav: None,
+            user,
+            url,
+            csrf: None,
+        },
+    )
+}
+
+/// `?rd=` on the refusal page.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct DeniedQuery {
+    /// The URL that was refused.
+    rd: Option<String>,
+}
+
+/// `GET /access-denied?rd=<url>`: where nginx sends a browser a rule refused (its
+/// `auth_request` cannot pass a page through). Signed out, the visitor is sent to sign in.
+pub(crate) async fn access_denied(
+    State(state): State<AppState>,
+    session: Option<Session>,
+    WebQuery(q): WebQuery<DeniedQuery>,
+) -> Response {
+    let hosts = &state.settings.redirect_hosts;
+    let rd = q.rd.as_deref().and_then(|rd| ReturnTo::checked(rd, hosts));
+    // Shown only when it is a place to return to or an app forward auth answers for: the
+    // page must not display whatever a link put in it.
+    let shown = q.rd.as_deref().filter(|rd| {
+        rd.len() <= 2048
+            && !rd.chars().any(char::is_control)
+            && (ReturnTo::checked(rd, hosts).is_some()
+                || cloakroom_core::origin::Origin::of_url(rd)
+                    .is_some_and(|o| state.settings.app_origins.allows(&o)))
+    });
+    let Some(session) = session else {
+        let target = match &rd {
+            Some(rd) => format!(
+                "/login?rd={}",
+                url::form_urlencoded::byte_serialize(rd.as_str().as_bytes()).collect::<String>()
+            ),
+            None => "/login".to_owned(),
+        };
+        return axum::response::Redirect::to(&target).into_response();
+    };
+    let user = flows::username(&session);
+    render(
+        StatusCode::FORBIDDEN,
+        &DeniedPage {
+            site: &state.site,
+            nav: Some(nav(&session)),
+            user: Some(&user),
+            url: shown,
+            csrf: Some(session.csrf_token()),
+        },
+    )
 }

@@ -7,6 +7,24 @@
 //! host — `//evil.net`, `/\evil.net`, `https://evil.net`, control characters — falls back to
 //! `/`.
 
+/// The longest return target kept: a login URL carrying more is someone's experiment.
+const MAX_LEN: usize = 2048;
+
+/// Whether `host` (as the URL parser spells it: lower case, IDNA) is `entry`, or under it
+/// when `entry` is a domain written `.example.com` — at a label boundary, so
+/// `example.com.evil.net` and `evilexample.com` are not.
+fn host_allowed(entry: &str, host: &str) -> bool {
+    match entry.strip_prefix('.') {
+        Some(domain) => {
+            host.eq_ignore_ascii_case(domain)
+                || host.len() > domain.len() + 1
+                    && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+                    && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
+        }
+        None => entry.eq_ignore_ascii_case(host),
+    }
+}
+
 /// A checked local return path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ReturnTo(String);
@@ -23,7 +41,8 @@ impl ReturnTo {
     }
 
     /// `candidate` if it is a safe local path or an http(s) URL on one of `allowed_hosts`
-    /// (host names, compared without case; any port), else `/`.
+    /// (host names, compared without case; any port; an entry `.example.com` allows that
+    /// domain and every host under it), else `/`.
     pub(crate) fn parse(candidate: Option<&str>, allowed_hosts: &[String]) -> Self {
         candidate
             .and_then(|c| Self::checked(c, allowed_hosts))
@@ -36,7 +55,7 @@ impl ReturnTo {
     }
 
     fn allowed(candidate: &str, allowed_hosts: &[String]) -> Option<Self> {
-        if candidate.chars().any(char::is_control) {
+        if candidate.len() > MAX_LEN || candidate.chars().any(char::is_control) {
             return None;
         }
         let url = url::Url::parse(candidate).ok()?;
@@ -45,7 +64,7 @@ impl ReturnTo {
             && url.password().is_none()
             && url
                 .host_str()
-                .is_some_and(|h| allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(h)));
+                .is_some_and(|h| allowed_hosts.iter().any(|a| host_allowed(a, h)));
         ok.then(|| Self(url.to_string()))
     }
 
@@ -53,7 +72,7 @@ impl ReturnTo {
         let b = p.as_bytes();
         let local = b.first() == Some(&b'/')
             && !matches!(b.get(1), Some(b'/' | b'\\'))
-            && p.len() <= 2048
+            && p.len() <= MAX_LEN
             && p.chars().all(|c| !c.is_control() && c != '\\');
         // Resolve it as a browser would against a dummy origin and make sure it stays there.
         let stays = url::Url::parse("https://origin.invalid")
@@ -96,6 +115,36 @@ mod tests {
         ] {
             assert_eq!(parse(Some(bad)).as_str(), "/", "{bad}");
         }
+    }
+
+    /// Issue 15: in domain mode every host under the cookie domain is a return target, and
+    /// none of the tricks that make a browser read another host is.
+    #[test]
+    fn a_domain_allows_its_hosts_and_no_tricks() {
+        let hosts = [".example.com".to_owned(), "other.net".to_owned()];
+        let ok = |c: &str| ReturnTo::checked(c, &hosts).map(|r| r.as_str().to_owned());
+        assert_eq!(
+            ok("https://grafana.example.com/x").as_deref(),
+            Some("https://grafana.example.com/x")
+        );
+        assert!(ok("https://a.b.example.com/").is_some());
+        assert!(ok("https://example.com/").is_some());
+        assert!(ok("https://other.net/").is_some());
+        for bad in [
+            "https://example.com.evil.net/",
+            "https://evilexample.com/",
+            "//evil.net",
+            "https:/\\evil.net",
+            "https:\\\\evil.net",
+            "https://grafana.example.com@evil.net/",
+            "https://user@grafana.example.com/",
+            "https://evil.net/?https://grafana.example.com",
+            "javascript://grafana.example.com/%0aalert(1)",
+        ] {
+            assert_eq!(ok(bad), None, "{bad}");
+        }
+        let long = format!("https://grafana.example.com/{}", "a".repeat(2100));
+        assert_eq!(ok(&long), None, "over 2 KiB");
     }
 
     #[test]

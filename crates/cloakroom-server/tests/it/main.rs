@@ -7,6 +7,7 @@
 // Test modules share helpers with `pub`; there is no API to keep tidy here.
 #![allow(unreachable_pub)]
 
+mod access_rules;
 mod accounts_hardening;
 mod api;
 mod backup;
@@ -22,6 +23,7 @@ mod leaving;
 mod links;
 mod mail;
 mod messages;
+mod native;
 mod oidc;
 mod oidc_faults;
 mod openapi;
@@ -32,5 +34,6 @@ mod procs;
 mod proxies;
 mod reset;
 mod revocation;
+mod subdomains;
 mod support;
 mod verify_email;

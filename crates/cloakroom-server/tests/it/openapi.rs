@@ -120,7 +120,12 @@ fn router_routes() -> Vec<(String, String)> {
 fn is_page(path: &str) -> bool {
     matches!(
         path,
-        "/" | "/login" | "/signup" | "/logout" | "/password-reset" | "/verify-email"
+        "/" | "/login"
+            | "/signup"
+            | "/logout"
+            | "/password-reset"
+            | "/verify-email"
+            | "/access-denied"
     ) || path.starts_with("/account/")
         || path.starts_with("/verify-email/")
         || (path.starts_with("/oidc/") && !path.ends_with("/backchannel-logout"))
@@ -779,6 +784,60 @@ async fn documented_answers_match_real_ones() {
         doc.check("get", path, &r);
         r.assert(200);
     }
+
+    // The admin API: for members of admin_group; anyone else signed in is refused 403.
+    let mut root = s.signed_up("root").await;
+    let mut pleb = s.signed_up("pleb").await;
+    let store = s.state.account_store();
+    let group = |n: &str| cloakroom_core::accounts::GroupName::parse(n).unwrap();
+    let root_id = store
+        .by_username(&cloakroom_core::accounts::Username::parse("root").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    store
+        .update_groups(&root_id, &[group("cloakroom-admins")], &[])
+        .await
+        .unwrap();
+    for (path, status) in [
+        ("/api/admin/users", 200),
+        ("/api/admin/users/root", 200),
+        ("/api/admin/users/nobody", 404),
+        ("/api/admin/groups", 200),
+    ] {
+        let r = root.get(path).await;
+        let documented = if path.ends_with("users/root") || path.ends_with("nobody") {
+            "/api/admin/users/{username}"
+        } else {
+            path
+        };
+        doc.check("get", documented, &r);
+        r.assert(status);
+        let r = pleb.get(path).await;
+        doc.check("get", documented, &r);
+        assert_eq!(r.error_code(), "access_denied", "{path}");
+        let r = s.browser().get(path).await;
+        doc.check("get", documented, &r);
+        r.assert(401);
+    }
+    for (body, status) in [
+        (json!({ "add": ["media"], "remove": ["wiki"] }), 200),
+        (json!({ "add": ["no,commas"] }), 422),
+        (json!({ "ad": ["media"] }), 422),
+    ] {
+        let r = root.post_json("/api/admin/users/pleb/groups", &body).await;
+        doc.check("post", "/api/admin/users/{username}/groups", &r);
+        r.assert(status);
+    }
+    let r = pleb
+        .post_json(
+            "/api/admin/users/pleb/groups",
+            &json!({ "add": ["cloakroom-admins"] }),
+        )
+        .await;
+    doc.check("post", "/api/admin/users/{username}/groups", &r);
+    assert_eq!(r.error_code(), "access_denied");
 
     // Sign-up refused by the server's mode.
     let closed = start_with(|raw| raw.signup = Some(SignupMode::Closed)).await;

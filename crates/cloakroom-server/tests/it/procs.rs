@@ -54,21 +54,33 @@ impl Drop for Guarded {
 
 /// An app that echoes what reached it: method, path and every header, as JSON.
 pub async fn echo_upstream() -> u16 {
+    echo_app("app").await
+}
+
+/// An app that says which it is (`name`) and echoes what reached it: method, path and every
+/// header (the values of a repeated header joined with ", ", so a forged copy beside the real
+/// one shows).
+pub async fn echo_app(name: &'static str) -> u16 {
     use axum::http::{HeaderMap, Method, Uri};
-    async fn echo(method: Method, uri: Uri, headers: HeaderMap) -> axum::Json<serde_json::Value> {
+    let echo = move |method: Method, uri: Uri, headers: HeaderMap| async move {
         let h: serde_json::Map<String, serde_json::Value> = headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
-                )
+            .keys()
+            .map(|k| {
+                let values: Vec<String> = headers
+                    .get_all(k)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect();
+                (k.as_str().to_owned(), values.join(", ").into())
             })
             .collect();
-        axum::Json(
-            serde_json::json!({ "method": method.as_str(), "path": uri.to_string(), "headers": h }),
-        )
-    }
+        axum::Json(serde_json::json!({
+            "app": name,
+            "method": method.as_str(),
+            "path": uri.to_string(),
+            "headers": h,
+        }))
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::procs::{Guarded, echo_upstream, free_port, require, wait_for_port};
 use crate::support::{Browser, DECISION_PATHS, PASSWORD, TestServer, start_with};
 
-fn example(path: &str) -> String {
+pub(crate) fn example(path: &str) -> String {
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples")
         .join(path);
@@ -20,7 +20,7 @@ fn example(path: &str) -> String {
 }
 
 /// The example config with its placeholder addresses replaced by the test's.
-fn adapted(text: &str, proxy_port: u16, cloakroom: &str, app_port: u16) -> String {
+pub(crate) fn adapted(text: &str, proxy_port: u16, cloakroom: &str, app_port: u16) -> String {
     text.replace("127.0.0.1:8080", cloakroom)
         .replace("127.0.0.1:3000", &format!("127.0.0.1:{app_port}"))
         .replace("listen 80;", &format!("listen 127.0.0.1:{proxy_port};"))
@@ -65,6 +65,12 @@ async fn start_nginx(
         cloakroom,
         app_port,
     );
+    run_nginx(dir, proxy_port, &server).await
+}
+
+/// nginx on `proxy_port` with `server` (an adapted example: `server`, `map` and `upstream`
+/// blocks) in its `http {}`, or `None` if it could not listen there (see [`start_nginx`]).
+pub(crate) async fn run_nginx(dir: &Path, proxy_port: u16, server: &str) -> Option<Guarded> {
     let d = dir.display();
     let conf = format!(
         "worker_processes 1;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 256; }}\n\
@@ -99,6 +105,11 @@ async fn start_nginx(
 
 async fn start_caddy(dir: &Path, proxy_port: u16, cloakroom: &str, app_port: u16) -> Guarded {
     let caddyfile = adapted(&example("caddy/Caddyfile"), proxy_port, cloakroom, app_port);
+    run_caddy(dir, proxy_port, &caddyfile).await
+}
+
+/// Caddy on `proxy_port` with `caddyfile` (an adapted example).
+pub(crate) async fn run_caddy(dir: &Path, proxy_port: u16, caddyfile: &str) -> Guarded {
     let path: PathBuf = dir.join("Caddyfile");
     std::fs::write(&path, caddyfile).unwrap();
     let child = Command::new("caddy")
@@ -408,7 +419,7 @@ async fn finding_04_a_client_cannot_choose_the_audience_through_caddy() {
 }
 
 /// Every identity header an app might believe: Cloakroom's, Authelia's and oauth2-proxy's.
-const IDENTITY_HEADERS: &[&str] = &[
+pub(crate) const IDENTITY_HEADERS: &[&str] = &[
     "remote-user",
     "remote-name",
     "remote-email",
@@ -540,26 +551,38 @@ async fn finding_06_the_app_never_sees_the_session_cookie_through_caddy() {
 }
 
 /// The README quotes the example configs; a quote that drifts from the file the tests run
-/// would document a configuration nobody tested.
+/// would document a configuration nobody tested. Every quote of a proxy's configuration must
+/// be in one of that proxy's example files.
 #[test]
 fn the_readme_quotes_the_example_configs_verbatim() {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
             .unwrap();
-    for (fence, file) in [
-        ("```nginx\n", "nginx/cloakroom.conf"),
-        ("```caddyfile\n", "caddy/Caddyfile"),
+    // Compared line by line without indentation: the file nests the quote in `server {`.
+    let flat = |t: &str| t.lines().map(str::trim).collect::<Vec<_>>().join("\n");
+    for (fence, files) in [
+        (
+            "```nginx\n",
+            &["nginx/cloakroom.conf", "nginx/subdomains.conf"][..],
+        ),
+        (
+            "```caddyfile\n",
+            &["caddy/Caddyfile", "caddy/Caddyfile.subdomains"][..],
+        ),
     ] {
-        let quoted = readme
+        let quotes: Vec<&str> = readme
             .split(fence)
-            .nth(1)
-            .and_then(|rest| rest.split("\n```").next())
-            .unwrap_or_else(|| panic!("no {fence} block in the README"));
-        // Compared line by line without indentation: the file nests the quote in `server {`.
-        let flat = |t: &str| t.lines().map(str::trim).collect::<Vec<_>>().join("\n");
-        assert!(
-            flat(&example(file)).contains(&flat(quoted)),
-            "the README's {file} quote is not in examples/{file}:\n{quoted}"
-        );
+            .skip(1)
+            .map(|rest| rest.split("\n```").next().unwrap_or_default())
+            .collect();
+        assert!(!quotes.is_empty(), "no {fence} block in the README");
+        let texts: Vec<String> = files.iter().map(|file| flat(&example(file))).collect();
+        for quoted in quotes {
+            let needle = flat(quoted);
+            assert!(
+                texts.iter().any(|text| text.contains(&needle)),
+                "a README quote is in none of examples/{files:?}:\n{quoted}"
+            );
+        }
     }
 }

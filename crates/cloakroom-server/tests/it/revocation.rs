@@ -205,6 +205,16 @@ async fn a_revocation_on_another_instance_reaches_a_push_cache_under_load() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let (mut browser, cookie) = cookie_of(&a, "nora").await;
+    // Instances share their accounts (PostgreSQL, in a deployment); here each has its own
+    // SQLite, so B gets A's account, id and all: forward auth reads who the user is per check.
+    let nora = a
+        .state
+        .account_store()
+        .by_username(&cloakroom_core::accounts::Username::parse("nora").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    b.state.account_store().create(&nora).await.unwrap();
     let load = Load::start(&b.base, SESSION_COOKIE, &cookie, 3);
     tokio::time::sleep(Duration::from_millis(300)).await;
     browser

@@ -38,7 +38,8 @@ macro_rules! account_conformance_suite {
                 first_sign_ins_create_account_and_link_together,
                 identities_unlink_and_go_with_their_account,
                 email_changes_reset_verification_and_stale_verifications_fail,
-                accounts_are_found_by_email_with_the_domain_in_any_case
+                accounts_are_found_by_email_with_the_domain_in_any_case,
+                groups_are_memberships_that_go_with_their_account
             );
         }
     };
@@ -716,5 +717,73 @@ pub async fn accounts_are_found_by_email_with_the_domain_in_any_case(h: &impl Ac
             .expect("exists")
             .email,
         None
+    );
+}
+
+/// Group memberships: added and removed in one write (a name in both lists ends removed),
+/// listed by name, exact in case, counted per group, refused for an unknown account, and
+/// gone with their account.
+pub async fn groups_are_memberships_that_go_with_their_account(h: &impl AccountHarness) {
+    use cloakroom_core::accounts::GroupName;
+    let g = |n: &str| GroupName::parse(n).expect("group name");
+    let store = h.accounts();
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let alice = account("alice", at);
+    let bob = account("bob", at);
+    store.create(&alice).await.expect("create");
+    store.create(&bob).await.expect("create");
+    assert!(store.groups(&alice.id).await.expect("groups").is_empty());
+
+    assert!(
+        store
+            .update_groups(&alice.id, &[g("wiki"), g("admins"), g("Admins")], &[])
+            .await
+            .expect("update")
+    );
+    assert_eq!(
+        store.groups(&alice.id).await.expect("groups"),
+        vec![g("Admins"), g("admins"), g("wiki")],
+        "ordered by name, case kept and significant"
+    );
+    // Adding what is there and removing what is not are no-ops; a name in both ends removed.
+    assert!(
+        store
+            .update_groups(
+                &alice.id,
+                &[g("wiki"), g("media")],
+                &[g("Admins"), g("nope"), g("media")]
+            )
+            .await
+            .expect("update")
+    );
+    assert_eq!(
+        store.groups(&alice.id).await.expect("groups"),
+        vec![g("admins"), g("wiki")]
+    );
+    store
+        .update_groups(&bob.id, &[g("wiki")], &[])
+        .await
+        .expect("update");
+    assert_eq!(
+        store.group_sizes().await.expect("sizes"),
+        vec![(g("admins"), 1), (g("wiki"), 2)]
+    );
+
+    let ghost = UserId::new("id-nobody").expect("id");
+    assert!(
+        !store
+            .update_groups(&ghost, &[g("admins")], &[])
+            .await
+            .expect("update"),
+        "no account, no membership"
+    );
+    assert!(store.groups(&ghost).await.expect("groups").is_empty());
+
+    assert!(store.delete(&alice.id).await.expect("delete"));
+    assert!(store.groups(&alice.id).await.expect("groups").is_empty());
+    assert_eq!(
+        store.group_sizes().await.expect("sizes"),
+        vec![(g("wiki"), 1)],
+        "a deleted account's memberships go with it"
     );
 }
