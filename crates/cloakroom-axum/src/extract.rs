@@ -172,6 +172,12 @@ impl Session {
         Ok(())
     }
 
+    /// After [`rotate`](Self::rotate) on a native app's request: the new token, which the
+    /// app must be given in the response (a browser gets it as a cookie, so `None`).
+    pub fn new_bearer_token(&self) -> Option<String> {
+        self.state.issued_bearer_token()
+    }
+
     /// Ends this session on the server and removes the cookie. The cookie is removed even if
     /// the store fails to end the session (the error is still returned): a browser that asked
     /// to log out must not keep the ticket.
@@ -373,7 +379,12 @@ impl Auth {
     /// cookie — even if the store fails to end the session, whose error is still returned.
     pub async fn logout(&self) -> Result<(), Rejection> {
         let revoked = match self.state.presented_id() {
-            Some(id) => self.state.config.manager.revoke(&id).await.map(drop),
+            // Only a session presented the way it was issued is this client's to end: a
+            // browser's cookie token sent as a bearer (or the reverse) ends nothing.
+            Some(id) => match self.state.current().await {
+                Err(Rejection::Unauthenticated(_)) => Ok(()),
+                _ => self.state.config.manager.revoke(&id).await.map(drop),
+            },
             None => Ok(()),
         };
         self.state.clear_session();

@@ -80,7 +80,8 @@ pub enum OtherSchemes {
     /// is meant for it.
     Refuse,
     /// Leave it alone: the routes answer for another app (forward auth), whose own `Basic`
-    /// or API-key headers pass by.
+    /// credentials and API keys pass by — including `Bearer` values that are not shaped like
+    /// a session token (43 characters of base64url).
     Ignore,
 }
 
@@ -240,8 +241,9 @@ impl SessionLayer {
     /// app's in a cookie). A bearer request is exempt from the CSRF checks: the header is
     /// never sent by a browser on its own, so no other site can make one. A request with
     /// both a session cookie and a bearer token is refused (400); a malformed `Authorization`
-    /// — two tokens, an over-long one, or with [`OtherSchemes::Refuse`] another scheme — gets
-    /// 401 with `WWW-Authenticate: Bearer … error="invalid_request"` (RFC 6750). Default: off.
+    /// — two tokens, an over-long one, or with [`OtherSchemes::Refuse`] another scheme or a
+    /// value that is no session token — gets 401 with `WWW-Authenticate: Bearer …
+    /// error="invalid_request"` (RFC 6750). Default: off.
     #[must_use]
     pub fn with_bearer_sessions(self, other_schemes: OtherSchemes) -> Self {
         self.edit(|c| c.bearer = Some(other_schemes))
@@ -441,32 +443,37 @@ fn bearer_header(headers: &axum::http::HeaderMap, other: OtherSchemes) -> Bearer
             .get(..7)
             .is_some_and(|p| p.eq_ignore_ascii_case(b"bearer "))
     };
-    if values.next().is_some() {
-        // Two headers: which is meant cannot be known, whatever their schemes.
-        return if other == OtherSchemes::Ignore
-            && !headers.get_all(header::AUTHORIZATION).iter().any(is_bearer)
-        {
-            BearerHeader::Absent
-        } else {
-            BearerHeader::Malformed
-        };
-    }
-    if !is_bearer(value) {
-        return match other {
-            OtherSchemes::Ignore => BearerHeader::Absent,
-            OtherSchemes::Refuse => BearerHeader::Malformed,
-        };
-    }
-    let bytes = value.as_bytes();
-    if bytes.len() > MAX_AUTHORIZATION {
-        return BearerHeader::Malformed;
-    }
     // One token, nothing around it: `Bearer a, Bearer b` or `Bearer a b` is refused, not
     // read as its first token.
-    std::str::from_utf8(&bytes[7..])
-        .ok()
-        .and_then(|t| SessionToken::parse(t).ok())
-        .map_or(BearerHeader::Malformed, BearerHeader::Token)
+    let token = |v: &HeaderValue| {
+        let bytes = v.as_bytes();
+        (is_bearer(v) && bytes.len() <= MAX_AUTHORIZATION)
+            .then(|| std::str::from_utf8(&bytes[7..]).ok())
+            .flatten()
+            .and_then(|t| SessionToken::parse(t).ok())
+    };
+    match other {
+        OtherSchemes::Refuse => {
+            if values.next().is_some() {
+                // Two headers: which is meant cannot be known.
+                return BearerHeader::Malformed;
+            }
+            token(value).map_or(BearerHeader::Malformed, BearerHeader::Token)
+        }
+        // Only what is shaped like one of our tokens is ours; anything else (the app's own
+        // Basic credentials or API keys, `Bearer glsa_…`) is the app's business.
+        OtherSchemes::Ignore => {
+            let mut ours = headers
+                .get_all(header::AUTHORIZATION)
+                .iter()
+                .filter_map(token);
+            match (ours.next(), ours.next()) {
+                (Some(t), None) if values.next().is_none() => BearerHeader::Token(t),
+                (None, _) => BearerHeader::Absent,
+                _ => BearerHeader::Malformed,
+            }
+        }
+    }
 }
 
 pub(crate) struct RequestState {
@@ -604,6 +611,18 @@ impl RequestState {
         let mut changes = self.changes();
         changes.current = Some(Some(session.clone()));
         changes.cookie = Some(CookieChange::Set { token, session });
+    }
+
+    /// The token of the session this request switched to, when the client holds its token
+    /// itself (a bearer request): it must be told in the response's body.
+    pub(crate) fn issued_bearer_token(&self) -> Option<String> {
+        if self.source != Source::Bearer {
+            return None;
+        }
+        match &self.changes().cookie {
+            Some(CookieChange::Set { token, .. }) => Some(token.expose_cookie_value()),
+            _ => None,
+        }
     }
 
     /// Records that the client's session is gone.

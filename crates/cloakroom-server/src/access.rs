@@ -388,6 +388,41 @@ impl AccessRules {
         self.default
     }
 
+    /// Decides a request whose path an app may read as any of `paths` (see [`rule_paths`]):
+    /// the strictest decision over them wins — deny over sign-in over allow over bypass — so
+    /// a path spelled to slip past a deny rule in one reading is refused by it in another.
+    pub fn decide_strictest(
+        &self,
+        host: &str,
+        paths: &[String],
+        method: &str,
+        who: Option<&Who<'_>>,
+    ) -> Decision {
+        let rank = |o: Outcome| match o {
+            Outcome::Bypass => 0,
+            Outcome::Allow => 1,
+            Outcome::SignIn => 2,
+            Outcome::Deny => 3,
+        };
+        let mut strictest: Option<Decision> = None;
+        for path in paths {
+            let d = self.decide(&AccessRequest { host, path, method }, who);
+            if strictest.is_none_or(|s| rank(d.outcome) > rank(s.outcome)) {
+                strictest = Some(d);
+            }
+        }
+        strictest.unwrap_or_else(|| {
+            self.decide(
+                &AccessRequest {
+                    host,
+                    path: "/",
+                    method,
+                },
+                who,
+            )
+        })
+    }
+
     /// Decides `req` for `who` (`None`: no session). See the module documentation for the
     /// rules of the walk; [`Decision::rule`] says which rule decided, for logs and the CLI.
     pub fn decide(&self, req: &AccessRequest<'_>, who: Option<&Who<'_>>) -> Decision {
@@ -723,6 +758,73 @@ pub fn normalize_path(url_path: &str) -> String {
     remove_dot_segments(&canonical_escapes(url_path))
 }
 
+/// Every path an app behind the proxy might take a request for to be, to match the rules
+/// against — the rules decide by the *strictest* answer over all of them
+/// ([`AccessRules::decide_strictest`]), so no reading of the path that a deny rule covers
+/// gets through:
+///
+/// * [`normalize_path`] of `url_path` (the `url` crate's parse: dot segments resolved), as a
+///   server that normalises reads it;
+/// * `raw`, the path exactly as the client sent it (the proxy passes it on untouched), with
+///   unreserved escapes decoded and slashes merged but dot segments *kept*: an app that
+///   routes on the raw path by prefix takes `/admin/x/../../public` for `/admin/…`;
+/// * `raw` fully decoded — every escape (`%2F` becomes `/`), `\` read as `/`, path
+///   parameters (`;jsessionid=…`, `..;`) dropped from each segment — then normalised: how Go,
+///   Tomcat and Spring route.
+pub fn rule_paths(url_path: &str, raw: Option<&str>) -> Vec<String> {
+    let mut paths = vec![normalize_path(url_path)];
+    if let Some(raw) = raw.map(|r| r.split(['?', '#']).next().unwrap_or_default()) {
+        let mut kept = String::with_capacity(raw.len());
+        for c in canonical_escapes(raw).chars() {
+            if !(c == '/' && kept.ends_with('/')) {
+                kept.push(c);
+            }
+        }
+        if !kept.starts_with('/') {
+            kept.insert(0, '/');
+        }
+        let decoded: String = percent_decode(raw)
+            .replace('\\', "/")
+            .split('/')
+            .map(|segment| segment.split(';').next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("/");
+        for p in [kept, normalize_path(&decoded)] {
+            if !paths.contains(&p) {
+                paths.push(p);
+            }
+        }
+    }
+    paths
+}
+
+/// Every `%XX` decoded (invalid UTF-8 replaced), for [`rule_paths`].
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| {
+                let high = hex_value(*bytes.get(i + 1)?)?;
+                let low = hex_value(*bytes.get(i + 2)?)?;
+                Some(high << 4 | low)
+            })
+            .flatten();
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn canonical_escapes(path: &str) -> String {
     const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = path.as_bytes();
@@ -796,6 +898,62 @@ mod tests {
     use super::*;
 
     use proptest::prelude::*;
+
+    /// Issue 15's review: the readings of one path an app behind the proxy may route by.
+    #[test]
+    fn rule_paths_cover_every_reading_an_app_may_route_by() {
+        let url = |raw: &str| {
+            url::Url::parse(&format!("https://a.example.com{raw}"))
+                .unwrap()
+                .path()
+                .to_owned()
+        };
+        for (raw, expected) in [
+            ("/api/admin%2Fusers", "/api/admin/users"),
+            ("/public/..;/admin", "/admin"),
+            ("/admin;jsessionid=x/users", "/admin/users"),
+            ("/admin/x/../../public", "/admin/x/../../public"),
+            ("/api%5Cadmin", "/api/admin"),
+        ] {
+            let paths = rule_paths(&url(raw), Some(raw));
+            assert!(paths.iter().any(|p| p == expected), "{raw}: {paths:?}");
+        }
+        assert_eq!(rule_paths("/a", Some("/a?x=%2F")), vec!["/a".to_owned()]);
+    }
+
+    #[test]
+    fn the_strictest_reading_decides() {
+        let rules = AccessRules::compile(
+            &[
+                rule_with(&["a.example.com"], &["^/admin"], RulePolicy::Deny),
+                rule_with(&["a.example.com"], &[], RulePolicy::Bypass),
+            ],
+            DefaultPolicy::Allow,
+        )
+        .unwrap();
+        for raw in [
+            "/api/..%2F..%2Fadmin",
+            "/public/..;/admin",
+            "/admin/x/../../public",
+            "/%61dmin",
+            "//admin",
+        ] {
+            let parsed = url::Url::parse(&format!("https://a.example.com{raw}")).unwrap();
+            let paths = rule_paths(parsed.path(), Some(raw));
+            let d = rules.decide_strictest("a.example.com", &paths, "GET", None);
+            assert_eq!(d.outcome, Outcome::Deny, "{raw}: {paths:?}");
+        }
+    }
+
+    fn rule_with(domain: &[&str], resources: &[&str], policy: RulePolicy) -> AccessRuleConfig {
+        AccessRuleConfig {
+            domain: domain.iter().map(|d| (*d).to_owned()).collect(),
+            resources: resources.iter().map(|d| (*d).to_owned()).collect(),
+            methods: Vec::new(),
+            subject: Vec::new(),
+            policy,
+        }
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -377,7 +377,8 @@ settings! {
     /// A fixed `aud` for service JWTs instead of the forwarded app's origin.
     jwt_audience: Option<String> = None, sample r#""https://api.example.com""#,
         #[arg(num_args = 1, value_name = "AUD")];
-    /// Hosts the login page may send users back to (`rd`); default: the public URL's host.
+    /// Hosts the login page may send users back to (`rd`; `.example.com`: every host under
+    /// it); default: the public URL's host (and with `cookie_domain`, every host under it).
     redirect_hosts: Vec<String> = Vec::new(), sample r#"["app.example.com"]"#,
         #[arg(value_delimiter = ',', value_name = "HOSTS")];
     /// Forward auth when no `[[access_rules]]` rule matches: `allow` any signed-in user, or
@@ -1126,6 +1127,22 @@ impl RawConfig {
             .as_deref()
             .map(|d| cookie_domain(d, &public_origin))
             .transpose()?;
+        for entry in &self.redirect_hosts {
+            let name = entry.strip_prefix('.').unwrap_or(entry);
+            let host = !name.is_empty()
+                && name.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !host {
+                return Err(invalid(
+                    "redirect_hosts",
+                    format!(
+                        "{entry:?} is not a host name (app.example.com), nor a domain with every \
+                         host under it (.example.com)"
+                    ),
+                ));
+            }
+        }
         let mut redirect_hosts = self.redirect_hosts.clone();
         if redirect_hosts.is_empty()
             && let Ok(url) = url::Url::parse(public_origin.as_str())

@@ -142,6 +142,12 @@ impl Identities {
             && cache.epoch.load(Ordering::SeqCst) == epoch
         {
             cache.entries.insert(user.clone(), identity.clone());
+            // An invalidation between the check and the insert moved the epoch before its
+            // removal, which may have run before the insert: look again, and undo it. (One
+            // after this look removes the entry itself.)
+            if cache.epoch.load(Ordering::SeqCst) != epoch {
+                cache.entries.remove(user);
+            }
         }
         Ok(loaded)
     }

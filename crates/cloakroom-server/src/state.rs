@@ -274,7 +274,11 @@ impl Stores {
             stores.sessions =
                 crate::admin_socket::AnnouncingStore::wrap(stores.sessions, announcer.clone());
         }
-        if identities_cached(settings) {
+        // Whatever this command's own cache settings say: what matters is whether the
+        // server beside it caches, which it may with accounts and sessions in this directory.
+        if settings.session_store == SessionStoreKind::Sqlite
+            && settings.account_store == AccountStoreKind::Sqlite
+        {
             stores.accounts = crate::identity::NoticedAccounts::wrap(stores.accounts, announcer);
         }
         Ok(stores)

@@ -217,6 +217,10 @@ pub(crate) struct PasswordChanged {
     pub(crate) revoked: u64,
     /// The rotated session's CSRF token (the old one is void).
     pub(crate) csrf_token: String,
+    /// A native app's new bearer token: the session was rotated, and the old token is void.
+    /// Absent for a browser, which gets the new cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) session_token: Option<String>,
 }
 
 /// Every error body (written by `WebError::render`, the one place errors become responses).
@@ -453,6 +457,7 @@ pub(crate) async fn change_password(
     Ok(Json(PasswordChanged {
         revoked,
         csrf_token: session.csrf_token(),
+        session_token: session.new_bearer_token(),
     }))
 }
 
@@ -530,6 +535,30 @@ pub(crate) async fn create_link(
     let ttl = req
         .ttl_seconds
         .map_or(download::DEFAULT_TTL, std::time::Duration::from_secs);
+    // A link lends the maker's access: a URL the rules refuse them is not theirs to lend.
+    if let Ok(url) = url::Url::parse(&req.url) {
+        let identity = state.identities.of(session.user_id()).await?.ok_or(
+            cloakroom_axum::Rejection::Unauthenticated(
+                cloakroom_axum::Unauthenticated::UnknownSession,
+            ),
+        )?;
+        let path = url[url::Position::BeforePath..url::Position::AfterQuery].to_owned();
+        let decision = crate::web::forward::rules_decide(
+            &state,
+            Some(&url),
+            Some(&path),
+            "GET",
+            Some(&identity),
+        );
+        if !matches!(
+            decision.outcome,
+            crate::access::Outcome::Allow | crate::access::Outcome::Bypass
+        ) {
+            return Err(WebError::Denied {
+                user: Some(identity.username.clone()),
+            });
+        }
+    }
     let link = download::create(
         state.links(),
         &state.sessions,

@@ -50,7 +50,7 @@ use cloakroom_core::origin::{Origin, is_safe_method};
 use cloakroom_core::service_token::JWT_HEADER;
 use serde::Deserialize;
 
-use crate::access::{AccessRequest, Decision, DefaultPolicy, Outcome, Who};
+use crate::access::{Decision, DefaultPolicy, Outcome, Who};
 use crate::accounts::session_keys as keys;
 use crate::state::AppState;
 use crate::tokens::download;
@@ -448,11 +448,15 @@ async fn decide(
     // Who the user is now, not when they signed in: a session whose account is gone or
     // disabled lets nobody through.
     let signed_in = match session {
-        Some(session) => state
-            .identities
-            .of(session.user_id())
-            .await?
-            .map(|identity| (session, identity)),
+        Some(session) => match state.identities.of(session.user_id()).await? {
+            Some(identity) => Some((session, identity)),
+            None => {
+                // The account is gone or disabled: its session is worth nothing. Ended here,
+                // or the login page would find it valid and send the browser straight back.
+                let _ = session.logout().await;
+                None
+            }
+        },
         None => None,
     };
     let Some((session, identity)) = signed_in else {
@@ -481,8 +485,27 @@ async fn decide(
 }
 
 /// What the access rules say about the forwarded request for `who` (anonymous: `None`).
-/// Without rules, the default policy decides, and the path is never looked at.
 fn access(state: &AppState, fwd: &ForwardedRequest, who: Option<&Identity>) -> Decision {
+    rules_decide(
+        state,
+        fwd.url.as_ref(),
+        fwd.target.as_deref(),
+        &fwd.method,
+        who,
+    )
+}
+
+/// What the access rules say about `method url` for `who` (anonymous: `None`); `raw` is the
+/// path and query as the client sent them, when known (see [`crate::access::rule_paths`]).
+/// Without rules the default policy decides, and the path is never looked at. Without a URL
+/// (a direct check) the request is for the public URL's host.
+pub(crate) fn rules_decide(
+    state: &AppState,
+    url: Option<&url::Url>,
+    raw: Option<&str>,
+    method: &str,
+    who: Option<&Identity>,
+) -> Decision {
     let rules = &state.settings.access_rules;
     if rules.is_empty() {
         let outcome = match (rules.default_policy(), who) {
@@ -495,23 +518,17 @@ fn access(state: &AppState, fwd: &ForwardedRequest, who: Option<&Identity>) -> D
             outcome,
         };
     }
-    let url = fwd.url.as_ref();
     let public = url::Url::parse(state.settings.public_origin.as_str()).ok();
     let host = url
         .or(public.as_ref())
         .and_then(url::Url::host_str)
         .unwrap_or_default();
-    let path = crate::access::normalize_path(url.map_or("/", url::Url::path));
-    let request = AccessRequest {
-        host,
-        path: &path,
-        method: &fwd.method,
-    };
+    let paths = crate::access::rule_paths(url.map_or("/", url::Url::path), raw);
     let who = who.map(|i| Who {
         username: &i.username,
         groups: &i.groups,
     });
-    rules.decide(&request, who.as_ref())
+    rules.decide_strictest(host, &paths, method, who.as_ref())
 }
 
 /// A request a rule refused: 403, in the proxy's dialect. A browser behind Traefik or Caddy
@@ -673,6 +690,14 @@ async fn link_allowed(
         email: account.verified_email().map(|e| e.as_str().to_owned()),
         groups,
     };
+    // A link lends its maker's access, never more: what the rules refuse the maker, the link
+    // does not open (their groups may have changed since it was made).
+    if !matches!(
+        access(state, fwd, Some(&who)).outcome,
+        Outcome::Allow | Outcome::Bypass
+    ) {
+        return Ok(denied(state, fwd, Some(&who)));
+    }
     let headers = state
         .minter
         .link_headers(

@@ -431,9 +431,11 @@ const OWN: &[(&str, &[Refusal])] = &[
             ),
             refusal(
                 403,
-                &["origin_not_allowed"],
+                &["origin_not_allowed", "access_denied"],
                 "The URL's origin is not one of the protected apps (`app_origins`, or the \
-                 public URL's own).",
+                 public URL's own; `origin_not_allowed`), or the access rules refuse the \
+                 maker a `GET` of it (`access_denied`): a link lends the maker's access, \
+                 never more.",
             ),
             refusal(
                 503,

@@ -124,6 +124,13 @@ async fn forward_auth_decides_by_the_rule_table() {
         ("bob", format!("{app}/%61dmin/users"), "GET", 403),
         ("bob", format!("{app}//admin"), "GET", 403),
         ("bob", format!("{app}/x/../admin"), "GET", 403),
+        // Readings of the path an app may route by (issue 15's review): encoded slashes,
+        // path parameters, dot segments an app that does not normalise keeps.
+        ("bob", format!("{app}/admin%2Fusers"), "GET", 403),
+        ("bob", format!("{app}/x/..;/admin"), "GET", 403),
+        ("bob", format!("{app}/admin;jsessionid=1/users"), "GET", 403),
+        ("bob", format!("{app}/admin/x/../../public"), "GET", 403),
+        ("bob", format!("{app}/public"), "GET", 200),
         ("bob", format!("{app}/"), "GET", 200),
         ("bob", format!("{other}/x"), "GET", 200),
         ("bob", format!("{other}/x"), "POST", 403),
@@ -424,6 +431,11 @@ async fn bad_rules_and_domains_are_refused_at_start_up() {
             "cookie_domain",
         ),
         ("admin_group = \"a b\"\n", "admin_group"),
+        ("redirect_hosts = [\".\"]\n", "redirect_hosts"),
+        (
+            "redirect_hosts = [\"https://a.example.com\"]\n",
+            "redirect_hosts",
+        ),
     ] {
         std::fs::write(&bad, text).unwrap();
         let out = crate::cli::run(&[
@@ -540,4 +552,74 @@ async fn in_domain_mode_siblings_are_same_site_not_same_origin() {
     verify("https://example.org/", "GET", None)
         .await
         .assert(403);
+}
+
+/// Issue 15's review: a download link lends its maker's access and never more. A user the
+/// rules refuse cannot make one for that URL, and a link made while allowed stops opening once
+/// the maker is not (found by review: `by_link` decided before any rule).
+#[tokio::test]
+async fn a_download_link_never_opens_more_than_its_maker_may() {
+    let s = start_with(rules).await;
+    let mut ada = s.signed_up("ada").await;
+    let mut bob = s.signed_up("bob").await;
+    join(&s, "ada", "admins").await;
+    let report = "https://app.example.com/admin/report.pdf";
+    let r = bob.post_json("/api/links", &json!({ "url": report })).await;
+    r.assert(403);
+    assert_eq!(r.error_code(), "access_denied");
+
+    let r = ada
+        .post_json("/api/links", &json!({ "url": report, "single_use": false }))
+        .await;
+    r.assert(201);
+    let link = r.json()["url"].as_str().unwrap().to_owned();
+    let open = |link: String| {
+        let mut b = s.browser();
+        async move {
+            b.req("GET", "/auth/verify")
+                .no_cookie()
+                .without("origin")
+                .without("sec-fetch-site")
+                .header("x-original-url", &link)
+                .send()
+                .await
+        }
+    };
+    open(link.clone()).await.assert(200);
+    // Ada leaves the admins: her link to an admins-only page stops working.
+    let store = s.state.account_store();
+    let id = store
+        .by_username(&Username::parse("ada").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    store
+        .update_groups(&id, &[], &[GroupName::parse("admins").unwrap()])
+        .await
+        .unwrap();
+    let r = open(link).await;
+    r.assert(403);
+    assert_eq!(r.error_code(), "access_denied");
+}
+
+/// Issue 15's review: a session whose account was disabled behind its back (or deleted) lets
+/// nobody through, and is ended, so the login page does not find it valid and send the browser
+/// straight back (a redirect loop).
+#[tokio::test]
+async fn a_session_of_a_disabled_account_is_ended_not_looped() {
+    let s = start_with(rules).await;
+    let mut b = s.signed_up("hal").await;
+    let store = s.state.account_store();
+    let id = store
+        .by_username(&Username::parse("hal").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    // The flag alone, without ending the sessions (as a store written by another tool might).
+    store.set_disabled(&id, true).await.unwrap();
+    let r = ask(&mut b, "https://app.example.com/", "GET", true).await;
+    r.assert(401);
+    b.get("/api/session").await.assert(401);
 }

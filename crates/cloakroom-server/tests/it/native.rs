@@ -354,3 +354,86 @@ async fn only_a_native_sign_in_skips_the_origin_check() {
         .await;
     r.assert(403);
 }
+
+/// Issue 15's review: a native app that changes its password gets its new token in the
+/// answer (its session is rotated, and it holds no cookie to receive one).
+#[tokio::test]
+async fn a_native_password_change_hands_back_the_rotated_token() {
+    let s = start().await;
+    s.signed_up("uma").await;
+    let mut app = App::new(&s);
+    app.sign_in("uma").await.assert(200);
+    let old = app.token.clone().unwrap();
+    let r = app
+        .call(
+            "POST",
+            "/api/password",
+            Some(&json!({ "current_password": PASSWORD, "new_password": "another long passphrase here" })),
+        )
+        .await;
+    r.assert(200);
+    let new = r.json()["session_token"]
+        .as_str()
+        .expect("the new token")
+        .to_owned();
+    assert_ne!(new, old);
+    app.call("GET", "/api/session", None).await.assert(401);
+    app.token = Some(new);
+    app.call("GET", "/api/session", None).await.assert(200);
+}
+
+/// Issue 15's review: the flows that end by signing a browser in refuse a bearer request
+/// before they change anything (they did the work, then failed at the cookie).
+#[tokio::test]
+async fn bearer_requests_cannot_run_browser_sign_in_flows() {
+    let s = start().await;
+    s.signed_up("val").await;
+    let mut app = App::new(&s);
+    app.sign_in("val").await.assert(200);
+    let r = app
+        .call(
+            "POST",
+            "/api/signup",
+            Some(&json!({ "username": "walt", "password": PASSWORD })),
+        )
+        .await;
+    r.assert(403);
+    assert!(s.account("walt").await.is_none(), "no account was made");
+    let r = app
+        .call(
+            "POST",
+            "/api/password-reset/complete",
+            Some(&json!({ "token": "x", "new_password": "another long passphrase here" })),
+        )
+        .await;
+    r.assert(403);
+    app.call("GET", "/api/session", None).await.assert(200);
+}
+
+/// Issue 15's review: sign-out ends only a session presented the way it was issued, and
+/// forward auth leaves an app's own bearer tokens alone.
+#[tokio::test]
+async fn logout_and_forward_auth_respect_the_kind_of_token() {
+    let s = start().await;
+    let mut browser = s.signed_up("xia").await;
+    let cookie = browser.cookie.clone().unwrap();
+    let mut stolen = App::new(&s);
+    stolen.token = Some(cookie);
+    stolen
+        .call("POST", "/api/logout", Some(&json!({})))
+        .await
+        .assert(204);
+    browser.get("/api/session").await.assert(200);
+
+    // An app's own token beside the session cookie is the app's business.
+    let r = browser
+        .req("GET", "/auth/verify")
+        .without("origin")
+        .without("sec-fetch-site")
+        .header("x-original-url", "https://app.example.com/api/x")
+        .header("authorization", "Bearer glsa_0123456789abcdef_deadbeef")
+        .send()
+        .await;
+    r.assert(200);
+    assert_eq!(r.header("remote-user").as_deref(), Some("xia"));
+}
