@@ -3,7 +3,7 @@
 //! anonymous health checks, group changes seen on the next request (from the admin API and
 //! from the CLI beside the running server), and `cloakroom rules test`.
 
-use cloakroom_core::accounts::{GroupName, Username};
+use cloakroom_core::accounts::GroupName;
 use cloakroom_server::config::{AccessRuleConfig, RawConfig, RulePolicy};
 use serde_json::json;
 
@@ -86,14 +86,13 @@ async fn ask(b: &mut Browser, url: &str, method: &str, signed_in: bool) -> Reply
     req.send().await
 }
 
+async fn id_of(s: &TestServer, user: &str) -> cloakroom_core::UserId {
+    s.account(user).await.expect("the account").id
+}
+
 async fn join(s: &TestServer, user: &str, group: &str) {
     let store = s.state.account_store();
-    let id = store
-        .by_username(&Username::parse(user).unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let id = id_of(s, user).await;
     assert!(
         store
             .update_groups(&id, &[GroupName::parse(group).unwrap()], &[])
@@ -588,12 +587,7 @@ async fn a_download_link_never_opens_more_than_its_maker_may() {
     open(link.clone()).await.assert(200);
     // Ada leaves the admins: her link to an admins-only page stops working.
     let store = s.state.account_store();
-    let id = store
-        .by_username(&Username::parse("ada").unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let id = id_of(&s, "ada").await;
     store
         .update_groups(&id, &[], &[GroupName::parse("admins").unwrap()])
         .await
@@ -611,12 +605,7 @@ async fn a_session_of_a_disabled_account_is_ended_not_looped() {
     let s = start_with(rules).await;
     let mut b = s.signed_up("hal").await;
     let store = s.state.account_store();
-    let id = store
-        .by_username(&Username::parse("hal").unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let id = id_of(&s, "hal").await;
     // The flag alone, without ending the sessions (as a store written by another tool might).
     store.set_disabled(&id, true).await.unwrap();
     let r = ask(&mut b, "https://app.example.com/", "GET", true).await;
