@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{SessionCacheMode, SessionStoreKind};
+use crate::config::SessionStoreKind;
 use crate::metrics;
 use crate::state::{AppState, StartupError};
 
@@ -31,7 +31,7 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartupError>
 
 impl Server {
     /// Binds the configured address (port 0 picks a free one), the metrics address if one is
-    /// configured, and — with an exact session cache over SQLite — the admin socket in the data
+    /// configured, and — with sessions in SQLite — the admin socket in the data
     /// directory. The caller holds the data directory's lock ([`crate::DataDirLock`]).
     pub async fn bind(state: AppState) -> Result<Self, StartupError> {
         let listener = bind(state.settings.listen).await?;
@@ -39,9 +39,11 @@ impl Server {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
-        let exact_over_sqlite = state.settings.session_store == SessionStoreKind::Sqlite
-            && state.settings.session_cache == SessionCacheMode::Exact;
-        let admin_socket = if exact_over_sqlite {
+        // Admin commands beside this server announce their SQLite writes here whenever the
+        // data directory holds its sessions (whatever the session cache's mode: a command
+        // cannot know it), so the caches over them stay exact.
+        let sqlite_sessions = state.settings.session_store == SessionStoreKind::Sqlite;
+        let admin_socket = if sqlite_sessions {
             let dir = &state.settings.data_dir;
             Some(
                 crate::admin_socket::bind(dir).map_err(|source| StartupError::AdminSocket {

@@ -101,7 +101,7 @@ pub enum StartupError {
     /// session cache stays exact, cannot be created in the data directory.
     #[error(
         "cannot create the admin socket {path} (a Unix socket path must be under 108 bytes: \
-         use a shorter data_dir, or session_cache = \"off\")"
+         use a shorter data_dir)"
     )]
     AdminSocket {
         /// The socket's path.
@@ -213,10 +213,10 @@ impl AppState {
 }
 
 /// Whether the server caches identities (see [`crate::identity`]): only as the accounts' one
-/// writer, with the admin socket that admin commands announce their writes on.
+/// writer, with the admin socket that admin commands announce their writes on (bound whenever
+/// the sessions are in SQLite).
 pub(crate) fn identities_cached(settings: &Settings) -> bool {
     settings.session_store == SessionStoreKind::Sqlite
-        && settings.session_cache == SessionCacheMode::Exact
         && settings.account_store == AccountStoreKind::Sqlite
 }
 
@@ -274,11 +274,9 @@ impl Stores {
             stores.sessions =
                 crate::admin_socket::AnnouncingStore::wrap(stores.sessions, announcer.clone());
         }
-        // Whatever this command's own cache settings say: what matters is whether the
-        // server beside it caches, which it may with accounts and sessions in this directory.
-        if settings.session_store == SessionStoreKind::Sqlite
-            && settings.account_store == AccountStoreKind::Sqlite
-        {
+        // Whatever this command's own cache settings say: the server beside it caches
+        // identities whenever accounts and sessions are in this directory.
+        if identities_cached(settings) {
             stores.accounts = crate::identity::NoticedAccounts::wrap(stores.accounts, announcer);
         }
         Ok(stores)

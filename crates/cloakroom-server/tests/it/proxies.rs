@@ -210,6 +210,19 @@ async fn scenario(s: &TestServer, proxy_port: u16, flavour: &str) {
         .await
         .unwrap_or_else(|e| panic!("{flavour}: {e}"));
     assert_eq!(claims.preferred_username, "alice");
+    // Groups (issue 15) reach the app on its next request, and a forged list does not.
+    let store = s.state.account_store();
+    let id = s.account("alice").await.unwrap().id;
+    let admins = cloakroom_core::accounts::GroupName::parse("admins").unwrap();
+    store.update_groups(&id, &[admins], &[]).await.unwrap();
+    let r = alice
+        .req("GET", "/app/page")
+        .header("remote-groups", "root")
+        .send()
+        .await;
+    let h = &r.json()["headers"];
+    assert_eq!(h["remote-groups"], "admins", "{flavour}: {h}");
+    assert_eq!(h["x-auth-request-groups"], "admins", "{flavour}: {h}");
     phone.req("GET", "/app/other").send().await.assert(200);
     // "Log out of all other devices": the phone is refused on its next request.
     alice
