@@ -277,7 +277,7 @@ impl Admin {
         url: &str,
         method: &str,
     ) -> Result<String, AdminError> {
-        use crate::access::{AccessRequest, Outcome, Who, normalize_path};
+        use crate::access::{Outcome, Who, rule_paths};
         let parsed = url::Url::parse(url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
@@ -294,24 +294,22 @@ impl Admin {
             Some(a) => self.stores.accounts.groups(&a.id).await.map_err(fail)?,
             None => Vec::new(),
         };
-        let path = normalize_path(parsed.path());
-        let request = AccessRequest {
-            host: parsed.host_str().unwrap_or_default(),
-            path: &path,
-            method: &method,
-        };
+        // Every reading of the path an app may route by, as forward auth matches them.
+        let raw = crate::web::forward::raw_target(url);
+        let paths = rule_paths(parsed.path(), raw.as_deref());
         let who = account.as_ref().map(|a| Who {
             username: a.username.as_str(),
             groups: &groups,
         });
         let rules = &settings.access_rules;
-        let decision = rules.decide(&request, who.as_ref());
+        let host = parsed.host_str().unwrap_or_default();
+        let decision = rules.decide_strictest(host, &paths, &method, who.as_ref());
         let mut out = String::new();
         let group_list: Vec<&str> = groups.iter().map(GroupName::as_str).collect();
         let _ = writeln!(
             out,
-            "request: {method} {} (path as matched: {path})",
-            parsed.as_str()
+            "request: {method} {url} (path as matched: {})",
+            paths.join(" | ")
         );
         let _ = match &account {
             Some(a) if a.disabled => writeln!(

@@ -127,7 +127,7 @@ fn http_url(s: &str) -> Result<url::Url, MalformedForward> {
 /// The path and query of an absolute URL that [`http_url`] accepted, as written. `None` when
 /// its authority holds anything a parser might read differently (`\`, `@`): such a request
 /// is then never taken for a download link's.
-fn raw_target(url: &str) -> Option<String> {
+pub(crate) fn raw_target(url: &str) -> Option<String> {
     let (_, rest) = url.split_once("://")?;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, target) = rest.split_at(end);

@@ -387,6 +387,13 @@ async fn the_cli_manages_groups_and_tests_rules() {
         ),
         (Some("finn"), admin, "POST", "rule:    #3", "decision: deny"),
         (
+            Some("finn"),
+            "https://app.example.com/x/..;/admin",
+            "GET",
+            "rule:    #3",
+            "decision: deny",
+        ),
+        (
             None,
             "https://app.example.com/healthz",
             "GET",
