@@ -102,6 +102,7 @@ pub(crate) fn document(settings: &Settings) -> Value {
             };
             for (method, op) in item.iter_mut() {
                 add_refusals(method, path, op);
+                add_bearer(method, path, op);
             }
         }
         if let Some(verify) = paths.get("/auth/verify").cloned() {
@@ -114,6 +115,20 @@ pub(crate) fn document(settings: &Settings) -> Value {
         }
     }
     doc
+}
+
+/// Where the session cookie is accepted on the API and forward auth, a native app's bearer
+/// token is too (the pages' one form, `POST /oauth2/sign_out`, never takes it).
+fn add_bearer(method: &str, path: &str, op: &mut Value) {
+    if !matches!(group(method, path), Group::Api | Group::Forward) {
+        return;
+    }
+    // `get_mut`, not indexing: `op["security"]` would add a `null` where there is none.
+    if let Some(security) = op.get_mut("security").and_then(Value::as_array_mut)
+        && security.contains(&json!({ "session_cookie": [] }))
+    {
+        security.push(json!({ "bearer_token": [] }));
+    }
 }
 
 /// The layers in front of an operation, as [`super::app`] groups the routes.
