@@ -59,12 +59,25 @@ impl ReturnTo {
             return None;
         }
         let url = url::Url::parse(candidate).ok()?;
+        let https = url.scheme() == "https";
+        // Plain http is followed to a host named exactly, or on loopback; a whole domain
+        // (`.example.com`, a cookie domain's) only over https: its session cookie is `Secure`,
+        // and a redirect must not walk the browser onto an unencrypted hop.
+        let plain_ok = |h: &str| {
+            url.host()
+                .is_some_and(|host| crate::config::is_loopback_host(&host))
+                || {
+                    allowed_hosts
+                        .iter()
+                        .any(|a| !a.starts_with('.') && host_allowed(a, h))
+                }
+        };
         let ok = matches!(url.scheme(), "http" | "https")
             && url.username().is_empty()
             && url.password().is_none()
-            && url
-                .host_str()
-                .is_some_and(|h| allowed_hosts.iter().any(|a| host_allowed(a, h)));
+            && url.host_str().is_some_and(|h| {
+                allowed_hosts.iter().any(|a| host_allowed(a, h)) && (https || plain_ok(h))
+            });
         ok.then(|| Self(url.to_string()))
     }
 
@@ -143,6 +156,11 @@ mod tests {
         ] {
             assert_eq!(ok(bad), None, "{bad}");
         }
+        // A domain entry is followed over https only; an exact host (or loopback) over http too.
+        assert_eq!(ok("http://grafana.example.com/x"), None);
+        assert!(ok("http://other.net/x").is_some());
+        let dev = [".localhost".to_owned()];
+        assert!(ReturnTo::checked("http://app.localhost:3000/", &dev).is_some());
         let long = format!("https://grafana.example.com/{}", "a".repeat(2100));
         assert_eq!(ok(&long), None, "over 2 KiB");
     }
