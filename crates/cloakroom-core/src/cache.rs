@@ -174,16 +174,19 @@ impl Shared {
         self.usable.load(Ordering::Acquire)
     }
 
-    /// Caches a record read while the epoch was `epoch`, unless an invalidation came between.
-    fn insert(&self, epoch: u64, session: Arc<Session>) {
+    /// Caches a record read while the epoch was `epoch`, unless an invalidation came between;
+    /// returns whether it did.
+    fn insert(&self, epoch: u64, session: Arc<Session>) -> bool {
         let id = session.id;
         if !self.usable() || self.epoch(&id) != epoch {
-            return;
+            return false;
         }
         self.entries.insert(id, session);
         if self.epoch(&id) != epoch {
             self.entries.remove(&id);
+            return false;
         }
+        true
     }
 
     fn invalidate(&self, id: &SessionId) {
@@ -344,7 +347,12 @@ impl SessionStore for CachedStore {
                     updated.idle_expires_at = updated
                         .idle_expires_at
                         .max(idle_expires_at.min(updated.absolute_expires_at));
-                    s.insert(epoch, Arc::new(updated));
+                    // Not applied (an invalidation moved the epoch — possibly another id's,
+                    // in the same stripe, whose removal left this entry alone): the copy
+                    // still cached predates the touch, so it must go too.
+                    if !s.insert(epoch, Arc::new(updated)) {
+                        s.entries.remove(id);
+                    }
                 }
             }
             _ => s.invalidate(id),
