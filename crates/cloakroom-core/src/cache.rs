@@ -174,19 +174,20 @@ impl Shared {
         self.usable.load(Ordering::Acquire)
     }
 
-    /// Caches a record read while the epoch was `epoch`, unless an invalidation came between;
-    /// returns whether it did.
-    fn insert(&self, epoch: u64, session: Arc<Session>) -> bool {
+    /// Caches a record read (or written) while the epoch was `epoch`. If an invalidation came
+    /// between, no copy of the id stays cached — neither this one nor one already there, which
+    /// may predate what the caller saw: the invalidation that moved the epoch may have been for
+    /// another id of the stripe, and removed only that one (found by the flaky push-cache expiry
+    /// tests: a touch's refused update left the copy from before the touch).
+    fn insert(&self, epoch: u64, session: Arc<Session>) {
         let id = session.id;
-        if !self.usable() || self.epoch(&id) != epoch {
-            return false;
+        if self.usable() && self.epoch(&id) == epoch {
+            self.entries.insert(id, session);
+            if self.epoch(&id) == epoch {
+                return;
+            }
         }
-        self.entries.insert(id, session);
-        if self.epoch(&id) != epoch {
-            self.entries.remove(&id);
-            return false;
-        }
-        true
+        self.entries.remove(&id);
     }
 
     fn invalidate(&self, id: &SessionId) {
@@ -347,12 +348,7 @@ impl SessionStore for CachedStore {
                     updated.idle_expires_at = updated
                         .idle_expires_at
                         .max(idle_expires_at.min(updated.absolute_expires_at));
-                    // Not applied (an invalidation moved the epoch — possibly another id's,
-                    // in the same stripe, whose removal left this entry alone): the copy
-                    // still cached predates the touch, so it must go too.
-                    if !s.insert(epoch, Arc::new(updated)) {
-                        s.entries.remove(id);
-                    }
+                    s.insert(epoch, Arc::new(updated));
                 }
             }
             _ => s.invalidate(id),

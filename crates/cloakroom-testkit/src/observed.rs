@@ -24,6 +24,7 @@ pub struct ObservedStore<S = MemoryStore> {
     writes_unavailable: AtomicBool,
     hold: std::sync::Mutex<Option<HeldLoad>>,
     hold_create: std::sync::Mutex<Option<HeldLoad>>,
+    hold_touch: std::sync::Mutex<Option<HeldLoad>>,
 }
 
 type HeldLoad = (
@@ -31,8 +32,9 @@ type HeldLoad = (
     tokio::sync::oneshot::Receiver<()>,
 );
 
-/// A `load` (or `create`) held open by [`ObservedStore::hold_next_load`] (or
-/// [`hold_next_create`](ObservedStore::hold_next_create)), to put another operation in the
+/// A `load` (or `create`, or `touch`) held open by [`ObservedStore::hold_next_load`] (or
+/// [`hold_next_create`](ObservedStore::hold_next_create),
+/// [`hold_next_touch`](ObservedStore::hold_next_touch)), to put another operation in the
 /// middle of it.
 #[derive(Debug)]
 pub struct LoadHold {
@@ -64,6 +66,7 @@ impl<S: SessionStore> ObservedStore<S> {
             writes_unavailable: AtomicBool::new(false),
             hold: std::sync::Mutex::new(None),
             hold_create: std::sync::Mutex::new(None),
+            hold_touch: std::sync::Mutex::new(None),
         }
     }
 
@@ -73,6 +76,14 @@ impl<S: SessionStore> ObservedStore<S> {
         let (release, release_rx) = tokio::sync::oneshot::channel();
         *self.hold_create.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((entered_tx, release_rx));
+        LoadHold { entered, release }
+    }
+
+    /// Holds the next `touch` open after it has written, until released.
+    pub fn hold_next_touch(&self) -> LoadHold {
+        let (entered_tx, entered) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel();
+        *self.hold_touch.lock().unwrap_or_else(|p| p.into_inner()) = Some((entered_tx, release_rx));
         LoadHold { entered, release }
     }
 
@@ -170,7 +181,17 @@ impl<S: SessionStore> SessionStore for ObservedStore<S> {
         idle: Timestamp,
     ) -> Result<bool, StoreError> {
         self.write()?;
-        self.inner.touch(id, seen, idle).await
+        let touched = self.inner.touch(id, seen, idle).await;
+        let held = self
+            .hold_touch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((entered, release)) = held {
+            let _ = entered.send(());
+            let _ = release.await;
+        }
+        touched
     }
     async fn save(&self, s: &Session) -> Result<SaveOutcome, StoreError> {
         self.write()?;

@@ -348,3 +348,35 @@ fn invalidation_messages_round_trip_and_refuse_garbage() {
         assert_eq!(Invalidation::parse(bad), None, "{bad:?}");
     }
 }
+
+/// An invalidation of *another* session of the same epoch stripe, landing while a touch is
+/// being written, must not leave the copy from before the touch cached (the cause of the flaky
+/// push-cache expiry conformance tests: the refused update returned early, and the other id's
+/// removal left this entry alone).
+#[tokio::test]
+async fn a_touch_racing_an_invalidation_of_a_neighbour_leaves_no_stale_copy() {
+    let e = exact(CacheLimits::default());
+    let (cookie, issued) = login(&e.manager).await;
+    e.manager.validate(Some(&cookie)).await.unwrap();
+    e.clock.advance(Duration::from_secs(10 * 60));
+    let mut hold = e.backend.hold_next_touch();
+    let touching = {
+        let manager = e.manager.clone();
+        let cookie = cookie.clone();
+        tokio::spawn(async move { manager.validate(Some(&cookie)).await })
+    };
+    hold.entered().await;
+    // Another id in the same stripe: the same first byte.
+    let mut bytes = [0xA5_u8; 32];
+    bytes[0] = issued.id.as_bytes()[0];
+    let neighbour = cloakroom_core::SessionId::from_bytes(bytes);
+    assert_ne!(neighbour, issued.id);
+    e.cache.invalidate(&Invalidation::Session(neighbour));
+    hold.release();
+    let touched = touching.await.unwrap().unwrap();
+    let cached = e.cache.load(&issued.id).await.unwrap().unwrap();
+    assert_eq!(
+        cached.last_seen_at, touched.last_seen_at,
+        "the cache serves the session as the touch left it, not the copy from before"
+    );
+}
