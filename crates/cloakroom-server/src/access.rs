@@ -388,13 +388,13 @@ impl AccessRules {
         self.default
     }
 
-    /// Decides a request whose path an app may read as any of `paths` (see [`rule_paths`]):
-    /// the strictest decision over them wins — deny over sign-in over allow over bypass — so
-    /// a path spelled to slip past a deny rule in one reading is refused by it in another.
+    /// Decides a request whose path an app may read as any of the target's paths (see
+    /// [`rule_paths`]): the strictest decision over them wins — deny over sign-in over allow
+    /// over bypass — so a path spelled to slip past a deny rule in one reading is refused by it
+    /// in another.
     pub fn decide_strictest(
         &self,
-        host: &str,
-        paths: &[String],
+        target: &RuleTarget,
         method: &str,
         who: Option<&Who<'_>>,
     ) -> Decision {
@@ -404,23 +404,14 @@ impl AccessRules {
             Outcome::SignIn => 2,
             Outcome::Deny => 3,
         };
-        let mut strictest: Option<Decision> = None;
-        for path in paths {
-            let d = self.decide(&AccessRequest { host, path, method }, who);
-            if strictest.is_none_or(|s| rank(d.outcome) > rank(s.outcome)) {
-                strictest = Some(d);
-            }
-        }
-        strictest.unwrap_or_else(|| {
-            self.decide(
-                &AccessRequest {
-                    host,
-                    path: "/",
-                    method,
-                },
-                who,
-            )
-        })
+        let host = &target.host;
+        let decide = |path: &str| self.decide(&AccessRequest { host, path, method }, who);
+        target
+            .paths
+            .iter()
+            .map(|p| decide(p))
+            .max_by_key(|d| rank(d.outcome))
+            .unwrap_or_else(|| decide("/"))
     }
 
     /// Decides `req` for `who` (`None`: no session). See the module documentation for the
@@ -798,6 +789,30 @@ pub fn rule_paths(url_path: &str, raw: Option<&str>) -> Vec<String> {
     paths
 }
 
+/// A request as the rules see it — its host and every reading of its path ([`rule_paths`]) —
+/// worked out once however many decisions it takes.
+#[derive(Debug, Clone)]
+pub struct RuleTarget {
+    host: String,
+    paths: Vec<String>,
+}
+
+impl RuleTarget {
+    /// `host` (no port), the path as the `url` crate parsed it, and `raw`, the path and query
+    /// as the client sent them, when known.
+    pub fn new(host: String, url_path: &str, raw: Option<&str>) -> Self {
+        Self {
+            host,
+            paths: rule_paths(url_path, raw),
+        }
+    }
+
+    /// Every reading of the path, the normalised one first.
+    pub fn paths(&self) -> &[String] {
+        &self.paths
+    }
+}
+
 /// Every `%XX` decoded (invalid UTF-8 replaced), for [`rule_paths`].
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -939,9 +954,9 @@ mod tests {
             "//admin",
         ] {
             let parsed = url::Url::parse(&format!("https://a.example.com{raw}")).unwrap();
-            let paths = rule_paths(parsed.path(), Some(raw));
-            let d = rules.decide_strictest("a.example.com", &paths, "GET", None);
-            assert_eq!(d.outcome, Outcome::Deny, "{raw}: {paths:?}");
+            let target = RuleTarget::new("a.example.com".into(), parsed.path(), Some(raw));
+            let d = rules.decide_strictest(&target, "GET", None);
+            assert_eq!(d.outcome, Outcome::Deny, "{raw}: {:?}", target.paths());
         }
     }
 

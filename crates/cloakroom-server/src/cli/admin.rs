@@ -277,7 +277,7 @@ impl Admin {
         url: &str,
         method: &str,
     ) -> Result<String, AdminError> {
-        use crate::access::{Outcome, Who, rule_paths};
+        use crate::access::{Outcome, RuleTarget, Who};
         let parsed = url::Url::parse(url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
@@ -296,20 +296,20 @@ impl Admin {
         };
         // Every reading of the path an app may route by, as forward auth matches them.
         let raw = crate::web::forward::raw_target(url);
-        let paths = rule_paths(parsed.path(), raw.as_deref());
+        let host = parsed.host_str().unwrap_or_default().to_owned();
+        let target = RuleTarget::new(host, parsed.path(), raw.as_deref());
         let who = account.as_ref().map(|a| Who {
             username: a.username.as_str(),
             groups: &groups,
         });
         let rules = &settings.access_rules;
-        let host = parsed.host_str().unwrap_or_default();
-        let decision = rules.decide_strictest(host, &paths, &method, who.as_ref());
+        let decision = rules.decide_strictest(&target, &method, who.as_ref());
         let mut out = String::new();
         let group_list: Vec<&str> = groups.iter().map(GroupName::as_str).collect();
         let _ = writeln!(
             out,
             "request: {method} {url} (path as matched: {})",
-            paths.join(" | ")
+            target.paths().join(" | ")
         );
         let _ = match &account {
             Some(a) if a.disabled => writeln!(

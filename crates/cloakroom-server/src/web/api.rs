@@ -542,14 +542,10 @@ pub(crate) async fn create_link(
                 cloakroom_axum::Unauthenticated::UnknownSession,
             ),
         )?;
-        let path = url[url::Position::BeforePath..url::Position::AfterQuery].to_owned();
-        let decision = crate::web::forward::rules_decide(
-            &state,
-            Some(&url),
-            Some(&path),
-            "GET",
-            Some(&identity),
-        );
+        let raw = &url[url::Position::BeforePath..url::Position::AfterQuery];
+        let target = crate::web::forward::rule_target(&state, Some(&url), Some(raw));
+        let decision =
+            crate::web::forward::rules_decide(&state, target.as_ref(), "GET", Some(&identity));
         if !matches!(
             decision.outcome,
             crate::access::Outcome::Allow | crate::access::Outcome::Bypass

@@ -50,7 +50,7 @@ use cloakroom_core::origin::{Origin, is_safe_method};
 use cloakroom_core::service_token::JWT_HEADER;
 use serde::Deserialize;
 
-use crate::access::{Decision, DefaultPolicy, Outcome, Who};
+use crate::access::{AccessRequest, Decision, Outcome, RuleTarget, Who};
 use crate::accounts::session_keys as keys;
 use crate::state::AppState;
 use crate::tokens::download;
@@ -442,6 +442,8 @@ const X_AUTH_REQUEST_GROUPS: HeaderName = HeaderName::from_static("x-auth-reques
 async fn decide(
     state: &AppState,
     fwd: &ForwardedRequest,
+    target: Option<&RuleTarget>,
+    anonymous: Decision,
     session: Option<Session>,
     success: StatusCode,
 ) -> Result<Response, WebError> {
@@ -460,12 +462,12 @@ async fn decide(
         None => None,
     };
     let Some((session, identity)) = signed_in else {
-        return match access(state, fwd, None).outcome {
+        return match anonymous.outcome {
             Outcome::Deny => Ok(denied(state, fwd, None)),
             _ => to_sign_in(state, fwd),
         };
     };
-    match access(state, fwd, Some(&identity)).outcome {
+    match rules_decide(state, target, &fwd.method, Some(&identity)).outcome {
         Outcome::Allow | Outcome::Bypass => {}
         // A rule refused this user: 403, never the login page (signing in again would change
         // nothing, and a redirect there loops).
@@ -484,51 +486,52 @@ async fn decide(
     Ok(allowed(success, &headers))
 }
 
-/// What the access rules say about the forwarded request for `who` (anonymous: `None`).
-fn access(state: &AppState, fwd: &ForwardedRequest, who: Option<&Identity>) -> Decision {
-    rules_decide(
-        state,
-        fwd.url.as_ref(),
-        fwd.target.as_deref(),
-        &fwd.method,
-        who,
-    )
-}
-
-/// What the access rules say about `method url` for `who` (anonymous: `None`); `raw` is the
-/// path and query as the client sent them, when known (see [`crate::access::rule_paths`]).
-/// Without rules the default policy decides, and the path is never looked at. Without a URL
-/// (a direct check) the request is for the public URL's host.
-pub(crate) fn rules_decide(
+/// `url` (with `raw`, its path and query as the client sent them, when known) as the access
+/// rules see it; `None` when there are no rules, so that a check without them works nothing
+/// out. Without a URL (a direct check) the request is for the public URL's host.
+pub(crate) fn rule_target(
     state: &AppState,
     url: Option<&url::Url>,
     raw: Option<&str>,
+) -> Option<RuleTarget> {
+    if state.settings.access_rules.is_empty() {
+        return None;
+    }
+    let host = match url.and_then(url::Url::host_str) {
+        Some(host) => host.to_owned(),
+        None => url::Url::parse(state.settings.public_origin.as_str())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default(),
+    };
+    Some(RuleTarget::new(host, url.map_or("/", url::Url::path), raw))
+}
+
+/// What the access rules say about `target` for `who` (anonymous: `None`). Without a target
+/// (no rules) the default policy decides.
+pub(crate) fn rules_decide(
+    state: &AppState,
+    target: Option<&RuleTarget>,
     method: &str,
     who: Option<&Identity>,
 ) -> Decision {
     let rules = &state.settings.access_rules;
-    if rules.is_empty() {
-        let outcome = match (rules.default_policy(), who) {
-            (DefaultPolicy::Deny, _) => Outcome::Deny,
-            (DefaultPolicy::Allow, Some(_)) => Outcome::Allow,
-            (DefaultPolicy::Allow, None) => Outcome::SignIn,
-        };
-        return Decision {
-            rule: None,
-            outcome,
-        };
-    }
-    let public = url::Url::parse(state.settings.public_origin.as_str()).ok();
-    let host = url
-        .or(public.as_ref())
-        .and_then(url::Url::host_str)
-        .unwrap_or_default();
-    let paths = crate::access::rule_paths(url.map_or("/", url::Url::path), raw);
     let who = who.map(|i| Who {
         username: &i.username,
         groups: &i.groups,
     });
-    rules.decide_strictest(host, &paths, method, who.as_ref())
+    match target {
+        Some(target) => rules.decide_strictest(target, method, who.as_ref()),
+        // Nothing to match: `decide` falls through to the default policy.
+        None => rules.decide(
+            &AccessRequest {
+                host: "",
+                path: "/",
+                method,
+            },
+            who.as_ref(),
+        ),
+    }
 }
 
 /// A request a rule refused: 403, in the proxy's dialect. A browser behind Traefik or Caddy
@@ -692,10 +695,9 @@ async fn link_allowed(
     };
     // A link lends its maker's access, never more: what the rules refuse the maker, the link
     // does not open (their groups may have changed since it was made).
-    if !matches!(
-        access(state, fwd, Some(&who)).outcome,
-        Outcome::Allow | Outcome::Bypass
-    ) {
+    let target = rule_target(state, fwd.url.as_ref(), fwd.target.as_deref());
+    let decision = rules_decide(state, target.as_ref(), &fwd.method, Some(&who));
+    if !matches!(decision.outcome, Outcome::Allow | Outcome::Bypass) {
         return Ok(denied(state, fwd, Some(&who)));
     }
     let headers = state
@@ -781,17 +783,31 @@ pub(crate) async fn verify(
     ClientAddr(ip): ClientAddr,
     auth: Auth,
 ) -> Result<Response, WebError> {
-    if let Some(answer) = by_link(&state, &fwd, ip, StatusCode::OK).await {
+    answer(&state, &fwd, ip, &auth, StatusCode::OK).await
+}
+
+/// The decision both dialects share; `success` is the status that lets a request through.
+async fn answer(
+    state: &AppState,
+    fwd: &ForwardedRequest,
+    ip: Option<IpAddr>,
+    auth: &Auth,
+    success: StatusCode,
+) -> Result<Response, WebError> {
+    if let Some(answer) = by_link(state, fwd, ip, success).await {
         return answer;
     }
+    // Worked out once for all the decisions below (and not at all without rules).
+    let target = rule_target(state, fwd.url.as_ref(), fwd.target.as_deref());
     // A bypassed request is one for anybody, signed in or not: no session lookup.
-    if access(&state, &fwd, None).outcome == Outcome::Bypass {
+    let anonymous = rules_decide(state, target.as_ref(), &fwd.method, None);
+    if anonymous.outcome == Outcome::Bypass {
         metrics::forward_auth(metrics::ForwardOutcome::Allowed);
-        return Ok(StatusCode::OK.into_response());
+        return Ok(success.into_response());
     }
     // Validated only now: a link decides alone, so its request costs no session lookup.
     let session = auth.session().await?;
-    decide(&state, &fwd, session, StatusCode::OK).await
+    decide(state, fwd, target.as_ref(), anonymous, session, success).await
 }
 
 /// May this request through? (oauth2-proxy's contract)
@@ -811,17 +827,7 @@ pub(crate) async fn oauth2_auth(
     ClientAddr(ip): ClientAddr,
     auth: Auth,
 ) -> Result<Response, WebError> {
-    if let Some(answer) = by_link(&state, &fwd, ip, StatusCode::ACCEPTED).await {
-        return answer;
-    }
-    // A bypassed request is one for anybody, signed in or not: no session lookup.
-    if access(&state, &fwd, None).outcome == Outcome::Bypass {
-        metrics::forward_auth(metrics::ForwardOutcome::Allowed);
-        return Ok(StatusCode::ACCEPTED.into_response());
-    }
-    // Validated only now: a link decides alone, so its request costs no session lookup.
-    let session = auth.session().await?;
-    decide(&state, &fwd, session, StatusCode::ACCEPTED).await
+    answer(&state, &fwd, ip, &auth, StatusCode::ACCEPTED).await
 }
 
 /// `?rd=` on oauth2-proxy's sign-in and sign-out.
