@@ -23,6 +23,17 @@ fn state(parts: &Parts) -> Result<Arc<RequestState>, Rejection> {
         .ok_or(Rejection::LayerMissing)
 }
 
+/// Whether the session layer takes this request's session from `Authorization: Bearer` (a
+/// native app's token, never sent by a browser on its own), as opposed to a cookie or nothing:
+/// for routes that apply CSRF rules of their own, such as forward auth. Only what the layer
+/// itself accepts as a bearer counts — a value it leaves to the app behind a proxy does not.
+pub fn is_bearer_request(parts: &Parts) -> bool {
+    parts
+        .extensions
+        .get::<Arc<RequestState>>()
+        .is_some_and(|s| s.source == crate::layer::Source::Bearer)
+}
+
 /// The request's session; rejects with 401 when there is none.
 ///
 /// Reading is free (the record was loaded once for the request). Writes go straight to the
@@ -368,11 +379,6 @@ impl Auth {
         } else {
             Ok(())
         }
-    }
-
-    /// Whether the request's session came as a bearer token (a native app's).
-    pub fn is_bearer(&self) -> bool {
-        self.state.source == crate::layer::Source::Bearer
     }
 
     /// Logs out whatever session the request carries (a no-op without one) and removes the

@@ -81,7 +81,7 @@ pub use cookie::{
     DEFAULT_COOKIE_NAME, DuplicateCookie, HOST_PREFIX, SECURE_PREFIX, SameSite, find_cookie,
 };
 pub use csrf::{CSRF_FORM_FIELD, CSRF_HEADER};
-pub use extract::{Auth, CurrentUser, Session};
+pub use extract::{Auth, CurrentUser, Session, is_bearer_request};
 pub use layer::{
     DEFAULT_MAX_FORM_BYTES, OtherSchemes, SECURITY_TARGET, SessionLayer, SessionService,
 };

@@ -387,14 +387,10 @@ impl FromRequestParts<AppState> for Checked {
             });
         }
         // A native app's bearer token is never sent by a browser on its own: no other site
-        // can make a request carry it.
-        let bearer = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().get(..7))
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"bearer "));
+        // can make a request carry it. The session layer says whether it took one — an app's
+        // own `Authorization` beside a cookie is no exemption.
         if state.settings.forward_auth_csrf
-            && !bearer
+            && !cloakroom_axum::is_bearer_request(parts)
             && let Err(why) = forwarded_csrf(&parts.headers, &fwd)
         {
             metrics::forward_auth(metrics::ForwardOutcome::Csrf);

@@ -437,3 +437,23 @@ async fn logout_and_forward_auth_respect_the_kind_of_token() {
     r.assert(200);
     assert_eq!(r.header("remote-user").as_deref(), Some("xia"));
 }
+
+/// Found by review: forward auth exempted *any* `Authorization: Bearer …` from its CSRF rule,
+/// while the session layer takes only a session-token-shaped value as a bearer. A cross-site
+/// POST carrying the victim's cookie and a junk bearer was decided on the cookie, unchecked.
+#[tokio::test]
+async fn a_junk_bearer_beside_a_cookie_does_not_skip_forward_csrf() {
+    let s = start().await;
+    let mut browser = s.signed_up("yuri").await;
+    let r = browser
+        .req("GET", "/auth/verify")
+        .without("origin")
+        .header("sec-fetch-site", "cross-site")
+        .header("x-original-url", "https://app.example.com/transfer")
+        .header("x-original-method", "POST")
+        .header("authorization", "Bearer not-a-session-token")
+        .send()
+        .await;
+    r.assert(403);
+    assert!(r.header("remote-user").is_none());
+}
