@@ -153,14 +153,11 @@ impl Identities {
     }
 
     async fn load(&self, user: &UserId) -> Result<Option<Arc<Identity>>, StoreError> {
-        let Some(account) = self.store.by_id(user).await? else {
-            return Ok(None);
-        };
-        if account.disabled {
-            return Ok(None);
-        }
-        let groups = self.store.groups(user).await?;
-        Ok(Some(Arc::new(Identity::of(&account, groups))))
+        // Both at once: uncached (accounts in PostgreSQL), this is on every check's path.
+        let (account, groups) = tokio::try_join!(self.store.by_id(user), self.store.groups(user))?;
+        Ok(account
+            .filter(|a| !a.disabled)
+            .map(|a| Arc::new(Identity::of(&a, groups))))
     }
 }
 
@@ -358,5 +355,101 @@ impl AccountStore for NoticedAccounts {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cloakroom_core::accounts::Username;
+
+    use super::*;
+
+    fn group(name: &str) -> GroupName {
+        GroupName::parse(name).unwrap()
+    }
+
+    async fn store_with_alice() -> (tempfile::TempDir, Arc<dyn AccountStore>, UserId) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = cloakroom_sqlite::Database::open(dir.path().join("accounts.db")).unwrap();
+        let store: Arc<dyn AccountStore> = Arc::new(cloakroom_sqlite::SqliteAccounts::new(db));
+        let at = Timestamp::from_unix_millis(1_700_000_000_000);
+        let alice = Account {
+            id: UserId::new("u-alice").unwrap(),
+            username: Username::parse("alice").unwrap(),
+            password_hash: PasswordHash::new("$test$".into()),
+            disabled: false,
+            created_at: at,
+            password_changed_at: at,
+            email: None,
+            email_verified: false,
+            display_name: None,
+        };
+        store.create(&alice).await.unwrap();
+        (dir, store, alice.id)
+    }
+
+    /// The cache answers without the store — a change made behind its back is not seen — and
+    /// a write through the store it hands out is seen on the next read.
+    #[tokio::test]
+    async fn identities_are_cached_and_dropped_by_the_writes_they_hand_out() {
+        let (_dir, raw, alice) = store_with_alice().await;
+        let (identities, writes) = Identities::new(raw.clone(), true);
+        assert!(
+            identities
+                .of(&alice)
+                .await
+                .unwrap()
+                .unwrap()
+                .groups
+                .is_empty()
+        );
+        raw.update_groups(&alice, &[group("admins")], &[])
+            .await
+            .unwrap();
+        assert!(
+            identities
+                .of(&alice)
+                .await
+                .unwrap()
+                .unwrap()
+                .groups
+                .is_empty(),
+            "served from the cache"
+        );
+        writes
+            .update_groups(&alice, &[group("wiki")], &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            identities.of(&alice).await.unwrap().unwrap().groups,
+            vec![group("admins"), group("wiki")]
+        );
+        writes.set_disabled(&alice, true).await.unwrap();
+        assert!(identities.of(&alice).await.unwrap().is_none(), "disabled");
+    }
+
+    /// Without a cache every read asks the store.
+    #[tokio::test]
+    async fn without_a_cache_every_read_is_fresh() {
+        let (_dir, raw, alice) = store_with_alice().await;
+        let (identities, _) = Identities::new(raw.clone(), false);
+        assert!(
+            identities
+                .of(&alice)
+                .await
+                .unwrap()
+                .unwrap()
+                .groups
+                .is_empty()
+        );
+        raw.update_groups(&alice, &[group("admins")], &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            identities.of(&alice).await.unwrap().unwrap().groups,
+            vec![group("admins")]
+        );
+        raw.delete(&alice).await.unwrap();
+        assert!(identities.of(&alice).await.unwrap().is_none(), "deleted");
     }
 }

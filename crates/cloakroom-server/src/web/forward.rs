@@ -51,7 +51,6 @@ use cloakroom_core::service_token::JWT_HEADER;
 use serde::Deserialize;
 
 use crate::access::{AccessRequest, Decision, Outcome, RuleTarget, Who};
-use crate::accounts::session_keys as keys;
 use crate::state::AppState;
 use crate::tokens::download;
 use crate::tokens::service_jwt::{ForwardHeaders, Identity, MintError};
@@ -682,12 +681,10 @@ async fn link_allowed(
     success: StatusCode,
 ) -> Result<Response, WebError> {
     let account = &opened.account;
-    let groups = state.account_store().groups(&account.id).await?;
-    let who = Identity {
-        username: account.username.as_str().to_owned(),
-        name: account.display_name.clone(),
-        email: account.verified_email().map(|e| e.as_str().to_owned()),
-        groups,
+    // The maker as forward auth knows them (cached where it can be); `open` found the account
+    // enabled a moment ago, so none here means it was disabled since.
+    let Some(who) = state.identities.of(&account.id).await? else {
+        return Err(sign_in_first());
     };
     // A link lends its maker's access, never more: what the rules refuse the maker, the link
     // does not open (their groups may have changed since it was made).
@@ -962,12 +959,21 @@ pub(crate) struct Userinfo {
 #[utoipa::path(get, path = "/oauth2/userinfo", tag = "oauth2-proxy",
     security((), ("session_cookie" = [])),
     responses((status = 200, description = "The signed-in user", body = Userinfo)))]
-pub(crate) async fn oauth2_userinfo(session: Option<Session>) -> Result<Response, WebError> {
+pub(crate) async fn oauth2_userinfo(
+    State(state): State<AppState>,
+    session: Option<Session>,
+) -> Result<Response, WebError> {
     let session = session.ok_or_else(sign_in_first)?;
+    // Who the user is now, as forward auth tells apps (not what the session froze).
+    let identity = state
+        .identities
+        .of(session.user_id())
+        .await?
+        .ok_or_else(sign_in_first)?;
     Ok(axum::Json(Userinfo {
         user: session.user_id().as_str().to_owned(),
-        email: session.get::<String>(keys::EMAIL).ok().flatten(),
-        preferred_username: flows::username(&session),
+        email: identity.email.clone(),
+        preferred_username: identity.username.clone(),
     })
     .into_response())
 }
