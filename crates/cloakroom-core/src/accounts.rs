@@ -138,7 +138,7 @@ pub struct InvalidGroupName;
 /// assert_eq!(GroupName::parse("media.editors").unwrap().as_str(), "media.editors");
 /// assert!(GroupName::parse("a,b").is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupName(String);
 
 impl GroupName {
@@ -165,12 +165,6 @@ impl GroupName {
 impl fmt::Display for GroupName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(&self.0)
-    }
-}
-
-impl fmt::Debug for GroupName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GroupName({:?})", self.0)
     }
 }
 

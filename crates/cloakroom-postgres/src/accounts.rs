@@ -7,6 +7,7 @@ use cloakroom_core::accounts::{
     Username,
 };
 use cloakroom_core::mail::EmailAddress;
+use cloakroom_core::store::CorruptColumn;
 use cloakroom_core::{StoreError, Timestamp, UserId};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -148,7 +149,7 @@ impl<'a> InsertRow<'a> {
 fn group_name(name: &str) -> Result<GroupName, StoreError> {
     GroupName::parse(name).map_err(|e| StoreError::Corrupt {
         store: "postgres",
-        source: format!("group name {name:?}: {e}").into(),
+        source: Box::new(CorruptColumn::new("group_name", e)),
     })
 }
 
@@ -314,19 +315,11 @@ impl AccountStore for PostgresAccounts {
         let sql = format!(
             "WITH gone AS (DELETE FROM {} WHERE id = $1 RETURNING id),
                   unmarked AS (UPDATE {} SET used_by = NULL WHERE used_by IN (SELECT id FROM gone)),
-                  unlinked AS (DELETE FROM {} WHERE account_id = $1),
-                  ungrouped AS (DELETE FROM {} WHERE account_id = $1)
+                  unlinked AS (DELETE FROM {} WHERE account_id = $1)
              SELECT count(*) FROM gone",
-            self.table, self.invites, self.identities, self.groups
+            self.table, self.invites, self.identities
         );
-        let rows = self.store.query(&sql, &[&id.as_str()]).await?;
-        let n: i64 = rows
-            .first()
-            .map(|r| r.try_get(0))
-            .transpose()
-            .map_err(db_error)?
-            .unwrap_or(0);
-        Ok(n == 1)
+        Ok(self.store.count(&sql, &[&id.as_str()]).await? == 1)
     }
 
     async fn groups(&self, account: &UserId) -> Result<Vec<GroupName>, StoreError> {
@@ -351,7 +344,8 @@ impl AccountStore for PostgresAccounts {
         let add: Vec<&str> = add.iter().map(GroupName::as_str).collect();
         let remove: Vec<&str> = remove.iter().map(GroupName::as_str).collect();
         // One statement, so one transaction. The account row is share-locked, so a deletion
-        // waits for it; a name in both lists is only deleted (the CTEs see one snapshot).
+        // waits for it (and the foreign key takes the memberships with it); a name in both
+        // lists is only deleted (the CTEs see one snapshot).
         let sql = format!(
             "WITH acct AS (SELECT id FROM {} WHERE id = $1 FOR SHARE),
                   removed AS (DELETE FROM {g} WHERE account_id IN (SELECT id FROM acct)
@@ -364,26 +358,17 @@ impl AccountStore for PostgresAccounts {
             self.table,
             g = self.groups
         );
-        let rows = self
+        let n = self
             .store
-            .query(&sql, &[&account.as_str(), &add, &remove])
+            .count(&sql, &[&account.as_str(), &add, &remove])
             .await?;
-        let n: i64 = rows
-            .first()
-            .map(|r| r.try_get(0))
-            .transpose()
-            .map_err(db_error)?
-            .unwrap_or(0);
         Ok(n == 1)
     }
 
     async fn group_sizes(&self) -> Result<Vec<(GroupName, u64)>, StoreError> {
-        // Joined with the accounts: a membership added while its account was being deleted
-        // (the deletion's snapshot predates it) names no account and counts for nothing.
         let sql = format!(
-            "SELECT g.group_name, count(*) FROM {} g JOIN {} a ON a.id = g.account_id
-             GROUP BY g.group_name ORDER BY g.group_name",
-            self.groups, self.table
+            "SELECT group_name, count(*) FROM {} GROUP BY group_name ORDER BY group_name",
+            self.groups
         );
         self.store
             .query(&sql, &[])

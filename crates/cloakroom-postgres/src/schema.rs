@@ -123,9 +123,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER sessions_announce AFTER UPDATE OR DELETE ON {s}.sessions
         FOR EACH ROW EXECUTE FUNCTION {s}.announce_session_change('{c}');",
     // 10 (issue 15, access rules): group memberships. Names compare exactly (C collation), as
-    // the rules and the `Remote-Groups` header compare them.
+    // the rules and the `Remote-Groups` header compare them. They go with their account by
+    // the foreign key, so no membership added while the account is being deleted outlives it.
     "CREATE TABLE {s}.account_groups (
-        account_id text NOT NULL,
+        account_id text NOT NULL REFERENCES {s}.accounts (id) ON DELETE CASCADE,
         group_name text COLLATE \"C\" NOT NULL,
         PRIMARY KEY (account_id, group_name)
     );

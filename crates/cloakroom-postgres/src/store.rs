@@ -309,7 +309,11 @@ impl PostgresStore {
     }
 
     /// Runs a statement that answers with one non-negative count.
-    async fn count(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+    pub(crate) async fn count(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
         let rows = self.query(sql, params).await?;
         let n: i64 = rows
             .first()

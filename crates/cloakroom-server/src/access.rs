@@ -774,7 +774,8 @@ pub fn rule_paths(url_path: &str, raw: Option<&str>) -> Vec<String> {
         if !kept.starts_with('/') {
             kept.insert(0, '/');
         }
-        let decoded: String = percent_decode(raw)
+        let decoded: String = percent_encoding::percent_decode_str(raw)
+            .decode_utf8_lossy()
             .replace('\\', "/")
             .split('/')
             .map(|segment| segment.split(';').next().unwrap_or_default())
@@ -811,33 +812,6 @@ impl RuleTarget {
     pub fn paths(&self) -> &[String] {
         &self.paths
     }
-}
-
-/// Every `%XX` decoded (invalid UTF-8 replaced), for [`rule_paths`].
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| {
-                let high = hex_value(*bytes.get(i + 1)?)?;
-                let low = hex_value(*bytes.get(i + 2)?)?;
-                Some(high << 4 | low)
-            })
-            .flatten();
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn canonical_escapes(path: &str) -> String {

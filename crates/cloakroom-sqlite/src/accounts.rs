@@ -6,6 +6,7 @@ use cloakroom_core::accounts::{
     Username,
 };
 use cloakroom_core::mail::EmailAddress;
+use cloakroom_core::store::CorruptColumn;
 use cloakroom_core::{StoreError, Timestamp, UserId};
 use rusqlite::{OptionalExtension, Row, params};
 
@@ -57,7 +58,7 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Account, String>> {
 
 /// A stored group name, checked again on the way out like every other column.
 fn group_name(name: &str) -> Result<GroupName, StoreError> {
-    GroupName::parse(name).map_err(|e| corrupt(format!("group name {name:?}: {e}").into()))
+    GroupName::parse(name).map_err(|e| corrupt(Box::new(CorruptColumn::new("group_name", e))))
 }
 
 /// The insert [`AccountStore::create`] and [`AccountStore::redeem_invite_and_create`] share.
