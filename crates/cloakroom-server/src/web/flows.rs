@@ -146,9 +146,6 @@ pub(crate) async fn signup(
     email: Option<&str>,
     remember: bool,
 ) -> Result<(Account, Option<Session>), WebError> {
-    // A sign-up starts a browser's session: a request not proven to come from our pages (a
-    // native app's bearer request) may not make the account first and fail at the cookie.
-    auth.require_verified_origin()?;
     let required = state.settings.require_verified_email;
     let account = state
         .accounts

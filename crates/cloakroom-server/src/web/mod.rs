@@ -80,8 +80,18 @@ pub fn app(state: AppState) -> Router {
         .route("/api/login", post(api::login))
         .layer(api_layer.clone().with_non_browser_sign_in())
         .layer(middleware::map_response(|r| render(Format::Json, r)));
-    let api = Router::new()
+    // The routes that end by setting a browser's cookie take no bearer token: a native app's
+    // request there is one without a browser's origin, and the origin check refuses it before
+    // anything is done.
+    let browser_sign_in = Router::new()
         .route("/api/signup", post(api::signup))
+        .route(
+            "/api/password-reset/complete",
+            post(reset::password_reset_complete),
+        )
+        .layer(layer.clone())
+        .layer(middleware::map_response(|r| render(Format::Json, r)));
+    let api = Router::new()
         .route("/api/logout", post(api::logout))
         .route("/api/session", get(api::current))
         .route("/api/sessions", get(api::sessions))
@@ -91,10 +101,6 @@ pub fn app(state: AppState) -> Router {
         .route("/api/account", delete(api::delete_account))
         .route("/api/links", post(api::create_link))
         .route("/api/password-reset", post(reset::password_reset_request))
-        .route(
-            "/api/password-reset/complete",
-            post(reset::password_reset_complete),
-        )
         .route("/api/email", post(email::change_api))
         .route("/api/email/verify", post(email::verify_api))
         .route("/api/email/resend", post(email::resend_api))
@@ -216,6 +222,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(sign_in)
+        .merge(browser_sign_in)
         .merge(pages)
         .merge(forward)
         .merge(provider_calls)

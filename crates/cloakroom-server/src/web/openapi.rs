@@ -117,10 +117,20 @@ pub(crate) fn document(settings: &Settings) -> Value {
     doc
 }
 
+/// The API operations that end by setting a browser's cookie, mounted without bearer tokens
+/// (see [`super::app`]).
+const BROWSER_ONLY: [&str; 2] = ["signup", "password_reset_complete"];
+
+/// Whether the session layer in front of `op` takes bearer tokens.
+fn takes_bearer(group: Group, op: &Value) -> bool {
+    matches!(group, Group::Api | Group::Forward)
+        && !BROWSER_ONLY.contains(&op["operationId"].as_str().unwrap_or_default())
+}
+
 /// Where the session cookie is accepted on the API and forward auth, a native app's bearer
 /// token is too (the pages' one form, `POST /oauth2/sign_out`, never takes it).
 fn add_bearer(method: &str, path: &str, op: &mut Value) {
-    if !matches!(group(method, path), Group::Api | Group::Forward) {
+    if !takes_bearer(group(method, path), op) {
         return;
     }
     // `get_mut`, not indexing: `op["security"]` would add a `null` where there is none.
@@ -567,7 +577,7 @@ fn layer_refusals(group: Group, method: &str, op: &Value) -> Vec<Refusal> {
             "No session, or it has ended (signed out, revoked or expired): sign in again.",
         ));
     }
-    if reads_session && matches!(group, Group::Api | Group::Forward) {
+    if reads_session && takes_bearer(group, op) {
         refusals.push(refusal(
             400,
             &["ambiguous_credentials"],

@@ -235,9 +235,6 @@ pub(crate) async fn complete(
     token: &str,
     new_password: &Password,
 ) -> Result<(Account, Session), WebError> {
-    // It ends by signing a browser in: a request not proven to come from our pages (a native
-    // app's bearer request) must be refused before the link is used up.
-    auth.require_verified_origin()?;
     let now = state.clock.now();
     let account = account_of(state, token).await?;
     let store = state.accounts.store();
