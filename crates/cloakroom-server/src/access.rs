@@ -341,18 +341,6 @@ pub enum Outcome {
     SignIn,
 }
 
-impl Outcome {
-    /// A stable lower-case name, for logs and metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Bypass => "bypass",
-            Self::Allow => "allow",
-            Self::Deny => "deny",
-            Self::SignIn => "sign_in",
-        }
-    }
-}
-
 impl AccessRules {
     /// Checks and compiles `rules` (in order; the first that matches a request decides it),
     /// with `default` for requests no rule matches.

@@ -1448,9 +1448,20 @@ mod tests {
                 "{field} is shown"
             );
         }
+        // And they decide as their comments say: health checks pass anonymously, the admin
+        // API is asked to sign in for.
+        let rules = raw.settings().unwrap().access_rules;
+        let decide = |url: &str| {
+            let url = url::Url::parse(url).unwrap();
+            let host = url.host_str().unwrap().to_owned();
+            let target = crate::access::RuleTarget::new(host, url.path(), None);
+            rules.decide_strictest(&target, "GET", None).outcome
+        };
+        use crate::access::Outcome;
+        assert_eq!(decide("https://wiki.example.com/healthz"), Outcome::Bypass);
         assert_eq!(
-            raw.settings().unwrap().access_rules.len(),
-            raw.access_rules.len()
+            decide("https://grafana.example.com/api/admin/users"),
+            Outcome::SignIn
         );
     }
 

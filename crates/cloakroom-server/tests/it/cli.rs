@@ -389,6 +389,45 @@ async fn an_exact_cached_server_sees_cli_revocations_on_the_next_request() {
     b.get("/api/session").await.assert(401);
 }
 
+/// Beside a server with `session_cache = "off"` the admin commands work too: the server binds
+/// its admin socket whenever sessions are in SQLite (a command cannot know the server's cache
+/// settings; before issue 15 it bound none there, and a command's session write was refused
+/// for want of one). Its identity cache hears account writes the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_work_beside_a_server_without_a_session_cache() {
+    let s = crate::support::start_with(|raw| {
+        raw.session_cache = Some(cloakroom_server::config::SessionCacheMode::Off);
+    })
+    .await;
+    if s.state.settings().session_store != cloakroom_server::config::SessionStoreKind::Sqlite {
+        return;
+    }
+    assert!(s.state.session_cache().is_none());
+    let mut b = s.signed_up("xena").await;
+    b.get("/api/session").await.assert(200);
+    let run = |args: &'static [&'static str]| {
+        let (dir, env) = (s.dir.path().to_owned(), s.env.clone());
+        tokio::task::spawn_blocking(move || cloakroom(&dir, &env, args, ""))
+    };
+    let (ok, out, err) = run(&["user", "groups", "xena", "--add", "ops"])
+        .await
+        .unwrap();
+    assert!(ok, "{out}{err}");
+    let r = b
+        .req("GET", "/auth/verify")
+        .without("origin")
+        .without("sec-fetch-site")
+        .header("x-original-url", "https://app.example.com/")
+        .send()
+        .await;
+    assert_eq!(r.header("remote-groups").as_deref(), Some("ops"));
+    let (ok, out, err) = run(&["sessions", "revoke", "--user", "xena"])
+        .await
+        .unwrap();
+    assert!(ok, "{out}{err}");
+    b.get("/api/session").await.assert(401);
+}
+
 /// An admin command that cannot tell the running server about a session write refuses to make
 /// it: here something holds the data directory's lock (as a server does) but answers on no
 /// admin socket.
