@@ -368,11 +368,7 @@ impl Auth {
     /// token). `Err` with the refusal the check would have given otherwise: a browser's
     /// sign-in on a route that also signs native apps in calls this before anything else.
     pub fn require_verified_origin(&self) -> Result<(), Rejection> {
-        if self
-            .state
-            .origin_unverified
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.state.origin_unverified {
             Err(Rejection::CrossOrigin(
                 cloakroom_core::origin::CrossOriginRefusal::NoSourceInformation,
             ))

@@ -354,10 +354,8 @@ where
                 state.finish(&mut response);
                 return Ok(response);
             }
-            let checked = config.csrf
-                && !is_safe_method(parts.method.as_str())
-                && state.source != Source::Bearer
-                && !(config.non_browser && state.sent_nothing_a_browser_sends(&parts));
+            let checked =
+                config.csrf && !is_safe_method(parts.method.as_str()) && !state.origin_unverified;
             let body = if checked {
                 match csrf::enforce(&config, &state, &parts, body).await {
                     Ok(body) => body,
@@ -367,11 +365,6 @@ where
                     }
                 }
             } else {
-                if config.csrf && !is_safe_method(parts.method.as_str()) {
-                    state
-                        .origin_unverified
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                }
                 body
             };
             parts.extensions.insert(state.clone());
@@ -483,9 +476,9 @@ pub(crate) struct RequestState {
     pub(crate) source: Source,
     /// A refusal decided from the headers alone, before anything else runs.
     refused: Option<Rejection>,
-    /// An unsafe request let through without an origin check (a native sign-in): it may not
-    /// set a cookie.
-    pub(crate) origin_unverified: std::sync::atomic::AtomicBool,
+    /// An unsafe request let through without an origin check (a bearer request, a native
+    /// sign-in): it may not set a cookie.
+    pub(crate) origin_unverified: bool,
     /// Shared, not copied: every extractor of the request sees the one record.
     validated: OnceCell<Result<Arc<Session>, Rejection>>,
     changes: Mutex<Changes>,
@@ -526,26 +519,28 @@ impl RequestState {
                 Some(Rejection::Unauthenticated(Unauthenticated::MalformedBearer)),
             ),
         };
+        // Which unsafe requests skip the origin check: a bearer's (no browser sends the header
+        // on its own), and, where native sign-in is allowed, one that carries nothing a
+        // browser sends with an unsafe request — no session, no `Origin`, `Referer` or
+        // `Sec-Fetch-Site`.
+        let h = &parts.headers;
+        let sent_nothing_a_browser_sends = presented == Presented::Absent
+            && source == Source::Cookie
+            && !h.contains_key(header::ORIGIN)
+            && !h.contains_key(header::REFERER)
+            && !h.contains_key("sec-fetch-site");
+        let origin_unverified = config.csrf
+            && !is_safe_method(parts.method.as_str())
+            && (source == Source::Bearer || (config.non_browser && sent_nothing_a_browser_sends));
         Self {
             config,
             presented,
             source,
             refused,
-            origin_unverified: std::sync::atomic::AtomicBool::new(false),
+            origin_unverified,
             validated: OnceCell::new(),
             changes: Mutex::default(),
         }
-    }
-
-    /// Whether an unsafe request carries nothing a browser sends with one: no session (cookie
-    /// or bearer), no `Origin`, `Referer` or `Sec-Fetch-Site`.
-    fn sent_nothing_a_browser_sends(&self, parts: &Parts) -> bool {
-        let h = &parts.headers;
-        self.presented == Presented::Absent
-            && self.source == Source::Cookie
-            && !h.contains_key(header::ORIGIN)
-            && !h.contains_key(header::REFERER)
-            && !h.contains_key("sec-fetch-site")
     }
 
     fn changes(&self) -> std::sync::MutexGuard<'_, Changes> {
