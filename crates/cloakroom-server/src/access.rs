@@ -657,7 +657,9 @@ fn compile_domain(value: &str) -> Result<DomainPattern, &'static str> {
 
 /// Letters, digits and `-` in non-empty labels of at most 63 bytes, at most 253 bytes in all
 /// (RFC 1035's limits), already lower-case.
-fn is_host_name(name: &str) -> bool {
+/// A DNS host name (no port, no scheme): labels of letters, digits and `-`, at most 63 each
+/// and 253 in all. Shared by the rules, `cookie_domain` and `redirect_hosts`.
+pub(crate) fn is_host_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {

@@ -563,14 +563,7 @@ impl AppOrigins {
 /// the public URL's host is on — the portal must receive the cookie it sets.
 fn cookie_domain(text: &str, public: &Origin) -> Result<String, ConfigError> {
     let domain = text.trim().trim_start_matches('.').to_ascii_lowercase();
-    let labels_ok = domain.split('.').all(|l| {
-        (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    });
-    let localhost = domain == "localhost";
-    if !labels_ok || (!domain.contains('.') && !localhost) || domain.len() > 253 {
+    if !crate::access::is_host_name(&domain) || !(domain.contains('.') || domain == "localhost") {
         return Err(invalid(
             "cookie_domain",
             format!("{text:?} is not a domain name of at least two labels, such as example.com"),
@@ -1129,11 +1122,11 @@ impl RawConfig {
             .transpose()?;
         for entry in &self.redirect_hosts {
             let name = entry.strip_prefix('.').unwrap_or(entry);
-            let host = !name.is_empty()
-                && name.split('.').all(|l| {
-                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                });
-            if !host {
+            let ipv6 = name
+                .strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok());
+            if !(crate::access::is_host_name(name) || ipv6) {
                 return Err(invalid(
                     "redirect_hosts",
                     format!(

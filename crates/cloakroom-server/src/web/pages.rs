@@ -1128,12 +1128,11 @@ pub(crate) async fn access_denied(
     let rd = q.rd.as_deref().and_then(|rd| ReturnTo::checked(rd, hosts));
     // Shown only when it is a place to return to or an app forward auth answers for: the
     // page must not display whatever a link put in it.
-    let shown = q.rd.as_deref().filter(|rd| {
-        rd.len() <= 2048
-            && !rd.chars().any(char::is_control)
-            && (ReturnTo::checked(rd, hosts).is_some()
-                || cloakroom_core::origin::Origin::of_url(rd)
-                    .is_some_and(|o| state.settings.app_origins.allows(&o)))
+    let shown = q.rd.as_deref().filter(|candidate| {
+        rd.is_some()
+            || ReturnTo::fits(candidate)
+                && cloakroom_core::origin::Origin::of_url(candidate)
+                    .is_some_and(|o| state.settings.app_origins.allows(&o))
     });
     let Some(session) = session else {
         let target = match &rd {

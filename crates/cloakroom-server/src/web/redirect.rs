@@ -54,8 +54,14 @@ impl ReturnTo {
         Self::local(candidate).or_else(|| Self::allowed(candidate, allowed_hosts))
     }
 
+    /// Whether `candidate` is short enough and free of control characters to be kept or
+    /// shown at all.
+    pub(crate) fn fits(candidate: &str) -> bool {
+        candidate.len() <= MAX_LEN && !candidate.chars().any(char::is_control)
+    }
+
     fn allowed(candidate: &str, allowed_hosts: &[String]) -> Option<Self> {
-        if candidate.len() > MAX_LEN || candidate.chars().any(char::is_control) {
+        if !Self::fits(candidate) {
             return None;
         }
         let url = url::Url::parse(candidate).ok()?;
