@@ -66,12 +66,14 @@
 mod accounts;
 mod config;
 pub mod invalidation;
+mod keys;
 mod outbox;
 mod schema;
 mod store;
 
 pub use accounts::PostgresAccounts;
 pub use config::{ConfigError, DEFAULT_SCHEMA, PostgresConfig};
+pub use keys::{PostgresKeys, Rotation, StoredKey};
 pub use outbox::PostgresOutbox;
 pub use schema::SCHEMA_VERSION;
 pub use store::PostgresStore;

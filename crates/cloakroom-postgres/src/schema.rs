@@ -131,6 +131,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account_id, group_name)
     );
     CREATE INDEX account_groups_by_group ON {s}.account_groups (group_name);",
+    // 11 (issue 16, scale-out): signing keys shared by every instance, private parts sealed by
+    // the server with the operator's secret (see `PostgresKeys`). Times in Unix milliseconds.
+    "CREATE TABLE {s}.signing_keys (
+        purpose    text NOT NULL,
+        kid        text NOT NULL,
+        alg        text NOT NULL,
+        created_at bigint NOT NULL,
+        signs_from bigint NOT NULL,
+        retire_at  bigint,
+        sealed     bytea NOT NULL,
+        PRIMARY KEY (purpose, kid)
+    );",
 ];
 
 /// A schema that a newer build migrated.
@@ -161,7 +173,12 @@ pub(crate) fn channel(schema: &str) -> String {
 
 /// The advisory lock key for migrating `schema`: stable across processes and builds.
 fn lock_key(schema: &str) -> i64 {
-    let digest = Sha256::digest(format!("cloakroom-postgres migrate {schema}"));
+    advisory_key("migrate", schema)
+}
+
+/// A transaction-level advisory lock key for `what` in `schema`, the same in every process.
+pub(crate) fn advisory_key(what: &str, schema: &str) -> i64 {
+    let digest = Sha256::digest(format!("cloakroom-postgres {what} {schema}"));
     let mut key = [0u8; 8];
     key.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(key)

@@ -374,6 +374,17 @@ settings! {
     jwt_algorithm: KeyAlgorithm = KeyAlgorithm::EdDsa, sample r#""es256""#;
     /// Lifetime of service JWTs, in seconds (at most 300).
     jwt_ttl_secs: u64 = 60, sample "120", #[arg(value_name = "SECS")];
+    /// A file of secrets, one per line, newest first (blank lines and `#` comments ignored),
+    /// each at least 32 characters; or the list in the environment instead, as
+    /// `CLOAKROOM_SECRETS='["<secret>", …]'`. Required with `account_store = "postgres"`: the
+    /// signing keys then live in PostgreSQL, shared by every instance, sealed with the first
+    /// secret (the others still open keys sealed before a secret rotation).
+    secrets_file: Option<PathBuf> = None, sample r#""/run/credentials/cloakroom.service/secrets""#,
+        #[arg(num_args = 1, value_name = "FILE")];
+    /// Rotate the service-JWT signing key every this many days, once for all instances (with
+    /// the same overlap as `cloakroom keys rotate`). Unset: keys rotate only by that command.
+    key_rotation_days: Option<u64> = None, sample "90",
+        #[arg(num_args = 1, value_name = "DAYS")];
     /// A fixed `aud` for service JWTs instead of the forwarded app's origin.
     jwt_audience: Option<String> = None, sample r#""https://api.example.com""#,
         #[arg(num_args = 1, value_name = "AUD")];
@@ -727,6 +738,13 @@ pub struct Settings {
     pub jwt_algorithm: KeyAlgorithm,
     /// Service-JWT lifetime.
     pub jwt_ttl: Duration,
+    /// The operator's secrets from `CLOAKROOM_SECRETS` (or set by the embedding program), if
+    /// given; else they are read from `secrets_file` when the stores open.
+    pub secrets: Option<crate::secrets::Secrets>,
+    /// The file of secrets, read when the stores open.
+    pub secrets_file: Option<PathBuf>,
+    /// How often the service-JWT key rotates by itself, if at all.
+    pub key_rotation: Option<Duration>,
     /// Fixed service-JWT audience, if configured.
     pub jwt_audience: Option<String>,
     /// Hosts `rd` may point at.
@@ -879,15 +897,15 @@ const SESSION_CACHE_MS_REPLACED: &str = "`session_cache_ms` (the polling near-ca
 
 /// `CLOAKROOM_*` environment variables that name no setting (a typo such as
 /// `CLOAKROOM_PUBLIK_URL` would otherwise be ignored in silence). Variables of other tools
-/// (`CLOAKROOM_TEST_*`, `CLOAKROOM_REQUIRE_SERVICES`) and the two that are not settings
-/// (`CLOAKROOM_CONFIG`, `CLOAKROOM_LOG`) are not reported.
+/// (`CLOAKROOM_TEST_*`, `CLOAKROOM_REQUIRE_SERVICES`) and those that are not settings
+/// (`CLOAKROOM_CONFIG`, `CLOAKROOM_LOG`, `CLOAKROOM_SECRETS`) are not reported.
 pub fn unknown_environment() -> Vec<String> {
     std::env::vars_os()
         .filter_map(|(name, _)| name.into_string().ok())
         .filter(|name| {
             name.strip_prefix("CLOAKROOM_").is_some_and(|rest| {
                 setting_of_env(rest).is_none()
-                    && !matches!(rest, "CONFIG" | "LOG" | "REQUIRE_SERVICES")
+                    && !matches!(rest, "CONFIG" | "LOG" | "REQUIRE_SERVICES" | "SECRETS")
                     && !rest.starts_with("TEST_")
                     && !crate::oidc::provider::is_secret_variable(rest)
             })
@@ -1173,6 +1191,19 @@ impl RawConfig {
         let admin_group = cloakroom_core::accounts::GroupName::parse(&self.admin_group)
             .map_err(|e| invalid("admin_group", format!("{:?}: {e}", self.admin_group)))?;
         let mail = self.mail_settings()?;
+        // The variable is read now; the file when the stores open (as other files are, so
+        // that settings can be checked away from the machine they are for).
+        let env_secrets = std::env::var("CLOAKROOM_SECRETS").ok();
+        if env_secrets.is_some() && self.secrets_file.is_some() {
+            return Err(refused("secrets_file", crate::secrets::SecretsError::Both));
+        }
+        let secrets = crate::secrets::Secrets::load(env_secrets.as_deref(), None)
+            .map_err(|e| refused("secrets_file", e))?;
+        let key_rotation = match self.key_rotation_days {
+            None => None,
+            Some(0) => return Err(invalid("key_rotation_days", "must be at least 1")),
+            Some(days) => Some(Duration::from_secs(days.saturating_mul(86_400))),
+        };
         if !(1..=cloakroom_core::link::PasswordReset::MAX_LIFETIME.as_secs())
             .contains(&self.password_reset_ttl_secs)
         {
@@ -1209,6 +1240,9 @@ impl RawConfig {
             hash_workers,
             jwt_algorithm: self.jwt_algorithm,
             jwt_ttl: Duration::from_secs(self.jwt_ttl_secs),
+            secrets,
+            secrets_file: self.secrets_file.clone(),
+            key_rotation,
             jwt_audience: self.jwt_audience.clone(),
             redirect_hosts,
             forward_auth_csrf: self.forward_auth_csrf,

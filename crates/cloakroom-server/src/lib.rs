@@ -43,6 +43,7 @@ mod identity;
 pub mod mail;
 mod metrics;
 mod oidc;
+pub mod secrets;
 mod server;
 mod state;
 pub mod tokens;

@@ -212,19 +212,22 @@ async fn serve(
     graceful.shutdown().await;
 }
 
-/// Periodic housekeeping: pick up key rotations made by the CLI, drop stale cached tokens,
-/// purge expired sessions, forget stale throttling counters, drop old finished mail.
+/// Periodic housekeeping: rotate keys when due, pick up rotations made by the CLI or another
+/// instance, drop stale cached tokens, purge expired sessions, forget stale throttling
+/// counters, drop old finished mail.
 async fn upkeep(state: AppState) {
     let mut keys = tokio::time::interval(Duration::from_secs(10));
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
         tokio::select! {
             _ = keys.tick() => {
-                let now = state.clock.now();
-                if let Err(e) = state.minter.reload(&state.settings.data_dir, state.settings.jwt_algorithm, now) {
+                if let Err(e) = state.rotate_keys_if_due().await {
+                    tracing::error!(error = %crate::error_chain::chain(&e), "the scheduled key rotation failed; trying again shortly");
+                }
+                if let Err(e) = state.reload_keys().await {
                     tracing::error!(error = %crate::error_chain::chain(&e), "reloading service-JWT keys failed; keeping the previous ones");
                 }
-                state.minter.prune(now);
+                state.minter.prune(state.clock.now());
                 continue;
             }
             _ = tick.tick() => {}

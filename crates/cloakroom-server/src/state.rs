@@ -23,6 +23,7 @@ use crate::metrics;
 use crate::tokens::keys::KeyRing;
 use crate::tokens::links::Links;
 use crate::tokens::service_jwt::Minter;
+use crate::tokens::vault::{KeyMaterial, SharedKeys};
 use crate::web::client_ip::ClientIp;
 use crate::web::site::Site;
 
@@ -79,6 +80,12 @@ pub enum StartupError {
     /// The service-JWT keys cannot be read or created.
     #[error(transparent)]
     Keys(#[from] crate::tokens::keys::KeyError),
+    /// The keys shared in PostgreSQL cannot be read, opened or created.
+    #[error(transparent)]
+    SharedKeys(#[from] crate::tokens::vault::VaultError),
+    /// The secrets file cannot be read, or holds no usable secret.
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
     /// Settings that cannot work together.
     #[error("configuration: {0}")]
     Misconfigured(String),
@@ -156,6 +163,8 @@ pub struct Inner {
     pub(crate) links: Links,
     /// OpenID providers to sign in through, and the pre-login key.
     pub(crate) oidc: crate::oidc::Oidc,
+    /// The keys in PostgreSQL, when the accounts are there; `None`: files in the data dir.
+    pub(crate) shared_keys: Option<SharedKeys>,
 }
 
 impl Deref for AppState {
@@ -197,13 +206,59 @@ impl AppState {
         &self.inner.links
     }
 
-    /// Re-reads the service-JWT keys from the data directory now, as the server does every
-    /// few seconds to pick up `cloakroom keys rotate` run in another process.
-    pub fn reload_keys(&self) -> Result<(), crate::tokens::keys::KeyError> {
+    /// Re-reads the service-JWT keys now (from PostgreSQL when they are shared there, else
+    /// from the data directory), as the server does every few seconds to pick up a rotation
+    /// made by `cloakroom keys rotate` or by another instance.
+    pub async fn reload_keys(&self) -> Result<(), StartupError> {
         let s = &self.inner.settings;
-        self.inner
-            .minter
-            .reload(&s.data_dir, s.jwt_algorithm, self.inner.clock.now())
+        let ring = match &self.inner.shared_keys {
+            Some(shared) => shared.service_jwt().await?,
+            None => KeyRing::open(&s.data_dir, s.jwt_algorithm, self.inner.clock.now())?,
+        };
+        self.inner.minter.replace(ring);
+        Ok(())
+    }
+
+    /// Rotates the service-JWT key if `key_rotation_days` says it is due: once for every
+    /// instance when the keys are shared (the first to see it due does it; the others find a
+    /// new key). Returns the new key's id if this call rotated.
+    pub async fn rotate_keys_if_due(&self) -> Result<Option<String>, StartupError> {
+        let s = &self.inner.settings;
+        let Some(every) = s.key_rotation else {
+            return Ok(None);
+        };
+        let now = self.inner.clock.now();
+        let keys = self.inner.minter.keys();
+        let newest = keys.keys().iter().map(|k| k.created_at()).max();
+        if newest.is_some_and(|n| now.duration_since(n) < every) {
+            return Ok(None);
+        }
+        let since = now.saturating_sub(every);
+        let rotated = match &self.inner.shared_keys {
+            Some(shared) => shared
+                .rotate(s.jwt_algorithm, now, Some(since))
+                .await?
+                .map(|(key, _)| key),
+            None => {
+                let mut ring = KeyRing::open(&s.data_dir, s.jwt_algorithm, now)?;
+                ring.remove_retired(now)?;
+                Some(ring.rotate(s.jwt_algorithm, now)?)
+            }
+        };
+        self.reload_keys().await?;
+        Ok(rotated.map(|key| {
+            crate::events::key_rotated(
+                key.kid(),
+                key.alg().as_str(),
+                &crate::web::device::rfc3339(key.signs_from()),
+            );
+            key.kid().to_owned()
+        }))
+    }
+
+    /// The signing keys shared in PostgreSQL, when the accounts are there.
+    pub fn shared_keys(&self) -> Option<&SharedKeys> {
+        self.inner.shared_keys.as_ref()
     }
 
     /// The JWKS as `/.well-known/jwks.json` serves it now.
@@ -231,6 +286,23 @@ pub struct Stores {
     pub outbox: Arc<dyn MailOutbox>,
     /// The session store's invalidation feed, for a push cache (shared stores only).
     pub feed: Option<InvalidationFeed>,
+    /// The signing keys shared in PostgreSQL, opened (with the accounts there); `None`: the
+    /// keys are files in the data directory.
+    pub keys: Option<OpenedKeys>,
+}
+
+/// The shared key store and what it held when the stores were opened.
+#[derive(Debug, Clone)]
+pub struct OpenedKeys {
+    shared: SharedKeys,
+    material: KeyMaterial,
+}
+
+impl OpenedKeys {
+    /// The key store, for later reads and rotations.
+    pub fn shared(&self) -> &SharedKeys {
+        &self.shared
+    }
 }
 
 /// Where a push cache hears of the changes other instances make: the shared session store's
@@ -258,7 +330,7 @@ impl Stores {
     /// database when they are missing, and checks they answer.
     pub async fn open(settings: &Settings) -> Result<Self, StartupError> {
         ensure_data_dir(&settings.data_dir)?;
-        Self::connect(settings).await
+        Self::connect(settings, true).await
     }
 
     /// Opens the configured stores for an admin command: when a store is in SQLite, the data
@@ -268,7 +340,7 @@ impl Stores {
     /// cache stays exact (see DESIGN.md, "The session cache").
     pub async fn open_existing(settings: &Settings) -> Result<Self, StartupError> {
         require_existing(settings)?;
-        let mut stores = Self::connect(settings).await?;
+        let mut stores = Self::connect(settings, false).await?;
         let announcer = crate::admin_socket::Announcer::new(&settings.data_dir);
         if settings.session_store == SessionStoreKind::Sqlite {
             stores.sessions =
@@ -282,7 +354,17 @@ impl Stores {
         Ok(stores)
     }
 
-    async fn connect(settings: &Settings) -> Result<Self, StartupError> {
+    /// Opens the configured stores for an admin command that works with the signing keys: as
+    /// [`open_existing`](Self::open_existing), and with the accounts in PostgreSQL the keys
+    /// there are opened too (needing the secrets).
+    pub async fn open_existing_with_keys(settings: &Settings) -> Result<Self, StartupError> {
+        require_existing(settings)?;
+        Self::connect(settings, true).await
+    }
+
+    /// Connects the stores; `with_keys`: also opens the signing keys shared in PostgreSQL
+    /// (with the accounts there), which only the server and the `keys` commands use.
+    async fn connect(settings: &Settings, with_keys: bool) -> Result<Self, StartupError> {
         let db = if uses_sqlite(settings) {
             let path = database_path(&settings.data_dir);
             Some(
@@ -323,6 +405,38 @@ impl Stores {
                     )));
                 }
             };
+        // With the accounts in PostgreSQL, so are the keys: every instance signs alike. Opened
+        // here, where the database is at hand; the first keys are stamped with the system
+        // clock (a test's manual clock starts at the current time).
+        let secrets = match (&settings.secrets, &settings.secrets_file) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(file)) if with_keys => crate::secrets::Secrets::load(None, Some(file))?,
+            _ => None,
+        };
+        let keys = match (&settings.account_store, &postgres, &secrets) {
+            _ if !with_keys => None,
+            (AccountStoreKind::Postgres, Some(pg), Some(secrets)) => {
+                let shared = SharedKeys::new(
+                    cloakroom_postgres::PostgresKeys::new(pg.clone()),
+                    secrets.clone(),
+                );
+                let material = shared
+                    .open(settings.jwt_algorithm, cloakroom_core::SystemClock.now())
+                    .await?;
+                Some(OpenedKeys { shared, material })
+            }
+            (AccountStoreKind::Postgres, _, None) => {
+                return Err(StartupError::Misconfigured(
+                    "`secrets_file` is needed with account_store = \"postgres\": every \
+                     instance on that database signs with the same keys, kept there sealed with \
+                     the secret. Give one secret of at least 32 characters (`openssl rand \
+                     -base64 48`) in a file, or as CLOAKROOM_SECRETS='[\"<secret>\"]', the same \
+                     on every instance"
+                        .into(),
+                ));
+            }
+            _ => None,
+        };
         // The outbox lives with the accounts: the flows that send mail write both.
         let (accounts, outbox): (Arc<dyn AccountStore>, Arc<dyn MailOutbox>) =
             match (settings.account_store, postgres, db) {
@@ -347,6 +461,7 @@ impl Stores {
             accounts,
             outbox,
             feed,
+            keys,
         })
     }
 }
@@ -367,15 +482,21 @@ impl AppState {
         // Install the recorder before the first metric is recorded, or those would be lost.
         let _ = metrics::handle();
         let site = Arc::new(Site::load(&settings.branding)?);
-        let keys = KeyRing::open(&settings.data_dir, settings.jwt_algorithm, clock.now())?;
-        let minter = Minter::new(settings.public_origin.to_string(), settings.jwt_ttl, keys);
-        let links = Links::open(
-            &settings.data_dir,
+        let (material, shared_keys) = match stores.keys {
+            Some(opened) => (opened.material, Some(opened.shared)),
+            None => (KeyMaterial::local(&settings, clock.now())?, None),
+        };
+        let minter = Minter::new(
+            settings.public_origin.to_string(),
+            settings.jwt_ttl,
+            material.service_jwt,
+        );
+        let links = Links::new(
+            &material.link,
             settings.public_origin.clone(),
             settings.password_reset_ttl,
-            clock.now(),
         )?;
-        let oidc = crate::oidc::Oidc::open(&settings.oidc, &settings.data_dir, &clock)?;
+        let oidc = crate::oidc::Oidc::new(&settings.oidc, material.prelogin, &clock);
         let mailer = Mailer::open(
             &settings.mail,
             stores.outbox.clone(),
@@ -427,6 +548,7 @@ impl AppState {
                 mailer,
                 links,
                 oidc,
+                shared_keys,
                 sessions,
                 session_cache,
                 clock,

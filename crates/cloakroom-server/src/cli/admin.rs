@@ -511,12 +511,11 @@ fn first_line(source: impl BufRead) -> Result<Password, AdminError> {
     Ok(Password::new(line.trim_end_matches(['\r', '\n'])))
 }
 
-/// `keys list`: every service-JWT key and where it is in its life.
-pub fn keys_list(
-    data_dir: &std::path::Path,
+/// `keys list`: every service-JWT key in `ring` and where it is in its life.
+pub(crate) fn keys_list(
+    ring: &crate::tokens::keys::KeyRing,
     now: cloakroom_core::Timestamp,
-) -> Result<String, AdminError> {
-    let ring = crate::tokens::keys::KeyRing::load(data_dir).map_err(fail)?;
+) -> String {
     let signer = ring.signer(now).map(|k| k.kid().to_owned());
     let mut out = format!(
         "{:<18} {:<6} {:<10} {:<20} {:<20} {}\n",
@@ -544,12 +543,12 @@ pub fn keys_list(
             retires
         );
     }
-    Ok(out)
+    out
 }
 
-/// `keys rotate`: publishes a new key now, which signs after one JWKS cache lifetime; the
-/// current key retires once its last token has expired. A running server picks the change up
-/// within seconds.
+/// `keys rotate`, with the keys in the data directory: publishes a new key now, which signs
+/// after one JWKS cache lifetime; the current key retires once its last token has expired. A
+/// running server picks the change up within seconds.
 pub fn keys_rotate(
     data_dir: &std::path::Path,
     alg: crate::tokens::keys::KeyAlgorithm,
@@ -558,25 +557,49 @@ pub fn keys_rotate(
     let mut ring = crate::tokens::keys::KeyRing::open(data_dir, alg, now).map_err(fail)?;
     let removed = ring.remove_retired(now).map_err(fail)?;
     let key = ring.rotate(alg, now).map_err(fail)?;
-    crate::events::key_rotated(key.kid(), alg.as_str(), &rfc3339(key.signs_from()));
     let retire = ring
         .keys()
         .iter()
         .filter_map(crate::tokens::keys::SigningKey::retire_at)
         .max();
+    let mut out = rotated(&key, retire);
+    if removed > 0 {
+        let _ = writeln!(out, "removed {removed} retired key(s)");
+    }
+    Ok(out)
+}
+
+/// `keys rotate`, with the keys shared in PostgreSQL: the same, once for every instance (each
+/// re-reads the keys within seconds).
+pub async fn keys_rotate_shared(
+    shared: &crate::tokens::vault::SharedKeys,
+    alg: crate::tokens::keys::KeyAlgorithm,
+    now: cloakroom_core::Timestamp,
+) -> Result<String, AdminError> {
+    let (key, retire) = shared
+        .rotate(alg, now, None)
+        .await
+        .map_err(fail)?
+        .ok_or_else(|| fail("the rotation was not applied; run the command again"))?;
+    Ok(rotated(&key, Some(retire)))
+}
+
+/// The report of a rotation, which is also logged as a security event.
+fn rotated(
+    key: &crate::tokens::keys::SigningKey,
+    retire: Option<cloakroom_core::Timestamp>,
+) -> String {
+    crate::events::key_rotated(key.kid(), key.alg().as_str(), &rfc3339(key.signs_from()));
     let mut out = format!(
         "new key {} ({}) is published now and signs from {}\n",
         key.kid(),
-        alg.as_str(),
+        key.alg().as_str(),
         rfc3339(key.signs_from())
     );
     if let Some(r) = retire {
         let _ = writeln!(out, "the previous key stays published until {}", rfc3339(r));
     }
-    if removed > 0 {
-        let _ = writeln!(out, "removed {removed} retired key(s)");
-    }
-    Ok(out)
+    out
 }
 
 /// `backup FILE`: a consistent copy of the accounts (and invitations) while the server runs,

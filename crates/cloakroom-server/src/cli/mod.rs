@@ -199,7 +199,8 @@ fn flags_taken_by(path: &[&str]) -> Option<Vec<&'static str>> {
         ["sessions" | "mail" | "group", ..] => taken.extend(STORES),
         // The rules come from the configuration; a user's groups from the store.
         ["rules", ..] => taken.extend(STORES.iter().chain(&["public_url", "default_policy"])),
-        ["keys", ..] => taken.push("data_dir"),
+        // With the accounts in PostgreSQL, the keys are there, opened with the secrets.
+        ["keys", ..] => taken.extend(STORES.iter().chain(&["secrets_file"])),
         ["backup" | "restore", ..] => taken.extend(["data_dir", "account_store"]),
         _ => {}
     }
@@ -444,15 +445,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Keys { cmd, .. } => {
                 use cloakroom_core::Clock as _;
-                crate::data_dir::require_existing(&settings)?;
                 let now = cloakroom_core::SystemClock.now();
-                let out = match cmd {
-                    KeysCommand::List => admin::keys_list(&settings.data_dir, now)?,
-                    KeysCommand::Rotate { algorithm } => admin::keys_rotate(
-                        &settings.data_dir,
-                        algorithm.unwrap_or(settings.jwt_algorithm),
+                // With the accounts in PostgreSQL the keys are there, shared by every instance.
+                let shared = if settings.account_store == crate::config::AccountStoreKind::Postgres
+                {
+                    Stores::open_existing_with_keys(&settings).await?.keys
+                } else {
+                    crate::data_dir::require_existing(&settings)?;
+                    None
+                };
+                let alg = |a: Option<crate::tokens::keys::KeyAlgorithm>| {
+                    a.unwrap_or(settings.jwt_algorithm)
+                };
+                let out = match (cmd, shared) {
+                    (KeysCommand::List, Some(opened)) => admin::keys_list(
+                        &opened.shared().service_jwt().await.map_err(admin::fail)?,
                         now,
-                    )?,
+                    ),
+                    (KeysCommand::List, None) => admin::keys_list(
+                        &crate::tokens::keys::KeyRing::load(&settings.data_dir)
+                            .map_err(admin::fail)?,
+                        now,
+                    ),
+                    (KeysCommand::Rotate { algorithm }, Some(opened)) => {
+                        admin::keys_rotate_shared(opened.shared(), alg(algorithm), now).await?
+                    }
+                    (KeysCommand::Rotate { algorithm }, None) => {
+                        admin::keys_rotate(&settings.data_dir, alg(algorithm), now)?
+                    }
                 };
                 print(&out);
                 Ok(())
@@ -896,7 +916,16 @@ mod tests {
             .is_err()
         );
         parse(&["cloakroom", "keys", "list", "--json-logs"]).unwrap();
-        assert!(parse(&["cloakroom", "keys", "list", "--session-store", "memory"]).is_err());
+        assert!(
+            parse(&[
+                "cloakroom",
+                "keys",
+                "list",
+                "--public-url",
+                "https://a.example"
+            ])
+            .is_err()
+        );
         assert!(parse(&["cloakroom", "backup", "f", "--session-store", "memory"]).is_err());
     }
 

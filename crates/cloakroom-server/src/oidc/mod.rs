@@ -24,7 +24,6 @@ pub(crate) mod logout;
 pub(crate) mod prelogin;
 pub(crate) mod provider;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use cloakroom_core::Clock;
@@ -32,7 +31,7 @@ use openidconnect::core::CoreJwsSigningAlgorithm;
 
 use client::ProviderClient;
 use discovery::Discovery;
-use prelogin::{PreLoginKey, PreLoginKeyError};
+use prelogin::PreLoginKey;
 use provider::OidcProvider;
 
 /// The signature algorithms accepted from a provider: asymmetric ones only. Never `none`, and
@@ -68,13 +67,13 @@ pub(crate) struct Oidc {
 
 impl Oidc {
     /// The providers `configured` (in the order the login page shows them), with the
-    /// pre-login key from `data_dir`. Nothing is fetched yet: a provider that is down at
-    /// start-up must not keep the server, and password logins, from starting.
-    pub(crate) fn open(
+    /// pre-login key `key`. Nothing is fetched yet: a provider that is down at start-up must
+    /// not keep the server, and password logins, from starting.
+    pub(crate) fn new(
         configured: &[OidcProvider],
-        data_dir: &Path,
+        key: PreLoginKey,
         clock: &Arc<dyn Clock>,
-    ) -> Result<Self, PreLoginKeyError> {
+    ) -> Self {
         let http = ProviderClient::new();
         let providers = configured
             .iter()
@@ -83,11 +82,11 @@ impl Oidc {
                 config: config.clone(),
             })
             .collect();
-        Ok(Self {
+        Self {
             providers,
-            key: PreLoginKey::open(data_dir)?,
+            key,
             http,
-        })
+        }
     }
 
     /// The provider with this id.

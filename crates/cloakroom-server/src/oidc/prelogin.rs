@@ -112,6 +112,25 @@ impl PreLoginKey {
         }
     }
 
+    /// A key of 32 bytes read from elsewhere (the shared key store).
+    pub(crate) fn from_bytes(key: [u8; 32]) -> Self {
+        Self(key)
+    }
+
+    /// A new random key.
+    pub(crate) fn generate() -> Self {
+        let mut key = [0u8; 32];
+        // Same policy as session tokens and signing keys: no randomness, no keys.
+        #[allow(clippy::expect_used)]
+        getrandom::fill(&mut key).expect("the OS CSPRNG is unavailable");
+        Self(key)
+    }
+
+    /// The key's bytes, for sealing into the shared key store.
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     fn mac(&self) -> Hmac<Sha256> {
         #[allow(clippy::expect_used)] // HMAC takes a key of any length.
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("any key length");

@@ -60,6 +60,15 @@ impl KeyAlgorithm {
             Self::Es256 => "ES256",
         }
     }
+
+    /// The algorithm a JOSE name ([`as_str`](Self::as_str)) names.
+    pub(crate) fn from_jose(name: &str) -> Option<Self> {
+        match name {
+            "EdDSA" => Some(Self::EdDsa),
+            "ES256" => Some(Self::Es256),
+            _ => None,
+        }
+    }
 }
 
 /// Why keys could not be read, written or made.
@@ -248,6 +257,58 @@ impl SigningKey {
         };
         Self::from_file(file, "(new key)")
     }
+
+    /// A key made at `now` to take over from the current signer, and when the keys before it
+    /// retire: it is published now and signs after one JWKS cache lifetime (plus a margin), so
+    /// every verifier has fetched it first; they retire once every token they can still sign
+    /// has expired (plus a margin).
+    pub(crate) fn successor(
+        alg: KeyAlgorithm,
+        now: Timestamp,
+    ) -> Result<(Self, Timestamp), KeyError> {
+        let signs_from = now.saturating_add(JWKS_MAX_AGE + ROTATION_MARGIN);
+        let key = Self::generate(alg, now, signs_from)?;
+        let retire = signs_from.saturating_add(MAX_TOKEN_TTL + ROTATION_MARGIN);
+        Ok((key, retire))
+    }
+
+    /// The first key of a set, signing at once (nobody can have cached a key set that did not
+    /// exist). It signs from a margin *before* `now`, so that an instance whose clock is behind
+    /// the one that made it (see DESIGN.md, "Scale") has a signer too.
+    pub(crate) fn first(alg: KeyAlgorithm, now: Timestamp) -> Result<Self, KeyError> {
+        Self::generate(alg, now, now.saturating_sub(ROTATION_MARGIN))
+    }
+
+    /// The private key as PKCS#8 DER, for sealing into the shared store.
+    pub(crate) fn private_der(&self) -> Result<Vec<u8>, KeyError> {
+        STANDARD
+            .decode(&self.file.private_pkcs8)
+            .map_err(|e| KeyError::Invalid {
+                path: format!("(key {})", self.file.kid),
+                reason: e.to_string(),
+            })
+    }
+
+    /// A key from its stored parts; `shown` names it in errors.
+    pub(crate) fn from_parts(
+        kid: String,
+        alg: KeyAlgorithm,
+        created_at: Timestamp,
+        signs_from: Timestamp,
+        retire_at: Option<Timestamp>,
+        der: &[u8],
+        shown: &str,
+    ) -> Result<Self, KeyError> {
+        let file = KeyFile {
+            kid,
+            alg,
+            created_at,
+            signs_from,
+            retire_at,
+            private_pkcs8: STANDARD.encode(der),
+        };
+        Self::from_file(file, shown)
+    }
 }
 
 fn random<const N: usize>() -> [u8; N] {
@@ -258,10 +319,12 @@ fn random<const N: usize>() -> [u8; N] {
     out
 }
 
-/// The keys in a directory.
+/// A set of keys of one purpose: from a directory, or from the shared key store (see
+/// [`crate::tokens::vault`]), which writes through its own path.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyRing {
-    dir: PathBuf,
+    /// The directory the keys are files in; `None` for keys read from the shared store.
+    dir: Option<PathBuf>,
     keys: Vec<SigningKey>,
 }
 
@@ -286,7 +349,7 @@ impl KeyRing {
     ) -> Result<Self, KeyError> {
         let mut ring = Self::load_dir(dir)?;
         if ring.keys.is_empty() {
-            let key = SigningKey::generate(alg, now, now)?;
+            let key = SigningKey::first(alg, now)?;
             ring.write(&key)?;
             tracing::info!(
                 kid = key.kid(),
@@ -334,14 +397,31 @@ impl KeyRing {
             keys.push(SigningKey::from_file(file, &shown)?);
         }
         keys.sort_by_key(|k| (k.file.signs_from, k.file.created_at));
-        Ok(Self { dir, keys })
+        Ok(Self {
+            dir: Some(dir),
+            keys,
+        })
+    }
+
+    /// A ring of keys read from elsewhere (the shared key store), oldest signer first.
+    pub(crate) fn from_keys(mut keys: Vec<SigningKey>) -> Self {
+        keys.sort_by_key(|k| (k.file.signs_from, k.file.created_at));
+        Self { dir: None, keys }
+    }
+
+    fn dir(&self) -> Result<&Path, KeyError> {
+        self.dir.as_deref().ok_or_else(|| KeyError::Invalid {
+            path: "(shared key store)".into(),
+            reason: "keys in the shared store are changed through it, not as files".into(),
+        })
     }
 
     fn write(&self, key: &SigningKey) -> Result<(), KeyError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let path = self.dir.join(format!("{}.json", key.kid()));
-        let tmp = self.dir.join(format!(".{}.tmp", key.kid()));
+        let dir = self.dir()?;
+        let path = dir.join(format!("{}.json", key.kid()));
+        let tmp = dir.join(format!(".{}.tmp", key.kid()));
         let io = |source| KeyError::Io {
             path: path.display().to_string(),
             source,
@@ -394,9 +474,7 @@ impl KeyRing {
         alg: KeyAlgorithm,
         now: Timestamp,
     ) -> Result<SigningKey, KeyError> {
-        let signs_from = now.saturating_add(JWKS_MAX_AGE + ROTATION_MARGIN);
-        let key = SigningKey::generate(alg, now, signs_from)?;
-        let retire = signs_from.saturating_add(MAX_TOKEN_TTL + ROTATION_MARGIN);
+        let (key, retire) = SigningKey::successor(alg, now)?;
         let mut updated = Vec::new();
         for k in &self.keys {
             if k.file.retire_at.is_none() {
@@ -424,8 +502,9 @@ impl KeyRing {
             .drain(..)
             .partition(|k| k.file.retire_at.is_some_and(|r| r <= now));
         self.keys = kept;
+        let dir = self.dir()?;
         for k in &gone {
-            let path = self.dir.join(format!("{}.json", k.kid()));
+            let path = dir.join(format!("{}.json", k.kid()));
             std::fs::remove_file(&path).map_err(|source| KeyError::Io {
                 path: path.display().to_string(),
                 source,

@@ -92,13 +92,21 @@ impl Links {
         reset_ttl: Duration,
         now: Timestamp,
     ) -> Result<Self, KeyError> {
-        let dir = data_dir.join("link-keys");
-        let ring = KeyRing::open_dir(dir.clone(), KeyAlgorithm::EdDsa, now, "link")?;
+        let ring = KeyRing::open_dir(data_dir.join("link-keys"), KeyAlgorithm::EdDsa, now, "link")?;
+        Self::new(&ring, audience, reset_ttl)
+    }
+
+    /// Links signed by the keys of `ring` (the newest signs).
+    pub(crate) fn new(
+        ring: &KeyRing,
+        audience: Origin,
+        reset_ttl: Duration,
+    ) -> Result<Self, KeyError> {
         let mut keys = Vec::new();
         // Oldest signer first in the ring; the newest signs.
         for k in ring.keys().iter().rev() {
             let key = k.ed25519().ok_or_else(|| KeyError::Invalid {
-                path: dir.join(format!("{}.json", k.kid())).display().to_string(),
+                path: format!("link key {}", k.kid()),
                 reason: "link keys are Ed25519 (EdDSA)".into(),
             })?;
             keys.push(LinkSigningKey {

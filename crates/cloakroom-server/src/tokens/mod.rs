@@ -6,3 +6,4 @@ pub(crate) mod download;
 pub mod keys;
 pub mod links;
 pub(crate) mod service_jwt;
+pub mod vault;

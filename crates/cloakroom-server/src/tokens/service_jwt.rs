@@ -32,7 +32,7 @@ use cloakroom_core::link::LinkId;
 use cloakroom_core::{Session, SessionId, SessionIdHasher, Timestamp, UserId};
 use dashmap::DashMap;
 
-use crate::tokens::keys::{KeyAlgorithm, KeyError, KeyRing};
+use crate::tokens::keys::KeyRing;
 
 pub(crate) use cloakroom_core::service_token::{ServiceClaims, TOKEN_TYPE};
 
@@ -133,16 +133,9 @@ impl Minter {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Re-reads the key directory (after `cloakroom keys rotate` in another process).
-    pub(crate) fn reload(
-        &self,
-        data_dir: &std::path::Path,
-        alg: KeyAlgorithm,
-        now: Timestamp,
-    ) -> Result<(), KeyError> {
-        let ring = KeyRing::open(data_dir, alg, now)?;
+    /// Signs with `ring` from now on (re-read after a rotation).
+    pub(crate) fn replace(&self, ring: KeyRing) {
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
-        Ok(())
     }
 
     /// The forward-auth headers for `session`, its user's current `identity` and `audience`,
@@ -337,7 +330,8 @@ mod tests {
     async fn finding_07_a_flood_of_audiences_keeps_the_jwt_cache_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let now = Timestamp::from_unix_millis(1_700_000_000_000);
-        let keys = KeyRing::open(dir.path(), KeyAlgorithm::EdDsa, now).unwrap();
+        let keys =
+            KeyRing::open(dir.path(), crate::tokens::keys::KeyAlgorithm::EdDsa, now).unwrap();
         let minter = Minter::new(
             "https://cloakroom.test".into(),
             Duration::from_secs(60),

@@ -34,6 +34,7 @@ mod procs;
 mod proxies;
 mod reset;
 mod revocation;
+mod scale;
 mod subdomains;
 mod support;
 mod verify_email;

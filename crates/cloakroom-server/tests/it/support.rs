@@ -92,6 +92,11 @@ fn shared_stores(raw: &mut RawConfig) -> Vec<(String, String)> {
             "CLOAKROOM_POSTGRES_SCHEMA".to_owned(),
             format!("cloakroom_srvtest_{suffix}"),
         ),
+        // Accounts in PostgreSQL keep the signing keys there, sealed with a secret.
+        (
+            "CLOAKROOM_SECRETS".to_owned(),
+            format!(r#"["test secret {suffix} 0123456789abcdef"]"#),
+        ),
     ];
     let value = |k: &str| {
         env.iter()
@@ -219,7 +224,14 @@ async fn try_start(
         )
     });
     edit(&mut raw);
-    let settings = raw.settings().unwrap();
+    let mut settings = raw.settings().unwrap();
+    if let Some((_, secrets)) = env.iter().find(|(k, _)| k == "CLOAKROOM_SECRETS")
+        && settings.secrets.is_none()
+    {
+        let list: Vec<String> = serde_json::from_str(secrets).unwrap();
+        settings.secrets =
+            Some(cloakroom_server::secrets::Secrets::from_list(&list, "test").unwrap());
+    }
     let clock = ManualClock::starting_now();
     cloakroom_server::ensure_data_dir(&settings.data_dir).unwrap();
     let lock = cloakroom_server::DataDirLock::acquire(&settings.data_dir).unwrap();

@@ -1,0 +1,280 @@
+//! Issue 16: several instances on the same shared stores behave as one. Signing keys live in
+//! PostgreSQL sealed with the operator's secret, so every instance serves one JWKS and accepts
+//! what another minted; a wrong secret stops start-up without making a key; the secret itself
+//! can rotate; a scheduled key rotation happens once for the cluster; clock skew between
+//! instances stays inside the verifier's documented leeway. (`scale/run` shows the same with
+//! three processes behind nginx, under load and through failovers.)
+
+use std::time::Duration;
+
+use cloakroom_core::Clock as _;
+use cloakroom_server::config::{AccountStoreKind, RawConfig, SessionStoreKind};
+use cloakroom_server::{Stores, secrets::Secrets};
+use cloakroom_testkit::postgres::{SchemaGuard, postgres_url, unique_schema};
+use cloakroom_testkit::redis::{PrefixGuard, redis_url, unique_prefix};
+use cloakroom_verify::{Verifier, VerifierConfig, VerifyError};
+
+use crate::forward::nginx_style;
+use crate::support::{Browser, ORIGIN, TestServer, start_with};
+
+const APP: &str = "https://app.example.com";
+const OLD_SECRET: &str = "the first secret, thirty-two characters or more";
+const NEW_SECRET: &str = "the second secret, also thirty-two characters long";
+
+/// Shared Redis and PostgreSQL, or a skip (a failure under `CLOAKROOM_REQUIRE_SERVICES=1`).
+async fn services() -> Option<()> {
+    for url in [postgres_url(), redis_url()] {
+        let parsed = url::Url::parse(&url).unwrap();
+        let addr = format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or("127.0.0.1"),
+            parsed.port_or_known_default().unwrap_or(0)
+        );
+        if tokio::net::TcpStream::connect(&addr).await.is_err() {
+            return cloakroom_testkit::skip(format!("nothing answers at {addr} ({url})"));
+        }
+    }
+    Some(())
+}
+
+/// One deployment's shared stores: the settings every instance of it gets.
+struct Cluster {
+    prefix: String,
+    schema: String,
+    secrets: tempfile::TempDir,
+    _guards: (PrefixGuard, SchemaGuard),
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let prefix = unique_prefix();
+        let schema = unique_schema();
+        Self {
+            _guards: (PrefixGuard(prefix.clone()), SchemaGuard(schema.clone())),
+            prefix,
+            schema,
+            secrets: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Points `raw` at this deployment's stores, with `secrets` (newest first) in a file.
+    fn configure(&self, raw: &mut RawConfig, secrets: &[&str]) {
+        let file = self
+            .secrets
+            .path()
+            .join(format!("secrets-{}", secrets.join("|").len()));
+        std::fs::write(&file, secrets.join("\n")).unwrap();
+        raw.session_store = SessionStoreKind::Redis;
+        raw.redis_url = Some(redis_url());
+        raw.redis_key_prefix = self.prefix.clone();
+        raw.account_store = AccountStoreKind::Postgres;
+        raw.postgres_url = Some(postgres_url());
+        raw.postgres_schema = self.schema.clone();
+        raw.session_cache = None;
+        raw.secrets_file = Some(file);
+    }
+
+    async fn instance(&self, secrets: &[&str]) -> TestServer {
+        start_with(|raw| self.configure(raw, secrets)).await
+    }
+
+    async fn key_rows(&self) -> i64 {
+        cloakroom_testkit::postgres::admin()
+            .await
+            .query_one(
+                &format!("SELECT count(*) FROM \"{}\".signing_keys", self.schema),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// The service JWT that `s` answers a forward-auth check of `browser`'s session with.
+async fn token_at(browser: &mut Browser, s: &TestServer) -> String {
+    browser.set_base(&s.base, ORIGIN);
+    let r = nginx_style(browser, "GET", &format!("{APP}/")).send().await;
+    r.header("x-cloakroom-jwt")
+        .unwrap_or_else(|| panic!("no token: {} {}", r.status, r.body))
+}
+
+fn verifier_of(s: &TestServer) -> Verifier {
+    Verifier::new(
+        VerifierConfig::new(&format!("{}/.well-known/jwks.json", s.base), ORIGIN, APP)
+            .unwrap()
+            .with_min_refresh_interval(Duration::ZERO),
+    )
+}
+
+async fn jwks(s: &TestServer) -> serde_json::Value {
+    let mut b = s.browser();
+    let r = b.req("GET", "/.well-known/jwks.json").send().await;
+    r.assert(200);
+    r.json()
+}
+
+#[tokio::test]
+async fn instances_on_one_database_serve_one_jwks_and_accept_each_others_tokens() {
+    let Some(()) = services().await else { return };
+    let cluster = Cluster::new();
+    let a = cluster.instance(&[OLD_SECRET]).await;
+    let b = cluster.instance(&[OLD_SECRET]).await;
+    assert_eq!(jwks(&a).await, jwks(&b).await, "one JWKS for the cluster");
+    assert_eq!(
+        cluster.key_rows().await,
+        3,
+        "one service-JWT key, one link key, one pre-login key, made once"
+    );
+
+    // Signed in through A; the check (and the token) comes from B, and verifies against A's
+    // JWKS, and the other way round.
+    let mut browser = a.signed_up("ada").await;
+    browser.set_base(&b.base, ORIGIN);
+    let from_b = nginx_style(&mut browser, "GET", &format!("{APP}/"))
+        .send()
+        .await
+        .header("x-cloakroom-jwt")
+        .expect("B knows A's session and mints a token");
+    assert_eq!(
+        verifier_of(&a)
+            .verify(&from_b)
+            .await
+            .unwrap()
+            .preferred_username,
+        "ada"
+    );
+    browser.set_base(&a.base, ORIGIN);
+    let from_a = nginx_style(&mut browser, "GET", &format!("{APP}/"))
+        .send()
+        .await
+        .header("x-cloakroom-jwt")
+        .unwrap();
+    verifier_of(&b).verify(&from_a).await.unwrap();
+
+    // One rotation, from either instance, for both: the other picks it up at its next read.
+    let shared = a.state.shared_keys().expect("keys in PostgreSQL");
+    let alg = a.state.settings().jwt_algorithm;
+    cloakroom_server::cli::admin::keys_rotate_shared(shared, alg, a.clock.now())
+        .await
+        .unwrap();
+    b.state.reload_keys().await.unwrap();
+    a.state.reload_keys().await.unwrap();
+    let after = jwks(&a).await;
+    assert_eq!(after["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(after, jwks(&b).await);
+
+    // Nothing signing-related is left in either data directory.
+    for s in [&a, &b] {
+        for name in ["keys", "link-keys", "oidc-prelogin.key"] {
+            assert!(!s.dir.path().join(name).exists(), "{name} on local disk");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_secret_stops_start_up_and_makes_no_key() {
+    let Some(()) = services().await else { return };
+    let cluster = Cluster::new();
+    let _a = cluster.instance(&[OLD_SECRET]).await;
+    let before = cluster.key_rows().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = crate::support::raw_config(dir.path());
+    cluster.configure(&mut raw, &[NEW_SECRET]);
+    let err = Stores::open(&raw.settings().unwrap()).await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("does not open with the 1 secret(s) given"),
+        "{message}"
+    );
+    assert!(!message.contains(NEW_SECRET) && !message.contains(OLD_SECRET));
+    assert_eq!(
+        cluster.key_rows().await,
+        before,
+        "no divergent key was made"
+    );
+
+    // Without any secret, start-up says what is missing.
+    raw.secrets_file = None;
+    let err = Stores::open(&raw.settings().unwrap()).await.unwrap_err();
+    assert!(err.to_string().contains("secrets_file"), "{err}");
+}
+
+#[tokio::test]
+async fn the_secret_itself_rotates_new_first_then_alone() {
+    let Some(()) = services().await else { return };
+    let cluster = Cluster::new();
+    let first = jwks(&cluster.instance(&[OLD_SECRET]).await).await;
+    // The new secret first, the old one kept: the keys open and are sealed again.
+    let both = cluster.instance(&[NEW_SECRET, OLD_SECRET]).await;
+    assert_eq!(jwks(&both).await, first, "the same keys, not new ones");
+    // Once every instance has started with both, the old secret can go.
+    let new_only = cluster.instance(&[NEW_SECRET]).await;
+    assert_eq!(jwks(&new_only).await, first);
+    // And the old one alone no longer opens them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = crate::support::raw_config(dir.path());
+    cluster.configure(&mut raw, &[OLD_SECRET]);
+    assert!(Stores::open(&raw.settings().unwrap()).await.is_err());
+}
+
+#[tokio::test]
+async fn a_scheduled_rotation_happens_once_for_the_cluster() {
+    let Some(()) = services().await else { return };
+    let cluster = Cluster::new();
+    let with_schedule = |raw: &mut RawConfig| {
+        cluster.configure(raw, &[OLD_SECRET]);
+        raw.key_rotation_days = Some(30);
+    };
+    let a = start_with(with_schedule).await;
+    let b = start_with(with_schedule).await;
+    assert_eq!(a.state.rotate_keys_if_due().await.unwrap(), None, "not due");
+    for s in [&a, &b] {
+        s.clock.advance(Duration::from_secs(31 * 86_400));
+    }
+    // Both see it due at the same moment; one rotates, the other finds the new key.
+    let (ra, rb) = tokio::join!(a.state.rotate_keys_if_due(), b.state.rotate_keys_if_due());
+    let rotated: Vec<_> = [ra.unwrap(), rb.unwrap()].into_iter().flatten().collect();
+    assert_eq!(rotated.len(), 1, "rotated once: {rotated:?}");
+    a.state.reload_keys().await.unwrap();
+    b.state.reload_keys().await.unwrap();
+    assert_eq!(jwks(&a).await["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(jwks(&a).await, jwks(&b).await);
+    // And not again until the next period.
+    assert_eq!(b.state.rotate_keys_if_due().await.unwrap(), None);
+}
+
+/// Instances whose clocks are 30 s apart (the most the verifier's default leeway absorbs) mint
+/// tokens every verifier accepts; a clock further off is refused, not absorbed.
+#[tokio::test]
+async fn clock_skew_up_to_the_leeway_is_absorbed_and_no_more() {
+    let Some(()) = services().await else { return };
+    let cluster = Cluster::new();
+    let ahead = cluster.instance(&[OLD_SECRET]).await;
+    let behind = cluster.instance(&[OLD_SECRET]).await;
+    let too_far = cluster.instance(&[OLD_SECRET]).await;
+    ahead.clock.advance(Duration::from_secs(30));
+    behind
+        .clock
+        .set(behind.clock.now().saturating_sub(Duration::from_secs(30)));
+    too_far.clock.advance(Duration::from_secs(45));
+    let mut browser = ahead.signed_up("sam").await;
+    let t_ahead = token_at(&mut browser, &ahead).await;
+    let t_behind = token_at(&mut browser, &behind).await;
+    let t_too_far = token_at(&mut browser, &too_far).await;
+    // The verifier runs on the real clock, between the two.
+    let v = verifier_of(&behind);
+    v.verify(&t_ahead).await.unwrap();
+    v.verify(&t_behind).await.unwrap();
+    assert!(
+        matches!(v.verify(&t_too_far).await, Err(VerifyError::NotYetValid)),
+        "45 s ahead is beyond the leeway"
+    );
+}
+
+#[test]
+fn secrets_in_the_environment_are_a_json_list() {
+    let list = format!(r#"["{NEW_SECRET}", "{OLD_SECRET}"]"#);
+    assert_eq!(Secrets::load(Some(&list), None).unwrap().unwrap().len(), 2);
+}
