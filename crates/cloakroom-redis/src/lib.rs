@@ -128,10 +128,12 @@
 
 mod config;
 mod conn;
+mod counters;
 pub mod invalidation;
 mod record;
 mod scripts;
 mod store;
 
 pub use config::{ConfigError, DEFAULT_KEY_PREFIX, RedisConfig};
+pub use counters::{Backoff, RedisCounters};
 pub use store::RedisStore;

@@ -201,13 +201,16 @@ impl RedisStore {
         &self.inner.prefix
     }
 
-    fn conn(&self) -> Conn {
+    pub(crate) fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
 
     /// Runs one round trip, bounded by the command timeout: the guarantee that a dead or
     /// unreachable Redis fails a request within seconds instead of hanging it.
-    async fn bounded<T>(&self, fut: impl Future<Output = RedisResult<T>>) -> Result<T, StoreError> {
+    pub(crate) async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.inner.command_timeout, fut).await {
             Ok(r) => r.map_err(redis_error),
             Err(_) => Err(StoreError::Unavailable {

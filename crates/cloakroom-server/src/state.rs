@@ -289,6 +289,9 @@ pub struct Stores {
     /// The signing keys shared in PostgreSQL, opened (with the accounts there); `None`: the
     /// keys are files in the data directory.
     pub keys: Option<OpenedKeys>,
+    /// The login throttle's counters in Redis, with the sessions there; `None`: in this
+    /// process.
+    pub throttle: Option<cloakroom_redis::RedisCounters>,
 }
 
 /// The shared key store and what it held when the stores were opened.
@@ -381,6 +384,9 @@ impl Stores {
             Some(config) => Some(PostgresStore::connect(config.clone()).await?),
             None => None,
         };
+        // With the sessions in Redis, the throttle's counters go there too: every instance
+        // counts the same failures.
+        let mut throttle = None;
         let (sessions, feed): (Arc<dyn SessionStore>, _) =
             match (settings.session_store, &settings.redis, &postgres, &db) {
                 (SessionStoreKind::Sqlite, _, _, Some(db)) => {
@@ -389,6 +395,7 @@ impl Stores {
                 (SessionStoreKind::Memory, ..) => (Arc::new(MemoryStore::new()), None),
                 (SessionStoreKind::Redis | SessionStoreKind::RedisCluster, Some(config), ..) => {
                     let store = RedisStore::connect(config.clone()).await?;
+                    throttle = Some(store.counters());
                     (
                         Arc::new(store.clone()),
                         Some(InvalidationFeed::Redis(store)),
@@ -462,6 +469,7 @@ impl Stores {
             outbox,
             feed,
             keys,
+            throttle,
         })
     }
 }
@@ -541,6 +549,7 @@ impl AppState {
                     Passwords::new(settings.hash_workers),
                     clock.clone(),
                     settings.signup_limit_per_network,
+                    stores.throttle,
                 ),
                 client_ip: ClientIp::new(settings.trusted_proxies.clone()),
                 gauges: metrics::Gauges::default(),

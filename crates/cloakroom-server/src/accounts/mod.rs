@@ -26,7 +26,7 @@ use cloakroom_core::{
 use crate::config::SignupMode;
 use crate::metrics;
 use passwords::{Busy, Password, Passwords, Verified, WeakPassword, check_new_password};
-use throttle::{AccountKey, Throttle};
+use throttle::{AccountKey, Refused, Throttle};
 
 /// Session data keys the server keeps for forward auth and pages, so that answering them
 /// needs no account lookup.
@@ -171,6 +171,18 @@ fn throttle_key(typed: &str) -> AccountKey {
     )
 }
 
+/// A throttle's refusal as the flows answer it: wait (counted as throttled), or the shared
+/// counters are down (a store failure: 503, fail closed).
+fn refusal(r: Refused) -> AccountsError {
+    match r {
+        Refused::Wait(wait) => {
+            metrics::throttled();
+            AccountsError::Throttled(wait)
+        }
+        Refused::Unavailable(e) => AccountsError::Store(e),
+    }
+}
+
 impl Accounts {
     /// The flows over `store`, letting `free_signups` sign-ups per network through before
     /// the next one waits.
@@ -179,11 +191,16 @@ impl Accounts {
         passwords: Passwords,
         clock: Arc<dyn Clock>,
         free_signups: u32,
+        shared_counters: Option<cloakroom_redis::RedisCounters>,
     ) -> Self {
+        let throttle = Throttle::with_signup_allowance(clock.clone(), free_signups);
         Self {
             store,
             passwords,
-            throttle: Throttle::with_signup_allowance(clock.clone(), free_signups),
+            throttle: match shared_counters {
+                Some(counters) => throttle.shared(counters),
+                None => throttle,
+            },
             clock,
         }
     }
@@ -215,10 +232,12 @@ impl Accounts {
         let attempt = self
             .throttle
             .begin(throttle_key(&c.username), ip)
-            .map_err(|wait| {
-                metrics::throttled();
-                metrics::login("throttled");
-                AccountsError::Throttled(wait)
+            .await
+            .map_err(|r| {
+                if matches!(r, Refused::Wait(_)) {
+                    metrics::login("throttled");
+                }
+                refusal(r)
             })?;
         let account = match Username::parse(&c.username) {
             Ok(username) => self.store.by_username(&username).await?,
@@ -243,7 +262,7 @@ impl Accounts {
             metrics::login("invalid_credentials");
             return Err(AccountsError::InvalidCredentials);
         };
-        attempt.succeeded();
+        attempt.succeeded().await;
         if account.disabled {
             metrics::login("disabled");
             return Err(AccountsError::AccountDisabled);
@@ -297,10 +316,11 @@ impl Accounts {
             metrics::signup("invalid");
             return Err(AccountsError::EmailRequired);
         }
-        self.throttle.signup(ip).map_err(|wait| {
-            metrics::throttled();
-            metrics::signup("throttled");
-            AccountsError::Throttled(wait)
+        self.throttle.signup(ip).await.map_err(|r| {
+            if matches!(r, Refused::Wait(_)) {
+                metrics::signup("throttled");
+            }
+            refusal(r)
         })?;
         // A malformed code is refused here, before a password is hashed for it; it gets the
         // same answer as an unknown one.
@@ -349,11 +369,12 @@ impl Accounts {
 
     /// Counts a sign-up from `ip` that does not go through [`signup`](Self::signup) (a first
     /// sign-in through an OpenID provider), or refuses it with how long to wait.
-    pub(crate) fn throttle_signup(&self, ip: Option<IpAddr>) -> Result<(), AccountsError> {
-        self.throttle.signup(ip).map_err(|wait| {
-            metrics::throttled();
-            metrics::signup("throttled");
-            AccountsError::Throttled(wait)
+    pub(crate) async fn throttle_signup(&self, ip: Option<IpAddr>) -> Result<(), AccountsError> {
+        self.throttle.signup(ip).await.map_err(|r| {
+            if matches!(r, Refused::Wait(_)) {
+                metrics::signup("throttled");
+            }
+            refusal(r)
         })
     }
 
@@ -368,18 +389,20 @@ impl Accounts {
 
     /// Counts a reset request from `ip`, or refuses it with how long to wait. Said to the
     /// client: it depends on the network only, never on whether the account exists.
-    pub(crate) fn throttle_reset_request(&self, ip: Option<IpAddr>) -> Result<(), AccountsError> {
-        self.throttle.reset_request(ip).map_err(|wait| {
-            metrics::throttled();
-            AccountsError::Throttled(wait)
-        })
+    pub(crate) async fn throttle_reset_request(
+        &self,
+        ip: Option<IpAddr>,
+    ) -> Result<(), AccountsError> {
+        self.throttle.reset_request(ip).await.map_err(refusal)
     }
 
     /// Whether another reset mail may go to `account` now. Never said to the client (that
-    /// would tell which accounts exist): a refused request just sends nothing.
-    pub(crate) fn may_mail_reset(&self, account: &Account) -> bool {
+    /// would tell which accounts exist): a refused request just sends nothing (nor does one
+    /// the shared counters cannot count).
+    pub(crate) async fn may_mail_reset(&self, account: &Account) -> bool {
         self.throttle
             .reset_mail(AccountKey::of(account.id.as_str()))
+            .await
             .is_ok()
     }
 
@@ -437,10 +460,8 @@ impl Accounts {
         let attempt = self
             .throttle
             .begin(AccountKey::of(&account.username.key()), ip)
-            .map_err(|wait| {
-                metrics::throttled();
-                AccountsError::Throttled(wait)
-            })?;
+            .await
+            .map_err(refusal)?;
         let verified = password.within_length_limit()
             && self
                 .passwords
@@ -450,7 +471,7 @@ impl Accounts {
         if !verified {
             return Err(AccountsError::WrongPassword);
         }
-        attempt.succeeded();
+        attempt.succeeded().await;
         Ok(account)
     }
 }

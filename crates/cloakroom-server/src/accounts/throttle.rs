@@ -54,16 +54,26 @@
 //! attack: to push out a counter with *n* failures an attacker has to fill the table with
 //! entries of *n* failures or more, about `MAX_ENTRIES × n` throttled attempts.
 //!
-//! The counters live in this process. Several instances behind a load balancer each throttle
-//! on their own, which multiplies an attacker's budget by the number of instances — still
-//! exponential backoff, but worth knowing.
+//! # Several instances
+//!
+//! With the sessions in Redis (the deployment with several instances behind a load balancer),
+//! the counters live there too ([`cloakroom_redis::RedisCounters`]): N failures spread over
+//! three instances are throttled like N on one, and a restart forgets nothing. Each check-and-
+//! count is one script on one key; the table-size bound above is then Redis's expiry, which
+//! drops a counter once its failures would be forgotten anyway.
+//!
+//! When Redis does not answer, a password attempt fails closed: the login is answered 503 and
+//! nothing is checked. Not a stricter local limit instead: the sessions are in the same Redis,
+//! so a login that passed could not be recorded anyway, and a local fallback would hand every
+//! instance a fresh budget exactly when an attacker can make Redis slow.
 
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloakroom_core::{Clock, Timestamp};
+use cloakroom_core::{Clock, StoreError, Timestamp};
+use cloakroom_redis::{Backoff, RedisCounters};
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
@@ -127,6 +137,15 @@ impl Limits {
         ..Self::PAIR
     };
 
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            free: self.free_failures,
+            base: self.base_delay,
+            max: self.max_delay,
+            forget: self.forget_after,
+        }
+    }
+
     fn delay_after(&self, failures: u32) -> Duration {
         match failures.checked_sub(self.free_failures) {
             None => Duration::ZERO,
@@ -169,6 +188,44 @@ impl Network {
     }
 }
 
+/// How a counter's key is named in the shared store.
+trait CounterName {
+    fn name(&self) -> String;
+}
+
+impl CounterName for AccountKey {
+    fn name(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl CounterName for Option<Network> {
+    fn name(&self) -> String {
+        self.map_or_else(|| "-".to_owned(), |n| n.0.to_string())
+    }
+}
+
+impl CounterName for Network {
+    fn name(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+impl CounterName for (AccountKey, Option<Network>) {
+    fn name(&self) -> String {
+        format!("{}/{}", self.0.name(), self.1.name())
+    }
+}
+
+/// Why an attempt was not counted.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// It must wait this long.
+    Wait(Duration),
+    /// The shared counters did not answer: fail closed.
+    Unavailable(StoreError),
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     failures: u32,
@@ -177,14 +234,17 @@ struct Entry {
 
 #[derive(Debug)]
 struct Table<K: Eq + Hash> {
+    /// Its name in the shared store.
+    name: &'static str,
     limits: Limits,
     capacity: usize,
     entries: DashMap<K, Entry>,
 }
 
 impl<K: Eq + Hash + Clone> Table<K> {
-    fn new(limits: Limits, capacity: usize) -> Self {
+    fn new(name: &'static str, limits: Limits, capacity: usize) -> Self {
         Self {
+            name,
             limits,
             capacity: capacity.max(10),
             entries: DashMap::new(),
@@ -278,6 +338,8 @@ impl<K: Eq + Hash + Clone> Table<K> {
 pub(crate) struct Throttle {
     clock: Arc<dyn Clock>,
     tables: Arc<Tables>,
+    /// The counters in Redis, when the sessions are there; the tables are then unused.
+    shared: Option<RedisCounters>,
 }
 
 #[derive(Debug)]
@@ -295,7 +357,7 @@ struct Tables {
 #[derive(Debug)]
 #[must_use = "an attempt is a failure unless `succeeded` is called"]
 pub(crate) struct Attempt {
-    tables: Arc<Tables>,
+    throttle: Throttle,
     account: AccountKey,
     network: Option<Network>,
 }
@@ -303,11 +365,12 @@ pub(crate) struct Attempt {
 impl Attempt {
     /// The password was right: the account's counters start over, and the network gets its
     /// reservation back.
-    pub(crate) fn succeeded(self) {
-        self.tables.pairs.reset(&(self.account, self.network));
-        self.tables.accounts.reset(&self.account);
+    pub(crate) async fn succeeded(self) {
+        let t = &self.throttle;
+        t.reset(|t| &t.pairs, &(self.account, self.network)).await;
+        t.reset(|t| &t.accounts, &self.account).await;
         if let Some(network) = &self.network {
-            self.tables.networks.release(network);
+            t.release(|t| &t.networks, network).await;
         }
     }
 }
@@ -339,67 +402,125 @@ impl Throttle {
         Self {
             clock,
             tables: Arc::new(Tables {
-                pairs: Table::new(Limits::PAIR, capacity),
-                networks: Table::new(Limits::NETWORK, capacity),
-                accounts: Table::new(Limits::ACCOUNT, capacity),
-                signups: Table::new(signup, capacity),
-                reset_requests: Table::new(Limits::RESET_REQUEST, capacity),
-                reset_mails: Table::new(Limits::RESET_MAIL, capacity),
+                pairs: Table::new("pair", Limits::PAIR, capacity),
+                networks: Table::new("network", Limits::NETWORK, capacity),
+                accounts: Table::new("account", Limits::ACCOUNT, capacity),
+                signups: Table::new("signup", signup, capacity),
+                reset_requests: Table::new("reset-request", Limits::RESET_REQUEST, capacity),
+                reset_mails: Table::new("reset-mail", Limits::RESET_MAIL, capacity),
             }),
+            shared: None,
+        }
+    }
+
+    /// The same policy with its counters in Redis, shared by every instance there.
+    pub(crate) fn shared(mut self, counters: RedisCounters) -> Self {
+        self.shared = Some(counters);
+        self
+    }
+
+    /// Counts an attempt on `key` in the table `table` picks, or says why not.
+    async fn reserve<K: Eq + Hash + Clone + CounterName>(
+        &self,
+        table: impl Fn(&Tables) -> &Table<K>,
+        key: K,
+    ) -> Result<(), Refused> {
+        let now = self.clock.now();
+        let table = table(&self.tables);
+        match &self.shared {
+            None => table.reserve(key, now).map_err(Refused::Wait),
+            Some(shared) => {
+                let name = format!("{}:{}", table.name, key.name());
+                match shared.reserve(&name, &table.limits.backoff(), now).await {
+                    Ok(None) => Ok(()),
+                    Ok(Some(wait)) => Err(Refused::Wait(wait)),
+                    Err(e) => Err(Refused::Unavailable(e)),
+                }
+            }
+        }
+    }
+
+    /// Takes back one counted attempt (best effort: a counter that stays is the safe side).
+    async fn release<K: Eq + Hash + Clone + CounterName>(
+        &self,
+        table: impl Fn(&Tables) -> &Table<K>,
+        key: &K,
+    ) {
+        let table = table(&self.tables);
+        match &self.shared {
+            None => table.release(key),
+            Some(shared) => {
+                let name = format!("{}:{}", table.name, key.name());
+                if let Err(e) = shared.release(&name).await {
+                    tracing::warn!(error = %crate::error_chain::chain(&e), "a throttling counter kept a reservation it should have given back");
+                }
+            }
+        }
+    }
+
+    /// Forgets a counter (best effort, as [`release`](Self::release)).
+    async fn reset<K: Eq + Hash + Clone + CounterName>(
+        &self,
+        table: impl Fn(&Tables) -> &Table<K>,
+        key: &K,
+    ) {
+        let table = table(&self.tables);
+        match &self.shared {
+            None => table.reset(key),
+            Some(shared) => {
+                let name = format!("{}:{}", table.name, key.name());
+                if let Err(e) = shared.reset(&name).await {
+                    tracing::warn!(error = %crate::error_chain::chain(&e), "a throttling counter was not reset after a success");
+                }
+            }
         }
     }
 
     /// Starts a password attempt for `account` from `ip`: counted now, on every counter, or
-    /// refused with how long to wait.
-    pub(crate) fn begin(
+    /// refused with how long to wait (or because the shared counters do not answer).
+    pub(crate) async fn begin(
         &self,
         account: AccountKey,
         ip: Option<IpAddr>,
-    ) -> Result<Attempt, Duration> {
-        let now = self.clock.now();
-        let t = &self.tables;
+    ) -> Result<Attempt, Refused> {
         let network = ip.map(Network::of);
         if let Some(n) = network {
-            t.networks.reserve(n, now)?;
+            self.reserve(|t| &t.networks, n).await?;
         }
-        let release_network = || {
+        if let Err(refused) = self.reserve(|t| &t.pairs, (account, network)).await {
             if let Some(n) = &network {
-                t.networks.release(n);
+                self.release(|t| &t.networks, n).await;
             }
-        };
-        if let Err(wait) = t.pairs.reserve((account, network), now) {
-            release_network();
-            return Err(wait);
+            return Err(refused);
         }
-        if let Err(wait) = t.accounts.reserve(account, now) {
-            t.pairs.release(&(account, network));
-            release_network();
-            return Err(wait);
+        if let Err(refused) = self.reserve(|t| &t.accounts, account).await {
+            self.release(|t| &t.pairs, &(account, network)).await;
+            if let Some(n) = &network {
+                self.release(|t| &t.networks, n).await;
+            }
+            return Err(refused);
         }
         Ok(Attempt {
-            tables: t.clone(),
+            throttle: self.clone(),
             account,
             network,
         })
     }
 
-    /// Counts a sign-up from `ip`, or refuses it with how long to wait.
-    pub(crate) fn signup(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
-        self.tables
-            .signups
-            .reserve(ip.map(Network::of), self.clock.now())
+    /// Counts a sign-up from `ip`, or refuses it.
+    pub(crate) async fn signup(&self, ip: Option<IpAddr>) -> Result<(), Refused> {
+        self.reserve(|t| &t.signups, ip.map(Network::of)).await
     }
 
-    /// Counts a password-reset request from `ip`, or refuses it with how long to wait.
-    pub(crate) fn reset_request(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
-        self.tables
-            .reset_requests
-            .reserve(ip.map(Network::of), self.clock.now())
+    /// Counts a password-reset request from `ip`, or refuses it.
+    pub(crate) async fn reset_request(&self, ip: Option<IpAddr>) -> Result<(), Refused> {
+        self.reserve(|t| &t.reset_requests, ip.map(Network::of))
+            .await
     }
 
-    /// Counts a reset mail to `account`, or refuses it with how long to wait.
-    pub(crate) fn reset_mail(&self, account: AccountKey) -> Result<(), Duration> {
-        self.tables.reset_mails.reserve(account, self.clock.now())
+    /// Counts a reset mail to `account`, or refuses it.
+    pub(crate) async fn reset_mail(&self, account: AccountKey) -> Result<(), Refused> {
+        self.reserve(|t| &t.reset_mails, account).await
     }
 
     /// Forgets stale entries (run periodically so memory stays bounded).
@@ -421,6 +542,32 @@ mod tests {
 
     use super::*;
 
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn wait(r: Refused) -> Duration {
+        match r {
+            Refused::Wait(d) => d,
+            Refused::Unavailable(e) => panic!("{e}"),
+        }
+    }
+
+    fn begin(t: &Throttle, k: AccountKey, from: Option<IpAddr>) -> Result<Attempt, Duration> {
+        run(t.begin(k, from)).map_err(wait)
+    }
+
+    fn signup(t: &Throttle, from: Option<IpAddr>) -> Result<(), Duration> {
+        run(t.signup(from)).map_err(wait)
+    }
+
+    fn succeed(a: Attempt) {
+        run(a.succeeded());
+    }
+
     fn setup() -> (ManualClock, Throttle) {
         let clock = ManualClock::new(Timestamp::from_unix_millis(0));
         let t = Throttle::new(Arc::new(clock.clone()));
@@ -438,7 +585,7 @@ mod tests {
     /// `n` failed attempts; panics if one is refused.
     fn fail(t: &Throttle, account: &str, from: Option<IpAddr>, n: usize) {
         for i in 0..n {
-            let attempt = t.begin(key(account), from);
+            let attempt = begin(t, key(account), from);
             assert!(attempt.is_ok(), "attempt {i} on {account} refused");
         }
     }
@@ -461,19 +608,19 @@ mod tests {
         let home = ip("192.0.2.1");
         fail(&t, "alice", home, 5);
         assert_eq!(
-            t.begin(key("alice"), home).unwrap_err(),
+            begin(&t, key("alice"), home).unwrap_err(),
             Duration::from_secs(1)
         );
         assert!(
-            t.begin(key("bob"), home).is_ok(),
+            begin(&t, key("bob"), home).is_ok(),
             "other accounts are unaffected"
         );
         assert!(
-            t.begin(key("alice"), ip("192.0.2.2")).is_ok(),
+            begin(&t, key("alice"), ip("192.0.2.2")).is_ok(),
             "other networks too"
         );
         clock.advance(Duration::from_secs(1));
-        t.begin(key("alice"), home).unwrap().succeeded();
+        succeed(begin(&t, key("alice"), home).unwrap());
         fail(&t, "alice", home, 5);
     }
 
@@ -483,12 +630,12 @@ mod tests {
         let home = ip("192.0.2.1");
         // Five attempts still in flight: the sixth waits, whatever they will turn out to be.
         let in_flight: Vec<_> = (0..5)
-            .map(|_| t.begin(key("alice"), home).unwrap())
+            .map(|_| begin(&t, key("alice"), home).unwrap())
             .collect();
-        assert!(t.begin(key("alice"), home).is_err());
+        assert!(begin(&t, key("alice"), home).is_err());
         drop(in_flight);
         assert!(
-            t.begin(key("alice"), home).is_err(),
+            begin(&t, key("alice"), home).is_err(),
             "dropped attempts stay counted"
         );
     }
@@ -500,16 +647,16 @@ mod tests {
             fail(&t, &format!("user{i}"), ip(&format!("2001:db8::{i}")), 1);
         }
         assert!(
-            t.begin(key("fresh"), ip("2001:db8::ffff")).is_err(),
+            begin(&t, key("fresh"), ip("2001:db8::ffff")).is_err(),
             "one /64"
         );
         assert!(
-            t.begin(key("fresh"), ip("2001:db8:0:1::1")).is_ok(),
+            begin(&t, key("fresh"), ip("2001:db8:0:1::1")).is_ok(),
             "the next /64"
         );
-        assert!(t.begin(key("fresh"), None).is_ok());
+        assert!(begin(&t, key("fresh"), None).is_ok());
         clock.advance(Duration::from_secs(25 * 3600));
-        assert!(t.begin(key("fresh"), ip("2001:db8::1")).is_ok());
+        assert!(begin(&t, key("fresh"), ip("2001:db8::1")).is_ok());
         clock.advance(Duration::from_secs(25 * 3600));
         t.prune();
         let tables = &t.tables;
@@ -540,28 +687,28 @@ mod tests {
                 if n == 19 { 4 } else { 5 },
             );
         }
-        t.begin(key("owner"), ip("192.0.2.1")).unwrap().succeeded();
+        succeed(begin(&t, key("owner"), ip("192.0.2.1")).unwrap());
         for n in 0..20 {
             fail(&t, "owner", ip(&format!("198.51.100.{n}")), 5);
         }
-        let wait = t.begin(key("owner"), ip("192.0.2.1")).unwrap_err();
+        let wait = begin(&t, key("owner"), ip("192.0.2.1")).unwrap_err();
         assert_eq!(wait, Duration::from_secs(60), "100 in a row: the ceiling");
         clock.advance(wait);
-        t.begin(key("owner"), ip("192.0.2.1")).unwrap().succeeded();
-        assert!(t.begin(key("owner"), ip("192.0.2.1")).is_ok());
+        succeed(begin(&t, key("owner"), ip("192.0.2.1")).unwrap());
+        assert!(begin(&t, key("owner"), ip("192.0.2.1")).is_ok());
     }
 
     #[test]
     fn signups_are_counted_per_network() {
         let (clock, t) = setup();
         for _ in 0..10 {
-            t.signup(ip("2001:db8::1")).unwrap();
+            signup(&t, ip("2001:db8::1")).unwrap();
         }
-        assert_eq!(t.signup(ip("2001:db8::2")), Err(Duration::from_secs(1)));
-        assert!(t.signup(ip("192.0.2.1")).is_ok());
+        assert_eq!(signup(&t, ip("2001:db8::2")), Err(Duration::from_secs(1)));
+        assert!(signup(&t, ip("192.0.2.1")).is_ok());
         clock.advance(Duration::from_secs(3600));
         assert!(
-            t.signup(ip("2001:db8::2")).is_ok(),
+            signup(&t, ip("2001:db8::2")).is_ok(),
             "forgotten after a quiet hour"
         );
     }
@@ -581,7 +728,7 @@ mod tests {
         let long = "x".repeat(1024);
         let before = resident_bytes();
         for i in 0..50_000 {
-            let _ = t.begin(AccountKey::of(&format!("{long}{i}")), None);
+            let _ = begin(&t, AccountKey::of(&format!("{long}{i}")), None);
         }
         let grown = resident_bytes().saturating_sub(before);
         assert!(
@@ -602,7 +749,7 @@ mod tests {
         fail(&t, "target", attacker, 5);
         for i in 0..50_000 {
             clock.advance(Duration::from_millis(1));
-            let _ = t.begin(key(&format!("flood{i}")), None);
+            let _ = begin(&t, key(&format!("flood{i}")), None);
         }
         let tables = &t.tables;
         assert!(tables.pairs.entries.len() <= 1000);

@@ -159,8 +159,12 @@ async fn unverified(
 
 /// Counts a request for a new link against its network, then sends links in a task of its
 /// own, so that neither the answer nor its timing depends on the account.
-fn resend(state: &AppState, ip: Option<std::net::IpAddr>, login: String) -> Result<(), WebError> {
-    state.accounts.throttle_reset_request(ip)?;
+async fn resend(
+    state: &AppState,
+    ip: Option<std::net::IpAddr>,
+    login: String,
+) -> Result<(), WebError> {
+    state.accounts.throttle_reset_request(ip).await?;
     let state = state.clone();
     tokio::spawn(async move {
         let accounts = match unverified(&state, &login).await {
@@ -171,7 +175,7 @@ fn resend(state: &AppState, ip: Option<std::net::IpAddr>, login: String) -> Resu
             }
         };
         for account in accounts {
-            if state.accounts.may_mail_reset(&account) {
+            if state.accounts.may_mail_reset(&account).await {
                 send(&state, &account).await;
             }
         }
@@ -211,7 +215,7 @@ async fn change(
         .await?;
     if account.email.as_ref() == Some(&new) {
         // The same address: nothing changes; an unverified one gets its link again.
-        if !account.email_verified && state.accounts.may_mail_reset(&account) {
+        if !account.email_verified && state.accounts.may_mail_reset(&account).await {
             send(state, &account).await;
         }
         return Ok(account);
@@ -321,7 +325,7 @@ pub(crate) async fn resend_api(
     ClientAddr(ip): ClientAddr,
     ApiJson(req): ApiJson<ResendRequest>,
 ) -> Result<(StatusCode, Json<ResendAccepted>), WebError> {
-    resend(&state, ip, req.login)?;
+    resend(&state, ip, req.login).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ResendAccepted { message: RESENT }),
@@ -484,7 +488,7 @@ pub(crate) async fn resend_submit(
             "Enter your username or email address.",
         ))
     } else {
-        resend(&state, ip, form.login.clone())
+        resend(&state, ip, form.login.clone()).await
     };
     // Signed out, the form stays on the page (the signed-in form would resend for the session's
     // account instead).
@@ -666,7 +670,7 @@ pub(crate) async fn resend_own(
     if account.email.is_none() || account.email_verified {
         return Ok(Redirect::to("/account/email").into_response());
     }
-    if !state.accounts.may_mail_reset(&account) {
+    if !state.accounts.may_mail_reset(&account).await {
         return Ok(Redirect::to("/account/email?notice=wait").into_response());
     }
     send(&state, &account).await;

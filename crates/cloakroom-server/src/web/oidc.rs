@@ -459,7 +459,7 @@ async fn account_for(
             ),
         ));
     }
-    state.accounts.throttle_signup(ip)?;
+    state.accounts.throttle_signup(ip).await?;
     let now = state.clock.now();
     let hash = state.accounts.hash_unknown_password().await?;
     let email = claims

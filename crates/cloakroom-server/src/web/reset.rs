@@ -94,7 +94,7 @@ pub(crate) async fn password_reset_request(
     ClientAddr(ip): ClientAddr,
     ApiJson(req): ApiJson<ResetRequest>,
 ) -> Result<(StatusCode, Json<ResetAccepted>), WebError> {
-    request(&state, ip, req.login)?;
+    request(&state, ip, req.login).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ResetAccepted { message: ACCEPTED }),
@@ -103,8 +103,12 @@ pub(crate) async fn password_reset_request(
 
 /// Counts the request against its network, then mails links in a task of its own: nothing
 /// that depends on the account may happen before the answer (see the module docs).
-fn request(state: &AppState, ip: Option<std::net::IpAddr>, login: String) -> Result<(), WebError> {
-    state.accounts.throttle_reset_request(ip)?;
+async fn request(
+    state: &AppState,
+    ip: Option<std::net::IpAddr>,
+    login: String,
+) -> Result<(), WebError> {
+    state.accounts.throttle_reset_request(ip).await?;
     let task_state = state.clone();
     tokio::spawn(async move {
         if let Err(e) = mail_reset_links(&task_state, &login).await {
@@ -144,7 +148,7 @@ async fn mail_reset_links(state: &AppState, login: &str) -> Result<(), ResetMail
         let Some(to) = account.verified_email() else {
             continue;
         };
-        if account.disabled || !state.accounts.may_mail_reset(&account) {
+        if account.disabled || !state.accounts.may_mail_reset(&account).await {
             continue;
         }
         let (link, _) = reset::reset_link(&state.links, &state.sessions, &account, now).await?;
@@ -399,7 +403,7 @@ pub(crate) async fn reset_submit(
                 "Enter your username or email address.",
             ))
         } else {
-            request(&state, ip, login.clone())
+            request(&state, ip, login.clone()).await
         };
         page.login = login;
         return Ok(match result {

@@ -278,3 +278,71 @@ fn secrets_in_the_environment_are_a_json_list() {
     let list = format!(r#"["{NEW_SECRET}", "{OLD_SECRET}"]"#);
     assert_eq!(Secrets::load(Some(&list), None).unwrap().unwrap().len(), 2);
 }
+
+/// Wrong passwords for one account from one client, spread round-robin over three instances,
+/// are throttled as if they had all hit one: the counters are in the shared Redis.
+#[tokio::test]
+async fn failures_spread_over_instances_are_throttled_like_on_one() {
+    let Some(()) = services().await else { return };
+    let cluster = Cluster::new();
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(cluster.instance(&[OLD_SECRET]).await);
+    }
+    drop(instances[0].signed_up("tom").await);
+    let mut attacker = instances[0].browser();
+    let wrong = serde_json::json!({"username": "tom", "password": "not the password"});
+    // Five failures are free per (account, network), wherever they land.
+    for i in 0..5 {
+        let s = &instances[i % 3];
+        attacker.set_base(&s.base, ORIGIN);
+        attacker.post_json("/api/login", &wrong).await.assert(401);
+    }
+    // The sixth waits on every instance, though none of them saw more than two.
+    for s in &instances {
+        attacker.set_base(&s.base, ORIGIN);
+        let r = attacker.post_json("/api/login", &wrong).await;
+        assert_eq!(r.status, 429, "{}: {}", s.base, r.body);
+    }
+    // A success through one instance clears the account's counters for all of them.
+    for s in &instances {
+        s.clock.advance(Duration::from_secs(2));
+    }
+    let right = serde_json::json!({"username": "tom", "password": crate::support::PASSWORD});
+    attacker.set_base(&instances[1].base, ORIGIN);
+    attacker.post_json("/api/login", &right).await.assert(200);
+    attacker.set_base(&instances[2].base, ORIGIN);
+    attacker.post_json("/api/login", &wrong).await.assert(401);
+}
+
+/// With the throttle's Redis gone, a login fails closed: 503, and no password is checked.
+#[tokio::test]
+async fn logins_fail_closed_when_the_shared_throttle_is_unreachable() {
+    if !cloakroom_testkit::redis::redis_server_available() {
+        return cloakroom_testkit::skip("redis-server is not installed").unwrap_or(());
+    }
+    let Some(()) = services().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let redis = cloakroom_testkit::redis::Server::start(
+        dir.path(),
+        cloakroom_testkit::redis::free_port(),
+        false,
+    );
+    let cluster = Cluster::new();
+    let s = start_with(|raw| {
+        cluster.configure(raw, &[OLD_SECRET]);
+        raw.redis_url = Some(redis.url());
+    })
+    .await;
+    drop(s.signed_up("una").await);
+    redis.kill();
+    let mut b = s.browser();
+    let r = b
+        .post_json(
+            "/api/login",
+            &serde_json::json!({"username": "una", "password": crate::support::PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.session_cookie().is_none());
+}
