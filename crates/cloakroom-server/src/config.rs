@@ -785,6 +785,39 @@ pub struct Settings {
     pub oidc_link_by_email: bool,
 }
 
+impl Settings {
+    /// What this configuration shares with other instances only in part, as warnings for the
+    /// start-up log: half-shared stores are how one misconfigured instance behind a load
+    /// balancer signs users out at random, or serves a JWKS of its own.
+    pub fn sharing_warnings(&self) -> Vec<String> {
+        let shared_sessions = !matches!(
+            self.session_store,
+            SessionStoreKind::Sqlite | SessionStoreKind::Memory
+        );
+        let shared_accounts = self.account_store == AccountStoreKind::Postgres;
+        let mut out = Vec::new();
+        if shared_sessions && !shared_accounts {
+            out.push(
+                "the sessions are in a shared store, but the accounts and the signing keys are \
+                 in this instance's data directory: other instances on the same sessions do \
+                 not know these accounts and serve another JWKS. With more than one instance, \
+                 put the accounts in PostgreSQL (account_store = \"postgres\")"
+                    .to_owned(),
+            );
+        }
+        if shared_accounts && !shared_sessions {
+            out.push(
+                "the accounts are shared in PostgreSQL, but the sessions are kept by this \
+                 instance alone: behind a load balancer a user signed in here is signed out \
+                 on the others, and a revocation there never reaches these sessions. With more \
+                 than one instance, put the sessions in Redis or PostgreSQL"
+                    .to_owned(),
+            );
+        }
+        out
+    }
+}
+
 /// The checked `[branding]` settings.
 #[derive(Debug, Clone)]
 pub struct BrandingSettings {
@@ -1758,5 +1791,20 @@ mod tests {
                 .to_string()
                 .contains("cookie_name")
         );
+    }
+    #[test]
+    fn half_shared_stores_are_warned_about() {
+        let mut raw = RawConfig::default();
+        assert!(raw.settings().unwrap().sharing_warnings().is_empty());
+        raw.session_store = SessionStoreKind::Redis;
+        raw.redis_url = Some("redis://127.0.0.1:6379".into());
+        let w = raw.settings().unwrap().sharing_warnings();
+        assert!(w[0].contains("accounts and the signing keys"), "{w:?}");
+        raw.account_store = AccountStoreKind::Postgres;
+        raw.postgres_url = Some("postgres://cloakroom@db/cloakroom".into());
+        assert!(raw.settings().unwrap().sharing_warnings().is_empty());
+        raw.session_store = SessionStoreKind::Sqlite;
+        let w = raw.settings().unwrap().sharing_warnings();
+        assert!(w[0].contains("sessions are kept by this"), "{w:?}");
     }
 }

@@ -306,6 +306,15 @@ impl OpenedKeys {
     pub fn shared(&self) -> &SharedKeys {
         &self.shared
     }
+
+    /// Links signed with the shared link keys, for `audience`.
+    pub(crate) fn links(
+        &self,
+        audience: cloakroom_core::origin::Origin,
+        reset_ttl: std::time::Duration,
+    ) -> Result<Links, crate::tokens::keys::KeyError> {
+        Links::new(&self.material.link, audience, reset_ttl)
+    }
 }
 
 /// Where a push cache hears of the changes other instances make: the shared session store's
@@ -343,7 +352,10 @@ impl Stores {
     /// cache stays exact (see DESIGN.md, "The session cache").
     pub async fn open_existing(settings: &Settings) -> Result<Self, StartupError> {
         require_existing(settings)?;
-        let mut stores = Self::connect(settings, false).await?;
+        // With the accounts in PostgreSQL the link keys are there too: commands that make
+        // links (an invitation, a reset link, a download link) sign with them.
+        let with_keys = settings.account_store == AccountStoreKind::Postgres;
+        let mut stores = Self::connect(settings, with_keys).await?;
         let announcer = crate::admin_socket::Announcer::new(&settings.data_dir);
         if settings.session_store == SessionStoreKind::Sqlite {
             stores.sessions =

@@ -42,18 +42,25 @@ pub(crate) fn fail(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Ad
     AdminError::Failed(e.into())
 }
 
-/// The server's link keys, from `settings`' data directory, signing for its public URL.
+/// The server's link keys, signing for its public URL: those shared in PostgreSQL when the
+/// stores opened them, else the files in `settings`' data directory.
 pub(crate) fn open_links(
     settings: &Settings,
+    stores: &Stores,
     now: cloakroom_core::Timestamp,
 ) -> Result<Links, AdminError> {
-    Links::open(
-        &settings.data_dir,
-        settings.public_origin.clone(),
-        settings.password_reset_ttl,
-        now,
-    )
-    .map_err(fail)
+    match &stores.keys {
+        Some(opened) => opened
+            .links(settings.public_origin.clone(), settings.password_reset_ttl)
+            .map_err(fail),
+        None => Links::open(
+            &settings.data_dir,
+            settings.public_origin.clone(),
+            settings.password_reset_ttl,
+            now,
+        )
+        .map_err(fail),
+    }
 }
 
 /// Group names as given on the command line, checked.
@@ -103,7 +110,7 @@ impl Admin {
         self.stores.accounts.create(&account).await.map_err(fail)?;
         let mut out = format!("created user {} ({})\n", account.username, account.id);
         if let Some(address) = &account.email {
-            let links = open_links(settings, now)?;
+            let links = open_links(settings, &self.stores, now)?;
             let mailer = Mailer::open(
                 &settings.mail,
                 self.stores.outbox.clone(),
@@ -169,7 +176,7 @@ impl Admin {
             )));
         }
         let now = self.sessions.now();
-        let links = open_links(settings, now)?;
+        let links = open_links(settings, &self.stores, now)?;
         let (url, minted) = reset_link(&links, &self.sessions, &account, now)
             .await
             .map_err(fail)?;

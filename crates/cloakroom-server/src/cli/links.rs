@@ -46,8 +46,8 @@ pub async fn create(
     }
     let sessions = SessionManager::from_arc(stores.sessions.clone()).with_clock(SystemClock);
     let now = sessions.now();
-    // The server's own keys, from the data directory.
-    let links = open_links(settings, now)?;
+    // The server's own keys.
+    let links = open_links(settings, stores, now)?;
     let made = download::create(
         &links,
         &sessions,

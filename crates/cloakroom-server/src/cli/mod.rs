@@ -661,6 +661,9 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
             "app_origins is not set: forward auth answers (and mints service JWTs) only for {public}; list the protected apps' origins in app_origins"
         );
     }
+    for warning in settings.sharing_warnings() {
+        tracing::warn!("{warning}");
+    }
     let proxies: Vec<String> = settings
         .trusted_proxies
         .iter()

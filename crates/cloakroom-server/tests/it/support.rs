@@ -227,6 +227,7 @@ async fn try_start(
     let mut settings = raw.settings().unwrap();
     if let Some((_, secrets)) = env.iter().find(|(k, _)| k == "CLOAKROOM_SECRETS")
         && settings.secrets.is_none()
+        && settings.secrets_file.is_none()
     {
         let list: Vec<String> = serde_json::from_str(secrets).unwrap();
         settings.secrets =
