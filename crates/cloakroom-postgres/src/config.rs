@@ -21,6 +21,16 @@ pub enum ConfigError {
     /// A duration that must be positive is zero.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
+    /// An `sslmode` that would connect without checking who answers.
+    #[error(
+        "sslmode={0} is not supported: use sslmode=verify-full (or require, which here also \
+         checks the certificate and host name: TLS without that check protects nothing), or \
+         sslmode=disable on a private network"
+    )]
+    UnsupportedSslMode(String),
+    /// A CA file holds no PEM certificate.
+    #[error("no PEM certificate (-----BEGIN CERTIFICATE-----) found")]
+    NoCertificate,
 }
 
 /// The default schema.
@@ -53,6 +63,49 @@ pub struct PostgresConfig {
     pub(crate) pool_size: usize,
     pub(crate) wait_timeout: Duration,
     pub(crate) command_timeout: Duration,
+    /// TLS, when `sslmode` asks for it: the trust anchors to check the server with.
+    pub(crate) tls: Option<Tls>,
+}
+
+/// How a TLS connection checks the server: always its certificate and host name, against these
+/// roots.
+#[derive(Clone)]
+pub(crate) struct Tls {
+    /// PEM certificates of a private authority; `None`: the webpki roots.
+    pub(crate) private_roots: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
+}
+
+impl Tls {
+    /// The connector, over rustls on ring.
+    pub(crate) fn connector(&self) -> tokio_postgres_rustls::MakeRustlsConnect {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.private_roots {
+            Some(certs) => {
+                for cert in certs {
+                    // Checked to parse when they were given.
+                    let _ = roots.add(cert.clone());
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        // The ring provider supports the default protocol versions.
+        #[allow(clippy::expect_used)]
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_postgres_rustls::MakeRustlsConnect::new(config)
+    }
+}
+
+/// The `sslmode` a connection string asks for, if it names one (URL query or key/value).
+fn ssl_mode(url: &str) -> Option<&str> {
+    let start = url.find("sslmode=")? + "sslmode=".len();
+    let rest = &url[start..];
+    let end = rest.find(['&', ' ', '#']).unwrap_or(rest.len());
+    Some(&rest[..end])
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -64,6 +117,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("pool_size", &self.pool_size)
             .field("wait_timeout", &self.wait_timeout)
             .field("command_timeout", &self.command_timeout)
+            .field("tls", &self.tls.as_ref().map(|t| t.private_roots.is_some()))
             .finish()
     }
 }
@@ -71,16 +125,62 @@ impl std::fmt::Debug for PostgresConfig {
 impl PostgresConfig {
     /// A configuration from a URL (`postgres://user:password@host:5432/db?…`) or a key/value
     /// connection string (`host=… user=…`), as libpq accepts them.
+    ///
+    /// `sslmode=verify-full` or `require` connects over TLS and checks the server's certificate
+    /// and host name against the webpki roots (or [`with_root_certificates`]); there is no mode
+    /// that skips the check. Without `sslmode`, or with `disable`, the connection is plain.
+    ///
+    /// [`with_root_certificates`]: Self::with_root_certificates
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
-        let mut pg =
-            tokio_postgres::Config::from_str(url).map_err(|e| ConfigError::InvalidUrl(e.into()))?;
+        let (url, tls) = match ssl_mode(url) {
+            None | Some("disable") => (url.to_owned(), None),
+            Some(mode @ ("require" | "verify-full")) => (
+                url.replacen(&format!("sslmode={mode}"), "sslmode=require", 1),
+                Some(Tls {
+                    private_roots: None,
+                }),
+            ),
+            Some(other) => return Err(ConfigError::UnsupportedSslMode(other.to_owned())),
+        };
+        let mut pg = tokio_postgres::Config::from_str(&url)
+            .map_err(|e| ConfigError::InvalidUrl(e.into()))?;
+        if tls.is_none() {
+            // Plain, as before TLS was supported: tokio-postgres's own default ("prefer")
+            // would try TLS first.
+            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(2));
         }
         if pg.get_application_name().is_none() {
             pg.application_name("cloakroom");
         }
-        Ok(Self::from_pg_config(pg))
+        Ok(Self {
+            tls,
+            ..Self::from_pg_config(pg)
+        })
+    }
+
+    /// Trusts only the certificate authorities in `pem` (one or more PEM certificates) for the
+    /// TLS that `sslmode` asks for, instead of the webpki roots: for a database whose
+    /// certificate a private authority signed.
+    pub fn with_root_certificates(mut self, pem: &[u8]) -> Result<Self, ConfigError> {
+        use rustls_pki_types::pem::PemObject as _;
+        let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+            .filter_map(Result::ok)
+            .collect();
+        if certs.is_empty() {
+            return Err(ConfigError::NoCertificate);
+        }
+        if let Some(tls) = &mut self.tls {
+            tls.private_roots = Some(certs);
+        }
+        Ok(self)
+    }
+
+    /// Whether connections use TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// A configuration from an already built `tokio_postgres::Config` (its connect timeout and
@@ -92,6 +192,7 @@ impl PostgresConfig {
             pool_size: 16,
             wait_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 
@@ -176,5 +277,48 @@ mod tests {
         }
         assert!(c.clone().with_pool_size(0).is_err());
         assert!(c.with_command_timeout(Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn tls_is_what_sslmode_asks_for_and_always_verified() {
+        let plain = PostgresConfig::from_url("postgres://u@db/x").unwrap();
+        assert!(!plain.uses_tls());
+        assert_eq!(
+            plain.pg.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable,
+            "no sslmode: plain, as before TLS existed"
+        );
+        for url in [
+            "postgres://u@db/x?sslmode=verify-full",
+            "postgres://u@db/x?sslmode=require&connect_timeout=3",
+            "host=db user=u sslmode=verify-full",
+        ] {
+            let c = PostgresConfig::from_url(url).unwrap();
+            assert!(c.uses_tls(), "{url}");
+            assert_eq!(
+                c.pg.get_ssl_mode(),
+                tokio_postgres::config::SslMode::Require
+            );
+        }
+        assert!(
+            !PostgresConfig::from_url("postgres://u@db/x?sslmode=disable")
+                .unwrap()
+                .uses_tls()
+        );
+        for mode in ["prefer", "allow", "verify-ca", "bogus"] {
+            let url = format!("postgres://u@db/x?sslmode={mode}");
+            assert!(
+                matches!(
+                    PostgresConfig::from_url(&url),
+                    Err(ConfigError::UnsupportedSslMode(m)) if m == mode
+                ),
+                "{mode}"
+            );
+        }
+        let tls = PostgresConfig::from_url("postgres://u@db/x?sslmode=verify-full").unwrap();
+        assert!(matches!(
+            tls.with_root_certificates(b"not a certificate"),
+            Err(ConfigError::NoCertificate)
+        ));
     }
 }

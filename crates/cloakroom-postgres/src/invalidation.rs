@@ -49,16 +49,26 @@ impl PostgresStore {
         }
     }
 
-    /// One `LISTEN`, until it fails.
+    /// One `LISTEN`, until it fails, over the same TLS as the pool's connections.
     async fn listen(&self, invalidator: &Invalidator) -> Result<(), BoxError> {
+        match self.tls() {
+            Some(tls) => self.listen_over(invalidator, tls.connector()).await,
+            None => self.listen_over(invalidator, tokio_postgres::NoTls).await,
+        }
+    }
+
+    async fn listen_over<T>(&self, invalidator: &Invalidator, tls: T) -> Result<(), BoxError>
+    where
+        T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+        T::Stream: Send + 'static,
+    {
         let timeout = self.command_timeout();
         // Named, so an operator (or a test) can tell the listener from the pool's connections.
         let mut config = self.pg_config().clone();
         config.application_name(format!("cloakroom-feed {}", self.invalidation_channel()));
-        let (client, mut connection) =
-            tokio::time::timeout(timeout, config.connect(tokio_postgres::NoTls))
-                .await
-                .map_err(|_| "connecting timed out")??;
+        let (client, mut connection) = tokio::time::timeout(timeout, config.connect(tls))
+            .await
+            .map_err(|_| "connecting timed out")??;
         // The connection task delivers notifications as they arrive, in order.
         let feed = invalidator.clone();
         let mut driver = tokio::spawn(async move {

@@ -35,10 +35,16 @@
 //!   when the pool notices it closed; the requests that were already using it fail (closed,
 //!   never open) and the next ones get a fresh connection.
 //!
+//! # TLS
+//!
+//! `sslmode=verify-full` (or `require`) in the URL connects the pool and the invalidation
+//! feed over rustls, checking the certificate and host name against the webpki roots or
+//! [`PostgresConfig::with_root_certificates`]. rustls has no mode that skips that check, so
+//! `require` means `verify-full` here, and `prefer`, `allow` and `verify-ca` are refused (see
+//! [`ConfigError::UnsupportedSslMode`]). Without `sslmode`, connections are plain.
+//!
 //! # What this crate deliberately does not do
 //!
-//! * No TLS in this build (`NoTls`): connect over a private network or a local socket, or
-//!   wrap the connector when a deployment needs it.
 //! * No cache of its own: every `load` reads the row, so a revocation is visible on every
 //!   instance at once. A push-mode `CachedStore` may sit in front of it; the store only
 //!   announces every change to a session row (`NOTIFY` from a trigger, in the writing

@@ -42,6 +42,7 @@ struct Inner {
     schema: String,
     command_timeout: Duration,
     sql: Sql,
+    tls: Option<crate::config::Tls>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -222,15 +223,15 @@ impl PostgresStore {
     /// [`StoreError::Unavailable`] if the database cannot be reached, or
     /// [`StoreError::Backend`] if the schema cannot be migrated (or is newer than this build).
     pub async fn connect(config: PostgresConfig) -> Result<Self, StoreError> {
-        let manager = Manager::from_config(
-            config.pg.clone(),
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                // A connection the server closed is noticed by the client and discarded at
-                // checkout, without an extra round trip on every request.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            // A connection the server closed is noticed by the client and discarded at
+            // checkout, without an extra round trip on every request.
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &config.tls {
+            Some(tls) => Manager::from_config(config.pg.clone(), tls.connector(), manager_config),
+            None => Manager::from_config(config.pg.clone(), tokio_postgres::NoTls, manager_config),
+        };
         let connect_timeout = config
             .pg
             .get_connect_timeout()
@@ -248,6 +249,7 @@ impl PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 pg: config.pg.clone(),
+                tls: config.tls.clone(),
                 sql: Sql::new(&config.schema),
                 schema: config.schema,
                 command_timeout: config.command_timeout,
@@ -255,6 +257,11 @@ impl PostgresStore {
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The TLS its connections use, if any.
+    pub(crate) fn tls(&self) -> Option<&crate::config::Tls> {
+        self.inner.tls.as_ref()
     }
 
     pub(crate) fn pg_config(&self) -> &tokio_postgres::Config {

@@ -18,15 +18,19 @@ pub enum ConfigError {
         #[source]
         source: BoxError,
     },
-    /// A URL has a scheme other than `redis://` (or `rediss://`, which needs TLS support that
-    /// this build does not include).
-    #[error("Redis URL #{index} has unsupported scheme {scheme:?}; expected \"redis\"")]
+    /// A URL has a scheme other than `redis://` or `rediss://` (TLS).
+    #[error(
+        "Redis URL #{index} has unsupported scheme {scheme:?}; expected \"redis\" or \"rediss\" (TLS)"
+    )]
     UnsupportedScheme {
         /// Position of the URL in the list.
         index: usize,
         /// The scheme found.
         scheme: String,
     },
+    /// A CA file holds no PEM certificate.
+    #[error("no PEM certificate (-----BEGIN CERTIFICATE-----) found")]
+    NoCertificate,
     /// A Cluster configuration named no seed node.
     #[error("a Redis Cluster configuration needs at least one seed URL")]
     NoSeeds,
@@ -80,6 +84,9 @@ pub struct RedisConfig {
     pub(crate) response_timeout: Duration,
     pub(crate) command_timeout: Duration,
     pub(crate) expiry_grace: Duration,
+    /// PEM certificates of the authorities that may sign the servers' certificates, for
+    /// `rediss://`; `None`: the system's trust store.
+    pub(crate) root_certs: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -96,6 +103,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("expiry_grace", &self.expiry_grace)
+            .field("private_ca", &self.root_certs.is_some())
             .finish()
     }
 }
@@ -134,6 +142,38 @@ impl RedisConfig {
             response_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(2),
             expiry_grace: Duration::from_secs(30),
+            root_certs: None,
+        }
+    }
+
+    /// Trusts only the certificate authorities in `pem` (one or more PEM certificates) for
+    /// `rediss://` connections, instead of the system's trust store: for a store whose
+    /// certificates a private authority signed. The certificate and the host name are always
+    /// checked; there is no way to turn that off.
+    pub fn with_root_certificates(mut self, pem: &[u8]) -> Result<Self, ConfigError> {
+        use rustls_pki_types::pem::PemObject as _;
+        let found = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+            .filter(Result::is_ok)
+            .count();
+        if found == 0 {
+            return Err(ConfigError::NoCertificate);
+        }
+        self.root_certs = Some(pem.to_owned());
+        Ok(self)
+    }
+
+    /// A client for `url` with this configuration's trust anchors.
+    pub(crate) fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        match &self.root_certs {
+            None => redis::Client::open(url),
+            Some(pem) => redis::Client::build_with_tls(url, self.certificates(pem)),
+        }
+    }
+
+    pub(crate) fn certificates(&self, pem: &[u8]) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.to_owned()),
         }
     }
 
@@ -197,7 +237,7 @@ fn check_url(index: usize, url: &str) -> Result<(), ConfigError> {
         index,
         source: Box::new(e),
     })?;
-    if parsed.scheme() != "redis" {
+    if !matches!(parsed.scheme(), "redis" | "rediss") {
         return Err(ConfigError::UnsupportedScheme {
             index,
             scheme: parsed.scheme().to_owned(),

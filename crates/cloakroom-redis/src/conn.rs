@@ -30,7 +30,7 @@ impl Conn {
     pub(crate) async fn connect(config: &RedisConfig) -> RedisResult<Self> {
         match &config.topology {
             Topology::Standalone(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = config.client(url)?;
                 // Few reconnection retries with short waits: while Redis is down every request
                 // waits for the reconnection in flight, and the caller must fail closed fast.
                 let manager_config = ConnectionManagerConfig::new()
@@ -43,7 +43,11 @@ impl Conn {
                 ))
             }
             Topology::Cluster(seeds) => {
-                let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                let mut builder = ClusterClientBuilder::new(seeds.iter().map(String::as_str));
+                if let Some(pem) = &config.root_certs {
+                    builder = builder.certs(config.certificates(pem));
+                }
+                let client = builder
                     .connection_timeout(config.connect_timeout)
                     .response_timeout(config.response_timeout)
                     // Retries ride out MOVED/ASK and short slot-map changes; a failover takes

@@ -59,7 +59,7 @@ impl RedisStore {
     async fn listen(&self, url: &str, invalidator: &Invalidator) -> redis::RedisResult<()> {
         let timeout = self.command_timeout();
         let connect = async {
-            let client = redis::Client::open(url)?;
+            let client = self.config().client(url)?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(self.invalidation_channel()).await?;
             Ok::<_, redis::RedisError>(pubsub)

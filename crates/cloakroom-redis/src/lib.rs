@@ -96,11 +96,15 @@
 //! replication. If that trade-off changes, `WAIT` belongs after `delete` and
 //! `delete_for_user`, routed to each master that was written.
 //!
+//! # TLS
+//!
+//! `rediss://` URLs connect over rustls (the system's trust store, or
+//! [`RedisConfig::with_root_certificates`] for a private authority), for the store's
+//! connection and for the invalidation feed's subscription alike; the certificate and host
+//! name are always checked.
+//!
 //! # What this crate deliberately does not do
 //!
-//! * No TLS (`rediss://`) in this build: the `redis` crate's rustls support would add a TLS
-//!   stack to every build of the workspace. Run Redis on a private network or behind a TLS
-//!   tunnel; adding a `tls` feature (rustls on `ring`) is a small change when needed.
 //! * No Sentinel, no `CLIENT TRACKING`: revocation is a delete, which every instance sees on
 //!   its next load. A push-mode `CachedStore` may sit in front of the store; for it, every
 //!   write script also publishes the change on a channel, and [`invalidation`] subscribes

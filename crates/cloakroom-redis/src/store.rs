@@ -65,6 +65,8 @@ struct Inner {
     channel: String,
     /// Where a subscriber may connect: the server, or the Cluster's seed nodes.
     urls: Vec<String>,
+    /// What it was connected with.
+    config: RedisConfig,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -191,7 +193,8 @@ impl RedisStore {
                     Topology::Standalone(url) => vec![url.clone()],
                     Topology::Cluster(seeds) => seeds.clone(),
                 },
-                prefix: config.key_prefix,
+                prefix: config.key_prefix.clone(),
+                config,
             }),
         })
     }
@@ -622,6 +625,11 @@ impl RedisStore {
 
     pub(crate) fn urls(&self) -> &[String] {
         &self.inner.urls
+    }
+
+    /// The configuration it was connected with (its trust anchors make further clients).
+    pub(crate) fn config(&self) -> &RedisConfig {
+        &self.inner.config
     }
 
     pub(crate) fn command_timeout(&self) -> Duration {

@@ -315,6 +315,16 @@ settings! {
     /// PostgreSQL schema for Cloakroom's tables.
     postgres_schema: String = cloakroom_postgres::DEFAULT_SCHEMA.into(), sample r#""auth""#,
         #[arg(value_name = "SCHEMA")];
+    /// PEM certificate(s) of the private authority that signed Redis's certificates, for
+    /// `rediss://` URLs. Unset: the system's trust store. The certificate and host name are
+    /// always checked.
+    redis_ca_file: Option<PathBuf> = None, sample r#""/etc/cloakroom/store-ca.pem""#,
+        #[arg(num_args = 1, value_name = "FILE")];
+    /// PEM certificate(s) of the private authority that signed PostgreSQL's certificate, for
+    /// `sslmode=verify-full` (or `require`) in `postgres_url`. Unset: the webpki roots. The
+    /// certificate and host name are always checked.
+    postgres_ca_file: Option<PathBuf> = None, sample r#""/etc/cloakroom/store-ca.pem""#,
+        #[arg(num_args = 1, value_name = "FILE")];
     /// Proxies whose forwarding headers are believed (CIDR ranges or addresses): the request
     /// they describe for forward auth (`X-Original-*`, `X-Forwarded-Method/-Proto/-Host/-Uri`)
     /// and the client address (`X-Forwarded-For`). The default is loopback; a list given
@@ -743,6 +753,10 @@ pub struct Settings {
     pub secrets: Option<crate::secrets::Secrets>,
     /// The file of secrets, read when the stores open.
     pub secrets_file: Option<PathBuf>,
+    /// The private CA for `rediss://`, read when the stores open.
+    pub redis_ca_file: Option<PathBuf>,
+    /// The private CA for PostgreSQL's TLS, read when the stores open.
+    pub postgres_ca_file: Option<PathBuf>,
     /// How often the service-JWT key rotates by itself, if at all.
     pub key_rotation: Option<Duration>,
     /// Fixed service-JWT audience, if configured.
@@ -1146,6 +1160,24 @@ impl RawConfig {
                 .map_err(|e| refused("redis_key_prefix", e))
         })
         .transpose()?;
+        if self.redis_ca_file.is_some() {
+            let urls: Vec<&str> = match self.session_store {
+                SessionStoreKind::Redis => self.redis_url.iter().map(String::as_str).collect(),
+                SessionStoreKind::RedisCluster => self
+                    .redis_cluster_nodes
+                    .iter()
+                    .map(String::as_str)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            // Unused (like redis_url) unless the sessions are in Redis.
+            if !urls.iter().all(|u| u.starts_with("rediss://")) {
+                return Err(invalid(
+                    "redis_ca_file",
+                    "is for TLS: the Redis URLs must all be rediss://",
+                ));
+            }
+        }
         let needs_postgres = self.session_store == SessionStoreKind::Postgres
             || self.account_store == AccountStoreKind::Postgres;
         let postgres = if needs_postgres {
@@ -1163,6 +1195,12 @@ impl RawConfig {
         } else {
             None
         };
+        if self.postgres_ca_file.is_some() && postgres.as_ref().is_some_and(|p| !p.uses_tls()) {
+            return Err(invalid(
+                "postgres_ca_file",
+                "is for TLS: add sslmode=verify-full to postgres_url",
+            ));
+        }
         if !(1..=crate::tokens::keys::MAX_TOKEN_TTL.as_secs()).contains(&self.jwt_ttl_secs) {
             return Err(invalid("jwt_ttl_secs", "must be between 1 and 300"));
         }
@@ -1275,6 +1313,8 @@ impl RawConfig {
             jwt_ttl: Duration::from_secs(self.jwt_ttl_secs),
             secrets,
             secrets_file: self.secrets_file.clone(),
+            redis_ca_file: self.redis_ca_file.clone(),
+            postgres_ca_file: self.postgres_ca_file.clone(),
             key_rotation,
             jwt_audience: self.jwt_audience.clone(),
             redirect_hosts,

@@ -83,6 +83,18 @@ pub enum StartupError {
     /// The keys shared in PostgreSQL cannot be read, opened or created.
     #[error(transparent)]
     SharedKeys(#[from] crate::tokens::vault::VaultError),
+    /// A store's CA file (`redis_ca_file`, `postgres_ca_file`) cannot be read or holds no
+    /// certificate.
+    #[error("{setting} {path}")]
+    CaFile {
+        /// The setting.
+        setting: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The secrets file cannot be read, or holds no usable secret.
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretsError),
@@ -393,14 +405,31 @@ impl Stores {
         };
         // One pool for both PostgreSQL stores.
         let postgres = match &settings.postgres {
-            Some(config) => Some(PostgresStore::connect(config.clone()).await?),
+            Some(config) => {
+                let mut config = config.clone();
+                if let Some(file) = &settings.postgres_ca_file {
+                    config = config
+                        .with_root_certificates(&read_ca("postgres_ca_file", file)?)
+                        .map_err(|e| ca_error("postgres_ca_file", file, e))?;
+                }
+                Some(PostgresStore::connect(config).await?)
+            }
             None => None,
+        };
+        let redis = match (&settings.redis, &settings.redis_ca_file) {
+            (Some(config), Some(file)) => Some(
+                config
+                    .clone()
+                    .with_root_certificates(&read_ca("redis_ca_file", file)?)
+                    .map_err(|e| ca_error("redis_ca_file", file, e))?,
+            ),
+            (config, _) => config.clone(),
         };
         // With the sessions in Redis, the throttle's counters go there too: every instance
         // counts the same failures.
         let mut throttle = None;
         let (sessions, feed): (Arc<dyn SessionStore>, _) =
-            match (settings.session_store, &settings.redis, &postgres, &db) {
+            match (settings.session_store, &redis, &postgres, &db) {
                 (SessionStoreKind::Sqlite, _, _, Some(db)) => {
                     (Arc::new(SqliteStore::new(db.clone())), None)
                 }
@@ -483,6 +512,23 @@ impl Stores {
             keys,
             throttle,
         })
+    }
+}
+
+/// Reads a store's CA file.
+fn read_ca(setting: &'static str, file: &std::path::Path) -> Result<Vec<u8>, StartupError> {
+    std::fs::read(file).map_err(|e| ca_error(setting, file, e))
+}
+
+fn ca_error(
+    setting: &'static str,
+    file: &std::path::Path,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> StartupError {
+    StartupError::CaFile {
+        setting,
+        path: crate::data_dir::shown(file),
+        source: Box::new(e),
     }
 }
 

@@ -174,7 +174,7 @@ impl Command {
 /// from `--config` and the environment, as the server does. A group (`["user"]`) takes what
 /// any of its commands takes, so a flag may also come before the command's name.
 fn flags_taken_by(path: &[&str]) -> Option<Vec<&'static str>> {
-    const STORES: [&str; 8] = [
+    const STORES: [&str; 10] = [
         "data_dir",
         "session_store",
         "account_store",
@@ -183,6 +183,8 @@ fn flags_taken_by(path: &[&str]) -> Option<Vec<&'static str>> {
         "redis_key_prefix",
         "postgres_url",
         "postgres_schema",
+        "redis_ca_file",
+        "postgres_ca_file",
     ];
     let mut taken = vec!["json_logs"];
     match path {

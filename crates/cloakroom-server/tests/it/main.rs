@@ -35,6 +35,7 @@ mod proxies;
 mod reset;
 mod revocation;
 mod scale;
+mod store_tls;
 mod subdomains;
 mod support;
 mod verify_email;
