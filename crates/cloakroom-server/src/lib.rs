@@ -42,6 +42,7 @@ mod events;
 mod identity;
 pub mod mail;
 mod metrics;
+mod neighbours;
 mod oidc;
 pub mod secrets;
 mod server;
@@ -51,6 +52,7 @@ mod web;
 
 pub use accounts::{passwords, session_keys};
 pub use data_dir::{DataDirLock, database_path, ensure_data_dir};
+pub use neighbours::Neighbour;
 pub use server::Server;
 pub use state::{AppState, Inner, StartupError, Stores};
 pub use web::app;

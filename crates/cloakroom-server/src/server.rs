@@ -82,6 +82,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let upkeep = tokio::spawn(upkeep(self.state.clone()));
+        let neighbours = tokio::spawn(crate::neighbours::watch(self.state.clone()));
         let admin = self.admin_socket.map(|listener| {
             let caches = crate::admin_socket::Caches {
                 sessions: self.state.session_cache().cloned(),
@@ -122,6 +123,7 @@ impl Server {
         let _ = mail_stop.send(true);
         let _ = mail.await;
         upkeep.abort();
+        neighbours.abort();
         metrics_upkeep.abort();
         if let Some(admin) = admin {
             admin.abort();

@@ -346,3 +346,36 @@ async fn logins_fail_closed_when_the_shared_throttle_is_unreachable() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.session_cookie().is_none());
 }
+
+/// An instance on the embedded store behind the same public URL as instances on the shared
+/// stores is found by them: the JWKS at the public URL is not theirs.
+#[tokio::test]
+async fn an_embedded_instance_behind_the_same_address_is_detected() {
+    let Some(()) = services().await else { return };
+    // The "load balancer" here sends everything to the embedded instance.
+    let embedded = crate::support::start().await;
+    let cluster = Cluster::new();
+    let shared = start_with(|raw| {
+        cluster.configure(raw, &[OLD_SECRET]);
+        raw.public_url = Some(embedded.base.clone());
+    })
+    .await;
+    assert!(
+        matches!(
+            shared.state.check_public_jwks().await,
+            cloakroom_server::Neighbour::Foreign { .. }
+        ),
+        "the embedded instance's keys are not the cluster's"
+    );
+    // An instance of the same cluster behind that address is recognised as one of its own.
+    let sibling = start_with(|raw| cluster.configure(raw, &[OLD_SECRET])).await;
+    let same = start_with(|raw| {
+        cluster.configure(raw, &[OLD_SECRET]);
+        raw.public_url = Some(sibling.base.clone());
+    })
+    .await;
+    assert_eq!(
+        same.state.check_public_jwks().await,
+        cloakroom_server::Neighbour::Same
+    );
+}
