@@ -235,6 +235,16 @@ impl Drop for TlsPostgres {
     }
 }
 
+/// A sign-up (a session written) and a forward-auth check (a session read) through `s`'s
+/// stores.
+async fn signs_up_and_checks(s: crate::support::TestServer) {
+    let mut b = s.signed_up("tess").await;
+    nginx_style(&mut b, "GET", "https://app.example.com/")
+        .send()
+        .await
+        .assert(200);
+}
+
 async fn open_fails(raw: &RawConfig) -> String {
     let err = Stores::open(&raw.settings().unwrap())
         .await
@@ -257,12 +267,7 @@ async fn sessions_in_redis_over_tls_with_a_private_ca() {
         // The invalidation feed's subscription goes over TLS too.
         raw.session_cache = Some(cloakroom_server::config::SessionCacheMode::Push);
     };
-    let s = start_with(tls).await;
-    let mut b = s.signed_up("tess").await;
-    nginx_style(&mut b, "GET", "https://app.example.com/")
-        .send()
-        .await
-        .assert(200);
+    signs_up_and_checks(start_with(tls).await).await;
 
     // Without the CA the certificate is not trusted: no start, and the log says why.
     let dir = tempfile::tempdir().unwrap();
@@ -306,12 +311,7 @@ async fn accounts_and_sessions_in_postgres_over_tls_with_a_private_ca() {
         // The LISTEN connection of the invalidation feed goes over TLS too.
         raw.session_cache = Some(cloakroom_server::config::SessionCacheMode::Push);
     };
-    let s = start_with(tls).await;
-    let mut b = s.signed_up("pia").await;
-    nginx_style(&mut b, "GET", "https://app.example.com/")
-        .send()
-        .await
-        .assert(200);
+    signs_up_and_checks(start_with(tls).await).await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut raw = crate::support::raw_config(dir.path());
