@@ -86,13 +86,17 @@ impl PostgresKeys {
             .collect()
     }
 
-    /// Adds `key` as the first key of its purpose, unless the purpose has one already (another
-    /// instance made it first). Returns whether it was added.
-    pub async fn insert_first(&self, key: &StoredKey) -> Result<bool, StoreError> {
+    /// Adds `keys` (all of one purpose, at least one) as the first keys of their purpose, in
+    /// one transaction, unless the purpose has a key already (another instance made it
+    /// first). Returns whether they were added.
+    pub async fn insert_first(&self, keys: &[StoredKey]) -> Result<bool, StoreError> {
+        let Some(purpose) = keys.first().map(|k| k.purpose.clone()) else {
+            return Ok(false);
+        };
         let count = format!("SELECT count(*) FROM {} WHERE purpose = $1", self.table);
         let insert = self.insert_sql();
         let lock = self.lock;
-        let key = key.clone();
+        let rows: Vec<Params> = keys.iter().map(params).collect();
         self.store
             .with_client(|mut client| async move {
                 let tx = client.transaction().await.map_err(db_error)?;
@@ -100,7 +104,7 @@ impl PostgresKeys {
                     .await
                     .map_err(db_error)?;
                 let n: i64 = tx
-                    .query_one(&count, &[&key.purpose])
+                    .query_one(&count, &[&purpose])
                     .await
                     .map_err(db_error)?
                     .try_get(0)
@@ -108,9 +112,11 @@ impl PostgresKeys {
                 if n > 0 {
                     return Ok(false);
                 }
-                tx.execute(&insert, &params(&key).as_refs())
-                    .await
-                    .map_err(db_error)?;
+                for row in &rows {
+                    tx.execute(&insert, &row.as_refs())
+                        .await
+                        .map_err(db_error)?;
+                }
                 tx.commit().await.map_err(db_error)?;
                 Ok(true)
             })

@@ -469,7 +469,11 @@ impl Stores {
                     secrets.clone(),
                 );
                 let material = shared
-                    .open(settings.jwt_algorithm, cloakroom_core::SystemClock.now())
+                    .open(
+                        &settings.data_dir,
+                        settings.jwt_algorithm,
+                        cloakroom_core::SystemClock.now(),
+                    )
                     .await?;
                 Some(OpenedKeys { shared, material })
             }

@@ -366,6 +366,11 @@ impl KeyRing {
         Self::load_dir(data_dir.join("keys"))
     }
 
+    /// Loads the keys in an existing directory (the caller checked it exists).
+    pub(crate) fn load_dir_existing(dir: PathBuf) -> Result<Self, KeyError> {
+        Self::load_dir(dir)
+    }
+
     fn load_dir(dir: PathBuf) -> Result<Self, KeyError> {
         let io = |source| KeyError::Io {
             path: dir.display().to_string(),

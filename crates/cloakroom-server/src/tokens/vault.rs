@@ -125,10 +125,13 @@ impl SharedKeys {
         Self { store, secrets }
     }
 
-    /// Reads every key, making the first one of a kind that has none (the service-JWT key with
-    /// `alg`), and seals again with the newest secret what an older one opened.
+    /// Reads every key, and seals again with the newest secret what an older one opened. A
+    /// kind that has no key yet gets the keys this instance had as files in `data_dir` (an
+    /// instance moving from its own keys to shared ones keeps its tokens and links valid), or
+    /// else a first key (the service-JWT key with `alg`).
     pub(crate) async fn open(
         &self,
+        data_dir: &std::path::Path,
         alg: KeyAlgorithm,
         now: Timestamp,
     ) -> Result<KeyMaterial, VaultError> {
@@ -143,19 +146,38 @@ impl SharedKeys {
             if rows.iter().any(|r| r.purpose == purpose.as_str()) {
                 continue;
             }
-            let first = match purpose {
-                Purpose::ServiceJwt => self.sealed_key(purpose, &SigningKey::first(alg, now)?)?,
-                Purpose::Link => {
-                    self.sealed_key(purpose, &SigningKey::first(KeyAlgorithm::EdDsa, now)?)?
-                }
-                Purpose::OidcPreLogin => self.sealed_prelogin(&PreLoginKey::generate(), now),
+            let (first, imported) = match self.local_keys(purpose, data_dir, now)? {
+                Some(keys) => (keys, true),
+                None => (
+                    vec![match purpose {
+                        Purpose::ServiceJwt => {
+                            self.sealed_key(purpose, &SigningKey::first(alg, now)?)?
+                        }
+                        Purpose::Link => {
+                            self.sealed_key(purpose, &SigningKey::first(KeyAlgorithm::EdDsa, now)?)?
+                        }
+                        Purpose::OidcPreLogin => {
+                            self.sealed_prelogin(&PreLoginKey::generate(), now)
+                        }
+                    }],
+                    false,
+                ),
             };
             if self.store.insert_first(&first).await? {
-                tracing::info!(
-                    purpose = purpose.as_str(),
-                    kid = first.kid,
-                    "made the first shared key of its kind in PostgreSQL"
-                );
+                let kids: Vec<&str> = first.iter().map(|k| k.kid.as_str()).collect();
+                if imported {
+                    tracing::info!(
+                        purpose = purpose.as_str(),
+                        kids = ?kids,
+                        "imported this instance's key files into PostgreSQL, where every instance shares them; the files in the data directory are no longer read"
+                    );
+                } else {
+                    tracing::info!(
+                        purpose = purpose.as_str(),
+                        kids = ?kids,
+                        "made the first shared key of its kind in PostgreSQL"
+                    );
+                }
             }
         }
         rows = self.store.load().await?;
@@ -211,6 +233,45 @@ impl SharedKeys {
             Rotation::Done => Ok(Some((key, retire))),
             Rotation::NotDue => Ok(None),
         }
+    }
+
+    /// The keys of `purpose` this instance kept as files in `data_dir` before they were
+    /// shared, sealed for the shared store; `None` when there are none. Nothing is created
+    /// on disk.
+    fn local_keys(
+        &self,
+        purpose: Purpose,
+        data_dir: &std::path::Path,
+        now: Timestamp,
+    ) -> Result<Option<Vec<StoredKey>>, VaultError> {
+        let dir = match purpose {
+            Purpose::ServiceJwt => data_dir.join("keys"),
+            Purpose::Link => data_dir.join("link-keys"),
+            Purpose::OidcPreLogin => {
+                let file = data_dir.join("oidc-prelogin.key");
+                if !file.is_file() {
+                    return Ok(None);
+                }
+                let key = PreLoginKey::open(data_dir).map_err(|e| VaultError::Corrupt {
+                    purpose: purpose.as_str(),
+                    kid: "prelogin".into(),
+                    reason: e.to_string(),
+                })?;
+                return Ok(Some(vec![self.sealed_prelogin(&key, now)]));
+            }
+        };
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let ring = KeyRing::load_dir_existing(dir)?;
+        if ring.keys().is_empty() {
+            return Ok(None);
+        }
+        ring.keys()
+            .iter()
+            .map(|k| self.sealed_key(purpose, k))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     fn unseal(&self, row: &StoredKey) -> Result<crate::secrets::Opened, VaultError> {

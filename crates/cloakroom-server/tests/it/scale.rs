@@ -91,6 +91,17 @@ impl Cluster {
     }
 }
 
+/// An instance on the embedded store (SQLite in its own data directory), whatever stores the
+/// suite runs on.
+async fn start_embedded() -> TestServer {
+    start_with(|raw| {
+        raw.session_store = SessionStoreKind::Sqlite;
+        raw.account_store = AccountStoreKind::Sqlite;
+        raw.session_cache = None;
+    })
+    .await
+}
+
 /// The service JWT that `s` answers a forward-auth check of `browser`'s session with.
 async fn token_at(browser: &mut Browser, s: &TestServer) -> String {
     browser.set_base(&s.base, ORIGIN);
@@ -353,7 +364,7 @@ async fn logins_fail_closed_when_the_shared_throttle_is_unreachable() {
 async fn an_embedded_instance_behind_the_same_address_is_detected() {
     let Some(()) = services().await else { return };
     // The "load balancer" here sends everything to the embedded instance.
-    let embedded = crate::support::start().await;
+    let embedded = start_embedded().await;
     let cluster = Cluster::new();
     let shared = start_with(|raw| {
         cluster.configure(raw, &[OLD_SECRET]);
@@ -378,4 +389,45 @@ async fn an_embedded_instance_behind_the_same_address_is_detected() {
         same.state.check_public_jwks().await,
         cloakroom_server::Neighbour::Same
     );
+}
+
+/// An instance that had its own keys (SQLite accounts) and moves to the shared stores takes
+/// its keys along: what it signed before still verifies, and the first instance's keys become
+/// the cluster's.
+#[tokio::test]
+async fn moving_to_shared_stores_keeps_the_keys_an_instance_had() {
+    let Some(()) = services().await else { return };
+    let alone = start_embedded().await;
+    let before = jwks(&alone).await;
+    // Its key files, as they are in its data directory.
+    let moved = tempfile::tempdir().unwrap();
+    for name in ["keys", "link-keys"] {
+        let target = moved.path().join(name);
+        std::fs::create_dir(&target).unwrap();
+        for f in std::fs::read_dir(alone.dir.path().join(name)).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, target.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::copy(
+        alone.dir.path().join("oidc-prelogin.key"),
+        moved.path().join("oidc-prelogin.key"),
+    )
+    .unwrap();
+    drop(alone);
+    let cluster = Cluster::new();
+    let first = start_with(|raw| {
+        cluster.configure(raw, &[OLD_SECRET]);
+        raw.data_dir = moved.path().to_owned();
+    })
+    .await;
+    assert_eq!(
+        jwks(&first).await,
+        before,
+        "the instance's own keys, now shared"
+    );
+    // A second instance, with no files of its own, gets the same keys.
+    let second = cluster.instance(&[OLD_SECRET]).await;
+    assert_eq!(jwks(&second).await, before);
+    assert_eq!(cluster.key_rows().await, 3);
 }

@@ -87,14 +87,11 @@ impl Drop for Killed {
     }
 }
 
-/// A Redis that accepts TLS only (no plain port), with `ca`'s server certificate.
-fn tls_redis(ca: &Ca) -> Option<(Killed, u16)> {
-    if !cloakroom_testkit::redis::redis_server_available() {
-        return cloakroom_testkit::skip("redis-server is not installed");
-    }
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args(["--port", "0", "--tls-port", &port.to_string()])
+/// `redis-server` on `port`, TLS only (no plain port), with `ca`'s server certificate, keeping
+/// nothing on disk.
+fn redis_over_tls(ca: &Ca, port: u16) -> Command {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", "0", "--tls-port", &port.to_string()])
         .arg("--tls-cert-file")
         .arg(ca.path("server.crt"))
         .arg("--tls-key-file")
@@ -109,10 +106,17 @@ fn tls_redis(ca: &Ca) -> Option<(Killed, u16)> {
             "--appendonly",
             "no",
         ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Killed(child);
+        .stdout(Stdio::null());
+    cmd
+}
+
+/// A Redis that accepts TLS only (no plain port), with `ca`'s server certificate.
+fn tls_redis(ca: &Ca) -> Option<(Killed, u16)> {
+    if !cloakroom_testkit::redis::redis_server_available() {
+        return cloakroom_testkit::skip("redis-server is not installed");
+    }
+    let port = free_port();
+    let server = Killed(redis_over_tls(ca, port).spawn().unwrap());
     let ca_file = ca.path("ca.pem");
     let up = cloakroom_testkit::redis::wait_bool(Duration::from_secs(10), || {
         Command::new("redis-cli")
@@ -124,6 +128,71 @@ fn tls_redis(ca: &Ca) -> Option<(Killed, u16)> {
     });
     assert!(up, "the TLS Redis did not start");
     Some((server, port))
+}
+
+/// A 6-node Redis Cluster (3 masters, 3 replicas) that speaks TLS only — to clients, between
+/// nodes and for replication — with `ca`'s server certificate on every node, as a managed
+/// Cluster with TLS does.
+fn tls_redis_cluster(ca: &Ca, dir: &Path) -> Option<(Vec<Killed>, Vec<u16>)> {
+    if !cloakroom_testkit::redis::redis_server_available() {
+        return cloakroom_testkit::skip("redis-server is not installed");
+    }
+    let mut ports: Vec<u16> = Vec::new();
+    while ports.len() < 6 {
+        let p = free_port();
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    let mut nodes = Vec::new();
+    for port in &ports {
+        let mut cmd = redis_over_tls(ca, *port);
+        cmd.current_dir(dir)
+            .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")]);
+        nodes.push(Killed(cmd.spawn().unwrap()));
+    }
+    let cli = |port: u16, args: &[&str]| {
+        Command::new("redis-cli")
+            .args(["--tls", "--cacert"])
+            .arg(ca.path("ca.pem"))
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let up = cloakroom_testkit::redis::wait_bool(Duration::from_secs(10), || {
+        ports
+            .iter()
+            .all(|p| cli(*p, &["ping"]).is_some_and(|o| o.contains("PONG")))
+    });
+    assert!(up, "the TLS cluster nodes did not start");
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let created = Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(ca.path("ca.pem"))
+        .arg("--cluster")
+        .arg("create")
+        .args(&addrs)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "cluster create failed: {}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    let ready = cloakroom_testkit::redis::wait_bool(Duration::from_secs(30), || {
+        ports.iter().all(|p| {
+            cli(*p, &["CLUSTER", "INFO"]).is_some_and(|i| {
+                i.contains("cluster_state:ok") && i.contains("cluster_known_nodes:6")
+            })
+        })
+    });
+    assert!(ready, "the TLS cluster did not become ready");
+    Some((nodes, ports))
 }
 
 /// A PostgreSQL of the test's own that accepts TLS connections only (`hostssl`; plain ones
@@ -245,6 +314,23 @@ async fn signs_up_and_checks(s: crate::support::TestServer) {
         .assert(200);
 }
 
+/// A server with the stores `tls` configures works (a sign-up and a check); the same settings
+/// without the CA (`without_ca`) do not open, and the reason names the certificate. Returns
+/// those settings, for further refusals, with the data directory they name.
+async fn trusted_only_with_the_ca(
+    tls: &impl Fn(&mut RawConfig),
+    without_ca: impl Fn(&mut RawConfig),
+) -> (RawConfig, tempfile::TempDir) {
+    signs_up_and_checks(start_with(tls).await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = crate::support::raw_config(dir.path());
+    tls(&mut raw);
+    without_ca(&mut raw);
+    let why = open_fails(&raw).await;
+    assert!(why.to_lowercase().contains("certificate"), "{why}");
+    (raw, dir)
+}
+
 async fn open_fails(raw: &RawConfig) -> String {
     let err = Stores::open(&raw.settings().unwrap())
         .await
@@ -267,15 +353,7 @@ async fn sessions_in_redis_over_tls_with_a_private_ca() {
         // The invalidation feed's subscription goes over TLS too.
         raw.session_cache = Some(cloakroom_server::config::SessionCacheMode::Push);
     };
-    signs_up_and_checks(start_with(tls).await).await;
-
-    // Without the CA the certificate is not trusted: no start, and the log says why.
-    let dir = tempfile::tempdir().unwrap();
-    let mut raw = crate::support::raw_config(dir.path());
-    tls(&mut raw);
-    raw.redis_ca_file = None;
-    let why = open_fails(&raw).await;
-    assert!(why.to_lowercase().contains("certificate"), "{why}");
+    let (mut raw, _dir) = trusted_only_with_the_ca(&tls, |raw| raw.redis_ca_file = None).await;
     // Nor in plain text: there is no plain port.
     tls(&mut raw);
     raw.redis_ca_file = None;
@@ -285,6 +363,25 @@ async fn sessions_in_redis_over_tls_with_a_private_ca() {
     raw.redis_ca_file = Some(ca.path("ca.pem"));
     let err = raw.settings().unwrap_err().to_string();
     assert!(err.contains("redis_ca_file"), "{err}");
+}
+
+#[tokio::test]
+async fn sessions_in_a_redis_cluster_over_tls_with_a_private_ca() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_nodes, ports)) = tls_redis_cluster(&ca, dir.path()) else {
+        return;
+    };
+    let tls = |raw: &mut RawConfig| {
+        raw.session_store = SessionStoreKind::RedisCluster;
+        // One seed: the client learns the other nodes from it, and reaches each over TLS.
+        raw.redis_cluster_nodes = vec![format!("rediss://127.0.0.1:{}", ports[0])];
+        raw.redis_key_prefix = cloakroom_testkit::redis::unique_prefix();
+        raw.redis_ca_file = Some(ca.path("ca.pem"));
+        raw.session_cache = Some(cloakroom_server::config::SessionCacheMode::Push);
+    };
+    trusted_only_with_the_ca(&tls, |raw| raw.redis_ca_file = None).await;
 }
 
 #[tokio::test]
@@ -311,15 +408,7 @@ async fn accounts_and_sessions_in_postgres_over_tls_with_a_private_ca() {
         // The LISTEN connection of the invalidation feed goes over TLS too.
         raw.session_cache = Some(cloakroom_server::config::SessionCacheMode::Push);
     };
-    signs_up_and_checks(start_with(tls).await).await;
-
-    let dir = tempfile::tempdir().unwrap();
-    let mut raw = crate::support::raw_config(dir.path());
-    // Without the CA: not trusted.
-    tls(&mut raw);
-    raw.postgres_ca_file = None;
-    let why = open_fails(&raw).await;
-    assert!(why.to_lowercase().contains("certificate"), "{why}");
+    let (mut raw, _dir) = trusted_only_with_the_ca(&tls, |raw| raw.postgres_ca_file = None).await;
     // `require` checks the certificate as `verify-full` does.
     raw.postgres_url = Some(pg.url("require"));
     open_fails(&raw).await;
