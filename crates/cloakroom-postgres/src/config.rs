@@ -100,12 +100,92 @@ impl Tls {
     }
 }
 
-/// The `sslmode` a connection string asks for, if it names one (URL query or key/value).
-fn ssl_mode(url: &str) -> Option<&str> {
-    let start = url.find("sslmode=")? + "sslmode=".len();
-    let rest = &url[start..];
-    let end = rest.find(['&', ' ', '#']).unwrap_or(rest.len());
-    Some(&rest[..end])
+/// Takes `sslmode` out of a connection string: the value it names (the last one, as libpq
+/// reads repeated parameters) and the string without it, for tokio-postgres to parse the rest.
+/// The parameter is found where the syntax puts parameters — the query of a URL, the
+/// `key=value` pairs otherwise — so text in a password or a host name never counts as one.
+fn take_ssl_mode(conn: &str) -> (Option<String>, String) {
+    let is_url = conn.starts_with("postgres://") || conn.starts_with("postgresql://");
+    if is_url {
+        let Some((base, query)) = conn.split_once('?') else {
+            return (None, conn.to_owned());
+        };
+        let mut mode = None;
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| match pair.split_once('=') {
+                Some(("sslmode", value)) => {
+                    mode = Some(
+                        percent_encoding::percent_decode_str(value)
+                            .decode_utf8_lossy()
+                            .into_owned(),
+                    );
+                    false
+                }
+                _ => true,
+            })
+            .collect();
+        let rest = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return (mode, rest);
+    }
+    // key=value pairs, with libpq's quoting: 'a value with spaces', \' and \\ inside quotes.
+    let mut mode = None;
+    let mut rest = String::with_capacity(conn.len());
+    let mut chars = conn.char_indices().peekable();
+    while let Some(&(start, c)) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut key = String::new();
+        while let Some(&(_, c)) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|&(_, c)| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_some_and(|&(_, c)| c == '=') {
+            chars.next();
+        }
+        while chars.peek().is_some_and(|&(_, c)| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek().is_some_and(|&(_, c)| c == '\'') {
+            chars.next();
+            while let Some((_, c)) = chars.next() {
+                match c {
+                    '\'' => break,
+                    '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&(_, c)) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        let end = chars.peek().map_or(conn.len(), |&(i, _)| i);
+        if key == "sslmode" {
+            mode = Some(value);
+        } else {
+            rest.push_str(&conn[start..end]);
+            rest.push(' ');
+        }
+    }
+    (mode, rest.trim_end().to_owned())
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -132,23 +212,24 @@ impl PostgresConfig {
     ///
     /// [`with_root_certificates`]: Self::with_root_certificates
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
-        let (url, tls) = match ssl_mode(url) {
-            None | Some("disable") => (url.to_owned(), None),
-            Some(mode @ ("require" | "verify-full")) => (
-                url.replacen(&format!("sslmode={mode}"), "sslmode=require", 1),
-                Some(Tls {
-                    private_roots: None,
-                }),
-            ),
+        use tokio_postgres::config::SslMode;
+        let (mode, rest) = take_ssl_mode(url);
+        let tls = match mode.as_deref() {
+            // Plain, as before TLS was supported (tokio-postgres's own default, "prefer",
+            // would try TLS first, unchecked).
+            None | Some("disable") => None,
+            Some("require" | "verify-full") => Some(Tls {
+                private_roots: None,
+            }),
             Some(other) => return Err(ConfigError::UnsupportedSslMode(other.to_owned())),
         };
-        let mut pg = tokio_postgres::Config::from_str(&url)
+        let mut pg = tokio_postgres::Config::from_str(&rest)
             .map_err(|e| ConfigError::InvalidUrl(e.into()))?;
-        if tls.is_none() {
-            // Plain, as before TLS was supported: tokio-postgres's own default ("prefer")
-            // would try TLS first.
-            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
-        }
+        pg.ssl_mode(if tls.is_some() {
+            SslMode::Require
+        } else {
+            SslMode::Disable
+        });
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(2));
         }
@@ -315,6 +396,35 @@ mod tests {
                 "{mode}"
             );
         }
+        // Only the parameter counts, never the same text in a password or a value.
+        for url in [
+            "postgres://u:sslmode=disable@db/x?sslmode=verify-full",
+            "postgres://u@db/x?application_name=sslmode=disable&sslmode=verify-full",
+            "host=db password='sslmode=disable x' sslmode=verify-full",
+            "host=db password=a\\'b sslmode = 'verify-full'",
+        ] {
+            let c = PostgresConfig::from_url(url).unwrap();
+            assert!(c.uses_tls(), "{url}");
+        }
+        for url in [
+            "postgres://u:sslmode=verify-full@db/x",
+            "host=db password='sslmode=verify-full'",
+        ] {
+            assert!(!PostgresConfig::from_url(url).unwrap().uses_tls(), "{url}");
+        }
+        // The last of repeated parameters wins, as in libpq.
+        assert!(
+            !PostgresConfig::from_url("postgres://u@db/x?sslmode=verify-full&sslmode=disable")
+                .unwrap()
+                .uses_tls()
+        );
+        assert_eq!(
+            take_ssl_mode("host=db password='a b' sslmode=require port=5"),
+            (
+                Some("require".to_owned()),
+                "host=db password='a b' port=5".to_owned()
+            )
+        );
         let tls = PostgresConfig::from_url("postgres://u@db/x?sslmode=verify-full").unwrap();
         assert!(matches!(
             tls.with_root_certificates(b"not a certificate"),
