@@ -31,6 +31,13 @@ pub enum ConfigError {
     /// A CA file holds no PEM certificate.
     #[error("no PEM certificate (-----BEGIN CERTIFICATE-----) found")]
     NoCertificate,
+    /// The connection string can be read as naming `sslmode` in more than one way (a raw `?`
+    /// or `@` in a password, an escaped space): percent-encode the password.
+    #[error(
+        "sslmode cannot be read unambiguously from the connection string: percent-encode \
+         special characters in the password and values"
+    )]
+    AmbiguousSslMode,
 }
 
 /// The default schema.
@@ -107,9 +114,16 @@ impl Tls {
 fn take_ssl_mode(conn: &str) -> (Option<String>, String) {
     let is_url = conn.starts_with("postgres://") || conn.starts_with("postgresql://");
     if is_url {
-        let Some((base, query)) = conn.split_once('?') else {
+        // As tokio-postgres reads a URL: the credentials run to the first '@', so a '?' in a
+        // password does not start the query.
+        let after_scheme = conn.find("://").map_or(0, |i| i + 3);
+        let from = conn[after_scheme..]
+            .find('@')
+            .map_or(after_scheme, |i| after_scheme + i + 1);
+        let Some(q) = conn[from..].find('?').map(|i| from + i) else {
             return (None, conn.to_owned());
         };
+        let (base, query) = (&conn[..q], &conn[q + 1..]);
         let mut mode = None;
         let kept: Vec<&str> = query
             .split('&')
@@ -173,8 +187,13 @@ fn take_ssl_mode(conn: &str) -> (Option<String>, String) {
                 if c.is_whitespace() {
                     break;
                 }
-                value.push(c);
                 chars.next();
+                if c == '\\' {
+                    // An escaped character, a space too, belongs to the value.
+                    value.extend(chars.next().map(|(_, c)| c));
+                } else {
+                    value.push(c);
+                }
             }
         }
         let end = chars.peek().map_or(conn.len(), |&(i, _)| i);
@@ -225,6 +244,12 @@ impl PostgresConfig {
         };
         let mut pg = tokio_postgres::Config::from_str(&rest)
             .map_err(|e| ConfigError::InvalidUrl(e.into()))?;
+        // What was left must hold no `sslmode` the reading above missed (its default is
+        // `prefer`): were the two readings to differ, the string says two things, and TLS is
+        // not decided by a guess.
+        if pg.get_ssl_mode() != SslMode::Prefer {
+            return Err(ConfigError::AmbiguousSslMode);
+        }
         pg.ssl_mode(if tls.is_some() {
             SslMode::Require
         } else {
@@ -411,6 +436,17 @@ mod tests {
             "host=db password='sslmode=verify-full'",
         ] {
             assert!(!PostgresConfig::from_url(url).unwrap().uses_tls(), "{url}");
+        }
+        // Nothing the pre-parser misreads may leave tokio-postgres's TLS choice overridden by a
+        // plain connection: a raw '?' in a password, an escaped space in a value.
+        for url in [
+            "postgres://u:pa?ss@db/x?sslmode=require",
+            "sslmode=require application_name=x\\ sslmode=disable",
+        ] {
+            assert!(
+                PostgresConfig::from_url(url).map_or(true, |c| c.uses_tls()),
+                "{url} asked for TLS and got a plain connection"
+            );
         }
         // The last of repeated parameters wins, as in libpq.
         assert!(

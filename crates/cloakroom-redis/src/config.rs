@@ -28,6 +28,13 @@ pub enum ConfigError {
         /// The scheme found.
         scheme: String,
     },
+    /// A URL has a `#fragment`, which Redis has no use for (and redis-rs could read
+    /// `#insecure` as "do not check the certificate").
+    #[error("Redis URL #{index} has a #fragment; remove it")]
+    Fragment {
+        /// Position of the URL in the list.
+        index: usize,
+    },
     /// A CA file holds no PEM certificate.
     #[error("no PEM certificate (-----BEGIN CERTIFICATE-----) found")]
     NoCertificate,
@@ -237,6 +244,11 @@ fn check_url(index: usize, url: &str) -> Result<(), ConfigError> {
         index,
         source: Box::new(e),
     })?;
+    // A fragment means nothing to Redis, but redis-rs reads `#insecure` on rediss:// as "skip
+    // the certificate check" when its insecure feature is compiled in: refuse them all.
+    if parsed.fragment().is_some() {
+        return Err(ConfigError::Fragment { index });
+    }
     if !matches!(parsed.scheme(), "redis" | "rediss") {
         return Err(ConfigError::UnsupportedScheme {
             index,
@@ -254,6 +266,19 @@ fn check_url(index: usize, url: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_fragment_cannot_turn_certificate_checks_off() {
+        // redis-rs reads `#insecure` on a rediss:// URL as "skip certificate checks" when its
+        // insecure feature is on; no fragment is accepted, so no build can be talked into it.
+        for url in [
+            "rediss://127.0.0.1:6379/#insecure",
+            "redis://127.0.0.1:6379/0#x",
+        ] {
+            assert!(RedisConfig::standalone(url).is_err(), "{url}");
+            assert!(RedisConfig::cluster([url]).is_err(), "{url}");
+        }
+    }
 
     #[test]
     fn urls_and_prefixes_are_checked() {
