@@ -86,14 +86,20 @@ impl PostgresKeys {
             .collect()
     }
 
-    /// Adds `keys` (all of one purpose, at least one) as the first keys of their purpose, in
-    /// one transaction, unless the purpose has a key already (another instance made it
-    /// first). Returns whether they were added.
+    /// Adds `keys` as the first keys of their purposes, all in one transaction, unless any of
+    /// those purposes has a key already (another instance got there first: nothing is added,
+    /// so keys made under two different secrets never sit side by side). Returns whether they
+    /// were added.
     pub async fn insert_first(&self, keys: &[StoredKey]) -> Result<bool, StoreError> {
-        let Some(purpose) = keys.first().map(|k| k.purpose.clone()) else {
+        let mut purposes: Vec<String> = keys.iter().map(|k| k.purpose.clone()).collect();
+        purposes.dedup();
+        if purposes.is_empty() {
             return Ok(false);
-        };
-        let count = format!("SELECT count(*) FROM {} WHERE purpose = $1", self.table);
+        }
+        let count = format!(
+            "SELECT count(*) FROM {} WHERE purpose = ANY($1::text[])",
+            self.table
+        );
         let insert = self.insert_sql();
         let lock = self.lock;
         let rows: Vec<Params> = keys.iter().map(params).collect();
@@ -104,7 +110,7 @@ impl PostgresKeys {
                     .await
                     .map_err(db_error)?;
                 let n: i64 = tx
-                    .query_one(&count, &[&purpose])
+                    .query_one(&count, &[&purposes])
                     .await
                     .map_err(db_error)?
                     .try_get(0)

@@ -116,13 +116,25 @@ pub enum OpenError {
     NoSecretFits,
 }
 
-/// A value opened, and whether it should be sealed again with the newest secret.
-#[derive(Debug)]
+/// A value opened, and whether it should be sealed again with the newest secret. `Debug`
+/// shows its length, never the plaintext (a private key).
 pub struct Opened {
     /// The plaintext.
     pub plaintext: Vec<u8>,
     /// It was sealed with an older secret than the first.
     pub stale: bool,
+}
+
+impl fmt::Debug for Opened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opened")
+            .field(
+                "plaintext",
+                &format_args!("[{} bytes]", self.plaintext.len()),
+            )
+            .field("stale", &self.stale)
+            .finish()
+    }
 }
 
 impl Secrets {

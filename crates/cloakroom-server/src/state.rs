@@ -306,6 +306,17 @@ pub struct Stores {
     pub throttle: Option<cloakroom_redis::RedisCounters>,
 }
 
+/// What opening the stores does with the signing keys shared in PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeysAccess {
+    /// Nothing (no command that needs them).
+    None,
+    /// Reads them, changing nothing (admin commands).
+    Read,
+    /// Reads them, making, importing or re-sealing what is due (the server).
+    Serve,
+}
+
 /// The shared key store and what it held when the stores were opened.
 #[derive(Debug, Clone)]
 pub struct OpenedKeys {
@@ -354,7 +365,7 @@ impl Stores {
     /// database when they are missing, and checks they answer.
     pub async fn open(settings: &Settings) -> Result<Self, StartupError> {
         ensure_data_dir(&settings.data_dir)?;
-        Self::connect(settings, true).await
+        Self::connect(settings, KeysAccess::Serve).await
     }
 
     /// Opens the configured stores for an admin command: when a store is in SQLite, the data
@@ -366,8 +377,12 @@ impl Stores {
         require_existing(settings)?;
         // With the accounts in PostgreSQL the link keys are there too: commands that make
         // links (an invitation, a reset link, a download link) sign with them.
-        let with_keys = settings.account_store == AccountStoreKind::Postgres;
-        let mut stores = Self::connect(settings, with_keys).await?;
+        let keys = if settings.account_store == AccountStoreKind::Postgres {
+            KeysAccess::Read
+        } else {
+            KeysAccess::None
+        };
+        let mut stores = Self::connect(settings, keys).await?;
         let announcer = crate::admin_socket::Announcer::new(&settings.data_dir);
         if settings.session_store == SessionStoreKind::Sqlite {
             stores.sessions =
@@ -386,12 +401,12 @@ impl Stores {
     /// there are opened too (needing the secrets).
     pub async fn open_existing_with_keys(settings: &Settings) -> Result<Self, StartupError> {
         require_existing(settings)?;
-        Self::connect(settings, true).await
+        Self::connect(settings, KeysAccess::Read).await
     }
 
-    /// Connects the stores; `with_keys`: also opens the signing keys shared in PostgreSQL
-    /// (with the accounts there), which only the server and the `keys` commands use.
-    async fn connect(settings: &Settings, with_keys: bool) -> Result<Self, StartupError> {
+    /// Connects the stores, and opens the signing keys shared in PostgreSQL (with the accounts
+    /// there) as `keys` says.
+    async fn connect(settings: &Settings, keys: KeysAccess) -> Result<Self, StartupError> {
         let db = if uses_sqlite(settings) {
             let path = database_path(&settings.data_dir);
             Some(
@@ -458,23 +473,30 @@ impl Stores {
         // clock (a test's manual clock starts at the current time).
         let secrets = match (&settings.secrets, &settings.secrets_file) {
             (Some(s), _) => Some(s.clone()),
-            (None, Some(file)) if with_keys => crate::secrets::Secrets::load(None, Some(file))?,
+            (None, Some(file)) if keys != KeysAccess::None => {
+                crate::secrets::Secrets::load(None, Some(file))?
+            }
             _ => None,
         };
         let keys = match (&settings.account_store, &postgres, &secrets) {
-            _ if !with_keys => None,
+            _ if keys == KeysAccess::None => None,
             (AccountStoreKind::Postgres, Some(pg), Some(secrets)) => {
                 let shared = SharedKeys::new(
                     cloakroom_postgres::PostgresKeys::new(pg.clone()),
                     secrets.clone(),
                 );
-                let material = shared
-                    .open(
-                        &settings.data_dir,
-                        settings.jwt_algorithm,
-                        cloakroom_core::SystemClock.now(),
-                    )
-                    .await?;
+                let material = match keys {
+                    KeysAccess::Serve => {
+                        shared
+                            .open(
+                                &settings.data_dir,
+                                settings.jwt_algorithm,
+                                cloakroom_core::SystemClock.now(),
+                            )
+                            .await?
+                    }
+                    _ => shared.read().await?,
+                };
                 Some(OpenedKeys { shared, material })
             }
             (AccountStoreKind::Postgres, _, None) => {

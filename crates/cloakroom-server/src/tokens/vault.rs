@@ -74,6 +74,16 @@ pub enum VaultError {
         /// How many secrets were tried.
         count: usize,
     },
+    /// An admin command found no shared key of a kind: the server makes them when it first
+    /// starts on this database.
+    #[error(
+        "there is no shared {purpose} key in PostgreSQL yet: start the server on this database \
+         first (it makes the keys), then run the command again"
+    )]
+    NotMadeYet {
+        /// The kind.
+        purpose: &'static str,
+    },
     /// A stored key opened but is not a key (an unknown algorithm, a bad length).
     #[error("the {purpose} key {kid} in PostgreSQL is unusable: {reason}")]
     Corrupt {
@@ -112,6 +122,13 @@ impl KeyMaterial {
     }
 }
 
+/// Key files of one kind from a data directory, sealed for the shared store.
+struct LocalKeys {
+    keys: Vec<StoredKey>,
+    /// The files they came from, removed once the keys are in.
+    files: Vec<std::path::PathBuf>,
+}
+
 /// The keys in PostgreSQL, and the secrets that open them. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SharedKeys {
@@ -125,10 +142,12 @@ impl SharedKeys {
         Self { store, secrets }
     }
 
-    /// Reads every key, and seals again with the newest secret what an older one opened. A
-    /// kind that has no key yet gets the keys this instance had as files in `data_dir` (an
-    /// instance moving from its own keys to shared ones keeps its tokens and links valid), or
-    /// else a first key (the service-JWT key with `alg`).
+    /// Reads every key, and seals again with the newest secret what an older one opened. The
+    /// kinds that have no key yet get, all in one transaction (so two instances starting with
+    /// different secrets never leave keys under both), the keys this instance had as files in
+    /// `data_dir` — an instance moving from its own keys to shared ones keeps its tokens and
+    /// links valid, and the files are removed once the keys are in — or else a first key (the
+    /// service-JWT key with `alg`).
     pub(crate) async fn open(
         &self,
         data_dir: &std::path::Path,
@@ -142,42 +161,44 @@ impl SharedKeys {
         for row in &rows {
             self.unseal(row)?;
         }
+        let mut first = Vec::new();
+        let mut imported = Vec::new();
         for purpose in Purpose::ALL {
             if rows.iter().any(|r| r.purpose == purpose.as_str()) {
                 continue;
             }
-            let (first, imported) = match self.local_keys(purpose, data_dir, now)? {
-                Some(keys) => (keys, true),
-                None => (
-                    vec![match purpose {
-                        Purpose::ServiceJwt => {
-                            self.sealed_key(purpose, &SigningKey::first(alg, now)?)?
-                        }
-                        Purpose::Link => {
-                            self.sealed_key(purpose, &SigningKey::first(KeyAlgorithm::EdDsa, now)?)?
-                        }
-                        Purpose::OidcPreLogin => {
-                            self.sealed_prelogin(&PreLoginKey::generate(), now)
-                        }
-                    }],
-                    false,
-                ),
-            };
-            if self.store.insert_first(&first).await? {
-                let kids: Vec<&str> = first.iter().map(|k| k.kid.as_str()).collect();
-                if imported {
-                    tracing::info!(
-                        purpose = purpose.as_str(),
-                        kids = ?kids,
-                        "imported this instance's key files into PostgreSQL, where every instance shares them; the files in the data directory are no longer read"
-                    );
-                } else {
-                    tracing::info!(
-                        purpose = purpose.as_str(),
-                        kids = ?kids,
-                        "made the first shared key of its kind in PostgreSQL"
-                    );
+            match self.local_keys(purpose, data_dir, now)? {
+                Some(local) => {
+                    first.extend(local.keys);
+                    imported.push((purpose, local.files));
                 }
+                None => first.push(match purpose {
+                    Purpose::ServiceJwt => {
+                        self.sealed_key(purpose, &SigningKey::first(alg, now)?)?
+                    }
+                    Purpose::Link => {
+                        self.sealed_key(purpose, &SigningKey::first(KeyAlgorithm::EdDsa, now)?)?
+                    }
+                    Purpose::OidcPreLogin => self.sealed_prelogin(&PreLoginKey::generate(), now),
+                }),
+            }
+        }
+        if !first.is_empty() && self.store.insert_first(&first).await? {
+            let kids: Vec<&str> = first.iter().map(|k| k.kid.as_str()).collect();
+            tracing::info!(kids = ?kids, "made the first shared keys in PostgreSQL");
+            for (purpose, files) in imported {
+                // Sealed in the database now; a plaintext copy left behind would stay valid
+                // for as long as the key (link keys do not rotate).
+                for file in &files {
+                    if let Err(e) = std::fs::remove_file(file) {
+                        tracing::warn!(file = %file.display(), error = %e, "an imported key file could not be removed; delete it by hand");
+                    }
+                }
+                tracing::info!(
+                    purpose = purpose.as_str(),
+                    files = files.len(),
+                    "imported this instance's key files into PostgreSQL, where every instance shares them, and removed them from the data directory"
+                );
             }
         }
         rows = self.store.load().await?;
@@ -196,13 +217,30 @@ impl SharedKeys {
                 );
             }
         }
-        let service_jwt = KeyRing::from_keys(self.ring(&rows, Purpose::ServiceJwt)?);
-        let link = KeyRing::from_keys(self.ring(&rows, Purpose::Link)?);
-        let prelogin = self.prelogin(&rows)?;
+        self.material(&rows)
+    }
+
+    /// Reads every key and changes nothing — no first key, no import, no re-sealing — for an
+    /// admin command: a workstation's stale data directory must never become the cluster's
+    /// keys. Fails when the server has not made its keys yet.
+    pub(crate) async fn read(&self) -> Result<KeyMaterial, VaultError> {
+        let mut rows = self.store.load().await?;
+        rows.retain(|r| purpose_of(r).is_ok());
+        for purpose in Purpose::ALL {
+            if !rows.iter().any(|r| r.purpose == purpose.as_str()) {
+                return Err(VaultError::NotMadeYet {
+                    purpose: purpose.as_str(),
+                });
+            }
+        }
+        self.material(&rows)
+    }
+
+    fn material(&self, rows: &[StoredKey]) -> Result<KeyMaterial, VaultError> {
         Ok(KeyMaterial {
-            service_jwt,
-            link,
-            prelogin,
+            service_jwt: KeyRing::from_keys(self.ring(rows, Purpose::ServiceJwt)?),
+            link: KeyRing::from_keys(self.ring(rows, Purpose::Link)?),
+            prelogin: self.prelogin(rows)?,
         })
     }
 
@@ -243,7 +281,7 @@ impl SharedKeys {
         purpose: Purpose,
         data_dir: &std::path::Path,
         now: Timestamp,
-    ) -> Result<Option<Vec<StoredKey>>, VaultError> {
+    ) -> Result<Option<LocalKeys>, VaultError> {
         let dir = match purpose {
             Purpose::ServiceJwt => data_dir.join("keys"),
             Purpose::Link => data_dir.join("link-keys"),
@@ -257,21 +295,30 @@ impl SharedKeys {
                     kid: "prelogin".into(),
                     reason: e.to_string(),
                 })?;
-                return Ok(Some(vec![self.sealed_prelogin(&key, now)]));
+                return Ok(Some(LocalKeys {
+                    keys: vec![self.sealed_prelogin(&key, now)],
+                    files: vec![file],
+                }));
             }
         };
         if !dir.is_dir() {
             return Ok(None);
         }
-        let ring = KeyRing::load_dir_existing(dir)?;
+        let ring = KeyRing::load_dir_existing(dir.clone())?;
         if ring.keys().is_empty() {
             return Ok(None);
         }
-        ring.keys()
+        let keys = ring
+            .keys()
             .iter()
             .map(|k| self.sealed_key(purpose, k))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+            .collect::<Result<Vec<_>, _>>()?;
+        let files = ring
+            .keys()
+            .iter()
+            .map(|k| dir.join(format!("{}.json", k.kid())))
+            .collect();
+        Ok(Some(LocalKeys { keys, files }))
     }
 
     fn unseal(&self, row: &StoredKey) -> Result<crate::secrets::Opened, VaultError> {

@@ -426,8 +426,68 @@ async fn moving_to_shared_stores_keeps_the_keys_an_instance_had() {
         before,
         "the instance's own keys, now shared"
     );
+    // Sealed in the database now, they are no longer lying about in plain text.
+    for name in ["keys", "link-keys"] {
+        let left = std::fs::read_dir(moved.path().join(name)).unwrap().count();
+        assert_eq!(left, 0, "{name}: imported files removed");
+    }
+    assert!(!moved.path().join("oidc-prelogin.key").exists());
     // A second instance, with no files of its own, gets the same keys.
     let second = cluster.instance(&[OLD_SECRET]).await;
     assert_eq!(jwks(&second).await, before);
     assert_eq!(cluster.key_rows().await, 3);
+}
+
+/// Two instances started at the same moment on an empty database with different secrets (a
+/// deployment mistake): one makes every key, the other stops with "wrong secret". Never a
+/// mixture of keys under two secrets, which no instance could start on again.
+#[tokio::test]
+async fn two_first_starts_with_different_secrets_never_mix_keys() {
+    let Some(()) = services().await else { return };
+    for _ in 0..5 {
+        let cluster = Cluster::new();
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let settings = |dir: &tempfile::TempDir, secret: &str| {
+            let mut raw = crate::support::raw_config(dir.path());
+            cluster.configure(&mut raw, &[secret]);
+            raw.settings().unwrap()
+        };
+        let (a, b) = (settings(&dir_a, OLD_SECRET), settings(&dir_b, NEW_SECRET));
+        let (ra, rb) = tokio::join!(Stores::open(&a), Stores::open(&b));
+        let winner = match (&ra, &rb) {
+            (Ok(_), Err(e)) | (Err(e), Ok(_)) => {
+                assert!(e.to_string().contains("does not open"), "{e}");
+                if ra.is_ok() { &a } else { &b }
+            }
+            (Ok(_), Ok(_)) => panic!("both started, with different secrets"),
+            (Err(ea), Err(eb)) => panic!("neither started: {ea} / {eb}"),
+        };
+        // Every key opens with the winner's secret: it starts again.
+        Stores::open(winner).await.unwrap();
+        assert_eq!(cluster.key_rows().await, 3);
+    }
+}
+
+/// An admin command reads the shared keys; it never makes, imports or re-seals them (a
+/// workstation's stale data directory must not become the cluster's keys).
+#[tokio::test]
+async fn admin_commands_never_write_the_shared_keys() {
+    let Some(()) = services().await else { return };
+    let alone = start_embedded().await;
+    let cluster = Cluster::new();
+    // An empty cluster, and a data directory with key files of its own.
+    drop(cluster.instance(&[OLD_SECRET]).await);
+    cloakroom_testkit::postgres::admin()
+        .await
+        .batch_execute(&format!("DELETE FROM \"{}\".signing_keys", cluster.schema))
+        .await
+        .unwrap();
+    let mut raw = crate::support::raw_config(alone.dir.path());
+    cluster.configure(&mut raw, &[OLD_SECRET]);
+    let err = Stores::open_existing(&raw.settings().unwrap())
+        .await
+        .expect_err("no keys to read yet");
+    assert!(err.to_string().contains("start the server"), "{err}");
+    assert_eq!(cluster.key_rows().await, 0, "nothing imported or made");
+    assert!(alone.dir.path().join("link-keys").is_dir(), "nothing moved");
 }
