@@ -10,9 +10,12 @@
 //!   other list settings in the environment) or `secrets_file` (one secret per line; blank
 //!   lines and `#` comments ignored — a systemd credential or a Kubernetes secret mount). Never
 //!   a flag: a command line is visible to every user of the machine.
-//! * **Newest first.** The first secret seals; every secret is tried when opening. To rotate
-//!   the secret itself, put a new one first and keep the old one second: each instance re-seals
-//!   what it opened with an older secret when it starts, and once all have, the old one can go.
+//! * **Newest first.** The first secret seals; every secret is tried when opening, and what an
+//!   older one opened is sealed again when the server starts. To rotate the secret itself, in
+//!   three rolling restarts: add the new one *second* (everyone can now open it); move it
+//!   first (each instance re-seals as it starts, and the rest, holding both, still read the
+//!   keys); drop the old one. Putting it first in one step would lock out the instances not
+//!   yet restarted.
 //! * **At least 32 characters**, so a secret carries enough entropy to be the only thing
 //!   between a stolen database and the keys.
 //! * **Derivation.** HKDF-SHA256 with a fixed salt and a purpose label gives one 256-bit key per

@@ -59,10 +59,9 @@ impl Cluster {
 
     /// Points `raw` at this deployment's stores, with `secrets` (newest first) in a file.
     fn configure(&self, raw: &mut RawConfig, secrets: &[&str]) {
-        let file = self
-            .secrets
-            .path()
-            .join(format!("secrets-{}", secrets.join("|").len()));
+        static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file = self.secrets.path().join(format!("secrets-{n}"));
         std::fs::write(&file, secrets.join("\n")).unwrap();
         raw.session_store = SessionStoreKind::Redis;
         raw.redis_url = Some(redis_url());
@@ -212,17 +211,24 @@ async fn a_wrong_secret_stops_start_up_and_makes_no_key() {
     assert!(err.to_string().contains("secrets_file"), "{err}");
 }
 
+/// The secret changes in three rolling restarts, as the README says, and no instance loses
+/// its keys on the way.
 #[tokio::test]
-async fn the_secret_itself_rotates_new_first_then_alone() {
+async fn the_secret_itself_rotates_in_three_steps() {
     let Some(()) = services().await else { return };
     let cluster = Cluster::new();
     let first = jwks(&cluster.instance(&[OLD_SECRET]).await).await;
-    // The new secret first, the old one kept: the keys open and are sealed again.
-    let both = cluster.instance(&[NEW_SECRET, OLD_SECRET]).await;
-    assert_eq!(jwks(&both).await, first, "the same keys, not new ones");
-    // Once every instance has started with both, the old secret can go.
-    let new_only = cluster.instance(&[NEW_SECRET]).await;
-    assert_eq!(jwks(&new_only).await, first);
+    // 1. The new secret added second: the same keys, nothing sealed again.
+    let step1 = cluster.instance(&[OLD_SECRET, NEW_SECRET]).await;
+    assert_eq!(jwks(&step1).await, first, "the same keys, not new ones");
+    // 2. Moved first: this instance seals the keys again as it starts; one still at step 1
+    //    (both secrets) reads them as before.
+    let step2 = cluster.instance(&[NEW_SECRET, OLD_SECRET]).await;
+    assert_eq!(jwks(&step2).await, first);
+    step1.state.reload_keys().await.unwrap();
+    // 3. The old one dropped.
+    let step3 = cluster.instance(&[NEW_SECRET]).await;
+    assert_eq!(jwks(&step3).await, first);
     // And the old one alone no longer opens them.
     let dir = tempfile::tempdir().unwrap();
     let mut raw = crate::support::raw_config(dir.path());
