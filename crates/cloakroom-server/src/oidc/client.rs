@@ -97,6 +97,22 @@ impl ProviderClient {
     }
 }
 
+impl ProviderClient {
+    /// `GET url` on a connection of its own, closed after the answer: a balancer in front of
+    /// `url` chooses a backend per connection as often as per request.
+    pub(crate) async fn get_on_new_connection(
+        &self,
+        url: &url::Url,
+    ) -> Result<http::Response<Vec<u8>>, HttpError> {
+        let request = http::Request::get(url.as_str())
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::CONNECTION, "close")
+            .body(Vec::new())
+            .map_err(HttpError::Build)?;
+        self.execute(request).await
+    }
+}
+
 /// What `openidconnect` sends its requests through.
 impl<'c> openidconnect::AsyncHttpClient<'c> for ProviderClient {
     type Error = HttpError;

@@ -395,6 +395,19 @@ async fn an_embedded_instance_behind_the_same_address_is_detected() {
         same.state.check_public_jwks().await,
         cloakroom_server::Neighbour::Same
     );
+    // Nor is a rotation that the instance behind the address has read first: its key set
+    // differs, but shares the key that signed before.
+    let shared = sibling.state.shared_keys().unwrap();
+    let alg = sibling.state.settings().jwt_algorithm;
+    cloakroom_server::cli::admin::keys_rotate_shared(shared, alg, sibling.clock.now())
+        .await
+        .unwrap();
+    sibling.state.reload_keys().await.unwrap();
+    assert_ne!(jwks(&sibling).await, jwks(&same).await);
+    assert_eq!(
+        same.state.check_public_jwks().await,
+        cloakroom_server::Neighbour::Same
+    );
 }
 
 /// An instance that had its own keys (SQLite accounts) and moves to the shared stores takes
