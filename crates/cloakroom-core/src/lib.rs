@@ -79,6 +79,7 @@ mod random;
 pub mod service_token;
 mod session;
 pub mod store;
+pub mod throttle;
 mod token;
 
 pub use cache::{CacheLimits, CacheStats, CachedStore, Invalidation, Invalidator};

@@ -71,6 +71,7 @@
 
 mod accounts;
 mod config;
+mod counters;
 pub mod invalidation;
 mod keys;
 mod outbox;
@@ -79,6 +80,7 @@ mod store;
 
 pub use accounts::PostgresAccounts;
 pub use config::{ConfigError, DEFAULT_SCHEMA, PostgresConfig};
+pub use counters::PostgresCounters;
 pub use keys::{PostgresKeys, Rotation, StoredKey};
 pub use outbox::PostgresOutbox;
 pub use schema::SCHEMA_VERSION;

@@ -143,6 +143,16 @@ const MIGRATIONS: &[&str] = &[
         sealed     bytea NOT NULL,
         PRIMARY KEY (purpose, kid)
     );",
+    // 12 (issue 16): login-throttle counters shared by the instances, with the sessions here
+    // (see `PostgresCounters`). Times in Unix milliseconds; `forget_at` lets a purge drop the
+    // counters whose failures are forgotten.
+    "CREATE TABLE {s}.throttle_counters (
+        name         text PRIMARY KEY,
+        failures     integer NOT NULL,
+        last_failure bigint NOT NULL,
+        forget_at    bigint NOT NULL
+    );
+    CREATE INDEX throttle_counters_by_forget_at ON {s}.throttle_counters (forget_at);",
 ];
 
 /// A schema that a newer build migrated.

@@ -14,6 +14,8 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
+use cloakroom_core::throttle::{Backoff, BackoffCounters};
 use cloakroom_core::{StoreError, Timestamp};
 use redis::Script;
 
@@ -53,20 +55,6 @@ return 0
     )
 });
 
-/// A counter's policy: `free` failures, then `base` doubling per further failure up to
-/// `max`; forgotten `forget` after the last failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// Failures allowed before an attempt has to wait.
-    pub free: u32,
-    /// The first wait.
-    pub base: Duration,
-    /// The longest wait.
-    pub max: Duration,
-    /// How long after the last failure the count is forgotten.
-    pub forget: Duration,
-}
-
 /// Backoff counters in Redis, beside a [`RedisStore`]'s sessions (same connection, same key
 /// prefix, under `throttle:`). Cheap to clone.
 #[derive(Debug, Clone)]
@@ -89,10 +77,9 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl RedisCounters {
-    /// Counts an attempt on counter `name` at `now` unless it must wait: `Ok(None)` when
-    /// counted, `Ok(Some(wait))` when refused (nothing counted).
-    pub async fn reserve(
+#[async_trait]
+impl BackoffCounters for RedisCounters {
+    async fn reserve(
         &self,
         name: &str,
         limits: &Backoff,
@@ -112,8 +99,7 @@ impl RedisCounters {
         Ok((wait > 0).then(|| Duration::from_millis(wait.unsigned_abs())))
     }
 
-    /// Takes back one counted attempt on `name`.
-    pub async fn release(&self, name: &str) -> Result<(), StoreError> {
+    async fn release(&self, name: &str) -> Result<(), StoreError> {
         let inv = RELEASE.key(format!("{}{name}", self.prefix));
         let mut conn = self.store.conn();
         self.store
@@ -122,8 +108,7 @@ impl RedisCounters {
             .map(drop)
     }
 
-    /// Forgets counter `name`.
-    pub async fn reset(&self, name: &str) -> Result<(), StoreError> {
+    async fn reset(&self, name: &str) -> Result<(), StoreError> {
         let mut del = redis::cmd("DEL");
         del.arg(format!("{}{name}", self.prefix));
         let mut conn = self.store.conn();

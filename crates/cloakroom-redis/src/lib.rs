@@ -139,5 +139,5 @@ mod scripts;
 mod store;
 
 pub use config::{ConfigError, DEFAULT_KEY_PREFIX, RedisConfig};
-pub use counters::{Backoff, RedisCounters};
+pub use counters::RedisCounters;
 pub use store::RedisStore;

@@ -242,7 +242,7 @@ async fn upkeep(state: AppState) {
                 tracing::warn!(error = %crate::error_chain::chain(&e), "purging expired sessions failed");
             }
         }
-        state.accounts.prune();
+        state.accounts.prune().await;
         purge_mail(&state).await;
     }
 }

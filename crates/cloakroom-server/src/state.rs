@@ -301,9 +301,9 @@ pub struct Stores {
     /// The signing keys shared in PostgreSQL, opened (with the accounts there); `None`: the
     /// keys are files in the data directory.
     pub keys: Option<OpenedKeys>,
-    /// The login throttle's counters in Redis, with the sessions there; `None`: in this
-    /// process.
-    pub throttle: Option<cloakroom_redis::RedisCounters>,
+    /// The login throttle's counters in the shared store, with the sessions there (Redis,
+    /// PostgreSQL); `None`: in this process.
+    pub throttle: Option<Arc<dyn cloakroom_core::throttle::BackoffCounters>>,
 }
 
 /// What opening the stores does with the signing keys shared in PostgreSQL.
@@ -440,8 +440,8 @@ impl Stores {
             ),
             (config, _) => config.clone(),
         };
-        // With the sessions in Redis, the throttle's counters go there too: every instance
-        // counts the same failures.
+        // With the sessions in a shared store, the throttle's counters go there too: every
+        // instance counts the same failures.
         let mut throttle = None;
         let (sessions, feed): (Arc<dyn SessionStore>, _) =
             match (settings.session_store, &redis, &postgres, &db) {
@@ -451,16 +451,21 @@ impl Stores {
                 (SessionStoreKind::Memory, ..) => (Arc::new(MemoryStore::new()), None),
                 (SessionStoreKind::Redis | SessionStoreKind::RedisCluster, Some(config), ..) => {
                     let store = RedisStore::connect(config.clone()).await?;
-                    throttle = Some(store.counters());
+                    throttle = Some(Arc::new(store.counters()) as Arc<_>);
                     (
                         Arc::new(store.clone()),
                         Some(InvalidationFeed::Redis(store)),
                     )
                 }
-                (SessionStoreKind::Postgres, _, Some(pg), _) => (
-                    Arc::new(pg.clone()),
-                    Some(InvalidationFeed::Postgres(pg.clone())),
-                ),
+                (SessionStoreKind::Postgres, _, Some(pg), _) => {
+                    throttle = Some(
+                        Arc::new(cloakroom_postgres::PostgresCounters::new(pg.clone())) as Arc<_>,
+                    );
+                    (
+                        Arc::new(pg.clone()),
+                        Some(InvalidationFeed::Postgres(pg.clone())),
+                    )
+                }
                 // `Settings` always carries the connection a store kind needs.
                 (kind, ..) => {
                     return Err(StartupError::Misconfigured(format!(

@@ -177,3 +177,26 @@ async fn outbox() -> Option<Outbox> {
 }
 
 cloakroom_testkit::outbox_conformance_suite!(conformance_postgres_outbox, outbox());
+
+struct Counters {
+    store: PostgresStore,
+    _schema: support::SchemaGuard,
+}
+
+impl cloakroom_testkit::conformance::CountersHarness for Counters {
+    fn counters(&self) -> Arc<dyn cloakroom_core::throttle::BackoffCounters> {
+        Arc::new(cloakroom_postgres::PostgresCounters::new(
+            self.store.clone(),
+        ))
+    }
+}
+
+async fn counters() -> Option<Counters> {
+    let (store, guard) = support::store().await?;
+    Some(Counters {
+        store,
+        _schema: guard,
+    })
+}
+
+cloakroom_testkit::counters_conformance_suite!(conformance_postgres_counters, counters());

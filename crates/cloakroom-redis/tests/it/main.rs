@@ -74,6 +74,14 @@ async fn cluster() -> Option<RedisHarness> {
     })
 }
 
+impl cloakroom_testkit::conformance::CountersHarness for RedisHarness {
+    fn counters(&self) -> Arc<dyn cloakroom_core::throttle::BackoffCounters> {
+        Arc::new(self.store.counters())
+    }
+}
+
+cloakroom_testkit::counters_conformance_suite!(conformance_redis_counters, standalone());
+cloakroom_testkit::counters_conformance_suite!(conformance_cluster_counters, cluster());
 cloakroom_testkit::conformance_suite!(conformance_redis, standalone());
 cloakroom_testkit::conformance_suite!(conformance_cluster, cluster());
 

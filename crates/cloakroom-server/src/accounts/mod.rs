@@ -191,7 +191,7 @@ impl Accounts {
         passwords: Passwords,
         clock: Arc<dyn Clock>,
         free_signups: u32,
-        shared_counters: Option<cloakroom_redis::RedisCounters>,
+        shared_counters: Option<Arc<dyn cloakroom_core::throttle::BackoffCounters>>,
     ) -> Self {
         let throttle = Throttle::with_signup_allowance(clock.clone(), free_signups);
         Self {
@@ -215,9 +215,11 @@ impl Accounts {
         Ok(self.store.by_id(user).await?.is_none_or(|a| a.disabled))
     }
 
-    /// Forgets stale throttling counters (run periodically so memory stays bounded).
-    pub(crate) fn prune(&self) {
+    /// Forgets stale throttling counters (run periodically so memory, and the shared store,
+    /// stay bounded).
+    pub(crate) async fn prune(&self) {
         self.throttle.prune();
+        self.throttle.purge_shared().await;
     }
 
     /// Checks a login. Unknown users and wrong passwords fail identically (status, body and —

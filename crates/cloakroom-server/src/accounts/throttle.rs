@@ -56,24 +56,26 @@
 //!
 //! # Several instances
 //!
-//! With the sessions in Redis (the deployment with several instances behind a load balancer),
-//! the counters live there too ([`cloakroom_redis::RedisCounters`]): N failures spread over
-//! three instances are throttled like N on one, and a restart forgets nothing. Each check-and-
-//! count is one script on one key; the table-size bound above is then Redis's expiry, which
-//! drops a counter once its failures would be forgotten anyway.
+//! With the sessions in a shared store (the deployment with several instances behind a load
+//! balancer), the counters live there too ([`cloakroom_core::throttle::BackoffCounters`]:
+//! `cloakroom_redis::RedisCounters`, `cloakroom_postgres::PostgresCounters`): N failures spread
+//! over three instances are throttled like N on one, and a restart forgets nothing. Each
+//! check-and-count is one atomic step on one counter (a Lua script, an upsert); the table-size
+//! bound above is then the store's expiry (Redis's TTL, the server's purge of PostgreSQL's
+//! forgotten counters).
 //!
-//! When Redis does not answer, a password attempt fails closed: the login is answered 503 and
-//! nothing is checked. Not a stricter local limit instead: the sessions are in the same Redis,
-//! so a login that passed could not be recorded anyway, and a local fallback would hand every
-//! instance a fresh budget exactly when an attacker can make Redis slow.
+//! When that store does not answer, a password attempt fails closed: the login is answered 503
+//! and nothing is checked. Not a stricter local limit instead: the sessions are in the same
+//! store, so a login that passed could not be recorded anyway, and a local fallback would hand
+//! every instance a fresh budget exactly when an attacker can make the store slow.
 
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cloakroom_core::throttle::{Backoff, BackoffCounters};
 use cloakroom_core::{Clock, StoreError, Timestamp};
-use cloakroom_redis::{Backoff, RedisCounters};
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
@@ -146,14 +148,9 @@ impl Limits {
         }
     }
 
+    #[cfg(test)]
     fn delay_after(&self, failures: u32) -> Duration {
-        match failures.checked_sub(self.free_failures) {
-            None => Duration::ZERO,
-            Some(over) => self
-                .base_delay
-                .saturating_mul(1_u32 << over.min(20))
-                .min(self.max_delay),
-        }
+        self.backoff().delay_after(failures)
     }
 }
 
@@ -253,17 +250,7 @@ impl<K: Eq + Hash + Clone> Table<K> {
 
     /// How long an attempt must still wait after `e`, or zero.
     fn wait_after(&self, e: &Entry, now: Timestamp) -> Duration {
-        if now.duration_since(e.last_failure) >= self.limits.forget_after {
-            return Duration::ZERO;
-        }
-        let until = e
-            .last_failure
-            .saturating_add(self.limits.delay_after(e.failures));
-        if until > now {
-            until.duration_since(now)
-        } else {
-            Duration::ZERO
-        }
+        self.limits.backoff().wait(e.failures, e.last_failure, now)
     }
 
     /// Counts an attempt as a failure now, unless it has to wait: then nothing is counted and
@@ -338,8 +325,9 @@ impl<K: Eq + Hash + Clone> Table<K> {
 pub(crate) struct Throttle {
     clock: Arc<dyn Clock>,
     tables: Arc<Tables>,
-    /// The counters in Redis, when the sessions are there; the tables are then unused.
-    shared: Option<RedisCounters>,
+    /// The counters in the shared store, when the sessions are there (Redis, PostgreSQL); the
+    /// tables are then unused.
+    shared: Option<Arc<dyn BackoffCounters>>,
 }
 
 #[derive(Debug)]
@@ -413,8 +401,8 @@ impl Throttle {
         }
     }
 
-    /// The same policy with its counters in Redis, shared by every instance there.
-    pub(crate) fn shared(mut self, counters: RedisCounters) -> Self {
+    /// The same policy with its counters in a shared store, shared by every instance there.
+    pub(crate) fn shared(mut self, counters: Arc<dyn BackoffCounters>) -> Self {
         self.shared = Some(counters);
         self
     }
@@ -521,6 +509,16 @@ impl Throttle {
     /// Counts a reset mail to `account`, or refuses it.
     pub(crate) async fn reset_mail(&self, account: AccountKey) -> Result<(), Refused> {
         self.reserve(|t| &t.reset_mails, account).await
+    }
+
+    /// Removes the shared store's counters whose failures are forgotten (for a store without
+    /// its own expiry; Redis expires them itself).
+    pub(crate) async fn purge_shared(&self) {
+        if let Some(shared) = &self.shared
+            && let Err(e) = shared.purge_forgotten(self.clock.now()).await
+        {
+            tracing::warn!(error = %crate::error_chain::chain(&e), "purging forgotten throttling counters failed");
+        }
     }
 
     /// Forgets stale entries (run periodically so memory stays bounded).

@@ -301,10 +301,27 @@ fn secrets_in_the_environment_are_a_json_list() {
 #[tokio::test]
 async fn failures_spread_over_instances_are_throttled_like_on_one() {
     let Some(()) = services().await else { return };
+    throttled_across_instances(SessionStoreKind::Redis).await;
+}
+
+/// The same with the sessions in PostgreSQL: the counters are there.
+#[tokio::test]
+async fn with_sessions_in_postgres_failures_are_throttled_across_instances_too() {
+    let Some(()) = services().await else { return };
+    throttled_across_instances(SessionStoreKind::Postgres).await;
+}
+
+async fn throttled_across_instances(sessions: SessionStoreKind) {
     let cluster = Cluster::new();
     let mut instances = Vec::new();
     for _ in 0..3 {
-        instances.push(cluster.instance(&[OLD_SECRET]).await);
+        instances.push(
+            start_with(|raw| {
+                cluster.configure(raw, &[OLD_SECRET]);
+                raw.session_store = sessions;
+            })
+            .await,
+        );
     }
     drop(instances[0].signed_up("tom").await);
     let mut attacker = instances[0].browser();

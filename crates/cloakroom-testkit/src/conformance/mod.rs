@@ -14,7 +14,8 @@
 //! and only moves it forward, so stores with their own expiry (Redis TTLs) behave
 //! realistically. [`account_conformance_suite!`](crate::account_conformance_suite) does the
 //! same for account stores, and [`outbox_conformance_suite!`](crate::outbox_conformance_suite)
-//! for mail outboxes.
+//! for mail outboxes, [`counters_conformance_suite!`](crate::counters_conformance_suite) for
+//! the throttle's shared counters.
 //!
 //! Each check is also a public `async fn` taking the harness, for a backend that wants to run
 //! one of them under conditions of its own (a failover, a slow network).
@@ -24,10 +25,12 @@
 //! [`MailOutbox`]: cloakroom_core::mail::MailOutbox
 
 pub mod accounts;
+pub mod counters;
 pub mod outbox;
 pub mod sessions;
 
 pub use accounts::AccountHarness;
+pub use counters::CountersHarness;
 pub use outbox::OutboxHarness;
 pub use sessions::{Cached, Harness};
 
