@@ -20,6 +20,7 @@ Only the standard library, redis-cli and psql. Every server listens on 127.0.0.1
 """
 
 import argparse
+from pathlib import Path
 import http.client
 import json
 import os
@@ -34,7 +35,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pgproxy import PgProxy  # noqa: E402
 
-BIN = os.environ.get("CLOAKROOM_BIN", "/tmp/docs-bin/cloakroom")
+# The binary to measure: CLOAKROOM_BIN, else the debug build in the cargo target directory.
+BIN = os.environ.get("CLOAKROOM_BIN") or str(
+    Path(os.environ.get("CARGO_TARGET_DIR") or Path(__file__).resolve().parent.parent / "target")
+    / "debug" / "cloakroom")
 REDIS_PORT = os.environ.get("CRDOCS_REDIS_PORT", "6379")
 REDIS = ["redis-cli", "-h", "127.0.0.1", "-p", REDIS_PORT]
 PG_DIRECT = "postgres://postgres@127.0.0.1:5432/test"
