@@ -81,6 +81,16 @@ impl Origin {
     pub fn is_https(&self) -> bool {
         self.0.starts_with("https://")
     }
+
+    /// The host, as `url::Url::host_str` spells it (`[::1]` for an IPv6 address), without
+    /// the port.
+    pub fn host(&self) -> &str {
+        let rest = self.0.split_once("://").map_or(self.0.as_str(), |(_, r)| r);
+        match rest.find(']') {
+            Some(end) if rest.starts_with('[') => &rest[..=end],
+            _ => rest.split_once(':').map_or(rest, |(host, _)| host),
+        }
+    }
 }
 
 impl fmt::Display for Origin {
@@ -228,6 +238,21 @@ mod tests {
             sec_fetch_site: site.map(str::as_bytes),
             origin: origin.map(str::as_bytes),
             referer: referer.map(str::as_bytes),
+        }
+    }
+
+    #[test]
+    fn host_is_the_url_host_without_the_port() {
+        for (text, host) in [
+            ("https://login.example.com", "login.example.com"),
+            ("http://localhost:8080", "localhost"),
+            ("http://[::1]:8080", "[::1]"),
+            ("https://127.0.0.1", "127.0.0.1"),
+        ] {
+            let origin = Origin::parse(text).unwrap();
+            assert_eq!(origin.host(), host);
+            let url = url::Url::parse(text).unwrap();
+            assert_eq!(Some(origin.host()), url.host_str(), "{text}");
         }
     }
 

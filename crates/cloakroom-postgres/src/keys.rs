@@ -86,6 +86,20 @@ impl PostgresKeys {
             .collect()
     }
 
+    /// The keys of one purpose.
+    pub async fn load_purpose(&self, purpose: &str) -> Result<Vec<StoredKey>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} WHERE purpose = $1 ORDER BY signs_from, created_at",
+            self.table
+        );
+        self.store
+            .query(&sql, &[&purpose])
+            .await?
+            .iter()
+            .map(row_to_key)
+            .collect()
+    }
+
     /// Adds `keys` as the first keys of their purposes, all in one transaction, unless any of
     /// those purposes has a key already (another instance got there first: nothing is added,
     /// so keys made under two different secrets never sit side by side). Returns whether they

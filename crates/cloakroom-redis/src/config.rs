@@ -171,17 +171,19 @@ impl RedisConfig {
 
     /// A client for `url` with this configuration's trust anchors.
     pub(crate) fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
-        match &self.root_certs {
+        match self.certificates() {
             None => redis::Client::open(url),
-            Some(pem) => redis::Client::build_with_tls(url, self.certificates(pem)),
+            Some(certs) => redis::Client::build_with_tls(url, certs),
         }
     }
 
-    pub(crate) fn certificates(&self, pem: &[u8]) -> redis::TlsCertificates {
-        redis::TlsCertificates {
+    /// The private authority to trust, in the form redis-rs takes it; `None`: the system's
+    /// trust store.
+    pub(crate) fn certificates(&self) -> Option<redis::TlsCertificates> {
+        self.root_certs.as_ref().map(|pem| redis::TlsCertificates {
             client_tls: None,
-            root_cert: Some(pem.to_owned()),
-        }
+            root_cert: Some(pem.clone()),
+        })
     }
 
     /// Prepends `prefix` to every key (default [`DEFAULT_KEY_PREFIX`]). At most 64 ASCII

@@ -44,8 +44,8 @@ impl Conn {
             }
             Topology::Cluster(seeds) => {
                 let mut builder = ClusterClientBuilder::new(seeds.iter().map(String::as_str));
-                if let Some(pem) = &config.root_certs {
-                    builder = builder.certs(config.certificates(pem));
+                if let Some(certs) = config.certificates() {
+                    builder = builder.certs(certs);
                 }
                 let client = builder
                     .connection_timeout(config.connect_timeout)

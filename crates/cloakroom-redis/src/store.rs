@@ -60,11 +60,8 @@ struct Inner {
     grace_ms: i64,
     command_timeout: Duration,
     cluster: bool,
-    prefix: String,
     /// `keys.channel()`, built once: every write script names it.
     channel: String,
-    /// Where a subscriber may connect: the server, or the Cluster's seed nodes.
-    urls: Vec<String>,
     /// What it was connected with.
     config: RedisConfig,
 }
@@ -80,7 +77,7 @@ impl std::fmt::Debug for RedisStore {
                     "standalone"
                 },
             )
-            .field("key_prefix", &self.inner.prefix)
+            .field("key_prefix", &self.inner.config.key_prefix)
             .finish_non_exhaustive()
     }
 }
@@ -189,11 +186,6 @@ impl RedisStore {
                 command_timeout: config.command_timeout,
                 cluster: matches!(config.topology, Topology::Cluster(_)),
                 channel: Keys::new(&config.key_prefix).channel(),
-                urls: match &config.topology {
-                    Topology::Standalone(url) => vec![url.clone()],
-                    Topology::Cluster(seeds) => seeds.clone(),
-                },
-                prefix: config.key_prefix.clone(),
                 config,
             }),
         })
@@ -201,7 +193,7 @@ impl RedisStore {
 
     /// The key prefix this store writes under.
     pub fn key_prefix(&self) -> &str {
-        &self.inner.prefix
+        &self.inner.config.key_prefix
     }
 
     pub(crate) fn conn(&self) -> Conn {
@@ -623,8 +615,12 @@ impl RedisStore {
         &self.inner.channel
     }
 
+    /// Where a subscriber may connect: the server, or the Cluster's seed nodes.
     pub(crate) fn urls(&self) -> &[String] {
-        &self.inner.urls
+        match &self.inner.config.topology {
+            Topology::Standalone(url) => std::slice::from_ref(url),
+            Topology::Cluster(seeds) => seeds,
+        }
     }
 
     /// The configuration it was connected with (its trust anchors make further clients).

@@ -394,9 +394,12 @@ impl AccessRules {
         };
         let host = &target.host;
         let decide = |path: &str| self.decide(&AccessRequest { host, path, method }, who);
+        // Reversed, so that of equally strict decisions the first reading's (the normalised
+        // path's) is the one reported: `max_by_key` keeps the last of equal keys.
         target
             .paths
             .iter()
+            .rev()
             .map(|p| decide(p))
             .max_by_key(|d| rank(d.outcome))
             .unwrap_or_else(|| decide("/"))

@@ -388,32 +388,22 @@ mod tests {
         (dir, store, alice.id)
     }
 
+    async fn groups_of(identities: &Identities, who: &UserId) -> Vec<GroupName> {
+        identities.of(who).await.unwrap().unwrap().groups.clone()
+    }
+
     /// The cache answers without the store — a change made behind its back is not seen — and
     /// a write through the store it hands out is seen on the next read.
     #[tokio::test]
     async fn identities_are_cached_and_dropped_by_the_writes_they_hand_out() {
         let (_dir, raw, alice) = store_with_alice().await;
         let (identities, writes) = Identities::new(raw.clone(), true);
-        assert!(
-            identities
-                .of(&alice)
-                .await
-                .unwrap()
-                .unwrap()
-                .groups
-                .is_empty()
-        );
+        assert!(groups_of(&identities, &alice).await.is_empty());
         raw.update_groups(&alice, &[group("admins")], &[])
             .await
             .unwrap();
         assert!(
-            identities
-                .of(&alice)
-                .await
-                .unwrap()
-                .unwrap()
-                .groups
-                .is_empty(),
+            groups_of(&identities, &alice).await.is_empty(),
             "served from the cache"
         );
         writes
@@ -421,7 +411,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            identities.of(&alice).await.unwrap().unwrap().groups,
+            groups_of(&identities, &alice).await,
             vec![group("admins"), group("wiki")]
         );
         writes.set_disabled(&alice, true).await.unwrap();
@@ -433,22 +423,11 @@ mod tests {
     async fn without_a_cache_every_read_is_fresh() {
         let (_dir, raw, alice) = store_with_alice().await;
         let (identities, _) = Identities::new(raw.clone(), false);
-        assert!(
-            identities
-                .of(&alice)
-                .await
-                .unwrap()
-                .unwrap()
-                .groups
-                .is_empty()
-        );
+        assert!(groups_of(&identities, &alice).await.is_empty());
         raw.update_groups(&alice, &[group("admins")], &[])
             .await
             .unwrap();
-        assert_eq!(
-            identities.of(&alice).await.unwrap().unwrap().groups,
-            vec![group("admins")]
-        );
+        assert_eq!(groups_of(&identities, &alice).await, vec![group("admins")]);
         raw.delete(&alice).await.unwrap();
         assert!(identities.of(&alice).await.unwrap().is_none(), "deleted");
     }

@@ -196,14 +196,9 @@ impl Secrets {
         Ok(Self { sealers })
     }
 
-    /// How many secrets there are.
-    pub fn len(&self) -> usize {
+    /// How many secrets there are (never none: an empty list is refused).
+    pub(crate) fn count(&self) -> usize {
         self.sealers.len()
-    }
-
-    /// Whether there are none (never, for a loaded list).
-    pub fn is_empty(&self) -> bool {
-        self.sealers.is_empty()
     }
 
     /// Seals `plaintext` with the newest secret, bound to `context` (which must be given again
@@ -326,7 +321,10 @@ mod tests {
     fn sources_are_checked() {
         assert!(Secrets::load(None, None).unwrap().is_none());
         let json = format!(r#"["{B}", "{A}"]"#);
-        assert_eq!(Secrets::load(Some(&json), None).unwrap().unwrap().len(), 2);
+        assert_eq!(
+            Secrets::load(Some(&json), None).unwrap().unwrap().count(),
+            2
+        );
         assert!(matches!(
             Secrets::load(Some(A), None),
             Err(SecretsError::NotAList)
@@ -351,7 +349,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("secrets");
         std::fs::write(&file, format!("# newest first\n{B}\n\n  {A}  \n")).unwrap();
-        assert_eq!(Secrets::load(None, Some(&file)).unwrap().unwrap().len(), 2);
+        assert_eq!(
+            Secrets::load(None, Some(&file)).unwrap().unwrap().count(),
+            2
+        );
         assert!(matches!(
             Secrets::load(Some(&json), Some(&file)),
             Err(SecretsError::Both)

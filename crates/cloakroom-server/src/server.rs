@@ -218,15 +218,22 @@ async fn serve(
 /// instance, drop stale cached tokens, purge expired sessions, forget stale throttling
 /// counters, drop old finished mail.
 async fn upkeep(state: AppState) {
-    let mut keys = tokio::time::interval(Duration::from_secs(10));
+    // The keys were read when the state was built: the first re-read is one period later.
+    let every = Duration::from_secs(10);
+    let mut keys = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
         tokio::select! {
             _ = keys.tick() => {
-                if let Err(e) = state.rotate_keys_if_due().await {
-                    tracing::error!(error = %crate::error_chain::chain(&e), "the scheduled key rotation failed; trying again shortly");
-                }
-                if let Err(e) = state.reload_keys().await {
+                let rotated = match state.rotate_keys_if_due().await {
+                    Ok(kid) => kid.is_some(),
+                    Err(e) => {
+                        tracing::error!(error = %crate::error_chain::chain(&e), "the scheduled key rotation failed; trying again shortly");
+                        false
+                    }
+                };
+                // A rotation just made has re-read the keys already.
+                if !rotated && let Err(e) = state.reload_keys().await {
                     tracing::error!(error = %crate::error_chain::chain(&e), "reloading service-JWT keys failed; keeping the previous ones");
                 }
                 state.minter.prune(state.clock.now());

@@ -251,11 +251,7 @@ impl AppState {
                 .rotate(s.jwt_algorithm, now, Some(since))
                 .await?
                 .map(|(key, _)| key),
-            None => {
-                let mut ring = KeyRing::open(&s.data_dir, s.jwt_algorithm, now)?;
-                ring.remove_retired(now)?;
-                Some(ring.rotate(s.jwt_algorithm, now)?)
-            }
+            None => Some(KeyRing::rotate_files(&s.data_dir, s.jwt_algorithm, now)?.0),
         };
         self.reload_keys().await?;
         Ok(rotated.map(|key| {

@@ -22,9 +22,31 @@ pub struct ObservedStore<S = MemoryStore> {
     live_counts: AtomicU64,
     unavailable: AtomicBool,
     writes_unavailable: AtomicBool,
-    hold: std::sync::Mutex<Option<HeldLoad>>,
-    hold_create: std::sync::Mutex<Option<HeldLoad>>,
-    hold_touch: std::sync::Mutex<Option<HeldLoad>>,
+    hold: Hold,
+    hold_create: Hold,
+    hold_touch: Hold,
+}
+
+/// One call a test can hold open: armed by `hold_next_…`, passed by the call it holds.
+#[derive(Debug, Default)]
+struct Hold(std::sync::Mutex<Option<HeldLoad>>);
+
+impl Hold {
+    fn arm(&self) -> LoadHold {
+        let (entered_tx, entered) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel();
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((entered_tx, release_rx));
+        LoadHold { entered, release }
+    }
+
+    /// Says the call got here and waits for the release, if the hold is armed (once).
+    async fn pass(&self) {
+        let held = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((entered, release)) = held {
+            let _ = entered.send(());
+            let _ = release.await;
+        }
+    }
 }
 
 type HeldLoad = (
@@ -64,27 +86,20 @@ impl<S: SessionStore> ObservedStore<S> {
             live_counts: AtomicU64::new(0),
             unavailable: AtomicBool::new(false),
             writes_unavailable: AtomicBool::new(false),
-            hold: std::sync::Mutex::new(None),
-            hold_create: std::sync::Mutex::new(None),
-            hold_touch: std::sync::Mutex::new(None),
+            hold: Hold::default(),
+            hold_create: Hold::default(),
+            hold_touch: Hold::default(),
         }
     }
 
     /// Holds the next `create` open before it reaches the store, until released.
     pub fn hold_next_create(&self) -> LoadHold {
-        let (entered_tx, entered) = tokio::sync::oneshot::channel();
-        let (release, release_rx) = tokio::sync::oneshot::channel();
-        *self.hold_create.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((entered_tx, release_rx));
-        LoadHold { entered, release }
+        self.hold_create.arm()
     }
 
     /// Holds the next `touch` open after it has written, until released.
     pub fn hold_next_touch(&self) -> LoadHold {
-        let (entered_tx, entered) = tokio::sync::oneshot::channel();
-        let (release, release_rx) = tokio::sync::oneshot::channel();
-        *self.hold_touch.lock().unwrap_or_else(|p| p.into_inner()) = Some((entered_tx, release_rx));
-        LoadHold { entered, release }
+        self.hold_touch.arm()
     }
 
     /// How many times the live sessions were counted.
@@ -100,10 +115,7 @@ impl<S: SessionStore> ObservedStore<S> {
 
     /// Holds the next `load` open after it has read the store, until released.
     pub fn hold_next_load(&self) -> LoadHold {
-        let (entered_tx, entered) = tokio::sync::oneshot::channel();
-        let (release, release_rx) = tokio::sync::oneshot::channel();
-        *self.hold.lock().unwrap_or_else(|p| p.into_inner()) = Some((entered_tx, release_rx));
-        LoadHold { entered, release }
+        self.hold.arm()
     }
 
     /// How many `load`s reached the store.
@@ -151,15 +163,7 @@ impl<S: SessionStore> SessionStore for ObservedStore<S> {
         "observed"
     }
     async fn create(&self, s: &Session) -> Result<(), StoreError> {
-        let held = self
-            .hold_create
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some((entered, release)) = held {
-            let _ = entered.send(());
-            let _ = release.await;
-        }
+        self.hold_create.pass().await;
         self.write()?;
         self.inner.create(s).await
     }
@@ -167,11 +171,7 @@ impl<S: SessionStore> SessionStore for ObservedStore<S> {
         self.check()?;
         self.loads.fetch_add(1, Ordering::SeqCst);
         let found = self.inner.load(id).await;
-        let held = self.hold.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some((entered, release)) = held {
-            let _ = entered.send(());
-            let _ = release.await;
-        }
+        self.hold.pass().await;
         found
     }
     async fn touch(
@@ -182,15 +182,7 @@ impl<S: SessionStore> SessionStore for ObservedStore<S> {
     ) -> Result<bool, StoreError> {
         self.write()?;
         let touched = self.inner.touch(id, seen, idle).await;
-        let held = self
-            .hold_touch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some((entered, release)) = held {
-            let _ = entered.send(());
-            let _ = release.await;
-        }
+        self.hold_touch.pass().await;
         touched
     }
     async fn save(&self, s: &Session) -> Result<SaveOutcome, StoreError> {

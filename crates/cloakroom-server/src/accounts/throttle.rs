@@ -82,76 +82,54 @@ use sha2::{Digest, Sha256};
 /// The most entries one throttling table holds.
 pub(crate) const MAX_ENTRIES: usize = 100_000;
 
-/// Limits for one kind of counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Limits {
-    /// Failures allowed before the next attempt has to wait.
-    pub(crate) free_failures: u32,
-    /// The first delay; doubled for each further failure.
-    pub(crate) base_delay: Duration,
-    /// The longest delay.
-    pub(crate) max_delay: Duration,
-    /// Failures are forgotten after this long without one.
-    pub(crate) forget_after: Duration,
-}
+/// The policy of each kind of counter (each a [`Backoff`]: free failures, then a doubling
+/// wait up to a cap; forgotten after a quiet spell).
+#[derive(Debug)]
+pub(crate) struct Limits;
 
 impl Limits {
     /// Per (account, network): 5 free failures, then 1 s doubling up to 15 minutes.
-    pub(crate) const PAIR: Self = Self {
-        free_failures: 5,
-        base_delay: Duration::from_secs(1),
-        max_delay: Duration::from_secs(15 * 60),
-        forget_after: Duration::from_secs(24 * 3600),
+    pub(crate) const PAIR: Backoff = Backoff {
+        free: 5,
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(15 * 60),
+        forget: Duration::from_secs(24 * 3600),
     };
 
     /// Per network: 20 free failures (a shared NAT has many users), then the same curve.
-    pub(crate) const NETWORK: Self = Self {
-        free_failures: 20,
+    pub(crate) const NETWORK: Backoff = Backoff {
+        free: 20,
         ..Self::PAIR
     };
 
     /// Per account, across all networks: the NIST ceiling of 100 consecutive failures, then
     /// 1 minute doubling up to 15 minutes.
-    pub(crate) const ACCOUNT: Self = Self {
-        free_failures: 100,
-        base_delay: Duration::from_secs(60),
+    pub(crate) const ACCOUNT: Backoff = Backoff {
+        free: 100,
+        base: Duration::from_secs(60),
         ..Self::PAIR
     };
 
     /// Sign-ups per network: 10 free, then 1 s doubling up to 15 minutes; forgotten after a
     /// quiet hour.
-    pub(crate) const SIGNUP: Self = Self {
-        free_failures: 10,
-        forget_after: Duration::from_secs(3600),
+    pub(crate) const SIGNUP: Backoff = Backoff {
+        free: 10,
+        forget: Duration::from_secs(3600),
         ..Self::PAIR
     };
 
     /// Password-reset requests per network, whatever the account: 10 free, then 1 s doubling
     /// up to 15 minutes; forgotten after a quiet hour.
-    pub(crate) const RESET_REQUEST: Self = Self::SIGNUP;
+    pub(crate) const RESET_REQUEST: Backoff = Self::SIGNUP;
 
     /// Reset mails per account: 3 free (a lost mail, a retry), then 1 minute doubling up to
     /// 15 minutes; forgotten after a quiet hour. Stops anyone filling a user's mailbox.
-    pub(crate) const RESET_MAIL: Self = Self {
-        free_failures: 3,
-        base_delay: Duration::from_secs(60),
-        forget_after: Duration::from_secs(3600),
+    pub(crate) const RESET_MAIL: Backoff = Backoff {
+        free: 3,
+        base: Duration::from_secs(60),
+        forget: Duration::from_secs(3600),
         ..Self::PAIR
     };
-
-    fn backoff(&self) -> Backoff {
-        Backoff {
-            free: self.free_failures,
-            base: self.base_delay,
-            max: self.max_delay,
-            forget: self.forget_after,
-        }
-    }
-
-    #[cfg(test)]
-    fn delay_after(&self, failures: u32) -> Duration {
-        self.backoff().delay_after(failures)
-    }
 }
 
 /// A typed username as the throttle knows it: a fixed-size digest, never the text.
@@ -214,6 +192,15 @@ impl CounterName for (AccountKey, Option<Network>) {
     }
 }
 
+/// How much of a counter [`Throttle::give_back`] returns.
+#[derive(Debug, Clone, Copy)]
+enum GiveBack {
+    /// One attempt.
+    One,
+    /// Every attempt: the counter starts over.
+    All,
+}
+
 /// Why an attempt was not counted.
 #[derive(Debug)]
 pub(crate) enum Refused {
@@ -233,13 +220,20 @@ struct Entry {
 struct Table<K: Eq + Hash> {
     /// Its name in the shared store.
     name: &'static str,
-    limits: Limits,
+    limits: Backoff,
     capacity: usize,
     entries: DashMap<K, Entry>,
 }
 
+impl<K: Eq + Hash + Clone + CounterName> Table<K> {
+    /// The name of `key`'s counter in the shared store.
+    fn shared_name(&self, key: &K) -> String {
+        format!("{}:{}", self.name, key.name())
+    }
+}
+
 impl<K: Eq + Hash + Clone> Table<K> {
-    fn new(name: &'static str, limits: Limits, capacity: usize) -> Self {
+    fn new(name: &'static str, limits: Backoff, capacity: usize) -> Self {
         Self {
             name,
             limits,
@@ -250,7 +244,7 @@ impl<K: Eq + Hash + Clone> Table<K> {
 
     /// How long an attempt must still wait after `e`, or zero.
     fn wait_after(&self, e: &Entry, now: Timestamp) -> Duration {
-        self.limits.backoff().wait(e.failures, e.last_failure, now)
+        self.limits.wait(e.failures, e.last_failure, now)
     }
 
     /// Counts an attempt as a failure now, unless it has to wait: then nothing is counted and
@@ -265,7 +259,7 @@ impl<K: Eq + Hash + Clone> Table<K> {
             last_failure: now,
         });
         let e = entry.value_mut();
-        if now.duration_since(e.last_failure) >= self.limits.forget_after {
+        if now.duration_since(e.last_failure) >= self.limits.forget {
             e.failures = 0;
         }
         let wait = self.wait_after(e, now);
@@ -290,7 +284,7 @@ impl<K: Eq + Hash + Clone> Table<K> {
     }
 
     fn prune(&self, now: Timestamp) {
-        let forget = self.limits.forget_after;
+        let forget = self.limits.forget;
         self.entries
             .retain(|_, e| now.duration_since(e.last_failure) < forget);
     }
@@ -355,11 +349,18 @@ impl Attempt {
     /// reservation back.
     pub(crate) async fn succeeded(self) {
         let t = &self.throttle;
-        t.reset(|t| &t.pairs, &(self.account, self.network)).await;
-        t.reset(|t| &t.accounts, &self.account).await;
-        if let Some(network) = &self.network {
-            t.release(|t| &t.networks, network).await;
-        }
+        // Independent counters: with a shared store, three round trips at once.
+        let network = async {
+            if let Some(network) = &self.network {
+                t.give_back(|t| &t.networks, network, GiveBack::One).await;
+            }
+        };
+        let pair = (self.account, self.network);
+        tokio::join!(
+            t.give_back(|t| &t.pairs, &pair, GiveBack::All),
+            t.give_back(|t| &t.accounts, &self.account, GiveBack::All),
+            network,
+        );
     }
 }
 
@@ -379,12 +380,12 @@ impl Throttle {
     /// Throttling with tables of at most `capacity` entries each.
     #[cfg(test)]
     pub(crate) fn with_capacity(clock: Arc<dyn Clock>, capacity: usize) -> Self {
-        Self::build(clock, capacity, Limits::SIGNUP.free_failures)
+        Self::build(clock, capacity, Limits::SIGNUP.free)
     }
 
     fn build(clock: Arc<dyn Clock>, capacity: usize, free_signups: u32) -> Self {
-        let signup = Limits {
-            free_failures: free_signups,
+        let signup = Backoff {
+            free: free_signups,
             ..Limits::SIGNUP
         };
         Self {
@@ -415,52 +416,42 @@ impl Throttle {
     ) -> Result<(), Refused> {
         let now = self.clock.now();
         let table = table(&self.tables);
-        match &self.shared {
-            None => table.reserve(key, now).map_err(Refused::Wait),
-            Some(shared) => {
-                let name = format!("{}:{}", table.name, key.name());
-                match shared.reserve(&name, &table.limits.backoff(), now).await {
-                    Ok(None) => Ok(()),
-                    Ok(Some(wait)) => Err(Refused::Wait(wait)),
-                    Err(e) => Err(Refused::Unavailable(e)),
-                }
-            }
+        let Some(shared) = &self.shared else {
+            return table.reserve(key, now).map_err(Refused::Wait);
+        };
+        match shared
+            .reserve(&table.shared_name(&key), &table.limits, now)
+            .await
+        {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => Err(Refused::Wait(wait)),
+            Err(e) => Err(Refused::Unavailable(e)),
         }
     }
 
-    /// Takes back one counted attempt (best effort: a counter that stays is the safe side).
-    async fn release<K: Eq + Hash + Clone + CounterName>(
+    /// Takes back one counted attempt on `key` (`GiveBack::One`: the attempt succeeded, or
+    /// another counter refused it) or all of them (`GiveBack::All`). Best effort: a counter
+    /// that stays is the safe side.
+    async fn give_back<K: Eq + Hash + Clone + CounterName>(
         &self,
         table: impl Fn(&Tables) -> &Table<K>,
         key: &K,
+        how: GiveBack,
     ) {
         let table = table(&self.tables);
-        match &self.shared {
-            None => table.release(key),
-            Some(shared) => {
-                let name = format!("{}:{}", table.name, key.name());
-                if let Err(e) = shared.release(&name).await {
-                    tracing::warn!(error = %crate::error_chain::chain(&e), "a throttling counter kept a reservation it should have given back");
-                }
-            }
-        }
-    }
-
-    /// Forgets a counter (best effort, as [`release`](Self::release)).
-    async fn reset<K: Eq + Hash + Clone + CounterName>(
-        &self,
-        table: impl Fn(&Tables) -> &Table<K>,
-        key: &K,
-    ) {
-        let table = table(&self.tables);
-        match &self.shared {
-            None => table.reset(key),
-            Some(shared) => {
-                let name = format!("{}:{}", table.name, key.name());
-                if let Err(e) = shared.reset(&name).await {
-                    tracing::warn!(error = %crate::error_chain::chain(&e), "a throttling counter was not reset after a success");
-                }
-            }
+        let Some(shared) = &self.shared else {
+            return match how {
+                GiveBack::One => table.release(key),
+                GiveBack::All => table.reset(key),
+            };
+        };
+        let name = table.shared_name(key);
+        let done = match how {
+            GiveBack::One => shared.release(&name).await,
+            GiveBack::All => shared.reset(&name).await,
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %crate::error_chain::chain(&e), counter = table.name, "a throttling counter kept attempts it should have given back");
         }
     }
 
@@ -477,14 +468,15 @@ impl Throttle {
         }
         if let Err(refused) = self.reserve(|t| &t.pairs, (account, network)).await {
             if let Some(n) = &network {
-                self.release(|t| &t.networks, n).await;
+                self.give_back(|t| &t.networks, n, GiveBack::One).await;
             }
             return Err(refused);
         }
         if let Err(refused) = self.reserve(|t| &t.accounts, account).await {
-            self.release(|t| &t.pairs, &(account, network)).await;
+            self.give_back(|t| &t.pairs, &(account, network), GiveBack::One)
+                .await;
             if let Some(n) = &network {
-                self.release(|t| &t.networks, n).await;
+                self.give_back(|t| &t.networks, n, GiveBack::One).await;
             }
             return Err(refused);
         }

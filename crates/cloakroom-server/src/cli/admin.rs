@@ -561,14 +561,8 @@ pub fn keys_rotate(
     alg: crate::tokens::keys::KeyAlgorithm,
     now: cloakroom_core::Timestamp,
 ) -> Result<String, AdminError> {
-    let mut ring = crate::tokens::keys::KeyRing::open(data_dir, alg, now).map_err(fail)?;
-    let removed = ring.remove_retired(now).map_err(fail)?;
-    let key = ring.rotate(alg, now).map_err(fail)?;
-    let retire = ring
-        .keys()
-        .iter()
-        .filter_map(crate::tokens::keys::SigningKey::retire_at)
-        .max();
+    let (key, retire, removed) =
+        crate::tokens::keys::KeyRing::rotate_files(data_dir, alg, now).map_err(fail)?;
     let mut out = rotated(&key, retire);
     if removed > 0 {
         let _ = writeln!(out, "removed {removed} retired key(s)");

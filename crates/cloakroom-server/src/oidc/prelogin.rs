@@ -88,7 +88,7 @@ pub struct PreLoginKeyError {
 impl PreLoginKey {
     /// Reads `<data_dir>/oidc-prelogin.key`, making it (owner-only) if it does not exist.
     pub(crate) fn open(data_dir: &Path) -> Result<Self, PreLoginKeyError> {
-        let path = data_dir.join("oidc-prelogin.key");
+        let path = Self::path(data_dir);
         let err = |source| PreLoginKeyError {
             path: path.clone(),
             source,
@@ -103,13 +103,17 @@ impl PreLoginKey {
                     ))
                 }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                getrandom::fill(&mut key).map_err(|e| err(std::io::Error::other(e)))?;
-                write_new(&path, &key).map_err(err)?;
-                Ok(Self(key))
+                let key = Self::generate();
+                write_new(&path, key.bytes()).map_err(err)?;
+                Ok(key)
             }
             Err(e) => Err(err(e)),
         }
+    }
+
+    /// Where a data directory keeps the key.
+    pub(crate) fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("oidc-prelogin.key")
     }
 
     /// A key of 32 bytes read from elsewhere (the shared key store).

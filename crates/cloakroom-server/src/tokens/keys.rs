@@ -63,11 +63,8 @@ impl KeyAlgorithm {
 
     /// The algorithm a JOSE name ([`as_str`](Self::as_str)) names.
     pub(crate) fn from_jose(name: &str) -> Option<Self> {
-        match name {
-            "EdDSA" => Some(Self::EdDsa),
-            "ES256" => Some(Self::Es256),
-            _ => None,
-        }
+        // The flag's aliases are the JOSE names.
+        <Self as clap::ValueEnum>::from_str(name, false).ok()
     }
 }
 
@@ -311,6 +308,16 @@ impl SigningKey {
     }
 }
 
+/// Where the service-JWT keys of a data directory are.
+pub(crate) fn service_jwt_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("keys")
+}
+
+/// Where the single-use-link keys of a data directory are.
+pub(crate) fn link_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("link-keys")
+}
+
 fn random<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     // Same policy as session tokens: no randomness, no keys.
@@ -336,7 +343,7 @@ impl KeyRing {
         alg: KeyAlgorithm,
         now: Timestamp,
     ) -> Result<Self, KeyError> {
-        Self::open_dir(data_dir.join("keys"), alg, now, "service-JWT")
+        Self::open_dir(service_jwt_dir(data_dir), alg, now, "service-JWT")
     }
 
     /// Loads the keys in `dir`, creating it and a first key (signing at once) if there is
@@ -363,15 +370,31 @@ impl KeyRing {
 
     /// Loads the keys without creating any.
     pub(crate) fn load(data_dir: &Path) -> Result<Self, KeyError> {
-        Self::load_dir(data_dir.join("keys"))
+        Self::load_dir(service_jwt_dir(data_dir))
     }
 
-    /// Loads the keys in an existing directory (the caller checked it exists).
-    pub(crate) fn load_dir_existing(dir: PathBuf) -> Result<Self, KeyError> {
-        Self::load_dir(dir)
+    /// Loads `<data_dir>/link-keys`, creating it and a first key if there is none.
+    pub(crate) fn open_links(data_dir: &Path, now: Timestamp) -> Result<Self, KeyError> {
+        Self::open_dir(link_dir(data_dir), KeyAlgorithm::EdDsa, now, "link")
     }
 
-    fn load_dir(dir: PathBuf) -> Result<Self, KeyError> {
+    /// Rotates the service-JWT keys in `<data_dir>/keys` (see [`rotate`](Self::rotate)),
+    /// deleting those retired by `now` first. Returns the new key, when the keys before it
+    /// retire, and how many retired keys were deleted.
+    pub(crate) fn rotate_files(
+        data_dir: &Path,
+        alg: KeyAlgorithm,
+        now: Timestamp,
+    ) -> Result<(SigningKey, Option<Timestamp>, usize), KeyError> {
+        let mut ring = Self::open(data_dir, alg, now)?;
+        let removed = ring.remove_retired(now)?;
+        let key = ring.rotate(alg, now)?;
+        let retire = ring.keys.iter().filter_map(SigningKey::retire_at).max();
+        Ok((key, retire, removed))
+    }
+
+    /// Loads the keys in `dir`, creating the directory (empty) if it does not exist.
+    pub(crate) fn load_dir(dir: PathBuf) -> Result<Self, KeyError> {
         let io = |source| KeyError::Io {
             path: dir.display().to_string(),
             source,
@@ -443,6 +466,14 @@ impl KeyRing {
         f.write_all(&text).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    /// Whether `other` holds the same keys on the same schedule.
+    pub(crate) fn same_keys(&self, other: &Self) -> bool {
+        self.keys.len() == other.keys.len()
+            && self.keys.iter().zip(&other.keys).all(|(a, b)| {
+                (a.kid(), a.signs_from(), a.retire_at()) == (b.kid(), b.signs_from(), b.retire_at())
+            })
     }
 
     /// Every key, oldest signer first.

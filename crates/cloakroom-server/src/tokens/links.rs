@@ -17,9 +17,10 @@
 //! read the database can compute any account's reset fingerprint (password hash and epoch are
 //! in it); if the signing key were there too, reading the database — a leaked backup, an
 //! injected `SELECT` — would be enough to mint a reset link for every account. Kept apart, a
-//! database leak costs password hashes to crack offline, not accounts. The price: instances
-//! that verify each other's links must share this directory's keys, exactly as they share the
-//! service-JWT keys.
+//! database leak costs password hashes to crack offline, not accounts. With the accounts in
+//! PostgreSQL, where several instances must share the keys, they are in the database after
+//! all — but sealed with the operator's secret, which the database never holds (see
+//! [`crate::tokens::vault`]): a leak of the database alone still mints nothing.
 //!
 //! A key is made on first start and signs until another is added; every key in the directory
 //! verifies. There is no rotation command yet: to rotate, add a key file and keep the old one
@@ -36,7 +37,7 @@ use cloakroom_core::link::{
 use cloakroom_core::origin::Origin;
 use ed25519_dalek::Signer as _;
 
-use crate::tokens::keys::{KeyAlgorithm, KeyError, KeyRing};
+use crate::tokens::keys::{KeyError, KeyRing};
 
 /// An Ed25519 key that signs single-use links and nothing else.
 pub struct LinkSigningKey {
@@ -92,8 +93,7 @@ impl Links {
         reset_ttl: Duration,
         now: Timestamp,
     ) -> Result<Self, KeyError> {
-        let ring = KeyRing::open_dir(data_dir.join("link-keys"), KeyAlgorithm::EdDsa, now, "link")?;
-        Self::new(&ring, audience, reset_ttl)
+        Self::new(&KeyRing::open_links(data_dir, now)?, audience, reset_ttl)
     }
 
     /// Links signed by the keys of `ring` (the newest signs).

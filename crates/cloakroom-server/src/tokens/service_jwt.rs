@@ -134,7 +134,12 @@ impl Minter {
     }
 
     /// Signs with `ring` from now on (re-read after a rotation).
+    /// (Nothing happens when `ring` holds the keys, on the schedule, already in use: the
+    /// usual case of the periodic re-read, which then takes no write lock.)
     pub(crate) fn replace(&self, ring: KeyRing) {
+        if self.keys().same_keys(&ring) {
+            return;
+        }
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
     }
 

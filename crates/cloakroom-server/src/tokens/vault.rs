@@ -116,7 +116,7 @@ impl KeyMaterial {
         let dir = &settings.data_dir;
         Ok(Self {
             service_jwt: KeyRing::open(dir, settings.jwt_algorithm, now)?,
-            link: KeyRing::open_dir(dir.join("link-keys"), KeyAlgorithm::EdDsa, now, "link")?,
+            link: KeyRing::open_links(dir, now)?,
             prelogin: PreLoginKey::open(dir)?,
         })
     }
@@ -201,7 +201,10 @@ impl SharedKeys {
                 );
             }
         }
-        rows = self.store.load().await?;
+        if !first.is_empty() {
+            // What this instance made, or what another made first.
+            rows = self.store.load().await?;
+        }
         rows.retain(|r| purpose_of(r).is_ok());
         for row in &rows {
             let opened = self.unseal(row)?;
@@ -246,7 +249,10 @@ impl SharedKeys {
 
     /// The service-JWT keys as they are now (what the server re-reads every few seconds).
     pub(crate) async fn service_jwt(&self) -> Result<KeyRing, VaultError> {
-        let rows = self.store.load().await?;
+        let rows = self
+            .store
+            .load_purpose(Purpose::ServiceJwt.as_str())
+            .await?;
         Ok(KeyRing::from_keys(self.ring(&rows, Purpose::ServiceJwt)?))
     }
 
@@ -283,10 +289,10 @@ impl SharedKeys {
         now: Timestamp,
     ) -> Result<Option<LocalKeys>, VaultError> {
         let dir = match purpose {
-            Purpose::ServiceJwt => data_dir.join("keys"),
-            Purpose::Link => data_dir.join("link-keys"),
+            Purpose::ServiceJwt => crate::tokens::keys::service_jwt_dir(data_dir),
+            Purpose::Link => crate::tokens::keys::link_dir(data_dir),
             Purpose::OidcPreLogin => {
-                let file = data_dir.join("oidc-prelogin.key");
+                let file = PreLoginKey::path(data_dir);
                 if !file.is_file() {
                     return Ok(None);
                 }
@@ -304,7 +310,7 @@ impl SharedKeys {
         if !dir.is_dir() {
             return Ok(None);
         }
-        let ring = KeyRing::load_dir_existing(dir.clone())?;
+        let ring = KeyRing::load_dir(dir.clone())?;
         if ring.keys().is_empty() {
             return Ok(None);
         }
@@ -328,7 +334,7 @@ impl SharedKeys {
             .map_err(|_| VaultError::WrongSecret {
                 purpose: purpose.as_str(),
                 kid: row.kid.clone(),
-                count: self.secrets.len(),
+                count: self.secrets.count(),
             })
     }
 

@@ -492,13 +492,10 @@ pub(crate) fn rule_target(
     if state.settings.access_rules.is_empty() {
         return None;
     }
-    let host = match url.and_then(url::Url::host_str) {
-        Some(host) => host.to_owned(),
-        None => url::Url::parse(state.settings.public_origin.as_str())
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_default(),
-    };
+    let host = url
+        .and_then(url::Url::host_str)
+        .unwrap_or_else(|| state.settings.public_origin.host())
+        .to_owned();
     Some(RuleTarget::new(host, url.map_or("/", url::Url::path), raw))
 }
 
