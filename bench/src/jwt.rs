@@ -478,6 +478,8 @@ pub fn service_claims(
         link: false,
         email: Some(user.email()),
         groups: Vec::new(),
+        amr: vec!["pwd".into()],
+        acr: Some("aal1".into()),
     }
 }
 

@@ -212,12 +212,15 @@ impl Session {
 
     /// This user's live sessions ("your devices"), most recently used first.
     pub async fn devices(&self) -> Result<Vec<cloakroom_core::Session>, Rejection> {
-        Ok(self
+        // A pending sign-in (second factor due) is no device the user is signed in on.
+        let mut list = self
             .state
             .config
             .manager
             .list_for_user(&self.record.user_id)
-            .await?)
+            .await?;
+        list.retain(|s| !s.is_pending());
+        Ok(list)
     }
 
     /// Ends one of this user's sessions by its public handle. Returns whether it existed
@@ -391,6 +394,17 @@ impl Auth {
         };
         self.state.clear_session();
         Ok(revoked?)
+    }
+
+    /// The presented session if it is a pending one — a sign-in whose password was right and
+    /// whose second factor is still due ([`NewSession::pending`](cloakroom_core::NewSession::pending)).
+    /// Every other extractor treats such a session as absent; the route that asks for the
+    /// second factor reads it here, and then [`login`](Self::login)s, which replaces it.
+    pub async fn pending_session(&self) -> Result<Option<Session>, Rejection> {
+        Ok(self.state.pending_session().await?.map(|record| Session {
+            state: self.state.clone(),
+            record,
+        }))
     }
 
     /// The request's session, if any (as `Option<Session>` would extract it).

@@ -481,6 +481,9 @@ pub(crate) struct RequestState {
     pub(crate) origin_unverified: bool,
     /// Shared, not copied: every extractor of the request sees the one record.
     validated: OnceCell<Result<Arc<Session>, Rejection>>,
+    /// The presented session, when it is a pending one (a second factor due): set aside by the
+    /// validation above, which treats it as absent.
+    pending: std::sync::OnceLock<Arc<Session>>,
     changes: Mutex<Changes>,
 }
 
@@ -539,6 +542,7 @@ impl RequestState {
             refused,
             origin_unverified,
             validated: OnceCell::new(),
+            pending: std::sync::OnceLock::new(),
             changes: Mutex::default(),
         }
     }
@@ -572,6 +576,12 @@ impl RequestState {
                             Ok(s) if s.is_bearer() != (self.source == Source::Bearer) => {
                                 Err(Rejection::Unauthenticated(Unauthenticated::UnknownSession))
                             }
+                            // Half a sign-in signs no one in: only the route that asks for
+                            // the second factor sees it (`Auth::pending_session`).
+                            Ok(s) if s.is_pending() => {
+                                let _ = self.pending.set(s);
+                                Err(Rejection::Unauthenticated(Unauthenticated::UnknownSession))
+                            }
                             other => other.map_err(Rejection::from_validation),
                         }
                     }
@@ -579,6 +589,18 @@ impl RequestState {
             })
             .await
             .clone()
+    }
+
+    /// The presented session if it is a pending one (see [`Session::is_pending`]), and the
+    /// handler has not switched to another.
+    pub(crate) async fn pending_session(&self) -> Result<Option<Arc<Session>>, Rejection> {
+        if self.changes().current.is_some() {
+            return Ok(None);
+        }
+        match self.presented_session().await {
+            Err(e @ Rejection::StoreUnavailable(_)) => Err(e),
+            _ => Ok(self.pending.get().cloned()),
+        }
     }
 
     /// The request's current session: the one a handler switched to (login, rotation,

@@ -73,6 +73,7 @@ pub mod csrf;
 pub mod link;
 pub mod mail;
 mod manager;
+pub mod mfa;
 pub mod origin;
 mod policy;
 mod random;
@@ -92,7 +93,7 @@ pub use manager::{
 pub use policy::{Lifetime, Policy};
 pub use session::{
     AuthMethod, BEARER_KEY, Expiry, InvalidValue, MAX_DATA_LEN, MAX_USER_AGENT_LEN,
-    MAX_USER_ID_LEN, Session, SessionData, UserId, truncate_user_agent,
+    MAX_USER_ID_LEN, PENDING_KEY, Session, SessionData, UserId, truncate_user_agent,
 };
 pub use store::{DeleteScope, MemoryStore, SaveOutcome, SessionStore, StoreError};
 pub use token::{

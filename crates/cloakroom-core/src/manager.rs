@@ -91,6 +91,7 @@ pub struct NewSession {
     ip: Option<IpAddr>,
     data: SessionData,
     bearer: bool,
+    pending: bool,
 }
 
 impl NewSession {
@@ -104,6 +105,7 @@ impl NewSession {
             ip: None,
             data: SessionData::default(),
             bearer: false,
+            pending: false,
         }
     }
 
@@ -113,6 +115,15 @@ impl NewSession {
     #[must_use]
     pub fn bearer(mut self) -> Self {
         self.bearer = true;
+        self
+    }
+
+    /// A pending session: the password was right, a second factor is still due (see
+    /// [`Session::is_pending`]). Recorded on the session, so no layer mistakes it for a
+    /// signed-in one.
+    #[must_use]
+    pub fn pending(mut self) -> Self {
+        self.pending = true;
         self
     }
 
@@ -284,14 +295,19 @@ impl SessionManager {
             version: 1,
         };
         let mut session = session;
-        if new.bearer {
-            session
-                .data
-                .insert(crate::session::BEARER_KEY, &true)
-                .map_err(|e| StoreError::Backend {
-                    store: "session data",
-                    source: Box::new(e),
-                })?;
+        for (set, key) in [
+            (new.bearer, crate::session::BEARER_KEY),
+            (new.pending, crate::session::PENDING_KEY),
+        ] {
+            if set {
+                session
+                    .data
+                    .insert(key, &true)
+                    .map_err(|e| StoreError::Backend {
+                        store: "session data",
+                        source: Box::new(e),
+                    })?;
+            }
         }
         match replacing {
             Some(old) => self.store.rotate(old, &session).await?,

@@ -42,4 +42,13 @@ pub struct ServiceClaims {
     /// reaches the next token). Absent (empty) for a user in no group.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// How the session's user proved who they are (RFC 8176 values): `pwd` for a password,
+    /// `otp` for an authenticator app's code, `mfa` once a second factor was given, `fed` for a
+    /// sign-in through an OpenID provider. Absent for a download link.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// The session's assurance level: `aal1` (one factor) or `aal2` (a second factor given in
+    /// this session). Absent for a download link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
 }

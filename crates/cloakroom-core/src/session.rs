@@ -248,7 +248,18 @@ pub struct Session {
 /// an application writing it would change how its session may be presented.
 pub const BEARER_KEY: &str = "cloakroom.bearer";
 
+/// The data key that marks a pending session: a correct password whose second factor is
+/// still due (see [`Session::is_pending`]). Reserved, like [`BEARER_KEY`].
+pub const PENDING_KEY: &str = "cloakroom.pending";
+
 impl Session {
+    /// Whether the session only holds a sign-in half done — the password was right, the
+    /// second factor is still due. Such a session signs no one in: the session layer treats it
+    /// as absent everywhere but where the second factor is asked for.
+    pub fn is_pending(&self) -> bool {
+        matches!(self.data.get::<bool>(PENDING_KEY), Ok(Some(true)))
+    }
+
     /// Whether the session belongs to a native app, presenting its token as
     /// `Authorization: Bearer` — never in a cookie; a browser's session is the reverse.
     pub fn is_bearer(&self) -> bool {

@@ -46,6 +46,14 @@ impl PostgresAccounts {
 }
 
 impl PostgresAccounts {
+    pub(crate) fn store(&self) -> &PostgresStore {
+        &self.store
+    }
+
+    pub(crate) fn schema(&self) -> &str {
+        self.store.schema()
+    }
+
     /// The insert `create` and `redeem_invite_and_create` share. The unique index on
     /// `username_key` decides races between sign-ups.
     fn insert_sql(&self) -> String {

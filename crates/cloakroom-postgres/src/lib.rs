@@ -74,6 +74,7 @@ mod config;
 mod counters;
 pub mod invalidation;
 mod keys;
+mod mfa;
 mod outbox;
 mod schema;
 mod store;

@@ -153,6 +153,32 @@ const MIGRATIONS: &[&str] = &[
         forget_at    bigint NOT NULL
     );
     CREATE INDEX throttle_counters_by_forget_at ON {s}.throttle_counters (forget_at);",
+    // 13 (issue 17, second factors). `sealed` is the TOTP secret sealed by the server with
+    // its secret; `last_step` the last accepted time step, so a code is used once. Recovery
+    // codes are digests. A passkey is public-key material. Each goes with its account.
+    "CREATE TABLE {s}.totp_secrets (
+        account_id   text PRIMARY KEY REFERENCES {s}.accounts (id) ON DELETE CASCADE,
+        sealed       bytea NOT NULL,
+        created_at   bigint NOT NULL,
+        confirmed_at bigint,
+        last_step    bigint
+    );
+    CREATE TABLE {s}.recovery_codes (
+        account_id text NOT NULL REFERENCES {s}.accounts (id) ON DELETE CASCADE,
+        hash       bytea NOT NULL CHECK (length(hash) = 32),
+        created_at bigint NOT NULL,
+        used_at    bigint,
+        PRIMARY KEY (account_id, hash)
+    );
+    CREATE TABLE {s}.passkeys (
+        credential_id bytea PRIMARY KEY,
+        account_id    text NOT NULL REFERENCES {s}.accounts (id) ON DELETE CASCADE,
+        name          text NOT NULL,
+        data          text NOT NULL,
+        created_at    bigint NOT NULL,
+        last_used_at  bigint
+    );
+    CREATE INDEX passkeys_by_account ON {s}.passkeys (account_id, created_at);",
 ];
 
 /// A schema that a newer build migrated.

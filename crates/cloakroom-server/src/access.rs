@@ -121,6 +121,10 @@ pub enum RulePolicy {
     Allow,
     /// Refuse the request, signed in or not.
     Deny,
+    /// Let a signed-in user through once a second factor was given in the session (`aal2`);
+    /// a session with one factor is sent to step up, an anonymous request to sign in.
+    #[serde(rename = "two_factor")]
+    TwoFactor,
 }
 
 /// What happens to a request that no rule matches.
@@ -339,6 +343,9 @@ pub enum Outcome {
     Deny,
     /// The request is anonymous and a signed-in user might be let through: send it to sign in.
     SignIn,
+    /// Let it through as the signed-in user if the session gave a second factor (`aal2`);
+    /// otherwise send it to step up.
+    TwoFactor,
 }
 
 impl AccessRules {
@@ -389,8 +396,9 @@ impl AccessRules {
         let rank = |o: Outcome| match o {
             Outcome::Bypass => 0,
             Outcome::Allow => 1,
-            Outcome::SignIn => 2,
-            Outcome::Deny => 3,
+            Outcome::TwoFactor => 2,
+            Outcome::SignIn => 3,
+            Outcome::Deny => 4,
         };
         let host = &target.host;
         let decide = |path: &str| self.decide(&AccessRequest { host, path, method }, who);
@@ -423,6 +431,7 @@ impl AccessRules {
                             RulePolicy::Bypass => Outcome::Bypass,
                             RulePolicy::Allow => Outcome::Allow,
                             RulePolicy::Deny => Outcome::Deny,
+                            RulePolicy::TwoFactor => Outcome::TwoFactor,
                         };
                         return Decision {
                             rule: rule_number,
@@ -440,7 +449,7 @@ impl AccessRules {
                     } else {
                         match rule.policy {
                             RulePolicy::Bypass => Outcome::Bypass,
-                            RulePolicy::Allow => Outcome::SignIn,
+                            RulePolicy::Allow | RulePolicy::TwoFactor => Outcome::SignIn,
                             RulePolicy::Deny => Outcome::Deny,
                         }
                     };
@@ -505,6 +514,7 @@ impl AccessRules {
             RulePolicy::Bypass => "bypass",
             RulePolicy::Allow => "allow",
             RulePolicy::Deny => "deny",
+            RulePolicy::TwoFactor => "two_factor",
         };
         line.push_str(" policy=");
         line.push_str(policy);
@@ -1185,12 +1195,15 @@ mod tests {
             r#"
             [[access_rules]]
             domain = ["grafana.example.com"]
-            policy = "two_factor"
+            policy = "one_factor"
             "#,
         )
         .unwrap_err()
         .to_string();
-        assert!(error.contains("two_factor"), "{error}");
+        assert!(
+            error.contains("one_factor") && error.contains("two_factor"),
+            "{error}"
+        );
         assert!(
             error.contains("bypass") && error.contains("allow"),
             "{error}"

@@ -239,3 +239,74 @@ pub(crate) fn groups_changed(
         "account groups changed"
     );
 }
+
+/// A rule asked a session with one factor for its second (forward auth sent it to step up).
+pub(crate) fn step_up_required(user: &str, url: Option<&str>) {
+    tracing::info!(
+        target: TARGET,
+        event = "step_up_required",
+        user,
+        url = url.unwrap_or("-"),
+        "a rule asked for a second factor"
+    );
+}
+
+/// A second factor was accepted: at sign-in (`purpose` = `sign_in`) or to step up.
+pub(crate) fn second_factor_accepted(user: &str, method: &str, purpose: &str, ip: Option<IpAddr>) {
+    tracing::info!(
+        target: TARGET,
+        event = "second_factor_accepted",
+        user,
+        method,
+        purpose,
+        ip = %ip_text(ip),
+        "second factor accepted"
+    );
+}
+
+/// A second factor was refused: `reason` is `wrong_code`, `replayed` (a TOTP code whose time
+/// step was used already) or `expired` (the pending sign-in was too old).
+pub(crate) fn second_factor_failed(user: &str, method: &str, reason: &str, ip: Option<IpAddr>) {
+    tracing::warn!(
+        target: TARGET,
+        event = "second_factor_failed",
+        user,
+        method,
+        reason,
+        ip = %ip_text(ip),
+        "second factor refused"
+    );
+}
+
+/// A factor was added or removed by the user (`factor`: `totp`, `recovery_codes`); the other
+/// sessions were ended.
+pub(crate) fn factor_changed(
+    user: &str,
+    factor: &str,
+    change: &str,
+    ended: u64,
+    ip: Option<IpAddr>,
+) {
+    tracing::warn!(
+        target: TARGET,
+        event = "factor_changed",
+        user,
+        factor,
+        change,
+        ended_sessions = ended,
+        ip = %ip_text(ip),
+        "second factor changed"
+    );
+}
+
+/// An administrator removed every second factor of an account (`cloakroom user mfa --reset`).
+pub(crate) fn factors_reset(user: &str, by: &str, ended: u64) {
+    tracing::warn!(
+        target: TARGET,
+        event = "factors_reset",
+        user,
+        by,
+        ended_sessions = ended,
+        "every second factor removed by an administrator"
+    );
+}

@@ -42,6 +42,7 @@ mod events;
 mod identity;
 pub mod mail;
 mod metrics;
+mod mfa;
 mod neighbours;
 mod oidc;
 pub mod secrets;

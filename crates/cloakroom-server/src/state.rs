@@ -177,6 +177,8 @@ pub struct Inner {
     pub(crate) oidc: crate::oidc::Oidc,
     /// The keys in PostgreSQL, when the accounts are there; `None`: files in the data dir.
     pub(crate) shared_keys: Option<SharedKeys>,
+    /// Second factors: authenticator apps, recovery codes.
+    pub(crate) mfa: crate::mfa::SecondFactors,
 }
 
 impl Deref for AppState {
@@ -206,6 +208,11 @@ impl AppState {
     /// The account store.
     pub fn account_store(&self) -> &Arc<dyn AccountStore> {
         self.inner.accounts.store()
+    }
+
+    /// The accounts' second factors.
+    pub fn second_factors(&self) -> &Arc<dyn cloakroom_core::mfa::SecondFactorStore> {
+        self.inner.mfa.store()
     }
 
     /// Outgoing mail: [`Mailer::enqueue`] is how a flow sends a message.
@@ -290,6 +297,8 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     /// Accounts.
     pub accounts: Arc<dyn AccountStore>,
+    /// The accounts' second factors, beside them.
+    pub second_factors: Arc<dyn cloakroom_core::mfa::SecondFactorStore>,
     /// The mail outbox, beside the accounts.
     pub outbox: Arc<dyn MailOutbox>,
     /// The session store's invalidation feed, for a push cache (shared stores only).
@@ -513,16 +522,29 @@ impl Stores {
             _ => None,
         };
         // The outbox lives with the accounts: the flows that send mail write both.
-        let (accounts, outbox): (Arc<dyn AccountStore>, Arc<dyn MailOutbox>) =
+        type Beside = (
+            Arc<dyn AccountStore>,
+            Arc<dyn cloakroom_core::mfa::SecondFactorStore>,
+            Arc<dyn MailOutbox>,
+        );
+        let (accounts, second_factors, outbox): Beside =
             match (settings.account_store, postgres, db) {
-                (AccountStoreKind::Sqlite, _, Some(db)) => (
-                    Arc::new(SqliteAccounts::new(db.clone())),
-                    Arc::new(SqliteOutbox::new(db)),
-                ),
-                (AccountStoreKind::Postgres, Some(pg), _) => (
-                    Arc::new(PostgresAccounts::new(pg.clone())),
-                    Arc::new(PostgresOutbox::new(pg)),
-                ),
+                (AccountStoreKind::Sqlite, _, Some(db)) => {
+                    let accounts = SqliteAccounts::new(db.clone());
+                    (
+                        Arc::new(accounts.clone()),
+                        Arc::new(accounts),
+                        Arc::new(SqliteOutbox::new(db)),
+                    )
+                }
+                (AccountStoreKind::Postgres, Some(pg), _) => {
+                    let accounts = PostgresAccounts::new(pg.clone());
+                    (
+                        Arc::new(accounts.clone()),
+                        Arc::new(accounts),
+                        Arc::new(PostgresOutbox::new(pg)),
+                    )
+                }
                 (kind, ..) => {
                     return Err(StartupError::Misconfigured(format!(
                         "no connection settings for {kind:?} accounts"
@@ -534,6 +556,7 @@ impl Stores {
         Ok(Self {
             sessions,
             accounts,
+            second_factors,
             outbox,
             feed,
             keys,
@@ -625,6 +648,12 @@ impl AppState {
             .with_observer(metrics::Observer::shared());
         let (identities, account_store) =
             crate::identity::Identities::new(stores.accounts, identities_cached(&settings));
+        let mfa = crate::mfa::SecondFactors::new(
+            stores.second_factors,
+            factor_secrets(&settings)?,
+            clock.clone(),
+            site.name.clone(),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 minter,
@@ -643,6 +672,7 @@ impl AppState {
                 links,
                 oidc,
                 shared_keys,
+                mfa,
                 sessions,
                 session_cache,
                 clock,
@@ -650,4 +680,39 @@ impl AppState {
             }),
         })
     }
+}
+
+/// The secrets that seal second-factor secrets: the operator's (`CLOAKROOM_SECRETS`,
+/// `secrets_file`), or, with none given, the data directory's own `secrets` file, made on
+/// first use (0600) — with the accounts in SQLite that directory is the server's alone, and a
+/// copy of the database without it holds no usable authenticator secret.
+fn factor_secrets(settings: &Settings) -> Result<crate::secrets::Secrets, StartupError> {
+    if let Some(secrets) = &settings.secrets {
+        return Ok(secrets.clone());
+    }
+    if let Some(file) = &settings.secrets_file
+        && let Some(secrets) = crate::secrets::Secrets::load(None, Some(file))?
+    {
+        return Ok(secrets);
+    }
+    let path = settings.data_dir.join("secrets");
+    if !path.exists() {
+        let mut bytes = [0u8; 48];
+        #[allow(clippy::expect_used)]
+        getrandom::fill(&mut bytes).expect("the OS CSPRNG is unavailable");
+        let text = format!(
+            "# Made by cloakroom: seals the accounts' authenticator secrets. Back it up with the \
+             database; without it, every authenticator app must be set up again.\n{}\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
+        );
+        crate::data_dir::write_new_private(&path, text.as_bytes()).map_err(|source| {
+            StartupError::DataDir {
+                path: crate::data_dir::shown(&path),
+                source,
+            }
+        })?;
+    }
+    crate::secrets::Secrets::load(None, Some(&path))?.ok_or_else(|| {
+        StartupError::Misconfigured(format!("{} holds no secret", crate::data_dir::shown(&path)))
+    })
 }

@@ -26,6 +26,10 @@ impl SqliteAccounts {
     pub fn new(db: Database) -> Self {
         Self { db }
     }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
 }
 
 fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Account, String>> {
@@ -293,6 +297,7 @@ impl AccountStore for SqliteAccounts {
                     .execute([&id])?;
                 conn.prepare_cached("DELETE FROM account_groups WHERE account_id = ?1")?
                     .execute([&id])?;
+                crate::mfa::delete_factors(conn, &id)?;
                 conn.prepare_cached("DELETE FROM accounts WHERE id = ?1")?
                     .execute([&id])
                     .map(|n| n == 1)

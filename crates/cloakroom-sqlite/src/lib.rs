@@ -40,6 +40,7 @@
 mod accounts;
 mod backup;
 mod db;
+mod mfa;
 mod outbox;
 mod schema;
 mod store;

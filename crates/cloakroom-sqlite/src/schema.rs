@@ -118,6 +118,32 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account_id, group_name)
     ) WITHOUT ROWID;
     CREATE INDEX account_groups_by_group ON account_groups (group_name);",
+    // 10 (issue 17, second factors). `sealed` is the TOTP secret sealed by the server with its
+    // secret (never readable here); `last_step` the last accepted time step, so a code is used
+    // once. Recovery codes are kept as digests only. A passkey is public-key material.
+    "CREATE TABLE totp_secrets (
+        account_id   TEXT PRIMARY KEY NOT NULL,
+        sealed       BLOB NOT NULL,
+        created_at   INTEGER NOT NULL,
+        confirmed_at INTEGER,
+        last_step    INTEGER
+    ) WITHOUT ROWID;
+    CREATE TABLE recovery_codes (
+        account_id TEXT NOT NULL,
+        hash       BLOB NOT NULL CHECK (length(hash) = 32),
+        created_at INTEGER NOT NULL,
+        used_at    INTEGER,
+        PRIMARY KEY (account_id, hash)
+    ) WITHOUT ROWID;
+    CREATE TABLE passkeys (
+        credential_id BLOB PRIMARY KEY NOT NULL,
+        account_id    TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        data          TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        last_used_at  INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX passkeys_by_account ON passkeys (account_id, created_at);",
 ];
 
 /// The schema version this build writes.

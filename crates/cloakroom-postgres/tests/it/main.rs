@@ -140,6 +140,10 @@ impl cloakroom_testkit::conformance::AccountHarness for Accounts {
     fn accounts(&self) -> Arc<dyn cloakroom_core::accounts::AccountStore> {
         Arc::new(self.accounts.clone())
     }
+
+    fn second_factors(&self) -> Arc<dyn cloakroom_core::mfa::SecondFactorStore> {
+        Arc::new(self.accounts.clone())
+    }
 }
 
 async fn accounts() -> Option<Accounts> {

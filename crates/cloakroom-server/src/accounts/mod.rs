@@ -445,6 +445,19 @@ impl Accounts {
         })
     }
 
+    /// Starts a second-factor attempt for `account` from `ip`, counted like a password attempt
+    /// (per account and network, per network, per account) on counters of its own: a stolen
+    /// password must not become a way to guess codes faster than passwords.
+    pub(crate) async fn begin_second_factor(
+        &self,
+        account: &Account,
+        ip: Option<IpAddr>,
+    ) -> Result<throttle::Attempt, AccountsError> {
+        // A prefix no username can have keeps these counters apart from the password's.
+        let key = AccountKey::of(&format!("\u{0}second-factor {}", account.username.key()));
+        self.throttle.begin(key, ip).await.map_err(refusal)
+    }
+
     /// Checks the password of a signed-in user again, throttled exactly like a login (the
     /// attempt counts from its start, per account and network): a stolen session must not
     /// become a way to guess the password faster than the login page allows.

@@ -353,6 +353,10 @@ impl Admin {
             Outcome::Deny if account.is_some() => "deny (403: signed in, but no access)",
             Outcome::Deny => "deny (403)",
             Outcome::SignIn => "sign in first (401: to the login page)",
+            Outcome::TwoFactor => {
+                "two factors (allow once the session gave a second factor; else 401: to the \
+                 step-up page)"
+            }
         };
         let _ = writeln!(out, "decision: {verdict}");
         Ok(out)
@@ -403,6 +407,42 @@ impl Admin {
             "deleted user {}; ended {ended} session(s)\n",
             account.username
         ))
+    }
+
+    /// `user mfa NAME [--reset]`: the account's second factors; with `reset`, removes every
+    /// one (the user lost the phone and the recovery codes) and ends every session, so the
+    /// next sign-in is with the password alone and can set up a new authenticator.
+    pub async fn user_mfa(&self, name: &str, reset: bool) -> Result<String, AdminError> {
+        let account = self.account(name).await?;
+        let store = &self.stores.second_factors;
+        if !reset {
+            let f = store.factors(&account.id).await.map_err(fail)?;
+            return Ok(format!(
+                "user {}: authenticator app {}; {} recovery code(s) left\n",
+                account.username,
+                if f.totp { "on" } else { "off" },
+                f.recovery_codes
+            ));
+        }
+        let removed = store.reset(&account.id).await.map_err(fail)?;
+        let ended = self
+            .sessions
+            .revoke_all_for_user(&account.id, None)
+            .await
+            .map_err(fail)?;
+        metrics::revoked("factors_reset", ended);
+        crate::events::factors_reset(account.username.as_str(), "cli", ended);
+        Ok(if removed {
+            format!(
+                "removed every second factor of {}; ended {ended} session(s)\n",
+                account.username
+            )
+        } else {
+            format!(
+                "{} had no second factor; ended {ended} session(s)\n",
+                account.username
+            )
+        })
     }
 
     /// `user enable NAME`.

@@ -315,6 +315,15 @@ enum UserCommand {
         /// The username.
         username: String,
     },
+    /// Show an account's second factors; `--reset` removes every one (authenticator app,
+    /// recovery codes) and ends the account's sessions, for a user who lost them.
+    Mfa {
+        /// The username.
+        username: String,
+        /// Remove every second factor.
+        #[arg(long)]
+        reset: bool,
+    },
     /// Enable a disabled account.
     Enable {
         /// The username.
@@ -436,6 +445,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     UserCommand::List => admin.user_list().await?,
                     UserCommand::Disable { username } => admin.user_disable(&username).await?,
                     UserCommand::Enable { username } => admin.user_enable(&username).await?,
+                    UserCommand::Mfa { username, reset } => {
+                        admin.user_mfa(&username, reset).await?
+                    }
                     UserCommand::Delete { username, yes } => {
                         admin
                             .user_delete(&username, |name| admin::confirm_deletion(name, yes))

@@ -76,6 +76,8 @@ pub(crate) struct ForwardHeaders {
     pub(crate) groups: Option<HeaderValue>,
     /// `X-Cloakroom-Jwt`.
     pub(crate) jwt: HeaderValue,
+    /// `Remote-Auth-Level` (`aal1`, `aal2`), for a session.
+    pub(crate) level: Option<HeaderValue>,
 }
 
 /// Who a token is about: the user, and the session handle or link id.
@@ -83,6 +85,9 @@ struct Subject<'a> {
     user: &'a str,
     sid: &'a str,
     link: bool,
+    /// How the session's user proved who they are, and its level; empty and `None` for a link.
+    amr: &'a [&'static str],
+    acr: Option<&'static str>,
 }
 
 struct Cached {
@@ -161,10 +166,14 @@ impl Minter {
         {
             return Ok(c.headers.clone());
         }
+        let level = crate::mfa::level::AuthLevel::of(session).as_str();
+        let amr = crate::mfa::level::amr(session);
         let subject = Subject {
             user: session.user_id.as_str(),
             sid: session.handle.as_str(),
             link: false,
+            amr: &amr,
+            acr: Some(level),
         };
         let headers = Arc::new(self.headers(&subject, identity, audience, now)?);
         if audience.len() <= MAX_CACHED_AUDIENCE {
@@ -225,6 +234,8 @@ impl Minter {
             user: user.as_str(),
             sid: &sid,
             link: true,
+            amr: &[],
+            acr: None,
         };
         self.headers(&subject, who, audience, now)
     }
@@ -265,6 +276,7 @@ impl Minter {
             email: who.email.as_ref().and(email),
             groups: (!who.groups.is_empty()).then_some(group_list).flatten(),
             jwt: jwt.ok_or(MintError::NotAHeader)?,
+            level: subject.acr.map(HeaderValue::from_static),
         })
     }
 
@@ -297,6 +309,8 @@ impl Minter {
             link: subject.link,
             email: who.email.clone(),
             groups: who.groups.iter().map(|g| g.as_str().to_owned()).collect(),
+            amr: subject.amr.iter().map(|&m| m.to_owned()).collect(),
+            acr: subject.acr.map(str::to_owned),
         };
         Ok(jsonwebtoken::encode(
             &header,

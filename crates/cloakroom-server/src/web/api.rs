@@ -66,6 +66,8 @@ pub(crate) enum LoginAnswer {
     Browser(SessionResponse),
     /// A native app (`"client": "native"`): no cookie.
     Native(NativeSession),
+    /// An account with a second factor: a pending session, not signed in yet.
+    SecondFactor(crate::web::mfa::SecondFactorRequired),
 }
 
 /// A native app's session (`POST /api/login` with `"client": "native"`).
@@ -171,6 +173,11 @@ pub(crate) struct SessionView {
     pub(crate) auth_method: String,
     /// Whether this is a "remember me" session.
     pub(crate) remember: bool,
+    /// `aal1` or `aal2` (as `auth_level` above).
+    pub(crate) auth_level: &'static str,
+    /// When the second factor was given in this session (RFC 3339), at `aal2`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) second_factor_at: Option<String>,
 }
 
 /// Who am I: `GET /api/session`, and the answer to login, sign-up and password change.
@@ -182,6 +189,9 @@ pub(crate) struct SessionResponse {
     pub(crate) session: SessionView,
     /// Send this in `X-CSRF-Token` with every state-changing request.
     pub(crate) csrf_token: String,
+    /// How this session's user proved who they are: `aal1` (one factor) or `aal2` (a second
+    /// factor given in this session).
+    pub(crate) auth_level: &'static str,
 }
 
 /// One of the user's sessions, for "your devices".
@@ -242,6 +252,8 @@ fn session_view(s: &cloakroom_core::Session) -> SessionView {
         auth_time: rfc3339(s.auth_time),
         auth_method: s.auth_method.as_str().to_owned(),
         remember: s.remember,
+        auth_level: crate::mfa::level::AuthLevel::of(s).as_str(),
+        second_factor_at: crate::mfa::level::aal2_at(s).map(rfc3339),
     }
 }
 
@@ -250,6 +262,7 @@ pub(crate) fn session_response(account: &Account, session: &Session) -> SessionR
         user: account.into(),
         session: session_view(session.record()),
         csrf_token: session.csrf_token(),
+        auth_level: crate::mfa::level::AuthLevel::of(session.record()).as_str(),
     }
 }
 
@@ -304,7 +317,7 @@ pub(crate) async fn signup(
 #[utoipa::path(post, path = "/api/login", tag = "sessions", request_body = LoginRequest,
     security((), ("session_cookie" = [])),
     responses(
-        (status = 200, description = "Logged in. A browser: the session cookie is set (a new one: any session the request carried is replaced), and the body is a `SessionResponse`. A native app (`\"client\": \"native\"`): no cookie, and the body is a `NativeSession` with the bearer token", body = LoginAnswer),
+        (status = 200, description = "Logged in. A browser: the session cookie is set (a new one: any session the request carried is replaced), and the body is a `SessionResponse`. A native app (`\"client\": \"native\"`): no cookie, and the body is a `NativeSession` with the bearer token. An account with a second factor: a `SecondFactorRequired` and a pending session (finish with `POST /api/login/second-factor`)", body = LoginAnswer),
     ))]
 pub(crate) async fn login(
     State(state): State<AppState>,
@@ -324,7 +337,17 @@ pub(crate) async fn login(
         username: req.username,
         password: req.password,
     };
-    let (account, session, token) = flows::login(&state, &auth, ip, &creds, &client).await?;
+    let (account, session, token) = match flows::login(&state, &auth, ip, &creds, &client).await? {
+        flows::LoginOutcome::SignedIn(account, session, token) => (account, session, token),
+        flows::LoginOutcome::SecondFactor { methods, token } => {
+            return Ok(Json(crate::web::mfa::SecondFactorRequired {
+                second_factor_required: true,
+                methods,
+                session_token: token.map(|t| t.expose_cookie_value()),
+            })
+            .into_response());
+        }
+    };
     Ok(match token {
         Some(token) => Json(NativeSession {
             session_token: token.expose_cookie_value(),

@@ -209,6 +209,7 @@ async fn change(
             "Enter an email address.",
         ));
     };
+    crate::web::flows::require_step_up_with_factors(state, session).await?;
     let account = state
         .accounts
         .reauthenticate(session.user_id(), ip, password)

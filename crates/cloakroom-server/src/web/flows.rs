@@ -73,6 +73,7 @@ pub(crate) async fn change_password(
     current: &Password,
     new: &Password,
 ) -> Result<u64, WebError> {
+    require_step_up_with_factors(state, session).await?;
     let change = state
         .accounts
         .prepare_password_change(session.user_id(), ip, current, new)
@@ -87,14 +88,36 @@ pub(crate) async fn change_password(
     Ok(ended)
 }
 
-/// Logs in with checked credentials and starts the session.
+/// How a login with the right password ended.
+pub(crate) enum LoginOutcome {
+    /// Signed in: the session (and a native app's token).
+    SignedIn(Account, Session, Option<SessionToken>),
+    /// The account has a second factor: a pending session holds the sign-in until it is given
+    /// (`POST /api/login/second-factor`); a native app gets the pending session's token.
+    SecondFactor {
+        /// The methods the account can use (`totp`, `recovery_code`).
+        methods: Vec<&'static str>,
+        /// A native app's pending token.
+        token: Option<SessionToken>,
+    },
+}
+
+/// How long a pending sign-in waits for its second factor.
+pub(crate) const PENDING_SIGN_IN: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// Data keys of a pending session: what the full session will be.
+const PENDING_REMEMBER: &str = "cloakroom.pending_remember";
+const PENDING_DEVICE: &str = "cloakroom.pending_device";
+
+/// Logs in with checked credentials and starts the session, or, for an account with a second
+/// factor, a pending session that waits for it.
 pub(crate) async fn login(
     state: &AppState,
     auth: &Auth,
     ip: Option<IpAddr>,
     credentials: &Credentials,
     client: &Client,
-) -> Result<(Account, Session, Option<SessionToken>), WebError> {
+) -> Result<LoginOutcome, WebError> {
     if matches!(client, Client::Browser { .. }) {
         // Before the password is even looked at: a browser's sign-in must come from our pages.
         auth.require_verified_origin()?;
@@ -109,6 +132,10 @@ pub(crate) async fn login(
         let e = AccountsError::EmailNotVerified;
         refused(account.username.as_str(), ip, &e);
         return Err(e.into());
+    }
+    let factors = state.mfa.factors(&account.id).await?;
+    if factors.any() {
+        return pending_sign_in(state, auth, &account, client, &factors).await;
     }
     let (session, token) = match client {
         Client::Browser { remember } => (start_session(auth, &account, *remember).await?, None),
@@ -130,7 +157,329 @@ pub(crate) async fn login(
     }
     metrics::login("success");
     events::login(account.username.as_str(), session.handle().as_str(), ip);
+    Ok(LoginOutcome::SignedIn(account, session, token))
+}
+
+/// The password was right and the account has a second factor: a pending session, which
+/// every route but the second factor's treats as signed out.
+async fn pending_sign_in(
+    state: &AppState,
+    auth: &Auth,
+    account: &Account,
+    client: &Client,
+    factors: &cloakroom_core::mfa::Factors,
+) -> Result<LoginOutcome, WebError> {
+    let mut data = cloakroom_core::SessionData::default();
+    let set = |data: &mut cloakroom_core::SessionData, key: &str, value: &serde_json::Value| {
+        data.insert(key, value).map_err(|e| WebError::Body {
+            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_body",
+            message: format!("The sign-in was refused: {e}."),
+        })
+    };
+    set(
+        &mut data,
+        session_keys::USERNAME,
+        &account.username.as_str().into(),
+    )?;
+    let new = |data| {
+        auth.new_session(account.id.clone(), AuthMethod::password())
+            .data(data)
+            .pending()
+    };
+    let token = match client {
+        Client::Browser { remember } => {
+            set(&mut data, PENDING_REMEMBER, &(*remember).into())?;
+            auth.login(new(data)).await?;
+            None
+        }
+        Client::Native { device_name } => {
+            set(&mut data, PENDING_DEVICE, &device_name.as_str().into())?;
+            let (token, _) = auth.issue_bearer(new(data)).await?;
+            Some(token)
+        }
+    };
+    metrics::login("second_factor_required");
+    let _ = state;
+    Ok(LoginOutcome::SecondFactor {
+        methods: crate::mfa::SecondFactors::methods(factors),
+        token,
+    })
+}
+
+/// Why a pending sign-in cannot be finished.
+fn no_pending_sign_in() -> WebError {
+    WebError::refused(
+        axum::http::StatusCode::UNAUTHORIZED,
+        "no_pending_sign_in",
+        "Sign in with your password first.",
+    )
+}
+
+/// Finishes a pending sign-in with its second factor: checked (throttled like a password),
+/// then the pending session is replaced by the full one — a new token (the fixation defence),
+/// at `aal2`.
+pub(crate) async fn second_factor(
+    state: &AppState,
+    auth: &Auth,
+    ip: Option<IpAddr>,
+    method: crate::mfa::Method,
+    code: &str,
+) -> Result<(Account, Session, Option<SessionToken>), WebError> {
+    let pending = auth
+        .pending_session()
+        .await?
+        .ok_or_else(no_pending_sign_in)?;
+    let record = pending.record().clone();
+    let name = username(&pending);
+    if state.clock.now().duration_since(record.created_at) > PENDING_SIGN_IN {
+        let _ = pending.logout().await;
+        events::second_factor_failed(&name, method.as_str(), "expired", ip);
+        return Err(WebError::refused(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "second_factor_expired",
+            "The sign-in took too long. Sign in with your password again.",
+        ));
+    }
+    let account = state
+        .accounts
+        .store()
+        .by_id(&record.user_id)
+        .await?
+        .ok_or_else(no_pending_sign_in)?;
+    check_second_factor(state, &account, ip, method, code, "sign_in").await?;
+    let mut data = accounts::session_data(&account);
+    raise(&mut data, state, method)?;
+    let native = record.is_bearer();
+    let (session, token) = if native {
+        let device: String = record
+            .data
+            .get(PENDING_DEVICE)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "Native app".to_owned());
+        data.insert(session_keys::DEVICE_NAME, &device)
+            .map_err(|e| WebError::Body {
+                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_body",
+                message: format!("The device name was refused: {e}."),
+            })?;
+        let new = auth
+            .new_session(account.id.clone(), AuthMethod::password())
+            .remember(true)
+            .data(data);
+        let (token, session) = auth.issue_bearer(new).await?;
+        // The pending token is spent: a native app holds its new one only.
+        let _ = state.sessions.revoke(&record.id).await;
+        (session, Some(token))
+    } else {
+        let remember = record
+            .data
+            .get::<bool>(PENDING_REMEMBER)
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        let new = auth
+            .new_session(account.id.clone(), AuthMethod::password())
+            .remember(remember)
+            .data(data);
+        // Replaces the pending session in the same step.
+        (auth.login(new).await?, None)
+    };
+    if state.accounts.is_disabled(&account.id).await? {
+        let _ = session.logout().await;
+        let e = AccountsError::AccountDisabled;
+        refused(account.username.as_str(), ip, &e);
+        return Err(e.into());
+    }
+    metrics::login("success");
+    events::login(account.username.as_str(), session.handle().as_str(), ip);
     Ok((account, session, token))
+}
+
+/// Marks session data as `aal2` now, by `method`.
+fn raise(
+    data: &mut cloakroom_core::SessionData,
+    state: &AppState,
+    method: crate::mfa::Method,
+) -> Result<(), WebError> {
+    use crate::mfa::level;
+    let now = state.clock.now().as_unix_millis();
+    data.insert(level::AAL2_AT, &now)
+        .and_then(|()| data.insert(level::SECOND_FACTOR, method.as_str()))
+        .map_err(|e| WebError::Body {
+            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_body",
+            message: format!("The session was refused: {e}."),
+        })
+}
+
+/// Checks a second factor of `account`, throttled like a password (per account and network).
+async fn check_second_factor(
+    state: &AppState,
+    account: &Account,
+    ip: Option<IpAddr>,
+    method: crate::mfa::Method,
+    code: &str,
+    purpose: &str,
+) -> Result<(), WebError> {
+    let user = account.username.as_str();
+    let attempt = state
+        .accounts
+        .begin_second_factor(account, ip)
+        .await
+        .inspect_err(|e| refused(user, ip, e))?;
+    match state.mfa.verify(&account.id, method, code).await {
+        Ok(()) => {
+            attempt.succeeded().await;
+            events::second_factor_accepted(user, method.as_str(), purpose, ip);
+            Ok(())
+        }
+        Err(e) => {
+            let reason = match &e {
+                crate::mfa::MfaError::Replayed => "replayed",
+                crate::mfa::MfaError::WrongCode => "wrong_code",
+                _ => "error",
+            };
+            events::second_factor_failed(user, method.as_str(), reason, ip);
+            Err(mfa_error(e, axum::http::StatusCode::UNAUTHORIZED))
+        }
+    }
+}
+
+/// A second-factor refusal as the web answers it; a wrong code is `wrong_status` (401 at
+/// sign-in and step-up, 400 when confirming a new authenticator).
+pub(crate) fn mfa_error(e: crate::mfa::MfaError, wrong_status: axum::http::StatusCode) -> WebError {
+    use crate::mfa::MfaError;
+    use axum::http::StatusCode;
+    let message = e.to_string();
+    match e {
+        MfaError::WrongCode | MfaError::Replayed => WebError::Body {
+            status: wrong_status,
+            code: "invalid_code",
+            message,
+        },
+        MfaError::NoEnrolment => WebError::Body {
+            status: StatusCode::CONFLICT,
+            code: "no_enrolment",
+            message,
+        },
+        MfaError::AlreadyEnrolled => WebError::Body {
+            status: StatusCode::CONFLICT,
+            code: "totp_already_enabled",
+            message,
+        },
+        MfaError::NotEnrolled => WebError::NotFound("This account has no authenticator app."),
+        MfaError::Store(s) => WebError::Store(s),
+        other => {
+            tracing::error!(error = %crate::error_chain::chain(&other), "second factor");
+            WebError::Store(cloakroom_core::StoreError::Backend {
+                store: "second factors",
+                source: Box::new(other),
+            })
+        }
+    }
+}
+
+/// Raises the request's session to `aal2` with a second factor (step-up): checked like at
+/// sign-in, then the session gets a new token.
+pub(crate) async fn step_up(
+    state: &AppState,
+    session: &mut Session,
+    ip: Option<IpAddr>,
+    method: crate::mfa::Method,
+    code: &str,
+) -> Result<(), WebError> {
+    let account = state
+        .accounts
+        .store()
+        .by_id(session.user_id())
+        .await?
+        .ok_or(AccountsError::UnknownAccount)?;
+    check_second_factor(state, &account, ip, method, code, "step_up").await?;
+    let now = state.clock.now().as_unix_millis();
+    session
+        .update(|d| {
+            d.insert(crate::mfa::level::AAL2_AT, &now)
+                .and_then(|()| d.insert(crate::mfa::level::SECOND_FACTOR, method.as_str()))
+        })
+        .await?
+        .map_err(|e| WebError::Body {
+            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_body",
+            message: format!("The session was refused: {e}."),
+        })?;
+    session.rotate().await?;
+    Ok(())
+}
+
+/// Step-up of an account with no second factor: the password again, recorded as recent.
+pub(crate) async fn step_up_password(
+    state: &AppState,
+    session: &mut Session,
+    ip: Option<IpAddr>,
+    password: &Password,
+) -> Result<(), WebError> {
+    let name = username(session);
+    state
+        .accounts
+        .reauthenticate(session.user_id(), ip, password)
+        .await
+        .inspect_err(|e| refused(&name, ip, e))?;
+    let now = state.clock.now().as_unix_millis();
+    session
+        .update(|d| d.insert(crate::mfa::level::REAUTH_AT, &now))
+        .await?
+        .map_err(|e| WebError::Body {
+            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_body",
+            message: format!("The session was refused: {e}."),
+        })?;
+    session.rotate().await?;
+    Ok(())
+}
+
+/// For an account with a second factor, a recent step-up (see [`require_step_up`]); an
+/// account without one gives its password with the change itself.
+pub(crate) async fn require_step_up_with_factors(
+    state: &AppState,
+    session: &Session,
+) -> Result<(), WebError> {
+    if state.mfa.factors(session.user_id()).await?.any() {
+        require_step_up(state, session).await
+    } else {
+        Ok(())
+    }
+}
+
+/// What a change that needs a recent step-up (a factor added or removed, a new password or
+/// address) asks of the session: with a second factor, one given in this session within
+/// [`STEP_UP_WINDOW`](crate::mfa::level::STEP_UP_WINDOW); without, the password within it (at
+/// sign-in or by step-up). Refused with 403 `step_up_required`.
+pub(crate) async fn require_step_up(state: &AppState, session: &Session) -> Result<(), WebError> {
+    use crate::mfa::level;
+    let record = session.record();
+    let now = state.clock.now();
+    let fresh = |t: cloakroom_core::Timestamp| now.duration_since(t) <= level::STEP_UP_WINDOW;
+    let factors = state.mfa.factors(session.user_id()).await?;
+    let ok = if factors.any() {
+        level::aal2_at(record).is_some_and(fresh)
+    } else {
+        fresh(level::password_at(record)) || level::aal2_at(record).is_some_and(fresh)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(WebError::refused(
+            axum::http::StatusCode::FORBIDDEN,
+            "step_up_required",
+            if factors.any() {
+                "Confirm it is you with your second factor first (POST /api/step-up)."
+            } else {
+                "Confirm it is you with your password first (POST /api/step-up)."
+            },
+        ))
+    }
 }
 
 /// Creates an account (if the configured sign-up mode allows, with `invite` where it asks for

@@ -51,6 +51,7 @@ use cloakroom_core::service_token::JWT_HEADER;
 use serde::Deserialize;
 
 use crate::access::{AccessRequest, Decision, Outcome, RuleTarget, Who};
+use crate::mfa::level::AuthLevel;
 use crate::state::AppState;
 use crate::tokens::download;
 use crate::tokens::service_jwt::{ForwardHeaders, Identity, MintError};
@@ -402,15 +403,15 @@ impl FromRequestParts<AppState> for Checked {
     }
 }
 
-fn login_url(state: &AppState, fwd: &ForwardedRequest) -> String {
+fn login_url(state: &AppState, fwd: &ForwardedRequest, page: &str) -> String {
     let public = state.settings.public_origin.as_str();
     match &fwd.url {
         Some(url) => {
             let rd: String =
                 url::form_urlencoded::byte_serialize(url.as_str().as_bytes()).collect();
-            format!("{public}/login?rd={rd}")
+            format!("{public}{page}?rd={rd}")
         }
-        None => format!("{public}/login"),
+        None => format!("{public}{page}"),
     }
 }
 
@@ -464,6 +465,15 @@ async fn decide(
     };
     match rules_decide(state, target, &fwd.method, Some(&identity)).outcome {
         Outcome::Allow | Outcome::Bypass => {}
+        Outcome::TwoFactor => {
+            if AuthLevel::of(session.record()) != AuthLevel::Aal2 {
+                events::step_up_required(
+                    &identity.username,
+                    fwd.url.as_ref().map(url::Url::as_str),
+                );
+                return to_step_up(state, fwd);
+            }
+        }
         // A rule refused this user: 403, never the login page (signing in again would change
         // nothing, and a redirect there loops).
         Outcome::Deny | Outcome::SignIn => return Ok(denied(state, fwd, Some(&identity))),
@@ -554,12 +564,38 @@ const X_CLOAKROOM_DENIED: HeaderName = HeaderName::from_static("x-cloakroom-deni
 
 /// No valid session: where to sign in, in the proxy's dialect.
 fn to_sign_in(state: &AppState, fwd: &ForwardedRequest) -> Result<Response, WebError> {
+    send_to(fwd, &login_url(state, fwd, "/login"), sign_in_first)
+}
+
+/// A session with one factor where a rule asks for two: to the step-up page, which comes back
+/// here once the second factor is given. `X-Cloakroom-Step-Up: 1` tells a program why.
+fn to_step_up(state: &AppState, fwd: &ForwardedRequest) -> Result<Response, WebError> {
+    let mut response = match send_to(fwd, &login_url(state, fwd, "/step-up"), step_up_first) {
+        Ok(r) => r,
+        Err(e) => e.render(&Format::Json),
+    };
+    response
+        .headers_mut()
+        .insert(X_CLOAKROOM_STEP_UP, HeaderValue::from_static("1"));
+    Ok(response)
+}
+
+/// Says that a rule asks this session for its second factor.
+const X_CLOAKROOM_STEP_UP: HeaderName = HeaderName::from_static("x-cloakroom-step-up");
+
+/// The answer that sends a browser to `url` (a page of ours, with `rd`), in the proxy's
+/// dialect; `refusal` for a client that is not a browser.
+fn send_to(
+    fwd: &ForwardedRequest,
+    url: &str,
+    refusal: fn() -> WebError,
+) -> Result<Response, WebError> {
     metrics::forward_auth(metrics::ForwardOutcome::Unauthenticated);
     Ok(match fwd.flavor {
         Flavor::Nginx => {
-            // Rendered here, not by the group: the refusal carries where to sign in.
-            let mut r = sign_in_first().render(&Format::Json);
-            if let Ok(v) = HeaderValue::from_str(&login_url(state, fwd)) {
+            // Rendered here, not by the group: the refusal carries where to go.
+            let mut r = refusal().render(&Format::Json);
+            if let Ok(v) = HeaderValue::from_str(url) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
             r
@@ -571,10 +607,17 @@ fn to_sign_in(state: &AppState, fwd: &ForwardedRequest) -> Result<Response, WebE
             } else {
                 StatusCode::SEE_OTHER
             };
-            (status, [(header::LOCATION, login_url(state, fwd))]).into_response()
+            (status, [(header::LOCATION, url)]).into_response()
         }
-        _ => return Err(sign_in_first()),
+        _ => return Err(refusal()),
     })
+}
+
+fn step_up_first() -> WebError {
+    WebError::Forward {
+        status: StatusCode::UNAUTHORIZED,
+        message: "This app asks for your second factor. Please confirm it is you.".into(),
+    }
 }
 
 /// The service JWT's audience: `jwt_audience` if set, else the app's origin (the public
@@ -607,7 +650,7 @@ fn allowed(success: StatusCode, headers: &ForwardHeaders) -> Response {
     let h = response.headers_mut();
     // Room for all of them at once: growing the map insert by insert reallocated it twice per
     // check (3 % of a check in the profile).
-    h.reserve(11);
+    h.reserve(12);
     if let Some(user) = &headers.user {
         for name in [
             REMOTE_USER,
@@ -629,8 +672,14 @@ fn allowed(success: StatusCode, headers: &ForwardHeaders) -> Response {
         h.insert(X_AUTH_REQUEST_GROUPS, groups.clone());
     }
     h.insert(X_CLOAKROOM_JWT, headers.jwt.clone());
+    if let Some(level) = &headers.level {
+        h.insert(REMOTE_AUTH_LEVEL, level.clone());
+    }
     response
 }
+
+/// The session's assurance level for the app: `aal1` or `aal2`.
+const REMOTE_AUTH_LEVEL: HeaderName = HeaderName::from_static("remote-auth-level");
 
 /// Says why a download link was refused, in every dialect (its code: `link_used`, …).
 const X_CLOAKROOM_LINK: HeaderName = HeaderName::from_static("x-cloakroom-link");
@@ -686,6 +735,7 @@ async fn link_allowed(
     // A link lends its maker's access, never more: what the rules refuse the maker, the link
     // does not open (their groups may have changed since it was made).
     let target = rule_target(state, fwd.url.as_ref(), fwd.target.as_deref());
+    // A link carries no second factor: what a rule keeps for two factors it does not open.
     let decision = rules_decide(state, target.as_ref(), &fwd.method, Some(&who));
     if !matches!(decision.outcome, Outcome::Allow | Outcome::Bypass) {
         return Ok(denied(state, fwd, Some(&who)));

@@ -20,6 +20,7 @@ pub(crate) mod email;
 pub(crate) mod error;
 pub(crate) mod flows;
 pub(crate) mod forward;
+pub(crate) mod mfa;
 pub(crate) mod oidc;
 pub(crate) mod openapi;
 pub(crate) mod ops;
@@ -78,6 +79,7 @@ pub fn app(state: AppState) -> Router {
     let api_layer = layer.clone().with_bearer_sessions(OtherSchemes::Refuse);
     let sign_in = Router::new()
         .route("/api/login", post(api::login))
+        .route("/api/login/second-factor", post(mfa::login_second_factor))
         .layer(api_layer.clone().with_non_browser_sign_in())
         .layer(middleware::map_response(|r| render(Format::Json, r)));
     // The routes that end by setting a browser's cookie take no bearer token: a native app's
@@ -98,6 +100,14 @@ pub fn app(state: AppState) -> Router {
         .route("/api/sessions/revoke-others", post(api::revoke_others))
         .route("/api/sessions/{id}", delete(api::revoke))
         .route("/api/password", post(api::change_password))
+        .route("/api/step-up", post(mfa::step_up))
+        .route("/api/mfa", get(mfa::factors))
+        .route(
+            "/api/mfa/totp",
+            post(mfa::totp_begin).delete(mfa::totp_remove),
+        )
+        .route("/api/mfa/totp/confirm", post(mfa::totp_confirm))
+        .route("/api/mfa/recovery-codes", post(mfa::recovery_codes))
         .route("/api/account", delete(api::delete_account))
         .route("/api/links", post(api::create_link))
         .route("/api/password-reset", post(reset::password_reset_request))
@@ -118,6 +128,25 @@ pub fn app(state: AppState) -> Router {
     let pages = Router::new()
         .route("/", get(pages::home))
         .route("/login", get(pages::login_page).post(pages::login_submit))
+        .route(
+            "/login/second-factor",
+            get(mfa::second_factor_page).post(mfa::second_factor_submit),
+        )
+        .route("/step-up", get(mfa::step_up_page).post(mfa::step_up_submit))
+        .route("/account/security", get(mfa::security_page))
+        .route("/account/security/totp", post(mfa::security_totp_begin))
+        .route(
+            "/account/security/totp/confirm",
+            post(mfa::security_totp_confirm),
+        )
+        .route(
+            "/account/security/totp/remove",
+            post(mfa::security_totp_remove),
+        )
+        .route(
+            "/account/security/recovery-codes",
+            post(mfa::security_recovery_codes),
+        )
         .route(
             "/signup",
             get(pages::signup_page).post(pages::signup_submit),

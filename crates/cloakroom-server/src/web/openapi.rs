@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use utoipa::OpenApi as _;
 
 use crate::config::Settings;
-use crate::web::{admin, api, email, forward, oidc, ops, reset};
+use crate::web::{admin, api, email, forward, mfa, oidc, ops, reset};
 
 /// The operations, schemas and tags utoipa generates from the handlers' annotations.
 #[derive(Debug, utoipa::OpenApi)]
@@ -44,6 +44,8 @@ use crate::web::{admin, api, email, forward, oidc, ops, reset};
         forward::oauth2_sign_out_confirmed, forward::oauth2_userinfo,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::jwks,
         admin::users, admin::user, admin::change_groups, admin::groups,
+        mfa::login_second_factor, mfa::step_up, mfa::factors, mfa::totp_begin, mfa::totp_confirm,
+        mfa::totp_remove, mfa::recovery_codes,
     ),
     components(
         schemas(api::ErrorBody),
@@ -60,6 +62,8 @@ use crate::web::{admin, api, email, forward, oidc, ops, reset};
         (name = "oidc", description = "Signing in through OpenID providers: the endpoint a provider calls"),
         (name = "operations", description = "Health, readiness, metrics, keys, this document"),
         (name = "admin", description = "Accounts and their groups, for members of `admin_group` only"),
+        (name = "second factors", description = "An authenticator app (TOTP) and recovery codes; \
+            the second step of a sign-in; step-up to `aal2`"),
     ),
 )]
 struct ApiDoc;
@@ -204,6 +208,19 @@ const ACCOUNTS_DOWN: Refusal = refusal(
     "The account store is unavailable.",
 );
 
+const STEP_UP: Refusal = refusal(
+    403,
+    &["step_up_required"],
+    "The change needs a recent step-up (`POST /api/step-up`): with a second factor, one given \
+     in this session within 15 minutes; without, the password within 15 minutes.",
+);
+
+const CODE_THROTTLED: Refusal = refusal(
+    429,
+    &["too_many_attempts"],
+    "Too many wrong codes for this account or from this network; see `Retry-After`.",
+);
+
 /// The refusals an operation (by operation id) makes itself; those of the layers in front of
 /// it are added by [`layer_refusals`].
 const OWN: &[(&str, &[Refusal])] = &[
@@ -310,8 +327,98 @@ const OWN: &[(&str, &[Refusal])] = &[
         &[refusal(404, &["not_found"], "No such session of yours.")],
     ),
     (
+        "login_second_factor",
+        &[
+            refusal(
+                401,
+                &[
+                    "invalid_code",
+                    "no_pending_sign_in",
+                    "second_factor_expired",
+                ],
+                "The code is wrong or was used already (`invalid_code`), there is no pending \
+                 sign-in (`no_pending_sign_in`: `POST /api/login` first), or it is over 5 \
+                 minutes old (`second_factor_expired`).",
+            ),
+            refusal(
+                403,
+                &["account_disabled"],
+                "The account was disabled meanwhile.",
+            ),
+            CODE_THROTTLED,
+            ACCOUNTS_DOWN,
+        ],
+    ),
+    (
+        "step_up",
+        &[
+            refusal(
+                401,
+                &["invalid_code"],
+                "The code is wrong or was used already.",
+            ),
+            refusal(403, &["wrong_password"], "The password is wrong."),
+            refusal(
+                422,
+                &["second_factor_needed", "invalid_body"],
+                "`password` for an account with a second factor (`second_factor_needed`), or \
+                 the method's field is missing (`invalid_body`).",
+            ),
+            CODE_THROTTLED,
+            BUSY,
+        ],
+    ),
+    ("factors", &[ACCOUNTS_DOWN]),
+    (
+        "totp_begin",
+        &[
+            STEP_UP,
+            refusal(
+                409,
+                &["totp_already_enabled"],
+                "An authenticator app is on already: remove it first.",
+            ),
+            ACCOUNTS_DOWN,
+        ],
+    ),
+    (
+        "totp_confirm",
+        &[
+            refusal(400, &["invalid_code"], "The code is not right."),
+            STEP_UP,
+            refusal(
+                409,
+                &["no_enrolment", "totp_already_enabled"],
+                "No setup is under way (`no_enrolment`: `POST /api/mfa/totp` first), or the \
+                 app is on already.",
+            ),
+            ACCOUNTS_DOWN,
+        ],
+    ),
+    (
+        "totp_remove",
+        &[
+            STEP_UP,
+            refusal(404, &["not_found"], "The account has no authenticator app."),
+            ACCOUNTS_DOWN,
+        ],
+    ),
+    (
+        "recovery_codes",
+        &[
+            STEP_UP,
+            refusal(
+                409,
+                &["no_second_factor"],
+                "The account has no second factor for codes to stand in for.",
+            ),
+            ACCOUNTS_DOWN,
+        ],
+    ),
+    (
         "change_password",
         &[
+            STEP_UP,
             refusal(403, &["wrong_password"], "The current password is wrong."),
             refusal(
                 422,
@@ -361,6 +468,7 @@ const OWN: &[(&str, &[Refusal])] = &[
     (
         "change_api",
         &[
+            STEP_UP,
             refusal(403, &["wrong_password"], "The password is wrong."),
             refusal(
                 422,

@@ -519,7 +519,12 @@ pub(crate) async fn login_submit(
         remember: form.remember.is_some(),
     };
     match flows::login(&state, &auth, ip, &creds, &client).await {
-        Ok(_) => Redirect::to(next.as_str()).into_response(),
+        Ok(flows::LoginOutcome::SignedIn(..)) => Redirect::to(next.as_str()).into_response(),
+        Ok(flows::LoginOutcome::SecondFactor { .. }) => Redirect::to(&format!(
+            "/login/second-factor?next={}",
+            url::form_urlencoded::byte_serialize(next.as_str().as_bytes()).collect::<String>()
+        ))
+        .into_response(),
         Err(e) => {
             let shown = EntryForm {
                 error: FormError::of(&e, login_field),

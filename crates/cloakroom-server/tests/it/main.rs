@@ -23,6 +23,7 @@ mod leaving;
 mod links;
 mod mail;
 mod messages;
+mod mfa;
 mod native;
 mod oidc;
 mod oidc_faults;

@@ -126,6 +126,8 @@ fn is_page(path: &str) -> bool {
             | "/password-reset"
             | "/verify-email"
             | "/access-denied"
+            | "/login/second-factor"
+            | "/step-up"
     ) || path.starts_with("/account/")
         || path.starts_with("/verify-email/")
         || (path.starts_with("/oidc/") && !path.ends_with("/backchannel-logout"))
@@ -362,6 +364,68 @@ async fn documented_answers_match_real_ones() {
         let r = s.browser().post_json("/api/signup", &body).await;
         doc.check("post", "/api/signup", &r);
         assert_eq!(r.error_code(), code);
+    }
+    // Second factors: set up, refused without a step-up, stepped up, removed.
+    {
+        use crate::mfa::{base32, totp};
+        let r = ada.get("/api/mfa").await;
+        doc.check("get", "/api/mfa", &r);
+        let r = ada.post_json("/api/mfa/totp", &json!({})).await;
+        doc.check("post", "/api/mfa/totp", &r);
+        let secret = base32(r.json()["secret"].as_str().unwrap());
+        let now = cloakroom_core::Clock::now(&s.clock).as_unix_secs();
+        let wrong = if totp(&secret, now) == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        let r = ada
+            .post_json("/api/mfa/totp/confirm", &json!({ "code": wrong }))
+            .await;
+        doc.check("post", "/api/mfa/totp/confirm", &r);
+        r.assert(400);
+        let r = ada
+            .post_json(
+                "/api/mfa/totp/confirm",
+                &json!({ "code": totp(&secret, now) }),
+            )
+            .await;
+        doc.check("post", "/api/mfa/totp/confirm", &r);
+        let codes = r.json()["recovery_codes"].clone();
+        let r = ada.post_json("/api/mfa/recovery-codes", &json!({})).await;
+        doc.check("post", "/api/mfa/recovery-codes", &r);
+        r.assert(403);
+        let r = ada.delete("/api/mfa/totp").await;
+        doc.check("delete", "/api/mfa/totp", &r);
+        r.assert(403);
+        let r = ada
+            .post_json("/api/step-up", &json!({ "method": "totp", "code": wrong }))
+            .await;
+        doc.check("post", "/api/step-up", &r);
+        r.assert(401);
+        let r = ada
+            .post_json(
+                "/api/step-up",
+                &json!({ "method": "recovery_code", "code": codes[0] }),
+            )
+            .await;
+        doc.check("post", "/api/step-up", &r);
+        r.assert(200);
+        let r = ada.post_json("/api/mfa/recovery-codes", &json!({})).await;
+        doc.check("post", "/api/mfa/recovery-codes", &r);
+        r.assert(200);
+        let r = ada.delete("/api/mfa/totp").await;
+        doc.check("delete", "/api/mfa/totp", &r);
+        r.assert(204);
+        let r = s
+            .browser()
+            .post_json(
+                "/api/login/second-factor",
+                &json!({ "method": "totp", "code": "123456" }),
+            )
+            .await;
+        doc.check("post", "/api/login/second-factor", &r);
+        r.assert(401);
     }
     // Password reset: the one answer to every request, and a link's refusals and success.
     let r = s

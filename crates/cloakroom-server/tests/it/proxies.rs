@@ -36,12 +36,12 @@ async fn cloakroom_behind(proxy_port: u16) -> TestServer {
     .await
 }
 
-fn cloakroom_addr(s: &TestServer) -> String {
+pub(crate) fn cloakroom_addr(s: &TestServer) -> String {
     s.base.trim_start_matches("http://").to_owned()
 }
 
 /// A browser talking to the proxy.
-fn through(s: &TestServer, proxy_port: u16) -> Browser {
+pub(crate) fn through(s: &TestServer, proxy_port: u16) -> Browser {
     let mut b = s.browser();
     b.set_base(
         &format!("http://127.0.0.1:{proxy_port}"),
@@ -53,7 +53,7 @@ fn through(s: &TestServer, proxy_port: u16) -> Browser {
 /// nginx on `proxy_port`, or `None` if it could not listen there: the port was free when it
 /// was picked, but another test may have bound it since (then whatever answers on it is not
 /// nginx — a test once sent its requests to another test's echo app and failed confusingly).
-async fn start_nginx(
+pub(crate) async fn start_nginx(
     dir: &Path,
     proxy_port: u16,
     cloakroom: &str,

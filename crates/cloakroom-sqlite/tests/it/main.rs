@@ -101,6 +101,10 @@ impl cloakroom_testkit::conformance::AccountHarness for Accounts {
     fn accounts(&self) -> Arc<dyn cloakroom_core::accounts::AccountStore> {
         Arc::new(self.0.clone())
     }
+
+    fn second_factors(&self) -> Arc<dyn cloakroom_core::mfa::SecondFactorStore> {
+        Arc::new(self.0.clone())
+    }
 }
 
 async fn accounts() -> Option<Accounts> {

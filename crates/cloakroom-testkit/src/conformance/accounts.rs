@@ -14,6 +14,9 @@ use super::user;
 pub trait AccountHarness: Send + Sync {
     /// The store under test.
     fn accounts(&self) -> Arc<dyn AccountStore>;
+
+    /// The second factors beside those accounts (the same database).
+    fn second_factors(&self) -> Arc<dyn cloakroom_core::mfa::SecondFactorStore>;
 }
 
 /// Generates one `#[tokio::test]` per account-store check in a module named `$module`;
@@ -39,7 +42,12 @@ macro_rules! account_conformance_suite {
                 identities_unlink_and_go_with_their_account,
                 email_changes_reset_verification_and_stale_verifications_fail,
                 accounts_are_found_by_email_with_the_domain_in_any_case,
-                groups_are_memberships_that_go_with_their_account
+                groups_are_memberships_that_go_with_their_account,
+                totp_enrolment_is_confirmed_once_and_replaced_only_until_then,
+                totp_steps_are_accepted_once_even_under_concurrency,
+                recovery_codes_are_used_once_even_under_concurrency,
+                passkeys_are_unique_and_only_their_owner_changes_them,
+                factors_reset_together_and_go_with_their_account
             );
         }
     };
@@ -785,5 +793,330 @@ pub async fn groups_are_memberships_that_go_with_their_account(h: &impl AccountH
         store.group_sizes().await.expect("sizes"),
         vec![(g("wiki"), 1)],
         "a deleted account's memberships go with it"
+    );
+}
+
+// ---- Second factors (`SecondFactorStore`) ----
+
+fn codes(user: &UserId, n: usize) -> Vec<cloakroom_core::mfa::RecoveryCodeHash> {
+    (0..n)
+        .map(|i| cloakroom_core::mfa::RecoveryCodeHash::of(user, &format!("code-{i}")))
+        .collect()
+}
+
+/// Enrolment: begin stores an unconfirmed secret (not a factor yet) and replaces one; confirm
+/// needs the exact secret still there, sets the step and the recovery codes; a confirmed
+/// authenticator is never replaced by another `begin`.
+pub async fn totp_enrolment_is_confirmed_once_and_replaced_only_until_then(
+    h: &impl AccountHarness,
+) {
+    let (store, factors) = (h.accounts(), h.second_factors());
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let ann = account("ann", at);
+    store.create(&ann).await.expect("create");
+    assert_eq!(factors.totp(&ann.id).await.expect("read"), None);
+    assert!(
+        factors
+            .begin_totp(&ann.id, b"first", at)
+            .await
+            .expect("begin")
+    );
+    assert!(!factors.factors(&ann.id).await.expect("factors").any());
+    assert!(
+        factors
+            .begin_totp(&ann.id, b"second", at)
+            .await
+            .expect("replace")
+    );
+    // The first secret was replaced: confirming it changes nothing.
+    assert!(
+        !factors
+            .confirm_totp(&ann.id, b"first", 10, &codes(&ann.id, 10), at)
+            .await
+            .expect("confirm")
+    );
+    assert!(
+        factors
+            .confirm_totp(&ann.id, b"second", 10, &codes(&ann.id, 10), at)
+            .await
+            .expect("confirm")
+    );
+    let record = factors.totp(&ann.id).await.expect("read").expect("there");
+    assert_eq!(record.sealed, b"second");
+    assert_eq!(record.confirmed_at, Some(at));
+    assert_eq!(record.last_step, Some(10));
+    let now = factors.factors(&ann.id).await.expect("factors");
+    assert!(now.totp && now.any());
+    assert_eq!(now.recovery_codes, 10);
+    // Confirmed: neither a new enrolment nor a second confirmation changes it.
+    assert!(
+        !factors
+            .begin_totp(&ann.id, b"third", at)
+            .await
+            .expect("begin")
+    );
+    assert!(
+        !factors
+            .confirm_totp(&ann.id, b"second", 11, &codes(&ann.id, 3), at)
+            .await
+            .expect("confirm")
+    );
+    assert_eq!(
+        factors
+            .totp(&ann.id)
+            .await
+            .expect("read")
+            .expect("there")
+            .sealed,
+        b"second"
+    );
+    assert!(factors.remove_totp(&ann.id).await.expect("remove"));
+    assert!(!factors.remove_totp(&ann.id).await.expect("remove again"));
+    assert!(!factors.factors(&ann.id).await.expect("factors").totp);
+}
+
+/// A step is accepted once and only after every earlier one; of concurrent uses exactly one
+/// wins. An unconfirmed authenticator accepts nothing.
+pub async fn totp_steps_are_accepted_once_even_under_concurrency(h: &impl AccountHarness) {
+    let (store, factors) = (h.accounts(), h.second_factors());
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let bo = account("bob", at);
+    store.create(&bo).await.expect("create");
+    factors.begin_totp(&bo.id, b"s", at).await.expect("begin");
+    assert!(!factors.use_totp_step(&bo.id, 5).await.expect("unconfirmed"));
+    factors
+        .confirm_totp(&bo.id, b"s", 5, &[], at)
+        .await
+        .expect("confirm");
+    assert!(!factors.use_totp_step(&bo.id, 5).await.expect("same step"));
+    assert!(
+        !factors
+            .use_totp_step(&bo.id, 4)
+            .await
+            .expect("earlier step")
+    );
+    let uses = (0..16).map(|_| {
+        let (factors, id) = (factors.clone(), bo.id.clone());
+        tokio::spawn(async move { factors.use_totp_step(&id, 6).await.expect("use") })
+    });
+    let mut won = 0;
+    for u in uses {
+        won += usize::from(u.await.expect("task"));
+    }
+    assert_eq!(won, 1, "one of 16 concurrent uses of a step wins");
+    assert!(factors.use_totp_step(&bo.id, 8).await.expect("later"));
+    let other = UserId::new("nobody").expect("id");
+    assert!(
+        !factors
+            .use_totp_step(&other, 100)
+            .await
+            .expect("no authenticator")
+    );
+}
+
+/// Each code works once, for its own account only; replacing the codes ends the old ones.
+pub async fn recovery_codes_are_used_once_even_under_concurrency(h: &impl AccountHarness) {
+    let (store, factors) = (h.accounts(), h.second_factors());
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let (cy, di) = (account("cyd", at), account("dia", at));
+    store.create(&cy).await.expect("create");
+    store.create(&di).await.expect("create");
+    let cy_codes = codes(&cy.id, 10);
+    factors
+        .set_recovery_codes(&cy.id, &cy_codes, at)
+        .await
+        .expect("set");
+    assert_eq!(
+        factors
+            .factors(&cy.id)
+            .await
+            .expect("factors")
+            .recovery_codes,
+        10
+    );
+    // Another account's digest of the same text is another digest.
+    assert!(
+        !factors
+            .use_recovery_code(&di.id, &cy_codes[0], at)
+            .await
+            .expect("other account")
+    );
+    let uses = (0..16).map(|_| {
+        let (factors, id, code) = (factors.clone(), cy.id.clone(), cy_codes[0]);
+        tokio::spawn(async move {
+            factors
+                .use_recovery_code(&id, &code, at)
+                .await
+                .expect("use")
+        })
+    });
+    let mut won = 0;
+    for u in uses {
+        won += usize::from(u.await.expect("task"));
+    }
+    assert_eq!(won, 1, "one of 16 concurrent uses of a code wins");
+    assert_eq!(
+        factors
+            .factors(&cy.id)
+            .await
+            .expect("factors")
+            .recovery_codes,
+        9
+    );
+    let fresh = [cloakroom_core::mfa::RecoveryCodeHash::of(&cy.id, "new")];
+    factors
+        .set_recovery_codes(&cy.id, &fresh, at)
+        .await
+        .expect("replace");
+    assert!(
+        !factors
+            .use_recovery_code(&cy.id, &cy_codes[1], at)
+            .await
+            .expect("replaced code")
+    );
+    assert!(
+        factors
+            .use_recovery_code(&cy.id, &fresh[0], at)
+            .await
+            .expect("new code")
+    );
+}
+
+fn passkey(owner: &UserId, id: &[u8], at: Timestamp) -> cloakroom_core::mfa::PasskeyRecord {
+    cloakroom_core::mfa::PasskeyRecord {
+        credential_id: id.to_vec(),
+        account: owner.clone(),
+        name: "Laptop".into(),
+        data: "{\"counter\":0}".into(),
+        created_at: at,
+        last_used_at: None,
+    }
+}
+
+/// A credential id is registered once across all accounts; lookups find it by id; only its
+/// owner renames, updates or removes it.
+pub async fn passkeys_are_unique_and_only_their_owner_changes_them(h: &impl AccountHarness) {
+    let (store, factors) = (h.accounts(), h.second_factors());
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let later = Timestamp::from_unix_millis(1_700_000_060_000);
+    let (ed, flo) = (account("eda", at), account("flo", at));
+    store.create(&ed).await.expect("create");
+    store.create(&flo).await.expect("create");
+    assert!(
+        factors
+            .add_passkey(&passkey(&ed.id, b"k1", at))
+            .await
+            .expect("add")
+    );
+    assert!(
+        factors
+            .add_passkey(&passkey(&ed.id, b"k2", later))
+            .await
+            .expect("add")
+    );
+    assert!(
+        !factors
+            .add_passkey(&passkey(&flo.id, b"k1", at))
+            .await
+            .expect("taken")
+    );
+    let listed = factors.passkeys(&ed.id).await.expect("list");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|p| p.credential_id.as_slice())
+            .collect::<Vec<_>>(),
+        [b"k1".as_slice(), b"k2"]
+    );
+    assert_eq!(factors.factors(&ed.id).await.expect("factors").passkeys, 2);
+    assert!(factors.factors(&ed.id).await.expect("factors").any());
+    assert_eq!(
+        factors
+            .passkey(b"k1")
+            .await
+            .expect("find")
+            .map(|p| p.account),
+        Some(ed.id.clone())
+    );
+    assert_eq!(factors.passkey(b"none").await.expect("find"), None);
+    // Flo can touch none of Ed's.
+    assert!(
+        !factors
+            .rename_passkey(&flo.id, b"k1", "mine")
+            .await
+            .expect("rename")
+    );
+    assert!(
+        !factors
+            .update_passkey(&flo.id, b"k1", "{}", later)
+            .await
+            .expect("update")
+    );
+    assert!(
+        !factors
+            .remove_passkey(&flo.id, b"k1")
+            .await
+            .expect("remove")
+    );
+    assert!(
+        factors
+            .rename_passkey(&ed.id, b"k1", "Phone")
+            .await
+            .expect("rename")
+    );
+    assert!(
+        factors
+            .update_passkey(&ed.id, b"k1", "{\"counter\":5}", later)
+            .await
+            .expect("update")
+    );
+    let k1 = factors.passkey(b"k1").await.expect("find").expect("there");
+    assert_eq!(
+        (k1.name.as_str(), k1.data.as_str(), k1.last_used_at),
+        ("Phone", "{\"counter\":5}", Some(later))
+    );
+    assert!(factors.remove_passkey(&ed.id, b"k1").await.expect("remove"));
+    assert_eq!(factors.passkey(b"k1").await.expect("find"), None);
+    assert_eq!(factors.factors(&ed.id).await.expect("factors").passkeys, 1);
+}
+
+/// `reset` removes every factor at once; deleting the account removes them too, so a new
+/// account can never inherit them.
+pub async fn factors_reset_together_and_go_with_their_account(h: &impl AccountHarness) {
+    let (store, factors) = (h.accounts(), h.second_factors());
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let (gus, hal) = (account("gus", at), account("hal", at));
+    for a in [&gus, &hal] {
+        store.create(a).await.expect("create");
+        factors.begin_totp(&a.id, b"s", at).await.expect("begin");
+        factors
+            .confirm_totp(&a.id, b"s", 1, &codes(&a.id, 10), at)
+            .await
+            .expect("confirm");
+        factors
+            .add_passkey(&passkey(&a.id, a.id.as_str().as_bytes(), at))
+            .await
+            .expect("add");
+    }
+    assert!(factors.reset(&gus.id).await.expect("reset"));
+    assert_eq!(
+        factors.factors(&gus.id).await.expect("factors"),
+        cloakroom_core::mfa::Factors::default()
+    );
+    assert_eq!(factors.totp(&gus.id).await.expect("read"), None);
+    assert!(!factors.reset(&gus.id).await.expect("nothing left"));
+    // Hal's are untouched, until Hal's account goes.
+    assert!(factors.factors(&hal.id).await.expect("factors").any());
+    assert!(store.delete(&hal.id).await.expect("delete"));
+    assert_eq!(
+        factors.factors(&hal.id).await.expect("factors"),
+        cloakroom_core::mfa::Factors::default()
+    );
+    assert_eq!(
+        factors
+            .passkey(hal.id.as_str().as_bytes())
+            .await
+            .expect("find"),
+        None
     );
 }

@@ -1,0 +1,94 @@
+//! How a session's user proved who they are: its assurance level (NIST SP 800-63B's AAL) and
+//! the RFC 8176 method names apps see.
+//!
+//! The level lives in the session's data, written by the server alone: `aal2` from the moment
+//! a second factor was given in this session (at sign-in or by step-up), with the time, so
+//! that sensitive changes can ask for a recent one.
+
+use std::time::Duration;
+
+use cloakroom_core::{Session, Timestamp};
+
+/// When the second factor was last given in this session (Unix milliseconds).
+pub(crate) const AAL2_AT: &str = "cloakroom.aal2_at";
+/// Which second factor (`totp`, `recovery_code`).
+pub(crate) const SECOND_FACTOR: &str = "cloakroom.second_factor";
+/// When the password was last checked again in this session (step-up of an account with no
+/// second factor), Unix milliseconds.
+pub(crate) const REAUTH_AT: &str = "cloakroom.reauth_at";
+
+/// How long a step-up counts as recent for the changes that ask for one (adding or removing a
+/// factor, a new password or address): a quarter of an hour, as Ory Kratos' privileged
+/// session.
+pub(crate) const STEP_UP_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// A session's authenticator assurance level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthLevel {
+    /// One factor (a password, or an OpenID provider's sign-in).
+    Aal1,
+    /// A second factor was given in this session.
+    Aal2,
+}
+
+impl AuthLevel {
+    /// `aal1` or `aal2`, as the API, `Remote-Auth-Level` and the JWT's `acr` spell it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Aal1 => "aal1",
+            Self::Aal2 => "aal2",
+        }
+    }
+
+    /// The level of `session`.
+    pub(crate) fn of(session: &Session) -> Self {
+        if aal2_at(session).is_some() {
+            Self::Aal2
+        } else {
+            Self::Aal1
+        }
+    }
+}
+
+fn time(session: &Session, key: &str) -> Option<Timestamp> {
+    session
+        .data
+        .get::<i64>(key)
+        .ok()
+        .flatten()
+        .map(Timestamp::from_unix_millis)
+}
+
+/// When the second factor was given in this session, if it was.
+pub(crate) fn aal2_at(session: &Session) -> Option<Timestamp> {
+    time(session, AAL2_AT)
+}
+
+/// When this session last proved its user with the password: at sign-in, or again since.
+pub(crate) fn password_at(session: &Session) -> Timestamp {
+    time(session, REAUTH_AT).map_or(session.auth_time, |t| t.max(session.auth_time))
+}
+
+/// RFC 8176 `amr` values for `session`.
+pub(crate) fn amr(session: &Session) -> Vec<&'static str> {
+    let mut amr = Vec::with_capacity(3);
+    if session.auth_method.as_str().starts_with("oidc:") {
+        amr.push("fed");
+    } else {
+        amr.push("pwd");
+    }
+    if AuthLevel::of(session) == AuthLevel::Aal2 {
+        if session
+            .data
+            .get::<String>(SECOND_FACTOR)
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("totp")
+        {
+            amr.push("otp");
+        }
+        amr.push("mfa");
+    }
+    amr
+}

@@ -1,0 +1,810 @@
+//! Second factors on the web (issue 17): the JSON interface for an authenticator app (TOTP)
+//! and recovery codes, the second step of a sign-in, step-up, and their pages — which work
+//! without JavaScript (the QR code is an inline SVG drawn on the server).
+//!
+//! The API's routes and fields are fixed (other tools are built against them):
+//! `POST /api/mfa/totp`, `POST /api/mfa/totp/confirm`, `DELETE /api/mfa/totp`,
+//! `POST /api/login/second-factor`, `POST /api/step-up`, and `auth_level` in
+//! `GET /api/session`.
+
+use askama::Template;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use cloakroom_axum::{Auth, Rejection, Session};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::accounts::passwords::Password;
+use crate::mfa::Method;
+use crate::state::AppState;
+use crate::web::api::{NativeSession, session_response};
+use crate::web::device::rfc3339;
+use crate::web::error::{ApiJson, WebError, WebForm, WebQuery};
+use crate::web::flows;
+use crate::web::pages::{Nav, Visitor, nav, personal, render};
+use crate::web::redirect::ReturnTo;
+use crate::web::site::Site;
+use crate::web::{ClientAddr, pages};
+use crate::{events, metrics};
+
+// --- The API ------------------------------------------------------------------------------
+
+/// A second factor: `POST /api/login/second-factor`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct SecondFactorRequest {
+    /// `totp` or `recovery_code`.
+    pub(crate) method: Method,
+    /// Six digits from the app, or a recovery code (`xxxx-xxxx-xxxx`; case, spaces and dashes
+    /// do not matter).
+    pub(crate) code: String,
+}
+
+/// What `POST /api/login` answers for an account with a second factor.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SecondFactorRequired {
+    /// Always `true`: no session yet. A pending session cookie is set, which every route but
+    /// `POST /api/login/second-factor` treats as signed out; it lasts 5 minutes.
+    pub(crate) second_factor_required: bool,
+    /// What the account can give: `totp`, `recovery_code`.
+    pub(crate) methods: Vec<&'static str>,
+    /// A native app's pending token (send it as `Authorization: Bearer` to
+    /// `POST /api/login/second-factor`); absent for a browser.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) session_token: Option<String>,
+}
+
+/// `POST /api/step-up`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct StepUpRequest {
+    /// `totp`, `recovery_code`, or — for an account without a second factor only —
+    /// `password`.
+    pub(crate) method: StepUpMethod,
+    /// The code, for `totp` and `recovery_code`.
+    #[serde(default)]
+    pub(crate) code: Option<String>,
+    /// The password, for `password`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub(crate) password: Option<Password>,
+}
+
+/// How to step up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StepUpMethod {
+    /// A code from the authenticator app.
+    Totp,
+    /// A recovery code.
+    RecoveryCode,
+    /// The password (accounts without a second factor).
+    Password,
+}
+
+/// `POST /api/mfa/totp`: the new authenticator, not on until confirmed.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TotpEnrolment {
+    /// The secret, base32 without padding, for typing into the app.
+    pub(crate) secret: String,
+    /// `otpauth://totp/<site>:<user>?secret=…&issuer=…`, for a QR code.
+    pub(crate) otpauth_url: String,
+}
+
+/// `POST /api/mfa/totp/confirm`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct TotpConfirmRequest {
+    /// The code the app shows now.
+    pub(crate) code: String,
+}
+
+/// New recovery codes, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RecoveryCodes {
+    /// Ten single-use codes.
+    pub(crate) recovery_codes: Vec<String>,
+}
+
+/// `GET /api/mfa`: which factors the account has.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FactorsView {
+    /// Whether an authenticator app is on.
+    pub(crate) totp: bool,
+    /// Recovery codes not used yet.
+    pub(crate) recovery_codes_left: u32,
+    /// This session's level: `aal1` or `aal2`.
+    pub(crate) auth_level: &'static str,
+}
+
+/// Finishes a sign-in with its second factor.
+#[utoipa::path(post, path = "/api/login/second-factor", tag = "second factors",
+    request_body = SecondFactorRequest,
+    security(("session_cookie" = [])),
+    responses(
+        (status = 200, description = "Signed in at `aal2`: the pending session is replaced by a new one (a new cookie; a native app gets a `NativeSession`)", body = crate::web::api::LoginAnswer),
+    ))]
+pub(crate) async fn login_second_factor(
+    State(state): State<AppState>,
+    auth: Auth,
+    ClientAddr(ip): ClientAddr,
+    ApiJson(req): ApiJson<SecondFactorRequest>,
+) -> Result<Response, WebError> {
+    let (account, session, token) =
+        flows::second_factor(&state, &auth, ip, req.method, &req.code).await?;
+    Ok(match token {
+        Some(token) => Json(NativeSession {
+            session_token: token.expose_cookie_value(),
+            expires_at: rfc3339(session.record().absolute_expires_at),
+        })
+        .into_response(),
+        None => Json(session_response(&account, &session)).into_response(),
+    })
+}
+
+/// Raises this session to `aal2` (or, without a second factor, confirms the password again).
+#[utoipa::path(post, path = "/api/step-up", tag = "second factors",
+    request_body = StepUpRequest,
+    security(("session_cookie" = [])),
+    responses(
+        (status = 200, description = "Confirmed: the session has a new token (and CSRF token) and is at `aal2` after a second factor", body = crate::web::api::SessionResponse),
+    ))]
+pub(crate) async fn step_up(
+    State(state): State<AppState>,
+    mut session: Session,
+    ClientAddr(ip): ClientAddr,
+    ApiJson(req): ApiJson<StepUpRequest>,
+) -> Result<Response, WebError> {
+    run_step_up(&state, &mut session, ip, req).await?;
+    let account = state
+        .accounts
+        .store()
+        .by_id(session.user_id())
+        .await?
+        .ok_or(WebError::NotFound("This account no longer exists."))?;
+    let mut response = Json(session_response(&account, &session)).into_response();
+    if let Some(token) = session.new_bearer_token()
+        && let Ok(v) = axum::http::HeaderValue::from_str(&token)
+    {
+        response
+            .headers_mut()
+            .insert(axum::http::HeaderName::from_static("x-session-token"), v);
+    }
+    Ok(response)
+}
+
+async fn run_step_up(
+    state: &AppState,
+    session: &mut Session,
+    ip: Option<std::net::IpAddr>,
+    req: StepUpRequest,
+) -> Result<(), WebError> {
+    let missing = |field: &str| {
+        WebError::refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            &format!("`{field}` is needed for this method."),
+        )
+    };
+    match req.method {
+        StepUpMethod::Password => {
+            if state.mfa.factors(session.user_id()).await?.any() {
+                return Err(WebError::refused(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "second_factor_needed",
+                    "This account has a second factor: step up with it, not the password.",
+                ));
+            }
+            let password = req.password.ok_or_else(|| missing("password"))?;
+            flows::step_up_password(state, session, ip, &password).await
+        }
+        m => {
+            let method = if m == StepUpMethod::Totp {
+                Method::Totp
+            } else {
+                Method::RecoveryCode
+            };
+            let code = req.code.ok_or_else(|| missing("code"))?;
+            flows::step_up(state, session, ip, method, &code).await
+        }
+    }
+}
+
+/// The account's factors and this session's level.
+#[utoipa::path(get, path = "/api/mfa", tag = "second factors",
+    security(("session_cookie" = [])),
+    responses((status = 200, description = "Which factors the account has", body = FactorsView)))]
+pub(crate) async fn factors(
+    State(state): State<AppState>,
+    session: Session,
+) -> Result<Json<FactorsView>, WebError> {
+    let f = state.mfa.factors(session.user_id()).await?;
+    Ok(Json(FactorsView {
+        totp: f.totp,
+        recovery_codes_left: f.recovery_codes,
+        auth_level: crate::mfa::level::AuthLevel::of(session.record()).as_str(),
+    }))
+}
+
+/// Starts setting up an authenticator app (needs a recent sign-in or step-up).
+#[utoipa::path(post, path = "/api/mfa/totp", tag = "second factors",
+    security(("session_cookie" = [])),
+    responses((status = 200, description = "The new secret; it is not used until confirmed", body = TotpEnrolment)))]
+pub(crate) async fn totp_begin(
+    State(state): State<AppState>,
+    session: Session,
+) -> Result<Json<TotpEnrolment>, WebError> {
+    flows::require_step_up(&state, &session).await?;
+    let account = account_of(&state, &session).await?;
+    let enrolment = state
+        .mfa
+        .begin_totp(&account)
+        .await
+        .map_err(|e| flows::mfa_error(e, StatusCode::BAD_REQUEST))?;
+    Ok(Json(TotpEnrolment {
+        secret: enrolment.secret,
+        otpauth_url: enrolment.otpauth_url,
+    }))
+}
+
+/// Turns the authenticator on with its first code; every other session ends.
+#[utoipa::path(post, path = "/api/mfa/totp/confirm", tag = "second factors",
+    request_body = TotpConfirmRequest,
+    security(("session_cookie" = [])),
+    responses((status = 200, description = "On: ten recovery codes, shown once; every other session of the account has ended", body = RecoveryCodes)))]
+pub(crate) async fn totp_confirm(
+    State(state): State<AppState>,
+    session: Session,
+    ClientAddr(ip): ClientAddr,
+    ApiJson(req): ApiJson<TotpConfirmRequest>,
+) -> Result<Json<RecoveryCodes>, WebError> {
+    let codes = confirm(&state, &session, ip, &req.code).await?;
+    Ok(Json(RecoveryCodes {
+        recovery_codes: codes,
+    }))
+}
+
+async fn confirm(
+    state: &AppState,
+    session: &Session,
+    ip: Option<std::net::IpAddr>,
+    code: &str,
+) -> Result<Vec<String>, WebError> {
+    flows::require_step_up(state, session).await?;
+    let codes = state
+        .mfa
+        .confirm_totp(session.user_id(), code)
+        .await
+        .map_err(|e| flows::mfa_error(e, StatusCode::BAD_REQUEST))?;
+    changed(state, session, "totp", "added", ip).await?;
+    Ok(codes)
+}
+
+/// Turns the authenticator app off (needs a recent second factor); every other session ends.
+#[utoipa::path(delete, path = "/api/mfa/totp", tag = "second factors",
+    security(("session_cookie" = [])),
+    responses((status = 204, description = "Off (with the recovery codes, unless another factor is left); every other session of the account has ended")))]
+pub(crate) async fn totp_remove(
+    State(state): State<AppState>,
+    session: Session,
+    ClientAddr(ip): ClientAddr,
+) -> Result<StatusCode, WebError> {
+    remove(&state, &session, ip).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove(
+    state: &AppState,
+    session: &Session,
+    ip: Option<std::net::IpAddr>,
+) -> Result<(), WebError> {
+    flows::require_step_up(state, session).await?;
+    state
+        .mfa
+        .remove_totp(session.user_id())
+        .await
+        .map_err(|e| flows::mfa_error(e, StatusCode::BAD_REQUEST))?;
+    changed(state, session, "totp", "removed", ip).await
+}
+
+/// Replaces the recovery codes (needs a recent second factor).
+#[utoipa::path(post, path = "/api/mfa/recovery-codes", tag = "second factors",
+    security(("session_cookie" = [])),
+    responses((status = 200, description = "Ten new codes, shown once; the old ones no longer work", body = RecoveryCodes)))]
+pub(crate) async fn recovery_codes(
+    State(state): State<AppState>,
+    session: Session,
+    ClientAddr(ip): ClientAddr,
+) -> Result<Json<RecoveryCodes>, WebError> {
+    let codes = new_codes(&state, &session, ip).await?;
+    Ok(Json(RecoveryCodes {
+        recovery_codes: codes,
+    }))
+}
+
+async fn new_codes(
+    state: &AppState,
+    session: &Session,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Vec<String>, WebError> {
+    flows::require_step_up(state, session).await?;
+    if !state.mfa.factors(session.user_id()).await?.any() {
+        return Err(WebError::refused(
+            StatusCode::CONFLICT,
+            "no_second_factor",
+            "Recovery codes stand in for a second factor: set one up first.",
+        ));
+    }
+    let codes = state
+        .mfa
+        .new_recovery_codes(session.user_id())
+        .await
+        .map_err(|e| flows::mfa_error(e, StatusCode::BAD_REQUEST))?;
+    changed(state, session, "recovery_codes", "replaced", ip).await?;
+    Ok(codes)
+}
+
+/// After a factor changed: every other session ends, and the event is logged.
+async fn changed(
+    state: &AppState,
+    session: &Session,
+    factor: &str,
+    change: &str,
+    ip: Option<std::net::IpAddr>,
+) -> Result<(), WebError> {
+    let ended = session.logout_other_devices().await?;
+    metrics::revoked("factor_changed", ended);
+    events::factor_changed(&flows::username(session), factor, change, ended, ip);
+    let _ = state;
+    Ok(())
+}
+
+async fn account_of(
+    state: &AppState,
+    session: &Session,
+) -> Result<cloakroom_core::accounts::Account, WebError> {
+    Ok(state
+        .accounts
+        .store()
+        .by_id(session.user_id())
+        .await?
+        .ok_or(crate::accounts::AccountsError::UnknownAccount)?)
+}
+
+// --- Pages --------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "second_factor.html")]
+struct SecondFactorPage<'a> {
+    site: &'a Site,
+    nav: Option<Nav>,
+    title: &'static str,
+    action: &'static str,
+    csrf: String,
+    next: String,
+    methods: Vec<&'static str>,
+    password: bool,
+    error: Option<String>,
+}
+
+/// `?next=` or `?rd=` on the second-factor and step-up pages.
+#[derive(Debug, Deserialize)]
+pub(crate) struct NextQuery {
+    next: Option<String>,
+    rd: Option<String>,
+}
+
+impl NextQuery {
+    fn target(&self, state: &AppState) -> ReturnTo {
+        ReturnTo::parse(
+            self.rd.as_deref().or(self.next.as_deref()),
+            &state.settings.redirect_hosts,
+        )
+    }
+}
+
+/// The second-factor and step-up forms.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CodeForm {
+    method: String,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    password: Option<Password>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+impl CodeForm {
+    fn method(&self) -> Result<StepUpMethod, WebError> {
+        match self.method.as_str() {
+            "totp" => Ok(StepUpMethod::Totp),
+            "recovery_code" => Ok(StepUpMethod::RecoveryCode),
+            "password" => Ok(StepUpMethod::Password),
+            _ => Err(WebError::refused(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "Choose what you have at hand.",
+            )),
+        }
+    }
+}
+
+/// `GET /login/second-factor`: the second step of a sign-in.
+pub(crate) async fn second_factor_page(
+    State(state): State<AppState>,
+    auth: Auth,
+    WebQuery(q): WebQuery<NextQuery>,
+) -> Result<Response, WebError> {
+    let Some(pending) = auth.pending_session().await? else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let factors = state.mfa.factors(pending.user_id()).await?;
+    Ok(render(
+        StatusCode::OK,
+        &SecondFactorPage {
+            site: &state.site,
+            nav: None,
+            title: "Confirm it is you",
+            action: "/login/second-factor",
+            csrf: String::new(),
+            next: q.target(&state).as_str().to_owned(),
+            methods: crate::mfa::SecondFactors::methods(&factors),
+            password: false,
+            error: None,
+        },
+    ))
+}
+
+/// `POST /login/second-factor`.
+pub(crate) async fn second_factor_submit(
+    State(state): State<AppState>,
+    auth: Auth,
+    ClientAddr(ip): ClientAddr,
+    WebForm(form): WebForm<CodeForm>,
+) -> Result<Response, WebError> {
+    let next = ReturnTo::parse(form.next.as_deref(), &state.settings.redirect_hosts);
+    let method = match form.method()? {
+        StepUpMethod::Totp => Method::Totp,
+        StepUpMethod::RecoveryCode => Method::RecoveryCode,
+        StepUpMethod::Password => return Ok(Redirect::to("/login").into_response()),
+    };
+    let code = form.code.unwrap_or_default();
+    match flows::second_factor(&state, &auth, ip, method, &code).await {
+        Ok(_) => Ok(Redirect::to(next.as_str()).into_response()),
+        Err(e) if matches!(&e, WebError::Body { code, .. } if *code == "no_pending_sign_in" || *code == "second_factor_expired") => {
+            Ok(Redirect::to("/login").into_response())
+        }
+        Err(e) => {
+            let Some(pending) = auth.pending_session().await? else {
+                return Ok(Redirect::to("/login").into_response());
+            };
+            let factors = state.mfa.factors(pending.user_id()).await?;
+            let mut response = render(
+                e.status(),
+                &SecondFactorPage {
+                    site: &state.site,
+                    nav: None,
+                    title: "Confirm it is you",
+                    action: "/login/second-factor",
+                    csrf: String::new(),
+                    next: next.as_str().to_owned(),
+                    methods: crate::mfa::SecondFactors::methods(&factors),
+                    password: false,
+                    error: Some(e.message()),
+                },
+            );
+            pages::add_retry_after(&mut response, &e);
+            Ok(response)
+        }
+    }
+}
+
+async fn step_up_form(
+    state: &AppState,
+    session: &Session,
+    next: &ReturnTo,
+    status: StatusCode,
+    error: Option<String>,
+) -> Result<Response, WebError> {
+    let factors = state.mfa.factors(session.user_id()).await?;
+    Ok(render(
+        status,
+        &SecondFactorPage {
+            site: &state.site,
+            nav: Some(nav(session)),
+            title: "Confirm it is you",
+            action: "/step-up",
+            csrf: session.csrf_token(),
+            next: next.as_str().to_owned(),
+            methods: crate::mfa::SecondFactors::methods(&factors),
+            // Without a factor the password confirms it is you — except where a rule asked
+            // for a second factor, which a password cannot be.
+            password: !factors.any() && !next.as_str().starts_with("http"),
+            error,
+        },
+    ))
+}
+
+/// `GET /step-up?rd=`: where forward auth sends a session with one factor that a rule asks
+/// two of, and where the security page sends a change that needs a recent second factor.
+pub(crate) async fn step_up_page(
+    State(state): State<AppState>,
+    session: Result<Session, Rejection>,
+    WebQuery(q): WebQuery<NextQuery>,
+) -> Result<Response, WebError> {
+    let next = q.target(&state);
+    let session = match personal(session, &format!("/step-up?next={}", next.as_str())) {
+        Visitor::SignedIn(s) => s,
+        Visitor::Away(away) => return Ok(away),
+    };
+    step_up_form(&state, &session, &next, StatusCode::OK, None).await
+}
+
+/// `POST /step-up`.
+pub(crate) async fn step_up_submit(
+    State(state): State<AppState>,
+    session: Result<Session, Rejection>,
+    ClientAddr(ip): ClientAddr,
+    WebForm(form): WebForm<CodeForm>,
+) -> Result<Response, WebError> {
+    let next = ReturnTo::parse(form.next.as_deref(), &state.settings.redirect_hosts);
+    let mut session = match personal(session, "/step-up") {
+        Visitor::SignedIn(s) => s,
+        Visitor::Away(away) => return Ok(away),
+    };
+    let req = StepUpRequest {
+        method: form.method()?,
+        code: form.code.clone(),
+        password: form.password,
+    };
+    match run_step_up(&state, &mut session, ip, req).await {
+        Ok(()) => Ok(Redirect::to(next.as_str()).into_response()),
+        Err(e) => {
+            let mut response =
+                step_up_form(&state, &session, &next, e.status(), Some(e.message())).await?;
+            pages::add_retry_after(&mut response, &e);
+            Ok(response)
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "security.html")]
+struct SecurityPage<'a> {
+    site: &'a Site,
+    nav: Option<Nav>,
+    csrf: String,
+    totp: bool,
+    recovery_left: u32,
+    enrolment: Option<crate::mfa::Enrolment>,
+    recovery_codes: Option<Vec<String>>,
+    notice: Option<&'static str>,
+    error: Option<String>,
+}
+
+/// `?done=` after a change on the security page.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DoneQuery {
+    done: Option<String>,
+}
+
+async fn security(
+    state: &AppState,
+    session: &Session,
+    status: StatusCode,
+    enrolment: Option<crate::mfa::Enrolment>,
+    recovery_codes: Option<Vec<String>>,
+    notice: Option<&'static str>,
+    error: Option<String>,
+) -> Result<Response, WebError> {
+    let f = state.mfa.factors(session.user_id()).await?;
+    Ok(render(
+        status,
+        &SecurityPage {
+            site: &state.site,
+            nav: Some(nav(session)),
+            csrf: session.csrf_token(),
+            totp: f.totp,
+            recovery_left: f.recovery_codes,
+            enrolment,
+            recovery_codes,
+            notice,
+            error,
+        },
+    ))
+}
+
+/// A change that needs a recent step-up: the step-up page, back to the security page.
+fn needs_step_up(e: &WebError) -> bool {
+    matches!(e, WebError::Body { code, .. } if *code == "step_up_required")
+}
+
+fn to_step_up() -> Response {
+    Redirect::to("/step-up?next=/account/security").into_response()
+}
+
+/// `GET /account/security`.
+pub(crate) async fn security_page(
+    State(state): State<AppState>,
+    session: Result<Session, Rejection>,
+    WebQuery(q): WebQuery<DoneQuery>,
+) -> Result<Response, WebError> {
+    let session = match personal(session, "/account/security") {
+        Visitor::SignedIn(s) => s,
+        Visitor::Away(away) => return Ok(away),
+    };
+    let notice = match q.done.as_deref() {
+        Some("removed") => Some("The authenticator app is off. Every other device was signed out."),
+        _ => None,
+    };
+    security(&state, &session, StatusCode::OK, None, None, notice, None).await
+}
+
+/// `POST /account/security/totp`: a new secret, with its QR code and the confirming form.
+pub(crate) async fn security_totp_begin(
+    State(state): State<AppState>,
+    session: Result<Session, Rejection>,
+) -> Result<Response, WebError> {
+    let session = match personal(session, "/account/security") {
+        Visitor::SignedIn(s) => s,
+        Visitor::Away(away) => return Ok(away),
+    };
+    if let Err(e) = flows::require_step_up(&state, &session).await {
+        return if needs_step_up(&e) {
+            Ok(to_step_up())
+        } else {
+            Err(e)
+        };
+    }
+    let account = account_of(&state, &session).await?;
+    match state.mfa.begin_totp(&account).await {
+        Ok(enrolment) => {
+            security(
+                &state,
+                &session,
+                StatusCode::OK,
+                Some(enrolment),
+                None,
+                None,
+                None,
+            )
+            .await
+        }
+        Err(e) => {
+            let e = flows::mfa_error(e, StatusCode::BAD_REQUEST);
+            security(
+                &state,
+                &session,
+                e.status(),
+                None,
+                None,
+                None,
+                Some(e.message()),
+            )
+            .await
+        }
+    }
+}
+
+/// The confirming form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ConfirmForm {
+    code: String,
+}
+
+/// `POST /account/security/totp/confirm`: on, and the recovery codes shown once.
+pub(crate) async fn security_totp_confirm(
+    State(state): State<AppState>,
+    session: Result<Session, Rejection>,
+    ClientAddr(ip): ClientAddr,
+    WebForm(form): WebForm<ConfirmForm>,
+) -> Result<Response, WebError> {
+    let session = match personal(session, "/account/security") {
+        Visitor::SignedIn(s) => s,
+        Visitor::Away(away) => return Ok(away),
+    };
+    match confirm(&state, &session, ip, &form.code).await {
+        Ok(codes) => {
+            security(
+                &state,
+                &session,
+                StatusCode::OK,
+                None,
+                Some(codes),
+                None,
+                None,
+            )
+            .await
+        }
+        Err(e) if needs_step_up(&e) => Ok(to_step_up()),
+        Err(WebError::Body {
+            status,
+            code: "invalid_code",
+            message,
+        }) => {
+            // The same secret again, so the app already holding it needs no new scan.
+            let account = account_of(&state, &session).await?;
+            let again = state.mfa.enrolment(&account).await.ok().flatten();
+            security(&state, &session, status, again, None, None, Some(message)).await
+        }
+        Err(e) => {
+            security(
+                &state,
+                &session,
+                e.status(),
+                None,
+                None,
+                None,
+                Some(e.message()),
+            )
+            .await
+        }
+    }
+}
+
+/// `POST /account/security/totp/remove`.
+pub(crate) async fn security_totp_remove(
+    State(state): State<AppState>,
+    session: Result<Session, Rejection>,
+    ClientAddr(ip): ClientAddr,
+) -> Result<Response, WebError> {
+    let session = match personal(session, "/account/security") {
+        Visitor::SignedIn(s) => s,
+        Visitor::Away(away) => return Ok(away),
+    };
+    match remove(&state, &session, ip).await {
+        Ok(()) => Ok(Redirect::to("/account/security?done=removed").into_response()),
+        Err(e) if needs_step_up(&e) => Ok(to_step_up()),
+        Err(e) => {
+            security(
+                &state,
+                &session,
+                e.status(),
+                None,
+                None,
+                None,
+                Some(e.message()),
+            )
+            .await
+        }
+    }
+}
+
+/// `POST /account/security/recovery-codes`.
+pub(crate) async fn security_recovery_codes(
+    State(state): State<AppState>,
+    session: Result<Session, Rejection>,
+    ClientAddr(ip): ClientAddr,
+) -> Result<Response, WebError> {
+    let session = match personal(session, "/account/security") {
+        Visitor::SignedIn(s) => s,
+        Visitor::Away(away) => return Ok(away),
+    };
+    match new_codes(&state, &session, ip).await {
+        Ok(codes) => {
+            security(
+                &state,
+                &session,
+                StatusCode::OK,
+                None,
+                Some(codes),
+                None,
+                None,
+            )
+            .await
+        }
+        Err(e) if needs_step_up(&e) => Ok(to_step_up()),
+        Err(e) => {
+            security(
+                &state,
+                &session,
+                e.status(),
+                None,
+                None,
+                None,
+                Some(e.message()),
+            )
+            .await
+        }
+    }
+}
