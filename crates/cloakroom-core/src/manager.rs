@@ -473,9 +473,12 @@ impl SessionManager {
         self.store.delete_for_user(user, scope).await
     }
 
-    /// The user's live sessions, most recently used first.
+    /// The user's live sessions, most recently used first. A pending sign-in (a second factor
+    /// still due, [`Session::is_pending`]) is no session the user is signed in with, and is
+    /// left out for every lister alike: "Your devices", the API, the admin CLI.
     pub async fn list_for_user(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
         let mut sessions = self.store.list_for_user(user, self.clock.now()).await?;
+        sessions.retain(|s| !s.is_pending());
         sessions.sort_by(|a, b| {
             b.last_seen_at
                 .cmp(&a.last_seen_at)

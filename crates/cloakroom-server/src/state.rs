@@ -697,9 +697,7 @@ fn factor_secrets(settings: &Settings) -> Result<crate::secrets::Secrets, Startu
     }
     let path = settings.data_dir.join("secrets");
     if !path.exists() {
-        let mut bytes = [0u8; 48];
-        #[allow(clippy::expect_used)]
-        getrandom::fill(&mut bytes).expect("the OS CSPRNG is unavailable");
+        let bytes: [u8; 48] = crate::tokens::keys::random();
         let text = format!(
             "# Made by cloakroom: seals the accounts' authenticator secrets. Back it up with the \
              database; without it, every authenticator app must be set up again.\n{}\n",

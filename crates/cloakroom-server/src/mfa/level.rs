@@ -80,10 +80,9 @@ pub(crate) fn amr(session: &Session) -> Vec<&'static str> {
     if AuthLevel::of(session) == AuthLevel::Aal2 {
         if session
             .data
-            .get::<String>(SECOND_FACTOR)
-            .ok()
-            .flatten()
-            .as_deref()
+            .as_map()
+            .get(SECOND_FACTOR)
+            .and_then(serde_json::Value::as_str)
             == Some("totp")
         {
             amr.push("otp");

@@ -138,9 +138,7 @@ impl SecondFactors {
     /// Starts setting up an authenticator app for `account`: a new secret, sealed and stored
     /// unconfirmed (replacing an unfinished one). Refused while one is set up.
     pub(crate) async fn begin_totp(&self, account: &Account) -> Result<Enrolment, MfaError> {
-        let mut secret = [0u8; totp::SECRET_LEN];
-        #[allow(clippy::expect_used)]
-        getrandom::fill(&mut secret).expect("the OS CSPRNG is unavailable");
+        let secret: [u8; totp::SECRET_LEN] = crate::tokens::keys::random();
         let app = totp::authenticator(&secret, &self.issuer, account.username.as_str())
             .map_err(MfaError::Build)?;
         let url = app.to_url().map_err(MfaError::Build)?;

@@ -15,10 +15,7 @@ const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
 /// A new code, as shown to the user.
 pub(crate) fn generate() -> String {
-    let mut bytes = [0u8; LEN];
-    // Same policy as session tokens: no randomness, no codes.
-    #[allow(clippy::expect_used)]
-    getrandom::fill(&mut bytes).expect("the OS CSPRNG is unavailable");
+    let bytes: [u8; LEN] = crate::tokens::keys::random();
     let chars: Vec<char> = bytes
         .iter()
         .map(|b| char::from(ALPHABET[usize::from(b & 31)]))

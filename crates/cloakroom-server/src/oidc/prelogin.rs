@@ -104,7 +104,7 @@ impl PreLoginKey {
                 }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = Self::generate();
-                write_new(&path, key.bytes()).map_err(err)?;
+                crate::data_dir::write_new_private(&path, key.bytes()).map_err(err)?;
                 Ok(key)
             }
             Err(e) => Err(err(e)),
@@ -123,11 +123,7 @@ impl PreLoginKey {
 
     /// A new random key.
     pub(crate) fn generate() -> Self {
-        let mut key = [0u8; 32];
-        // Same policy as session tokens and signing keys: no randomness, no keys.
-        #[allow(clippy::expect_used)]
-        getrandom::fill(&mut key).expect("the OS CSPRNG is unavailable");
-        Self(key)
+        Self(crate::tokens::keys::random())
     }
 
     /// The key's bytes, for sealing into the shared key store.
@@ -185,24 +181,6 @@ impl PreLogin {
     pub(crate) fn link_id(&self) -> Option<LinkId> {
         LinkId::parse(&self.id)
     }
-}
-
-#[cfg(unix)]
-fn write_new(path: &Path, key: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(key)?;
-    f.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_new(path: &Path, key: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, key)
 }
 
 #[cfg(test)]

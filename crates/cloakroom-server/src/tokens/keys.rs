@@ -318,7 +318,8 @@ pub(crate) fn link_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("link-keys")
 }
 
-fn random<const N: usize>() -> [u8; N] {
+/// `N` bytes from the OS CSPRNG, for keys, secrets and codes.
+pub(crate) fn random<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     // Same policy as session tokens: no randomness, no keys.
     #[allow(clippy::expect_used)]

@@ -348,14 +348,24 @@ pub(crate) async fn login(
             .into_response());
         }
     };
-    Ok(match token {
+    Ok(signed_in(&account, &session, token))
+}
+
+/// The answer to a finished sign-in: a browser's `SessionResponse` (its cookie is set), or a
+/// native app's token.
+pub(crate) fn signed_in(
+    account: &Account,
+    session: &Session,
+    token: Option<cloakroom_core::SessionToken>,
+) -> Response {
+    match token {
         Some(token) => Json(NativeSession {
             session_token: token.expose_cookie_value(),
             expires_at: rfc3339(session.record().absolute_expires_at),
         })
         .into_response(),
-        None => Json(session_response(&account, &session)).into_response(),
-    })
+        None => Json(session_response(account, session)).into_response(),
+    }
 }
 
 /// A native app's device name: 1 to 64 characters, none of them control characters; absent,

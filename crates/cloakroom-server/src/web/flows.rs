@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use cloakroom_axum::{Auth, Session};
 use cloakroom_core::accounts::Account;
-use cloakroom_core::{AuthMethod, SessionToken};
+use cloakroom_core::{AuthMethod, InvalidValue, SessionData, SessionToken};
 
 use crate::accounts::passwords::{Busy, Password};
 use crate::accounts::session_keys;
@@ -21,11 +21,9 @@ pub(crate) async fn start_session(
     account: &Account,
     remember: bool,
 ) -> Result<Session, WebError> {
-    let new = auth
-        .new_session(account.id.clone(), AuthMethod::password())
-        .remember(remember)
-        .data(accounts::session_data(account));
-    Ok(auth.login(new).await?)
+    let client = Client::Browser { remember };
+    let (session, _) = sign_in(auth, account, &client, accounts::session_data(account)).await?;
+    Ok(session)
 }
 
 /// Who is signing in: a browser (a cookie) or a native app (a bearer token).
@@ -43,25 +41,37 @@ pub(crate) enum Client {
     },
 }
 
-/// A native app's session: issued, not set as a cookie; its token goes back in the answer.
-async fn start_native_session(
+/// Signs `account` in on `client` with session `data`: a browser's cookie (replacing whatever
+/// session the request carried), or a native app's bearer token, handed back.
+async fn sign_in(
     auth: &Auth,
     account: &Account,
-    device_name: &str,
-) -> Result<(SessionToken, Session), WebError> {
-    let mut data = accounts::session_data(account);
-    data.insert(accounts::session_keys::DEVICE_NAME, &device_name)
-        .map_err(|e| WebError::Body {
-            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            code: "invalid_body",
-            message: format!("The device name was refused: {e}."),
-        })?;
-    // Native sessions live as long as a remembered browser's: an app signs in once.
-    let new = auth
-        .new_session(account.id.clone(), AuthMethod::password())
-        .remember(true)
-        .data(data);
-    Ok(auth.issue_bearer(new).await?)
+    client: &Client,
+    mut data: SessionData,
+) -> Result<(Session, Option<SessionToken>), WebError> {
+    let new = auth.new_session(account.id.clone(), AuthMethod::password());
+    match client {
+        Client::Browser { remember } => {
+            Ok((auth.login(new.remember(*remember).data(data)).await?, None))
+        }
+        Client::Native { device_name } => {
+            data.insert(accounts::session_keys::DEVICE_NAME, device_name)
+                .map_err(refused_data("device name"))?;
+            // Native sessions live as long as a remembered browser's: an app signs in once.
+            let (token, session) = auth.issue_bearer(new.remember(true).data(data)).await?;
+            Ok((session, Some(token)))
+        }
+    }
+}
+
+/// Session data the server writes, refused (it would make the data too large): a 422 naming
+/// `what`.
+pub(crate) fn refused_data(what: &'static str) -> impl Fn(InvalidValue) -> WebError {
+    move |e| WebError::Body {
+        status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+        code: "invalid_body",
+        message: format!("The {what} was refused: {e}."),
+    }
 }
 
 /// Changes the password of the session's user: the account rules first, then every other
@@ -135,15 +145,10 @@ pub(crate) async fn login(
     }
     let factors = state.mfa.factors(&account.id).await?;
     if factors.any() {
-        return pending_sign_in(state, auth, &account, client, &factors).await;
+        return pending_sign_in(auth, &account, client, &factors).await;
     }
-    let (session, token) = match client {
-        Client::Browser { remember } => (start_session(auth, &account, *remember).await?, None),
-        Client::Native { device_name } => {
-            let (token, session) = start_native_session(auth, &account, device_name).await?;
-            (session, Some(token))
-        }
-    };
+    let (session, token) =
+        sign_in(auth, &account, client, accounts::session_data(&account)).await?;
     // `cloakroom user disable` sets the flag, then ends every session. A disable that ran
     // after the password check but before our session existed missed it, so look again now
     // that it exists: either the disable's revocation saw the session, or this sees the flag.
@@ -161,46 +166,33 @@ pub(crate) async fn login(
 }
 
 /// The password was right and the account has a second factor: a pending session, which
-/// every route but the second factor's treats as signed out.
+/// every route but the second factor's treats as signed out. It records how to finish: the
+/// browser's "remember me", or the native app's device name.
 async fn pending_sign_in(
-    state: &AppState,
     auth: &Auth,
     account: &Account,
     client: &Client,
     factors: &cloakroom_core::mfa::Factors,
 ) -> Result<LoginOutcome, WebError> {
-    let mut data = cloakroom_core::SessionData::default();
-    let set = |data: &mut cloakroom_core::SessionData, key: &str, value: &serde_json::Value| {
-        data.insert(key, value).map_err(|e| WebError::Body {
-            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            code: "invalid_body",
-            message: format!("The sign-in was refused: {e}."),
+    let mut data = SessionData::default();
+    data.insert(session_keys::USERNAME, account.username.as_str())
+        .and_then(|()| match client {
+            Client::Browser { remember } => data.insert(PENDING_REMEMBER, remember),
+            Client::Native { device_name } => data.insert(PENDING_DEVICE, device_name),
         })
-    };
-    set(
-        &mut data,
-        session_keys::USERNAME,
-        &account.username.as_str().into(),
-    )?;
-    let new = |data| {
-        auth.new_session(account.id.clone(), AuthMethod::password())
-            .data(data)
-            .pending()
-    };
+        .map_err(refused_data("sign-in"))?;
+    let new = auth
+        .new_session(account.id.clone(), AuthMethod::password())
+        .data(data)
+        .pending();
     let token = match client {
-        Client::Browser { remember } => {
-            set(&mut data, PENDING_REMEMBER, &(*remember).into())?;
-            auth.login(new(data)).await?;
+        Client::Browser { .. } => {
+            auth.login(new).await?;
             None
         }
-        Client::Native { device_name } => {
-            set(&mut data, PENDING_DEVICE, &device_name.as_str().into())?;
-            let (token, _) = auth.issue_bearer(new(data)).await?;
-            Some(token)
-        }
+        Client::Native { .. } => Some(auth.issue_bearer(new).await?.0),
     };
     metrics::login("second_factor_required");
-    let _ = state;
     Ok(LoginOutcome::SecondFactor {
         methods: crate::mfa::SecondFactors::methods(factors),
         token,
@@ -230,17 +222,28 @@ pub(crate) async fn second_factor(
         .pending_session()
         .await?
         .ok_or_else(no_pending_sign_in)?;
-    let record = pending.record().clone();
-    let name = username(&pending);
+    let record = pending.record();
     if state.clock.now().duration_since(record.created_at) > PENDING_SIGN_IN {
+        events::second_factor_failed(&username(&pending), method.as_str(), "expired", ip);
         let _ = pending.logout().await;
-        events::second_factor_failed(&name, method.as_str(), "expired", ip);
         return Err(WebError::refused(
             axum::http::StatusCode::UNAUTHORIZED,
             "second_factor_expired",
             "The sign-in took too long. Sign in with your password again.",
         ));
     }
+    // The pending session says how to finish: the same kind of client it was started by.
+    let client = if record.is_bearer() {
+        let device = record.data.get::<String>(PENDING_DEVICE).ok().flatten();
+        Client::Native {
+            device_name: device.unwrap_or_else(|| "Native app".to_owned()),
+        }
+    } else {
+        let remember = record.data.get::<bool>(PENDING_REMEMBER).ok().flatten();
+        Client::Browser {
+            remember: remember.unwrap_or(false),
+        }
+    };
     let account = state
         .accounts
         .store()
@@ -249,43 +252,13 @@ pub(crate) async fn second_factor(
         .ok_or_else(no_pending_sign_in)?;
     check_second_factor(state, &account, ip, method, code, "sign_in").await?;
     let mut data = accounts::session_data(&account);
-    raise(&mut data, state, method)?;
-    let native = record.is_bearer();
-    let (session, token) = if native {
-        let device: String = record
-            .data
-            .get(PENDING_DEVICE)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| "Native app".to_owned());
-        data.insert(session_keys::DEVICE_NAME, &device)
-            .map_err(|e| WebError::Body {
-                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                code: "invalid_body",
-                message: format!("The device name was refused: {e}."),
-            })?;
-        let new = auth
-            .new_session(account.id.clone(), AuthMethod::password())
-            .remember(true)
-            .data(data);
-        let (token, session) = auth.issue_bearer(new).await?;
-        // The pending token is spent: a native app holds its new one only.
-        let _ = state.sessions.revoke(&record.id).await;
-        (session, Some(token))
-    } else {
-        let remember = record
-            .data
-            .get::<bool>(PENDING_REMEMBER)
-            .ok()
-            .flatten()
-            .unwrap_or(false);
-        let new = auth
-            .new_session(account.id.clone(), AuthMethod::password())
-            .remember(remember)
-            .data(data);
-        // Replaces the pending session in the same step.
-        (auth.login(new).await?, None)
-    };
+    raise(&mut data, state.clock.now(), method).map_err(refused_data("session"))?;
+    // A browser's sign-in replaces the pending session in the same step; a native app's is a
+    // new bearer session, and the pending token is spent.
+    let (session, token) = sign_in(auth, &account, &client, data).await?;
+    if token.is_some() {
+        let _ = pending.logout().await;
+    }
     if state.accounts.is_disabled(&account.id).await? {
         let _ = session.logout().await;
         let e = AccountsError::AccountDisabled;
@@ -297,21 +270,15 @@ pub(crate) async fn second_factor(
     Ok((account, session, token))
 }
 
-/// Marks session data as `aal2` now, by `method`.
+/// Marks session data as `aal2` at `now`, by `method`.
 fn raise(
-    data: &mut cloakroom_core::SessionData,
-    state: &AppState,
+    data: &mut SessionData,
+    now: cloakroom_core::Timestamp,
     method: crate::mfa::Method,
-) -> Result<(), WebError> {
+) -> Result<(), InvalidValue> {
     use crate::mfa::level;
-    let now = state.clock.now().as_unix_millis();
-    data.insert(level::AAL2_AT, &now)
+    data.insert(level::AAL2_AT, &now.as_unix_millis())
         .and_then(|()| data.insert(level::SECOND_FACTOR, method.as_str()))
-        .map_err(|e| WebError::Body {
-            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            code: "invalid_body",
-            message: format!("The session was refused: {e}."),
-        })
 }
 
 /// Checks a second factor of `account`, throttled like a password (per account and network).
@@ -352,44 +319,57 @@ async fn check_second_factor(
 pub(crate) fn mfa_error(e: crate::mfa::MfaError, wrong_status: axum::http::StatusCode) -> WebError {
     use crate::mfa::MfaError;
     use axum::http::StatusCode;
-    let message = e.to_string();
-    match e {
-        MfaError::WrongCode | MfaError::Replayed => WebError::Body {
-            status: wrong_status,
-            code: "invalid_code",
-            message,
-        },
-        MfaError::NoEnrolment => WebError::Body {
-            status: StatusCode::CONFLICT,
-            code: "no_enrolment",
-            message,
-        },
-        MfaError::AlreadyEnrolled => WebError::Body {
-            status: StatusCode::CONFLICT,
-            code: "totp_already_enabled",
-            message,
-        },
-        MfaError::NotEnrolled => WebError::NotFound("This account has no authenticator app."),
-        MfaError::Store(s) => WebError::Store(s),
-        other => {
-            tracing::error!(error = %crate::error_chain::chain(&other), "second factor");
-            WebError::Store(cloakroom_core::StoreError::Backend {
-                store: "second factors",
-                source: Box::new(other),
-            })
+    let (status, code) = match &e {
+        MfaError::WrongCode | MfaError::Replayed => (wrong_status, "invalid_code"),
+        MfaError::NoEnrolment => (StatusCode::CONFLICT, "no_enrolment"),
+        MfaError::AlreadyEnrolled => (StatusCode::CONFLICT, "totp_already_enabled"),
+        MfaError::NotEnrolled => {
+            return WebError::NotFound("This account has no authenticator app.");
         }
+        MfaError::Store(_) | MfaError::Sealed(_) | MfaError::Build(_) => {
+            return match e {
+                MfaError::Store(s) => WebError::Store(s),
+                other => {
+                    tracing::error!(error = %crate::error_chain::chain(&other), "second factor");
+                    WebError::Store(cloakroom_core::StoreError::Backend {
+                        store: "second factors",
+                        source: Box::new(other),
+                    })
+                }
+            };
+        }
+    };
+    WebError::Body {
+        status,
+        code,
+        message: e.to_string(),
     }
 }
 
+/// Raises the request's session (step-up): `change` writes what was proven into its data, then
+/// the session gets a new token. Two writes on purpose: the data's versioned update fails on a
+/// session revoked meanwhile ("sign out" on another device), where a rotation alone would
+/// create its successor regardless (the store's `rotate` need not find the old record).
+async fn elevate(
+    session: &mut Session,
+    change: impl FnMut(&mut SessionData) -> Result<(), InvalidValue> + Send,
+) -> Result<(), WebError> {
+    session
+        .update(change)
+        .await?
+        .map_err(refused_data("session"))?;
+    Ok(session.rotate().await?)
+}
+
 /// Raises the request's session to `aal2` with a second factor (step-up): checked like at
-/// sign-in, then the session gets a new token.
+/// sign-in, then the session gets a new token. Returns the account.
 pub(crate) async fn step_up(
     state: &AppState,
     session: &mut Session,
     ip: Option<IpAddr>,
     method: crate::mfa::Method,
     code: &str,
-) -> Result<(), WebError> {
+) -> Result<Account, WebError> {
     let account = state
         .accounts
         .store()
@@ -397,46 +377,28 @@ pub(crate) async fn step_up(
         .await?
         .ok_or(AccountsError::UnknownAccount)?;
     check_second_factor(state, &account, ip, method, code, "step_up").await?;
-    let now = state.clock.now().as_unix_millis();
-    session
-        .update(|d| {
-            d.insert(crate::mfa::level::AAL2_AT, &now)
-                .and_then(|()| d.insert(crate::mfa::level::SECOND_FACTOR, method.as_str()))
-        })
-        .await?
-        .map_err(|e| WebError::Body {
-            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            code: "invalid_body",
-            message: format!("The session was refused: {e}."),
-        })?;
-    session.rotate().await?;
-    Ok(())
+    let now = state.clock.now();
+    elevate(session, |d| raise(d, now, method)).await?;
+    Ok(account)
 }
 
 /// Step-up of an account with no second factor: the password again, recorded as recent.
+/// Returns the account.
 pub(crate) async fn step_up_password(
     state: &AppState,
     session: &mut Session,
     ip: Option<IpAddr>,
     password: &Password,
-) -> Result<(), WebError> {
+) -> Result<Account, WebError> {
     let name = username(session);
-    state
+    let account = state
         .accounts
         .reauthenticate(session.user_id(), ip, password)
         .await
         .inspect_err(|e| refused(&name, ip, e))?;
     let now = state.clock.now().as_unix_millis();
-    session
-        .update(|d| d.insert(crate::mfa::level::REAUTH_AT, &now))
-        .await?
-        .map_err(|e| WebError::Body {
-            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            code: "invalid_body",
-            message: format!("The session was refused: {e}."),
-        })?;
-    session.rotate().await?;
-    Ok(())
+    elevate(session, |d| d.insert(crate::mfa::level::REAUTH_AT, &now)).await?;
+    Ok(account)
 }
 
 /// For an account with a second factor, a recent step-up (see [`require_step_up`]); an
@@ -445,27 +407,42 @@ pub(crate) async fn require_step_up_with_factors(
     state: &AppState,
     session: &Session,
 ) -> Result<(), WebError> {
-    if state.mfa.factors(session.user_id()).await?.any() {
-        require_step_up(state, session).await
+    let factors = state.mfa.factors(session.user_id()).await?;
+    if factors.any() {
+        stepped_up(state, session, &factors)
     } else {
         Ok(())
     }
 }
 
-/// What a change that needs a recent step-up (a factor added or removed, a new password or
-/// address) asks of the session: with a second factor, one given in this session within
-/// [`STEP_UP_WINDOW`](crate::mfa::level::STEP_UP_WINDOW); without, the password within it (at
-/// sign-in or by step-up). Refused with 403 `step_up_required`.
-pub(crate) async fn require_step_up(state: &AppState, session: &Session) -> Result<(), WebError> {
+/// What a change that needs a recent step-up (a factor added or removed, new recovery codes)
+/// asks of the session; returns the account's factors, read once for the caller too.
+pub(crate) async fn require_step_up(
+    state: &AppState,
+    session: &Session,
+) -> Result<cloakroom_core::mfa::Factors, WebError> {
+    let factors = state.mfa.factors(session.user_id()).await?;
+    stepped_up(state, session, &factors)?;
+    Ok(factors)
+}
+
+/// Whether the session stepped up recently enough: with a second factor, one given in this
+/// session within [`STEP_UP_WINDOW`](crate::mfa::level::STEP_UP_WINDOW); without, the password
+/// within it (at sign-in or by step-up). Refused with 403 `step_up_required`.
+fn stepped_up(
+    state: &AppState,
+    session: &Session,
+    factors: &cloakroom_core::mfa::Factors,
+) -> Result<(), WebError> {
     use crate::mfa::level;
     let record = session.record();
     let now = state.clock.now();
     let fresh = |t: cloakroom_core::Timestamp| now.duration_since(t) <= level::STEP_UP_WINDOW;
-    let factors = state.mfa.factors(session.user_id()).await?;
-    let ok = if factors.any() {
-        level::aal2_at(record).is_some_and(fresh)
+    let second = level::aal2_at(record).is_some_and(fresh);
+    let (ok, how) = if factors.any() {
+        (second, "your second factor")
     } else {
-        fresh(level::password_at(record)) || level::aal2_at(record).is_some_and(fresh)
+        (second || fresh(level::password_at(record)), "your password")
     };
     if ok {
         Ok(())
@@ -473,11 +450,7 @@ pub(crate) async fn require_step_up(state: &AppState, session: &Session) -> Resu
         Err(WebError::refused(
             axum::http::StatusCode::FORBIDDEN,
             "step_up_required",
-            if factors.any() {
-                "Confirm it is you with your second factor first (POST /api/step-up)."
-            } else {
-                "Confirm it is you with your password first (POST /api/step-up)."
-            },
+            &format!("Confirm it is you with {how} first (POST /api/step-up)."),
         ))
     }
 }

@@ -19,11 +19,10 @@ use utoipa::ToSchema;
 use crate::accounts::passwords::Password;
 use crate::mfa::Method;
 use crate::state::AppState;
-use crate::web::api::{NativeSession, session_response};
-use crate::web::device::rfc3339;
+use crate::web::api::{SessionResponse, session_response, signed_in};
 use crate::web::error::{ApiJson, WebError, WebForm, WebQuery};
 use crate::web::flows;
-use crate::web::pages::{Nav, Visitor, nav, personal, render};
+use crate::web::pages::{Nav, NextQuery, Visitor, nav, personal, render};
 use crate::web::redirect::ReturnTo;
 use crate::web::site::Site;
 use crate::web::{ClientAddr, pages};
@@ -82,6 +81,29 @@ pub(crate) enum StepUpMethod {
     Password,
 }
 
+impl StepUpMethod {
+    /// The second factor it names; `None` for the password.
+    fn factor(self) -> Option<Method> {
+        match self {
+            Self::Totp => Some(Method::Totp),
+            Self::RecoveryCode => Some(Method::RecoveryCode),
+            Self::Password => None,
+        }
+    }
+}
+
+/// `POST /api/step-up`'s answer: the session, and a native app's new token.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SteppedUp {
+    /// The session after the step-up (its new CSRF token included).
+    #[serde(flatten)]
+    pub(crate) session: SessionResponse,
+    /// A native app's new session token (the old one no longer works); absent for a browser,
+    /// whose new cookie is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) session_token: Option<String>,
+}
+
 /// `POST /api/mfa/totp`: the new authenticator, not on until confirmed.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TotpEnrolment {
@@ -131,14 +153,7 @@ pub(crate) async fn login_second_factor(
 ) -> Result<Response, WebError> {
     let (account, session, token) =
         flows::second_factor(&state, &auth, ip, req.method, &req.code).await?;
-    Ok(match token {
-        Some(token) => Json(NativeSession {
-            session_token: token.expose_cookie_value(),
-            expires_at: rfc3339(session.record().absolute_expires_at),
-        })
-        .into_response(),
-        None => Json(session_response(&account, &session)).into_response(),
-    })
+    Ok(signed_in(&account, &session, token))
 }
 
 /// Raises this session to `aal2` (or, without a second factor, confirms the password again).
@@ -146,38 +161,28 @@ pub(crate) async fn login_second_factor(
     request_body = StepUpRequest,
     security(("session_cookie" = [])),
     responses(
-        (status = 200, description = "Confirmed: the session has a new token (and CSRF token) and is at `aal2` after a second factor", body = crate::web::api::SessionResponse),
+        (status = 200, description = "Confirmed: the session has a new token (and CSRF token) and is at `aal2` after a second factor", body = SteppedUp),
     ))]
 pub(crate) async fn step_up(
     State(state): State<AppState>,
     mut session: Session,
     ClientAddr(ip): ClientAddr,
     ApiJson(req): ApiJson<StepUpRequest>,
-) -> Result<Response, WebError> {
-    run_step_up(&state, &mut session, ip, req).await?;
-    let account = state
-        .accounts
-        .store()
-        .by_id(session.user_id())
-        .await?
-        .ok_or(WebError::NotFound("This account no longer exists."))?;
-    let mut response = Json(session_response(&account, &session)).into_response();
-    if let Some(token) = session.new_bearer_token()
-        && let Ok(v) = axum::http::HeaderValue::from_str(&token)
-    {
-        response
-            .headers_mut()
-            .insert(axum::http::HeaderName::from_static("x-session-token"), v);
-    }
-    Ok(response)
+) -> Result<Json<SteppedUp>, WebError> {
+    let account = run_step_up(&state, &mut session, ip, req).await?;
+    Ok(Json(SteppedUp {
+        session: session_response(&account, &session),
+        session_token: session.new_bearer_token(),
+    }))
 }
 
+/// Steps up by the request's method: a second factor, or (without one) the password.
 async fn run_step_up(
     state: &AppState,
     session: &mut Session,
     ip: Option<std::net::IpAddr>,
     req: StepUpRequest,
-) -> Result<(), WebError> {
+) -> Result<cloakroom_core::accounts::Account, WebError> {
     let missing = |field: &str| {
         WebError::refused(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -185,28 +190,19 @@ async fn run_step_up(
             &format!("`{field}` is needed for this method."),
         )
     };
-    match req.method {
-        StepUpMethod::Password => {
-            if state.mfa.factors(session.user_id()).await?.any() {
-                return Err(WebError::refused(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "second_factor_needed",
-                    "This account has a second factor: step up with it, not the password.",
-                ));
-            }
-            let password = req.password.ok_or_else(|| missing("password"))?;
-            flows::step_up_password(state, session, ip, &password).await
-        }
-        m => {
-            let method = if m == StepUpMethod::Totp {
-                Method::Totp
-            } else {
-                Method::RecoveryCode
-            };
-            let code = req.code.ok_or_else(|| missing("code"))?;
-            flows::step_up(state, session, ip, method, &code).await
-        }
+    if let Some(method) = req.method.factor() {
+        let code = req.code.ok_or_else(|| missing("code"))?;
+        return flows::step_up(state, session, ip, method, &code).await;
     }
+    if state.mfa.factors(session.user_id()).await?.any() {
+        return Err(WebError::refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "second_factor_needed",
+            "This account has a second factor: step up with it, not the password.",
+        ));
+    }
+    let password = req.password.ok_or_else(|| missing("password"))?;
+    flows::step_up_password(state, session, ip, &password).await
 }
 
 /// The account's factors and this session's level.
@@ -275,7 +271,7 @@ async fn confirm(
         .confirm_totp(session.user_id(), code)
         .await
         .map_err(|e| flows::mfa_error(e, StatusCode::BAD_REQUEST))?;
-    changed(state, session, "totp", "added", ip).await?;
+    changed(session, "totp", "added", ip).await?;
     Ok(codes)
 }
 
@@ -303,7 +299,7 @@ async fn remove(
         .remove_totp(session.user_id())
         .await
         .map_err(|e| flows::mfa_error(e, StatusCode::BAD_REQUEST))?;
-    changed(state, session, "totp", "removed", ip).await
+    changed(session, "totp", "removed", ip).await
 }
 
 /// Replaces the recovery codes (needs a recent second factor).
@@ -326,8 +322,7 @@ async fn new_codes(
     session: &Session,
     ip: Option<std::net::IpAddr>,
 ) -> Result<Vec<String>, WebError> {
-    flows::require_step_up(state, session).await?;
-    if !state.mfa.factors(session.user_id()).await?.any() {
+    if !flows::require_step_up(state, session).await?.any() {
         return Err(WebError::refused(
             StatusCode::CONFLICT,
             "no_second_factor",
@@ -339,13 +334,12 @@ async fn new_codes(
         .new_recovery_codes(session.user_id())
         .await
         .map_err(|e| flows::mfa_error(e, StatusCode::BAD_REQUEST))?;
-    changed(state, session, "recovery_codes", "replaced", ip).await?;
+    changed(session, "recovery_codes", "replaced", ip).await?;
     Ok(codes)
 }
 
 /// After a factor changed: every other session ends, and the event is logged.
 async fn changed(
-    state: &AppState,
     session: &Session,
     factor: &str,
     change: &str,
@@ -354,7 +348,6 @@ async fn changed(
     let ended = session.logout_other_devices().await?;
     metrics::revoked("factor_changed", ended);
     events::factor_changed(&flows::username(session), factor, change, ended, ip);
-    let _ = state;
     Ok(())
 }
 
@@ -386,26 +379,10 @@ struct SecondFactorPage<'a> {
     error: Option<String>,
 }
 
-/// `?next=` or `?rd=` on the second-factor and step-up pages.
-#[derive(Debug, Deserialize)]
-pub(crate) struct NextQuery {
-    next: Option<String>,
-    rd: Option<String>,
-}
-
-impl NextQuery {
-    fn target(&self, state: &AppState) -> ReturnTo {
-        ReturnTo::parse(
-            self.rd.as_deref().or(self.next.as_deref()),
-            &state.settings.redirect_hosts,
-        )
-    }
-}
-
 /// The second-factor and step-up forms.
 #[derive(Debug, Deserialize)]
 pub(crate) struct CodeForm {
-    method: String,
+    method: StepUpMethod,
     #[serde(default)]
     code: Option<String>,
     #[serde(default)]
@@ -414,19 +391,30 @@ pub(crate) struct CodeForm {
     next: Option<String>,
 }
 
-impl CodeForm {
-    fn method(&self) -> Result<StepUpMethod, WebError> {
-        match self.method.as_str() {
-            "totp" => Ok(StepUpMethod::Totp),
-            "recovery_code" => Ok(StepUpMethod::RecoveryCode),
-            "password" => Ok(StepUpMethod::Password),
-            _ => Err(WebError::refused(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                "Choose what you have at hand.",
-            )),
-        }
-    }
+/// The second step of a sign-in (for the `pending` session's user), with `error` if any.
+async fn pending_form(
+    state: &AppState,
+    pending: &Session,
+    next: &ReturnTo,
+    status: StatusCode,
+    error: Option<String>,
+) -> Result<Response, WebError> {
+    let factors = state.mfa.factors(pending.user_id()).await?;
+    Ok(render(
+        status,
+        &SecondFactorPage {
+            site: &state.site,
+            nav: None,
+            title: "Confirm it is you",
+            action: "/login/second-factor",
+            // A pending session needs none: the form is checked by its origin, as the login's.
+            csrf: String::new(),
+            next: next.as_str().to_owned(),
+            methods: crate::mfa::SecondFactors::methods(&factors),
+            password: false,
+            error,
+        },
+    ))
 }
 
 /// `GET /login/second-factor`: the second step of a sign-in.
@@ -435,24 +423,12 @@ pub(crate) async fn second_factor_page(
     auth: Auth,
     WebQuery(q): WebQuery<NextQuery>,
 ) -> Result<Response, WebError> {
-    let Some(pending) = auth.pending_session().await? else {
-        return Ok(Redirect::to("/login").into_response());
-    };
-    let factors = state.mfa.factors(pending.user_id()).await?;
-    Ok(render(
-        StatusCode::OK,
-        &SecondFactorPage {
-            site: &state.site,
-            nav: None,
-            title: "Confirm it is you",
-            action: "/login/second-factor",
-            csrf: String::new(),
-            next: q.target(&state).as_str().to_owned(),
-            methods: crate::mfa::SecondFactors::methods(&factors),
-            password: false,
-            error: None,
-        },
-    ))
+    match auth.pending_session().await? {
+        Some(pending) => {
+            pending_form(&state, &pending, &q.target(&state), StatusCode::OK, None).await
+        }
+        None => Ok(Redirect::to("/login").into_response()),
+    }
 }
 
 /// `POST /login/second-factor`.
@@ -463,40 +439,20 @@ pub(crate) async fn second_factor_submit(
     WebForm(form): WebForm<CodeForm>,
 ) -> Result<Response, WebError> {
     let next = ReturnTo::parse(form.next.as_deref(), &state.settings.redirect_hosts);
-    let method = match form.method()? {
-        StepUpMethod::Totp => Method::Totp,
-        StepUpMethod::RecoveryCode => Method::RecoveryCode,
-        StepUpMethod::Password => return Ok(Redirect::to("/login").into_response()),
+    let Some(method) = form.method.factor() else {
+        return Ok(Redirect::to("/login").into_response());
     };
     let code = form.code.unwrap_or_default();
-    match flows::second_factor(&state, &auth, ip, method, &code).await {
-        Ok(_) => Ok(Redirect::to(next.as_str()).into_response()),
-        Err(e) if matches!(&e, WebError::Body { code, .. } if *code == "no_pending_sign_in" || *code == "second_factor_expired") => {
-            Ok(Redirect::to("/login").into_response())
-        }
-        Err(e) => {
-            let Some(pending) = auth.pending_session().await? else {
-                return Ok(Redirect::to("/login").into_response());
-            };
-            let factors = state.mfa.factors(pending.user_id()).await?;
-            let mut response = render(
-                e.status(),
-                &SecondFactorPage {
-                    site: &state.site,
-                    nav: None,
-                    title: "Confirm it is you",
-                    action: "/login/second-factor",
-                    csrf: String::new(),
-                    next: next.as_str().to_owned(),
-                    methods: crate::mfa::SecondFactors::methods(&factors),
-                    password: false,
-                    error: Some(e.message()),
-                },
-            );
-            pages::add_retry_after(&mut response, &e);
-            Ok(response)
-        }
-    }
+    let Err(e) = flows::second_factor(&state, &auth, ip, method, &code).await else {
+        return Ok(Redirect::to(next.as_str()).into_response());
+    };
+    // No pending sign-in (any more): from the start.
+    let Some(pending) = auth.pending_session().await? else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let mut response = pending_form(&state, &pending, &next, e.status(), Some(e.message())).await?;
+    pages::add_retry_after(&mut response, &e);
+    Ok(response)
 }
 
 async fn step_up_form(
@@ -518,7 +474,7 @@ async fn step_up_form(
             next: next.as_str().to_owned(),
             methods: crate::mfa::SecondFactors::methods(&factors),
             // Without a factor the password confirms it is you — except where a rule asked
-            // for a second factor, which a password cannot be.
+            // for a second factor (an app's absolute URL), which a password cannot be.
             password: !factors.any() && !next.as_str().starts_with("http"),
             error,
         },
@@ -553,12 +509,12 @@ pub(crate) async fn step_up_submit(
         Visitor::Away(away) => return Ok(away),
     };
     let req = StepUpRequest {
-        method: form.method()?,
-        code: form.code.clone(),
+        method: form.method,
+        code: form.code,
         password: form.password,
     };
     match run_step_up(&state, &mut session, ip, req).await {
-        Ok(()) => Ok(Redirect::to(next.as_str()).into_response()),
+        Ok(_) => Ok(Redirect::to(next.as_str()).into_response()),
         Err(e) => {
             let mut response =
                 step_up_form(&state, &session, &next, e.status(), Some(e.message())).await?;
@@ -582,6 +538,16 @@ struct SecurityPage<'a> {
     error: Option<String>,
 }
 
+/// What the security page shows besides the account's factors.
+enum Shown {
+    /// The status, with a notice.
+    Status(Option<&'static str>),
+    /// A new authenticator to scan and confirm.
+    Enrolment(crate::mfa::Enrolment),
+    /// Recovery codes, once.
+    Codes(Vec<String>),
+}
+
 /// `?done=` after a change on the security page.
 #[derive(Debug, Deserialize)]
 pub(crate) struct DoneQuery {
@@ -592,12 +558,16 @@ async fn security(
     state: &AppState,
     session: &Session,
     status: StatusCode,
-    enrolment: Option<crate::mfa::Enrolment>,
-    recovery_codes: Option<Vec<String>>,
-    notice: Option<&'static str>,
+    shown: Shown,
     error: Option<String>,
 ) -> Result<Response, WebError> {
     let f = state.mfa.factors(session.user_id()).await?;
+    let (mut enrolment, mut recovery_codes, mut notice) = (None, None, None);
+    match shown {
+        Shown::Status(n) => notice = n,
+        Shown::Enrolment(e) => enrolment = Some(e),
+        Shown::Codes(c) => recovery_codes = Some(c),
+    }
     Ok(render(
         status,
         &SecurityPage {
@@ -614,15 +584,6 @@ async fn security(
     ))
 }
 
-/// A change that needs a recent step-up: the step-up page, back to the security page.
-fn needs_step_up(e: &WebError) -> bool {
-    matches!(e, WebError::Body { code, .. } if *code == "step_up_required")
-}
-
-fn to_step_up() -> Response {
-    Redirect::to("/step-up?next=/account/security").into_response()
-}
-
 /// `GET /account/security`.
 pub(crate) async fn security_page(
     State(state): State<AppState>,
@@ -637,7 +598,54 @@ pub(crate) async fn security_page(
         Some("removed") => Some("The authenticator app is off. Every other device was signed out."),
         _ => None,
     };
-    security(&state, &session, StatusCode::OK, None, None, notice, None).await
+    security(
+        &state,
+        &session,
+        StatusCode::OK,
+        Shown::Status(notice),
+        None,
+    )
+    .await
+}
+
+/// A change from the security page's forms: done (its page, or back to the status), sent to
+/// step up first, or the page again with the refusal — and, for a wrong first code, the same
+/// authenticator again, so an app that scanned it needs no new scan.
+async fn security_change(
+    state: &AppState,
+    session: Result<Session, Rejection>,
+    change: impl AsyncFnOnce(&AppState, &Session) -> Result<Option<Shown>, WebError>,
+) -> Result<Response, WebError> {
+    let session = match personal(session, "/account/security") {
+        Visitor::SignedIn(s) => s,
+        Visitor::Away(away) => return Ok(away),
+    };
+    let e = match change(state, &session).await {
+        Ok(Some(shown)) => return security(state, &session, StatusCode::OK, shown, None).await,
+        Ok(None) => return Ok(Redirect::to("/account/security?done=removed").into_response()),
+        Err(e) => e,
+    };
+    if matches!(
+        &e,
+        WebError::Body {
+            code: "step_up_required",
+            ..
+        }
+    ) {
+        return Ok(Redirect::to("/step-up?next=/account/security").into_response());
+    }
+    let again = match &e {
+        WebError::Body {
+            code: "invalid_code",
+            ..
+        } => {
+            let account = account_of(state, &session).await?;
+            state.mfa.enrolment(&account).await.ok().flatten()
+        }
+        _ => None,
+    };
+    let shown = again.map_or(Shown::Status(None), Shown::Enrolment);
+    security(state, &session, e.status(), shown, Some(e.message())).await
 }
 
 /// `POST /account/security/totp`: a new secret, with its QR code and the confirming form.
@@ -645,45 +653,17 @@ pub(crate) async fn security_totp_begin(
     State(state): State<AppState>,
     session: Result<Session, Rejection>,
 ) -> Result<Response, WebError> {
-    let session = match personal(session, "/account/security") {
-        Visitor::SignedIn(s) => s,
-        Visitor::Away(away) => return Ok(away),
-    };
-    if let Err(e) = flows::require_step_up(&state, &session).await {
-        return if needs_step_up(&e) {
-            Ok(to_step_up())
-        } else {
-            Err(e)
-        };
-    }
-    let account = account_of(&state, &session).await?;
-    match state.mfa.begin_totp(&account).await {
-        Ok(enrolment) => {
-            security(
-                &state,
-                &session,
-                StatusCode::OK,
-                Some(enrolment),
-                None,
-                None,
-                None,
-            )
+    security_change(&state, session, async |state, session| {
+        flows::require_step_up(state, session).await?;
+        let account = account_of(state, session).await?;
+        let enrolment = state
+            .mfa
+            .begin_totp(&account)
             .await
-        }
-        Err(e) => {
-            let e = flows::mfa_error(e, StatusCode::BAD_REQUEST);
-            security(
-                &state,
-                &session,
-                e.status(),
-                None,
-                None,
-                None,
-                Some(e.message()),
-            )
-            .await
-        }
-    }
+            .map_err(|e| flows::mfa_error(e, StatusCode::BAD_REQUEST))?;
+        Ok(Some(Shown::Enrolment(enrolment)))
+    })
+    .await
 }
 
 /// The confirming form.
@@ -699,47 +679,12 @@ pub(crate) async fn security_totp_confirm(
     ClientAddr(ip): ClientAddr,
     WebForm(form): WebForm<ConfirmForm>,
 ) -> Result<Response, WebError> {
-    let session = match personal(session, "/account/security") {
-        Visitor::SignedIn(s) => s,
-        Visitor::Away(away) => return Ok(away),
-    };
-    match confirm(&state, &session, ip, &form.code).await {
-        Ok(codes) => {
-            security(
-                &state,
-                &session,
-                StatusCode::OK,
-                None,
-                Some(codes),
-                None,
-                None,
-            )
-            .await
-        }
-        Err(e) if needs_step_up(&e) => Ok(to_step_up()),
-        Err(WebError::Body {
-            status,
-            code: "invalid_code",
-            message,
-        }) => {
-            // The same secret again, so the app already holding it needs no new scan.
-            let account = account_of(&state, &session).await?;
-            let again = state.mfa.enrolment(&account).await.ok().flatten();
-            security(&state, &session, status, again, None, None, Some(message)).await
-        }
-        Err(e) => {
-            security(
-                &state,
-                &session,
-                e.status(),
-                None,
-                None,
-                None,
-                Some(e.message()),
-            )
-            .await
-        }
-    }
+    security_change(&state, session, async |state, session| {
+        Ok(Some(Shown::Codes(
+            confirm(state, session, ip, &form.code).await?,
+        )))
+    })
+    .await
 }
 
 /// `POST /account/security/totp/remove`.
@@ -748,26 +693,10 @@ pub(crate) async fn security_totp_remove(
     session: Result<Session, Rejection>,
     ClientAddr(ip): ClientAddr,
 ) -> Result<Response, WebError> {
-    let session = match personal(session, "/account/security") {
-        Visitor::SignedIn(s) => s,
-        Visitor::Away(away) => return Ok(away),
-    };
-    match remove(&state, &session, ip).await {
-        Ok(()) => Ok(Redirect::to("/account/security?done=removed").into_response()),
-        Err(e) if needs_step_up(&e) => Ok(to_step_up()),
-        Err(e) => {
-            security(
-                &state,
-                &session,
-                e.status(),
-                None,
-                None,
-                None,
-                Some(e.message()),
-            )
-            .await
-        }
-    }
+    security_change(&state, session, async |state, session| {
+        remove(state, session, ip).await.map(|()| None)
+    })
+    .await
 }
 
 /// `POST /account/security/recovery-codes`.
@@ -776,35 +705,8 @@ pub(crate) async fn security_recovery_codes(
     session: Result<Session, Rejection>,
     ClientAddr(ip): ClientAddr,
 ) -> Result<Response, WebError> {
-    let session = match personal(session, "/account/security") {
-        Visitor::SignedIn(s) => s,
-        Visitor::Away(away) => return Ok(away),
-    };
-    match new_codes(&state, &session, ip).await {
-        Ok(codes) => {
-            security(
-                &state,
-                &session,
-                StatusCode::OK,
-                None,
-                Some(codes),
-                None,
-                None,
-            )
-            .await
-        }
-        Err(e) if needs_step_up(&e) => Ok(to_step_up()),
-        Err(e) => {
-            security(
-                &state,
-                &session,
-                e.status(),
-                None,
-                None,
-                None,
-                Some(e.message()),
-            )
-            .await
-        }
-    }
+    security_change(&state, session, async |state, session| {
+        Ok(Some(Shown::Codes(new_codes(state, session, ip).await?)))
+    })
+    .await
 }

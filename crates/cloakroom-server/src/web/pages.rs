@@ -356,7 +356,7 @@ pub(crate) struct NextQuery {
 }
 
 impl NextQuery {
-    fn target(&self, state: &AppState) -> ReturnTo {
+    pub(crate) fn target(&self, state: &AppState) -> ReturnTo {
         ReturnTo::parse(
             self.rd.as_deref().or(self.next.as_deref()),
             &state.settings.redirect_hosts,

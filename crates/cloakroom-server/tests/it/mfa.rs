@@ -101,6 +101,26 @@ async fn second_factor(b: &mut Browser, method: &str, code: &str) -> Reply {
     .await
 }
 
+/// Steps up with the code of the next time step (the current one may be used up already).
+async fn step_up_with_next_code(s: &TestServer, b: &mut Browser, secret: &[u8]) -> Reply {
+    s.clock.advance(Duration::from_secs(30));
+    b.post_json(
+        "/api/step-up",
+        &json!({ "method": "totp", "code": totp(secret, now(s)) }),
+    )
+    .await
+}
+
+/// A second browser of `name`, signed in with the password and a recovery code.
+async fn signed_in_with_code(s: &TestServer, name: &str, code: &str) -> Browser {
+    let (mut b, r) = password_login(s, name).await;
+    r.assert(200);
+    second_factor(&mut b, "recovery_code", code)
+        .await
+        .assert(200);
+    b
+}
+
 async fn forward(b: &mut Browser) -> Reply {
     b.req("GET", "/auth/verify")
         .without("origin")
@@ -175,7 +195,7 @@ async fn an_authenticator_app_is_set_up_with_a_code_and_ends_the_other_sessions(
 #[tokio::test]
 async fn a_password_alone_leaves_a_pending_session_that_signs_no_one_in() {
     let s = start().await;
-    let (_, secret, _) = enrolled(&s, "uma").await;
+    let (mut enrolled_browser, secret, _) = enrolled(&s, "uma").await;
     s.clock.advance(Duration::from_secs(30));
     let (mut b, r) = password_login(&s, "uma").await;
     r.assert(200);
@@ -183,6 +203,9 @@ async fn a_password_alone_leaves_a_pending_session_that_signs_no_one_in() {
     assert_eq!(body["second_factor_required"], true, "{body}");
     assert_eq!(body["methods"], json!(["totp", "recovery_code"]));
     let pending = r.session_cookie().expect("a pending session cookie");
+    // Not a device the user is signed in on: the enrolled browser lists itself alone.
+    let listed = enrolled_browser.get("/api/sessions").await.json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     // Treated as signed out by every other route, forward auth included.
     b.get("/api/session").await.assert(401);
     b.get("/api/sessions").await.assert(401);
@@ -272,13 +295,7 @@ async fn removing_the_app_needs_a_recent_step_up_which_rotates_the_session() {
     assert_eq!(r.error_code(), "step_up_required");
     let before = b.get("/api/session").await.json();
     assert_eq!(before["auth_level"], "aal1");
-    s.clock.advance(Duration::from_secs(30));
-    let r = b
-        .post_json(
-            "/api/step-up",
-            &json!({ "method": "totp", "code": totp(&secret, now(&s)) }),
-        )
-        .await;
+    let r = step_up_with_next_code(&s, &mut b, &secret).await;
     r.assert(200);
     let after = r.json();
     assert_eq!(after["auth_level"], "aal2");
@@ -294,8 +311,10 @@ async fn removing_the_app_needs_a_recent_step_up_which_rotates_the_session() {
     )
     .await
     .assert(200);
-    // A password change now needs no more than the step-up it has.
+    let mut elsewhere = signed_in_with_code(&s, "xan", &codes[1]).await;
     b.delete("/api/mfa/totp").await.assert(204);
+    // Every other session ended with it.
+    elsewhere.get("/api/session").await.assert(401);
     // Off, with the recovery codes: the password alone signs in again.
     let (_, r) = password_login(&s, "xan").await;
     r.assert(200);
@@ -324,13 +343,9 @@ async fn a_password_change_with_a_second_factor_needs_a_recent_step_up() {
     let r = b.post_json("/api/password", &change).await;
     r.assert(403);
     assert_eq!(r.error_code(), "step_up_required");
-    s.clock.advance(Duration::from_secs(30));
-    b.post_json(
-        "/api/step-up",
-        &json!({ "method": "totp", "code": totp(&secret, now(&s)) }),
-    )
-    .await
-    .assert(200);
+    step_up_with_next_code(&s, &mut b, &secret)
+        .await
+        .assert(200);
     b.post_json("/api/password", &change).await.assert(200);
 }
 
@@ -353,6 +368,74 @@ async fn wrong_codes_are_throttled_like_passwords() {
         statuses.contains(&429),
         "guessing codes is throttled: {statuses:?}"
     );
+    // On counters of their own: the password still gets its answer at once.
+    let (_, r) = password_login(&s, "zed").await;
+    r.assert(200);
+    assert_eq!(r.json()["second_factor_required"], true);
+}
+
+#[tokio::test]
+async fn a_pending_sign_in_lasts_five_minutes() {
+    let s = start().await;
+    let (_, secret, _) = enrolled(&s, "ivo").await;
+    let (mut b, r) = password_login(&s, "ivo").await;
+    r.assert(200);
+    s.clock.advance(Duration::from_secs(5 * 60 + 1));
+    let r = second_factor(&mut b, "totp", &totp(&secret, now(&s))).await;
+    r.assert(401);
+    assert_eq!(r.error_code(), "second_factor_expired");
+    // Ended: the right code no longer finds it.
+    let r = second_factor(&mut b, "totp", &totp(&secret, now(&s))).await;
+    r.assert(401);
+    assert_eq!(r.error_code(), "no_pending_sign_in");
+}
+
+/// A native app: the password gives a pending bearer token, the second factor a session
+/// token (the pending one is spent), and a step-up hands the rotated token back in the body.
+#[tokio::test]
+async fn a_native_app_gives_its_second_factor_with_the_pending_token() {
+    let s = start().await;
+    let (_, secret, _) = enrolled(&s, "nia").await;
+    let mut app = crate::native::App::new(&s);
+    let r = app.sign_in("nia").await;
+    r.assert(200);
+    assert!(r.set_cookies().is_empty());
+    assert_eq!(r.json()["second_factor_required"], true);
+    let pending = app.token.clone().expect("a pending token");
+    app.call("GET", "/api/session", None).await.assert(401);
+    s.clock.advance(Duration::from_secs(30));
+    let code = json!({ "method": "totp", "code": totp(&secret, now(&s)) });
+    let r = app
+        .call("POST", "/api/login/second-factor", Some(&code))
+        .await;
+    r.assert(200);
+    let token = r.json()["session_token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    assert_ne!(token, pending);
+    app.token = Some(token.clone());
+    let r = app.call("GET", "/api/session", None).await;
+    r.assert(200);
+    assert_eq!(r.json()["auth_level"], "aal2");
+    let devices = app.call("GET", "/api/sessions", None).await.json();
+    assert_eq!(devices[0]["device"], "Pixel 8 (app)", "{devices}");
+    s.clock.advance(Duration::from_secs(30));
+    let code = json!({ "method": "totp", "code": totp(&secret, now(&s)) });
+    let r = app.call("POST", "/api/step-up", Some(&code)).await;
+    r.assert(200);
+    let rotated = r.json()["session_token"]
+        .as_str()
+        .expect("the new token")
+        .to_owned();
+    assert_ne!(rotated, token);
+    // Both earlier tokens are dead; the rotated one works.
+    for dead in [pending, token] {
+        app.token = Some(dead);
+        app.call("GET", "/api/session", None).await.assert(401);
+    }
+    app.token = Some(rotated);
+    app.call("GET", "/api/session", None).await.assert(200);
 }
 
 fn two_factor_rules(raw: &mut cloakroom_server::config::RawConfig) {
@@ -415,13 +498,9 @@ async fn a_two_factor_rule_sends_a_one_factor_session_to_step_up_and_back() {
     let r = ask(&mut anonymous, "admin.example.com").await;
     r.assert(302);
     assert!(r.location().contains("/login?rd="));
-    s.clock.advance(Duration::from_secs(30));
-    b.post_json(
-        "/api/step-up",
-        &json!({ "method": "totp", "code": totp(&secret, now(&s)) }),
-    )
-    .await
-    .assert(200);
+    step_up_with_next_code(&s, &mut b, &secret)
+        .await
+        .assert(200);
     let r = ask(&mut b, "admin.example.com").await;
     r.assert(200);
     assert_eq!(r.header("remote-auth-level").as_deref(), Some("aal2"));
@@ -614,13 +693,9 @@ async fn a_two_factor_rule_holds_through_nginx() {
         "{}",
         r.location()
     );
-    s.clock.advance(Duration::from_secs(30));
-    b.post_json(
-        "/api/step-up",
-        &json!({ "method": "totp", "code": totp(&secret, now(&s)) }),
-    )
-    .await
-    .assert(200);
+    step_up_with_next_code(&s, &mut b, &secret)
+        .await
+        .assert(200);
     let r = b.get("/app/admin/users").await;
     r.assert(200);
     assert_eq!(

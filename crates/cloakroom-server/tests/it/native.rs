@@ -7,17 +7,17 @@ use serde_json::{Value, json};
 use crate::support::{PASSWORD, Reply, TestServer, start};
 
 /// A native app: no cookies, no `Origin`, no Fetch Metadata — nothing a browser sends.
-struct App<'a> {
+pub(crate) struct App<'a> {
     s: &'a TestServer,
-    token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 impl<'a> App<'a> {
-    fn new(s: &'a TestServer) -> Self {
+    pub(crate) fn new(s: &'a TestServer) -> Self {
         Self { s, token: None }
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
         let mut b = self.s.browser();
         let mut req = b
             .req(method, path)
@@ -37,7 +37,7 @@ impl<'a> App<'a> {
         req.send().await
     }
 
-    async fn sign_in(&mut self, username: &str) -> Reply {
+    pub(crate) async fn sign_in(&mut self, username: &str) -> Reply {
         let r = self
             .call(
                 "POST",
