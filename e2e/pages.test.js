@@ -23,7 +23,7 @@
 // ends, what the page says, which cookies the browser kept, what a request carried.
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -953,3 +953,177 @@ test('accessibility smoke: labels, role="alert", label in name, contrast in both
 
 // A hung browser must not hang CI: fail the whole run instead.
 setTimeout(() => fail('timed out after 120 s'), 120_000).unref();
+
+// --- Second factors ----------------------------------------------------------------------
+//
+// The authenticator app without JavaScript (codes computed here, by RFC 6238 over Node's own
+// HMAC-SHA-1, at the server's time), and passkeys with Chromium's virtual authenticator
+// (DevTools protocol `WebAuthn` domain): registration, a second factor, a sign-in without
+// password, a cloned authenticator's counter, a removed passkey.
+
+/** The server's time in milliseconds (its clock is the test's; see `e2e.rs`). */
+async function serverNow() {
+  const request = join(CLOCK_DIR, 'now-request');
+  writeFileSync(`${request}.tmp`, '');
+  renameSync(`${request}.tmp`, request);
+  for (let i = 0; i < 100 && existsSync(request); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(!existsSync(request), 'the harness answered the time request');
+  return Number(readFileSync(join(CLOCK_DIR, 'now'), 'utf8'));
+}
+
+/** RFC 6238 (SHA-1, 6 digits, 30 s) for a base32 secret at `ms`. */
+function totp(secret, ms) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of secret.replace(/=+$/, '')) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(ms / 1000 / 30)));
+  const mac = createHmac('sha1', key).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0x0f;
+  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
+}
+
+async function authLevel(context) {
+  const response = await context.request.get(url('/api/session'));
+  assert.equal(response.status(), 200, 'signed in');
+  return (await response.json()).auth_level;
+}
+
+async function signOut(page) {
+  await page.goto(url('/'));
+  await page.getByRole('button', { name: 'Sign out' }).first().click();
+  await page.waitForURL((u) => u.pathname === '/login');
+}
+
+test('an authenticator app, without JavaScript: set up from its page, then a code at sign-in, once', { skip: !CLOCK_DIR && 'no clock' }, async () => {
+  const name = user('totp');
+  const { context, page } = await device({ javaScriptEnabled: false });
+  await signUp(page, name);
+  await page.goto(url('/account/security'));
+  assert.equal(await page.locator('script').count(), 1, 'the page links the passkey script');
+  await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
+  assert.equal(await page.locator('.qr svg').count(), 1, 'a QR code drawn on the server');
+  const secret = (await page.locator('#totp-secret').textContent()).trim();
+  await page.getByLabel('The six-digit code the app shows now').fill(totp(secret, await serverNow()));
+  await page.getByRole('button', { name: 'Turn on' }).click();
+  assert.equal(await page.locator('#recovery-codes li').count(), 10, 'ten recovery codes, once');
+  assert.equal(await authLevel(context), 'aal1', 'enrolment itself is no step-up');
+
+  // Another browser, also without script: the password, then a code of the next step.
+  await advanceServerClock(30);
+  const code = totp(secret, await serverNow());
+  const other = await device({ javaScriptEnabled: false });
+  await other.page.goto(url('/login'));
+  await fillLogin(other.page, name, PASSWORD);
+  await other.page.waitForURL((u) => u.pathname === '/login/second-factor');
+  assert.equal(await sessionCookie(other.context) !== undefined, true, 'a pending cookie');
+  assert.equal((await other.context.request.get(url('/api/session'))).status(), 401, 'pending is signed out');
+  await other.page.getByLabel('Code', { exact: true }).fill(code);
+  await other.page.getByRole('button', { name: 'Continue' }).click();
+  await other.page.waitForURL(url('/'));
+  await expectHome(other.page, name);
+  assert.equal(await authLevel(other.context), 'aal2');
+
+  // The same code again, in a third browser: refused.
+  const third = await device({ javaScriptEnabled: false });
+  await third.page.goto(url('/login'));
+  await fillLogin(third.page, name, PASSWORD);
+  await third.page.waitForURL((u) => u.pathname === '/login/second-factor');
+  await third.page.getByLabel('Code', { exact: true }).fill(code);
+  await third.page.getByRole('button', { name: 'Continue' }).click();
+  assert.equal(
+    await third.page.getByRole('alert').first().textContent(),
+    'That code is not right. Check the app\'s current code and try again.',
+  );
+  assert.equal((await third.context.request.get(url('/api/session'))).status(), 401);
+});
+
+/** A virtual platform authenticator (user verification on) in `page`'s browser. */
+async function virtualAuthenticator(context, page) {
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2',
+      transport: 'internal',
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+  return { cdp, authenticatorId };
+}
+
+async function passkeySignIn(page) {
+  await page.goto(url('/login'));
+  await page.getByRole('button', { name: 'Use a passkey' }).click();
+}
+
+test('passkeys: registered on the security page, a second factor, a sign-in on their own, a clone refused, a removed one refused', async () => {
+  const name = user('passkey');
+  const laptop = await device();
+  const { cdp, authenticatorId } = await virtualAuthenticator(laptop.context, laptop.page);
+  await signUp(laptop.page, name);
+
+  // Registration: the first factor comes with recovery codes.
+  await laptop.page.goto(url('/account/security'));
+  await laptop.page.getByLabel('Name of the new passkey').fill('Laptop');
+  await laptop.page.getByRole('button', { name: 'Add a passkey' }).click();
+  await laptop.page.locator('#recovery-codes').waitFor();
+  assert.equal(await laptop.page.locator('#recovery-codes li').count(), 10);
+  const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+  assert.equal(credentials.length, 1, 'one credential on the authenticator');
+  assert.equal(credentials[0].isResidentCredential, true, 'discoverable, for passkey_login');
+  await laptop.page.goto(url('/account/security'));
+  assert.match(await laptop.page.locator('ul.passkeys').textContent(), /Laptop/);
+
+  // Renamed without script's help (a plain form).
+  await laptop.page.getByLabel('New name').fill('Work laptop');
+  await laptop.page.getByRole('button', { name: 'Rename' }).click();
+  await laptop.page.waitForURL(url('/account/security?done=passkey-renamed'));
+  assert.match(await laptop.page.locator('ul.passkeys').textContent(), /Work laptop/);
+
+  // A second factor after the password.
+  await signOut(laptop.page);
+  await fillLogin(laptop.page, name, PASSWORD);
+  await laptop.page.waitForURL((u) => u.pathname === '/login/second-factor');
+  await laptop.page.getByRole('button', { name: 'Use a passkey' }).click();
+  await laptop.page.waitForURL(url('/'));
+  await expectHome(laptop.page, name);
+  assert.equal(await authLevel(laptop.context), 'aal2');
+
+  // On its own, without the password (passkey_login = true).
+  await signOut(laptop.page);
+  await passkeySignIn(laptop.page);
+  await laptop.page.waitForURL(url('/'));
+  await expectHome(laptop.page, name);
+  assert.equal(await authLevel(laptop.context), 'aal2', 'a passkey verifies its user: two factors');
+
+  // A copy of the credential on another authenticator, its signature counter back at 0:
+  // the library reports a possible clone, and the sign-in is refused.
+  const copy = await device();
+  const other = await virtualAuthenticator(copy.context, copy.page);
+  const [original] = (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials;
+  assert.ok(original.signCount >= 2, `the original has signed twice: ${original.signCount}`);
+  await other.cdp.send('WebAuthn.addCredential', {
+    authenticatorId: other.authenticatorId,
+    credential: { ...original, signCount: 0 },
+  });
+  await passkeySignIn(copy.page);
+  await copy.page.locator('#form-error').waitFor();
+  assert.match(await copy.page.locator('#form-error').textContent(), /signature counter went backwards/);
+  assert.equal(await sessionCookie(copy.context), undefined, 'no session for the copy');
+
+  // Removed (the session stepped up with the passkey minutes ago): it signs no one in.
+  await laptop.page.goto(url('/account/security'));
+  await laptop.page.getByRole('button', { name: 'Remove Work laptop' }).click();
+  await laptop.page.waitForURL(url('/account/security?done=passkey-removed'));
+  assert.equal(await laptop.page.locator('ul.passkeys').count(), 0, 'no passkey listed');
+  await signOut(laptop.page);
+  await passkeySignIn(laptop.page);
+  await laptop.page.locator('#form-error').waitFor();
+  assert.match(await laptop.page.locator('#form-error').textContent(), /not registered here/);
+  assert.equal(await sessionCookie(laptop.context), undefined);
+});

@@ -458,6 +458,11 @@ settings! {
     /// sign-in before its link is followed is refused with a way to have the link sent again.
     require_verified_email: bool = false, sample "true",
         #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
+    /// Passkeys sign in on their own, without the password ("Sign in with a passkey" on the
+    /// login page), and are registered as discoverable for it. Passkeys are a second factor
+    /// either way. Needs a public URL on a domain name (WebAuthn refuses IP addresses).
+    passkey_login: bool = false, sample "true",
+        #[arg(num_args = 0..=1, require_equals = true, default_missing_value = "true")];
     /// **Dangerous.** Allow an `http://` public URL on a host other than loopback: the session
     /// cookie then travels in clear text (and browsers refuse `__Host-` cookies over it).
     danger_allow_http: bool = false, sample "true",
@@ -789,6 +794,8 @@ pub struct Settings {
     pub password_reset_ttl: Duration,
     /// Whether sign-in needs a verified email address.
     pub require_verified_email: bool,
+    /// Whether a passkey signs in without the password.
+    pub passkey_login: bool,
     /// How the pages look.
     pub branding: BrandingSettings,
     /// OpenID providers, in the order the file lists them (the login page's order).
@@ -1334,6 +1341,7 @@ impl RawConfig {
             mail,
             password_reset_ttl: Duration::from_secs(self.password_reset_ttl_secs),
             require_verified_email: self.require_verified_email,
+            passkey_login: self.passkey_login,
         })
     }
 

@@ -648,11 +648,21 @@ impl AppState {
             .with_observer(metrics::Observer::shared());
         let (identities, account_store) =
             crate::identity::Identities::new(stores.accounts, identities_cached(&settings));
+        let secrets = factor_secrets(&settings)?;
+        let passkeys = crate::mfa::passkey::Passkeys::new(
+            settings.public_origin.as_str(),
+            &site.name,
+            settings.passkey_login,
+            stores.second_factors.clone(),
+            secrets.clone(),
+            clock.clone(),
+        );
         let mfa = crate::mfa::SecondFactors::new(
             stores.second_factors,
-            factor_secrets(&settings)?,
+            secrets,
             clock.clone(),
             site.name.clone(),
+            passkeys,
         );
         Ok(Self {
             inner: Arc::new(Inner {

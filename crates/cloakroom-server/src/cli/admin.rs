@@ -418,10 +418,11 @@ impl Admin {
         if !reset {
             let f = store.factors(&account.id).await.map_err(fail)?;
             return Ok(format!(
-                "user {}: authenticator app {}; {} recovery code(s) left\n",
+                "user {}: authenticator app {}; {} recovery code(s) left; {} passkey(s)\n",
                 account.username,
                 if f.totp { "on" } else { "off" },
-                f.recovery_codes
+                f.recovery_codes,
+                f.passkeys
             ));
         }
         let removed = store.reset(&account.id).await.map_err(fail)?;

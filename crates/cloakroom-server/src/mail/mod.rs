@@ -110,6 +110,16 @@ pub enum Mail {
         /// What the pages call the provider.
         provider: String,
     },
+    /// "The second factors of your account changed", to its verified address: a factor was
+    /// added or removed, or new recovery codes were made.
+    FactorChanged {
+        /// The account's verified address.
+        to: EmailAddress,
+        /// The account's username.
+        username: String,
+        /// What changed, as a sentence ("A passkey was added.").
+        change: String,
+    },
     /// `cloakroom mail test ADDRESS`.
     Test {
         /// Where to send it.
@@ -125,6 +135,7 @@ impl Mail {
             Self::EmailChanged { .. } => Kind::EmailChanged,
             Self::PasswordChanged { .. } => Kind::PasswordChanged,
             Self::IdentityConnected { .. } => Kind::IdentityConnected,
+            Self::FactorChanged { .. } => Kind::FactorChanged,
             Self::Test { .. } => Kind::Test,
         }
     }
@@ -136,6 +147,7 @@ impl Mail {
             | Self::EmailChanged { to, .. }
             | Self::PasswordChanged { to, .. }
             | Self::IdentityConnected { to, .. }
+            | Self::FactorChanged { to, .. }
             | Self::Test { to } => to,
         }
     }
@@ -288,6 +300,12 @@ impl Mailer {
             } => {
                 vars.username = username;
                 vars.provider = provider;
+            }
+            Mail::FactorChanged {
+                username, change, ..
+            } => {
+                vars.username = username;
+                vars.change = change;
             }
             Mail::Test { .. } => {}
         }

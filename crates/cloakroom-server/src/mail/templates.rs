@@ -32,16 +32,18 @@ pub(crate) enum Kind {
     EmailChanged,
     PasswordChanged,
     IdentityConnected,
+    FactorChanged,
     Test,
 }
 
 impl Kind {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::PasswordReset,
         Self::VerifyEmail,
         Self::EmailChanged,
         Self::PasswordChanged,
         Self::IdentityConnected,
+        Self::FactorChanged,
         Self::Test,
     ];
 
@@ -53,6 +55,7 @@ impl Kind {
             Self::EmailChanged => "email_changed",
             Self::PasswordChanged => "password_changed",
             Self::IdentityConnected => "identity_connected",
+            Self::FactorChanged => "factor_changed",
             Self::Test => "test",
         }
     }
@@ -72,6 +75,7 @@ impl Kind {
             Self::EmailChanged => &["product", "public_url", "to", "username", "new_address"],
             Self::PasswordChanged => ACCOUNT,
             Self::IdentityConnected => &["product", "public_url", "to", "username", "provider"],
+            Self::FactorChanged => &["product", "public_url", "to", "username", "change"],
             Self::Test => &["product", "public_url", "to"],
         }
     }
@@ -96,6 +100,7 @@ pub(crate) struct Vars<'a> {
     pub(crate) expires_in: &'a str,
     pub(crate) new_address: &'a str,
     pub(crate) provider: &'a str,
+    pub(crate) change: &'a str,
 }
 
 impl Vars<'_> {
@@ -109,6 +114,7 @@ impl Vars<'_> {
             "expires_in" => self.expires_in,
             "new_address" => self.new_address,
             "provider" => self.provider,
+            "change" => self.change,
             _ => "",
         }
     }
@@ -391,6 +397,7 @@ macro_rules! builtins {
             expires_in: &'a str,
             new_address: &'a str,
             provider: &'a str,
+            change: &'a str,
         }
 
         impl<'a> From<&'a Vars<'a>> for $ty<'a> {
@@ -404,6 +411,7 @@ macro_rules! builtins {
                     expires_in: v.expires_in,
                     new_address: v.new_address,
                     provider: v.provider,
+                    change: v.change,
                 }
             }
         }
@@ -421,6 +429,8 @@ builtins! {
     PasswordChangedHtml = "mail/password_changed.html";
     IdentityConnectedText = "mail/identity_connected.txt";
     IdentityConnectedHtml = "mail/identity_connected.html";
+    FactorChangedText = "mail/factor_changed.txt";
+    FactorChangedHtml = "mail/factor_changed.html";
     TestText = "mail/test.txt";
     TestHtml = "mail/test.html";
 }
@@ -448,6 +458,10 @@ fn builtin(kind: Kind, v: &Vars<'_>) -> askama::Result<(String, String)> {
             IdentityConnectedText::from(v).render()?,
             IdentityConnectedHtml::from(v).render()?,
         ),
+        Kind::FactorChanged => (
+            FactorChangedText::from(v).render()?,
+            FactorChangedHtml::from(v).render()?,
+        ),
         Kind::Test => (TestText::from(v).render()?, TestHtml::from(v).render()?),
     })
 }
@@ -472,6 +486,7 @@ mod tests {
             Kind::EmailChanged => files!("email_changed"),
             Kind::PasswordChanged => files!("password_changed"),
             Kind::IdentityConnected => files!("identity_connected"),
+            Kind::FactorChanged => files!("factor_changed"),
             Kind::Test => files!("test"),
         }
     }
@@ -486,6 +501,7 @@ mod tests {
             expires_in: "30 minutes",
             new_address: "new@example.com",
             provider: "Google <Workspace>",
+            change: "A passkey was <added>.",
         }
     }
 

@@ -11,11 +11,15 @@ use cloakroom_core::{Session, Timestamp};
 
 /// When the second factor was last given in this session (Unix milliseconds).
 pub(crate) const AAL2_AT: &str = "cloakroom.aal2_at";
-/// Which second factor (`totp`, `recovery_code`).
+/// Which second factor (`totp`, `recovery_code`, `passkey`).
 pub(crate) const SECOND_FACTOR: &str = "cloakroom.second_factor";
 /// When the password was last checked again in this session (step-up of an account with no
 /// second factor), Unix milliseconds.
 pub(crate) const REAUTH_AT: &str = "cloakroom.reauth_at";
+
+/// The session's sign-in method (`AuthMethod`) after a passkey alone (`passkey_login`): a
+/// passkey verifies its user, so it is both factors, and the session starts at `aal2`.
+pub(crate) const PASSKEY_SIGN_IN: &str = "passkey";
 
 /// How long a step-up counts as recent for the changes that ask for one (adding or removing a
 /// factor, a new password or address): a quarter of an hour, as Ory Kratos' privileged
@@ -72,20 +76,24 @@ pub(crate) fn password_at(session: &Session) -> Timestamp {
 /// RFC 8176 `amr` values for `session`.
 pub(crate) fn amr(session: &Session) -> Vec<&'static str> {
     let mut amr = Vec::with_capacity(3);
-    if session.auth_method.as_str().starts_with("oidc:") {
+    let first = session.auth_method.as_str();
+    if first.starts_with("oidc:") {
         amr.push("fed");
+    } else if first == PASSKEY_SIGN_IN {
+        amr.push("hwk");
     } else {
         amr.push("pwd");
     }
     if AuthLevel::of(session) == AuthLevel::Aal2 {
-        if session
+        match session
             .data
             .as_map()
             .get(SECOND_FACTOR)
             .and_then(serde_json::Value::as_str)
-            == Some("totp")
         {
-            amr.push("otp");
+            Some("totp") => amr.push("otp"),
+            Some("passkey") if first != PASSKEY_SIGN_IN => amr.push("hwk"),
+            _ => {}
         }
         amr.push("mfa");
     }

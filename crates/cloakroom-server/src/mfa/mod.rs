@@ -1,5 +1,5 @@
 //! Second factors as the server offers them (issue 17): an authenticator app (TOTP),
-//! recovery codes, and the session's level of assurance. No HTTP in here: `web/mfa.rs` turns
+//! recovery codes, passkeys (`passkey.rs`), and the session's level of assurance. No HTTP in here: `web/mfa.rs` turns
 //! these into routes and pages.
 //!
 //! A TOTP secret is sealed with the server's secret before it reaches the store (the
@@ -9,6 +9,7 @@
 //! compare-and-set, across instances.
 
 pub(crate) mod level;
+pub(crate) mod passkey;
 pub(crate) mod recovery;
 pub(crate) mod totp;
 
@@ -28,6 +29,8 @@ pub(crate) enum Method {
     Totp,
     /// One of the ten recovery codes.
     RecoveryCode,
+    /// A passkey's answer to a challenge.
+    Passkey,
 }
 
 impl Method {
@@ -36,6 +39,26 @@ impl Method {
         match self {
             Self::Totp => "totp",
             Self::RecoveryCode => "recovery_code",
+            Self::Passkey => "passkey",
+        }
+    }
+}
+
+/// What a user gives as a second factor.
+#[derive(Debug)]
+pub(crate) enum Proof {
+    /// A code: from the authenticator app, or a recovery code.
+    Code(Method, String),
+    /// A passkey's answer to the challenge kept in the session.
+    Passkey(Box<webauthn_rs::prelude::PublicKeyCredential>),
+}
+
+impl Proof {
+    /// The method it is given by.
+    pub(crate) fn method(&self) -> Method {
+        match self {
+            Self::Code(m, _) => *m,
+            Self::Passkey(_) => Method::Passkey,
         }
     }
 }
@@ -65,6 +88,9 @@ pub(crate) enum MfaError {
     /// The secret cannot be put into an `otpauth://` URL.
     #[error("the authenticator cannot be described")]
     Build(#[source] totp::BuildError),
+    /// A passkey operation did not happen.
+    #[error(transparent)]
+    Passkey(#[from] passkey::PasskeyError),
     /// A store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -88,6 +114,8 @@ pub(crate) struct SecondFactors {
     secrets: Secrets,
     clock: Arc<dyn Clock>,
     issuer: String,
+    /// Passkeys: the relying party and its ceremonies.
+    pub(crate) passkeys: passkey::Passkeys,
 }
 
 /// What a sealed TOTP secret is bound to: its purpose and account, so a sealed value copied
@@ -104,12 +132,14 @@ impl SecondFactors {
         secrets: Secrets,
         clock: Arc<dyn Clock>,
         issuer: String,
+        passkeys: passkey::Passkeys,
     ) -> Self {
         Self {
             store,
             secrets,
             clock,
             issuer,
+            passkeys,
         }
     }
 
@@ -125,9 +155,12 @@ impl SecondFactors {
 
     /// The methods a sign-in of `user` may use for its second factor, as the API lists them.
     pub(crate) fn methods(factors: &Factors) -> Vec<&'static str> {
-        let mut methods = Vec::with_capacity(2);
+        let mut methods = Vec::with_capacity(3);
         if factors.totp {
             methods.push(Method::Totp.as_str());
+        }
+        if factors.passkeys > 0 {
+            methods.push(Method::Passkey.as_str());
         }
         if factors.recovery_codes > 0 {
             methods.push(Method::RecoveryCode.as_str());
@@ -227,6 +260,8 @@ impl SecondFactors {
                     Err(MfaError::Replayed)
                 }
             }
+            // A passkey answers a challenge, not with a code (see `Proof`).
+            Method::Passkey => Err(MfaError::WrongCode),
             Method::RecoveryCode => {
                 let normalized = recovery::normalize(code).ok_or(MfaError::WrongCode)?;
                 let hash = RecoveryCodeHash::of(user, &normalized);

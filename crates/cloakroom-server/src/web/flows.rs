@@ -11,6 +11,7 @@ use cloakroom_core::{AuthMethod, InvalidValue, SessionData, SessionToken};
 use crate::accounts::passwords::{Busy, Password};
 use crate::accounts::session_keys;
 use crate::accounts::{self, AccountsError, Credentials, email};
+use crate::mfa::Proof;
 use crate::state::AppState;
 use crate::web::error::WebError;
 use crate::{events, metrics};
@@ -22,7 +23,8 @@ pub(crate) async fn start_session(
     remember: bool,
 ) -> Result<Session, WebError> {
     let client = Client::Browser { remember };
-    let (session, _) = sign_in(auth, account, &client, accounts::session_data(account)).await?;
+    let data = accounts::session_data(account);
+    let (session, _) = sign_in(auth, account, &client, AuthMethod::password(), data).await?;
     Ok(session)
 }
 
@@ -41,15 +43,17 @@ pub(crate) enum Client {
     },
 }
 
-/// Signs `account` in on `client` with session `data`: a browser's cookie (replacing whatever
-/// session the request carried), or a native app's bearer token, handed back.
+/// Signs `account` in on `client` (by `how`) with session `data`: a browser's cookie
+/// (replacing whatever session the request carried), or a native app's bearer token, handed
+/// back.
 async fn sign_in(
     auth: &Auth,
     account: &Account,
     client: &Client,
+    how: AuthMethod,
     mut data: SessionData,
 ) -> Result<(Session, Option<SessionToken>), WebError> {
-    let new = auth.new_session(account.id.clone(), AuthMethod::password());
+    let new = auth.new_session(account.id.clone(), how);
     match client {
         Client::Browser { remember } => {
             Ok((auth.login(new.remember(*remember).data(data)).await?, None))
@@ -147,11 +151,22 @@ pub(crate) async fn login(
     if factors.any() {
         return pending_sign_in(auth, &account, client, &factors).await;
     }
-    let (session, token) =
-        sign_in(auth, &account, client, accounts::session_data(&account)).await?;
-    // `cloakroom user disable` sets the flag, then ends every session. A disable that ran
-    // after the password check but before our session existed missed it, so look again now
-    // that it exists: either the disable's revocation saw the session, or this sees the flag.
+    let data = accounts::session_data(&account);
+    let (session, token) = sign_in(auth, &account, client, AuthMethod::password(), data).await?;
+    let session = signed_in(state, &account, session, ip).await?;
+    Ok(LoginOutcome::SignedIn(account, session, token))
+}
+
+/// The last step of every sign-in, once its session exists. `cloakroom user disable` sets the
+/// flag, then ends every session. A disable that ran after the credentials were checked but
+/// before our session existed missed it, so look again now that it exists: either the
+/// disable's revocation saw the session, or this sees the flag.
+async fn signed_in(
+    state: &AppState,
+    account: &Account,
+    session: Session,
+    ip: Option<IpAddr>,
+) -> Result<Session, WebError> {
     if state.accounts.is_disabled(&account.id).await? {
         // Best effort: the disable's own revocation may have ended it already.
         let _ = session.logout().await;
@@ -162,7 +177,7 @@ pub(crate) async fn login(
     }
     metrics::login("success");
     events::login(account.username.as_str(), session.handle().as_str(), ip);
-    Ok(LoginOutcome::SignedIn(account, session, token))
+    Ok(session)
 }
 
 /// The password was right and the account has a second factor: a pending session, which
@@ -215,10 +230,10 @@ pub(crate) async fn second_factor(
     state: &AppState,
     auth: &Auth,
     ip: Option<IpAddr>,
-    method: crate::mfa::Method,
-    code: &str,
+    proof: Proof,
 ) -> Result<(Account, Session, Option<SessionToken>), WebError> {
-    let pending = auth
+    let method = proof.method();
+    let mut pending = auth
         .pending_session()
         .await?
         .ok_or_else(no_pending_sign_in)?;
@@ -250,24 +265,74 @@ pub(crate) async fn second_factor(
         .by_id(&record.user_id)
         .await?
         .ok_or_else(no_pending_sign_in)?;
-    check_second_factor(state, &account, ip, method, code, "sign_in").await?;
+    check_second_factor(state, &account, ip, &proof, "sign_in", &mut pending).await?;
     let mut data = accounts::session_data(&account);
     raise(&mut data, state.clock.now(), method).map_err(refused_data("session"))?;
     // A browser's sign-in replaces the pending session in the same step; a native app's is a
     // new bearer session, and the pending token is spent.
-    let (session, token) = sign_in(auth, &account, &client, data).await?;
+    let (session, token) = sign_in(auth, &account, &client, AuthMethod::password(), data).await?;
     if token.is_some() {
         let _ = pending.logout().await;
     }
-    if state.accounts.is_disabled(&account.id).await? {
-        let _ = session.logout().await;
-        let e = AccountsError::AccountDisabled;
+    let session = signed_in(state, &account, session, ip).await?;
+    Ok((account, session, token))
+}
+
+/// Signs in with a passkey alone (`passkey_login`): the challenge's sealed cookie opened and
+/// spent, the passkey's answer checked (user verification included: a passkey is two factors
+/// in one, so the session is `aal2`), then the account's own rules, as after a password.
+pub(crate) async fn passkey_sign_in(
+    state: &AppState,
+    auth: &Auth,
+    ip: Option<IpAddr>,
+    cookie: Option<&str>,
+    credential: &webauthn_rs::prelude::PublicKeyCredential,
+    remember: bool,
+) -> Result<(Account, Session), WebError> {
+    auth.require_verified_origin()?;
+    let passkeys = &state.mfa.passkeys;
+    let checked = match passkeys.open_sign_in(cookie, &state.sessions).await {
+        Ok(challenge) => passkeys.finish_sign_in(credential, challenge).await,
+        Err(e) => Err(e),
+    };
+    let user = checked.map_err(|e| {
+        events::login_failed("-", ip, passkey_reason(&e));
+        metrics::login("passkey_refused");
+        mfa_error(e.into(), axum::http::StatusCode::UNAUTHORIZED)
+    })?;
+    let account = state
+        .accounts
+        .store()
+        .by_id(&user)
+        .await?
+        .ok_or(AccountsError::UnknownAccount)?;
+    if state.settings.require_verified_email && account.verified_email().is_none() {
+        metrics::login("email_not_verified");
+        let e = AccountsError::EmailNotVerified;
         refused(account.username.as_str(), ip, &e);
         return Err(e.into());
     }
-    metrics::login("success");
-    events::login(account.username.as_str(), session.handle().as_str(), ip);
-    Ok((account, session, token))
+    let mut data = accounts::session_data(&account);
+    raise(&mut data, state.clock.now(), crate::mfa::Method::Passkey)
+        .map_err(refused_data("session"))?;
+    let how =
+        AuthMethod::new(crate::mfa::level::PASSKEY_SIGN_IN).map_err(refused_data("sign-in"))?;
+    let client = Client::Browser { remember };
+    let (session, _) = sign_in(auth, &account, &client, how, data).await?;
+    let session = signed_in(state, &account, session, ip).await?;
+    Ok((account, session))
+}
+
+/// A refused passkey, as the security events name the reason.
+fn passkey_reason(e: &crate::mfa::passkey::PasskeyError) -> &'static str {
+    use crate::mfa::passkey::PasskeyError;
+    match e {
+        PasskeyError::PossibleClone => "possible_clone",
+        PasskeyError::Unknown => "unknown_passkey",
+        PasskeyError::NoChallenge => "no_challenge",
+        PasskeyError::Refused(_) => "passkey_refused",
+        _ => "error",
+    }
 }
 
 /// Marks session data as `aal2` at `now`, by `method`.
@@ -282,21 +347,38 @@ fn raise(
 }
 
 /// Checks a second factor of `account`, throttled like a password (per account and network).
+/// A passkey answers the challenge kept in `holder` (the pending or full session), which is
+/// taken out first: a challenge answers once.
 async fn check_second_factor(
     state: &AppState,
     account: &Account,
     ip: Option<IpAddr>,
-    method: crate::mfa::Method,
-    code: &str,
+    proof: &Proof,
     purpose: &str,
+    holder: &mut Session,
 ) -> Result<(), WebError> {
     let user = account.username.as_str();
+    let method = proof.method();
     let attempt = state
         .accounts
         .begin_second_factor(account, ip)
         .await
         .inspect_err(|e| refused(user, ip, e))?;
-    match state.mfa.verify(&account.id, method, code).await {
+    let checked = match proof {
+        Proof::Code(method, code) => state.mfa.verify(&account.id, *method, code).await,
+        Proof::Passkey(credential) => {
+            match crate::web::passkeys::take(holder, crate::mfa::passkey::CHALLENGE_KEY).await? {
+                Some(challenge) => state
+                    .mfa
+                    .passkeys
+                    .finish_authentication(&account.id, credential, &challenge)
+                    .await
+                    .map_err(Into::into),
+                None => Err(crate::mfa::passkey::PasskeyError::NoChallenge.into()),
+            }
+        }
+    };
+    match checked {
         Ok(()) => {
             attempt.succeeded().await;
             events::second_factor_accepted(user, method.as_str(), purpose, ip);
@@ -306,6 +388,7 @@ async fn check_second_factor(
             let reason = match &e {
                 crate::mfa::MfaError::Replayed => "replayed",
                 crate::mfa::MfaError::WrongCode => "wrong_code",
+                crate::mfa::MfaError::Passkey(p) => passkey_reason(p),
                 _ => "error",
             };
             events::second_factor_failed(user, method.as_str(), reason, ip);
@@ -326,23 +409,55 @@ pub(crate) fn mfa_error(e: crate::mfa::MfaError, wrong_status: axum::http::Statu
         MfaError::NotEnrolled => {
             return WebError::NotFound("This account has no authenticator app.");
         }
-        MfaError::Store(_) | MfaError::Sealed(_) | MfaError::Build(_) => {
-            return match e {
-                MfaError::Store(s) => WebError::Store(s),
-                other => {
-                    tracing::error!(error = %crate::error_chain::chain(&other), "second factor");
-                    WebError::Store(cloakroom_core::StoreError::Backend {
-                        store: "second factors",
-                        source: Box::new(other),
-                    })
-                }
-            };
-        }
+        MfaError::Passkey(p) => match passkey_refusal(p, wrong_status) {
+            Some(refusal) => refusal,
+            None => return internal(e),
+        },
+        MfaError::Store(_) | MfaError::Sealed(_) | MfaError::Build(_) => return internal(e),
     };
     WebError::Body {
         status,
         code,
         message: e.to_string(),
+    }
+}
+
+/// A passkey refusal's status and code; `None` for a server fault.
+fn passkey_refusal(
+    e: &crate::mfa::passkey::PasskeyError,
+    wrong_status: axum::http::StatusCode,
+) -> Option<(axum::http::StatusCode, &'static str)> {
+    use crate::mfa::passkey::PasskeyError;
+    use axum::http::StatusCode;
+    Some(match e {
+        PasskeyError::Unavailable => (StatusCode::NOT_FOUND, "passkeys_unavailable"),
+        PasskeyError::NoChallenge => (StatusCode::BAD_REQUEST, "no_challenge"),
+        PasskeyError::NoPasskeys => (StatusCode::CONFLICT, "no_passkeys"),
+        PasskeyError::Unknown if wrong_status == StatusCode::NOT_FOUND => {
+            (StatusCode::NOT_FOUND, "not_found")
+        }
+        PasskeyError::Refused(_) | PasskeyError::Unknown => (wrong_status, "passkey_refused"),
+        PasskeyError::PossibleClone => (wrong_status, "passkey_possible_clone"),
+        PasskeyError::AlreadyRegistered => (StatusCode::CONFLICT, "passkey_registered"),
+        PasskeyError::BadName => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_name"),
+        PasskeyError::Corrupt(_) | PasskeyError::Store(_) => return None,
+    })
+}
+
+/// A server fault behind a second factor: logged, answered as a store failure (generic).
+fn internal(e: crate::mfa::MfaError) -> WebError {
+    match e {
+        crate::mfa::MfaError::Store(s)
+        | crate::mfa::MfaError::Passkey(crate::mfa::passkey::PasskeyError::Store(s)) => {
+            WebError::Store(s)
+        }
+        other => {
+            tracing::error!(error = %crate::error_chain::chain(&other), "second factor");
+            WebError::Store(cloakroom_core::StoreError::Backend {
+                store: "second factors",
+                source: Box::new(other),
+            })
+        }
     }
 }
 
@@ -367,16 +482,16 @@ pub(crate) async fn step_up(
     state: &AppState,
     session: &mut Session,
     ip: Option<IpAddr>,
-    method: crate::mfa::Method,
-    code: &str,
+    proof: Proof,
 ) -> Result<Account, WebError> {
+    let method = proof.method();
     let account = state
         .accounts
         .store()
         .by_id(session.user_id())
         .await?
         .ok_or(AccountsError::UnknownAccount)?;
-    check_second_factor(state, &account, ip, method, code, "step_up").await?;
+    check_second_factor(state, &account, ip, &proof, "step_up", session).await?;
     let now = state.clock.now();
     elevate(session, |d| raise(d, now, method)).await?;
     Ok(account)

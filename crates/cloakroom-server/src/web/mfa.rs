@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::accounts::passwords::Password;
-use crate::mfa::Method;
+use crate::mfa::{Method, Proof};
 use crate::state::AppState;
 use crate::web::api::{SessionResponse, session_response, signed_in};
 use crate::web::error::{ApiJson, WebError, WebForm, WebQuery};
@@ -27,17 +27,48 @@ use crate::web::redirect::ReturnTo;
 use crate::web::site::Site;
 use crate::web::{ClientAddr, pages};
 use crate::{events, metrics};
+use webauthn_rs::prelude::PublicKeyCredential;
 
 // --- The API ------------------------------------------------------------------------------
 
 /// A second factor: `POST /api/login/second-factor`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct SecondFactorRequest {
-    /// `totp` or `recovery_code`.
+    /// `totp`, `recovery_code` or `passkey`.
     pub(crate) method: Method,
-    /// Six digits from the app, or a recovery code (`xxxx-xxxx-xxxx`; case, spaces and dashes
-    /// do not matter).
-    pub(crate) code: String,
+    /// For `totp` and `recovery_code`: six digits from the app, or a recovery code
+    /// (`xxxx-xxxx-xxxx`; case, spaces and dashes do not matter).
+    #[serde(default)]
+    pub(crate) code: Option<String>,
+    /// For `passkey`: the browser's `PublicKeyCredential` (as JSON, binary fields base64url)
+    /// answering the challenge of `POST /api/login/second-factor/passkey-options`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub(crate) credential: Option<Box<PublicKeyCredential>>,
+}
+
+/// The proof a request names: a code for `totp` and `recovery_code`, a credential for
+/// `passkey`; 422 when it is missing.
+pub(crate) fn proof(
+    method: Method,
+    code: Option<String>,
+    credential: Option<Box<PublicKeyCredential>>,
+) -> Result<Proof, WebError> {
+    let missing = |field: &str| {
+        WebError::refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            &format!("`{field}` is needed for this method."),
+        )
+    };
+    match method {
+        Method::Passkey => credential
+            .map(Proof::Passkey)
+            .ok_or_else(|| missing("credential")),
+        m => code
+            .map(|c| Proof::Code(m, c))
+            .ok_or_else(|| missing("code")),
+    }
 }
 
 /// What `POST /api/login` answers for an account with a second factor.
@@ -57,12 +88,16 @@ pub(crate) struct SecondFactorRequired {
 /// `POST /api/step-up`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct StepUpRequest {
-    /// `totp`, `recovery_code`, or — for an account without a second factor only —
-    /// `password`.
+    /// `totp`, `recovery_code`, `passkey`, or — for an account without a second factor only
+    /// — `password`.
     pub(crate) method: StepUpMethod,
     /// The code, for `totp` and `recovery_code`.
     #[serde(default)]
     pub(crate) code: Option<String>,
+    /// For `passkey`: the answer to `POST /api/step-up/passkey-options`'s challenge.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub(crate) credential: Option<Box<PublicKeyCredential>>,
     /// The password, for `password`.
     #[serde(default)]
     #[schema(value_type = Option<String>, format = Password)]
@@ -77,6 +112,8 @@ pub(crate) enum StepUpMethod {
     Totp,
     /// A recovery code.
     RecoveryCode,
+    /// A passkey.
+    Passkey,
     /// The password (accounts without a second factor).
     Password,
 }
@@ -87,6 +124,7 @@ impl StepUpMethod {
         match self {
             Self::Totp => Some(Method::Totp),
             Self::RecoveryCode => Some(Method::RecoveryCode),
+            Self::Passkey => Some(Method::Passkey),
             Self::Password => None,
         }
     }
@@ -134,6 +172,8 @@ pub(crate) struct FactorsView {
     pub(crate) totp: bool,
     /// Recovery codes not used yet.
     pub(crate) recovery_codes_left: u32,
+    /// Registered passkeys.
+    pub(crate) passkeys: u32,
     /// This session's level: `aal1` or `aal2`.
     pub(crate) auth_level: &'static str,
 }
@@ -151,8 +191,8 @@ pub(crate) async fn login_second_factor(
     ClientAddr(ip): ClientAddr,
     ApiJson(req): ApiJson<SecondFactorRequest>,
 ) -> Result<Response, WebError> {
-    let (account, session, token) =
-        flows::second_factor(&state, &auth, ip, req.method, &req.code).await?;
+    let proof = proof(req.method, req.code, req.credential)?;
+    let (account, session, token) = flows::second_factor(&state, &auth, ip, proof).await?;
     Ok(signed_in(&account, &session, token))
 }
 
@@ -191,8 +231,8 @@ async fn run_step_up(
         )
     };
     if let Some(method) = req.method.factor() {
-        let code = req.code.ok_or_else(|| missing("code"))?;
-        return flows::step_up(state, session, ip, method, &code).await;
+        let proof = proof(method, req.code, req.credential)?;
+        return flows::step_up(state, session, ip, proof).await;
     }
     if state.mfa.factors(session.user_id()).await?.any() {
         return Err(WebError::refused(
@@ -217,6 +257,7 @@ pub(crate) async fn factors(
     Ok(Json(FactorsView {
         totp: f.totp,
         recovery_codes_left: f.recovery_codes,
+        passkeys: f.passkeys,
         auth_level: crate::mfa::level::AuthLevel::of(session.record()).as_str(),
     }))
 }
@@ -271,7 +312,7 @@ async fn confirm(
         .confirm_totp(session.user_id(), code)
         .await
         .map_err(|e| flows::mfa_error(e, StatusCode::BAD_REQUEST))?;
-    changed(session, "totp", "added", ip).await?;
+    changed(state, session, "totp", "added", ip).await?;
     Ok(codes)
 }
 
@@ -299,7 +340,7 @@ async fn remove(
         .remove_totp(session.user_id())
         .await
         .map_err(|e| flows::mfa_error(e, StatusCode::BAD_REQUEST))?;
-    changed(session, "totp", "removed", ip).await
+    changed(state, session, "totp", "removed", ip).await
 }
 
 /// Replaces the recovery codes (needs a recent second factor).
@@ -334,12 +375,14 @@ async fn new_codes(
         .new_recovery_codes(session.user_id())
         .await
         .map_err(|e| flows::mfa_error(e, StatusCode::BAD_REQUEST))?;
-    changed(session, "recovery_codes", "replaced", ip).await?;
+    changed(state, session, "recovery_codes", "replaced", ip).await?;
     Ok(codes)
 }
 
-/// After a factor changed: every other session ends, and the event is logged.
-async fn changed(
+/// After a factor changed: every other session ends, the event is logged, and the account's
+/// verified address hears of it (a failure to queue that mail is logged; the change stands).
+pub(crate) async fn changed(
+    state: &AppState,
     session: &Session,
     factor: &str,
     change: &str,
@@ -348,10 +391,28 @@ async fn changed(
     let ended = session.logout_other_devices().await?;
     metrics::revoked("factor_changed", ended);
     events::factor_changed(&flows::username(session), factor, change, ended, ip);
+    let sentence = match (factor, change) {
+        ("totp", "added") => "An authenticator app was set up.",
+        ("totp", _) => "The authenticator app was turned off.",
+        ("passkey", "added") => "A passkey was added.",
+        ("passkey", _) => "A passkey was removed.",
+        _ => "New recovery codes were made; the old ones no longer work.",
+    };
+    let account = account_of(state, session).await?;
+    if let Some(to) = account.verified_email() {
+        let notice = crate::mail::Mail::FactorChanged {
+            to: to.clone(),
+            username: account.username.as_str().to_owned(),
+            change: sentence.to_owned(),
+        };
+        if let Err(e) = state.mailer.enqueue(notice).await {
+            tracing::error!(error = %crate::error_chain::chain(&e), user = %account.username, "could not queue the factor-change notice");
+        }
+    }
     Ok(())
 }
 
-async fn account_of(
+pub(crate) async fn account_of(
     state: &AppState,
     session: &Session,
 ) -> Result<cloakroom_core::accounts::Account, WebError> {
@@ -374,9 +435,23 @@ struct SecondFactorPage<'a> {
     action: &'static str,
     csrf: String,
     next: String,
+    /// The code methods (`totp`, `recovery_code`).
     methods: Vec<&'static str>,
+    /// Where the passkey form asks for its challenge, when the account has a passkey.
+    passkey_options: Option<&'static str>,
     password: bool,
     error: Option<String>,
+}
+
+/// The methods a page offers: the code methods, and the passkey's challenge route if any.
+fn page_methods(
+    factors: &cloakroom_core::mfa::Factors,
+    options: &'static str,
+) -> (Vec<&'static str>, Option<&'static str>) {
+    let mut methods = crate::mfa::SecondFactors::methods(factors);
+    let passkey = methods.contains(&Method::Passkey.as_str());
+    methods.retain(|m| *m != Method::Passkey.as_str());
+    (methods, passkey.then_some(options))
 }
 
 /// The second-factor and step-up forms.
@@ -385,10 +460,36 @@ pub(crate) struct CodeForm {
     method: StepUpMethod,
     #[serde(default)]
     code: Option<String>,
+    /// A passkey's answer, as the page's script puts it in the form (JSON).
+    #[serde(default)]
+    credential: Option<String>,
     #[serde(default)]
     password: Option<Password>,
     #[serde(default)]
     next: Option<String>,
+}
+
+/// A credential a page's script put in a form field (JSON); 400 if it is not one.
+pub(crate) fn parse_credential<T: serde::de::DeserializeOwned>(
+    json: &str,
+) -> Result<Box<T>, WebError> {
+    serde_json::from_str(json).map_err(|_| {
+        WebError::refused(
+            StatusCode::BAD_REQUEST,
+            "invalid_credential",
+            "The passkey's answer could not be read. Try again.",
+        )
+    })
+}
+
+/// The proof a page's form gives.
+fn form_proof(
+    method: Method,
+    code: Option<String>,
+    credential: Option<&str>,
+) -> Result<Proof, WebError> {
+    let credential = credential.map(parse_credential).transpose()?;
+    proof(method, code.or(Some(String::new())), credential)
 }
 
 /// The second step of a sign-in (for the `pending` session's user), with `error` if any.
@@ -400,6 +501,8 @@ async fn pending_form(
     error: Option<String>,
 ) -> Result<Response, WebError> {
     let factors = state.mfa.factors(pending.user_id()).await?;
+    let (methods, passkey_options) =
+        page_methods(&factors, "/api/login/second-factor/passkey-options");
     Ok(render(
         status,
         &SecondFactorPage {
@@ -410,7 +513,8 @@ async fn pending_form(
             // A pending session needs none: the form is checked by its origin, as the login's.
             csrf: String::new(),
             next: next.as_str().to_owned(),
-            methods: crate::mfa::SecondFactors::methods(&factors),
+            methods,
+            passkey_options,
             password: false,
             error,
         },
@@ -442,8 +546,13 @@ pub(crate) async fn second_factor_submit(
     let Some(method) = form.method.factor() else {
         return Ok(Redirect::to("/login").into_response());
     };
-    let code = form.code.unwrap_or_default();
-    let Err(e) = flows::second_factor(&state, &auth, ip, method, &code).await else {
+    let result = match form_proof(method, form.code, form.credential.as_deref()) {
+        Ok(proof) => flows::second_factor(&state, &auth, ip, proof)
+            .await
+            .map(drop),
+        Err(e) => Err(e),
+    };
+    let Err(e) = result else {
         return Ok(Redirect::to(next.as_str()).into_response());
     };
     // No pending sign-in (any more): from the start.
@@ -463,6 +572,7 @@ async fn step_up_form(
     error: Option<String>,
 ) -> Result<Response, WebError> {
     let factors = state.mfa.factors(session.user_id()).await?;
+    let (methods, passkey_options) = page_methods(&factors, "/api/step-up/passkey-options");
     Ok(render(
         status,
         &SecondFactorPage {
@@ -472,7 +582,8 @@ async fn step_up_form(
             action: "/step-up",
             csrf: session.csrf_token(),
             next: next.as_str().to_owned(),
-            methods: crate::mfa::SecondFactors::methods(&factors),
+            methods,
+            passkey_options,
             // Without a factor the password confirms it is you — except where a rule asked
             // for a second factor (an app's absolute URL), which a password cannot be.
             password: !factors.any() && !next.as_str().starts_with("http"),
@@ -508,9 +619,16 @@ pub(crate) async fn step_up_submit(
         Visitor::SignedIn(s) => s,
         Visitor::Away(away) => return Ok(away),
     };
+    let credential = match form.credential.as_deref().map(parse_credential).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            return step_up_form(&state, &session, &next, e.status(), Some(e.message())).await;
+        }
+    };
     let req = StepUpRequest {
         method: form.method,
         code: form.code,
+        credential,
         password: form.password,
     };
     match run_step_up(&state, &mut session, ip, req).await {
@@ -532,14 +650,25 @@ struct SecurityPage<'a> {
     csrf: String,
     totp: bool,
     recovery_left: u32,
+    /// Whether this server offers passkeys (a public URL on a domain name).
+    passkeys_available: bool,
+    passkeys: Vec<PasskeyRow>,
     enrolment: Option<crate::mfa::Enrolment>,
     recovery_codes: Option<Vec<String>>,
     notice: Option<&'static str>,
     error: Option<String>,
 }
 
+/// A passkey as the security page lists it: times in words, as every page gives them.
+struct PasskeyRow {
+    id: String,
+    name: String,
+    created_words: String,
+    last_used_words: Option<String>,
+}
+
 /// What the security page shows besides the account's factors.
-enum Shown {
+pub(crate) enum Shown {
     /// The status, with a notice.
     Status(Option<&'static str>),
     /// A new authenticator to scan and confirm.
@@ -562,6 +691,12 @@ async fn security(
     error: Option<String>,
 ) -> Result<Response, WebError> {
     let f = state.mfa.factors(session.user_id()).await?;
+    let passkeys = state
+        .mfa
+        .passkeys
+        .list(session.user_id())
+        .await
+        .map_err(|e| flows::mfa_error(e.into(), StatusCode::NOT_FOUND))?;
     let (mut enrolment, mut recovery_codes, mut notice) = (None, None, None);
     match shown {
         Shown::Status(n) => notice = n,
@@ -576,6 +711,22 @@ async fn security(
             csrf: session.csrf_token(),
             totp: f.totp,
             recovery_left: f.recovery_codes,
+            passkeys_available: state.mfa.passkeys.available(),
+            passkeys: passkeys
+                .into_iter()
+                .map(|p| {
+                    let now = state.clock.now();
+                    let style = crate::web::when::Style::from_accept_language(None);
+                    PasskeyRow {
+                        created_words: crate::web::when::at(p.created_at, now, style),
+                        last_used_words: p
+                            .last_used_at
+                            .map(|t| crate::web::when::at(t, now, style)),
+                        id: p.id,
+                        name: p.name,
+                    }
+                })
+                .collect(),
             enrolment,
             recovery_codes,
             notice,
@@ -596,6 +747,11 @@ pub(crate) async fn security_page(
     };
     let notice = match q.done.as_deref() {
         Some("removed") => Some("The authenticator app is off. Every other device was signed out."),
+        Some("passkey-added") => Some("The passkey was added. Every other device was signed out."),
+        Some("passkey-renamed") => Some("The passkey was renamed."),
+        Some("passkey-removed") => {
+            Some("The passkey was removed. Every other device was signed out.")
+        }
         _ => None,
     };
     security(
@@ -611,18 +767,22 @@ pub(crate) async fn security_page(
 /// A change from the security page's forms: done (its page, or back to the status), sent to
 /// step up first, or the page again with the refusal — and, for a wrong first code, the same
 /// authenticator again, so an app that scanned it needs no new scan.
-async fn security_change(
+pub(crate) async fn security_change(
     state: &AppState,
     session: Result<Session, Rejection>,
-    change: impl AsyncFnOnce(&AppState, &Session) -> Result<Option<Shown>, WebError>,
+    change: impl AsyncFnOnce(&AppState, &mut Session) -> Result<After, WebError>,
 ) -> Result<Response, WebError> {
-    let session = match personal(session, "/account/security") {
+    let mut session = match personal(session, "/account/security") {
         Visitor::SignedIn(s) => s,
         Visitor::Away(away) => return Ok(away),
     };
-    let e = match change(state, &session).await {
-        Ok(Some(shown)) => return security(state, &session, StatusCode::OK, shown, None).await,
-        Ok(None) => return Ok(Redirect::to("/account/security?done=removed").into_response()),
+    let e = match change(state, &mut session).await {
+        Ok(After::Show(shown)) => {
+            return security(state, &session, StatusCode::OK, shown, None).await;
+        }
+        Ok(After::Done(done)) => {
+            return Ok(Redirect::to(&format!("/account/security?done={done}")).into_response());
+        }
         Err(e) => e,
     };
     if matches!(
@@ -648,6 +808,15 @@ async fn security_change(
     security(state, &session, e.status(), shown, Some(e.message())).await
 }
 
+/// How a change on the security page ends: a page to show (a new authenticator, recovery
+/// codes), or done — back to the status, with the notice `?done=` names.
+pub(crate) enum After {
+    /// Show this.
+    Show(Shown),
+    /// Back to the status page.
+    Done(&'static str),
+}
+
 /// `POST /account/security/totp`: a new secret, with its QR code and the confirming form.
 pub(crate) async fn security_totp_begin(
     State(state): State<AppState>,
@@ -661,7 +830,7 @@ pub(crate) async fn security_totp_begin(
             .begin_totp(&account)
             .await
             .map_err(|e| flows::mfa_error(e, StatusCode::BAD_REQUEST))?;
-        Ok(Some(Shown::Enrolment(enrolment)))
+        Ok(After::Show(Shown::Enrolment(enrolment)))
     })
     .await
 }
@@ -680,7 +849,7 @@ pub(crate) async fn security_totp_confirm(
     WebForm(form): WebForm<ConfirmForm>,
 ) -> Result<Response, WebError> {
     security_change(&state, session, async |state, session| {
-        Ok(Some(Shown::Codes(
+        Ok(After::Show(Shown::Codes(
             confirm(state, session, ip, &form.code).await?,
         )))
     })
@@ -694,7 +863,9 @@ pub(crate) async fn security_totp_remove(
     ClientAddr(ip): ClientAddr,
 ) -> Result<Response, WebError> {
     security_change(&state, session, async |state, session| {
-        remove(state, session, ip).await.map(|()| None)
+        remove(state, session, ip)
+            .await
+            .map(|()| After::Done("removed"))
     })
     .await
 }
@@ -706,7 +877,9 @@ pub(crate) async fn security_recovery_codes(
     ClientAddr(ip): ClientAddr,
 ) -> Result<Response, WebError> {
     security_change(&state, session, async |state, session| {
-        Ok(Some(Shown::Codes(new_codes(state, session, ip).await?)))
+        Ok(After::Show(Shown::Codes(
+            new_codes(state, session, ip).await?,
+        )))
     })
     .await
 }

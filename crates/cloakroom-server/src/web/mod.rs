@@ -25,6 +25,7 @@ pub(crate) mod oidc;
 pub(crate) mod openapi;
 pub(crate) mod ops;
 pub(crate) mod pages;
+pub(crate) mod passkeys;
 pub(crate) mod redirect;
 pub(crate) mod reset;
 pub(crate) mod site;
@@ -36,7 +37,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, delete, get, post};
+use axum::routing::{any, delete, get, patch, post};
 use cloakroom_axum::{OtherSchemes, SessionLayer};
 
 use crate::state::AppState;
@@ -80,6 +81,10 @@ pub fn app(state: AppState) -> Router {
     let sign_in = Router::new()
         .route("/api/login", post(api::login))
         .route("/api/login/second-factor", post(mfa::login_second_factor))
+        .route(
+            "/api/login/second-factor/passkey-options",
+            post(passkeys::second_factor_options),
+        )
         .layer(api_layer.clone().with_non_browser_sign_in())
         .layer(middleware::map_response(|r| render(Format::Json, r)));
     // The routes that end by setting a browser's cookie take no bearer token: a native app's
@@ -87,6 +92,11 @@ pub fn app(state: AppState) -> Router {
     // anything is done.
     let browser_sign_in = Router::new()
         .route("/api/signup", post(api::signup))
+        .route(
+            "/api/login/passkey-options",
+            post(passkeys::sign_in_options),
+        )
+        .route("/api/login/passkey", post(passkeys::sign_in))
         .route(
             "/api/password-reset/complete",
             post(reset::password_reset_complete),
@@ -108,6 +118,22 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/mfa/totp/confirm", post(mfa::totp_confirm))
         .route("/api/mfa/recovery-codes", post(mfa::recovery_codes))
+        .route(
+            "/api/mfa/passkeys",
+            get(passkeys::list).post(passkeys::register),
+        )
+        .route(
+            "/api/mfa/passkeys/options",
+            post(passkeys::registration_options),
+        )
+        .route(
+            "/api/mfa/passkeys/{id}",
+            patch(passkeys::rename).delete(passkeys::remove),
+        )
+        .route(
+            "/api/step-up/passkey-options",
+            post(passkeys::step_up_options),
+        )
         .route("/api/account", delete(api::delete_account))
         .route("/api/links", post(api::create_link))
         .route("/api/password-reset", post(reset::password_reset_request))
@@ -147,6 +173,16 @@ pub fn app(state: AppState) -> Router {
             "/account/security/recovery-codes",
             post(mfa::security_recovery_codes),
         )
+        .route("/account/security/passkeys", post(passkeys::security_add))
+        .route(
+            "/account/security/passkeys/{id}/rename",
+            post(passkeys::security_rename),
+        )
+        .route(
+            "/account/security/passkeys/{id}/remove",
+            post(passkeys::security_remove),
+        )
+        .route("/login/passkey", post(passkeys::sign_in_submit))
         .route(
             "/signup",
             get(pages::signup_page).post(pages::signup_submit),
@@ -232,6 +268,7 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .route("/.well-known/jwks.json", get(ops::jwks))
         .route("/static/style.css", get(ops::style))
+        .route("/static/passkeys.js", get(ops::passkeys_js))
         .route("/static/branding.css", get(ops::branding_css));
     if settings.metrics_listen.is_none() {
         ops = ops

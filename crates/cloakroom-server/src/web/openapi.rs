@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use utoipa::OpenApi as _;
 
 use crate::config::Settings;
-use crate::web::{admin, api, email, forward, mfa, oidc, ops, reset};
+use crate::web::{admin, api, email, forward, mfa, oidc, ops, passkeys, reset};
 
 /// The operations, schemas and tags utoipa generates from the handlers' annotations.
 #[derive(Debug, utoipa::OpenApi)]
@@ -46,6 +46,9 @@ use crate::web::{admin, api, email, forward, mfa, oidc, ops, reset};
         admin::users, admin::user, admin::change_groups, admin::groups,
         mfa::login_second_factor, mfa::step_up, mfa::factors, mfa::totp_begin, mfa::totp_confirm,
         mfa::totp_remove, mfa::recovery_codes,
+        passkeys::registration_options, passkeys::register, passkeys::list, passkeys::rename,
+        passkeys::remove, passkeys::second_factor_options, passkeys::step_up_options,
+        passkeys::sign_in_options, passkeys::sign_in,
     ),
     components(
         schemas(api::ErrorBody),
@@ -64,6 +67,8 @@ use crate::web::{admin, api, email, forward, mfa, oidc, ops, reset};
         (name = "admin", description = "Accounts and their groups, for members of `admin_group` only"),
         (name = "second factors", description = "An authenticator app (TOTP) and recovery codes; \
             the second step of a sign-in; step-up to `aal2`"),
+        (name = "passkeys", description = "Passkeys (WebAuthn): registering and removing them, and the challenges \
+            a second factor, a step-up or a sign-in without password (`passkey_login`) answers"),
     ),
 )]
 struct ApiDoc;
@@ -123,7 +128,12 @@ pub(crate) fn document(settings: &Settings) -> Value {
 
 /// The API operations that end by setting a browser's cookie, mounted without bearer tokens
 /// (see [`super::app`]).
-const BROWSER_ONLY: [&str; 2] = ["signup", "password_reset_complete"];
+const BROWSER_ONLY: [&str; 4] = [
+    "signup",
+    "password_reset_complete",
+    "passkey_sign_in_options",
+    "passkey_sign_in",
+];
 
 /// Whether the session layer in front of `op` takes bearer tokens.
 fn takes_bearer(group: Group, op: &Value) -> bool {
@@ -214,6 +224,23 @@ const STEP_UP: Refusal = refusal(
     "The change needs a recent step-up (`POST /api/step-up`): with a second factor, one given \
      in this session within 15 minutes; without, the password within 15 minutes.",
 );
+
+const PASSKEY_NO_CHALLENGE: Refusal = refusal(
+    400,
+    &["no_challenge", "invalid_credential"],
+    "No passkey challenge is under way (`no_challenge`: ask for one with the `…/passkey-options` \
+     route first; each answers once, within 5 minutes), or the answer is not a credential \
+     (`invalid_credential`).",
+);
+
+const PASSKEYS_UNAVAILABLE: Refusal = refusal(
+    404,
+    &["passkeys_unavailable"],
+    "This server offers no passkeys (its public URL is an IP address), or — for a sign-in \
+     without password — `passkey_login` is off.",
+);
+
+const NO_PASSKEYS: Refusal = refusal(409, &["no_passkeys"], "The account has no passkey.");
 
 const CODE_THROTTLED: Refusal = refusal(
     429,
@@ -333,12 +360,22 @@ const OWN: &[(&str, &[Refusal])] = &[
                 401,
                 &[
                     "invalid_code",
+                    "passkey_refused",
+                    "passkey_possible_clone",
                     "no_pending_sign_in",
                     "second_factor_expired",
                 ],
-                "The code is wrong or was used already (`invalid_code`), there is no pending \
-                 sign-in (`no_pending_sign_in`: `POST /api/login` first), or it is over 5 \
-                 minutes old (`second_factor_expired`).",
+                "The code is wrong or was used already (`invalid_code`), the passkey's answer \
+                 was refused (`passkey_refused`; `passkey_possible_clone`: its signature counter \
+                 went backwards), there is no pending sign-in (`no_pending_sign_in`: \
+                 `POST /api/login` first), or it is over 5 minutes old \
+                 (`second_factor_expired`).",
+            ),
+            PASSKEY_NO_CHALLENGE,
+            refusal(
+                422,
+                &["invalid_body"],
+                "The method's field is missing (`code`, or `credential` for `passkey`).",
             ),
             refusal(
                 403,
@@ -354,9 +391,10 @@ const OWN: &[(&str, &[Refusal])] = &[
         &[
             refusal(
                 401,
-                &["invalid_code"],
-                "The code is wrong or was used already.",
+                &["invalid_code", "passkey_refused", "passkey_possible_clone"],
+                "The code is wrong or was used already, or the passkey's answer was refused.",
             ),
+            PASSKEY_NO_CHALLENGE,
             refusal(403, &["wrong_password"], "The password is wrong."),
             refusal(
                 422,
@@ -369,6 +407,84 @@ const OWN: &[(&str, &[Refusal])] = &[
         ],
     ),
     ("factors", &[ACCOUNTS_DOWN]),
+    (
+        "passkey_registration_options",
+        &[STEP_UP, PASSKEYS_UNAVAILABLE, ACCOUNTS_DOWN],
+    ),
+    (
+        "passkey_register",
+        &[
+            refusal(
+                400,
+                &["passkey_refused", "no_challenge", "invalid_credential"],
+                "The authenticator's answer was refused (`passkey_refused`), or no registration \
+                 is under way (`no_challenge`: `POST /api/mfa/passkeys/options` first; each \
+                 works once).",
+            ),
+            STEP_UP,
+            refusal(
+                409,
+                &["passkey_registered"],
+                "This authenticator's passkey is registered already.",
+            ),
+            refusal(422, &["invalid_name"], "The name is empty or too long."),
+            ACCOUNTS_DOWN,
+        ],
+    ),
+    ("passkey_list", &[ACCOUNTS_DOWN]),
+    (
+        "passkey_rename",
+        &[
+            refusal(404, &["not_found"], "No such passkey of yours."),
+            refusal(422, &["invalid_name"], "The name is empty or too long."),
+            ACCOUNTS_DOWN,
+        ],
+    ),
+    (
+        "passkey_remove",
+        &[
+            STEP_UP,
+            refusal(404, &["not_found"], "No such passkey of yours."),
+            ACCOUNTS_DOWN,
+        ],
+    ),
+    (
+        "passkey_second_factor_options",
+        &[
+            refusal(
+                401,
+                &["no_pending_sign_in"],
+                "No pending sign-in: `POST /api/login` first.",
+            ),
+            NO_PASSKEYS,
+            PASSKEYS_UNAVAILABLE,
+            ACCOUNTS_DOWN,
+        ],
+    ),
+    (
+        "passkey_step_up_options",
+        &[NO_PASSKEYS, PASSKEYS_UNAVAILABLE, ACCOUNTS_DOWN],
+    ),
+    ("passkey_sign_in_options", &[PASSKEYS_UNAVAILABLE]),
+    (
+        "passkey_sign_in",
+        &[
+            refusal(
+                401,
+                &["passkey_refused", "passkey_possible_clone"],
+                "The passkey's answer was refused: unknown or removed passkey, wrong signature, \
+                 no user verification (`passkey_refused`), or its signature counter went \
+                 backwards (`passkey_possible_clone`).",
+            ),
+            PASSKEY_NO_CHALLENGE,
+            refusal(
+                403,
+                &["account_disabled", "email_not_verified"],
+                "The account is disabled, or sign-in needs a verified email address.",
+            ),
+            ACCOUNTS_DOWN,
+        ],
+    ),
     (
         "totp_begin",
         &[

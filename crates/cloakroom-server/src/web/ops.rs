@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use crate::metrics;
 use crate::state::AppState;
 use crate::web::error::{Format, WebError};
-use crate::web::site::STYLE_CSS;
+use crate::web::site::{PASSKEYS_JS, STYLE_CSS};
 
 /// This document.
 ///
@@ -30,6 +30,19 @@ fn stylesheet(css: impl IntoResponse) -> Response {
             (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
         ],
         css,
+    )
+        .into_response()
+}
+
+/// `GET /static/passkeys.js`: the passkey script, cached like the stylesheets (its URL carries
+/// a digest of its content).
+pub(crate) async fn passkeys_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        PASSKEYS_JS,
     )
         .into_response()
 }

@@ -389,6 +389,8 @@ struct LoginPage<'a> {
     unverified: bool,
     /// `(id, name)` of each OpenID provider: a "Sign in with …" button each.
     providers: Vec<(String, String)>,
+    /// "Sign in with a passkey" (`passkey_login`).
+    passkey_login: bool,
 }
 
 #[derive(Template)]
@@ -427,6 +429,7 @@ fn entry_page(
                 nav: None,
                 unverified: form.unverified,
                 providers: state.oidc.buttons(),
+                passkey_login: state.mfa.passkeys.passwordless(),
                 form,
                 notice: notice.map(Notice::text),
             },
@@ -540,6 +543,27 @@ pub(crate) async fn login_submit(
             response
         }
     }
+}
+
+/// The login page again after a refused passkey sign-in, saying why.
+pub(crate) async fn login_refused(
+    state: &AppState,
+    auth: &Auth,
+    next: &ReturnTo,
+    e: &WebError,
+) -> Response {
+    let shown = EntryForm {
+        error: FormError::of(e, login_field),
+        username: String::new(),
+        next: next.as_str().to_owned(),
+        csrf: csrf_of(auth).await,
+        invite: None,
+        email: String::new(),
+        unverified: matches!(e, WebError::Accounts(AccountsError::EmailNotVerified)),
+    };
+    let mut response = entry_page(Entry::Login, state, e.status(), shown, None);
+    add_retry_after(&mut response, e);
+    response
 }
 
 pub(crate) async fn csrf_of(auth: &Auth) -> Option<String> {

@@ -17,6 +17,8 @@ use crate::state::StartupError;
 
 /// The built-in stylesheet.
 pub(crate) const STYLE_CSS: &str = include_str!("../../static/style.css");
+/// The pages' one script: passkeys (WebAuthn needs JavaScript; nothing else does).
+pub(crate) const PASSKEYS_JS: &str = include_str!("../../static/passkeys.js");
 
 /// The largest stylesheet an operator may give (it is held in memory and sent with pages).
 const MAX_BRANDING_CSS_BYTES: u64 = 256 * 1024;
@@ -32,6 +34,8 @@ pub(crate) struct Site {
     pub(crate) style_href: String,
     /// The operator's stylesheet's URL, versioned by its content.
     pub(crate) branding_href: Option<String>,
+    /// The passkey script's URL, versioned by its content.
+    pub(crate) passkeys_js_href: String,
     /// The operator's stylesheet.
     pub(crate) branding_css: Option<Bytes>,
     /// The `Content-Security-Policy` of every response.
@@ -42,7 +46,8 @@ impl Site {
     /// The site of `branding`, reading its stylesheet now.
     pub(crate) fn load(branding: &BrandingSettings) -> Result<Self, StartupError> {
         let branding_css = branding.css_file.as_deref().map(read_css).transpose()?;
-        // No script, no frames, forms only to us. Images from here, and from the logo's host
+        // Scripts only from here (the passkey script; none inline), requests only to us, no
+        // frames, forms only to us. Images from here, and from the logo's host
         // if it is elsewhere; a stylesheet of the operator's may also use fonts from here.
         let mut img_src = "'self'".to_owned();
         if let Some(origin) = &branding.logo_origin {
@@ -55,7 +60,7 @@ impl Site {
             ""
         };
         let csp = format!(
-            "default-src 'none'; style-src 'self'; img-src {img_src};{font_src} form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src {img_src};{font_src} form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         );
         let csp = HeaderValue::from_str(&csp).map_err(|_| {
             // An origin is visible ASCII by construction; this cannot happen.
@@ -65,6 +70,7 @@ impl Site {
             name: branding.name.clone(),
             logo_url: branding.logo_url.clone(),
             style_href: format!("/static/style.css?v={}", version(STYLE_CSS)),
+            passkeys_js_href: format!("/static/passkeys.js?v={}", version(PASSKEYS_JS)),
             branding_href: branding_css
                 .as_deref()
                 .map(|css| format!("/static/branding.css?v={}", version(css))),
@@ -116,7 +122,7 @@ mod tests {
         let site = Site::load(&branding()).unwrap();
         assert_eq!(
             site.csp,
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         );
         let logo = BrandingSettings {
             logo_url: Some("https://cdn.example.com/logo.svg".into()),

@@ -2,7 +2,7 @@
 //! at 10:30 UTC" — never an ISO timestamp on a page (a `<time datetime>` attribute keeps that,
 //! for machines).
 //!
-//! The pages run no script (their Content-Security-Policy allows none), so the browser's time
+//! The pages run no script for this (the one they load is for passkeys), so the browser's time
 //! zone is unknown to the server: every time is given in UTC and says so, and "today" and
 //! "tomorrow" are UTC days. What the reader's `Accept-Language` does tell is the conventions
 //! they expect — a 12- or 24-hour clock, the day before the month or after it — so those

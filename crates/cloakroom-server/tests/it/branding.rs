@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::support::{start, start_with};
 
-const DEFAULT_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const DEFAULT_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 #[tokio::test]
 async fn an_operator_brands_the_pages() {
@@ -39,7 +39,7 @@ async fn an_operator_brands_the_pages() {
     assert_eq!(
         page.header("content-security-policy").as_deref(),
         Some(
-            "default-src 'none'; style-src 'self'; img-src 'self' https://cdn.example.com; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' https://cdn.example.com; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         )
     );
 

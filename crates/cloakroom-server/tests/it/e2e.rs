@@ -102,6 +102,7 @@ async fn pages_work_in_a_real_browser() {
     let server = start_at(port, |raw| {
         crate::support::for_browser(raw, Some(&sink.url()));
         raw.oidc = vec![crate::oidc::fixture_config(&provider)];
+        raw.passkey_login = true;
     })
     .await;
     let base = server.state.settings().public_origin.as_str().to_owned();
@@ -116,6 +117,7 @@ async fn pages_work_in_a_real_browser() {
     std::fs::create_dir_all(&clock_dir).unwrap();
     let advance = clock_dir.join("advance");
     let mail_request = clock_dir.join("mail-request");
+    let now_request = clock_dir.join("now-request");
     // One file for both streams keeps the output in the order it was written.
     let log_path = temp.path().join("node.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -144,6 +146,15 @@ async fn pages_work_in_a_real_browser() {
             let secs: u64 = text.trim().parse().unwrap();
             server.clock.advance(Duration::from_secs(secs));
             std::fs::remove_file(&advance).unwrap();
+        }
+        // The server's time (its clock is the test's), for the authenticator codes the
+        // script computes.
+        if now_request.exists() {
+            let tmp = clock_dir.join("now.tmp");
+            let now = cloakroom_core::Clock::now(&server.clock).as_unix_millis();
+            std::fs::write(&tmp, now.to_string()).unwrap();
+            std::fs::rename(&tmp, clock_dir.join("now")).unwrap();
+            std::fs::remove_file(&now_request).unwrap();
         }
         if mail_request.exists() {
             let messages = serde_json::to_vec(&sink.messages()).unwrap();

@@ -60,6 +60,12 @@ fn now(s: &TestServer) -> i64 {
 /// Signs `name` up and turns an authenticator on: the secret and the recovery codes.
 async fn enrolled(s: &TestServer, name: &str) -> (Browser, Vec<u8>, Vec<String>) {
     let mut b = s.signed_up(name).await;
+    let (secret, codes) = turn_on_app(s, &mut b, name).await;
+    (b, secret, codes)
+}
+
+/// Turns an authenticator on for `b`'s account `name`: the secret and the recovery codes.
+async fn turn_on_app(s: &TestServer, b: &mut Browser, name: &str) -> (Vec<u8>, Vec<String>) {
     let r = b.post_json("/api/mfa/totp", &json!({})).await;
     r.assert(200);
     let body = r.json();
@@ -79,7 +85,7 @@ async fn enrolled(s: &TestServer, name: &str) -> (Browser, Vec<u8>, Vec<String>)
         .await;
     r.assert(200);
     let codes: Vec<String> = serde_json::from_value(r.json()["recovery_codes"].clone()).unwrap();
-    (b, secret, codes)
+    (secret, codes)
 }
 
 async fn password_login(s: &TestServer, name: &str) -> (Browser, Reply) {
@@ -515,7 +521,7 @@ async fn an_administrator_resets_the_factors_of_a_user_who_lost_them() {
     let (mut b, _, _) = enrolled(&s, "bea").await;
     let out = cli(&s, &["user", "mfa", "bea"]).await;
     assert!(
-        out.contains("authenticator app on; 10 recovery code(s) left"),
+        out.contains("authenticator app on; 10 recovery code(s) left; 0 passkey(s)"),
         "{out}"
     );
     let out = cli(&s, &["user", "mfa", "bea", "--reset"]).await;
@@ -557,14 +563,15 @@ async fn the_pages_set_up_the_app_and_sign_in_with_it_without_javascript() {
     let mut b = s.signed_up("pia").await;
     let page = b.get("/account/security").await;
     page.assert(200);
-    assert!(!page.body.contains("<script"), "no script on the page");
+    // One script, for passkeys, from this origin; nothing else needs it.
+    assert_eq!(page.body.matches("<script").count(), 1);
+    assert!(page.body.contains("<script src=\"/static/passkeys.js?v="));
     let csrf = crate::support::hidden(&page.body, "csrf_token").unwrap();
     let r = b
         .form("/account/security/totp", &[("csrf_token", &csrf)])
         .await;
     r.assert(200);
     assert!(r.body.contains("<svg"), "the QR code is inline SVG");
-    assert!(!r.body.contains("<script"));
     let secret = base32(between(&r.body, "id=\"totp-secret\">", "<").expect("the key as text"));
     let r = b
         .form(
@@ -667,15 +674,7 @@ async fn a_two_factor_rule_holds_through_nginx() {
     )
     .await
     .assert(201);
-    let r = b.post_json("/api/mfa/totp", &json!({})).await;
-    r.assert(200);
-    let secret = base32(r.json()["secret"].as_str().unwrap());
-    b.post_json(
-        "/api/mfa/totp/confirm",
-        &json!({ "code": totp(&secret, now(&s)) }),
-    )
-    .await
-    .assert(200);
+    let (secret, _) = turn_on_app(&s, &mut b, "ola").await;
     // One factor: other apps let it through, and say so.
     let r = b.get("/app/page").await;
     r.assert(200);
@@ -703,5 +702,197 @@ async fn a_two_factor_rule_holds_through_nginx() {
         "aal2",
         "{}",
         r.body
+    );
+}
+
+/// Made-up answers to passkey ceremonies change nothing; a sign-in without password is off
+/// unless `passkey_login` turns it on.
+#[tokio::test]
+async fn bad_passkey_answers_change_nothing() {
+    let s = start().await;
+    let mut b = s.signed_up("ivo").await;
+    let r = b.post_json("/api/mfa/passkeys/options", &json!({})).await;
+    r.assert(200);
+    assert_eq!(r.json()["publicKey"]["rp"]["id"], "cloakroom.test");
+    assert_eq!(
+        r.json()["publicKey"]["authenticatorSelection"]["userVerification"],
+        "required"
+    );
+    let r = b.post_json("/api/login/passkey-options", &json!({})).await;
+    r.assert(404);
+    assert_eq!(r.error_code(), "passkeys_unavailable");
+    // Not a credential: refused at the edge.
+    let r = b
+        .post_json(
+            "/api/mfa/passkeys",
+            &json!({ "name": "Laptop", "credential": { "id": 7 } }),
+        )
+        .await;
+    r.assert(422);
+    // A well-formed answer to a challenge it does not answer: refused, nothing registered;
+    // the challenge is spent.
+    let fake = json!({
+        "id": "AAAA", "rawId": "AAAA", "type": "public-key", "extensions": {},
+        "response": { "attestationObject": "AAAA", "clientDataJSON": "AAAA" }
+    });
+    let r = b
+        .post_json(
+            "/api/mfa/passkeys",
+            &json!({ "name": "Laptop", "credential": fake }),
+        )
+        .await;
+    r.assert(400);
+    assert_eq!(r.error_code(), "passkey_refused");
+    let r = b
+        .post_json(
+            "/api/mfa/passkeys",
+            &json!({ "name": "Laptop", "credential": fake }),
+        )
+        .await;
+    r.assert(400);
+    assert_eq!(r.error_code(), "no_challenge");
+    let r = b.get("/api/mfa/passkeys").await;
+    r.assert(200);
+    assert_eq!(r.json(), json!([]));
+    assert_eq!(b.get("/api/mfa").await.json()["passkeys"], 0);
+    // An empty or overlong name is refused before anything else.
+    let r = b
+        .post_json(
+            "/api/mfa/passkeys",
+            &json!({ "name": " ", "credential": fake }),
+        )
+        .await;
+    r.assert(422);
+    assert_eq!(r.error_code(), "invalid_name");
+    // Renaming or removing what is not there: 404.
+    let csrf = b.csrf().await.unwrap();
+    let r = b
+        .req("PATCH", "/api/mfa/passkeys/AAAA")
+        .json(&json!({ "name": "x" }))
+        .csrf(&csrf)
+        .send()
+        .await;
+    r.assert(404);
+    assert_eq!(r.error_code(), "not_found");
+    b.delete("/api/mfa/passkeys/AAAA").await.assert(404);
+    // A second factor by passkey without a challenge: the account has no passkey anyway.
+    let r = b
+        .post_json(
+            "/api/step-up",
+            &json!({ "method": "passkey", "credential": { "id": "AAAA" } }),
+        )
+        .await;
+    assert!(r.status == 400 || r.status == 422, "{}", r.status);
+}
+
+/// A sign-in without password answers a challenge sealed in its cookie: without that cookie,
+/// or with one altered, nothing is checked and no one is signed in.
+#[tokio::test]
+async fn a_passkey_sign_in_needs_its_own_sealed_challenge() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = crate::support::start_at(port, |raw| raw.passkey_login = true).await;
+    let mut b = s.browser();
+    let assertion = json!({
+        "id": "AAAA", "rawId": "AAAA", "type": "public-key", "extensions": {},
+        "response": { "authenticatorData": "AAAA", "clientDataJSON": "AAAA", "signature": "AAAA", "userHandle": null }
+    });
+    let r = b
+        .post_json("/api/login/passkey", &json!({ "credential": assertion }))
+        .await;
+    r.assert(400);
+    assert_eq!(r.error_code(), "no_challenge");
+    let r = b.post_json("/api/login/passkey-options", &json!({})).await;
+    r.assert(200);
+    let options = r.json();
+    assert!(options["publicKey"]["challenge"].is_string());
+    assert_eq!(options["publicKey"]["rpId"], "localhost");
+    assert_eq!(options["publicKey"]["userVerification"], "required");
+    assert!(
+        options["mediation"].is_null(),
+        "asked from a button, not autofill"
+    );
+    let cookie = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with(&format!("{}-passkey=", s.state.settings().cookie_name)))
+        .expect("the sealed challenge's cookie");
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("Secure")
+            && cookie.contains("SameSite=Strict")
+    );
+    // The answer is checked against it (and fails: no passkey has that id), once.
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    // The second time, the challenge is spent.
+    for (status, code) in [(401, "passkey_refused"), (400, "no_challenge")] {
+        let r = b
+            .req("POST", "/api/login/passkey")
+            .json(&json!({ "credential": assertion }))
+            .header("cookie", &pair)
+            .send()
+            .await;
+        r.assert(status);
+        assert_eq!(r.error_code(), code);
+    }
+    // Altered: does not open.
+    let altered = format!("{}A", pair.trim_end_matches('A'));
+    let r = b
+        .req("POST", "/api/login/passkey")
+        .json(&json!({ "credential": assertion }))
+        .header("cookie", &altered)
+        .send()
+        .await;
+    assert_eq!(r.error_code(), "no_challenge");
+    b.get("/api/session").await.assert(401);
+}
+
+/// A factor added or removed is mailed to the account's verified address (through a real SMTP
+/// server): its owner hears of a change they did not make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_factor_change_is_mailed_to_the_verified_address() {
+    let Some(sink) = crate::procs::SmtpSink::start().await else {
+        return;
+    };
+    let s = crate::email::server_sending_to(&sink).await;
+    let mut b = s.browser();
+    b.post_json(
+        "/api/signup",
+        &json!({ "username": "mae", "password": PASSWORD, "email": "mae@example.com" }),
+    )
+    .await
+    .assert(201);
+    let messages = sink.wait_for(1, Duration::from_secs(20)).await;
+    let text = messages[0]["text"].as_str().unwrap();
+    let token = text
+        .lines()
+        .find_map(|l| l.split_once("/verify-email?token=").map(|(_, t)| t.trim()))
+        .expect("the verification link");
+    b.post_json("/api/email/verify", &json!({ "token": token }))
+        .await
+        .assert(200);
+    turn_on_app(&s, &mut b, "mae").await;
+    let messages = sink.wait_for(2, Duration::from_secs(20)).await;
+    let m = messages
+        .iter()
+        .find(|m| {
+            m["headers"]["Subject"]
+                .as_str()
+                .is_some_and(|s| s.contains("sign-in security"))
+        })
+        .expect("the factor notice");
+    assert_eq!(m["headers"]["To"], "mae@example.com");
+    assert!(
+        m["text"]
+            .as_str()
+            .unwrap()
+            .contains("An authenticator app was set up. Every other device was signed out."),
+        "{}",
+        m["text"]
     );
 }

@@ -127,6 +127,7 @@ fn is_page(path: &str) -> bool {
             | "/verify-email"
             | "/access-denied"
             | "/login/second-factor"
+            | "/login/passkey"
             | "/step-up"
     ) || path.starts_with("/account/")
         || path.starts_with("/verify-email/")
@@ -902,6 +903,66 @@ async fn documented_answers_match_real_ones() {
         .await;
     doc.check("post", "/api/admin/users/{username}/groups", &r);
     assert_eq!(r.error_code(), "access_denied");
+
+    // Passkeys: every answer that needs no authenticator (the browser test has the others).
+    {
+        let mut pat = s.signed_up("pat").await;
+        let r = pat.post_json("/api/mfa/passkeys/options", &json!({})).await;
+        doc.check("post", "/api/mfa/passkeys/options", &r);
+        r.assert(200);
+        let fake = json!({
+            "id": "AAAA", "rawId": "AAAA", "type": "public-key", "extensions": {},
+            "response": { "attestationObject": "AAAA", "clientDataJSON": "AAAA" }
+        });
+        let r = pat
+            .post_json(
+                "/api/mfa/passkeys",
+                &json!({ "name": "Laptop", "credential": fake }),
+            )
+            .await;
+        doc.check("post", "/api/mfa/passkeys", &r);
+        assert_eq!(r.error_code(), "passkey_refused");
+        let r = pat.get("/api/mfa/passkeys").await;
+        doc.check("get", "/api/mfa/passkeys", &r);
+        r.assert(200);
+        let csrf = pat.csrf().await.unwrap();
+        let r = pat
+            .req("PATCH", "/api/mfa/passkeys/AAAA")
+            .json(&json!({ "name": "Phone" }))
+            .csrf(&csrf)
+            .send()
+            .await;
+        doc.check("patch", "/api/mfa/passkeys/{id}", &r);
+        r.assert(404);
+        let r = pat.delete("/api/mfa/passkeys/AAAA").await;
+        doc.check("delete", "/api/mfa/passkeys/{id}", &r);
+        r.assert(404);
+        let r = pat
+            .post_json("/api/step-up/passkey-options", &json!({}))
+            .await;
+        doc.check("post", "/api/step-up/passkey-options", &r);
+        assert_eq!(r.error_code(), "no_passkeys");
+        let mut stranger = s.browser();
+        let r = stranger
+            .post_json("/api/login/second-factor/passkey-options", &json!({}))
+            .await;
+        doc.check("post", "/api/login/second-factor/passkey-options", &r);
+        assert_eq!(r.error_code(), "no_pending_sign_in");
+        let r = stranger
+            .post_json("/api/login/passkey-options", &json!({}))
+            .await;
+        doc.check("post", "/api/login/passkey-options", &r);
+        assert_eq!(
+            r.error_code(),
+            "passkeys_unavailable",
+            "passkey_login is off"
+        );
+        let r = stranger
+            .post_json("/api/login/passkey", &json!({ "credential": fake }))
+            .await;
+        doc.check("post", "/api/login/passkey", &r);
+        r.assert(422);
+    }
 
     // Sign-up refused by the server's mode.
     let closed = start_with(|raw| raw.signup = Some(SignupMode::Closed)).await;
