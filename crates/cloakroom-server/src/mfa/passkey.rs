@@ -461,7 +461,7 @@ impl Passkeys {
     }
 
     /// Removes one of `user`'s passkeys, and the recovery codes with it when no factor is
-    /// left. Returns its name.
+    /// left.
     pub(crate) async fn remove(&self, user: &UserId, id: &str) -> Result<(), PasskeyError> {
         let id = decode_id(id).ok_or(PasskeyError::Unknown)?;
         if !self.store.remove_passkey(user, &id).await? {
