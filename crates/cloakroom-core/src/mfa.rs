@@ -185,12 +185,15 @@ pub trait SecondFactorStore: Send + Sync + fmt::Debug + 'static {
     /// The passkey with this credential id, whoever's it is.
     async fn passkey(&self, credential_id: &[u8]) -> Result<Option<PasskeyRecord>, StoreError>;
 
-    /// Stores a passkey's updated data (its signature counter) after a use at `at`; `false` if
-    /// `user` has no such passkey (removed meanwhile).
+    /// Stores a passkey's updated data (its signature counter) after a use at `at`, if its data
+    /// is still exactly `previous` — a compare-and-set, so that of two uses checked against
+    /// the same counter one wins, and a stored counter never goes back. `false` (nothing
+    /// changed) if `user` has no such passkey (removed meanwhile) or its data changed since.
     async fn update_passkey(
         &self,
         user: &UserId,
         credential_id: &[u8],
+        previous: &str,
         data: &str,
         at: Timestamp,
     ) -> Result<bool, StoreError>;

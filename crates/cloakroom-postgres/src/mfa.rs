@@ -304,18 +304,26 @@ impl SecondFactorStore for PostgresAccounts {
         &self,
         user: &UserId,
         credential_id: &[u8],
+        previous: &str,
         data: &str,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
         let sql = format!(
-            "UPDATE {} SET data = $3, last_used_at = $4 WHERE account_id = $1 AND credential_id = $2",
+            "UPDATE {} SET data = $4, last_used_at = $5
+             WHERE account_id = $1 AND credential_id = $2 AND data = $3",
             self.factor_table("passkeys")
         );
         Ok(self
             .store()
             .execute(
                 &sql,
-                &[&user.as_str(), &credential_id, &data, &at.as_unix_millis()],
+                &[
+                    &user.as_str(),
+                    &credential_id,
+                    &previous,
+                    &data,
+                    &at.as_unix_millis(),
+                ],
             )
             .await?
             == 1)

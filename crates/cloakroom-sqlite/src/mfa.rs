@@ -292,21 +292,23 @@ impl SecondFactorStore for SqliteAccounts {
         &self,
         user: &UserId,
         credential_id: &[u8],
+        previous: &str,
         data: &str,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let (user, id, data) = (
+        let (user, id, previous, data) = (
             user.as_str().to_owned(),
             credential_id.to_vec(),
+            previous.to_owned(),
             data.to_owned(),
         );
         self.db()
             .write(move |conn| {
                 conn.prepare_cached(
-                    "UPDATE passkeys SET data = ?3, last_used_at = ?4
-                     WHERE account_id = ?1 AND credential_id = ?2",
+                    "UPDATE passkeys SET data = ?4, last_used_at = ?5
+                     WHERE account_id = ?1 AND credential_id = ?2 AND data = ?3",
                 )?
-                .execute(params![user, id, data, at.as_unix_millis()])
+                .execute(params![user, id, previous, data, at.as_unix_millis()])
                 .map(|n| n == 1)
             })
             .await

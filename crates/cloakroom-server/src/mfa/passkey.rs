@@ -39,8 +39,9 @@ use crate::secrets::Secrets;
 pub(crate) const REGISTRATION_KEY: &str = "cloakroom.passkey_registration";
 /// Session data key: a challenge for the session's (or pending sign-in's) passkeys.
 pub(crate) const CHALLENGE_KEY: &str = "cloakroom.passkey_challenge";
-/// How long a passwordless challenge (its sealed cookie) lives.
-pub(crate) const SIGN_IN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+/// How long a challenge may be answered (a passwordless one's sealed cookie, or a state kept
+/// in a session): the browser's own timeout, which the library sets to five minutes.
+pub(crate) const CHALLENGE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 /// The longest name a passkey may be given.
 pub(crate) const MAX_NAME_CHARS: usize = 64;
 
@@ -57,8 +58,8 @@ pub(crate) enum PasskeyError {
     #[error("This account has no passkey.")]
     NoPasskeys,
     /// The authenticator's answer was refused: wrong signature, origin, challenge, user
-    /// verification missing…
-    #[error("The passkey was not accepted ({0}).")]
+    /// verification missing… (which one is logged, not told).
+    #[error("The passkey was not accepted. Try again, or use another way to confirm it is you.")]
     Refused(#[source] WebauthnError),
     /// The signature counter went backwards: the credential may have been cloned.
     #[error(
@@ -355,7 +356,7 @@ impl Passkeys {
             .clock
             .now()
             .as_unix_millis()
-            .saturating_add(i64::try_from(SIGN_IN_LIFETIME.as_millis()).unwrap_or(i64::MAX));
+            .saturating_add(i64::try_from(CHALLENGE_LIFETIME.as_millis()).unwrap_or(i64::MAX));
         let sealed = SealedSignIn {
             id: LinkId::generate().to_string(),
             expires,
@@ -372,6 +373,10 @@ impl Passkeys {
         cookie: Option<&str>,
         sessions: &SessionManager,
     ) -> Result<DiscoverableAuthentication, PasskeyError> {
+        // Turned off since the challenge was sent: it is answered no more.
+        if !self.passwordless() {
+            return Err(PasskeyError::Unavailable);
+        }
         let sealed = cookie
             .filter(|c| c.len() <= MAX_SIGN_IN_COOKIE)
             .and_then(decode_id)
@@ -415,29 +420,49 @@ impl Passkeys {
     }
 
     /// Records an accepted use: the counter and backup flags the library updated, and when.
-    /// `Unknown` if the passkey was removed meanwhile.
+    ///
+    /// The library compared the counter with the copy the challenge was made from; this
+    /// compares it again with the stored one, and writes only over the data it compared with
+    /// (a compare-and-set), so that of two uses with one counter value one wins, and a
+    /// stored counter never goes back. `Unknown` if the passkey was removed meanwhile.
     async fn used(
         &self,
         record: &PasskeyRecord,
         result: &AuthenticationResult,
     ) -> Result<(), PasskeyError> {
-        let mut passkey = parse(&record.data)?;
-        passkey.update_credential(result);
-        let data = serde_json::to_string(&passkey).map_err(PasskeyError::Corrupt)?;
-        if self
-            .store
-            .update_passkey(
-                &record.account,
-                &record.credential_id,
-                &data,
-                self.clock.now(),
-            )
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(PasskeyError::Unknown)
+        let mut current = record.clone();
+        // Another use in between moves the data on: read it again, a few times at most.
+        for _ in 0..3 {
+            let stored = counter(&current.data)?;
+            let used = result.counter();
+            // Authenticators without a counter (most synced passkeys) always say 0.
+            if (used > 0 || stored > 0) && used <= stored {
+                return Err(PasskeyError::PossibleClone);
+            }
+            let mut passkey = parse(&current.data)?;
+            passkey.update_credential(result);
+            let data = serde_json::to_string(&passkey).map_err(PasskeyError::Corrupt)?;
+            if self
+                .store
+                .update_passkey(
+                    &current.account,
+                    &current.credential_id,
+                    &current.data,
+                    &data,
+                    self.clock.now(),
+                )
+                .await?
+            {
+                return Ok(());
+            }
+            current = self
+                .store
+                .passkey(&current.credential_id)
+                .await?
+                .filter(|r| r.account == record.account)
+                .ok_or(PasskeyError::Unknown)?;
         }
+        Err(PasskeyError::PossibleClone)
     }
 
     /// Renames one of `user`'s passkeys.
@@ -494,6 +519,23 @@ fn parse(data: &str) -> Result<Passkey, PasskeyError> {
     serde_json::from_str(data).map_err(PasskeyError::Corrupt)
 }
 
+/// The signature counter in a stored passkey, which the library keeps private: read from its
+/// serialised form (`{"cred": {"counter": …}}`), and a stored passkey without one is corrupt
+/// rather than a counter of 0 — a new library format must not switch the check off quietly.
+fn counter(data: &str) -> Result<u32, PasskeyError> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        cred: StoredCredential,
+    }
+    #[derive(serde::Deserialize)]
+    struct StoredCredential {
+        counter: u32,
+    }
+    serde_json::from_str::<Stored>(data)
+        .map(|s| s.cred.counter)
+        .map_err(PasskeyError::Corrupt)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,6 +555,15 @@ mod tests {
         assert_eq!(user_handle(&a), user_handle(&a));
         assert_ne!(user_handle(&a), user_handle(&b));
         assert!(!user_handle(&a).to_string().contains("alice"));
+    }
+
+    #[test]
+    fn the_stored_counter_is_read_and_its_absence_is_an_error() {
+        assert_eq!(
+            counter(r#"{"cred":{"cred_id":"AA","counter":7}}"#).unwrap(),
+            7
+        );
+        assert!(counter(r#"{"cred":{"cred_id":"AA"}}"#).is_err());
     }
 
     #[test]

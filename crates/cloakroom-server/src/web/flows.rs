@@ -367,7 +367,9 @@ async fn check_second_factor(
     let checked = match proof {
         Proof::Code(method, code) => state.mfa.verify(&account.id, *method, code).await,
         Proof::Passkey(credential) => {
-            match crate::web::passkeys::take(holder, crate::mfa::passkey::CHALLENGE_KEY).await? {
+            match crate::web::passkeys::take(state, holder, crate::mfa::passkey::CHALLENGE_KEY)
+                .await?
+            {
                 Some(challenge) => state
                     .mfa
                     .passkeys

@@ -40,9 +40,11 @@ use crate::web::redirect::ReturnTo;
 use crate::web::{ClientAddr, flows};
 use crate::{events, metrics};
 
-/// The pre-login cookie's name: the session cookie's, with `-oidc` (so `__Host-` too).
+/// The pre-login cookie's name: `__Host-`, the session cookie's base name, `-oidc`. Always
+/// host-only (it is `Secure`, `Path=/`, without `Domain`), whatever the session cookie's scope:
+/// a sibling subdomain cannot plant a cookie of this name beside it.
 pub(crate) fn prelogin_cookie_name(session_cookie: &str) -> String {
-    format!("{session_cookie}-oidc")
+    format!("{}{session_cookie}-oidc", cloakroom_axum::HOST_PREFIX)
 }
 
 fn provider(oidc: &Oidc, id: Result<Path<String>, PathRejection>) -> Result<&Provider, WebError> {

@@ -17,7 +17,9 @@ use utoipa::ToSchema;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use crate::mfa::MfaError;
-use crate::mfa::passkey::{CHALLENGE_KEY, PasskeyError, PasskeyInfo, REGISTRATION_KEY};
+use crate::mfa::passkey::{
+    CHALLENGE_KEY, CHALLENGE_LIFETIME, PasskeyError, PasskeyInfo, REGISTRATION_KEY,
+};
 use crate::state::AppState;
 use crate::web::api::signed_in;
 use crate::web::device::rfc3339;
@@ -25,10 +27,12 @@ use crate::web::error::{ApiJson, WebError};
 use crate::web::mfa::{After, account_of, changed};
 use crate::web::{ClientAddr, flows};
 
-/// The passwordless challenge's cookie: the session cookie's name with `-passkey` (so
-/// `__Host-` too).
+/// The passwordless challenge's cookie: `__Host-`, the session cookie's base name,
+/// `-passkey`. Always host-only (it is `Secure`, `Path=/`, without `Domain`): a sibling
+/// subdomain cannot plant a cookie of this name beside it, which would make every sign-in
+/// fail (two cookies of one name are refused).
 pub(crate) fn cookie_name(session_cookie: &str) -> String {
-    format!("{session_cookie}-passkey")
+    format!("{}{session_cookie}-passkey", cloakroom_axum::HOST_PREFIX)
 }
 
 fn passkey_error(e: PasskeyError, wrong: StatusCode) -> WebError {
@@ -125,32 +129,62 @@ pub(crate) async fn registration_options(
         .begin_registration(&account)
         .await
         .map_err(|e| passkey_error(e, StatusCode::BAD_REQUEST))?;
-    offer(&mut session, REGISTRATION_KEY, &registration, &options).await
+    offer(
+        &state,
+        &mut session,
+        REGISTRATION_KEY,
+        &registration,
+        &options,
+    )
+    .await
+}
+
+/// A ceremony's state as a session keeps it: with when it was made, since the library's
+/// state has no time of its own.
+#[derive(Serialize, Deserialize)]
+struct Held<T> {
+    /// Unix milliseconds.
+    at: i64,
+    state: T,
 }
 
 /// Keeps a ceremony's `state` in `holder`'s data under `key` (server-side, see
 /// `mfa::passkey`), and answers the browser's `options`.
 async fn offer(
+    state: &AppState,
     holder: &mut Session,
     key: &'static str,
-    state: &(impl Serialize + Sync),
+    ceremony: &(impl Serialize + Sync),
     options: &impl Serialize,
 ) -> Result<Response, WebError> {
+    let held = Held {
+        at: state.clock.now().as_unix_millis(),
+        state: ceremony,
+    };
     holder
-        .update(|d| d.insert(key, state))
+        .update(|d| d.insert(key, &held))
         .await?
         .map_err(flows::refused_data("passkey request"))?;
     Ok(Json(options).into_response())
 }
 
 /// Takes a ceremony's state out of `holder`'s data (one versioned write: of two requests
-/// answering one challenge, one finds it); `None` if there is none.
+/// answering one challenge, one finds it); `None` if there is none, or it is older than
+/// [`CHALLENGE_LIFETIME`].
 pub(crate) async fn take<T: serde::de::DeserializeOwned>(
+    state: &AppState,
     holder: &mut Session,
     key: &'static str,
 ) -> Result<Option<T>, WebError> {
     let taken = holder.update(|d| d.remove(key)).await?;
-    Ok(taken.and_then(|v| serde_json::from_value(v).ok()))
+    let now = state.clock.now();
+    Ok(taken
+        .and_then(|v| serde_json::from_value::<Held<T>>(v).ok())
+        .filter(|h| {
+            let made = cloakroom_core::Timestamp::from_unix_millis(h.at);
+            now.duration_since(made) <= CHALLENGE_LIFETIME
+        })
+        .map(|h| h.state))
 }
 
 /// Registers a passkey from the browser's answer; every other session ends.
@@ -179,7 +213,7 @@ async fn add(
     let bad = |e| passkey_error(e, StatusCode::BAD_REQUEST);
     let name = crate::mfa::passkey::name(name).map_err(bad)?;
     let factors = flows::require_step_up(state, session).await?;
-    let registration = take(session, REGISTRATION_KEY)
+    let registration = take(state, session, REGISTRATION_KEY)
         .await?
         .ok_or_else(|| bad(PasskeyError::NoChallenge))?;
     let account = account_of(state, session).await?;
@@ -285,7 +319,7 @@ async fn challenge(state: &AppState, holder: &mut Session) -> Result<Response, W
         .begin_authentication(holder.user_id())
         .await
         .map_err(|e| passkey_error(e, StatusCode::BAD_REQUEST))?;
-    offer(holder, CHALLENGE_KEY, &challenge, &options).await
+    offer(state, holder, CHALLENGE_KEY, &challenge, &options).await
 }
 
 /// A challenge for the second step of a sign-in (the pending session's passkeys).
@@ -332,7 +366,7 @@ pub(crate) async fn sign_in_options(
     let sealed = passkeys.seal_sign_in(&challenge).map_err(unavailable)?;
     let mut response = Json(options).into_response();
     let name = cookie_name(&state.settings.cookie_name);
-    let max_age = crate::mfa::passkey::SIGN_IN_LIFETIME.as_secs();
+    let max_age = CHALLENGE_LIFETIME.as_secs();
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{name}={sealed}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Strict"
     )) {

@@ -820,8 +820,17 @@ async fn a_passkey_sign_in_needs_its_own_sealed_challenge() {
         .get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.starts_with(&format!("{}-passkey=", s.state.settings().cookie_name)))
+        .find(|c| c.contains("-passkey="))
         .expect("the sealed challenge's cookie");
+    // Host-only: a sibling subdomain cannot plant a cookie of this name beside it (two would
+    // make every sign-in fail).
+    assert!(
+        cookie.starts_with(&format!(
+            "__Host-{}-passkey=",
+            s.state.settings().cookie_name
+        )),
+        "{cookie}"
+    );
     assert!(
         cookie.contains("HttpOnly")
             && cookie.contains("Secure")

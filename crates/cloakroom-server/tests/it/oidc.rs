@@ -250,6 +250,11 @@ async fn a_first_sign_in_makes_the_account_and_the_next_one_finds_it() {
     let start = b.get("/oidc/fixture/login?next=/account/sessions").await;
     start.assert(303);
     let set = start.set_cookies().join("\n");
+    // Host-only: a sibling subdomain cannot plant a cookie of this name beside it.
+    assert!(
+        set.contains(&format!("__Host-{}-oidc=", s.state.settings().cookie_name)),
+        "{set}"
+    );
     assert!(
         set.contains("-oidc=")
             && set.contains("HttpOnly")

@@ -1048,7 +1048,7 @@ pub async fn passkeys_are_unique_and_only_their_owner_changes_them(h: &impl Acco
     );
     assert!(
         !factors
-            .update_passkey(&flo.id, b"k1", "{}", later)
+            .update_passkey(&flo.id, b"k1", "{\"counter\":0}", "{}", later)
             .await
             .expect("update")
     );
@@ -1066,7 +1066,14 @@ pub async fn passkeys_are_unique_and_only_their_owner_changes_them(h: &impl Acco
     );
     assert!(
         factors
-            .update_passkey(&ed.id, b"k1", "{\"counter\":5}", later)
+            .update_passkey(&ed.id, b"k1", "{\"counter\":0}", "{\"counter\":5}", later)
+            .await
+            .expect("update")
+    );
+    // Checked against a counter that moved on meanwhile: nothing changes.
+    assert!(
+        !factors
+            .update_passkey(&ed.id, b"k1", "{\"counter\":0}", "{\"counter\":3}", at)
             .await
             .expect("update")
     );
