@@ -654,7 +654,7 @@ impl AppState {
             &site.name,
             settings.passkey_login,
             stores.second_factors.clone(),
-            secrets.clone(),
+            oidc.key.clone(),
             clock.clone(),
         );
         let mfa = crate::mfa::SecondFactors::new(

@@ -99,3 +99,46 @@ pub(crate) fn amr(session: &Session) -> Vec<&'static str> {
     }
     amr
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloakroom_core::{
+        AuthMethod, MemoryStore, NewSession, SessionData, SessionManager, UserId,
+    };
+
+    /// A session signed in by `method`, with `second` given at `AAL2_AT` if any.
+    async fn session(method: &str, second: Option<&str>) -> Session {
+        let mut data = SessionData::default();
+        if let Some(factor) = second {
+            data.insert(AAL2_AT, &1_700_000_000_000_i64).unwrap();
+            data.insert(SECOND_FACTOR, factor).unwrap();
+        }
+        let new = NewSession::new(UserId::new("u1").unwrap(), AuthMethod::new(method).unwrap())
+            .data(data);
+        SessionManager::new(MemoryStore::new())
+            .issue(new, None)
+            .await
+            .unwrap()
+            .session
+    }
+
+    #[tokio::test]
+    async fn amr_names_each_way_in_as_rfc_8176_does() {
+        let cases = [
+            ("password", None, vec!["pwd"]),
+            ("password", Some("totp"), vec!["pwd", "otp", "mfa"]),
+            ("password", Some("recovery_code"), vec!["pwd", "mfa"]),
+            ("password", Some("passkey"), vec!["pwd", "hwk", "mfa"]),
+            // A passkey alone: one key, both factors (it verified its user).
+            (PASSKEY_SIGN_IN, Some("passkey"), vec!["hwk", "mfa"]),
+            ("oidc:google", None, vec!["fed"]),
+        ];
+        for (method, second, expected) in cases {
+            let s = session(method, second).await;
+            assert_eq!(amr(&s), expected, "{method} {second:?}");
+            let level = if second.is_some() { "aal2" } else { "aal1" };
+            assert_eq!(AuthLevel::of(&s).as_str(), level, "{method} {second:?}");
+        }
+    }
+}

@@ -7,10 +7,11 @@
 //! challenge and warns that a client-held state invites replay. A registration, a second
 //! factor and a step-up have a session record (full or pending) to keep it in; the state is
 //! taken out of the record before it is used, so one challenge answers once. A passwordless
-//! sign-in has no session yet: its state is sealed (XChaCha20-Poly1305, under the server's
-//! secrets, bound to its purpose) into a short-lived `__Host-` cookie and recorded as used
-//! in the consumed-link records when it is answered — unforgeable, unreadable, and good once,
-//! which is what the warning asks of server-side state.
+//! sign-in has no session yet: its state travels as an OpenID sign-in's does, in the
+//! pre-login cookie (`oidc::prelogin`: MAC'd under the pre-login key for its own purpose,
+//! short-lived, `__Host-`, spent in the consumed-link records when it is answered) —
+//! unforgeable and good once, which is what the warning asks of server-side state. (The state
+//! holds the challenge the browser was sent anyway; nothing in it is secret.)
 //!
 //! **The relying party is `public_url`**: its host is the RP id, its origin the only one
 //! accepted. WebAuthn refuses IP addresses as RP ids, so a server whose public URL is an IP
@@ -22,9 +23,8 @@
 use std::sync::Arc;
 
 use cloakroom_core::accounts::Account;
-use cloakroom_core::link::LinkId;
 use cloakroom_core::mfa::{PasskeyRecord, SecondFactorStore};
-use cloakroom_core::{Clock, SessionManager, StoreError, Timestamp, UserId};
+use cloakroom_core::{Clock, SessionManager, StoreError, UserId};
 use sha2::{Digest, Sha256};
 use webauthn_rs::prelude::{
     AuthenticationResult, CreationChallengeResponse, DiscoverableAuthentication, Passkey,
@@ -33,7 +33,7 @@ use webauthn_rs::prelude::{
 };
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 
-use crate::secrets::Secrets;
+use crate::oidc::prelogin::{Carried, PreLoginKey, Purpose};
 
 /// Session data key: a registration under way.
 pub(crate) const REGISTRATION_KEY: &str = "cloakroom.passkey_registration";
@@ -90,6 +90,17 @@ impl PasskeyError {
             e => Self::Refused(e),
         }
     }
+
+    /// A refusal as the security events name its reason.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Self::PossibleClone => "possible_clone",
+            Self::Unknown => "unknown_passkey",
+            Self::NoChallenge => "no_challenge",
+            Self::Refused(_) => "passkey_refused",
+            _ => "error",
+        }
+    }
 }
 
 /// The passkeys of every account: the relying party, and the store.
@@ -97,7 +108,8 @@ impl PasskeyError {
 pub(crate) struct Passkeys {
     webauthn: Option<Arc<Webauthn>>,
     store: Arc<dyn SecondFactorStore>,
-    secrets: Secrets,
+    /// Signs a passwordless challenge's cookie.
+    key: PreLoginKey,
     clock: Arc<dyn Clock>,
     discoverable: bool,
 }
@@ -111,16 +123,6 @@ impl std::fmt::Debug for Passkeys {
     }
 }
 
-/// A passkey as the account sees it.
-#[derive(Debug, Clone)]
-pub(crate) struct PasskeyInfo {
-    /// The credential id, base64url: how routes name it.
-    pub(crate) id: String,
-    pub(crate) name: String,
-    pub(crate) created_at: cloakroom_core::Timestamp,
-    pub(crate) last_used_at: Option<cloakroom_core::Timestamp>,
-}
-
 /// A credential id as routes and pages spell it.
 pub(crate) fn encode_id(id: &[u8]) -> String {
     base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, id)
@@ -129,17 +131,6 @@ pub(crate) fn encode_id(id: &[u8]) -> String {
 /// A credential id from a route; `None` if it is not base64url.
 pub(crate) fn decode_id(id: &str) -> Option<Vec<u8>> {
     base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, id).ok()
-}
-
-impl From<&PasskeyRecord> for PasskeyInfo {
-    fn from(r: &PasskeyRecord) -> Self {
-        Self {
-            id: encode_id(&r.credential_id),
-            name: r.name.clone(),
-            created_at: r.created_at,
-            last_used_at: r.last_used_at,
-        }
-    }
 }
 
 /// The user handle authenticators keep for `user`: 16 bytes of a digest of its id.
@@ -183,7 +174,7 @@ impl Passkeys {
         rp_name: &str,
         discoverable: bool,
         store: Arc<dyn SecondFactorStore>,
-        secrets: Secrets,
+        key: PreLoginKey,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let webauthn = relying_party(public_origin, rp_name).map(Arc::new);
@@ -196,7 +187,7 @@ impl Passkeys {
         Self {
             webauthn,
             store,
-            secrets,
+            key,
             clock,
             discoverable,
         }
@@ -216,15 +207,9 @@ impl Passkeys {
         self.webauthn.as_deref().ok_or(PasskeyError::Unavailable)
     }
 
-    /// The passkeys of `user`, as listed.
-    pub(crate) async fn list(&self, user: &UserId) -> Result<Vec<PasskeyInfo>, PasskeyError> {
-        Ok(self
-            .store
-            .passkeys(user)
-            .await?
-            .iter()
-            .map(PasskeyInfo::from)
-            .collect())
+    /// The passkeys of `user`, oldest first.
+    pub(crate) async fn list(&self, user: &UserId) -> Result<Vec<PasskeyRecord>, PasskeyError> {
+        Ok(self.store.passkeys(user).await?)
     }
 
     /// Starts registering a passkey for `account`: the options for the browser, and the state
@@ -267,7 +252,7 @@ impl Passkeys {
         name: &str,
         credential: &RegisterPublicKeyCredential,
         state: &PasskeyRegistration,
-    ) -> Result<PasskeyInfo, PasskeyError> {
+    ) -> Result<PasskeyRecord, PasskeyError> {
         let passkey = self
             .webauthn()?
             .finish_passkey_registration(credential, state)
@@ -283,7 +268,7 @@ impl Passkeys {
         if !self.store.add_passkey(&record).await? {
             return Err(PasskeyError::AlreadyRegistered);
         }
-        Ok(PasskeyInfo::from(&record))
+        Ok(record)
     }
 
     /// A challenge for the passkeys of `user` (a second factor, or step-up): the options for
@@ -346,28 +331,14 @@ impl Passkeys {
         Ok((options, state))
     }
 
-    /// The passwordless challenge's state, sealed for its cookie (base64url): the state, a
-    /// random id (recorded as used when it is answered), and when it expires.
-    pub(crate) fn seal_sign_in(
-        &self,
-        state: &DiscoverableAuthentication,
-    ) -> Result<String, PasskeyError> {
-        let expires = self
-            .clock
-            .now()
-            .as_unix_millis()
-            .saturating_add(i64::try_from(CHALLENGE_LIFETIME.as_millis()).unwrap_or(i64::MAX));
-        let sealed = SealedSignIn {
-            id: LinkId::generate().to_string(),
-            expires,
-            state: state.clone(),
-        };
-        let json = serde_json::to_vec(&sealed).map_err(PasskeyError::Corrupt)?;
-        Ok(encode_id(&self.secrets.seal(SIGN_IN_CONTEXT, &json)))
+    /// The passwordless challenge's state as its cookie carries it (see the module docs).
+    pub(crate) fn seal_sign_in(&self, state: DiscoverableAuthentication) -> Option<String> {
+        let carried = Carried::new(state, self.clock.now(), CHALLENGE_LIFETIME);
+        self.key.seal(Purpose::Passkey, &carried)
     }
 
-    /// Opens a passwordless challenge's cookie and records it as used: its state, once, before
-    /// it expires. Anything else is `NoChallenge`.
+    /// Opens a passwordless challenge's cookie and spends it: its state, once, before it
+    /// expires, and while `passkey_login` is on. Anything else is `NoChallenge`.
     pub(crate) async fn open_sign_in(
         &self,
         cookie: Option<&str>,
@@ -377,22 +348,17 @@ impl Passkeys {
         if !self.passwordless() {
             return Err(PasskeyError::Unavailable);
         }
-        let sealed = cookie
-            .filter(|c| c.len() <= MAX_SIGN_IN_COOKIE)
-            .and_then(decode_id)
+        let carried: Carried<DiscoverableAuthentication> = cookie
+            .and_then(|c| {
+                self.key
+                    .open_value(Purpose::Passkey, c, self.clock.now())
+                    .ok()
+            })
             .ok_or(PasskeyError::NoChallenge)?;
-        let opened = self
-            .secrets
-            .open(SIGN_IN_CONTEXT, &sealed)
-            .map_err(|_| PasskeyError::NoChallenge)?;
-        let state: SealedSignIn =
-            serde_json::from_slice(&opened.plaintext).map_err(|_| PasskeyError::NoChallenge)?;
-        let expires = Timestamp::from_unix_millis(state.expires);
-        let id = LinkId::parse(&state.id).ok_or(PasskeyError::NoChallenge)?;
-        if self.clock.now() >= expires || !sessions.consume_link(&id, expires).await? {
+        if !carried.spend(sessions).await? {
             return Err(PasskeyError::NoChallenge);
         }
-        Ok(state.state)
+        Ok(carried.body)
     }
 
     /// Checks a passwordless sign-in's answer: whose passkey it is (by its credential id, and
@@ -471,7 +437,7 @@ impl Passkeys {
         user: &UserId,
         id: &str,
         new_name: &str,
-    ) -> Result<PasskeyInfo, PasskeyError> {
+    ) -> Result<PasskeyRecord, PasskeyError> {
         let name = name(new_name)?;
         let id = decode_id(id).ok_or(PasskeyError::Unknown)?;
         if !self.store.rename_passkey(user, &id, &name).await? {
@@ -481,7 +447,6 @@ impl Passkeys {
             .passkey(&id)
             .await?
             .filter(|r| &r.account == user)
-            .map(|r| PasskeyInfo::from(&r))
             .ok_or(PasskeyError::Unknown)
     }
 
@@ -500,20 +465,6 @@ impl Passkeys {
         Ok(())
     }
 }
-
-/// What a passwordless challenge's cookie holds, sealed.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SealedSignIn {
-    id: String,
-    /// Unix milliseconds.
-    expires: i64,
-    state: DiscoverableAuthentication,
-}
-
-/// What the sealed cookie is bound to, so no other sealed value of the server's opens as one.
-const SIGN_IN_CONTEXT: &[u8] = b"cloakroom passkey sign-in v1\0";
-/// A longer cookie is refused unread.
-const MAX_SIGN_IN_COOKIE: usize = 4096;
 
 fn parse(data: &str) -> Result<Passkey, PasskeyError> {
     serde_json::from_str(data).map_err(PasskeyError::Corrupt)
@@ -549,12 +500,11 @@ mod tests {
     }
 
     #[test]
-    fn user_handles_are_stable_per_account_and_do_not_show_the_id() {
+    fn user_handles_are_stable_per_account() {
         let a = UserId::new("alice-id").unwrap();
         let b = UserId::new("bob-id").unwrap();
         assert_eq!(user_handle(&a), user_handle(&a));
         assert_ne!(user_handle(&a), user_handle(&b));
-        assert!(!user_handle(&a).to_string().contains("alice"));
     }
 
     #[test]

@@ -22,7 +22,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cloakroom_core::link::LinkId;
 use cloakroom_core::{Clock, SessionManager, Timestamp};
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreProviderMetadata,
@@ -34,7 +33,7 @@ use openidconnect::{
 };
 
 use super::discovery::DiscoveryError;
-use super::prelogin::{LIFETIME, PreLogin, PreLoginError};
+use super::prelogin::{Carried, LIFETIME, PreLogin, PreLoginError, Purpose};
 use super::{ALLOWED_ALGS, Oidc, Provider};
 
 /// How far ahead of this server's clock an ID token's `iat` may be.
@@ -144,18 +143,19 @@ pub(crate) async fn start(
         request = request.add_scope(Scope::new(scope.clone()));
     }
     let (url, state, nonce) = request.url();
-    let lifetime = i64::try_from(LIFETIME.as_secs()).unwrap_or(600);
     let pre = PreLogin {
         provider: provider.config.id.clone(),
         state: state.secret().clone(),
         nonce: nonce.secret().clone(),
         verifier: verifier.secret().clone(),
         next,
-        exp: now.as_unix_secs() + lifetime,
-        id: LinkId::generate().to_string(),
         link,
     };
-    Ok((url.to_string(), oidc.key.seal(&pre)))
+    let cookie = oidc
+        .key
+        .seal(Purpose::Oidc, &Carried::new(pre, now, LIFETIME))
+        .ok_or(PreLoginError::Invalid)?;
+    Ok((url.to_string(), cookie))
 }
 
 /// What came back to the callback.
@@ -210,9 +210,10 @@ pub(crate) async fn finish(
     q: CallbackQuery,
 ) -> Result<SignedIn, FlowError> {
     let now = clock.now();
-    let pre = oidc
-        .key
-        .open_value(cookie.ok_or(PreLoginError::Missing)?, now)?;
+    let carried: Carried<PreLogin> =
+        oidc.key
+            .open_value(Purpose::Oidc, cookie.ok_or(PreLoginError::Missing)?, now)?;
+    let pre = &carried.body;
     let state_matches = q.state.as_deref().is_some_and(|s| {
         // Constant-time, as a CSRF token is compared.
         use subtle::ConstantTimeEq as _;
@@ -221,9 +222,7 @@ pub(crate) async fn finish(
     if pre.provider != provider.config.id || !state_matches {
         return Err(FlowError::StateMismatch);
     }
-    let id = pre.link_id().ok_or(PreLoginError::Invalid)?;
-    let expires = Timestamp::from_unix_millis(pre.exp.saturating_mul(1000));
-    if !sessions.consume_link(&id, expires).await? {
+    if !carried.spend(sessions).await? {
         return Err(FlowError::Replayed);
     }
     if let Some(error) = q.error {
@@ -302,7 +301,7 @@ pub(crate) async fn finish(
     Ok(SignedIn {
         claims,
         sid: sid_of(&id_token.to_string()),
-        next: pre.next,
-        link: pre.link,
+        next: pre.next.clone(),
+        link: pre.link.clone(),
     })
 }

@@ -296,7 +296,7 @@ pub(crate) async fn passkey_sign_in(
         Err(e) => Err(e),
     };
     let user = checked.map_err(|e| {
-        events::login_failed("-", ip, passkey_reason(&e));
+        events::login_failed("-", ip, e.reason());
         metrics::login("passkey_refused");
         mfa_error(e.into(), axum::http::StatusCode::UNAUTHORIZED)
     })?;
@@ -321,18 +321,6 @@ pub(crate) async fn passkey_sign_in(
     let (session, _) = sign_in(auth, &account, &client, how, data).await?;
     let session = signed_in(state, &account, session, ip).await?;
     Ok((account, session))
-}
-
-/// A refused passkey, as the security events name the reason.
-fn passkey_reason(e: &crate::mfa::passkey::PasskeyError) -> &'static str {
-    use crate::mfa::passkey::PasskeyError;
-    match e {
-        PasskeyError::PossibleClone => "possible_clone",
-        PasskeyError::Unknown => "unknown_passkey",
-        PasskeyError::NoChallenge => "no_challenge",
-        PasskeyError::Refused(_) => "passkey_refused",
-        _ => "error",
-    }
 }
 
 /// Marks session data as `aal2` at `now`, by `method`.
@@ -390,7 +378,7 @@ async fn check_second_factor(
             let reason = match &e {
                 crate::mfa::MfaError::Replayed => "replayed",
                 crate::mfa::MfaError::WrongCode => "wrong_code",
-                crate::mfa::MfaError::Passkey(p) => passkey_reason(p),
+                crate::mfa::MfaError::Passkey(p) => p.reason(),
                 _ => "error",
             };
             events::second_factor_failed(user, method.as_str(), reason, ip);

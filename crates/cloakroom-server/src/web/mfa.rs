@@ -697,6 +697,11 @@ async fn security(
         .list(session.user_id())
         .await
         .map_err(|e| flows::mfa_error(e.into(), StatusCode::NOT_FOUND))?;
+    // The default conventions: these handlers do not read `Accept-Language`.
+    let (now, style) = (
+        state.clock.now(),
+        crate::web::when::Style::from_accept_language(None),
+    );
     let (mut enrolment, mut recovery_codes, mut notice) = (None, None, None);
     match shown {
         Shown::Status(n) => notice = n,
@@ -714,17 +719,11 @@ async fn security(
             passkeys_available: state.mfa.passkeys.available(),
             passkeys: passkeys
                 .into_iter()
-                .map(|p| {
-                    let now = state.clock.now();
-                    let style = crate::web::when::Style::from_accept_language(None);
-                    PasskeyRow {
-                        created_words: crate::web::when::at(p.created_at, now, style),
-                        last_used_words: p
-                            .last_used_at
-                            .map(|t| crate::web::when::at(t, now, style)),
-                        id: p.id,
-                        name: p.name,
-                    }
+                .map(|p| PasskeyRow {
+                    created_words: crate::web::when::at(p.created_at, now, style),
+                    last_used_words: p.last_used_at.map(|t| crate::web::when::at(t, now, style)),
+                    id: crate::mfa::passkey::encode_id(&p.credential_id),
+                    name: p.name,
                 })
                 .collect(),
             enrolment,

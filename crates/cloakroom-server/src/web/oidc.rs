@@ -61,7 +61,9 @@ fn redirect_uri(state: &AppState, id: &str) -> String {
     )
 }
 
-fn set_cookie(name: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
+/// A pre-login cookie (an OpenID or a passkey sign-in's, see `oidc::prelogin`) set to `value`
+/// for `max_age` seconds; an empty value and 0 remove it.
+pub(crate) fn set_cookie(name: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax"
     ))
@@ -164,7 +166,7 @@ async fn to_provider(
 
 /// The pre-login cookie's value: read as the session cookie is (a sibling site's non-ASCII
 /// cookie in the same header does not hide it), and none at all when presented twice.
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     cloakroom_axum::find_cookie(headers, name)
         .ok()
         .flatten()

@@ -12,19 +12,21 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use cloakroom_axum::{Auth, Rejection, Session};
+use cloakroom_core::mfa::PasskeyRecord;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use crate::mfa::MfaError;
 use crate::mfa::passkey::{
-    CHALLENGE_KEY, CHALLENGE_LIFETIME, PasskeyError, PasskeyInfo, REGISTRATION_KEY,
+    CHALLENGE_KEY, CHALLENGE_LIFETIME, PasskeyError, REGISTRATION_KEY, encode_id,
 };
 use crate::state::AppState;
 use crate::web::api::signed_in;
 use crate::web::device::rfc3339;
 use crate::web::error::{ApiJson, WebError};
 use crate::web::mfa::{After, account_of, changed};
+use crate::web::oidc::{cookie_value, set_cookie};
 use crate::web::{ClientAddr, flows};
 
 /// The passwordless challenge's cookie: `__Host-`, the session cookie's base name,
@@ -52,11 +54,11 @@ pub(crate) struct PasskeyView {
     pub(crate) last_used_at: Option<String>,
 }
 
-impl From<PasskeyInfo> for PasskeyView {
-    fn from(p: PasskeyInfo) -> Self {
+impl From<&PasskeyRecord> for PasskeyView {
+    fn from(p: &PasskeyRecord) -> Self {
         Self {
-            id: p.id,
-            name: p.name,
+            id: encode_id(&p.credential_id),
+            name: p.name.clone(),
             created_at: rfc3339(p.created_at),
             last_used_at: p.last_used_at.map(rfc3339),
         }
@@ -236,7 +238,7 @@ async fn add(
     };
     changed(state, session, "passkey", "added", ip).await?;
     Ok(Registered {
-        passkey: passkey.into(),
+        passkey: PasskeyView::from(&passkey),
         recovery_codes,
     })
 }
@@ -255,7 +257,7 @@ pub(crate) async fn list(
         .list(session.user_id())
         .await
         .map_err(|e| passkey_error(e, StatusCode::NOT_FOUND))?;
-    Ok(Json(list.into_iter().map(PasskeyView::from).collect()))
+    Ok(Json(list.iter().map(PasskeyView::from).collect()))
 }
 
 /// Renames one of the account's passkeys.
@@ -276,7 +278,7 @@ pub(crate) async fn rename(
         .rename(session.user_id(), &id, &req.name)
         .await
         .map_err(|e| passkey_error(e, StatusCode::NOT_FOUND))?;
-    Ok(Json(renamed.into()))
+    Ok(Json(PasskeyView::from(&renamed)))
 }
 
 /// Removes one of the account's passkeys (needs a recent second factor); every other session
@@ -363,13 +365,14 @@ pub(crate) async fn sign_in_options(
     let passkeys = &state.mfa.passkeys;
     let unavailable = |e| passkey_error(e, StatusCode::NOT_FOUND);
     let (options, challenge) = passkeys.begin_sign_in().map_err(unavailable)?;
-    let sealed = passkeys.seal_sign_in(&challenge).map_err(unavailable)?;
     let mut response = Json(options).into_response();
     let name = cookie_name(&state.settings.cookie_name);
-    let max_age = CHALLENGE_LIFETIME.as_secs();
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{name}={sealed}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Strict"
-    )) {
+    // The state always serialises (the library's own derive); a cookie that could not be
+    // made would only fail the answer later, with `no_challenge`.
+    if let Some(v) = passkeys
+        .seal_sign_in(challenge)
+        .and_then(|sealed| set_cookie(&name, &sealed, CHALLENGE_LIFETIME.as_secs()))
+    {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
@@ -378,21 +381,17 @@ pub(crate) async fn sign_in_options(
     Ok(response)
 }
 
-/// The passwordless challenge's cookie, and a header that removes it.
-fn challenge_cookie<'a>(
-    state: &AppState,
-    headers: &'a HeaderMap,
-) -> (Option<&'a str>, HeaderValue) {
-    let name = cookie_name(&state.settings.cookie_name);
-    let value = cloakroom_axum::find_cookie(headers, &name)
-        .ok()
-        .flatten()
-        .and_then(|v| std::str::from_utf8(v).ok());
-    let gone = HeaderValue::from_str(&format!(
-        "{name}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static("x=; Max-Age=0"));
-    (value, gone)
+/// The passwordless challenge's cookie, as the request carries it.
+fn challenge_cookie<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a str> {
+    cookie_value(headers, &cookie_name(&state.settings.cookie_name))
+}
+
+/// `response`, removing the challenge's cookie: it is spent, whatever the answer was.
+fn spent(state: &AppState, mut response: Response) -> Response {
+    if let Some(v) = set_cookie(&cookie_name(&state.settings.cookie_name), "", 0) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
 }
 
 /// Signs in with a passkey alone (`passkey_login = true`): the session starts at `aal2`.
@@ -408,15 +407,16 @@ pub(crate) async fn sign_in(
     headers: HeaderMap,
     ApiJson(req): ApiJson<PasskeySignInRequest>,
 ) -> Result<Response, WebError> {
-    let (cookie, gone) = challenge_cookie(&state, &headers);
+    let cookie = challenge_cookie(&state, &headers);
     let result =
         flows::passkey_sign_in(&state, &auth, ip, cookie, &req.credential, req.remember).await;
-    let mut response = match result {
-        Ok((account, session)) => signed_in(&account, &session, None),
-        Err(e) => e.into_response(),
-    };
-    response.headers_mut().append(header::SET_COOKIE, gone);
-    Ok(response)
+    Ok(spent(
+        &state,
+        match result {
+            Ok((account, session)) => signed_in(&account, &session, None),
+            Err(e) => e.into_response(),
+        },
+    ))
 }
 
 // --- Pages --------------------------------------------------------------------------------
@@ -426,7 +426,6 @@ pub(crate) async fn sign_in(
 pub(crate) struct SignInForm {
     #[serde(default)]
     credential: String,
-    remember: Option<String>,
     next: Option<String>,
 }
 
@@ -440,20 +439,19 @@ pub(crate) async fn sign_in_submit(
 ) -> Response {
     let next =
         crate::web::redirect::ReturnTo::parse(form.next.as_deref(), &state.settings.redirect_hosts);
-    let (cookie, gone) = challenge_cookie(&state, &headers);
+    let cookie = challenge_cookie(&state, &headers);
     let result = match crate::web::mfa::parse_credential::<PublicKeyCredential>(&form.credential) {
+        // The page offers no "keep me signed in" beside the passkey button.
         Ok(credential) => {
-            let remember = form.remember.is_some();
-            flows::passkey_sign_in(&state, &auth, ip, cookie, &credential, remember).await
+            flows::passkey_sign_in(&state, &auth, ip, cookie, &credential, false).await
         }
         Err(e) => Err(e),
     };
-    let mut response = match result {
+    let response = match result {
         Ok(_) => Redirect::to(next.as_str()).into_response(),
         Err(e) => crate::web::pages::login_refused(&state, &auth, &next, &e).await,
     };
-    response.headers_mut().append(header::SET_COOKIE, gone);
-    response
+    spent(&state, response)
 }
 
 /// The security page's "Add a passkey".

@@ -27,7 +27,7 @@ pub(crate) async fn server_sending_to(sink: &SmtpSink) -> TestServer {
 
 /// The payload of a JWT, unverified (the forward-auth tests verify these tokens; here only
 /// what they claim matters).
-fn jwt_claims(jwt: &str) -> serde_json::Value {
+pub(crate) fn jwt_claims(jwt: &str) -> serde_json::Value {
     use base64::Engine as _;
     let payload = jwt.split('.').nth(1).unwrap();
     serde_json::from_slice(
